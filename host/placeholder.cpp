@@ -1,0 +1,1 @@
+// removed once host has real sources
