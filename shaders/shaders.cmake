@@ -1,4 +1,11 @@
 # Every kernel and its variants. Variant names are <op>_<wtype>_<acttype> where types vary.
 snapvk_shader(add add.comp)
 snapvk_shader(mul mul.comp)
+snapvk_shader(rms_norm rms_norm.comp)
+snapvk_shader(softmax softmax.comp)
+foreach(w f32 f16)
+  string(TOUPPER ${w} W)
+  snapvk_shader(matvec_${w}_f32 matvec.comp DEFINES W_${W})
+  snapvk_shader(matmul_${w}_f32 matmul.comp DEFINES W_${W})
+endforeach()
 snapvk_shaders_finish()

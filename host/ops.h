@@ -1,0 +1,71 @@
+#pragma once
+// The model's kernels: pipelines created once per device, and one small function per op
+// that checks shapes and records a dispatch. Push-constant structs mirror the GLSL blocks.
+#include <cstdint>
+
+#include "host/ggml_types.h"
+#include "runtime/commands.h"
+#include "runtime/context.h"
+#include "runtime/pipeline.h"
+
+namespace snapvk {
+
+// Workgroup and tile sizes per device, chosen once; kernels take them as specialization constants.
+struct Tuning {
+  uint32_t subgroup = 32;
+  uint32_t elementwise_wg = 256;
+  uint32_t row_wg = 256;        // rms_norm, softmax: one workgroup per row
+  uint32_t matvec_wg = 128;
+  uint32_t matvec_rows = 2;     // rows per matvec workgroup
+  uint32_t matmul_bm = 64, matmul_bn = 64, matmul_bk = 16;
+  static Tuning for_device(const DeviceInfo& info);
+};
+
+// Kernels indexed by weight type: the <op>_<wtype>_f32 variants.
+enum WeightKind : uint32_t { kWeightF32 = 0, kWeightF16, kWeightKinds };
+// The variant that runs a weight of this ggml type; throws for types without kernels.
+WeightKind weight_kind(GgmlType type);
+
+struct Kernels {
+  explicit Kernels(Context& ctx);
+  Context& ctx;
+  Tuning tuning;
+  Pipeline add;                          // c = a + b (b broadcast)
+  Pipeline mul;                          // c = a * b (b broadcast)
+  Pipeline rms_norm;                     // y = x / rms(x) * w, per row
+  Pipeline softmax;                      // y = softmax(scale * x), per row
+  Pipeline matvec[kWeightKinds];         // y = W x
+  Pipeline matmul[kWeightKinds];         // Y = X W^T
+};
+
+// ---- push constants (one struct per kernel, <= 128 bytes) ----
+struct BinaryPush { uint32_t n, nb; };
+struct RmsNormPush { uint32_t n, rows; float eps; };
+struct SoftmaxPush { uint32_t n, rows; float scale; };
+struct MatvecPush { uint32_t K, N; };
+struct MatmulPush { uint32_t M, N, K; };
+static_assert(sizeof(BinaryPush) <= 128 && sizeof(RmsNormPush) <= 128 && sizeof(SoftmaxPush) <= 128 &&
+              sizeof(MatvecPush) <= 128 && sizeof(MatmulPush) <= 128);
+
+// ---- ops: record one dispatch each; buffers hold f32 unless a weight type is named ----
+// c[i] = a[i] + b[i % nb], i < n
+void op_add(CommandStream& cs, const Kernels& k, BufferRange a, BufferRange b, BufferRange c, uint32_t n, uint32_t nb);
+// c[i] = a[i] * b[i % nb], i < n
+void op_mul(CommandStream& cs, const Kernels& k, BufferRange a, BufferRange b, BufferRange c, uint32_t n, uint32_t nb);
+// x, y: [rows, n]; w: [n]
+void op_rms_norm(CommandStream& cs, const Kernels& k, BufferRange x, BufferRange w, BufferRange y, uint32_t rows,
+                 uint32_t n, float eps);
+// x, y: [rows, n]
+void op_softmax(CommandStream& cs, const Kernels& k, BufferRange x, BufferRange y, uint32_t rows, uint32_t n,
+                float scale);
+// w: [N, K] of type wt; x: [K]; y: [N]
+void op_matvec(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, BufferRange x, BufferRange y,
+               uint32_t N, uint32_t K);
+// w: [N, K] of type wt; x: [M, K]; y: [M, N]
+void op_matmul(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, BufferRange x, BufferRange y,
+               uint32_t M, uint32_t N, uint32_t K);
+
+// Grid for `groups` workgroups laid out in 2-D when they exceed the x limit (kernels use flat_workgroup()).
+void grid_2d(const DeviceInfo& info, uint64_t groups, uint32_t& gx, uint32_t& gy);
+
+}  // namespace snapvk

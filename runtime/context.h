@@ -1,0 +1,128 @@
+#pragma once
+// Vulkan instance, physical-device choice, logical device with one compute queue, and the
+// optional features later kernels use. Knows nothing of language models.
+#include <vulkan/vulkan.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "runtime/memory.h"
+
+namespace snapvk {
+
+struct MemoryHeapInfo {
+  uint64_t size = 0;
+  bool device_local = false;
+};
+
+struct DeviceInfo {
+  uint32_t index = 0;              // position in vkEnumeratePhysicalDevices order
+  std::string name;
+  VkPhysicalDeviceType type = VK_PHYSICAL_DEVICE_TYPE_OTHER;
+  std::string driver;              // driver name and info string
+  uint32_t api_version = 0;
+  uint32_t subgroup_size = 0;      // default subgroup size in compute
+  uint32_t min_subgroup_size = 0, max_subgroup_size = 0;
+  bool subgroup_arithmetic = false;  // subgroupAdd/Max in compute shaders
+  bool subgroup_size_control = false;
+  bool fp16 = false;               // shaderFloat16
+  bool int8 = false;               // shaderInt8
+  bool storage16 = false;          // storageBuffer16BitAccess
+  bool storage8 = false;           // storageBuffer8BitAccess
+  bool timestamps = false;         // compute queue can write timestamps
+  bool unified_memory = false;     // integrated GPU or CPU: device-local memory is host-visible
+  float timestamp_period_ns = 1.0f;
+  uint64_t max_storage_buffer_range = 0;
+  uint64_t min_storage_buffer_offset_alignment = 0;
+  uint32_t max_shared_memory = 0;
+  uint32_t max_workgroup_invocations = 0;
+  uint32_t max_workgroup_count[3] = {};
+  uint32_t max_push_constants = 0;
+  std::vector<MemoryHeapInfo> heaps;
+
+  std::string type_name() const;
+  std::string api_string() const;
+  uint64_t device_local_bytes() const;  // size of the largest device-local heap
+};
+
+struct ContextOptions {
+  // Index ("1") or case-insensitive name substring ("llvmpipe"). Empty: $SNAPVK_DEVICE, then
+  // the best device (discrete > integrated > virtual > CPU).
+  std::string device;
+  // Enable the Khronos validation layer. Also on when $SNAPVK_VALIDATION=1.
+  bool validation = false;
+};
+
+class Context {
+ public:
+  explicit Context(const ContextOptions& opts = {});
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  // Every Vulkan device on this machine (creates a short-lived instance).
+  static std::vector<DeviceInfo> list_devices();
+
+  const DeviceInfo& info() const { return info_; }
+  VkDevice device() const { return device_; }
+  VkPhysicalDevice physical() const { return phys_; }
+  VkQueue queue() const { return queue_; }
+  uint32_t queue_family() const { return queue_family_; }
+  VkPipelineCache pipeline_cache() const { return pipeline_cache_; }
+  bool validation_enabled() const { return validation_; }
+  MemoryTracker& memory() { return memory_; }
+  const MemoryTracker& memory() const { return memory_; }
+
+  // Memory type index for the requested properties, or -1.
+  int find_memory_type(uint32_t type_bits, VkMemoryPropertyFlags want) const;
+
+  // Validation-layer errors seen since creation (or the last reset). Tests fail on any.
+  uint64_t validation_errors() const { return validation_errors_.load(); }
+  std::string last_validation_message() const;
+  void reset_validation_errors();
+
+  // Host-visible staging buffer of at least `bytes` (grown on demand, kept for reuse).
+  // Hold staging_lock() while using it: sessions on other threads share it.
+  class Buffer& staging(uint64_t bytes);
+  std::unique_lock<std::mutex> staging_lock() { return std::unique_lock<std::mutex>(staging_mutex_); }
+  // One-shot command buffer for transfers; submits and waits.
+  void run_once(const std::function<void(VkCommandBuffer)>& record);
+  // Wait on a fence with the configured timeout ($SNAPVK_FENCE_TIMEOUT_S, default 600 s);
+  // a timeout or a lost device throws instead of hanging.
+  void wait_fence(VkFence fence) const;
+  // Submit one command buffer; safe from several threads (sessions share the queue).
+  void submit(VkCommandBuffer cb, VkFence fence);
+
+ private:
+  static VkBool32 VKAPI_CALL debug_callback(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
+                                            VkDebugUtilsMessageTypeFlagsEXT types,
+                                            const VkDebugUtilsMessengerCallbackDataEXT* data, void* user);
+  void destroy();
+
+  VkInstance instance_ = VK_NULL_HANDLE;
+  VkDebugUtilsMessengerEXT messenger_ = VK_NULL_HANDLE;
+  VkPhysicalDevice phys_ = VK_NULL_HANDLE;
+  VkDevice device_ = VK_NULL_HANDLE;
+  VkQueue queue_ = VK_NULL_HANDLE;
+  uint32_t queue_family_ = 0;
+  VkPipelineCache pipeline_cache_ = VK_NULL_HANDLE;
+  VkCommandPool transfer_pool_ = VK_NULL_HANDLE;
+  VkFence transfer_fence_ = VK_NULL_HANDLE;
+  VkPhysicalDeviceMemoryProperties mem_props_{};
+  DeviceInfo info_;
+  bool validation_ = false;
+  uint64_t fence_timeout_ns_ = 600ull * 1000000000ull;
+  MemoryTracker memory_;
+  std::unique_ptr<class Buffer> staging_;
+  std::mutex transfer_mutex_, queue_mutex_, staging_mutex_;
+  std::atomic<uint64_t> validation_errors_{0};
+  mutable std::mutex msg_mutex_;
+  std::string last_validation_message_;
+};
+
+}  // namespace snapvk

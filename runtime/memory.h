@@ -1,0 +1,66 @@
+#pragma once
+// Device buffers and the accounting of every device allocation (current and peak bytes),
+// so that the runtime can report exactly what it holds.
+#include <vulkan/vulkan.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+namespace snapvk {
+
+class Context;
+
+class MemoryTracker {
+ public:
+  void on_alloc(uint64_t bytes);
+  void on_free(uint64_t bytes);
+  uint64_t current() const { return current_.load(); }
+  uint64_t peak() const { return peak_.load(); }
+  uint64_t allocations() const { return count_.load(); }
+  void reset_peak() { peak_.store(current_.load()); }
+
+ private:
+  std::atomic<uint64_t> current_{0}, peak_{0}, count_{0};
+};
+
+enum class BufferKind {
+  Device,    // device-local; also host-mapped when the device has unified memory
+  Staging,   // host-visible, coherent: uploads and downloads on discrete GPUs
+};
+
+// One VkBuffer with its own memory. Movable, not copyable; frees and un-tracks itself.
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(Context& ctx, uint64_t bytes, BufferKind kind = BufferKind::Device, std::string name = {});
+  ~Buffer();
+  Buffer(Buffer&& o) noexcept;
+  Buffer& operator=(Buffer&& o) noexcept;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+
+  VkBuffer handle() const { return buffer_; }
+  uint64_t size() const { return size_; }
+  void* mapped() const { return mapped_; }  // non-null when host-visible
+  const std::string& name() const { return name_; }
+  explicit operator bool() const { return buffer_ != VK_NULL_HANDLE; }
+
+  // Copy host data in/out (direct when mapped, through the context's staging buffer otherwise).
+  void upload(const void* src, uint64_t bytes, uint64_t offset = 0);
+  void download(void* dst, uint64_t bytes, uint64_t offset = 0) const;
+  void fill_zero();
+
+ private:
+  void release();
+  Context* ctx_ = nullptr;
+  VkBuffer buffer_ = VK_NULL_HANDLE;
+  VkDeviceMemory memory_ = VK_NULL_HANDLE;
+  uint64_t size_ = 0;
+  uint64_t alloc_size_ = 0;
+  void* mapped_ = nullptr;
+  bool coherent_ = true;
+  std::string name_;
+};
+
+}  // namespace snapvk

@@ -1,0 +1,137 @@
+// Every kernel against its scalar reference on odd, unaligned shapes, with a per-op tolerance.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "host/quant.h"
+#include "host/reference.h"
+#include "tests/gpu_fixture.h"
+
+namespace snapvk::test {
+namespace {
+
+const uint32_t kSizes[] = {1, 7, 33, 1000, 4099};
+
+struct Kernel : VkTest {};
+
+// Elementwise ops do one f32 operation per element: results are exact.
+TEST_F(Kernel, AddAndMulMatchReferenceExactly) {
+  for (uint32_t n : kSizes) {
+    for (uint32_t nb : {n, 1u}) {
+      auto a = random_floats(n, 1 + n), b = random_floats(nb, 2 + n);
+      Buffer A = upload(a), B = upload(b), C(ctx(), n * 4);
+      std::vector<float> want(n);
+      for (int op = 0; op < 2; ++op) {
+        CommandStream cs(ctx());
+        cs.begin();
+        (op == 0 ? op_add : op_mul)(cs, k(), A, B, C, n, nb);
+        cs.submit();
+        (op == 0 ? ref::add : ref::mul)(a.data(), b.data(), want.data(), n, nb);
+        EXPECT_EQ(max_abs_diff(download<float>(C, n), want), 0.0f) << "op " << op << " n=" << n << " nb=" << nb;
+      }
+    }
+  }
+}
+
+// fp32 sum of squares in a different order than the double reference: 1e-5 relative.
+TEST_F(Kernel, RmsNormMatchesReference) {
+  for (uint32_t n : kSizes) {
+    for (uint32_t rows : {1u, 3u, 17u}) {
+      auto x = random_floats(size_t(rows) * n, 3 + n, -3, 3), w = random_floats(n, 4 + n, 0.5f, 1.5f);
+      Buffer X = upload(x), W = upload(w), Y(ctx(), x.size() * 4);
+      CommandStream cs(ctx());
+      cs.begin();
+      op_rms_norm(cs, k(), X, W, Y, rows, n, 1e-5f);
+      cs.submit();
+      std::vector<float> want(x.size());
+      ref::rms_norm(x.data(), w.data(), want.data(), rows, n, 1e-5f);
+      EXPECT_LE(max_abs_diff(download<float>(Y, x.size()), want), 1e-5f * 3 * 1.5f * 2) << "n=" << n << " rows=" << rows;
+    }
+  }
+}
+
+// Probabilities are <= 1: 1e-6 absolute.
+TEST_F(Kernel, SoftmaxMatchesReference) {
+  for (uint32_t n : kSizes) {
+    for (uint32_t rows : {1u, 5u}) {
+      auto x = random_floats(size_t(rows) * n, 5 + n, -8, 8);
+      Buffer X = upload(x), Y(ctx(), x.size() * 4);
+      CommandStream cs(ctx());
+      cs.begin();
+      op_softmax(cs, k(), X, Y, rows, n, 0.7f);
+      cs.submit();
+      std::vector<float> want(x.size());
+      ref::softmax(x.data(), want.data(), rows, n, 0.7f);
+      auto got = download<float>(Y, x.size());
+      EXPECT_LE(max_abs_diff(got, want), 1e-6f) << "n=" << n << " rows=" << rows;
+      double total = 0;
+      for (uint32_t i = 0; i < n; ++i) total += got[i];
+      EXPECT_NEAR(total, 1.0, 1e-5);
+    }
+  }
+}
+
+// Weights of type `wt` made from random floats, as raw rows.
+std::vector<uint8_t> make_weights(GgmlType wt, uint32_t N, uint32_t K, uint32_t seed) {
+  auto f = random_floats(size_t(N) * K, seed);
+  const uint64_t rb = row_bytes(wt, K);
+  std::vector<uint8_t> raw(rb * N);
+  for (uint32_t n = 0; n < N; ++n) quantize_row(wt, f.data() + size_t(n) * K, raw.data() + n * rb, K);
+  return raw;
+}
+
+// Dot products of K terms in fp32 against a double reference: error grows like sqrt(K) * eps * |terms|.
+float matmul_tolerance(uint32_t K) { return 2e-6f * std::sqrt(float(K)) * 4 + 1e-6f; }
+
+class KernelMatvec : public VkTest, public ::testing::WithParamInterface<GgmlType> {};
+
+TEST_P(KernelMatvec, MatchesReference) {
+  const GgmlType wt = GetParam();
+  for (uint32_t N : {1u, 7u, 33u, 1000u}) {
+    for (uint32_t K : {1u, 7u, 33u, 1000u, 4099u}) {
+      if (K % traits_of(wt).block_size) continue;
+      auto w = make_weights(wt, N, K, N * 31 + K);
+      auto x = random_floats(K, K + 7);
+      Buffer Wb = upload(w), X = upload(x), Y(ctx(), N * 4);
+      CommandStream cs(ctx());
+      cs.begin();
+      op_matvec(cs, k(), wt, Wb, X, Y, N, K);
+      cs.submit();
+      std::vector<float> want(N);
+      ref::matmul(wt, w.data(), x.data(), want.data(), 1, N, K);
+      EXPECT_LE(max_abs_diff(download<float>(Y, N), want), matmul_tolerance(K)) << type_name(wt) << " N=" << N << " K=" << K;
+    }
+  }
+}
+
+class KernelMatmul : public VkTest, public ::testing::WithParamInterface<GgmlType> {};
+
+TEST_P(KernelMatmul, MatchesReference) {
+  const GgmlType wt = GetParam();
+  for (uint32_t M : {1u, 7u, 33u, 70u}) {
+    for (uint32_t N : {1u, 33u, 65u, 300u}) {
+      for (uint32_t K : {1u, 7u, 33u, 100u, 1000u}) {
+        if (K % traits_of(wt).block_size) continue;
+        auto w = make_weights(wt, N, K, M * 7 + N * 31 + K);
+        auto x = random_floats(size_t(M) * K, M + K);
+        Buffer Wb = upload(w), X = upload(x), Y(ctx(), size_t(M) * N * 4);
+        CommandStream cs(ctx());
+        cs.begin();
+        op_matmul(cs, k(), wt, Wb, X, Y, M, N, K);
+        cs.submit();
+        std::vector<float> want(size_t(M) * N);
+        ref::matmul(wt, w.data(), x.data(), want.data(), M, N, K);
+        EXPECT_LE(max_abs_diff(download<float>(Y, want.size()), want), matmul_tolerance(K))
+            << type_name(wt) << " M=" << M << " N=" << N << " K=" << K;
+      }
+    }
+  }
+}
+
+std::string type_param_name(const ::testing::TestParamInfo<GgmlType>& info) { return type_name(info.param); }
+
+INSTANTIATE_TEST_SUITE_P(Weights, KernelMatvec, ::testing::Values(GgmlType::F32, GgmlType::F16), type_param_name);
+INSTANTIATE_TEST_SUITE_P(Weights, KernelMatmul, ::testing::Values(GgmlType::F32, GgmlType::F16), type_param_name);
+
+}  // namespace
+}  // namespace snapvk::test

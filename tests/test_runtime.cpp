@@ -1,0 +1,154 @@
+// The Vulkan compute layer: device choice, buffers and memory accounting, the dispatch()
+// checks, timestamps, and proof that validation errors and a missing device fail tests.
+#include <gtest/gtest-spi.h>
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "tests/gpu_fixture.h"
+
+namespace snapvk::test {
+namespace {
+
+struct Runtime : VkTest {};
+
+TEST_F(Runtime, ListsDevicesWithFeatures) {
+  auto devices = Context::list_devices();
+  ASSERT_FALSE(devices.empty());
+  for (const auto& d : devices) {
+    EXPECT_FALSE(d.name.empty());
+    EXPECT_GT(d.subgroup_size, 0u);
+    EXPECT_FALSE(d.heaps.empty());
+  }
+  EXPECT_GE(ctx().info().api_version, uint32_t(VK_API_VERSION_1_2));
+}
+
+TEST_F(Runtime, DeviceChoiceByIndexAndName) {
+  const auto devices = Context::list_devices();
+  {
+    Context c(ContextOptions{"0", false});
+    EXPECT_EQ(c.info().name, devices[0].name);
+  }
+  {
+    std::string part = devices[0].name.substr(0, 4);
+    for (auto& ch : part) ch = char(std::toupper(static_cast<unsigned char>(ch)));  // matching ignores case
+    Context c(ContextOptions{part, false});
+    EXPECT_EQ(c.info().name.substr(0, 4), devices[0].name.substr(0, 4));
+  }
+  try {
+    Context c(ContextOptions{"99", false});
+    FAIL() << "index 99 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("out of range"), std::string::npos) << e.what();
+  }
+  try {
+    Context c(ContextOptions{"no-such-gpu-xyz", false});
+    FAIL() << "bogus name accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no Vulkan device matches"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(Runtime, BuffersAreTrackedAndRoundTrip) {
+  const uint64_t before = ctx().memory().current();
+  const uint64_t count_before = ctx().memory().allocations();
+  {
+    std::vector<float> data = random_floats(12345, 9);
+    Buffer b = upload(data);
+    EXPECT_GE(ctx().memory().current(), before + data.size() * 4);
+    EXPECT_GE(ctx().memory().peak(), ctx().memory().current());
+    EXPECT_EQ(ctx().memory().allocations(), count_before + 1);
+    EXPECT_EQ(download<float>(b, data.size()), data);
+    Buffer moved = std::move(b);
+    EXPECT_FALSE(b);
+    EXPECT_EQ(download<float>(moved, 3), std::vector<float>(data.begin(), data.begin() + 3));
+    moved.fill_zero();
+    EXPECT_EQ(download<float>(moved, 2), std::vector<float>(2, 0.0f));
+  }
+  EXPECT_EQ(ctx().memory().current(), before);
+  EXPECT_EQ(ctx().memory().allocations(), count_before);
+}
+
+TEST_F(Runtime, DispatchChecksBindingsAndPushConstants) {
+  Buffer a(ctx(), 256), b(ctx(), 256), c(ctx(), 256);
+  CommandStream cs(ctx());
+  cs.begin();
+  // Wrong number of buffers.
+  EXPECT_THROW(cs.dispatch(k().add, {a, b}, BinaryPush{4, 4}, 1), Error);
+  // Wrong push-constant struct.
+  EXPECT_THROW(cs.dispatch(k().add, {a, b, c}, RmsNormPush{4, 1, 0.f}, 1), Error);
+  // Range past the end of a buffer.
+  EXPECT_THROW(cs.dispatch(k().add, {a, b, BufferRange(c, 0, 1024)}, BinaryPush{4, 4}, 1), Error);
+  // Offset that breaks the device's storage-buffer alignment (when it has one above 1).
+  if (ctx().info().min_storage_buffer_offset_alignment > 1)
+    EXPECT_THROW(cs.dispatch(k().add, {a, b, BufferRange(c, 1, 64)}, BinaryPush{4, 4}, 1), Error);
+  // Grid beyond the device limit.
+  EXPECT_THROW(cs.dispatch(k().add, {a, b, c}, BinaryPush{4, 4}, ctx().info().max_workgroup_count[0] + 1u), Error);
+  cs.dispatch(k().add, {a, b, c}, BinaryPush{4, 4}, 1);
+  cs.submit();
+  EXPECT_EQ(cs.dispatches(), 1u);
+}
+
+TEST_F(Runtime, TimestampsAggregatePerKernel) {
+  if (!ctx().info().timestamps) GTEST_SKIP() << "device has no compute timestamps";
+  auto x = random_floats(4096, 1);
+  Buffer X = upload(x), Y(ctx(), x.size() * 4);
+  CommandStream cs(ctx());
+  cs.set_profiling(true);
+  cs.begin();
+  for (int i = 0; i < 3; ++i) {
+    op_softmax(cs, k(), X, Y, 4, 1024, 1.0f);
+    cs.barrier();
+  }
+  op_add(cs, k(), X, X, Y, 4096, 4096);
+  cs.submit();
+  auto t = cs.timings();
+  ASSERT_EQ(t.size(), 2u);
+  for (const auto& kt : t) {
+    EXPECT_EQ(kt.count, kt.name == "softmax" ? 3u : 1u) << kt.name;
+    EXPECT_GE(kt.total_ms, 0.0);
+  }
+}
+
+// A deliberately invalid Vulkan call, followed by the check every GPU test runs in TearDown.
+void invalid_call_then_check() {
+  Context& c = gpu();
+  const uint64_t before = c.validation_errors();
+  VkBufferCreateInfo bi{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
+  bi.size = 0;  // VUID-VkBufferCreateInfo-size-00912: size must be greater than 0
+  bi.usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT;
+  VkBuffer buf = VK_NULL_HANDLE;
+  vkCreateBuffer(c.device(), &bi, nullptr, &buf);
+  if (buf) vkDestroyBuffer(c.device(), buf, nullptr);
+  check_validation(before);
+}
+
+// The validation layer reports the invalid call, and the TearDown check turns it into a failure.
+TEST_F(Runtime, ValidationErrorsFailTests) {
+  ASSERT_TRUE(ctx().validation_enabled());
+  EXPECT_NONFATAL_FAILURE(invalid_call_then_check(), "Vulkan validation error");
+  errors_before_ = ctx().validation_errors();  // the error above was expected
+}
+
+// Without any Vulkan driver the GPU tests fail loudly; they never pass or skip.
+TEST(RuntimeNoDevice, GpuTestsFailWithClearMessage) {
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  const std::string cmd = "VK_DRIVER_FILES=/nonexistent/icd.json VK_ICD_FILENAMES=/nonexistent/icd.json '" + self +
+                          "' --gtest_filter=Runtime.ListsDevicesWithFeatures 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  std::array<char, 4096> buf;
+  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  const int status = pclose(p);
+  EXPECT_NE(status, 0) << out;
+  EXPECT_NE(out.find("no usable Vulkan device"), std::string::npos) << out;
+  EXPECT_NE(out.find("mesa-vulkan-drivers"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace snapvk::test
