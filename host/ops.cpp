@@ -36,6 +36,11 @@ WeightKind weight_kind(GgmlType type) {
   switch (type) {
     case GgmlType::F32: return kWeightF32;
     case GgmlType::F16: return kWeightF16;
+    case GgmlType::BF16: return kWeightBF16;
+    case GgmlType::Q8_0: return kWeightQ8_0;
+    case GgmlType::Q4_0: return kWeightQ4_0;
+    case GgmlType::Q4_K: return kWeightQ4_K;
+    case GgmlType::Q6_K: return kWeightQ6_K;
     default: throw Error(std::string("no GPU kernel for weight type ") + type_name(type));
   }
 }
@@ -56,10 +61,24 @@ Kernels::Kernels(Context& c) : ctx(c), tuning(Tuning::for_device(c.info())) {
   const uint32_t mm_wg = (t.matmul_bm / 4) * (t.matmul_bn / 4);
   const std::vector<uint32_t> mv_spec = {t.matvec_wg, t.matvec_rows};
   const std::vector<uint32_t> mm_spec = {mm_wg, t.matmul_bm, t.matmul_bn, t.matmul_bk};
-  matvec[kWeightF32] = make(c, "matvec_f32_f32", spv::matvec_f32_f32(), 3, sizeof(MatvecPush), mv_spec);
-  matvec[kWeightF16] = make(c, "matvec_f16_f32", spv::matvec_f16_f32(), 3, sizeof(MatvecPush), mv_spec);
-  matmul[kWeightF32] = make(c, "matmul_f32_f32", spv::matmul_f32_f32(), 3, sizeof(MatmulPush), mm_spec);
-  matmul[kWeightF16] = make(c, "matmul_f16_f32", spv::matmul_f16_f32(), 3, sizeof(MatmulPush), mm_spec);
+  struct Variant {
+    WeightKind kind;
+    const char *mv_name, *mm_name;
+    std::span<const uint32_t> mv, mm;
+  };
+  const Variant variants[] = {
+      {kWeightF32, "matvec_f32_f32", "matmul_f32_f32", spv::matvec_f32_f32(), spv::matmul_f32_f32()},
+      {kWeightF16, "matvec_f16_f32", "matmul_f16_f32", spv::matvec_f16_f32(), spv::matmul_f16_f32()},
+      {kWeightBF16, "matvec_bf16_f32", "matmul_bf16_f32", spv::matvec_bf16_f32(), spv::matmul_bf16_f32()},
+      {kWeightQ8_0, "matvec_q8_0_f32", "matmul_q8_0_f32", spv::matvec_q8_0_f32(), spv::matmul_q8_0_f32()},
+      {kWeightQ4_0, "matvec_q4_0_f32", "matmul_q4_0_f32", spv::matvec_q4_0_f32(), spv::matmul_q4_0_f32()},
+      {kWeightQ4_K, "matvec_q4_k_f32", "matmul_q4_k_f32", spv::matvec_q4_k_f32(), spv::matmul_q4_k_f32()},
+      {kWeightQ6_K, "matvec_q6_k_f32", "matmul_q6_k_f32", spv::matvec_q6_k_f32(), spv::matmul_q6_k_f32()},
+  };
+  for (const Variant& v : variants) {
+    matvec[v.kind] = make(c, v.mv_name, v.mv, 3, sizeof(MatvecPush), mv_spec);
+    matmul[v.kind] = make(c, v.mm_name, v.mm, 3, sizeof(MatmulPush), mm_spec);
+  }
 }
 
 void grid_2d(const DeviceInfo& info, uint64_t groups, uint32_t& gx, uint32_t& gy) {

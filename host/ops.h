@@ -22,7 +22,7 @@ struct Tuning {
 };
 
 // Kernels indexed by weight type: the <op>_<wtype>_f32 variants.
-enum WeightKind : uint32_t { kWeightF32 = 0, kWeightF16, kWeightKinds };
+enum WeightKind : uint32_t { kWeightF32 = 0, kWeightF16, kWeightBF16, kWeightQ8_0, kWeightQ4_0, kWeightQ4_K, kWeightQ6_K, kWeightKinds };
 // The variant that runs a weight of this ggml type; throws for types without kernels.
 WeightKind weight_kind(GgmlType type);
 

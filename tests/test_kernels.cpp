@@ -88,7 +88,7 @@ class KernelMatvec : public VkTest, public ::testing::WithParamInterface<GgmlTyp
 TEST_P(KernelMatvec, MatchesReference) {
   const GgmlType wt = GetParam();
   for (uint32_t N : {1u, 7u, 33u, 1000u}) {
-    for (uint32_t K : {1u, 7u, 33u, 1000u, 4099u}) {
+    for (uint32_t K : {1u, 7u, 32u, 33u, 96u, 256u, 1000u, 1280u, 4099u}) {
       if (K % traits_of(wt).block_size) continue;
       auto w = make_weights(wt, N, K, N * 31 + K);
       auto x = random_floats(K, K + 7);
@@ -110,7 +110,7 @@ TEST_P(KernelMatmul, MatchesReference) {
   const GgmlType wt = GetParam();
   for (uint32_t M : {1u, 7u, 33u, 70u}) {
     for (uint32_t N : {1u, 33u, 65u, 300u}) {
-      for (uint32_t K : {1u, 7u, 33u, 100u, 1000u}) {
+      for (uint32_t K : {1u, 7u, 32u, 33u, 100u, 256u, 512u, 1000u}) {
         if (K % traits_of(wt).block_size) continue;
         auto w = make_weights(wt, N, K, M * 7 + N * 31 + K);
         auto x = random_floats(size_t(M) * K, M + K);
@@ -130,8 +130,11 @@ TEST_P(KernelMatmul, MatchesReference) {
 
 std::string type_param_name(const ::testing::TestParamInfo<GgmlType>& info) { return type_name(info.param); }
 
-INSTANTIATE_TEST_SUITE_P(Weights, KernelMatvec, ::testing::Values(GgmlType::F32, GgmlType::F16), type_param_name);
-INSTANTIATE_TEST_SUITE_P(Weights, KernelMatmul, ::testing::Values(GgmlType::F32, GgmlType::F16), type_param_name);
+#define SNAPVK_WEIGHT_TYPES                                                                                  \
+  ::testing::Values(GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K, \
+                    GgmlType::Q6_K)
+INSTANTIATE_TEST_SUITE_P(Weights, KernelMatvec, SNAPVK_WEIGHT_TYPES, type_param_name);
+INSTANTIATE_TEST_SUITE_P(Weights, KernelMatmul, SNAPVK_WEIGHT_TYPES, type_param_name);
 
 }  // namespace
 }  // namespace snapvk::test

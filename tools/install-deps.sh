@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what snapvk needs to build and run, from Debian 12 packages only (run as root).
+# Packages already present are left alone; apt-get update runs only when something is missing.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config
+  libvulkan-dev glslc spirv-tools
+  libspdlog-dev libcli11-dev
+  libgtest-dev libbenchmark-dev
+  mesa-vulkan-drivers vulkan-validationlayers vulkan-tools
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "snapvk: installing ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
