@@ -1,0 +1,148 @@
+#include "host/model.h"
+
+#include <spdlog/spdlog.h>
+
+#include <map>
+
+#include "host/quant.h"
+#include "runtime/vk_check.h"
+#include "snapvk_limits.h"
+
+namespace snapvk {
+
+namespace {
+
+// Bounds that no real model exceeds; past them a file is corrupt (and would ask for absurd memory).
+constexpr uint64_t kMaxEmbd = 1u << 16, kMaxLayers = 1024, kMaxHeads = 1024, kMaxFf = 1u << 20, kMaxVocab = 1u << 22;
+
+uint32_t checked_dim(const GgufFile& f, const std::string& key, uint64_t v, uint64_t max) {
+  if (v == 0 || v > max)
+    throw Error(f.path() + ": " + key + " = " + std::to_string(v) + " is out of range (1.." + std::to_string(max) + ")");
+  return uint32_t(v);
+}
+
+}  // namespace
+
+ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
+  ModelConfig c;
+  c.arch_name = f.get_string("general.architecture", "");
+  if (c.arch_name == "llama") c.arch = Arch::Llama;
+  else if (c.arch_name == "qwen2") c.arch = Arch::Qwen2;
+  else if (c.arch_name.empty()) throw Error(f.path() + ": no general.architecture key: not a model file");
+  else throw Error(f.path() + ": unsupported architecture '" + c.arch_name + "' (supported: llama, qwen2)");
+  const std::string a = c.arch_name + ".";
+  c.name = f.get_string("general.name", "");
+  c.n_embd = checked_dim(f, a + "embedding_length", f.require_uint(a + "embedding_length"), kMaxEmbd);
+  c.n_layer = checked_dim(f, a + "block_count", f.require_uint(a + "block_count"), kMaxLayers);
+  c.n_head = checked_dim(f, a + "attention.head_count", f.require_uint(a + "attention.head_count"), kMaxHeads);
+  c.n_head_kv = checked_dim(f, a + "attention.head_count_kv", f.get_uint(a + "attention.head_count_kv", c.n_head), kMaxHeads);
+  c.n_ff = checked_dim(f, a + "feed_forward_length", f.require_uint(a + "feed_forward_length"), kMaxFf);
+  c.n_ctx_train = checked_dim(f, a + "context_length", f.get_uint(a + "context_length", 2048), 1u << 24);
+  if (c.n_head % c.n_head_kv)
+    throw Error(f.path() + ": head_count " + std::to_string(c.n_head) + " is not a multiple of head_count_kv " +
+                std::to_string(c.n_head_kv));
+  const uint64_t hd_default = c.n_embd % c.n_head == 0 ? c.n_embd / c.n_head : 0;
+  c.head_dim = checked_dim(f, a + "attention.key_length", f.get_uint(a + "attention.key_length", hd_default), SNAPVK_MAX_HEAD_DIM);
+  if (f.get_uint(a + "attention.value_length", c.head_dim) != c.head_dim)
+    throw Error(f.path() + ": attention.value_length differs from key_length, which snapvk does not support");
+  if (c.head_dim % 2) throw Error(f.path() + ": head dimension " + std::to_string(c.head_dim) + " is odd");
+  c.n_rot = checked_dim(f, a + "rope.dimension_count", f.get_uint(a + "rope.dimension_count", c.head_dim), c.head_dim);
+  if (c.n_rot % 2) throw Error(f.path() + ": rope.dimension_count " + std::to_string(c.n_rot) + " is odd");
+  c.rope_base = f.get_float(a + "rope.freq_base", 10000.0f);
+  c.rms_eps = f.get_float(a + "attention.layer_norm_rms_epsilon", 1e-5f);
+  if (!(c.rope_base > 0) || !(c.rms_eps >= 0) || !(c.rms_eps < 1))
+    throw Error(f.path() + ": invalid rope.freq_base or layer_norm_rms_epsilon");
+  c.rope_type = c.arch == Arch::Qwen2 ? RopeType::Neox : RopeType::Norm;
+  c.qkv_bias = c.arch == Arch::Qwen2;
+  const GgufTensor* emb = f.find_tensor("token_embd.weight");
+  if (!emb) throw Error(f.path() + ": tensor 'token_embd.weight' is missing");
+  c.n_vocab = checked_dim(f, "token_embd.weight rows", emb->ne[1], kMaxVocab);
+  c.rope_factors = f.find_tensor("rope_freqs.weight") != nullptr;
+  // Report the type most of the weight bytes are stored in.
+  std::map<GgmlType, uint64_t> by_type;
+  for (const auto& t : f.tensors()) by_type[t.type] += t.nbytes;
+  uint64_t best = 0;
+  for (auto [t, b] : by_type)
+    if (b > best) best = b, c.weight_type = t;
+  return c;
+}
+
+namespace {
+
+// A matrix or vector uploaded in its stored type (buffers padded to whole 32-bit words).
+DeviceTensor upload_tensor(Context& ctx, const GgufTensor& t) {
+  if (!traits_of(t.type).supported)
+    throw Error("tensor '" + t.name + "' has type " + type_name(t.type) + ", which snapvk does not support");
+  DeviceTensor d;
+  d.type = t.type;
+  d.cols = uint32_t(t.ne[0]);
+  d.rows = uint32_t(t.ne[1] * t.ne[2] * t.ne[3]);
+  d.buf = Buffer(ctx, (t.nbytes + 3) / 4 * 4, BufferKind::Device, t.name);
+  d.buf.upload(t.data, t.nbytes);
+  return d;
+}
+
+// Norm weights, biases and RoPE factors are used as f32 whatever the file stores.
+DeviceTensor upload_f32(Context& ctx, const GgufTensor& t) {
+  if (t.type == GgmlType::F32) return upload_tensor(ctx, t);
+  if (!traits_of(t.type).supported)
+    throw Error("tensor '" + t.name + "' has type " + type_name(t.type) + ", which snapvk does not support");
+  std::vector<float> v(t.n_elements());
+  dequantize_row(t.type, t.data, v.data(), int64_t(v.size()));
+  DeviceTensor d;
+  d.type = GgmlType::F32;
+  d.cols = uint32_t(t.ne[0]);
+  d.rows = uint32_t(t.n_elements() / t.ne[0]);
+  d.buf = Buffer(ctx, v.size() * 4, BufferKind::Device, t.name);
+  d.buf.upload(v.data(), v.size() * 4);
+  return d;
+}
+
+}  // namespace
+
+Model::Model(Kernels& kernels, const std::string& path) : k_(kernels), file_(GgufFile::open(path)) {
+  cfg_ = ModelConfig::from_gguf(file_);
+  tok_ = std::make_unique<Tokenizer>(vocab_from_gguf(file_));
+  const ModelConfig& c = cfg_;
+  Context& ctx = k_.ctx;
+  const uint64_t before = ctx.memory().current();
+
+  auto matrix = [&](const std::string& name, uint64_t cols, uint64_t rows) {
+    const GgufTensor& t = file_.require_tensor(name, {cols, rows});
+    if (cols % traits_of(t.type).block_size)
+      throw Error(path + ": tensor '" + name + "' rows are not whole " + type_name(t.type) + " blocks");
+    return upload_tensor(ctx, t);
+  };
+  auto vec = [&](const std::string& name, uint64_t n) { return upload_f32(ctx, file_.require_tensor(name, {n})); };
+
+  w_.tok_embd = matrix("token_embd.weight", c.n_embd, c.n_vocab);
+  w_.output_norm = vec("output_norm.weight", c.n_embd);
+  if (file_.find_tensor("output.weight")) w_.output = matrix("output.weight", c.n_embd, c.n_vocab);
+  if (c.rope_factors) w_.rope_freqs = vec("rope_freqs.weight", c.n_rot / 2);
+  w_.layers.resize(c.n_layer);
+  for (uint32_t l = 0; l < c.n_layer; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    LayerWeights& L = w_.layers[l];
+    L.attn_norm = vec(p + "attn_norm.weight", c.n_embd);
+    L.wq = matrix(p + "attn_q.weight", c.n_embd, c.q_dim());
+    L.wk = matrix(p + "attn_k.weight", c.n_embd, c.kv_dim());
+    L.wv = matrix(p + "attn_v.weight", c.n_embd, c.kv_dim());
+    if (c.qkv_bias) {
+      L.bq = vec(p + "attn_q.bias", c.q_dim());
+      L.bk = vec(p + "attn_k.bias", c.kv_dim());
+      L.bv = vec(p + "attn_v.bias", c.kv_dim());
+    }
+    L.wo = matrix(p + "attn_output.weight", c.q_dim(), c.n_embd);
+    L.ffn_norm = vec(p + "ffn_norm.weight", c.n_embd);
+    L.w_gate = matrix(p + "ffn_gate.weight", c.n_embd, c.n_ff);
+    L.w_up = matrix(p + "ffn_up.weight", c.n_embd, c.n_ff);
+    L.w_down = matrix(p + "ffn_down.weight", c.n_ff, c.n_embd);
+  }
+  w_.bytes = ctx.memory().current() - before;
+  attn_ = AttentionKernels(ctx, k_.tuning, c.head_dim, c.group());
+  spdlog::info("model {}: {} ({}), {} layers, dim {}, heads {}/{}, head_dim {}, ffn {}, vocab {}, weights {:.1f} MiB",
+               path, c.name.empty() ? c.arch_name : c.name, type_name(c.weight_type), c.n_layer, c.n_embd, c.n_head,
+               c.n_head_kv, c.head_dim, c.n_ff, c.n_vocab, double(w_.bytes) / (1 << 20));
+}
+
+}  // namespace snapvk

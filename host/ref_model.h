@@ -1,0 +1,37 @@
+#pragma once
+// The CPU reference forward pass: scalar, one token at a time, f32 weights (dequantized from
+// the file) and an f32 KV cache, written to be obviously right rather than fast. Tests use it
+// as the oracle for whole-model logits.
+#include <cstdint>
+#include <vector>
+
+#include "host/gguf.h"
+#include "host/model.h"
+
+namespace snapvk {
+
+class RefModel {
+ public:
+  RefModel(const GgufFile& file, const ModelConfig& cfg, uint32_t n_ctx);
+  // Logits after feeding `token` at position pos() (positions advance by one per call).
+  std::vector<float> forward(int32_t token);
+  uint32_t pos() const { return pos_; }
+  // The attention rows of the last forward call: [n_head][pos+1] probabilities.
+  const std::vector<float>& last_attention(uint32_t layer) const { return att_[layer]; }
+  // K cache of a layer after RoPE: [pos][n_head_kv][head_dim].
+  const std::vector<float>& k_cache(uint32_t layer) const { return kc_[layer]; }
+  const std::vector<float>& v_cache(uint32_t layer) const { return vc_[layer]; }
+
+ private:
+  struct Layer {
+    std::vector<float> attn_norm, wq, wk, wv, bq, bk, bv, wo, ffn_norm, w_gate, w_up, w_down;
+  };
+  ModelConfig c_;
+  uint32_t n_ctx_;
+  std::vector<float> tok_embd_, output_norm_, output_, rope_freqs_;
+  std::vector<Layer> layers_;
+  std::vector<std::vector<float>> kc_, vc_, att_;
+  uint32_t pos_ = 0;
+};
+
+}  // namespace snapvk

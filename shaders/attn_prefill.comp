@@ -1,0 +1,108 @@
+#version 450
+// Causal multi-head attention for a chunk of T prompt queries (positions pos0 .. pos0+T-1)
+// over the keys 0 .. pos0+T-1 of one layer, with grouped-query heads. Tiled with an online
+// softmax (flash attention): a workgroup owns BR query rows of one head and walks the keys
+// in blocks of BC through shared memory, so the L x L score matrix never exists.
+#include "common.glsl"
+#define KV_K_BINDING 1
+#define KV_V_BINDING 2
+#include "kv.glsl"
+layout(local_size_x_id = 0) in;
+layout(constant_id = 1) const uint HD = 64;   // head_dim
+layout(constant_id = 2) const uint BR = 16;   // query rows per workgroup
+layout(constant_id = 3) const uint BC = 16;   // keys per block
+layout(std430, binding = 0) readonly buffer Q { float q[]; };      // [T, n_head, HD], RoPE applied
+layout(std430, binding = 3) writeonly buffer O { float o[]; };     // [T, n_head * HD]
+layout(push_constant) uniform PC { uint T; uint n_head; uint n_kv; uint cap; uint pos0; float scale; } pc;
+
+const uint PER_THREAD = (BR * HD + gl_WorkGroupSize.x - 1) / gl_WorkGroupSize.x;
+shared float Qs[BR * HD];
+shared float KVs[BC * HD];  // K block, then V block
+shared float Ss[BR * BC];
+shared float m_s[BR], l_s[BR], alpha_s[BR];
+
+void main() {
+  const uint WG = gl_WorkGroupSize.x, tid = gl_LocalInvocationID.x;
+  const uint h = gl_WorkGroupID.y;
+  const uint kvh = h / (pc.n_head / pc.n_kv);
+  const uint q0 = gl_WorkGroupID.x * BR;
+  const uint rows = min(BR, pc.T - q0);
+  const uint kv_base = kvh * pc.cap * HD;
+
+  for (uint e = tid; e < BR * HD; e += WG) {
+    const uint r = e / HD, d = e % HD;
+    Qs[e] = r < rows ? q[((q0 + r) * pc.n_head + h) * HD + d] * pc.scale : 0.0;
+  }
+  for (uint r = tid; r < BR; r += WG) {
+    m_s[r] = -1.0 / 0.0;
+    l_s[r] = 0.0;
+  }
+  float acc[PER_THREAD];
+  [[unroll]] for (uint k = 0; k < PER_THREAD; ++k) acc[k] = 0.0;
+
+  const uint n_keys = pc.pos0 + q0 + rows;  // the last row's position + 1
+  for (uint kb = 0; kb < n_keys; kb += BC) {
+    barrier();
+    for (uint e = tid; e < BC * HD / 2u; e += WG) {
+      const uint c = (2u * e) / HD, d = (2u * e) % HD;
+      const vec2 kv = kb + c < n_keys ? k_load2(kv_base + (kb + c) * HD + d) : vec2(0.0);
+      KVs[c * HD + d] = kv.x;
+      KVs[c * HD + d + 1u] = kv.y;
+    }
+    barrier();
+    for (uint e = tid; e < BR * BC; e += WG) {
+      const uint r = e / BC, c = e % BC;
+      float s = -1.0 / 0.0;
+      if (r < rows && kb + c <= pc.pos0 + q0 + r) {
+        s = 0.0;
+        for (uint d = 0; d < HD; ++d) s += Qs[r * HD + d] * KVs[c * HD + d];
+      }
+      Ss[e] = s;
+    }
+    barrier();
+    for (uint r = tid; r < BR; r += WG) {
+      const float m_old = m_s[r];
+      float m_new = m_old;
+      for (uint c = 0; c < BC; ++c) m_new = max(m_new, Ss[r * BC + c]);
+      if (m_new == -1.0 / 0.0) {  // nothing visible yet (padding rows)
+        alpha_s[r] = 1.0;
+        for (uint c = 0; c < BC; ++c) Ss[r * BC + c] = 0.0;
+        continue;
+      }
+      float sum = 0.0;
+      for (uint c = 0; c < BC; ++c) {
+        const float p = exp(Ss[r * BC + c] - m_new);
+        Ss[r * BC + c] = p;
+        sum += p;
+      }
+      const float alpha = exp(m_old - m_new);
+      alpha_s[r] = alpha;
+      l_s[r] = l_s[r] * alpha + sum;
+      m_s[r] = m_new;
+    }
+    for (uint e = tid; e < BC * HD / 2u; e += WG) {  // V block: K is no longer read after the barrier above
+      const uint c = (2u * e) / HD, d = (2u * e) % HD;
+      const vec2 kv = kb + c < n_keys ? v_load2(kv_base + (kb + c) * HD + d) : vec2(0.0);
+      KVs[c * HD + d] = kv.x;
+      KVs[c * HD + d + 1u] = kv.y;
+    }
+    barrier();
+    [[unroll]] for (uint k = 0; k < PER_THREAD; ++k) {
+      const uint e = tid + k * WG;
+      if (e < BR * HD) {
+        const uint r = e / HD, d = e % HD;
+        float a = acc[k] * alpha_s[r];
+        for (uint c = 0; c < BC; ++c) a += Ss[r * BC + c] * KVs[c * HD + d];
+        acc[k] = a;
+      }
+    }
+  }
+  barrier();
+  [[unroll]] for (uint k = 0; k < PER_THREAD; ++k) {
+    const uint e = tid + k * WG;
+    if (e < BR * HD) {
+      const uint r = e / HD, d = e % HD;
+      if (r < rows) o[((q0 + r) * pc.n_head + h) * HD + d] = acc[k] / l_s[r];
+    }
+  }
+}
