@@ -1,67 +1,28 @@
-// snapvk: the command-line tool. Each subcommand is a small function over the public
-// runtime/host API; errors are one line on stderr and a non-zero exit.
-#include <CLI/CLI.hpp>
+// snapvk: the command-line tool. Each subcommand (tools/cmd_*.cpp) is a small function over
+// the runtime/host API; errors are one line on stderr and a non-zero exit.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
-#include <string>
+#include <vector>
 
-#include "host/ops.h"
-#include "host/selftest.h"
-#include "runtime/context.h"
-#include "runtime/error.h"
+#include "tools/cli.h"
 
-namespace {
-
-using namespace snapvk;
+namespace snapvk::cli {
 
 std::string bytes_str(uint64_t b) {
   char buf[64];
   if (b >= (1ull << 30)) std::snprintf(buf, sizeof buf, "%.2f GiB", double(b) / double(1ull << 30));
-  else if (b >= (1ull << 20)) std::snprintf(buf, sizeof buf, "%.1f MiB", double(b) / double(1ull << 20));
+  else if (b >= (1ull << 20)) std::snprintf(buf, sizeof buf, "%.2f MiB", double(b) / double(1ull << 20));
+  else if (b >= (1ull << 10)) std::snprintf(buf, sizeof buf, "%.1f KiB", double(b) / double(1ull << 10));
   else std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(b));
   return buf;
 }
 
-int cmd_devices() {
-  auto devices = Context::list_devices();
-  if (devices.empty()) throw Error("no Vulkan device found: install a GPU driver, or Mesa's lavapipe (apt-get install mesa-vulkan-drivers)");
-  for (const auto& d : devices) {
-    std::printf("[%u] %s\n", d.index, d.name.c_str());
-    std::printf("    type: %s   driver: %s   Vulkan %s\n", d.type_name().c_str(), d.driver.c_str(), d.api_string().c_str());
-    std::printf("    subgroup: %u (min %u, max %u%s)   shared memory: %u B   max workgroup: %u\n", d.subgroup_size,
-                d.min_subgroup_size, d.max_subgroup_size, d.subgroup_size_control ? ", size control" : "",
-                d.max_shared_memory, d.max_workgroup_invocations);
-    std::printf("    fp16: %s   int8: %s   16-bit storage: %s   8-bit storage: %s   timestamps: %s\n",
-                d.fp16 ? "yes" : "no", d.int8 ? "yes" : "no", d.storage16 ? "yes" : "no", d.storage8 ? "yes" : "no",
-                d.timestamps ? "yes" : "no");
-    std::printf("    max storage buffer range: %s\n", bytes_str(d.max_storage_buffer_range).c_str());
-    for (size_t h = 0; h < d.heaps.size(); ++h)
-      std::printf("    heap %zu: %s%s\n", h, bytes_str(d.heaps[h].size).c_str(), d.heaps[h].device_local ? " (device-local)" : "");
-  }
-  return 0;
-}
-
-int cmd_selftest(const std::string& device) {
-  Context ctx(ContextOptions{device, false});
-  Kernels k(ctx);
-  std::printf("kernel self-check on %s\n", ctx.info().name.c_str());
-  std::printf("%-18s %-14s %12s %12s %10s\n", "kernel", "shape", "max error", "tolerance", "GPU ms");
-  int failed = 0;
-  for (const auto& r : run_selftest(ctx, k)) {
-    std::printf("%-18s %-14s %12.3g %12.3g %10.3f  %s\n", r.kernel.c_str(), r.shape.c_str(), r.max_error, r.tolerance,
-                r.ms, r.pass() ? "ok" : "FAIL");
-    failed += !r.pass();
-  }
-  if (failed) throw Error(std::to_string(failed) + " kernel(s) failed the self-check");
-  std::printf("all kernels match their CPU reference\n");
-  return 0;
-}
-
-}  // namespace
+}  // namespace snapvk::cli
 
 int main(int argc, char** argv) {
+  using namespace snapvk::cli;
   auto logger = spdlog::stderr_color_mt("snapvk");
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("[%l] %v");
@@ -72,14 +33,21 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   bool verbose = false;
   std::string log_level;
-  std::string device;
+  Globals g;
   app.add_flag("-v,--verbose", verbose, "Log progress (same as --log-level info)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
-  app.add_option("--device", device, "Vulkan device: index or name substring (default: $SNAPVK_DEVICE, then the best)");
+  app.add_option("--device", g.device, "Vulkan device: index or name substring (default: $SNAPVK_DEVICE, then the best)");
 
-  auto* devices = app.add_subcommand("devices", "List Vulkan devices and the features snapvk uses");
-  auto* selftest = app.add_subcommand("selftest", "Check every kernel against its CPU reference on the device");
+  std::vector<std::pair<CLI::App*, Runner>> commands;
+  auto add = [&](const char* name, const char* help, Runner (*reg)(CLI::App&, const Globals&)) {
+    CLI::App* sub = app.add_subcommand(name, help);
+    commands.emplace_back(sub, reg(*sub, g));
+  };
+  add("devices", "List Vulkan devices and the features snapvk uses", add_devices);
+  add("selftest", "Check every kernel against its CPU reference on the device", add_selftest);
+  add("run", "Generate text from a GGUF model", add_run);
+  add("tokenize", "Print the token ids of a text", add_tokenize);
 
   try {
     app.parse(argc, argv);
@@ -90,8 +58,8 @@ int main(int argc, char** argv) {
   if (!log_level.empty()) spdlog::set_level(spdlog::level::from_str(log_level));
 
   try {
-    if (*devices) return cmd_devices();
-    if (*selftest) return cmd_selftest(device);
+    for (auto& [sub, run] : commands)
+      if (*sub) return run();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "snapvk: error: %s\n", e.what());
     return 1;

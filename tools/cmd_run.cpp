@@ -1,0 +1,216 @@
+// snapvk run: generate text from a GGUF model, streaming to stdout, with a summary on stderr
+// (or one JSON object with --json).
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <sstream>
+
+#include "host/json.h"
+#include "host/model.h"
+#include "host/sampler.h"
+#include "host/session.h"
+#include "runtime/error.h"
+#include "tools/cli.h"
+
+namespace snapvk::cli {
+
+namespace {
+
+struct RunOptions {
+  std::string model, prompt, prompt_file, tokens_file, kv_type = "f16";
+  int32_t n_predict = 128;
+  uint32_t n_ctx = 0, n_batch = 256;
+  SamplerParams sp;
+  bool seed_set = false, json = false, profile = false;
+};
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot open prompt file '" + path + "'");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<int32_t> read_tokens(const std::string& path) {
+  std::istringstream in(read_file(path));
+  std::vector<int32_t> ids;
+  std::string w;
+  while (in >> w) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(w, &used);
+    } catch (...) {
+      used = 0;
+    }
+    if (used != w.size() || v < 0 || v > INT32_MAX) throw Error("'" + path + "': '" + w + "' is not a token id");
+    ids.push_back(int32_t(v));
+  }
+  if (ids.empty()) throw Error("'" + path + "' holds no token ids");
+  return ids;
+}
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+int run(const RunOptions& o, const Globals& g) {
+  const int sources = !o.prompt.empty() + !o.prompt_file.empty() + !o.tokens_file.empty();
+  if (sources != 1) throw Error("give exactly one of -p PROMPT, -f FILE or --tokens-file FILE");
+  KvType kv_type;
+  if (o.kv_type == "f16") kv_type = KvType::F16;
+  else if (o.kv_type == "f32") kv_type = KvType::F32;
+  else throw Error("unknown --kv-type '" + o.kv_type + "' (f16, f32)");
+  SamplerParams sp = o.sp;
+  if (!o.seed_set) sp.seed = std::random_device{}();
+
+  Context ctx(ContextOptions{g.device, false});
+  Kernels kernels(ctx);
+  Model model(kernels, o.model);
+  const Tokenizer& tok = model.tokenizer();
+  std::vector<int32_t> prompt = !o.tokens_file.empty()
+                                    ? read_tokens(o.tokens_file)
+                                    : tok.encode(o.prompt_file.empty() ? o.prompt : read_file(o.prompt_file), true);
+  if (prompt.empty()) throw Error("the prompt is empty");
+  SessionOptions so;
+  so.n_ctx = o.n_ctx;
+  so.n_batch = o.n_batch;
+  so.kv_type = kv_type;
+  so.profile = o.profile;
+  Session session(model, so);
+  const uint32_t room = session.n_ctx() > prompt.size() ? session.n_ctx() - uint32_t(prompt.size()) : 0;
+  if (prompt.size() > session.n_ctx())
+    throw Error("prompt of " + std::to_string(prompt.size()) + " tokens is longer than the context (" +
+                std::to_string(session.n_ctx()) + "); raise -c");
+  const uint32_t n_gen = o.n_predict < 0 ? room + 1 : std::min<uint32_t>(uint32_t(o.n_predict), room + 1);
+
+  if (!o.json) {
+    // As llama.cpp and llama2.c print it: SentencePiece's space before the first word is dropped.
+    std::string shown = tok.decode(prompt);
+    if (tok.vocab().add_space_prefix && !shown.empty() && shown[0] == ' ') shown.erase(0, 1);
+    std::fputs(shown.c_str(), stdout);
+    std::fflush(stdout);
+  }
+  Sampler sampler(sp);
+  for (int32_t t : prompt) sampler.accept(t);
+  auto t0 = std::chrono::steady_clock::now();
+  auto logits = session.prefill(prompt);
+  const double prefill_ms = ms_since(t0);
+
+  std::vector<int32_t> generated;
+  std::string text;
+  t0 = std::chrono::steady_clock::now();
+  double decode_ms = 0;
+  uint32_t decoded = 0;
+  while (generated.size() < n_gen) {
+    const int32_t next = sampler.sample(logits);
+    sampler.accept(next);
+    generated.push_back(next);
+    if (tok.is_eog(next)) break;
+    const std::string piece = tok.token_to_piece(next);
+    text += piece;
+    if (!o.json) {
+      std::fputs(piece.c_str(), stdout);
+      std::fflush(stdout);
+    }
+    if (generated.size() == n_gen || session.n_past() >= session.n_ctx()) break;
+    logits = session.decode(next);
+    ++decoded;
+  }
+  decode_ms = ms_since(t0);
+  const double prefill_tps = prompt.size() / (prefill_ms / 1e3);
+  const double decode_tps = decoded ? decoded / (decode_ms / 1e3) : 0.0;
+  const uint64_t kv_bytes = session.cache().bytes;
+  const uint64_t kv_used = Session::kv_bytes_for(model.config(), kv_type, session.n_past());
+  const uint64_t peak = ctx.memory().peak();
+
+  if (o.json) {
+    Json j;
+    j.begin_object();
+    j.key("prompt_tokens").array(prompt);
+    j.key("generated_tokens").array(generated);
+    j.field("text", text);
+    j.key("timings").begin_object();
+    j.field("prefill_ms", prefill_ms).field("decode_ms", decode_ms);
+    j.field("prefill_tok_s", prefill_tps).field("decode_tok_s", decode_tps);
+    j.end_object();
+    j.key("kv").begin_object();
+    j.field("type", kv_type_name(kv_type)).field("bytes", kv_bytes).field("full_bytes", kv_bytes);
+    j.field("used_bytes", kv_used).field("n_ctx", session.n_ctx()).field("n_past", session.n_past());
+    j.end_object();
+    j.field("peak_device_bytes", peak);
+    j.field("device", ctx.info().name);
+    j.field("seed", sp.seed);
+    j.end_object();
+    std::printf("%s\n", j.str().c_str());
+  } else {
+    std::printf("\n");
+    std::fprintf(stderr, "\n--- %s on %s\n", o.model.c_str(), ctx.info().name.c_str());
+    std::fprintf(stderr, "prompt: %zu tokens, prefill %.1f ms (%.1f tok/s)\n", prompt.size(), prefill_ms, prefill_tps);
+    std::fprintf(stderr, "decode: %zu tokens, %.1f ms (%.1f tok/s)\n", generated.size(), decode_ms, decode_tps);
+    std::fprintf(stderr, "kv cache: %s %s allocated for %u positions, %s used by %u\n", bytes_str(kv_bytes).c_str(),
+                 kv_type_name(kv_type), session.n_ctx(), bytes_str(kv_used).c_str(), session.n_past());
+    std::fprintf(stderr, "peak device memory: %s (weights %s)\n", bytes_str(peak).c_str(),
+                 bytes_str(model.weights().bytes).c_str());
+  }
+  if (o.profile) {
+    auto timings = session.stream().timings();
+    double total = 0;
+    for (const auto& t : timings) total += t.total_ms;
+    std::fprintf(stderr, "\n%-20s %8s %12s %8s\n", "kernel", "count", "total ms", "share");
+    for (const auto& t : timings)
+      std::fprintf(stderr, "%-20s %8llu %12.3f %7.1f%%\n", t.name.c_str(), static_cast<unsigned long long>(t.count),
+                   t.total_ms, total > 0 ? 100.0 * t.total_ms / total : 0.0);
+  }
+  return 0;
+}
+
+}  // namespace
+
+Runner add_run(CLI::App& app, const Globals& g) {
+  auto o = std::make_shared<RunOptions>();
+  app.add_option("-m,--model", o->model, "GGUF model file")->required();
+  app.add_option("-p,--prompt", o->prompt, "Prompt text");
+  app.add_option("-f,--file", o->prompt_file, "Read the prompt from a file");
+  app.add_option("--tokens-file", o->tokens_file, "Prompt as whitespace-separated token ids (no BOS added)");
+  app.add_option("-n,--n-predict", o->n_predict, "Tokens to generate (-1: until the context is full)")->capture_default_str();
+  app.add_option("-c,--ctx-size", o->n_ctx, "Context size (default: the model's, at most 4096)");
+  app.add_option("-b,--batch-size", o->n_batch, "Prompt tokens per prefill step")->capture_default_str()->check(CLI::Range(1u, 65536u));
+  app.add_option("--temp", o->sp.temp, "Temperature (0: greedy)")->capture_default_str()->check(CLI::Range(0.0f, 100.0f));
+  app.add_option("--top-k", o->sp.top_k, "Top-k (<= 0: off)")->capture_default_str();
+  app.add_option("--top-p", o->sp.top_p, "Top-p (1: off)")->capture_default_str()->check(CLI::Range(0.0f, 1.0f));
+  app.add_option("--min-p", o->sp.min_p, "Min-p (0: off)")->capture_default_str()->check(CLI::Range(0.0f, 1.0f));
+  app.add_option("--repeat-penalty", o->sp.repeat_penalty, "Repetition penalty (1: off)")->capture_default_str();
+  app.add_option("--repeat-last-n", o->sp.repeat_last_n, "Tokens the penalty looks back over")->capture_default_str();
+  app.add_option_function<uint64_t>("-s,--seed", [o](uint64_t s) { o->sp.seed = s, o->seed_set = true; }, "Random seed");
+  app.add_option("--kv-type", o->kv_type, "KV cache type: f16 or f32")->capture_default_str();
+  app.add_flag("--json", o->json, "Print one JSON object at the end instead of streaming");
+  app.add_flag("--profile", o->profile, "Per-kernel GPU time after the run");
+  return [o, &g] { return run(*o, g); };
+}
+
+Runner add_tokenize(CLI::App& app, const Globals&) {
+  auto o = std::make_shared<std::tuple<std::string, std::string, bool, bool>>();
+  app.add_option("-m,--model", std::get<0>(*o), "GGUF model (or vocab-only) file")->required();
+  app.add_option("-p,--prompt", std::get<1>(*o), "Text to tokenize")->required();
+  app.add_flag("--json", std::get<2>(*o), "Print a JSON array");
+  app.add_flag("--no-bos", std::get<3>(*o), "Do not add BOS/EOS");
+  return [o] {
+    GgufFile f = GgufFile::open(std::get<0>(*o));
+    Tokenizer tok(vocab_from_gguf(f));
+    auto ids = tok.encode(std::get<1>(*o), !std::get<3>(*o));
+    if (std::get<2>(*o)) {
+      Json j;
+      j.array(ids);
+      std::printf("%s\n", j.str().c_str());
+    } else {
+      for (int32_t id : ids) std::printf("%6d -> '%s'\n", id, tok.token_to_piece(id).c_str());
+    }
+    return 0;
+  };
+}
+
+}  // namespace snapvk::cli
