@@ -1,1 +1,0 @@
-// removed once host has real sources
