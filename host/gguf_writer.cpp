@@ -163,8 +163,7 @@ void GgufWriter::set_value(std::string_view key, GgufValue v) {
   set(key, std::move(v));
 }
 
-void GgufWriter::add_tensor(std::string_view name, GgmlType type, std::vector<uint64_t> ne,
-                            const void* data, size_t nbytes) {
+uint64_t GgufWriter::check_tensor(std::string_view name, GgmlType type, const std::vector<uint64_t>& ne) const {
   const std::string what = "GgufWriter: tensor '" + std::string(name) + "'";
   if (name.empty()) throw Error("GgufWriter: empty tensor name");
   if (name.size() >= kMaxTensorName)
@@ -184,13 +183,26 @@ void GgufWriter::add_tensor(std::string_view name, GgmlType type, std::vector<ui
   uint64_t expected = 0;
   if (__builtin_mul_overflow(row_bytes(type, ne[0]), rows, &expected))  // row_bytes checks blocks
     throw Error(what + ": shape overflows");
+  return expected;
+}
+
+void GgufWriter::add_tensor(std::string_view name, GgmlType type, std::vector<uint64_t> ne,
+                            const void* data, size_t nbytes) {
+  const uint64_t expected = check_tensor(name, type, ne);
+  const std::string what = "GgufWriter: tensor '" + std::string(name) + "'";
   if (nbytes != expected)
     throw Error(what + ": " + std::to_string(nbytes) + " bytes of data, but a " + type_name(type) +
                 " tensor of this shape takes " + std::to_string(expected));
   if (nbytes && !data) throw Error(what + ": null data");
-  Tensor t{std::string(name), type, std::move(ne), {}};
+  Tensor t{std::string(name), type, std::move(ne), {}, nbytes, {}};
   t.data.assign(static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + nbytes);
   tensors_.push_back(std::move(t));
+}
+
+void GgufWriter::add_tensor_lazy(std::string_view name, GgmlType type, std::vector<uint64_t> ne, Fill fill) {
+  const uint64_t nbytes = check_tensor(name, type, ne);
+  if (!fill) throw Error("GgufWriter: tensor '" + std::string(name) + "': no fill function");
+  tensors_.push_back(Tensor{std::string(name), type, std::move(ne), {}, nbytes, std::move(fill)});
 }
 
 uint32_t GgufWriter::alignment() const {
@@ -206,9 +218,10 @@ uint32_t GgufWriter::alignment() const {
   return kDefaultAlignment;
 }
 
-void GgufWriter::write(const std::string& path) const {
+// The header (magic to the end of the tensor infos, padded to the alignment); `data_bytes` gets
+// the size of the data section.
+std::vector<uint8_t> GgufWriter::header(uint64_t& data_bytes) const {
   const uint64_t align = alignment();
-
   Bytes h;
   h.put<uint32_t>(kGgufMagic);
   h.put<uint32_t>(kGgufVersion);
@@ -226,9 +239,22 @@ void GgufWriter::write(const std::string& path) const {
     for (uint64_t d : t.ne) h.put<uint64_t>(d);
     h.put<uint32_t>(static_cast<uint32_t>(t.type));
     h.put<uint64_t>(offset);
-    offset = align_up(offset + t.data.size(), align);
+    offset = align_up(offset + t.nbytes, align);
   }
   h.b.resize(align_up(h.b.size(), align), 0);
+  data_bytes = offset;
+  return std::move(h.b);
+}
+
+uint64_t GgufWriter::file_size() const {
+  uint64_t data_bytes = 0;
+  return header(data_bytes).size() + data_bytes;
+}
+
+void GgufWriter::write(const std::string& path) const {
+  const uint64_t align = alignment();
+  uint64_t data_bytes = 0;
+  const std::vector<uint8_t> head = header(data_bytes);
 
   const std::string tmp = path + ".tmp";
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
@@ -240,12 +266,24 @@ void GgufWriter::write(const std::string& path) const {
     throw Error(tmp + ": " + what + ": " + std::strerror(e));
   };
   static const uint8_t zeros[64] = {};
-  if (std::fwrite(h.b.data(), 1, h.b.size(), f) != h.b.size()) fail("write failed");
+  if (std::fwrite(head.data(), 1, head.size(), f) != head.size()) fail("write failed");
+  std::vector<uint8_t> lazy;  // the one lazy tensor being written
   for (const Tensor& t : tensors_) {
-    if (!t.data.empty() && std::fwrite(t.data.data(), 1, t.data.size(), f) != t.data.size())
-      fail("write failed");
+    const uint8_t* data = t.data.data();
+    if (t.fill) {
+      try {
+        lazy.assign(t.nbytes, 0);
+        t.fill(lazy.data());
+      } catch (...) {
+        std::fclose(f);
+        std::remove(tmp.c_str());
+        throw;
+      }
+      data = lazy.data();
+    }
+    if (t.nbytes && std::fwrite(data, 1, t.nbytes, f) != t.nbytes) fail("write failed");
     // Pad every tensor, the last included, as gguf-py does.
-    for (uint64_t pad = align_up(t.data.size(), align) - t.data.size(); pad > 0;) {
+    for (uint64_t pad = align_up(t.nbytes, align) - t.nbytes; pad > 0;) {
       const size_t n = static_cast<size_t>(std::min<uint64_t>(pad, sizeof(zeros)));
       if (std::fwrite(zeros, 1, n, f) != n) fail("write failed");
       pad -= n;

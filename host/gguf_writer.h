@@ -11,6 +11,7 @@
 // Keys and tensors are written in the order they were first added. Setting a key again replaces
 // its value in place. Tensor data is copied at add_tensor.
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -49,9 +50,18 @@ class GgufWriter {
   void add_tensor(std::string_view name, GgmlType type, std::vector<uint64_t> ne, const void* data,
                   size_t nbytes);
 
+  // As add_tensor, but the data is made at write() time: fill(dst) must write all of the
+  // tensor's bytes (row_bytes(type, ne[0]) * rows) into dst. Only one such buffer is alive at a
+  // time, so a file bigger than memory can be written one tensor at a time. Same checks.
+  using Fill = std::function<void(uint8_t* dst)>;
+  void add_tensor_lazy(std::string_view name, GgmlType type, std::vector<uint64_t> ne, Fill fill);
+
   // Writes path + ".tmp" and renames it over path, so a failed write never leaves a truncated
   // file under the final name. Throws snapvk::Error on any I/O failure.
   void write(const std::string& path) const;
+
+  // Bytes write() would produce: header, metadata, tensor infos, data and padding.
+  uint64_t file_size() const;
 
   static constexpr uint32_t kDefaultAlignment = 32;
 
@@ -60,10 +70,14 @@ class GgufWriter {
     std::string name;
     GgmlType type;
     std::vector<uint64_t> ne;
-    std::vector<uint8_t> data;
+    std::vector<uint8_t> data;  // empty for a lazy tensor
+    uint64_t nbytes = 0;
+    Fill fill;                  // lazy tensors only
   };
   void set(std::string_view key, GgufValue v);
+  uint64_t check_tensor(std::string_view name, GgmlType type, const std::vector<uint64_t>& ne) const;
   uint32_t alignment() const;
+  std::vector<uint8_t> header(uint64_t& data_bytes) const;
 
   std::vector<std::pair<std::string, GgufValue>> kvs_;
   std::vector<Tensor> tensors_;

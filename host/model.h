@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "host/attention.h"
 #include "host/gguf.h"
 #include "host/ops.h"
 #include "host/tokenizer.h"

@@ -88,42 +88,10 @@ Kernels::Kernels(Context& c) : ctx(c), tuning(Tuning::for_device(c.info())) {
   swiglu = make(c, "swiglu", spv::swiglu(), 3, sizeof(UnaryPush), {t.elementwise_wg});
 }
 
-uint32_t kv_type_bytes_x2(KvType t) { return t == KvType::F32 ? 8 : 4; }
-const char* kv_type_name(KvType t) { return t == KvType::F32 ? "f32" : "f16"; }
-
-AttentionKernels::AttentionKernels(Context& c, const Tuning& t, uint32_t hd, uint32_t g) : head_dim(hd), group(g) {
-  SNAPVK_ASSERT(hd % 2 == 0 && hd <= SNAPVK_MAX_HEAD_DIM, "head_dim must be even and at most " +
-                                                              std::to_string(SNAPVK_MAX_HEAD_DIM));
-  SNAPVK_ASSERT(g >= 1 && g <= 16, "GQA group size must be 1..16");
-  // Tiles sized to fit shared memory: Q tile + one K/V block + scores.
-  const uint32_t shared = c.info().max_shared_memory;
-  prefill_br = 16;
-  prefill_bc = 16;
-  while (prefill_br > 1 && (prefill_br * hd + prefill_bc * hd + prefill_br * prefill_bc + 3 * prefill_br) * 4 > shared)
-    prefill_br /= 2;
-  uint32_t wg = std::min<uint32_t>(t.row_wg * 2, prefill_br * hd);
-  wg = std::max(t.subgroup, wg / t.subgroup * t.subgroup);
-  decode_chunk = 256;
-  while (decode_chunk > 32 && (g * decode_chunk + g * hd + 64) * 4 > shared) decode_chunk /= 2;
-  const uint32_t dwg = std::max(t.subgroup, std::min<uint32_t>(t.row_wg * 2, 256) / t.subgroup * t.subgroup);
-  const std::span<const uint32_t> store_spv[] = {spv::kv_store_f32(), spv::kv_store_f16()};
-  const std::span<const uint32_t> prefill_spv[] = {spv::attn_prefill_f32(), spv::attn_prefill_f16()};
-  const std::span<const uint32_t> decode_spv[] = {spv::attn_decode_f32(), spv::attn_decode_f16()};
-  for (uint32_t i = 0; i < kKvTypes; ++i) {
-    kv_store[i] = make(c, "kv_store", store_spv[i], 3, sizeof(KvStorePush), {t.elementwise_wg});
-    prefill[i] = make(c, "attn_prefill", prefill_spv[i], 4, sizeof(AttnPrefillPush), {wg, hd, prefill_br, prefill_bc});
-    decode[i] = make(c, "attn_decode", decode_spv[i], 5, sizeof(AttnDecodePush), {dwg, hd, g, decode_chunk});
-  }
-  combine = make(c, "attn_combine", spv::attn_combine(), 2, sizeof(AttnCombinePush),
-                 {std::max(t.subgroup, std::min<uint32_t>(64, hd) / t.subgroup * t.subgroup), hd});
-}
-
-namespace {
 // Grid for one invocation per item (elementwise kernels index with a 2-D grid).
 void items_grid(const Kernels& k, uint64_t items, uint32_t& gx, uint32_t& gy) {
   grid_2d(k.ctx.info(), (items + k.tuning.elementwise_wg - 1) / k.tuning.elementwise_wg, gx, gy);
 }
-}  // namespace
 
 void op_get_rows(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange table, BufferRange ids, BufferRange y,
                  uint32_t rows, uint32_t n) {
@@ -146,38 +114,6 @@ void op_swiglu(CommandStream& cs, const Kernels& k, BufferRange g, BufferRange u
   uint32_t gx, gy;
   items_grid(k, n, gx, gy);
   cs.dispatch(k.swiglu, {g, u, y}, UnaryPush{n}, gx, gy);
-}
-
-void op_kv_store(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvType kt, BufferRange src,
-                 BufferRange cache, BufferRange base, uint32_t T, uint32_t n_kv, uint32_t cap, uint32_t slot0) {
-  uint32_t gx, gy;
-  items_grid(k, uint64_t(T) * n_kv * (a.head_dim / 2), gx, gy);
-  cs.dispatch(a.kv_store[uint32_t(kt)], {src, cache, base}, KvStorePush{T, n_kv, a.head_dim, cap, slot0}, gx, gy);
-}
-
-void op_attn_prefill(CommandStream& cs, const Kernels&, const AttentionKernels& a, KvType kt, BufferRange q,
-                     BufferRange kc, BufferRange vc, BufferRange o, uint32_t T, uint32_t n_head, uint32_t n_kv,
-                     uint32_t cap, uint32_t pos0, float scale) {
-  SNAPVK_ASSERT(n_head == n_kv * a.group, "attn_prefill: head counts do not match the kernel's GQA group");
-  SNAPVK_ASSERT(pos0 + T <= cap, "attn_prefill: positions past the cache capacity");
-  cs.dispatch(a.prefill[uint32_t(kt)], {q, kc, vc, o}, AttnPrefillPush{T, n_head, n_kv, cap, pos0, scale},
-              (T + a.prefill_br - 1) / a.prefill_br, n_head);
-}
-
-uint64_t attn_partial_floats(const AttentionKernels& a, uint32_t n_head, uint32_t cap) {
-  return uint64_t(n_head) * ((cap + a.decode_chunk - 1) / a.decode_chunk) * (a.head_dim + 2);
-}
-
-void op_attn_decode(CommandStream& cs, const Kernels&, const AttentionKernels& a, KvType kt, BufferRange q,
-                    BufferRange kc, BufferRange vc, BufferRange base, BufferRange part, BufferRange o, uint32_t n_head,
-                    uint32_t n_kv, uint32_t cap, uint32_t max_len, uint32_t n_appended, float scale) {
-  SNAPVK_ASSERT(n_head == n_kv * a.group, "attn_decode: head counts do not match the kernel's GQA group");
-  SNAPVK_ASSERT(max_len >= 1 && max_len <= cap, "attn_decode: cache length out of range");
-  const uint32_t n_split = (max_len + a.decode_chunk - 1) / a.decode_chunk;
-  cs.dispatch(a.decode[uint32_t(kt)], {q, kc, vc, part, base}, AttnDecodePush{n_kv, cap, n_appended, n_split, scale},
-              n_split, n_kv);
-  cs.barrier();
-  cs.dispatch(a.combine, {part, o}, AttnCombinePush{n_split}, n_head);
 }
 
 void grid_2d(const DeviceInfo& info, uint64_t groups, uint32_t& gx, uint32_t& gy) {

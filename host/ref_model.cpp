@@ -77,6 +77,17 @@ RefModel::RefModel(const GgufFile& f, const ModelConfig& cfg, uint32_t n_ctx) : 
   kc_.assign(cfg.n_layer, {});
   vc_.assign(cfg.n_layer, {});
   att_.assign(cfg.n_layer, {});
+  qh_.assign(cfg.n_layer, {});
+}
+
+void RefModel::restrict_prompt(uint32_t L, std::vector<std::vector<std::vector<uint32_t>>> keep) {
+  if (keep.size() != c_.n_layer) throw Error("reference model: restriction needs one entry per layer");
+  restrict_len_ = L;
+  visible_.assign(c_.n_layer, std::vector<std::vector<bool>>(c_.n_head_kv, std::vector<bool>(L, false)));
+  for (uint32_t l = 0; l < c_.n_layer; ++l)
+    for (uint32_t h = 0; h < c_.n_head_kv; ++h)
+      for (uint32_t p : keep[l].at(h))
+        if (p < L) visible_[l][h][p] = true;
 }
 
 std::vector<float> RefModel::forward(int32_t token) {
@@ -97,6 +108,7 @@ std::vector<float> RefModel::forward(int32_t token) {
     }
     rope(q.data(), c_.n_head, c_, pos_, rope_freqs_);
     rope(k.data(), c_.n_head_kv, c_, pos_, rope_freqs_);
+    qh_[l].insert(qh_[l].end(), q.begin(), q.end());
     kc_[l].insert(kc_[l].end(), k.begin(), k.end());
     vc_[l].insert(vc_[l].end(), v.begin(), v.end());
     const uint32_t n = pos_ + 1;
@@ -105,15 +117,20 @@ std::vector<float> RefModel::forward(int32_t token) {
       const uint32_t kvh = h / c_.group();
       float* a = att_[l].data() + size_t(h) * n;
       double m = -INFINITY;
+      auto seen = [&](uint32_t t) { return t >= restrict_len_ || visible_[l][kvh][t]; };
       for (uint32_t t = 0; t < n; ++t) {
+        if (!seen(t)) {
+          a[t] = -INFINITY;
+          continue;
+        }
         double s = 0;
         for (uint32_t d = 0; d < HD; ++d) s += double(q[h * HD + d]) * kc_[l][(size_t(t) * c_.n_head_kv + kvh) * HD + d];
         a[t] = float(s / std::sqrt(double(HD)));
         m = std::max(m, double(a[t]));
       }
       double sum = 0;
-      for (uint32_t t = 0; t < n; ++t) sum += std::exp(a[t] - m);
-      for (uint32_t t = 0; t < n; ++t) a[t] = float(std::exp(a[t] - m) / sum);
+      for (uint32_t t = 0; t < n; ++t) sum += std::exp(double(a[t]) - m);
+      for (uint32_t t = 0; t < n; ++t) a[t] = float(std::exp(double(a[t]) - m) / sum);
       for (uint32_t d = 0; d < HD; ++d) {
         double acc = 0;
         for (uint32_t t = 0; t < n; ++t) acc += double(a[t]) * vc_[l][(size_t(t) * c_.n_head_kv + kvh) * HD + d];

@@ -21,6 +21,11 @@ class RefModel {
   // K cache of a layer after RoPE: [pos][n_head_kv][head_dim].
   const std::vector<float>& k_cache(uint32_t layer) const { return kc_[layer]; }
   const std::vector<float>& v_cache(uint32_t layer) const { return vc_[layer]; }
+  // Rotated queries of every position so far: [pos][n_head][head_dim].
+  const std::vector<float>& q_history(uint32_t layer) const { return qh_[layer]; }
+  // From now on, positions below L that are not in keep[layer][kv_head] are invisible to
+  // attention: the reference for decoding over a compacted cache.
+  void restrict_prompt(uint32_t L, std::vector<std::vector<std::vector<uint32_t>>> keep);
 
  private:
   struct Layer {
@@ -30,7 +35,9 @@ class RefModel {
   uint32_t n_ctx_;
   std::vector<float> tok_embd_, output_norm_, output_, rope_freqs_;
   std::vector<Layer> layers_;
-  std::vector<std::vector<float>> kc_, vc_, att_;
+  std::vector<std::vector<float>> kc_, vc_, att_, qh_;
+  uint32_t restrict_len_ = 0;
+  std::vector<std::vector<std::vector<bool>>> visible_;  // [layer][kv head][pos < restrict_len_]
   uint32_t pos_ = 0;
 };
 

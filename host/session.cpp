@@ -1,6 +1,7 @@
 #include "host/session.h"
 
 #include <algorithm>
+#include <chrono>
 #include <string>
 
 #include "runtime/vk_check.h"
@@ -8,27 +9,23 @@
 namespace snapvk {
 
 uint64_t Session::kv_bytes_for(const ModelConfig& c, KvType t, uint64_t tokens) {
-  return 2ull * c.n_layer * c.n_head_kv * tokens * c.head_dim / 2 * kv_type_bytes_x2(t);
+  return 2ull * c.n_layer * c.n_head_kv * tokens * kv_row_bytes(t, c.head_dim);
 }
 
-Session::Session(const Model& model, const SessionOptions& opts) : model_(model), opts_(opts), cs_(model.ctx()) {
+Session::Session(const Model& model, const SessionOptions& opts)
+    : model_(model), opts_(opts), cs_(model.ctx()), cs_compress_(model.ctx()) {
   const ModelConfig& c = model.config();
   Context& ctx = model.ctx();
   if (opts_.n_ctx == 0) opts_.n_ctx = std::min<uint32_t>(c.n_ctx_train, 4096);
   if (opts_.n_batch == 0) throw Error("n_batch must be at least 1");
+  if (opts_.kv_type == KvType::Q8_0 && c.head_dim % 32)
+    throw Error("--kv-type q8_0 needs a head dimension that is a multiple of 32 (this model's is " +
+                std::to_string(c.head_dim) + ")");
+  opts_.kv.validate();
   opts_.n_batch = std::min(opts_.n_batch, opts_.n_ctx);
   cs_.set_profiling(opts_.profile);
-
-  cache_.cap = opts_.n_ctx;
+  cs_compress_.set_profiling(true);
   cache_.type = opts_.kv_type;
-  const uint64_t per_layer = kv_bytes_for(c, opts_.kv_type, cache_.cap) / c.n_layer / 2;
-  for (uint32_t l = 0; l < c.n_layer; ++l) {
-    cache_.k.emplace_back(ctx, per_layer, BufferKind::Device, "k_cache." + std::to_string(l));
-    cache_.v.emplace_back(ctx, per_layer, BufferKind::Device, "v_cache." + std::to_string(l));
-  }
-  cache_.bytes = 2 * per_layer * c.n_layer;
-  cache_.base = Buffer(ctx, c.n_head_kv * 4ull, BufferKind::Device, "kv_base");
-  cache_.base.fill_zero();
 
   const uint64_t B = opts_.n_batch, f = 4;
   act_.x = Buffer(ctx, B * c.n_embd * f, BufferKind::Device, "x");
@@ -39,28 +36,93 @@ Session::Session(const Model& model, const SessionOptions& opts) : model_(model)
   act_.attn = Buffer(ctx, B * c.q_dim() * f, BufferKind::Device, "attn");
   act_.gate = Buffer(ctx, B * c.n_ff * f, BufferKind::Device, "gate");
   act_.up = Buffer(ctx, B * c.n_ff * f, BufferKind::Device, "up");
-  act_.part = Buffer(ctx, attn_partial_floats(model.attention(), c.n_head, cache_.cap) * f, BufferKind::Device, "attn_part");
+  act_.part = Buffer(ctx, attn_partial_floats(model.attention(), c.n_head, opts_.n_ctx) * f, BufferKind::Device, "attn_part");
   act_.ids = Buffer(ctx, B * 4, BufferKind::Staging, "ids");
   act_.logits = Buffer(ctx, uint64_t(c.n_vocab) * f, BufferKind::Staging, "logits");
   logits_.resize(c.n_vocab);
+  if (!opts_.kv.compresses()) allocate_full_cache();
+}
+
+void Session::allocate_full_cache() {
+  const ModelConfig& c = model_.config();
+  Context& ctx = model_.ctx();
+  const uint32_t n_kv = c.n_head_kv, cap = opts_.n_ctx;
+  const uint64_t row = kv_row_bytes(cache_.type, c.head_dim);
+  cache_.layers.clear();
+  cache_.layers.resize(c.n_layer);
+  cache_.room = cap;
+  cache_.prompt_len = 0;
+  cache_.bytes = 0;
+  std::vector<uint32_t> table(2 * n_kv);
+  for (uint32_t h = 0; h < n_kv; ++h) table[2 * h] = h * cap, table[2 * h + 1] = 0;
+  for (uint32_t l = 0; l < c.n_layer; ++l) {
+    KvLayer& L = cache_.layers[l];
+    L.slots = n_kv * cap;
+    L.k = Buffer(ctx, L.slots * row, BufferKind::Device, "k_cache." + std::to_string(l));
+    L.v = Buffer(ctx, L.slots * row, BufferKind::Device, "v_cache." + std::to_string(l));
+    L.heads = Buffer(ctx, table.size() * 4, BufferKind::Device, "kv_heads." + std::to_string(l));
+    L.heads.upload(table.data(), table.size() * 4);
+    L.offset.resize(n_kv);
+    L.base.assign(n_kv, 0);
+    for (uint32_t h = 0; h < n_kv; ++h) L.offset[h] = h * cap;
+    cache_.bytes += 2 * L.slots * row;
+  }
+}
+
+void Session::reset() {
+  n_past_ = 0;
+  selection_.clear();
+  last_ = KvStats{};
+  if (opts_.kv.compresses()) {  // the next prompt is compressed into a newly sized cache
+    cache_ = KvCache{};
+    cache_.type = opts_.kv_type;
+  }
+}
+
+uint32_t Session::max_len(uint32_t n_appended) const {
+  uint32_t m = 0;
+  for (const auto& L : cache_.layers)
+    for (uint32_t b : L.base) m = std::max(m, b);
+  return m + n_appended;
 }
 
 std::span<const float> Session::prefill(std::span<const int32_t> tokens) {
   if (tokens.empty()) throw Error("empty prompt");
-  if (n_past_ + tokens.size() > cache_.cap)
+  if (n_past_ + tokens.size() > opts_.n_ctx)
     throw Error("prompt of " + std::to_string(tokens.size()) + " tokens does not fit the context: " +
-                std::to_string(n_past_) + " used of " + std::to_string(cache_.cap) + " (raise -c)");
+                std::to_string(n_past_) + " used of " + std::to_string(opts_.n_ctx) + " (raise -c)");
   const int32_t n_vocab = int32_t(model_.config().n_vocab);
   for (int32_t t : tokens)
     if (t < 0 || t >= n_vocab)
       throw Error("token id " + std::to_string(t) + " is outside the vocabulary (0.." + std::to_string(n_vocab - 1) + ")");
-  for (size_t i = 0; i < tokens.size(); i += opts_.n_batch) {
-    const uint32_t T = uint32_t(std::min<size_t>(opts_.n_batch, tokens.size() - i));
-    forward(tokens.data() + i, T);
+  const auto t0 = std::chrono::steady_clock::now();
+  if (n_past_ == 0 && opts_.kv.compresses()) {
+    prefill_compressed(tokens);
+  } else {
+    for (size_t i = 0; i < tokens.size(); i += opts_.n_batch) {
+      const uint32_t T = uint32_t(std::min<size_t>(opts_.n_batch, tokens.size() - i));
+      forward(tokens.data() + i, T);
+    }
   }
+  if (tokens.size() > 1)
+    last_.prefill_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return logits_;
 }
 
 std::span<const float> Session::decode(int32_t token) { return prefill(std::span<const int32_t>(&token, 1)); }
+
+KvStats Session::kv_stats() const {
+  const ModelConfig& c = model_.config();
+  KvStats s = last_;
+  const uint64_t row = kv_row_bytes(cache_.type, c.head_dim);
+  s.full_bytes = kv_bytes_for(c, cache_.type, n_past_);
+  const uint32_t appended = n_past_ - cache_.prompt_len;
+  uint64_t rows = 0;
+  for (const auto& L : cache_.layers)
+    for (uint32_t b : L.base) rows += b + appended;
+  s.retained_bytes = 2 * rows * row;
+  s.allocated_bytes = cache_.bytes;
+  return s;
+}
 
 }  // namespace snapvk

@@ -1,34 +1,60 @@
 #pragma once
-// A session: one conversation's KV cache and activations on the device, allocated once.
-// prefill() runs prompt tokens in batches (matrix-matrix), decode() one token (matrix-vector).
+// A session: one conversation's KV cache and activations on the device. prefill() runs prompt
+// tokens in batches (matrix-matrix), decode() one token (matrix-vector). With a compressing KV
+// policy the first prompt is prefilled layer by layer and each layer's cache is compacted
+// (SnapKV and family) before the next layer runs, so only one layer's full K/V ever exists.
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
+#include "host/attention.h"
+#include "host/kv_policy.h"
 #include "host/model.h"
 #include "runtime/commands.h"
 
 namespace snapvk {
 
 struct SessionOptions {
-  uint32_t n_ctx = 0;      // positions the cache holds; 0: the model's training context, at most 4096
+  uint32_t n_ctx = 0;      // positions (prompt + generated); 0: the model's training context, at most 4096
   uint32_t n_batch = 256;  // prompt tokens per prefill step
   KvType kv_type = KvType::F16;
-  bool profile = false;    // per-kernel GPU timestamps
+  KvPolicyOptions kv;      // full cache by default
+  bool keep_selection = false;  // remember the retained positions (for --dump-kv-selection and tests)
+  bool profile = false;    // per-kernel GPU timestamps of every dispatch
 };
 
-// Full KV cache: per layer K and V as [n_kv][cap][head_dim] of `type`.
+// One layer's cache: rows ("slots") of K and V, and the heads table that says where each KV
+// head's slots start and how many retained prompt entries precede the appended tokens.
+struct KvLayer {
+  Buffer k, v;                   // [slots] rows of kv_row_words
+  Buffer heads;                  // [n_kv][2] u32: offset, base (see shaders/heads.glsl)
+  std::vector<uint32_t> offset;  // host copy of the table
+  std::vector<uint32_t> base;
+  uint32_t slots = 0;
+};
+
 struct KvCache {
-  std::vector<Buffer> k, v;  // [n_layer]
-  Buffer base;               // [n_kv] u32: per-head slots held before appended tokens (0 for a full cache)
-  uint32_t cap = 0;          // slots per head
+  std::vector<KvLayer> layers;
   KvType type = KvType::F16;
-  uint64_t bytes = 0;        // device bytes of k and v
+  uint32_t room = 0;        // slots per head for appended tokens
+  uint32_t prompt_len = 0;  // L of the compressed prompt (0: a full cache)
+  uint64_t bytes = 0;       // device bytes of all K/V buffers
+};
+
+// What compression did, for reports.
+struct KvStats {
+  uint64_t full_bytes = 0;      // what a full cache needs for the tokens held
+  uint64_t retained_bytes = 0;  // what the session's cache holds for them
+  uint64_t allocated_bytes = 0;
+  double ratio() const { return retained_bytes ? double(full_bytes) / double(retained_bytes) : 1.0; }
+  double score_ms = 0, pool_ms = 0, select_ms = 0, gather_ms = 0;  // GPU time of the compression passes
+  double prefill_ms = 0;  // wall time of the last prefill
 };
 
 // Per-step activations, f32 unless noted; B = n_batch.
 struct Activations {
-  Buffer x;       // [B, n_embd] residual stream
+  Buffer x;       // [B, n_embd] residual stream (prompt rows live in the prefill's own buffer)
   Buffer xn;      // [B, n_embd] normed input / sublayer output
   Buffer q;       // [B, q_dim]
   Buffer k, v;    // [B, kv_dim]
@@ -48,27 +74,43 @@ class Session {
   std::span<const float> prefill(std::span<const int32_t> tokens);
   // Appends one token and returns the logits after it.
   std::span<const float> decode(int32_t token);
-  void reset() { n_past_ = 0; }
+  // Forgets every token; the next prefill starts a new prompt (and is compressed again).
+  void reset();
 
   uint32_t n_past() const { return n_past_; }
-  uint32_t n_ctx() const { return cache_.cap; }
+  uint32_t n_ctx() const { return opts_.n_ctx; }
   const Model& model() const { return model_; }
   const SessionOptions& options() const { return opts_; }
   const KvCache& cache() const { return cache_; }
-  // Bytes a full f-type cache needs for `tokens` positions (all layers, K and V).
+  KvStats kv_stats() const;
+  // Retained prompt positions [layer][kv head], ascending, window included (keep_selection).
+  const std::vector<std::vector<std::vector<uint32_t>>>& selection() const { return selection_; }
+  // Bytes a full cache of `type` needs for `tokens` positions (all layers, K and V).
   static uint64_t kv_bytes_for(const ModelConfig& c, KvType t, uint64_t tokens);
   CommandStream& stream() { return cs_; }
 
  private:
-  void forward(const int32_t* tokens, uint32_t T);  // host/forward.cpp
+  struct KvView;
+  void allocate_full_cache();
+  void forward(const int32_t* tokens, uint32_t T);             // host/forward.cpp
+  void prefill_compressed(std::span<const int32_t> tokens);    // host/forward.cpp
+  void layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uint32_t slot0, uint32_t pos0,
+             uint32_t decode_len);                             // host/forward.cpp
+  void compress_layer(uint32_t l, uint32_t L, const Buffer& full_k, const Buffer& full_v, const Buffer& full_heads,
+                      const Buffer& q_win, uint32_t n_q);      // host/compress.cpp
+  void logits_of_row(BufferRange x_row);                       // host/forward.cpp
+  uint32_t max_len(uint32_t n_appended) const;
 
   const Model& model_;
   SessionOptions opts_;
   KvCache cache_;
   Activations act_;
   CommandStream cs_;
+  CommandStream cs_compress_;  // always timed: the compression report needs its GPU times
   uint32_t n_past_ = 0;
   std::vector<float> logits_;
+  KvStats last_;
+  std::vector<std::vector<std::vector<uint32_t>>> selection_;
 };
 
 }  // namespace snapvk

@@ -81,6 +81,7 @@ void CommandStream::begin() {
   bi.flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT;
   VK_CHECK(vkBeginCommandBuffer(cb_, &bi));
   recording_ = true;
+  barrier();  // earlier submissions' writes are visible to this one (its first scope covers them)
   stamp_names_.clear();
   if (profiling_ && queries_) {
     vkCmdResetQueryPool(cb_, queries_, 0, max_timestamps_);

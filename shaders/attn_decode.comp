@@ -1,22 +1,23 @@
 #version 450
 // Decode attention, split over the cache (flash-decoding): workgroup (s, kvh) scores the G
-// query heads that share KV head kvh against the cache slots [s*CHUNK, (s+1)*CHUNK) of that
-// head, reading each K/V row once for all G heads, and writes an unnormalised partial
-// (o[HD], max, sum) per query head; attn_combine merges the splits.
-// Head kvh holds base[kvh] + n_appended valid slots (compacted prompt entries, then new tokens).
+// query heads that share KV head kvh against that head's slots [s*CHUNK, (s+1)*CHUNK),
+// reading each K/V row once for all G heads, and writes an unnormalised partial
+// (o[HD], max, sum) per query head; attn_combine merges the splits. Head kvh holds
+// base(kvh) + n_appended valid slots: retained prompt entries, then the generated tokens.
 #include "common.glsl"
 #include "reduce.glsl"
-#define KV_K_BINDING 1
-#define KV_V_BINDING 2
-#include "kv.glsl"
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint HD = 64;
 layout(constant_id = 2) const uint G = 1;        // query heads per KV head
 layout(constant_id = 3) const uint CHUNK = 256;  // cache slots per workgroup
+#define KV_K_BINDING 1
+#define KV_V_BINDING 2
+#include "kv.glsl"
+#define HEADS_BINDING 4
+#include "heads.glsl"
 layout(std430, binding = 0) readonly buffer Q { float q[]; };             // [n_head, HD], RoPE applied
 layout(std430, binding = 3) writeonly buffer P { float part[]; };         // [n_head][n_split][HD + 2]
-layout(std430, binding = 4) readonly buffer Base { uint base[]; };        // [n_kv] compacted lengths
-layout(push_constant) uniform PC { uint n_kv; uint cap; uint n_appended; uint n_split; float scale; } pc;
+layout(push_constant) uniform PC { uint n_appended; uint n_split; float scale; } pc;
 
 shared float qs[G * HD];
 shared float ps[G * CHUNK];
@@ -24,10 +25,10 @@ shared float ps[G * CHUNK];
 void main() {
   const uint WG = gl_WorkGroupSize.x, tid = gl_LocalInvocationID.x;
   const uint s = gl_WorkGroupID.x, kvh = gl_WorkGroupID.y;
-  const uint len = base[kvh] + pc.n_appended;
+  const uint len = head_base(kvh) + pc.n_appended;
   const uint j0 = s * CHUNK;
   const uint n = j0 < len ? min(CHUNK, len - j0) : 0u;
-  const uint kv_base = (kvh * pc.cap + j0) * HD;
+  const uint slot0 = head_offset(kvh) + j0;
 
   for (uint e = tid; e < G * HD; e += WG) qs[e] = q[(kvh * G) * HD + e] * pc.scale;
   barrier();
@@ -37,7 +38,7 @@ void main() {
     if (j < n) {
       [[unroll]] for (uint g = 0; g < G; ++g) sc[g] = 0.0;
       for (uint d = 0; d < HD; d += 2u) {
-        const vec2 k = k_load2(kv_base + j * HD + d);
+        const vec2 k = k_load2(slot0 + j, d);
         [[unroll]] for (uint g = 0; g < G; ++g) sc[g] += qs[g * HD + d] * k.x + qs[g * HD + d + 1u] * k.y;
       }
     }
@@ -62,10 +63,12 @@ void main() {
     }
   }
   barrier();
-  for (uint e = tid; e < G * HD; e += WG) {
-    const uint g = e / HD, d = e % HD;
-    float a = 0.0;
-    for (uint j = 0; j < n; ++j) a += ps[g * CHUNK + j] * v_load(kv_base + j * HD + d);
-    part[((kvh * G + g) * pc.n_split + s) * (HD + 2u) + d] = a;
+  for (uint e = tid; e < G * HD / 2u; e += WG) {
+    const uint g = (2u * e) / HD, d = (2u * e) % HD;
+    vec2 a = vec2(0.0);
+    for (uint j = 0; j < n; ++j) a += ps[g * CHUNK + j] * v_load2(slot0 + j, d);
+    const uint out_base = ((kvh * G + g) * pc.n_split + s) * (HD + 2u);
+    part[out_base + d] = a.x;
+    part[out_base + d + 1u] = a.y;
   }
 }

@@ -1,19 +1,23 @@
 #version 450
-// Causal multi-head attention for a chunk of T prompt queries (positions pos0 .. pos0+T-1)
-// over the keys 0 .. pos0+T-1 of one layer, with grouped-query heads. Tiled with an online
-// softmax (flash attention): a workgroup owns BR query rows of one head and walks the keys
-// in blocks of BC through shared memory, so the L x L score matrix never exists.
+// Causal multi-head attention for a chunk of T queries with grouped-query heads. The queries
+// are the appended tokens slot0 .. slot0+T-1 of each KV head's cache region; query t sees the
+// head's retained entries (base) and the appended slots up to its own. For a full cache base
+// is 0 and slot0 is the position. Tiled with an online softmax (flash attention): a workgroup
+// owns BR query rows of one head and walks the keys in blocks of BC through shared memory,
+// so the L x L score matrix never exists.
 #include "common.glsl"
-#define KV_K_BINDING 1
-#define KV_V_BINDING 2
-#include "kv.glsl"
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint HD = 64;   // head_dim
 layout(constant_id = 2) const uint BR = 16;   // query rows per workgroup
 layout(constant_id = 3) const uint BC = 16;   // keys per block
+#define KV_K_BINDING 1
+#define KV_V_BINDING 2
+#include "kv.glsl"
+#define HEADS_BINDING 4
+#include "heads.glsl"
 layout(std430, binding = 0) readonly buffer Q { float q[]; };      // [T, n_head, HD], RoPE applied
 layout(std430, binding = 3) writeonly buffer O { float o[]; };     // [T, n_head * HD]
-layout(push_constant) uniform PC { uint T; uint n_head; uint n_kv; uint cap; uint pos0; float scale; } pc;
+layout(push_constant) uniform PC { uint T; uint n_head; uint n_kv; uint slot0; float scale; } pc;
 
 const uint PER_THREAD = (BR * HD + gl_WorkGroupSize.x - 1) / gl_WorkGroupSize.x;
 shared float Qs[BR * HD];
@@ -27,7 +31,8 @@ void main() {
   const uint kvh = h / (pc.n_head / pc.n_kv);
   const uint q0 = gl_WorkGroupID.x * BR;
   const uint rows = min(BR, pc.T - q0);
-  const uint kv_base = kvh * pc.cap * HD;
+  const uint off = head_offset(kvh);
+  const uint first_visible = head_base(kvh) + pc.slot0 + q0;  // row r sees slots < first_visible + r + 1
 
   for (uint e = tid; e < BR * HD; e += WG) {
     const uint r = e / HD, d = e % HD;
@@ -40,12 +45,12 @@ void main() {
   float acc[PER_THREAD];
   [[unroll]] for (uint k = 0; k < PER_THREAD; ++k) acc[k] = 0.0;
 
-  const uint n_keys = pc.pos0 + q0 + rows;  // the last row's position + 1
+  const uint n_keys = first_visible + rows;
   for (uint kb = 0; kb < n_keys; kb += BC) {
     barrier();
     for (uint e = tid; e < BC * HD / 2u; e += WG) {
       const uint c = (2u * e) / HD, d = (2u * e) % HD;
-      const vec2 kv = kb + c < n_keys ? k_load2(kv_base + (kb + c) * HD + d) : vec2(0.0);
+      const vec2 kv = kb + c < n_keys ? k_load2(off + kb + c, d) : vec2(0.0);
       KVs[c * HD + d] = kv.x;
       KVs[c * HD + d + 1u] = kv.y;
     }
@@ -53,7 +58,7 @@ void main() {
     for (uint e = tid; e < BR * BC; e += WG) {
       const uint r = e / BC, c = e % BC;
       float s = -1.0 / 0.0;
-      if (r < rows && kb + c <= pc.pos0 + q0 + r) {
+      if (r < rows && kb + c <= first_visible + r) {
         s = 0.0;
         for (uint d = 0; d < HD; ++d) s += Qs[r * HD + d] * KVs[c * HD + d];
       }
@@ -82,7 +87,7 @@ void main() {
     }
     for (uint e = tid; e < BC * HD / 2u; e += WG) {  // V block: K is no longer read after the barrier above
       const uint c = (2u * e) / HD, d = (2u * e) % HD;
-      const vec2 kv = kb + c < n_keys ? v_load2(kv_base + (kb + c) * HD + d) : vec2(0.0);
+      const vec2 kv = kb + c < n_keys ? v_load2(off + kb + c, d) : vec2(0.0);
       KVs[c * HD + d] = kv.x;
       KVs[c * HD + d + 1u] = kv.y;
     }

@@ -1,18 +1,38 @@
-// KV-cache element access by storage type (KV_F32 or KV_F16), for kernels that read K at
-// binding KV_K_BINDING and V at KV_V_BINDING. Layout: [kv_head][slot][head_dim].
-// f16 entries are packed in pairs into 32-bit words (head_dim is even).
+// KV-cache access by storage type (KV_F32, KV_F16 or KV_Q8_0) for kernels that read K at
+// binding KV_K_BINDING and V at KV_V_BINDING. Needs HD (head_dim, a specialization constant)
+// declared before the include. A cache is a list of rows ("slots") of HD elements; which
+// slots belong to which KV head comes from the heads table (see heads.glsl).
+//   f32:  HD floats per slot
+//   f16:  HD halves per slot, packed in pairs
+//   q8_0: HD int8 (HD/4 words), then HD/32 f16 scales packed in pairs: one scale per 32 values
 #if defined(KV_F32)
 layout(std430, binding = KV_K_BINDING) readonly buffer KCache { float kdata[]; };
 layout(std430, binding = KV_V_BINDING) readonly buffer VCache { float vdata[]; };
-vec2 k_load2(uint i) { return vec2(kdata[i], kdata[i + 1u]); }  // i even
-vec2 v_load2(uint i) { return vec2(vdata[i], vdata[i + 1u]); }
-float v_load(uint i) { return vdata[i]; }
+vec2 k_load2(uint slot, uint d) { const uint i = slot * HD + d; return vec2(kdata[i], kdata[i + 1u]); }
+vec2 v_load2(uint slot, uint d) { const uint i = slot * HD + d; return vec2(vdata[i], vdata[i + 1u]); }
 #elif defined(KV_F16)
 layout(std430, binding = KV_K_BINDING) readonly buffer KCache { uint kdata[]; };
 layout(std430, binding = KV_V_BINDING) readonly buffer VCache { uint vdata[]; };
-vec2 k_load2(uint i) { return unpackHalf2x16(kdata[i >> 1]); }
-vec2 v_load2(uint i) { return unpackHalf2x16(vdata[i >> 1]); }
-float v_load(uint i) { return unpackHalf2x16(vdata[i >> 1])[i & 1u]; }
+vec2 k_load2(uint slot, uint d) { return unpackHalf2x16(kdata[(slot * HD + d) >> 1]); }
+vec2 v_load2(uint slot, uint d) { return unpackHalf2x16(vdata[(slot * HD + d) >> 1]); }
+#elif defined(KV_Q8_0)
+layout(std430, binding = KV_K_BINDING) readonly buffer KCache { uint kdata[]; };
+layout(std430, binding = KV_V_BINDING) readonly buffer VCache { uint vdata[]; };
+const uint KV_ROW_WORDS = HD / 4u + (HD / 32u + 1u) / 2u;
+vec2 q8_pair(uint w, uint scale_word, uint d) {
+  const uint sh = (d & 3u) * 8u;  // d is even: the pair is bytes sh and sh + 8 of the word
+  const int a = int(w << (24u - sh)) >> 24;
+  const int b = int(w << (16u - sh)) >> 24;
+  return vec2(a, b) * unpackHalf2x16(scale_word)[(d / 32u) & 1u];
+}
+vec2 k_load2(uint slot, uint d) {
+  const uint r = slot * KV_ROW_WORDS;
+  return q8_pair(kdata[r + d / 4u], kdata[r + HD / 4u + d / 64u], d);
+}
+vec2 v_load2(uint slot, uint d) {
+  const uint r = slot * KV_ROW_WORDS;
+  return q8_pair(vdata[r + d / 4u], vdata[r + HD / 4u + d / 64u], d);
+}
 #else
-#error "kv.glsl needs KV_F32 or KV_F16"
+#error "kv.glsl needs KV_F32, KV_F16 or KV_Q8_0"
 #endif

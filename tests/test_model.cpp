@@ -15,6 +15,14 @@
 namespace snapvk::test {
 namespace {
 
+SessionOptions session_options(uint32_t n_ctx, uint32_t n_batch, KvType kv_type) {
+  SessionOptions o;
+  o.n_ctx = n_ctx;
+  o.n_batch = n_batch;
+  o.kv_type = kv_type;
+  return o;
+}
+
 struct ReferenceRun {
   std::string prompt;
   uint32_t steps = 0;
@@ -76,7 +84,7 @@ TEST_F(Stories, GreedyTokensMatchLlama2cWithF32Cache) {
   for (const auto& run : runs) {
     SCOPED_TRACE("prompt \"" + run.prompt + "\" steps " + std::to_string(run.steps));
     EXPECT_EQ(model().tokenizer().encode(run.prompt, true), run.prompt_tokens);
-    Session s(model(), SessionOptions{512, 64, KvType::F32, false});
+    Session s(model(), session_options(512, 64, KvType::F32));
     auto got = greedy_like_llama2c(s, run.prompt_tokens, run.steps);
     EXPECT_EQ(got, run.generated);
   }
@@ -88,7 +96,7 @@ TEST_F(Stories, GreedyTokensWithF16CacheReportAgreement) {
   auto runs = load_reference_runs();
   size_t min_agree = SIZE_MAX;
   for (const auto& run : runs) {
-    Session s(model(), SessionOptions{512, 64, KvType::F16, false});
+    Session s(model(), session_options(512, 64, KvType::F16));
     auto got = greedy_like_llama2c(s, run.prompt_tokens, run.steps);
     size_t agree = 0;
     while (agree < got.size() && agree < run.generated.size() && got[agree] == run.generated[agree]) ++agree;
@@ -102,7 +110,7 @@ TEST_F(Stories, GreedyTokensWithF16CacheReportAgreement) {
 TEST_F(Stories, LogitsMatchLlama2c) {
   std::ifstream in(model_path("reference/llama2c-stories260K-logits-once-upon-a-time-n16.txt"));
   ASSERT_TRUE(in) << "missing logits reference";
-  Session s(model(), SessionOptions{512, 64, KvType::F32, false});
+  Session s(model(), session_options(512, 64, KvType::F32));
   int rows = 0;
   for (std::string line; std::getline(in, line);) {
     if (line.rfind("pos ", 0) != 0) continue;
@@ -129,11 +137,11 @@ TEST_F(Stories, PrefillChunksAndDecodeMatchCpuReference) {
   std::vector<std::vector<float>> want;
   for (int32_t t : prompt) want.push_back(ref.forward(t));
   for (uint32_t batch : {1u, 5u, 16u, 64u}) {
-    Session s(model(), SessionOptions{512, batch, KvType::F32, false});
+    Session s(model(), session_options(512, batch, KvType::F32));
     auto got = s.prefill(prompt);
     EXPECT_LE(max_abs_diff(std::vector<float>(got.begin(), got.end()), want.back()), 1e-4f) << "batch " << batch;
   }
-  Session s(model(), SessionOptions{512, 64, KvType::F32, false});
+  Session s(model(), session_options(512, 64, KvType::F32));
   for (size_t i = 0; i < prompt.size(); ++i) {
     auto got = s.decode(prompt[i]);
     EXPECT_LE(max_abs_diff(std::vector<float>(got.begin(), got.end()), want[i]), 1e-4f) << "position " << i;
@@ -141,7 +149,7 @@ TEST_F(Stories, PrefillChunksAndDecodeMatchCpuReference) {
 }
 
 TEST_F(Stories, PromptLongerThanContextIsAnError) {
-  Session s(model(), SessionOptions{16, 8, KvType::F16, false});
+  Session s(model(), session_options(16, 8, KvType::F16));
   std::vector<int32_t> prompt(17, 300);
   try {
     s.prefill(prompt);

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include "host/session.h"
+
 namespace snapvk::cli {
 
 struct Globals {
@@ -13,11 +15,23 @@ struct Globals {
 
 std::string bytes_str(uint64_t b);
 
+// The KV-cache options of every command that builds a session (--kv-policy, --kv-budget, ...).
+struct KvCliOptions {
+  std::string policy = "full", type = "f16", pool = "max", gqa = "mean";
+  uint32_t budget = 0, window = 32, kernel = 7;
+  float ratio = 0.0f;
+};
+void add_kv_options(CLI::App& app, KvCliOptions& o);
+// Checked conversion into session options (throws snapvk::Error with a one-line message).
+void apply_kv_options(const KvCliOptions& o, SessionOptions& out);
+
 // Each subcommand registers its options on `app` and returns the function to run it.
 using Runner = std::function<int()>;
 Runner add_devices(CLI::App& app, const Globals& g);
 Runner add_selftest(CLI::App& app, const Globals& g);
 Runner add_run(CLI::App& app, const Globals& g);
 Runner add_tokenize(CLI::App& app, const Globals& g);
+Runner add_synth(CLI::App& app, const Globals& g);
+Runner add_convert(CLI::App& app, const Globals& g);
 
 }  // namespace snapvk::cli

@@ -19,7 +19,8 @@ namespace snapvk::cli {
 namespace {
 
 struct RunOptions {
-  std::string model, prompt, prompt_file, tokens_file, kv_type = "f16";
+  std::string model, prompt, prompt_file, tokens_file, dump_selection;
+  KvCliOptions kv;
   int32_t n_predict = 128;
   uint32_t n_ctx = 0, n_batch = 256;
   SamplerParams sp;
@@ -53,6 +54,30 @@ std::vector<int32_t> read_tokens(const std::string& path) {
   return ids;
 }
 
+// {"prompt_len": L, "policy": ..., "window": W, "budget": C, "layers": [[[positions of head 0], ...], ...]}
+void write_selection(const std::string& path, const Session& s, uint32_t L) {
+  const KvPolicyOptions& kv = s.options().kv;
+  Json j;
+  j.begin_object();
+  j.field("prompt_len", L).field("policy", kv_policy_name(kv.policy)).field("window", kv.window);
+  j.field("budget", kv.compresses() ? kv.budget_for(L) : L);
+  j.key("layers").begin_array();
+  const ModelConfig& c = s.model().config();
+  std::vector<uint32_t> all(L);  // a full cache keeps every position
+  for (uint32_t p = 0; p < L; ++p) all[p] = p;
+  for (uint32_t l = 0; l < c.n_layer; ++l) {
+    j.begin_array();
+    for (uint32_t h = 0; h < c.n_head_kv; ++h) j.array(s.selection().empty() ? all : s.selection()[l][h]);
+    j.end_array();
+  }
+  j.end_array();
+  j.end_object();
+  std::ofstream out(path);
+  if (!out) throw Error("cannot write '" + path + "'");
+  out << j.str() << "\n";
+  if (!out) throw Error("error writing '" + path + "'");
+}
+
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -60,10 +85,13 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 int run(const RunOptions& o, const Globals& g) {
   const int sources = !o.prompt.empty() + !o.prompt_file.empty() + !o.tokens_file.empty();
   if (sources != 1) throw Error("give exactly one of -p PROMPT, -f FILE or --tokens-file FILE");
-  KvType kv_type;
-  if (o.kv_type == "f16") kv_type = KvType::F16;
-  else if (o.kv_type == "f32") kv_type = KvType::F32;
-  else throw Error("unknown --kv-type '" + o.kv_type + "' (f16, f32)");
+  SessionOptions so;
+  apply_kv_options(o.kv, so);
+  so.n_ctx = o.n_ctx;
+  so.n_batch = o.n_batch;
+  so.profile = o.profile;
+  so.keep_selection = !o.dump_selection.empty();
+  const KvType kv_type = so.kv_type;
   SamplerParams sp = o.sp;
   if (!o.seed_set) sp.seed = std::random_device{}();
 
@@ -75,11 +103,6 @@ int run(const RunOptions& o, const Globals& g) {
                                     ? read_tokens(o.tokens_file)
                                     : tok.encode(o.prompt_file.empty() ? o.prompt : read_file(o.prompt_file), true);
   if (prompt.empty()) throw Error("the prompt is empty");
-  SessionOptions so;
-  so.n_ctx = o.n_ctx;
-  so.n_batch = o.n_batch;
-  so.kv_type = kv_type;
-  so.profile = o.profile;
   Session session(model, so);
   const uint32_t room = session.n_ctx() > prompt.size() ? session.n_ctx() - uint32_t(prompt.size()) : 0;
   if (prompt.size() > session.n_ctx())
@@ -123,9 +146,9 @@ int run(const RunOptions& o, const Globals& g) {
   decode_ms = ms_since(t0);
   const double prefill_tps = prompt.size() / (prefill_ms / 1e3);
   const double decode_tps = decoded ? decoded / (decode_ms / 1e3) : 0.0;
-  const uint64_t kv_bytes = session.cache().bytes;
-  const uint64_t kv_used = Session::kv_bytes_for(model.config(), kv_type, session.n_past());
+  const KvStats kv = session.kv_stats();
   const uint64_t peak = ctx.memory().peak();
+  if (!o.dump_selection.empty()) write_selection(o.dump_selection, session, uint32_t(prompt.size()));
 
   if (o.json) {
     Json j;
@@ -138,8 +161,11 @@ int run(const RunOptions& o, const Globals& g) {
     j.field("prefill_tok_s", prefill_tps).field("decode_tok_s", decode_tps);
     j.end_object();
     j.key("kv").begin_object();
-    j.field("type", kv_type_name(kv_type)).field("bytes", kv_bytes).field("full_bytes", kv_bytes);
-    j.field("used_bytes", kv_used).field("n_ctx", session.n_ctx()).field("n_past", session.n_past());
+    j.field("policy", kv_policy_name(so.kv.policy)).field("type", kv_type_name(kv_type));
+    j.field("bytes", kv.retained_bytes).field("full_bytes", kv.full_bytes).field("ratio", kv.ratio());
+    j.field("allocated_bytes", kv.allocated_bytes).field("n_ctx", session.n_ctx()).field("n_past", session.n_past());
+    j.field("score_ms", kv.score_ms).field("pool_ms", kv.pool_ms).field("select_ms", kv.select_ms);
+    j.field("gather_ms", kv.gather_ms);
     j.end_object();
     j.field("peak_device_bytes", peak);
     j.field("device", ctx.info().name);
@@ -151,8 +177,12 @@ int run(const RunOptions& o, const Globals& g) {
     std::fprintf(stderr, "\n--- %s on %s\n", o.model.c_str(), ctx.info().name.c_str());
     std::fprintf(stderr, "prompt: %zu tokens, prefill %.1f ms (%.1f tok/s)\n", prompt.size(), prefill_ms, prefill_tps);
     std::fprintf(stderr, "decode: %zu tokens, %.1f ms (%.1f tok/s)\n", generated.size(), decode_ms, decode_tps);
-    std::fprintf(stderr, "kv cache: %s %s allocated for %u positions, %s used by %u\n", bytes_str(kv_bytes).c_str(),
-                 kv_type_name(kv_type), session.n_ctx(), bytes_str(kv_used).c_str(), session.n_past());
+    std::fprintf(stderr, "kv cache (%s, %s): %s retained for %u tokens, full-cache equivalent %s, ratio %.2fx; %s allocated\n",
+                 kv_policy_name(so.kv.policy), kv_type_name(kv_type), bytes_str(kv.retained_bytes).c_str(),
+                 session.n_past(), bytes_str(kv.full_bytes).c_str(), kv.ratio(), bytes_str(kv.allocated_bytes).c_str());
+    if (so.kv.compresses())
+      std::fprintf(stderr, "compression: score %.2f ms, pool %.2f ms, select %.2f ms, gather %.2f ms (GPU)\n", kv.score_ms,
+                   kv.pool_ms, kv.select_ms, kv.gather_ms);
     std::fprintf(stderr, "peak device memory: %s (weights %s)\n", bytes_str(peak).c_str(),
                  bytes_str(model.weights().bytes).c_str());
   }
@@ -186,7 +216,8 @@ Runner add_run(CLI::App& app, const Globals& g) {
   app.add_option("--repeat-penalty", o->sp.repeat_penalty, "Repetition penalty (1: off)")->capture_default_str();
   app.add_option("--repeat-last-n", o->sp.repeat_last_n, "Tokens the penalty looks back over")->capture_default_str();
   app.add_option_function<uint64_t>("-s,--seed", [o](uint64_t s) { o->sp.seed = s, o->seed_set = true; }, "Random seed");
-  app.add_option("--kv-type", o->kv_type, "KV cache type: f16 or f32")->capture_default_str();
+  add_kv_options(app, o->kv);
+  app.add_option("--dump-kv-selection", o->dump_selection, "Write the retained prompt positions per layer and head as JSON");
   app.add_flag("--json", o->json, "Print one JSON object at the end instead of streaming");
   app.add_flag("--profile", o->profile, "Per-kernel GPU time after the run");
   return [o, &g] { return run(*o, g); };

@@ -48,6 +48,8 @@ int main(int argc, char** argv) {
   add("selftest", "Check every kernel against its CPU reference on the device", add_selftest);
   add("run", "Generate text from a GGUF model", add_run);
   add("tokenize", "Print the token ids of a text", add_tokenize);
+  add("synth", "Write a synthetic model (random weights) of a given shape as GGUF", add_synth);
+  add("convert", "Re-quantize the weight matrices of a GGUF model", add_convert);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,7 @@
+// The heads table of a layer's KV cache: KV head h owns the slots starting at heads[2h]
+// (its offset, in slots), of which the first heads[2h+1] are retained prompt entries (a
+// compacted cache; 0 for a full cache), followed by appended tokens. Per-head offsets let
+// Ada-KV give heads different budgets in one buffer.
+layout(std430, binding = HEADS_BINDING) readonly buffer Heads { uint heads[]; };
+uint head_offset(uint h) { return heads[2u * h]; }
+uint head_base(uint h) { return heads[2u * h + 1u]; }
