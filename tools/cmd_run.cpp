@@ -103,6 +103,10 @@ int run(const RunOptions& o, const Globals& g) {
                                     ? read_tokens(o.tokens_file)
                                     : tok.encode(o.prompt_file.empty() ? o.prompt : read_file(o.prompt_file), true);
   if (prompt.empty()) throw Error("the prompt is empty");
+  // Without -c the cache holds what this run needs: the prompt and the tokens to generate
+  // (so a compressed prompt's savings are not spent on unused room).
+  if (so.n_ctx == 0 && o.n_predict >= 0)
+    so.n_ctx = std::min<uint64_t>(model.config().n_ctx_train, prompt.size() + uint64_t(o.n_predict));
   Session session(model, so);
   const uint32_t room = session.n_ctx() > prompt.size() ? session.n_ctx() - uint32_t(prompt.size()) : 0;
   if (prompt.size() > session.n_ctx())
@@ -207,7 +211,7 @@ Runner add_run(CLI::App& app, const Globals& g) {
   app.add_option("-f,--file", o->prompt_file, "Read the prompt from a file");
   app.add_option("--tokens-file", o->tokens_file, "Prompt as whitespace-separated token ids (no BOS added)");
   app.add_option("-n,--n-predict", o->n_predict, "Tokens to generate (-1: until the context is full)")->capture_default_str();
-  app.add_option("-c,--ctx-size", o->n_ctx, "Context size (default: the model's, at most 4096)");
+  app.add_option("-c,--ctx-size", o->n_ctx, "Positions the cache holds, prompt + generated (default: prompt + -n, or the model's context with -n -1)");
   app.add_option("-b,--batch-size", o->n_batch, "Prompt tokens per prefill step")->capture_default_str()->check(CLI::Range(1u, 65536u));
   app.add_option("--temp", o->sp.temp, "Temperature (0: greedy)")->capture_default_str()->check(CLI::Range(0.0f, 100.0f));
   app.add_option("--top-k", o->sp.top_k, "Top-k (<= 0: off)")->capture_default_str();

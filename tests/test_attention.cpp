@@ -1,0 +1,171 @@
+// Model kernels beyond the matrix products, each against its scalar reference: embedding
+// lookup, RoPE, SwiGLU, and K/V storage with prefill and decode attention over a cache laid
+// out by a heads table (uneven offsets and retained lengths, as a compacted cache has).
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "host/attention.h"
+#include "host/quant.h"
+#include "host/reference.h"
+#include "tests/gpu_fixture.h"
+
+namespace snapvk::test {
+namespace {
+
+struct ModelKernel : VkTest {};
+
+TEST_F(ModelKernel, GetRowsDequantizesEveryType) {
+  const uint32_t rows_in_table = 37, n = 256, T = 9;
+  const std::vector<int32_t> ids = {0, 36, 5, 5, 17, 1, 30, 2, 36};
+  for (GgmlType wt : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K,
+                      GgmlType::Q6_K}) {
+    auto f = random_floats(size_t(rows_in_table) * n, 3);
+    const uint64_t rb = row_bytes(wt, n);
+    std::vector<uint8_t> raw(rb * rows_in_table);
+    for (uint32_t r = 0; r < rows_in_table; ++r) quantize_row(wt, f.data() + size_t(r) * n, raw.data() + r * rb, n);
+    Buffer table = upload(raw), idb = upload(ids), y(ctx(), size_t(T) * n * 4);
+    CommandStream cs(ctx());
+    cs.begin();
+    op_get_rows(cs, k(), wt, table, idb, y, T, n);
+    cs.submit();
+    std::vector<float> want(size_t(T) * n);
+    ref::get_rows(wt, raw.data(), ids.data(), want.data(), T, n);
+    EXPECT_LE(max_abs_diff(download<float>(y, want.size()), want), 1e-6f) << type_name(wt);
+  }
+}
+
+// GPU angles are fp32 (as llama.cpp computes them): the error grows with the position.
+TEST_F(ModelKernel, RopeMatchesReference) {
+  const uint32_t T = 7, heads = 3;
+  auto factors = random_floats(64, 4, 1.0f, 8.0f);
+  Buffer F = upload(factors);
+  for (uint32_t hd : {8u, 64u, 128u})
+    for (uint32_t n_rot : {hd, hd / 2})
+      for (uint32_t mode : {0u, 2u})
+        for (uint32_t pos0 : {0u, 1000u})
+          for (bool use_factors : {false, true}) {
+            auto x = random_floats(size_t(T) * heads * hd, hd + n_rot + mode + pos0);
+            Buffer X = upload(x);
+            CommandStream cs(ctx());
+            cs.begin();
+            op_rope(cs, k(), X, F, use_factors, T, heads, RopeParams{hd, n_rot, pos0, 10000.0f, mode});
+            cs.submit();
+            ref::rope(x.data(), T, heads, hd, n_rot, pos0, 10000.0f, mode == 2, use_factors ? factors.data() : nullptr);
+            EXPECT_LE(max_abs_diff(download<float>(X, x.size()), x), 1e-5f + 2e-6f * (pos0 + T))
+                << "hd " << hd << " n_rot " << n_rot << " mode " << mode << " pos0 " << pos0;
+          }
+}
+
+TEST_F(ModelKernel, SwigluMatchesReference) {
+  for (uint32_t n : {1u, 7u, 33u, 4099u}) {
+    auto g = random_floats(n, 1, -6, 6), u = random_floats(n, 2);
+    Buffer G = upload(g), U = upload(u), Y(ctx(), n * 4ull);
+    CommandStream cs(ctx());
+    cs.begin();
+    op_swiglu(cs, k(), G, U, Y, n);
+    cs.submit();
+    std::vector<float> want(n);
+    ref::swiglu(g.data(), u.data(), want.data(), n);
+    EXPECT_LE(max_abs_diff(download<float>(Y, n), want), 1e-6f) << n;
+  }
+}
+
+// What a cache of this type returns for stored f32 values.
+std::vector<float> stored(KvType t, const float* x, uint32_t hd) {
+  std::vector<float> out(x, x + hd);
+  if (t == KvType::F16)
+    for (auto& v : out) v = fp16_to_fp32(fp32_to_fp16(v));
+  if (t == KvType::Q8_0) {
+    std::vector<uint8_t> blocks(row_bytes(GgmlType::Q8_0, hd));
+    quantize_row(GgmlType::Q8_0, x, blocks.data(), hd);
+    dequantize_row(GgmlType::Q8_0, blocks.data(), out.data(), hd);
+  }
+  return out;
+}
+
+struct AttnCase {
+  KvType type;
+  uint32_t hd, group;
+};
+
+class AttentionKernel : public VkTest, public ::testing::WithParamInterface<AttnCase> {};
+
+// kv_store appends T tokens after each head's retained entries; attn_prefill (causal over
+// retained + appended) and attn_decode (one more token) match softmax attention on the host.
+TEST_P(AttentionKernel, StoreThenPrefillAndDecodeMatchReference) {
+  const AttnCase c = GetParam();
+  const uint32_t n_kv = 3, n_head = n_kv * c.group, hd = c.hd, T = 21;
+  const std::vector<uint32_t> offset = {0, 300, 620}, base = {5, 190, 0};
+  const uint32_t slots = 900;
+  AttentionKernels ak(ctx(), k().tuning, hd, c.group);
+  const uint32_t words = kv_row_words(c.type, hd);
+  Buffer K(ctx(), uint64_t(slots) * words * 4), V(ctx(), uint64_t(slots) * words * 4);
+  std::vector<uint32_t> t0(2 * n_kv), t1(2 * n_kv);
+  for (uint32_t h = 0; h < n_kv; ++h) t0[2 * h] = t1[2 * h] = offset[h], t1[2 * h + 1] = base[h];
+  Buffer heads_empty = upload(t0), heads = upload(t1);
+
+  // retained entries: written as if appended to empty heads, then declared retained
+  const uint32_t R = 190;
+  auto rk = random_floats(size_t(R) * n_kv * hd, 1), rv = random_floats(size_t(R) * n_kv * hd, 2);
+  auto nk = random_floats(size_t(T + 1) * n_kv * hd, 3), nv = random_floats(size_t(T + 1) * n_kv * hd, 4);
+  auto q = random_floats(size_t(T + 1) * n_head * hd, 5, -2, 2);
+  Buffer RK = upload(rk), RV = upload(rv), NK = upload(nk), NV = upload(nv), Q = upload(q);
+  Buffer O(ctx(), size_t(T) * n_head * hd * 4), O1(ctx(), size_t(n_head) * hd * 4);
+  Buffer part(ctx(), attn_partial_floats(ak, n_head, slots) * 4);
+  const float scale = 1.0f / std::sqrt(float(hd));
+  const uint64_t qrow = uint64_t(n_head) * hd * 4, krow = uint64_t(n_kv) * hd * 4;
+
+  CommandStream cs(ctx());
+  cs.begin();
+  op_kv_store(cs, k(), ak, c.type, RK, K, heads_empty, R, n_kv, 0);
+  op_kv_store(cs, k(), ak, c.type, RV, V, heads_empty, R, n_kv, 0);
+  cs.barrier();
+  op_kv_store(cs, k(), ak, c.type, BufferRange(NK, 0, T * krow), K, heads, T, n_kv, 0);
+  op_kv_store(cs, k(), ak, c.type, BufferRange(NV, 0, T * krow), V, heads, T, n_kv, 0);
+  cs.barrier();
+  op_attn_prefill(cs, k(), ak, c.type, BufferRange(Q, 0, T * qrow), K, V, heads, O, T, n_head, n_kv, 0, scale);
+  cs.barrier();
+  op_kv_store(cs, k(), ak, c.type, BufferRange(NK, T * krow, krow), K, heads, 1, n_kv, T);
+  op_kv_store(cs, k(), ak, c.type, BufferRange(NV, T * krow, krow), V, heads, 1, n_kv, T);
+  cs.barrier();
+  op_attn_decode(cs, k(), ak, c.type, BufferRange(Q, T * qrow, qrow), K, V, heads, part, O1, n_head, n_kv,
+                 base[1] + T + 1, T + 1, scale);
+  cs.submit();
+
+  auto got = download<float>(O, size_t(T) * n_head * hd), got1 = download<float>(O1, size_t(n_head) * hd);
+  std::vector<float> want(hd);
+  for (uint32_t h = 0; h < n_head; ++h) {
+    const uint32_t kvh = h / c.group;
+    std::vector<std::vector<float>> keys, vals;
+    for (uint32_t j = 0; j < base[kvh]; ++j) {
+      keys.push_back(stored(c.type, &rk[(size_t(j) * n_kv + kvh) * hd], hd));
+      vals.push_back(stored(c.type, &rv[(size_t(j) * n_kv + kvh) * hd], hd));
+    }
+    for (uint32_t t = 0; t <= T; ++t) {
+      keys.push_back(stored(c.type, &nk[(size_t(t) * n_kv + kvh) * hd], hd));
+      vals.push_back(stored(c.type, &nv[(size_t(t) * n_kv + kvh) * hd], hd));
+      std::vector<const float*> kp, vp;
+      for (size_t j = 0; j < keys.size(); ++j) kp.push_back(keys[j].data()), vp.push_back(vals[j].data());
+      ref::attend(&q[(size_t(t) * n_head + h) * hd], kp.data(), vp.data(), keys.size(), hd, scale, want.data());
+      const float* g = t < T ? &got[(size_t(t) * n_head + h) * hd] : &got1[size_t(h) * hd];
+      // q8_0: the GPU's 1/scale may round a value that sits on a .5 boundary the other way
+      const float tol = c.type == KvType::Q8_0 ? 5e-4f : 2e-5f;
+      for (uint32_t d = 0; d < hd; ++d)
+        ASSERT_NEAR(g[d], want[d], tol) << kv_type_name(c.type) << " head " << h << " token " << t << " dim " << d;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(KvTypes, AttentionKernel,
+                         ::testing::Values(AttnCase{KvType::F32, 8, 2}, AttnCase{KvType::F16, 8, 1},
+                                           AttnCase{KvType::F32, 64, 4}, AttnCase{KvType::F16, 128, 2},
+                                           AttnCase{KvType::Q8_0, 64, 8}, AttnCase{KvType::Q8_0, 96, 1},
+                                           AttnCase{KvType::F16, 256, 1}),
+                         [](const auto& info) {
+                           return std::string(kv_type_name(info.param.type)) + "_hd" + std::to_string(info.param.hd) +
+                                  "_g" + std::to_string(info.param.group);
+                         });
+
+}  // namespace
+}  // namespace snapvk::test
