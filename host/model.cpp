@@ -41,7 +41,10 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
   if (c.n_head % c.n_head_kv)
     throw Error(f.path() + ": head_count " + std::to_string(c.n_head) + " is not a multiple of head_count_kv " +
                 std::to_string(c.n_head_kv));
-  const uint64_t hd_default = c.n_embd % c.n_head == 0 ? c.n_embd / c.n_head : 0;
+  if (!f.has(a + "attention.key_length") && c.n_embd % c.n_head)
+    throw Error(f.path() + ": " + a + "embedding_length " + std::to_string(c.n_embd) +
+                " is not a multiple of head_count " + std::to_string(c.n_head) + " (and no attention.key_length)");
+  const uint64_t hd_default = c.n_embd / c.n_head;
   c.head_dim = checked_dim(f, a + "attention.key_length", f.get_uint(a + "attention.key_length", hd_default), SNAPVK_MAX_HEAD_DIM);
   if (f.get_uint(a + "attention.value_length", c.head_dim) != c.head_dim)
     throw Error(f.path() + ": attention.value_length differs from key_length, which snapvk does not support");

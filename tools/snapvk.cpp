@@ -54,7 +54,10 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version arrive as "errors" with exit code 0: CLI11 prints those.
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::fprintf(stderr, "snapvk: error: %s (see --help)\n", e.what());
+    return e.get_exit_code();
   }
   if (verbose) spdlog::set_level(spdlog::level::info);
   if (!log_level.empty()) spdlog::set_level(spdlog::level::from_str(log_level));

@@ -1,0 +1,275 @@
+// Bad input through the CLI: each case runs the built snapvk binary as a subprocess and expects a
+// clean failure: a non-zero exit (not a signal), within a time limit, with exactly one line on
+// stderr, "snapvk: error: ...", that names the problem.
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <sstream>
+#include <thread>
+
+#include "host/gguf.h"
+#include "host/gguf_writer.h"
+#include "host/synth.h"
+#include "runtime/error.h"
+#include "tests/test_util.h"
+
+extern char** environ;
+
+namespace snapvk::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CliResult {
+  bool exited = false;    // normal exit (not a signal)
+  int code = -1;          // exit status when exited
+  int signal = 0;         // the signal that ended it, if any
+  bool timed_out = false;
+  std::string out, err;
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// The snapvk binary beside the test binary's directory: <build>/tests/snapvk_tests -> <build>/snapvk.
+fs::path cli_path() { return fs::canonical("/proc/self/exe").parent_path().parent_path() / "snapvk"; }
+
+class BadInput : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = fs::temp_directory_path() / ("snapvk-badinput-" + std::to_string(getpid()));
+    fs::create_directories(dir_);
+    SynthShape s;
+    s.n_embd = 64, s.n_layer = 2, s.n_head = 4, s.n_head_kv = 2, s.n_ff = 128, s.n_vocab = 300, s.n_ctx = 256;
+    write_synth_gguf(s, file("good.gguf"));
+  }
+  static void TearDownTestSuite() {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  static std::string file(const std::string& name) { return (dir_ / name).string(); }
+
+  static std::string write_text(const std::string& name, const std::string& text) {
+    std::ofstream(file(name), std::ios::binary) << text;
+    return file(name);
+  }
+
+  // good.gguf copied to `name` with metadata and tensors changed by the callbacks.
+  using KvEdit = std::function<void(GgufWriter&)>;
+  using TensorEdit = std::function<bool(GgufWriter&, const GgufTensor&)>;  // true: handled
+  static std::string variant(const std::string& name, const KvEdit& kv, const TensorEdit& tensor = nullptr) {
+    GgufFile src = GgufFile::open(file("good.gguf"));
+    GgufWriter w;
+    for (const GgufKv& e : src.metadata()) w.set_value(e.key, e.value);
+    if (kv) kv(w);
+    for (const GgufTensor& t : src.tensors()) {
+      if (tensor && tensor(w, t)) continue;
+      w.add_tensor(t.name, t.type, std::vector<uint64_t>(t.ne, t.ne + t.n_dims), t.data, t.nbytes);
+    }
+    w.write(file(name));
+    return file(name);
+  }
+
+  // Runs snapvk with `args`, stdout and stderr to files, killed after timeout_s.
+  static CliResult run(const std::vector<std::string>& args, int timeout_s = 60) {
+    static int n = 0;
+    const std::string out = file("out" + std::to_string(n)), err = file("err" + std::to_string(n));
+    ++n;
+    const std::string exe = cli_path().string();
+    std::vector<std::string> all = {exe};
+    all.insert(all.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : all) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    pid_t pid = 0;
+    const int rc = posix_spawn(&pid, exe.c_str(), &fa, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) throw Error("cannot start " + exe + ": " + std::strerror(rc));
+    CliResult r;
+    int status = 0;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+    while (waitpid(pid, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        kill(pid, SIGKILL);  // our own child, by its pid
+        waitpid(pid, &status, 0);
+        r.timed_out = true;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    r.exited = WIFEXITED(status);
+    r.code = r.exited ? WEXITSTATUS(status) : -1;
+    r.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    r.out = slurp(out), r.err = slurp(err);
+    return r;
+  }
+
+  // The whole contract of a failure; `what` must appear in the error line.
+  static void expect_error(const std::vector<std::string>& args, const std::string& what) {
+    std::string cmd = "snapvk";
+    for (const auto& a : args) cmd += " " + (a.size() > 60 ? a.substr(0, 57) + "..." : a);
+    SCOPED_TRACE(cmd);
+    const CliResult r = run(args);
+    ASSERT_FALSE(r.timed_out) << "did not finish in time";
+    ASSERT_TRUE(r.exited) << "killed by signal " << r.signal << " (" << strsignal(r.signal) << "); stderr:\n" << r.err;
+    EXPECT_NE(r.code, 0) << "exit status 0; stderr:\n" << r.err;
+    std::vector<std::string> lines;
+    std::istringstream ss(r.err);
+    for (std::string line; std::getline(ss, line);)
+      if (!line.empty()) lines.push_back(line);
+    ASSERT_EQ(lines.size(), 1u) << "stderr:\n" << r.err;
+    EXPECT_EQ(lines[0].rfind("snapvk: error: ", 0), 0u) << lines[0];
+    EXPECT_NE(lines[0].find(what), std::string::npos) << "want '" << what << "' in: " << lines[0];
+  }
+
+  static void expect_model_error(const std::string& model, const std::string& what) {
+    expect_error({"run", "-m", model, "-p", "Once upon a time", "-n", "4"}, what);
+  }
+
+  static fs::path dir_;
+};
+
+fs::path BadInput::dir_;
+
+TEST_F(BadInput, TheGoodModelRuns) {  // the baseline the other cases break
+  const CliResult r = run({"run", "-m", file("good.gguf"), "-p", "Once upon a time", "-n", "4", "--temp", "0"});
+  EXPECT_TRUE(r.exited && r.code == 0) << r.err;
+  EXPECT_EQ(r.out.rfind("Once upon a time", 0), 0u) << r.out;
+}
+
+TEST_F(BadInput, MissingModelFile) { expect_model_error(file("nope.gguf"), "nope.gguf: cannot open: No such file"); }
+
+TEST_F(BadInput, ModelIsADirectory) { expect_model_error(dir_.string(), "not a regular file"); }
+
+TEST_F(BadInput, TextFileIsNotGguf) {
+  expect_model_error(write_text("notes.txt", "hello, this is not a model\n"), "not a GGUF file");
+}
+
+TEST_F(BadInput, EmptyFile) { expect_model_error(write_text("empty.gguf", ""), "not a GGUF file (empty)"); }
+
+TEST_F(BadInput, TruncatedGguf) {
+  const std::string all = slurp(model_path("stories260K.gguf"));
+  ASSERT_GT(all.size(), 100000u);
+  expect_model_error(write_text("trunc-header.gguf", all.substr(0, 2000)), "runs past end of file (size 2000)");
+  expect_model_error(write_text("trunc-data.gguf", all.substr(0, all.size() / 2)), "extends past end of file");
+}
+
+TEST_F(BadInput, TensorPointsPastTheEnd) {
+  // Rewrite the data offset of the last tensor's info to lie beyond the file (still aligned).
+  std::string bytes = slurp(file("good.gguf"));
+  GgufFile f = GgufFile::open(file("good.gguf"));
+  const GgufTensor& last = f.tensors().back();
+  const size_t name_at = bytes.find(last.name);
+  ASSERT_NE(name_at, std::string::npos);
+  const size_t offset_at = name_at + last.name.size() + 4 + 8 * last.n_dims + 4;
+  uint64_t old = 0;
+  std::memcpy(&old, bytes.data() + offset_at, 8);
+  ASSERT_EQ(old, last.offset);
+  const uint64_t past = (f.file_size() + 4096) / 32 * 32;
+  std::memcpy(bytes.data() + offset_at, &past, 8);
+  expect_model_error(write_text("past-end.gguf", bytes), "'" + last.name + "' data [offset " + std::to_string(past));
+}
+
+TEST_F(BadInput, UnsupportedTensorType) {
+  SynthShape s;
+  s.n_embd = 256, s.n_layer = 1, s.n_head = 4, s.n_head_kv = 4, s.n_ff = 256, s.n_vocab = 300, s.n_ctx = 64;
+  write_synth_gguf(s, file("d256.gguf"));
+  GgufFile src = GgufFile::open(file("d256.gguf"));
+  GgufWriter w;
+  for (const GgufKv& e : src.metadata()) w.set_value(e.key, e.value);
+  for (const GgufTensor& t : src.tensors()) {
+    if (t.name == "blk.0.attn_q.weight") {  // right shape, one q5_K super-block per 256-wide row
+      std::vector<uint8_t> zeros(row_bytes(GgmlType::Q5_K, 256) * 256);
+      w.add_tensor(t.name, GgmlType::Q5_K, {256, 256}, zeros.data(), zeros.size());
+    } else {
+      w.add_tensor(t.name, t.type, std::vector<uint64_t>(t.ne, t.ne + t.n_dims), t.data, t.nbytes);
+    }
+  }
+  w.write(file("q5k-shape.gguf"));
+  expect_model_error(file("q5k-shape.gguf"), "'blk.0.attn_q.weight' has type q5_K, which snapvk does not support");
+}
+
+TEST_F(BadInput, UnsupportedArchitecture) {
+  const std::string m = variant("gpt2.gguf", [](GgufWriter& w) { w.set_string("general.architecture", "gpt2"); });
+  expect_model_error(m, "unsupported architecture 'gpt2'");
+}
+
+TEST_F(BadInput, AbsurdDimensions) {
+  expect_model_error(variant("huge.gguf", [](GgufWriter& w) { w.set_uint32("llama.embedding_length", 1000000000); }),
+                     "llama.embedding_length = 1000000000 is out of range");
+  expect_model_error(variant("heads0.gguf", [](GgufWriter& w) { w.set_uint32("llama.attention.head_count", 0); }),
+                     "llama.attention.head_count = 0 is out of range");
+  expect_model_error(variant("heads5.gguf", [](GgufWriter& w) { w.set_uint32("llama.attention.head_count", 5); }),
+                     "head_count 5 is not a multiple of head_count_kv 2");
+  expect_model_error(variant("layers.gguf", [](GgufWriter& w) { w.set_uint32("llama.block_count", 3); }),
+                     "missing tensor 'blk.2.attn_norm.weight'");
+}
+
+TEST_F(BadInput, InconsistentTensorShape) {
+  const std::string m = variant("shape.gguf", nullptr, [](GgufWriter& w, const GgufTensor& t) {
+    if (t.name != "blk.1.ffn_up.weight") return false;
+    std::vector<uint8_t> half(t.nbytes / 2);
+    w.add_tensor(t.name, t.type, {t.ne[0], t.ne[1] / 2}, half.data(), half.size());
+    return true;
+  });
+  expect_model_error(m, "tensor 'blk.1.ffn_up.weight' has shape [64, 64], expected [64, 128]");
+}
+
+TEST_F(BadInput, PromptLongerThanContext) {
+  std::string prompt;
+  for (int i = 0; i < 20; ++i) prompt += "Once upon a time there was a little girl. ";
+  expect_error({"run", "-m", file("good.gguf"), "-c", "16", "-p", prompt}, "longer than the context (16)");
+}
+
+TEST_F(BadInput, BadTokensFile) {
+  expect_error({"run", "-m", file("good.gguf"), "--tokens-file", write_text("words.txt", "1 2 three 4\n")},
+               "'three' is not a token id");
+  expect_error({"run", "-m", file("good.gguf"), "--tokens-file", write_text("neg.txt", "1 -5\n")},
+               "'-5' is not a token id");
+  expect_error({"run", "-m", file("good.gguf"), "--tokens-file", write_text("big.txt", "1 2 300\n")}, "300");
+  expect_error({"run", "-m", file("good.gguf"), "--tokens-file", write_text("none.txt", " \n")}, "holds no token ids");
+  expect_error({"run", "-m", file("good.gguf"), "--tokens-file", file("missing.txt")}, "cannot open");
+}
+
+TEST_F(BadInput, BadCliValues) {
+  const std::string m = file("good.gguf");
+  expect_error({"run", "-m", m, "-p", "hi", "--temp", "-1"}, "--temp");
+  expect_error({"run", "-m", m, "-p", "hi", "--kv-type", "q8"}, "unknown --kv-type 'q8'");
+  expect_error({"run", "-m", m}, "give exactly one of -p");
+  expect_error({"run", "-m", m, "-p", "hi", "-c", "many"}, "--ctx-size");
+  expect_error({"frobnicate"}, "subcommand");  // CLI11 reports the missing subcommand first
+}
+
+TEST_F(BadInput, BadSynthAndConvertArguments) {
+  expect_error({"synth", "--preset", "huge", "-o", file("x.gguf")}, "unknown preset 'huge'");
+  expect_error({"synth", "--shape", "dim=64,layers=1,heads=3,ff=128,vocab=300", "-o", file("x.gguf")},
+               "not a multiple of heads");
+  expect_error({"synth", "--preset", "small-gqa", "--type", "q4_k", "-o", file("x.gguf")},
+               "q4_K needs rows that are multiples of 256: ff = 704");
+  expect_error({"synth", "--preset", "tiny", "--type", "q5_k", "-o", file("x.gguf")}, "unsupported --type 'q5_k'");
+  expect_error({"synth", "--preset", "tiny"}, "-o FILE");
+  expect_error({"convert", "-m", file("nope.gguf"), "--type", "q8_0", "-o", file("x.gguf")}, "cannot open");
+  expect_error({"convert", "-m", file("good.gguf"), "--type", "q8_0", "-o", dir_.string() + "/no/such/dir/x.gguf"},
+               "cannot create");
+}
+
+}  // namespace
+}  // namespace snapvk::test
