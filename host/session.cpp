@@ -4,6 +4,7 @@
 #include <chrono>
 #include <string>
 
+#include "host/memory_model.h"
 #include "runtime/vk_check.h"
 
 namespace snapvk {
@@ -11,6 +12,32 @@ namespace snapvk {
 uint64_t Session::kv_bytes_for(const ModelConfig& c, KvType t, uint64_t tokens) {
   return 2ull * c.n_layer * c.n_head_kv * tokens * kv_row_bytes(t, c.head_dim);
 }
+
+namespace {
+// Refuses, before allocating anything, what the memory model says cannot fit the context's budget.
+void check_budget(const Model& m, const SessionOptions& o, uint32_t prompt_len, uint64_t already_counted) {
+  const uint64_t budget = m.ctx().memory().budget();
+  if (!budget) return;
+  MemoryQuery q;
+  q.prompt_len = prompt_len;
+  q.n_ctx = o.n_ctx;
+  q.n_batch = o.n_batch;
+  q.kv_type = o.kv_type;
+  q.kv = o.kv;
+  q.decode_chunk = m.attention().decode_chunk;
+  MemoryEstimate e = estimate_memory(m.config(), 0, q);
+  if (prompt_len == 0) e.peak = e.activations, e.kv_cache = e.prefill_transient = 0;  // a compressed cache comes later
+  const uint64_t need = e.peak - already_counted;  // weights are already allocated and counted as in use
+  const uint64_t in_use = m.ctx().memory().current();
+  if (in_use + need > budget)
+    throw Error("does not fit the device memory budget: " +
+                (o.kv.compresses() ? std::to_string(prompt_len) + "-token prompt with --kv-policy " + kv_policy_name(o.kv.policy)
+                                   : std::string("a full KV cache")) +
+                " and n_ctx " + std::to_string(o.n_ctx) + " needs " + format_bytes(need) + " more (KV cache " +
+                format_bytes(e.kv_cache) + ", prefill buffers " + format_bytes(e.prefill_transient) + ", activations " +
+                format_bytes(e.activations) + "); " + format_bytes(in_use) + " in use of " + format_bytes(budget));
+}
+}  // namespace
 
 Session::Session(const Model& model, const SessionOptions& opts)
     : model_(model), opts_(opts), cs_(model.ctx()), cs_compress_(model.ctx()) {
@@ -23,6 +50,8 @@ Session::Session(const Model& model, const SessionOptions& opts)
                 std::to_string(c.head_dim) + ")");
   opts_.kv.validate();
   opts_.n_batch = std::min(opts_.n_batch, opts_.n_ctx);
+  // A full cache is allocated now; a compressed one is checked again when its prompt arrives.
+  check_budget(model, opts_, opts_.kv.compresses() ? 0 : opts_.n_ctx, 0);
   cs_.set_profiling(opts_.profile);
   cs_compress_.set_profiling(true);
   cache_.type = opts_.kv_type;
@@ -97,6 +126,9 @@ std::span<const float> Session::prefill(std::span<const int32_t> tokens) {
       throw Error("token id " + std::to_string(t) + " is outside the vocabulary (0.." + std::to_string(n_vocab - 1) + ")");
   const auto t0 = std::chrono::steady_clock::now();
   if (n_past_ == 0 && opts_.kv.compresses()) {
+    const ModelConfig& c = model_.config();
+    check_budget(model_, opts_, uint32_t(tokens.size()),
+                 activation_bytes(c, opts_.n_batch, opts_.n_ctx, model_.attention().decode_chunk));
     prefill_compressed(tokens);
   } else {
     for (size_t i = 0; i < tokens.size(); i += opts_.n_batch) {

@@ -268,6 +268,7 @@ Context::Context(const ContextOptions& opts) {
     if (end && *end == 0 && s > 0) fence_timeout_ns_ = uint64_t(s * 1e9);
   }
 
+  memory_.set_budget(opts.memory_budget);
   instance_ = make_instance(validation_, sync);
   try {
     if (validation_) {

@@ -56,6 +56,8 @@ struct ContextOptions {
   std::string device;
   // Enable the Khronos validation layer. Also on when $SNAPVK_VALIDATION=1.
   bool validation = false;
+  // Device bytes this context may allocate (0: no limit but the device's).
+  uint64_t memory_budget = 0;
 };
 
 class Context {

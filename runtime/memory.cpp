@@ -1,5 +1,6 @@
 #include "runtime/memory.h"
 
+#include <cstdio>
 #include <cstring>
 #include <utility>
 
@@ -8,11 +9,38 @@
 
 namespace snapvk {
 
+std::string format_bytes(uint64_t b) {
+  char buf[64];
+  if (b >= (1ull << 30)) std::snprintf(buf, sizeof buf, "%.2f GiB", double(b) / double(1ull << 30));
+  else if (b >= (1ull << 20)) std::snprintf(buf, sizeof buf, "%.2f MiB", double(b) / double(1ull << 20));
+  else if (b >= (1ull << 10)) std::snprintf(buf, sizeof buf, "%.1f KiB", double(b) / double(1ull << 10));
+  else std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(b));
+  return buf;
+}
+
 void MemoryTracker::on_alloc(uint64_t bytes) {
   uint64_t now = current_.fetch_add(bytes) + bytes;
   count_.fetch_add(1);
   uint64_t prev = peak_.load();
   while (now > prev && !peak_.compare_exchange_weak(prev, now)) {
+  }
+}
+
+void MemoryTracker::reserve(uint64_t bytes, const std::string& what) {
+  const uint64_t limit = budget_.load();
+  if (!limit) {
+    on_alloc(bytes);
+    return;
+  }
+  uint64_t now = current_.load();
+  do {
+    if (now + bytes > limit)
+      throw Error("device memory budget exceeded: " + what + " needs " + format_bytes(bytes) + ", " +
+                  format_bytes(now) + " in use of a budget of " + format_bytes(limit));
+  } while (!current_.compare_exchange_weak(now, now + bytes));
+  count_.fetch_add(1);
+  uint64_t prev = peak_.load();
+  while (now + bytes > prev && !peak_.compare_exchange_weak(prev, now + bytes)) {
   }
 }
 
@@ -50,11 +78,21 @@ Buffer::Buffer(Context& ctx, uint64_t bytes, BufferKind kind, std::string name) 
     buffer_ = VK_NULL_HANDLE;
     throw Error("no suitable memory type for buffer '" + name_ + "'");
   }
+  try {
+    // The budget is on device memory: staging buffers live in host memory on discrete GPUs.
+    if (kind == BufferKind::Staging) ctx.memory().on_alloc(req.size);
+    else ctx.memory().reserve(req.size, "buffer '" + name_ + "'");
+  } catch (...) {
+    vkDestroyBuffer(ctx.device(), buffer_, nullptr);
+    buffer_ = VK_NULL_HANDLE;
+    throw;
+  }
   VkMemoryAllocateInfo ai{VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO};
   ai.allocationSize = req.size;
   ai.memoryTypeIndex = uint32_t(type);
   VkResult r = vkAllocateMemory(ctx.device(), &ai, nullptr, &memory_);
   if (r != VK_SUCCESS) {
+    ctx.memory().on_free(req.size);
     vkDestroyBuffer(ctx.device(), buffer_, nullptr);
     buffer_ = VK_NULL_HANDLE;
     if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY)
@@ -64,7 +102,6 @@ Buffer::Buffer(Context& ctx, uint64_t bytes, BufferKind kind, std::string name) 
     VK_CHECK(r);
   }
   alloc_size_ = req.size;
-  ctx.memory().on_alloc(alloc_size_);
   VK_CHECK(vkBindBufferMemory(ctx.device(), buffer_, memory_, 0));
 
   VkPhysicalDeviceMemoryProperties mp;

@@ -11,6 +11,9 @@ namespace snapvk {
 
 class Context;
 
+// "1.50 GiB", "12.0 MiB", "900 B": sizes in messages.
+std::string format_bytes(uint64_t bytes);
+
 class MemoryTracker {
  public:
   void on_alloc(uint64_t bytes);
@@ -19,9 +22,15 @@ class MemoryTracker {
   uint64_t peak() const { return peak_.load(); }
   uint64_t allocations() const { return count_.load(); }
   void reset_peak() { peak_.store(current_.load()); }
+  // An upper bound on device bytes (0: none). Allocations beyond it fail with snapvk::Error,
+  // so that a process keeps within a share of a GPU and the limit is testable on any device.
+  void set_budget(uint64_t bytes) { budget_.store(bytes); }
+  uint64_t budget() const { return budget_.load(); }
+  // Reserves bytes against the budget; throws naming `what` when they do not fit.
+  void reserve(uint64_t bytes, const std::string& what);
 
  private:
-  std::atomic<uint64_t> current_{0}, peak_{0}, count_{0};
+  std::atomic<uint64_t> current_{0}, peak_{0}, count_{0}, budget_{0};
 };
 
 enum class BufferKind {

@@ -6,12 +6,17 @@
 #include <string>
 
 #include "host/session.h"
+#include "runtime/context.h"
 
 namespace snapvk::cli {
 
 struct Globals {
-  std::string device;  // --device
+  std::string device;              // --device
+  uint64_t max_device_memory = 0;  // --max-device-memory
 };
+ContextOptions context_options(const Globals& g);
+// "512M", "1.5GiB", "2G", "1000000": bytes (K/M/G/T are powers of 1024, with or without "iB").
+uint64_t parse_bytes(const std::string& s);
 
 std::string bytes_str(uint64_t b);
 

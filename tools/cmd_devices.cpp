@@ -34,7 +34,7 @@ Runner add_devices(CLI::App&, const Globals&) {
 
 Runner add_selftest(CLI::App&, const Globals& g) {
   return [&g] {
-    Context ctx(ContextOptions{g.device, false});
+    Context ctx(context_options(g));
     Kernels k(ctx);
     std::printf("kernel self-check on %s\n", ctx.info().name.c_str());
     std::printf("%-18s %-14s %12s %12s %10s\n", "kernel", "shape", "max error", "tolerance", "GPU ms");

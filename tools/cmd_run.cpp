@@ -95,7 +95,7 @@ int run(const RunOptions& o, const Globals& g) {
   SamplerParams sp = o.sp;
   if (!o.seed_set) sp.seed = std::random_device{}();
 
-  Context ctx(ContextOptions{g.device, false});
+  Context ctx(context_options(g));
   Kernels kernels(ctx);
   Model model(kernels, o.model);
   const Tokenizer& tok = model.tokenizer();

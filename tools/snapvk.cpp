@@ -6,17 +6,42 @@
 #include <cstdio>
 #include <vector>
 
+#include "runtime/error.h"
+#include "runtime/memory.h"
 #include "tools/cli.h"
 
 namespace snapvk::cli {
 
-std::string bytes_str(uint64_t b) {
-  char buf[64];
-  if (b >= (1ull << 30)) std::snprintf(buf, sizeof buf, "%.2f GiB", double(b) / double(1ull << 30));
-  else if (b >= (1ull << 20)) std::snprintf(buf, sizeof buf, "%.2f MiB", double(b) / double(1ull << 20));
-  else if (b >= (1ull << 10)) std::snprintf(buf, sizeof buf, "%.1f KiB", double(b) / double(1ull << 10));
-  else std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(b));
-  return buf;
+std::string bytes_str(uint64_t b) { return format_bytes(b); }
+
+ContextOptions context_options(const Globals& g) {
+  ContextOptions o;
+  o.device = g.device;
+  o.memory_budget = g.max_device_memory;
+  return o;
+}
+
+uint64_t parse_bytes(const std::string& s) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &used);
+  } catch (...) {
+    used = 0;
+  }
+  std::string unit = s.substr(used);
+  for (auto& ch : unit) ch = char(std::toupper(static_cast<unsigned char>(ch)));
+  if (unit.size() == 3 && unit.substr(1) == "IB") unit = unit.substr(0, 1);
+  if (unit.size() == 2 && unit[1] == 'B') unit = unit.substr(0, 1);
+  double mul = 0;
+  if (unit.empty() || unit == "B") mul = 1;
+  else if (unit == "K") mul = 1024.0;
+  else if (unit == "M") mul = 1024.0 * 1024;
+  else if (unit == "G") mul = 1024.0 * 1024 * 1024;
+  else if (unit == "T") mul = 1024.0 * 1024 * 1024 * 1024;
+  if (used == 0 || mul == 0 || !(v > 0) || v * mul > 1.8e19)
+    throw snapvk::Error("'" + s + "' is not a size (examples: 256M, 1.5G, 2GiB)");
+  return uint64_t(v * mul);
 }
 
 }  // namespace snapvk::cli
@@ -38,6 +63,16 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   app.add_option("--device", g.device, "Vulkan device: index or name substring (default: $SNAPVK_DEVICE, then the best)");
+  app.add_option_function<std::string>(
+      "--max-device-memory",
+      [&g](const std::string& v) {
+        try {
+          g.max_device_memory = parse_bytes(v);
+        } catch (const std::exception& e) {
+          throw CLI::ValidationError("--max-device-memory", e.what());
+        }
+      },
+      "Keep device allocations within this many bytes (e.g. 256M, 2G); refuse up front what cannot fit");
 
   std::vector<std::pair<CLI::App*, Runner>> commands;
   auto add = [&](const char* name, const char* help, Runner (*reg)(CLI::App&, const Globals&)) {

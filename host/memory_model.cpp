@@ -1,0 +1,46 @@
+#include "host/memory_model.h"
+
+#include <algorithm>
+
+namespace snapvk {
+
+uint64_t activation_bytes(const ModelConfig& c, uint32_t n_batch, uint32_t n_ctx, uint32_t decode_chunk) {
+  const uint64_t B = n_batch;
+  const uint64_t per_row = 2ull * c.n_embd + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * c.n_ff;  // x, xn, q+attn, k+v, gate+up
+  const uint64_t part = uint64_t(c.n_head) * ((n_ctx + decode_chunk - 1) / decode_chunk) * (c.head_dim + 2);
+  return 4 * (B * per_row + part + B + c.n_vocab);
+}
+
+MemoryEstimate estimate_memory(const ModelConfig& c, uint64_t weight_bytes, const MemoryQuery& q) {
+  MemoryEstimate e;
+  const uint64_t row = kv_row_bytes(q.kv_type, c.head_dim);
+  const uint32_t L = q.prompt_len, n_kv = c.n_head_kv;
+  e.weights = weight_bytes;
+  e.activations = activation_bytes(c, std::min(q.n_batch, q.n_ctx), q.n_ctx, q.decode_chunk);
+  e.kv_full_equivalent = 2ull * c.n_layer * n_kv * q.n_ctx * row;
+  if (!q.kv.compresses()) {
+    e.kv_cache = e.kv_full_equivalent;
+    e.peak = e.weights + e.activations + e.kv_cache;
+    return e;
+  }
+  const uint32_t room = q.n_ctx > L ? q.n_ctx - L : 0;
+  const auto budgets = q.kv.layer_budgets(L, c.n_layer);
+  uint64_t scratch = 0;
+  const uint32_t n_q = q.kv.policy == KvPolicy::H2O ? L : std::min(q.kv.window, L);
+  for (uint32_t l = 0; l < c.n_layer; ++l) {
+    const bool compress = L > budgets[l];
+    e.kv_cache += 2ull * n_kv * ((compress ? budgets[l] : L) + room) * row + 8ull * n_kv;
+    if (compress) {
+      const uint64_t P = L - std::min(q.kv.window, L), count = budgets[l] - std::min(q.kv.window, L);
+      scratch = std::max<uint64_t>(scratch, 4 * (n_kv * count + 2ull * n_kv + 2ull * c.n_head * n_q + 2 * n_kv * P + n_kv * count));
+    }
+  }
+  e.prefill_transient = uint64_t(L) * c.n_embd * 4        // hidden states of the prompt
+                        + 2ull * n_kv * L * row + 8ull * n_kv  // one layer's full K/V
+                        + uint64_t(n_q) * c.q_dim() * 4        // the voting queries
+                        + scratch;
+  e.peak = e.weights + e.activations + e.kv_cache + e.prefill_transient;
+  return e;
+}
+
+}  // namespace snapvk

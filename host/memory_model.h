@@ -1,0 +1,37 @@
+#pragma once
+// The device-memory model of a session: what the weights, activations, KV cache and a
+// compressed prefill's transient buffers take, computed from the shapes alone. Sessions use it
+// to refuse up front what cannot fit a budget; `snapvk profile --dry-run` prints it for shapes
+// that are never run. Session allocations follow these same formulas.
+#include <cstdint>
+
+#include "host/attention.h"
+#include "host/kv_policy.h"
+#include "host/model.h"
+
+namespace snapvk {
+
+struct MemoryEstimate {
+  uint64_t weights = 0;
+  uint64_t activations = 0;        // per-batch activations, decode partials, ids, logits
+  uint64_t kv_cache = 0;           // the session's KV cache after the prompt (compacted or full)
+  uint64_t kv_full_equivalent = 0; // what a full cache of n_ctx positions would take
+  uint64_t prefill_transient = 0;  // compressed prefill only: prompt hidden states, one layer's full K/V, scores
+  uint64_t peak = 0;               // the largest total at any time
+};
+
+struct MemoryQuery {
+  uint32_t prompt_len = 0;        // L
+  uint32_t n_ctx = 0;             // positions held: prompt + generated
+  uint32_t n_batch = 256;
+  KvType kv_type = KvType::F16;
+  KvPolicyOptions kv;
+  uint32_t decode_chunk = 256;    // AttentionKernels::decode_chunk of the device
+};
+
+MemoryEstimate estimate_memory(const ModelConfig& c, uint64_t weight_bytes, const MemoryQuery& q);
+
+// Bytes of the per-session activations (Session allocates exactly these).
+uint64_t activation_bytes(const ModelConfig& c, uint32_t n_batch, uint32_t n_ctx, uint32_t decode_chunk);
+
+}  // namespace snapvk
