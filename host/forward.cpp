@@ -155,7 +155,9 @@ void Session::prefill_compressed(std::span<const int32_t> tokens) {
                 BufferRange(X, r0 * xrow, T * xrow), T, c.n_embd);
     cs_.submit();
   }
+  const uint64_t total = uint64_t(L) * c.n_layer;
   for (uint32_t l = 0; l < c.n_layer; ++l) {
+    progress(uint64_t(l) * L, total);
     // all prompt tokens through layer l, a batch at a time, into the transient full K/V
     cs_.begin();
     for (uint32_t r0 = 0; r0 < L; r0 += opts_.n_batch) {
@@ -173,6 +175,7 @@ void Session::prefill_compressed(std::span<const int32_t> tokens) {
     // keep what the policy selects, in the session's compacted cache
     compress_layer(l, L, full_k, full_v, full_heads, q_win, n_q);
   }
+  progress(total, total);
   // logits of the last prompt token
   cs_.begin();
   logits_of_row(BufferRange(X, (L - 1) * xrow, xrow));

@@ -125,20 +125,37 @@ std::span<const float> Session::prefill(std::span<const int32_t> tokens) {
     if (t < 0 || t >= n_vocab)
       throw Error("token id " + std::to_string(t) + " is outside the vocabulary (0.." + std::to_string(n_vocab - 1) + ")");
   const auto t0 = std::chrono::steady_clock::now();
+  cancel_requested_.store(false);
+  const uint32_t n_past_before = n_past_;
+  try {
   if (n_past_ == 0 && opts_.kv.compresses()) {
     const ModelConfig& c = model_.config();
     check_budget(model_, opts_, uint32_t(tokens.size()),
                  activation_bytes(c, opts_.n_batch, opts_.n_ctx, model_.attention().decode_chunk));
     prefill_compressed(tokens);
   } else {
+    const uint64_t total = tokens.size() * uint64_t(model_.config().n_layer);
     for (size_t i = 0; i < tokens.size(); i += opts_.n_batch) {
       const uint32_t T = uint32_t(std::min<size_t>(opts_.n_batch, tokens.size() - i));
+      if (tokens.size() > 1) progress(i * model_.config().n_layer, total);
       forward(tokens.data() + i, T);
     }
+    if (tokens.size() > 1) progress(total, total);
+  }
+  } catch (const Cancelled&) {
+    // Rows written past the old position are never read: the session is as it was.
+    n_past_ = n_past_before;
+    if (n_past_before == 0 && opts_.kv.compresses()) reset();
+    throw;
   }
   if (tokens.size() > 1)
     last_.prefill_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return logits_;
+}
+
+void Session::progress(uint64_t done, uint64_t total) {
+  if (cancel_requested_.exchange(false)) throw Cancelled();
+  if (opts_.on_progress && !opts_.on_progress(done, total)) throw Cancelled();
 }
 
 std::span<const float> Session::decode(int32_t token) { return prefill(std::span<const int32_t>(&token, 1)); }

@@ -3,7 +3,9 @@
 // tokens in batches (matrix-matrix), decode() one token (matrix-vector). With a compressing KV
 // policy the first prompt is prefilled layer by layer and each layer's cache is compacted
 // (SnapKV and family) before the next layer runs, so only one layer's full K/V ever exists.
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -12,6 +14,7 @@
 #include "host/kv_policy.h"
 #include "host/model.h"
 #include "runtime/commands.h"
+#include "runtime/error.h"
 
 namespace snapvk {
 
@@ -22,6 +25,13 @@ struct SessionOptions {
   KvPolicyOptions kv;      // full cache by default
   bool keep_selection = false;  // remember the retained positions (for --dump-kv-selection and tests)
   bool profile = false;    // per-kernel GPU timestamps of every dispatch
+  // Called during prefill with work done and total (in token-layers); return false to cancel.
+  std::function<bool(uint64_t done, uint64_t total)> on_progress;
+};
+
+// Thrown by prefill/decode when cancelled; the session is left as it was before the call.
+struct Cancelled : Error {
+  Cancelled() : Error("cancelled") {}
 };
 
 // One layer's cache: rows ("slots") of K and V, and the heads table that says where each KV
@@ -76,6 +86,8 @@ class Session {
   std::span<const float> decode(int32_t token);
   // Forgets every token; the next prefill starts a new prompt (and is compressed again).
   void reset();
+  // Asks a running prefill (on another thread) to stop at its next batch; it throws Cancelled.
+  void cancel() { cancel_requested_.store(true); }
 
   uint32_t n_past() const { return n_past_; }
   uint32_t n_ctx() const { return opts_.n_ctx; }
@@ -100,6 +112,7 @@ class Session {
                       const Buffer& q_win, uint32_t n_q);      // host/compress.cpp
   void logits_of_row(BufferRange x_row);                       // host/forward.cpp
   uint32_t max_len(uint32_t n_appended) const;
+  void progress(uint64_t done, uint64_t total);  // throws Cancelled when asked to stop
 
   const Model& model_;
   SessionOptions opts_;
@@ -111,6 +124,7 @@ class Session {
   std::vector<float> logits_;
   KvStats last_;
   std::vector<std::vector<std::vector<uint32_t>>> selection_;
+  std::atomic<bool> cancel_requested_{false};
 };
 
 }  // namespace snapvk
