@@ -82,8 +82,11 @@ void BM_matmul(benchmark::State& state) {
   const GgmlType t = kTypes[state.range(0)];
   const uint32_t M = uint32_t(state.range(1)), N = uint32_t(state.range(2)), K = uint32_t(state.range(3));
   Buffer W = random_weights(g.ctx, t, N, K), x = random_buffer(g.ctx, uint64_t(M) * K, 1), y(g.ctx, uint64_t(M) * N * 4);
+  const bool saved = g.k.tuning.matmul_rows;
+  g.k.tuning.matmul_rows = state.range(4) != 0;
   time_gpu(state, g.ctx, [&](CommandStream& cs) { op_matmul(cs, g.k, t, W, x, y, M, N, K); });
-  state.SetLabel(type_name(t));
+  g.k.tuning.matmul_rows = saved;
+  state.SetLabel(std::string(type_name(t)) + (state.range(4) ? " rows" : " tiled"));
   state.counters["FLOP/s"] = benchmark::Counter(2.0 * M * N * K * state.iterations(), benchmark::Counter::kIsRate);
 }
 
@@ -115,7 +118,8 @@ void matvec_args(benchmark::internal::Benchmark* b) {
   for (int t = 0; t < 7; ++t) b->Args({t, 2816, 1024})->Args({t, 4096, 4096});
 }
 void matmul_args(benchmark::internal::Benchmark* b) {
-  for (int t : {0, 1, 3, 5}) b->Args({t, 128, 1024, 1024})->Args({t, 512, 2816, 1024});
+  for (int kind : {0, 1})
+    for (int t : {0, 1, 3, 5}) b->Args({t, 128, 1024, 1024, kind})->Args({t, 512, 2816, 1024, kind});
 }
 
 BENCHMARK(BM_matvec)->Apply(matvec_args)->UseManualTime()->Unit(benchmark::kMillisecond);

@@ -58,6 +58,9 @@ AttentionKernels::AttentionKernels(Context& c, const Tuning& t, uint32_t hd, uin
 
   const std::span<const uint32_t> store_spv[] = {spv::kv_store_f32(), spv::kv_store_f16(), spv::kv_store_q8_0()};
   const std::span<const uint32_t> prefill_spv[] = {spv::attn_prefill_f32(), spv::attn_prefill_f16(), spv::attn_prefill_q8_0()};
+  const std::span<const uint32_t> prefill_rows_spv[] = {spv::attn_prefill_rows_f32(), spv::attn_prefill_rows_f16(),
+                                                        spv::attn_prefill_rows_q8_0()};
+  use_prefill_rows = cpu && hd % 4 == 0;
   const std::span<const uint32_t> decode_spv[] = {spv::attn_decode_f32(), spv::attn_decode_f16(), spv::attn_decode_q8_0()};
   const std::span<const uint32_t> stats_spv[] = {spv::window_stats_f32(), spv::window_stats_f16(), spv::window_stats_q8_0()};
   const std::span<const uint32_t> votes_spv[] = {spv::window_votes_f32(), spv::window_votes_f16(), spv::window_votes_q8_0()};
@@ -65,6 +68,8 @@ AttentionKernels::AttentionKernels(Context& c, const Tuning& t, uint32_t hd, uin
     if (KvType(i) == KvType::Q8_0 && hd % 32) continue;  // q8_0 rows are whole 32-value blocks
     kv_store[i] = make("kv_store", store_spv[i], 3, sizeof(KvStorePush), {t.elementwise_wg, hd});
     prefill[i] = make("attn_prefill", prefill_spv[i], 5, sizeof(AttnPrefillPush), {prefill_wg, hd, prefill_br, prefill_bc});
+    if (hd % 4 == 0)
+      prefill_rows[i] = make("attn_prefill", prefill_rows_spv[i], 5, sizeof(AttnPrefillPush), {prefill_rows_wg, hd, prefill_rows_qt});
     decode[i] = make("attn_decode", decode_spv[i], 5, sizeof(AttnDecodePush), {decode_wg, hd, g, decode_chunk});
     window_stats[i] = make("window_scores", stats_spv[i], 4, sizeof(WindowStatsPush), {fit(cpu ? 64 : 256), hd});
     window_votes[i] = make("window_scores", votes_spv[i], 5, sizeof(WindowVotesPush), {votes_wg, hd, g, votes_qb});
@@ -99,6 +104,12 @@ void op_attn_prefill(CommandStream& cs, const Kernels&, const AttentionKernels& 
                      BufferRange kc, BufferRange vc, BufferRange heads, BufferRange o, uint32_t T, uint32_t n_head,
                      uint32_t n_kv, uint32_t slot0, float scale) {
   SNAPVK_ASSERT(n_head == n_kv * a.group, "attn_prefill: head counts do not match the kernel's GQA group");
+  if (a.use_prefill_rows) {
+    const uint32_t rows = a.prefill_rows_wg * a.prefill_rows_qt;
+    cs.dispatch(variant(a.prefill_rows, kt, a), {q, kc, vc, o, heads}, AttnPrefillPush{T, n_head, n_kv, slot0, scale},
+                (T + rows - 1) / rows, n_head);
+    return;
+  }
   cs.dispatch(variant(a.prefill, kt, a), {q, kc, vc, o, heads}, AttnPrefillPush{T, n_head, n_kv, slot0, scale},
               (T + a.prefill_br - 1) / a.prefill_br, n_head);
 }

@@ -32,7 +32,10 @@ struct AttentionKernels {
   uint32_t votes_wg = 64;                     // keys per window_votes workgroup
   uint32_t select_wg = 256;                   // invocations per top-K segment
   Pipeline kv_store[kKvTypes];
-  Pipeline prefill[kKvTypes];
+  Pipeline prefill[kKvTypes];           // tiled in shared memory (GPUs)
+  Pipeline prefill_rows[kKvTypes];      // a few query rows per invocation (SIMD CPUs)
+  bool use_prefill_rows = false;
+  uint32_t prefill_rows_wg = 8, prefill_rows_qt = 2;
   Pipeline decode[kKvTypes];
   Pipeline combine;
   Pipeline window_stats[kKvTypes];

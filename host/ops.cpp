@@ -23,6 +23,7 @@ Tuning Tuning::for_device(const DeviceInfo& info) {
     t.row_wg = fit(32);
     t.matvec_wg = fit(32);
     t.matvec_rows = 4;
+    t.matmul_rows = true;
   } else {
     t.elementwise_wg = fit(256);
     t.row_wg = fit(256);
@@ -76,12 +77,16 @@ Kernels::Kernels(Context& c) : ctx(c), tuning(Tuning::for_device(c.info())) {
       {kWeightQ4_K, "matvec_q4_k_f32", "matmul_q4_k_f32", spv::matvec_q4_k_f32(), spv::matmul_q4_k_f32()},
       {kWeightQ6_K, "matvec_q6_k_f32", "matmul_q6_k_f32", spv::matvec_q6_k_f32(), spv::matmul_q6_k_f32()},
   };
+  const std::span<const uint32_t> rows_mm_spv[] = {
+      spv::matmul_rows_f32_f32(),  spv::matmul_rows_f16_f32(),  spv::matmul_rows_bf16_f32(), spv::matmul_rows_q8_0_f32(),
+      spv::matmul_rows_q4_0_f32(), spv::matmul_rows_q4_k_f32(), spv::matmul_rows_q6_k_f32()};
   const std::span<const uint32_t> rows_spv[] = {spv::get_rows_f32(),  spv::get_rows_f16(),  spv::get_rows_bf16(),
                                                  spv::get_rows_q8_0(), spv::get_rows_q4_0(), spv::get_rows_q4_k(),
                                                  spv::get_rows_q6_k()};
   for (const Variant& v : variants) {
     matvec[v.kind] = make(c, v.mv_name, v.mv, 3, sizeof(MatvecPush), mv_spec);
     matmul[v.kind] = make(c, v.mm_name, v.mm, 3, sizeof(MatmulPush), mm_spec);
+    matmul_rows[v.kind] = make(c, v.mm_name, rows_mm_spv[v.kind], 3, sizeof(MatmulPush), {t.matmul_rows_wg, t.matmul_rows_tm});
     get_rows[v.kind] = make(c, "get_rows", rows_spv[v.kind], 3, sizeof(RowsPush), {t.row_wg});
   }
   rope = make(c, "rope", spv::rope(), 2, sizeof(RopePush), {t.elementwise_wg});
@@ -173,6 +178,13 @@ void op_matvec(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, 
 void op_matmul(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, BufferRange x, BufferRange y,
                uint32_t M, uint32_t N, uint32_t K) {
   SNAPVK_ASSERT(M > 0 && N > 0 && K > 0, "matmul: empty matrix");
+  if (k.tuning.matmul_rows && K % 4 == 0) {
+    const uint32_t cols = k.tuning.matmul_rows_wg * 4;  // 4 output columns per invocation
+    const uint32_t gx = (N + cols - 1) / cols;
+    const uint32_t gy = (M + k.tuning.matmul_rows_tm - 1) / k.tuning.matmul_rows_tm;
+    cs.dispatch(k.matmul_rows[weight_kind(wt)], {w, x, y}, MatmulPush{M, N, K}, gx, gy);
+    return;
+  }
   const uint32_t gx = (N + k.tuning.matmul_bn - 1) / k.tuning.matmul_bn;
   const uint32_t gy = (M + k.tuning.matmul_bm - 1) / k.tuning.matmul_bm;
   cs.dispatch(k.matmul[weight_kind(wt)], {w, x, y}, MatmulPush{M, N, K}, gx, gy);

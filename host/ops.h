@@ -18,6 +18,8 @@ struct Tuning {
   uint32_t matvec_wg = 128;
   uint32_t matvec_rows = 2;     // rows per matvec workgroup
   uint32_t matmul_bm = 64, matmul_bn = 64, matmul_bk = 16;
+  bool matmul_rows = false;     // CPU devices: matmul_rows (uniform activation loads) instead of tiles
+  uint32_t matmul_rows_wg = 16, matmul_rows_tm = 8;
   static Tuning for_device(const DeviceInfo& info);
 };
 
@@ -35,7 +37,8 @@ struct Kernels {
   Pipeline rms_norm;                     // y = x / rms(x) * w, per row
   Pipeline softmax;                      // y = softmax(scale * x), per row
   Pipeline matvec[kWeightKinds];         // y = W x
-  Pipeline matmul[kWeightKinds];         // Y = X W^T
+  Pipeline matmul[kWeightKinds];         // Y = X W^T, shared-memory tiles (GPUs)
+  Pipeline matmul_rows[kWeightKinds];    // Y = X W^T, one column per invocation (SIMD CPUs)
   Pipeline get_rows[kWeightKinds];       // embedding lookup
   Pipeline rope;                         // rotary embedding, in place
   Pipeline swiglu;                       // silu(gate) * up

@@ -93,47 +93,64 @@ class AttentionKernel : public VkTest, public ::testing::WithParamInterface<Attn
 
 // kv_store appends T tokens after each head's retained entries; attn_prefill (causal over
 // retained + appended) and attn_decode (one more token) match softmax attention on the host.
+void store_prefill_decode(Context& ctx, Kernels& kern, AttnCase c, bool rows_kernel);
+
 TEST_P(AttentionKernel, StoreThenPrefillAndDecodeMatchReference) {
-  const AttnCase c = GetParam();
+  // both prefill kernels, whatever the device: the GPU tiling and the CPU row variant
+  store_prefill_decode(ctx(), k(), GetParam(), false);
+  if (GetParam().hd % 4 == 0) store_prefill_decode(ctx(), k(), GetParam(), true);
+}
+
+template <class T>
+Buffer up(Context& ctx, const std::vector<T>& v) {
+  Buffer b(ctx, (v.size() * sizeof(T) + 3) / 4 * 4);
+  b.upload(v.data(), v.size() * sizeof(T));
+  return b;
+}
+
+void store_prefill_decode(Context& ctx, Kernels& kern, AttnCase c, bool rows_kernel) {
   const uint32_t n_kv = 3, n_head = n_kv * c.group, hd = c.hd, T = 21;
   const std::vector<uint32_t> offset = {0, 300, 620}, base = {5, 190, 0};
   const uint32_t slots = 900;
-  AttentionKernels ak(ctx(), k().tuning, hd, c.group);
+  AttentionKernels ak(ctx, kern.tuning, hd, c.group);
+  ak.use_prefill_rows = rows_kernel;
   const uint32_t words = kv_row_words(c.type, hd);
-  Buffer K(ctx(), uint64_t(slots) * words * 4), V(ctx(), uint64_t(slots) * words * 4);
+  Buffer K(ctx, uint64_t(slots) * words * 4), V(ctx, uint64_t(slots) * words * 4);
   std::vector<uint32_t> t0(2 * n_kv), t1(2 * n_kv);
   for (uint32_t h = 0; h < n_kv; ++h) t0[2 * h] = t1[2 * h] = offset[h], t1[2 * h + 1] = base[h];
-  Buffer heads_empty = upload(t0), heads = upload(t1);
+  Buffer heads_empty = up(ctx, t0), heads = up(ctx, t1);
 
   // retained entries: written as if appended to empty heads, then declared retained
   const uint32_t R = 190;
   auto rk = random_floats(size_t(R) * n_kv * hd, 1), rv = random_floats(size_t(R) * n_kv * hd, 2);
   auto nk = random_floats(size_t(T + 1) * n_kv * hd, 3), nv = random_floats(size_t(T + 1) * n_kv * hd, 4);
   auto q = random_floats(size_t(T + 1) * n_head * hd, 5, -2, 2);
-  Buffer RK = upload(rk), RV = upload(rv), NK = upload(nk), NV = upload(nv), Q = upload(q);
-  Buffer O(ctx(), size_t(T) * n_head * hd * 4), O1(ctx(), size_t(n_head) * hd * 4);
-  Buffer part(ctx(), attn_partial_floats(ak, n_head, slots) * 4);
+  Buffer RK = up(ctx, rk), RV = up(ctx, rv), NK = up(ctx, nk), NV = up(ctx, nv), Q = up(ctx, q);
+  Buffer O(ctx, size_t(T) * n_head * hd * 4), O1(ctx, size_t(n_head) * hd * 4);
+  Buffer part(ctx, attn_partial_floats(ak, n_head, slots) * 4);
   const float scale = 1.0f / std::sqrt(float(hd));
   const uint64_t qrow = uint64_t(n_head) * hd * 4, krow = uint64_t(n_kv) * hd * 4;
 
-  CommandStream cs(ctx());
+  CommandStream cs(ctx);
   cs.begin();
-  op_kv_store(cs, k(), ak, c.type, RK, K, heads_empty, R, n_kv, 0);
-  op_kv_store(cs, k(), ak, c.type, RV, V, heads_empty, R, n_kv, 0);
+  op_kv_store(cs, kern, ak, c.type, RK, K, heads_empty, R, n_kv, 0);
+  op_kv_store(cs, kern, ak, c.type, RV, V, heads_empty, R, n_kv, 0);
   cs.barrier();
-  op_kv_store(cs, k(), ak, c.type, BufferRange(NK, 0, T * krow), K, heads, T, n_kv, 0);
-  op_kv_store(cs, k(), ak, c.type, BufferRange(NV, 0, T * krow), V, heads, T, n_kv, 0);
+  op_kv_store(cs, kern, ak, c.type, BufferRange(NK, 0, T * krow), K, heads, T, n_kv, 0);
+  op_kv_store(cs, kern, ak, c.type, BufferRange(NV, 0, T * krow), V, heads, T, n_kv, 0);
   cs.barrier();
-  op_attn_prefill(cs, k(), ak, c.type, BufferRange(Q, 0, T * qrow), K, V, heads, O, T, n_head, n_kv, 0, scale);
+  op_attn_prefill(cs, kern, ak, c.type, BufferRange(Q, 0, T * qrow), K, V, heads, O, T, n_head, n_kv, 0, scale);
   cs.barrier();
-  op_kv_store(cs, k(), ak, c.type, BufferRange(NK, T * krow, krow), K, heads, 1, n_kv, T);
-  op_kv_store(cs, k(), ak, c.type, BufferRange(NV, T * krow, krow), V, heads, 1, n_kv, T);
+  op_kv_store(cs, kern, ak, c.type, BufferRange(NK, T * krow, krow), K, heads, 1, n_kv, T);
+  op_kv_store(cs, kern, ak, c.type, BufferRange(NV, T * krow, krow), V, heads, 1, n_kv, T);
   cs.barrier();
-  op_attn_decode(cs, k(), ak, c.type, BufferRange(Q, T * qrow, qrow), K, V, heads, part, O1, n_head, n_kv,
+  op_attn_decode(cs, kern, ak, c.type, BufferRange(Q, T * qrow, qrow), K, V, heads, part, O1, n_head, n_kv,
                  base[1] + T + 1, T + 1, scale);
   cs.submit();
 
-  auto got = download<float>(O, size_t(T) * n_head * hd), got1 = download<float>(O1, size_t(n_head) * hd);
+  std::vector<float> got(size_t(T) * n_head * hd), got1(size_t(n_head) * hd);
+  O.download(got.data(), got.size() * 4);
+  O1.download(got1.data(), got1.size() * 4);
   std::vector<float> want(hd);
   for (uint32_t h = 0; h < n_head; ++h) {
     const uint32_t kvh = h / c.group;
@@ -152,7 +169,7 @@ TEST_P(AttentionKernel, StoreThenPrefillAndDecodeMatchReference) {
       // q8_0: the GPU's 1/scale may round a value that sits on a .5 boundary the other way
       const float tol = c.type == KvType::Q8_0 ? 5e-4f : 2e-5f;
       for (uint32_t d = 0; d < hd; ++d)
-        ASSERT_NEAR(g[d], want[d], tol) << kv_type_name(c.type) << " head " << h << " token " << t << " dim " << d;
+        ASSERT_NEAR(g[d], want[d], tol) << kv_type_name(c.type) << (rows_kernel ? " rows" : " tiled") << " head " << h << " token " << t << " dim " << d;
     }
   }
 }

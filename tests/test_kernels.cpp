@@ -108,6 +108,9 @@ class KernelMatmul : public VkTest, public ::testing::WithParamInterface<GgmlTyp
 
 TEST_P(KernelMatmul, MatchesReference) {
   const GgmlType wt = GetParam();
+  const bool saved = k().tuning.matmul_rows;
+  for (bool rows_kernel : {false, true}) {  // both the GPU tiling and the CPU variant, whatever the device
+  k().tuning.matmul_rows = rows_kernel;
   for (uint32_t M : {1u, 7u, 33u, 70u}) {
     for (uint32_t N : {1u, 33u, 65u, 300u}) {
       for (uint32_t K : {1u, 7u, 32u, 33u, 100u, 256u, 512u, 1000u}) {
@@ -122,10 +125,12 @@ TEST_P(KernelMatmul, MatchesReference) {
         std::vector<float> want(size_t(M) * N);
         ref::matmul(wt, w.data(), x.data(), want.data(), M, N, K);
         EXPECT_LE(max_abs_diff(download<float>(Y, want.size()), want), matmul_tolerance(K))
-            << type_name(wt) << " M=" << M << " N=" << N << " K=" << K;
+            << type_name(wt) << (rows_kernel ? " rows" : " tiled") << " M=" << M << " N=" << N << " K=" << K;
       }
     }
   }
+  }
+  k().tuning.matmul_rows = saved;
 }
 
 std::string type_param_name(const ::testing::TestParamInfo<GgmlType>& info) { return type_name(info.param); }

@@ -1,0 +1,72 @@
+#version 450
+// Causal attention for a chunk of T queries, for SIMD CPUs (lavapipe): each invocation owns QT
+// query rows of one head (consecutive tokens) and walks that head's visible slots with an
+// online softmax, loading K and V rows four values per load and using each loaded row for all
+// QT queries. No shared memory and no barriers: on lavapipe those cost more than the cache
+// traffic they save. GPUs use the tiled attn_prefill.comp. Same bindings and push constants.
+#include "common.glsl"
+layout(local_size_x_id = 0) in;
+layout(constant_id = 1) const uint HD = 64;   // head_dim (a multiple of 4)
+layout(constant_id = 2) const uint QT = 2;    // query rows per invocation
+#define KV_K_BINDING 1
+#define KV_V_BINDING 2
+#define KV_LOAD4
+#include "kv.glsl"
+#define HEADS_BINDING 4
+#include "heads.glsl"
+layout(std430, binding = 0) readonly buffer Q { vec4 q4[]; };      // [T, n_head, HD], RoPE applied
+layout(std430, binding = 3) writeonly buffer O { vec4 o4[]; };     // [T, n_head * HD]
+layout(push_constant) uniform PC { uint T; uint n_head; uint n_kv; uint slot0; float scale; } pc;
+
+const uint D4 = HD / 4u;
+
+void main() {
+  const uint h = gl_WorkGroupID.y;
+  const uint t0 = (gl_WorkGroupID.x * gl_WorkGroupSize.x + gl_LocalInvocationID.x) * QT;
+  if (t0 >= pc.T) return;
+  const uint kvh = h / (pc.n_head / pc.n_kv);
+  const uint off = head_offset(kvh);
+  const uint first_visible = head_base(kvh) + pc.slot0;  // query t sees slots < first_visible + t + 1
+
+  vec4 q[QT][D4], acc[QT][D4];
+  float m[QT], l[QT];
+  [[unroll]] for (uint r = 0; r < QT; ++r) {
+    const uint t = min(t0 + r, pc.T - 1u);
+    for (uint d = 0; d < D4; ++d) {
+      q[r][d] = q4[(t * pc.n_head + h) * D4 + d] * pc.scale;
+      acc[r][d] = vec4(0.0);
+    }
+    m[r] = -1.0 / 0.0;
+    l[r] = 0.0;
+  }
+  const uint last = first_visible + min(t0 + QT, pc.T);  // slots the last row sees
+  for (uint j = 0; j < last; ++j) {
+    float s[QT];
+    [[unroll]] for (uint r = 0; r < QT; ++r) s[r] = 0.0;
+    for (uint d = 0; d < D4; ++d) {
+      const vec4 k = k_load4(off + j, 4u * d);
+      [[unroll]] for (uint r = 0; r < QT; ++r) s[r] += dot(q[r][d], k);
+    }
+    float p[QT];
+    [[unroll]] for (uint r = 0; r < QT; ++r) {
+      const bool visible = j <= first_visible + t0 + r;
+      const float m_new = visible ? max(m[r], s[r]) : m[r];
+      const float alpha = exp(m[r] - m_new);  // 1 when the max is unchanged (also for -inf == -inf: guarded below)
+      p[r] = visible ? exp(s[r] - m_new) : 0.0;
+      const float a = m[r] == m_new ? 1.0 : alpha;
+      l[r] = l[r] * a + p[r];
+      m[r] = m_new;
+      if (a != 1.0)
+        for (uint d = 0; d < D4; ++d) acc[r][d] *= a;
+    }
+    for (uint d = 0; d < D4; ++d) {
+      const vec4 v = v_load4(off + j, 4u * d);
+      [[unroll]] for (uint r = 0; r < QT; ++r) acc[r][d] += p[r] * v;
+    }
+  }
+  [[unroll]] for (uint r = 0; r < QT; ++r) {
+    if (t0 + r >= pc.T) break;
+    const float inv = 1.0 / l[r];
+    for (uint d = 0; d < D4; ++d) o4[((t0 + r) * pc.n_head + h) * D4 + d] = acc[r][d] * inv;
+  }
+}
