@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "host/json.h"
+#include "host/memory_model.h"
 #include "host/model.h"
 #include "host/sampler.h"
 #include "host/session.h"
@@ -24,7 +25,7 @@ struct RunOptions {
   int32_t n_predict = 128;
   uint32_t n_ctx = 0, n_batch = 256;
   SamplerParams sp;
-  bool seed_set = false, json = false, profile = false;
+  bool seed_set = false, json = false, profile = false, dry_run = false;
 };
 
 std::string read_file(const std::string& path) {
@@ -78,6 +79,32 @@ void write_selection(const std::string& path, const Session& s, uint32_t L) {
   if (!out) throw Error("error writing '" + path + "'");
 }
 
+// --dry-run: what the memory model says this run needs, without running it; exit 1 if over budget.
+int memory_check(const Model& model, SessionOptions so, uint32_t L, const Context& ctx) {
+  MemoryQuery q;
+  q.prompt_len = L;
+  q.n_ctx = so.n_ctx ? so.n_ctx : std::min<uint32_t>(model.config().n_ctx_train, 4096);
+  q.n_batch = std::min(so.n_batch, q.n_ctx);
+  q.kv_type = so.kv_type;
+  q.kv = so.kv;
+  q.decode_chunk = model.attention().decode_chunk;
+  const MemoryEstimate e = estimate_memory(model.config(), model.weights().bytes, q);
+  const uint64_t budget = ctx.memory().budget();
+  const bool fits = (!budget || e.peak <= budget) && L <= q.n_ctx;
+  Json j;
+  j.begin_object();
+  j.field("prompt_tokens", L).field("n_ctx", q.n_ctx).field("policy", kv_policy_name(so.kv.policy));
+  j.field("weights", e.weights).field("activations", e.activations).field("kv_cache", e.kv_cache);
+  j.field("kv_full_equivalent", e.kv_full_equivalent).field("prefill_transient", e.prefill_transient);
+  j.field("peak", e.peak).field("budget", budget).field("fits", fits);
+  j.end_object();
+  std::printf("%s\n", j.str().c_str());
+  if (!fits)
+    throw Error("does not fit: needs " + format_bytes(e.peak) + (budget ? " of a budget of " + format_bytes(budget) : std::string()) +
+                (L > q.n_ctx ? " (prompt longer than the context)" : ""));
+  return 0;
+}
+
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -107,6 +134,7 @@ int run(const RunOptions& o, const Globals& g) {
   // (so a compressed prompt's savings are not spent on unused room).
   if (so.n_ctx == 0 && o.n_predict >= 0)
     so.n_ctx = std::min<uint64_t>(model.config().n_ctx_train, prompt.size() + uint64_t(o.n_predict));
+  if (o.dry_run) return memory_check(model, so, uint32_t(prompt.size()), ctx);
   Session session(model, so);
   const uint32_t room = session.n_ctx() > prompt.size() ? session.n_ctx() - uint32_t(prompt.size()) : 0;
   if (prompt.size() > session.n_ctx())
@@ -224,6 +252,7 @@ Runner add_run(CLI::App& app, const Globals& g) {
   app.add_option("--dump-kv-selection", o->dump_selection, "Write the retained prompt positions per layer and head as JSON");
   app.add_flag("--json", o->json, "Print one JSON object at the end instead of streaming");
   app.add_flag("--profile", o->profile, "Per-kernel GPU time after the run");
+  app.add_flag("--dry-run", o->dry_run, "Print the memory this run needs (JSON) without running it; exit 1 if over --max-device-memory");
   return [o, &g] { return run(*o, g); };
 }
 
