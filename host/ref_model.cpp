@@ -50,7 +50,8 @@ void rope(float* v, uint32_t n_heads, const ModelConfig& c, uint32_t pos, const 
 
 }  // namespace
 
-RefModel::RefModel(const GgufFile& f, const ModelConfig& cfg, uint32_t n_ctx) : c_(cfg), n_ctx_(n_ctx) {
+RefModel::RefModel(const GgufFile& f, const ModelConfig& cfg, uint32_t n_ctx, bool kv_f16)
+    : c_(cfg), n_ctx_(n_ctx), kv_f16_(kv_f16) {
   tok_embd_ = dequant(f, "token_embd.weight");
   output_norm_ = dequant(f, "output_norm.weight");
   output_ = f.find_tensor("output.weight") ? dequant(f, "output.weight") : tok_embd_;
@@ -109,6 +110,8 @@ std::vector<float> RefModel::forward(int32_t token) {
     rope(q.data(), c_.n_head, c_, pos_, rope_freqs_);
     rope(k.data(), c_.n_head_kv, c_, pos_, rope_freqs_);
     qh_[l].insert(qh_[l].end(), q.begin(), q.end());
+    if (kv_f16_)
+      for (uint32_t i = 0; i < KVD; ++i) k[i] = fp16_to_fp32(fp32_to_fp16(k[i])), v[i] = fp16_to_fp32(fp32_to_fp16(v[i]));
     kc_[l].insert(kc_[l].end(), k.begin(), k.end());
     vc_[l].insert(vc_[l].end(), v.begin(), v.end());
     const uint32_t n = pos_ + 1;

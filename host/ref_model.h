@@ -12,7 +12,8 @@ namespace snapvk {
 
 class RefModel {
  public:
-  RefModel(const GgufFile& file, const ModelConfig& cfg, uint32_t n_ctx);
+  // kv_f16: round cached K and V to f16, as the GPU's default cache stores them.
+  RefModel(const GgufFile& file, const ModelConfig& cfg, uint32_t n_ctx, bool kv_f16 = false);
   // Logits after feeding `token` at position pos() (positions advance by one per call).
   std::vector<float> forward(int32_t token);
   uint32_t pos() const { return pos_; }
@@ -33,6 +34,7 @@ class RefModel {
   };
   ModelConfig c_;
   uint32_t n_ctx_;
+  bool kv_f16_ = false;
   std::vector<float> tok_embd_, output_norm_, output_, rope_freqs_;
   std::vector<Layer> layers_;
   std::vector<std::vector<float>> kc_, vc_, att_, qh_;

@@ -1,0 +1,109 @@
+// The acceptance check: `snapvk run ... --kv-policy snapkv --kv-budget 64 --kv-window 8
+// --dump-kv-selection sel.json` on stories260K writes the selection the CPU reference makes.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "host/model.h"
+#include "host/ref_model.h"
+#include "host/snapkv_ref.h"
+#include "tests/gpu_fixture.h"
+#include "tests/test_util.h"
+
+namespace snapvk::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+// The "layers" value of the dump: [layer][head] -> positions (a tiny parser for this format).
+std::vector<std::vector<std::vector<uint32_t>>> parse_layers(const std::string& json, uint32_t& prompt_len) {
+  prompt_len = uint32_t(std::stoul(json.substr(json.find("\"prompt_len\":") + 13)));
+  size_t i = json.find("\"layers\":");
+  EXPECT_NE(i, std::string::npos);
+  i = json.find('[', i);
+  std::vector<std::vector<std::vector<uint32_t>>> out;
+  int depth = 0;
+  std::string num;
+  for (; i < json.size(); ++i) {
+    const char c = json[i];
+    if (c == '[') {
+      ++depth;
+      if (depth == 2) out.emplace_back();
+      if (depth == 3) out.back().emplace_back();
+    } else if (c == ']' || c == ',') {
+      if (!num.empty()) out.back().back().push_back(uint32_t(std::stoul(num))), num.clear();
+      if (c == ']' && --depth == 0) break;
+    } else if (std::isdigit(static_cast<unsigned char>(c))) {
+      num += c;
+    }
+  }
+  return out;
+}
+
+TEST(SnapkvCli, DumpedSelectionMatchesCpuReference) {
+  const fs::path dir = fs::temp_directory_path() / ("snapvk-sel-" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  std::string text;
+  for (int i = 0; i < 3; ++i)
+    text += "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. "
+            "One day, she saw a big red ball and a small cat. ";
+  std::ofstream(dir / "prompt.txt") << text;
+  const fs::path cli = fs::canonical("/proc/self/exe").parent_path().parent_path() / "snapvk";
+  const std::string cmd = "'" + cli.string() + "' run -m '" + model_path("stories260K.gguf") + "' -f '" +
+                          (dir / "prompt.txt").string() +
+                          "' --kv-policy snapkv --kv-budget 64 --kv-window 8 -n 4 --temp 0 --dump-kv-selection '" +
+                          (dir / "sel.json").string() + "' > /dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  std::ifstream in(dir / "sel.json");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  uint32_t L = 0;
+  const auto got = parse_layers(ss.str(), L);
+  fs::remove_all(dir);
+
+  // The reference: a CPU forward pass that stores K/V in f16 as the default cache does.
+  Context ctx;
+  Kernels k(ctx);
+  Model m(k, model_path("stories260K.gguf"));
+  const auto& c = m.config();
+  const auto tokens = m.tokenizer().encode(text, true);
+  ASSERT_EQ(tokens.size(), L);
+  RefModel ref(m.gguf(), c, 512, /*kv_f16=*/true);
+  for (int32_t t : tokens) ref.forward(t);
+  KvPolicyOptions pol;
+  pol.policy = KvPolicy::SnapKV;
+  pol.budget = 64;
+  pol.window = 8;
+  ASSERT_EQ(got.size(), c.n_layer);
+  const uint32_t P = L - 8, count = 64 - 8;
+  for (uint32_t l = 0; l < c.n_layer; ++l) {
+    std::vector<float> keys(size_t(c.n_head_kv) * L * c.head_dim);
+    const auto& kc = ref.k_cache(l);
+    for (uint32_t p = 0; p < L; ++p)
+      for (uint32_t h = 0; h < c.n_head_kv; ++h)
+        for (uint32_t d = 0; d < c.head_dim; ++d)
+          keys[(size_t(h) * L + p) * c.head_dim + d] = kc[(size_t(p) * c.n_head_kv + h) * c.head_dim + d];
+    std::vector<double> scores;
+    const auto want = ref::select_layer(pol, l, c.n_layer, ref.q_history(l), keys, L, c.n_head, c.n_head_kv, c.head_dim, &scores);
+    ASSERT_EQ(got[l].size(), c.n_head_kv);
+    for (uint32_t h = 0; h < c.n_head_kv; ++h) {
+      ASSERT_EQ(got[l][h].size(), 64u);
+      if (got[l][h] == want[h]) continue;
+      // only near-ties at the selection boundary may differ (fp32 sums in another order)
+      std::vector<double> sorted(scores.begin() + size_t(h) * P, scores.begin() + size_t(h + 1) * P);
+      std::sort(sorted.begin(), sorted.end(), std::greater<>());
+      const double boundary = sorted[count - 1];
+      std::vector<uint32_t> diff;
+      std::set_symmetric_difference(got[l][h].begin(), got[l][h].end(), want[h].begin(), want[h].end(),
+                                    std::back_inserter(diff));
+      for (uint32_t p : diff)
+        EXPECT_NEAR(scores[size_t(h) * P + p], boundary, 1e-4 * boundary) << "layer " << l << " head " << h << " position " << p;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace snapvk::test
