@@ -94,7 +94,7 @@ void Session::logits_of_row(BufferRange x_row) {
   op_matvec(cs_, model_.kernels(), head.type, head.buf, BufferRange(act_.xn, 0, row), act_.logits, head.rows, head.cols);
 }
 
-void Session::forward(const int32_t* tokens, uint32_t T) {
+void Session::forward(const int32_t* tokens, uint32_t T, bool want_logits) {
   const ModelConfig& c = model_.config();
   const uint32_t appended = n_past_ - cache_.prompt_len;  // slots used after each head's retained entries
   std::memcpy(act_.ids.mapped(), tokens, T * sizeof(int32_t));
@@ -108,10 +108,10 @@ void Session::forward(const int32_t* tokens, uint32_t T) {
     layer(l, T, act_.x, KvView{L.k, L.v, L.heads}, appended, n_past_, max_len(appended + T));
   }
   const uint64_t row = uint64_t(c.n_embd) * 4;
-  logits_of_row(BufferRange(act_.x, (T - 1) * row, row));
+  if (want_logits) logits_of_row(BufferRange(act_.x, (T - 1) * row, row));  // only the prompt's last batch needs them
   cs_.submit();
   n_past_ += T;
-  act_.logits.download(logits_.data(), logits_.size() * 4);
+  if (want_logits) act_.logits.download(logits_.data(), logits_.size() * 4);
 }
 
 void Session::prefill_compressed(std::span<const int32_t> tokens) {

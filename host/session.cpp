@@ -138,7 +138,7 @@ std::span<const float> Session::prefill(std::span<const int32_t> tokens) {
     for (size_t i = 0; i < tokens.size(); i += opts_.n_batch) {
       const uint32_t T = uint32_t(std::min<size_t>(opts_.n_batch, tokens.size() - i));
       if (tokens.size() > 1) progress(i * model_.config().n_layer, total);
-      forward(tokens.data() + i, T);
+      forward(tokens.data() + i, T, i + T == tokens.size());
     }
     if (tokens.size() > 1) progress(total, total);
   }

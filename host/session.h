@@ -104,7 +104,7 @@ class Session {
  private:
   struct KvView;
   void allocate_full_cache();
-  void forward(const int32_t* tokens, uint32_t T);             // host/forward.cpp
+  void forward(const int32_t* tokens, uint32_t T, bool logits);  // host/forward.cpp
   void prefill_compressed(std::span<const int32_t> tokens);    // host/forward.cpp
   void layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uint32_t slot0, uint32_t pos0,
              uint32_t decode_len);                             // host/forward.cpp

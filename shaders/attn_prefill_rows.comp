@@ -49,15 +49,16 @@ void main() {
     }
     float p[QT];
     [[unroll]] for (uint r = 0; r < QT; ++r) {
-      const bool visible = j <= first_visible + t0 + r;
+      const bool visible = j <= first_visible + t0 + r;  // causal: row r sees slots up to its own
       const float m_new = visible ? max(m[r], s[r]) : m[r];
-      const float alpha = exp(m[r] - m_new);  // 1 when the max is unchanged (also for -inf == -inf: guarded below)
       p[r] = visible ? exp(s[r] - m_new) : 0.0;
-      const float a = m[r] == m_new ? 1.0 : alpha;
-      l[r] = l[r] * a + p[r];
+      if (m_new != m[r]) {  // a new maximum: rescale what was summed so far (exp(-inf) = 0 at the start)
+        const float alpha = exp(m[r] - m_new);
+        l[r] *= alpha;
+        for (uint d = 0; d < D4; ++d) acc[r][d] *= alpha;
+      }
+      l[r] += p[r];
       m[r] = m_new;
-      if (a != 1.0)
-        for (uint d = 0; d < D4; ++d) acc[r][d] *= a;
     }
     for (uint d = 0; d < D4; ++d) {
       const vec4 v = v_load4(off + j, 4u * d);
