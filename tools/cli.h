@@ -38,5 +38,7 @@ Runner add_run(CLI::App& app, const Globals& g);
 Runner add_tokenize(CLI::App& app, const Globals& g);
 Runner add_synth(CLI::App& app, const Globals& g);
 Runner add_convert(CLI::App& app, const Globals& g);
+Runner add_profile(CLI::App& app, const Globals& g);  // tools/cmd_profile.cpp
+Runner add_eval(CLI::App& app, const Globals& g);
 
 }  // namespace snapvk::cli

@@ -77,6 +77,7 @@ int main(int argc, char** argv) {
   std::vector<std::pair<CLI::App*, Runner>> commands;
   auto add = [&](const char* name, const char* help, Runner (*reg)(CLI::App&, const Globals&)) {
     CLI::App* sub = app.add_subcommand(name, help);
+    sub->fallthrough();  // global options (--device, --max-device-memory, -v) also work after the subcommand
     commands.emplace_back(sub, reg(*sub, g));
   };
   add("devices", "List Vulkan devices and the features snapvk uses", add_devices);
@@ -85,6 +86,8 @@ int main(int argc, char** argv) {
   add("tokenize", "Print the token ids of a text", add_tokenize);
   add("synth", "Write a synthetic model (random weights) of a given shape as GGUF", add_synth);
   add("convert", "Re-quantize the weight matrices of a GGUF model", add_convert);
+  add("profile", "Memory savings, speed and fidelity of KV policies per context length (table, CSV, JSON, SVG, HTML)", add_profile);
+  add("eval", "Evaluations: needle (needle in a haystack per KV policy)", add_eval);
 
   try {
     app.parse(argc, argv);

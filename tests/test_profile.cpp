@@ -1,0 +1,578 @@
+// snapvk profile and snapvk eval needle: the engines (host/profile.h, host/needle.h) on
+// stories260K, their report files, the dry run against the memory model, and the CLI's --json.
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <thread>
+#include <variant>
+
+#include "host/gguf.h"
+#include "host/memory_model.h"
+#include "host/model.h"
+#include "host/needle.h"
+#include "host/profile.h"
+#include "host/session.h"
+#include "tests/gpu_fixture.h"
+#include "tests/test_util.h"
+
+extern char** environ;
+
+namespace snapvk::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+// ---- a minimal JSON reader, enough to check that reports parse and round-trip ----
+
+struct JValue;
+using JObject = std::map<std::string, JValue>;
+using JArray = std::vector<JValue>;
+struct JValue {
+  std::variant<std::nullptr_t, bool, double, std::string, JArray, JObject> v;
+  const JValue& operator[](const std::string& k) const { return std::get<JObject>(v).at(k); }
+  const JValue& operator[](size_t i) const { return std::get<JArray>(v).at(i); }
+  double num() const { return std::get<double>(v); }
+  const std::string& str() const { return std::get<std::string>(v); }
+  bool is_null() const { return std::holds_alternative<std::nullptr_t>(v); }
+  size_t size() const {
+    return std::holds_alternative<JArray>(v) ? std::get<JArray>(v).size() : std::get<JObject>(v).size();
+  }
+};
+
+class JsonReader {
+ public:
+  explicit JsonReader(const std::string& s) : s_(s) {}
+  // The whole text must be one value (surrounding whitespace allowed).
+  JValue document() {
+    JValue v = value();
+    ws();
+    if (i_ != s_.size()) fail("trailing text");
+    return v;
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what) {
+    throw std::runtime_error("JSON: " + what + " at offset " + std::to_string(i_));
+  }
+  void ws() {
+    while (i_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[i_]))) ++i_;
+  }
+  bool eat(char c) {
+    ws();
+    if (i_ < s_.size() && s_[i_] == c) return ++i_, true;
+    return false;
+  }
+  void expect(char c) {
+    if (!eat(c)) fail(std::string("expected '") + c + "'");
+  }
+  std::string string() {
+    expect('"');
+    std::string o;
+    while (i_ < s_.size() && s_[i_] != '"') {
+      char c = s_[i_++];
+      if (static_cast<unsigned char>(c) < 0x20) fail("control character in a string");
+      if (c == '\\') {
+        if (i_ >= s_.size()) fail("bad escape");
+        c = s_[i_++];
+        switch (c) {
+          case 'n': o += '\n'; break;
+          case 't': o += '\t'; break;
+          case 'r': o += '\r'; break;
+          case 'b': o += '\b'; break;
+          case 'f': o += '\f'; break;
+          case 'u': o += '?', i_ += 4; break;
+          case '"': case '\\': case '/': o += c; break;
+          default: fail("bad escape");
+        }
+      } else {
+        o += c;
+      }
+    }
+    expect('"');
+    return o;
+  }
+  JValue value() {
+    ws();
+    if (i_ >= s_.size()) fail("unexpected end");
+    const char c = s_[i_];
+    if (c == '{') {
+      ++i_;
+      JObject o;
+      if (eat('}')) return {o};
+      do {
+        std::string k = string();
+        expect(':');
+        o[k] = value();
+      } while (eat(','));
+      expect('}');
+      return {o};
+    }
+    if (c == '[') {
+      ++i_;
+      JArray a;
+      if (eat(']')) return {a};
+      do a.push_back(value());
+      while (eat(','));
+      expect(']');
+      return {a};
+    }
+    if (c == '"') return {string()};
+    for (const char* lit : {"true", "false", "null"}) {
+      if (s_.compare(i_, std::strlen(lit), lit) == 0) {
+        i_ += std::strlen(lit);
+        if (lit[0] == 'n') return {nullptr};
+        return {lit[0] == 't'};
+      }
+    }
+    size_t used = 0;
+    double d = 0;
+    try {
+      d = std::stod(s_.substr(i_, 40), &used);
+    } catch (...) {
+      fail("bad value");
+    }
+    i_ += used;
+    return {d};
+  }
+  const std::string& s_;
+  size_t i_ = 0;
+};
+
+JValue parse_json(const std::string& s) { return JsonReader(s).document(); }
+
+// Tags open and close in order (self-closing tags and <title> text included): enough to know a
+// browser reads the SVG as we meant it.
+void expect_well_formed_xml(const std::string& s) {
+  std::vector<std::string> stack;
+  size_t i = 0;
+  while ((i = s.find('<', i)) != std::string::npos) {
+    const size_t end = s.find('>', i);
+    ASSERT_NE(end, std::string::npos) << "unclosed tag at " << i;
+    std::string tag = s.substr(i + 1, end - i - 1);
+    i = end + 1;
+    if (tag.empty()) FAIL() << "empty tag";
+    if (tag[0] == '!' || tag[0] == '?') continue;
+    if (tag[0] == '/') {
+      ASSERT_FALSE(stack.empty()) << "closing </" << tag << "> with nothing open";
+      ASSERT_EQ(stack.back(), tag.substr(1)) << "closing tag out of order";
+      stack.pop_back();
+      continue;
+    }
+    if (tag.back() == '/') continue;
+    stack.push_back(tag.substr(0, tag.find_first_of(" \n\t")));
+  }
+  EXPECT_TRUE(stack.empty()) << stack.size() << " tags left open, first <" << (stack.empty() ? "" : stack[0]) << ">";
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+size_t count_lines(const std::string& s) { return size_t(std::count(s.begin(), s.end(), '\n')); }
+
+fs::path temp_dir(const std::string& name) {
+  fs::path d = fs::temp_directory_path() / ("snapvk-" + name + "-" + std::to_string(getpid()));
+  fs::remove_all(d);
+  return d;
+}
+
+const Model& stories() {
+  static std::unique_ptr<Model> m = std::make_unique<Model>(kernels(), model_path("stories260K.gguf"));
+  return *m;
+}
+
+ProfileSpec spec(KvPolicy p, uint32_t budget, uint32_t window) {
+  ProfileSpec s;
+  s.label = kv_policy_name(p);
+  s.kv.policy = p;
+  s.kv.budget = budget;
+  s.kv.window = window;
+  return s;
+}
+
+// The issue's stories run: --contexts 128,256,400 --kv-budget 64 --kv-window 8.
+ProfileOptions stories_options() {
+  ProfileOptions o;
+  o.contexts = {128, 256, 400};
+  o.specs = {spec(KvPolicy::SnapKV, 64, 8), spec(KvPolicy::PyramidKV, 64, 8), spec(KvPolicy::StreamingLLM, 64, 8)};
+  o.gen = 16;
+  return o;
+}
+
+class ProfileEngine : public VkTest {};
+
+TEST_F(ProfileEngine, StoriesRowsRatiosFidelityAndReportFiles) {
+  const Model& m = stories();
+  const ProfileOptions o = stories_options();
+  std::vector<double> progress;
+  ProfileOptions with_progress = o;
+  with_progress.on_progress = [&](double f, const std::string&) { progress.push_back(f); };
+  const ProfileReport r = run_profile(m, with_progress);
+
+  ASSERT_EQ(r.rows.size(), o.contexts.size() * (1 + o.specs.size()));
+  EXPECT_EQ(r.policies, (std::vector<std::string>{"full", "snapkv", "pyramidkv", "streamingllm"}));
+  EXPECT_FALSE(r.synthetic);
+  const ModelConfig& c = m.config();
+  size_t i = 0;
+  for (uint32_t L : o.contexts) {
+    for (const std::string& p : r.policies) {
+      const ProfileRow& x = r.rows[i++];
+      SCOPED_TRACE("L=" + std::to_string(L) + " " + p);
+      EXPECT_EQ(x.context, L);
+      EXPECT_EQ(x.policy, p);
+      ASSERT_TRUE(x.ran) << x.error;
+      EXPECT_EQ(x.full_kv_bytes, Session::kv_bytes_for(c, KvType::F16, L + o.gen));
+      EXPECT_GT(x.peak_bytes, 0u);
+      EXPECT_GT(x.prefill_ms, 0.0);
+      EXPECT_GT(x.decode_tok_s, 0.0);
+      if (p == "full") {
+        EXPECT_EQ(x.kv_bytes, x.full_kv_bytes);
+        EXPECT_DOUBLE_EQ(x.ratio, 1.0);
+        EXPECT_EQ(x.steps, 0u);
+        EXPECT_TRUE(std::isnan(x.top1));
+        continue;
+      }
+      // Every context here is longer than the budget: compressed.
+      EXPECT_EQ(x.budget, 64u);
+      EXPECT_LT(x.kv_bytes, x.full_kv_bytes);
+      EXPECT_GT(x.ratio, 1.0);
+      EXPECT_NEAR(x.ratio, double(x.full_kv_bytes) / double(x.kv_bytes), 1e-9);
+      EXPECT_EQ(x.steps, o.gen);
+      EXPECT_GE(x.top1, 0.0);
+      EXPECT_LE(x.top1, 1.0);
+      EXPECT_GE(x.kl_mean, 0.0);
+      EXPECT_GE(x.kl_max, x.kl_mean);
+      EXPECT_GE(x.compress_ms(), 0.0);
+      if (p != "streamingllm") {
+        EXPECT_GT(x.score_ms, 0.0) << "SnapKV scoring ran on the GPU";
+      }
+    }
+  }
+  // Longer contexts keep the same budget: the ratio grows with L.
+  EXPECT_GT(r.rows[9].ratio, r.rows[1].ratio);
+  ASSERT_FALSE(progress.empty());
+  EXPECT_TRUE(std::is_sorted(progress.begin(), progress.end()));
+  EXPECT_DOUBLE_EQ(progress.back(), 1.0);
+
+  // The report files.
+  const fs::path dir = temp_dir("profile");
+  const auto paths = write_profile_files(r, dir.string());
+  ASSERT_EQ(paths.size(), 4u);
+  for (const auto& p : paths) EXPECT_TRUE(fs::exists(p)) << p;
+  const std::string csv = slurp(dir / "profile.csv");
+  EXPECT_EQ(count_lines(csv), r.rows.size() + 1);
+  EXPECT_EQ(csv.rfind("context,policy,budget,", 0), 0u);
+  EXPECT_NE(csv.find("\n400,snapkv,64,1,1,"), std::string::npos) << csv;
+
+  const JValue j = parse_json(slurp(dir / "profile.json"));
+  EXPECT_EQ(j["model"].str(), r.model);
+  EXPECT_EQ(j["gen"].num(), 16);
+  ASSERT_EQ(j["rows"].size(), r.rows.size());
+  for (size_t k = 0; k < r.rows.size(); ++k) {
+    EXPECT_EQ(j["rows"][k]["policy"].str(), r.rows[k].policy);
+    EXPECT_EQ(j["rows"][k]["kv_bytes"].num(), double(r.rows[k].kv_bytes));
+    EXPECT_EQ(j["rows"][k]["top1"].is_null(), std::isnan(r.rows[k].top1));
+  }
+
+  const std::string svg = slurp(dir / "profile.svg");
+  EXPECT_EQ(svg.rfind("<svg", 0), 0u);
+  expect_well_formed_xml(svg);
+  for (const auto& p : r.policies) EXPECT_NE(svg.find(">" + p + "<"), std::string::npos) << p << " in the legend";
+  for (const char* t : {"KV cache", "Peak device memory", "Decode speed", "top-1", "tokens/s", "KiB"})
+    EXPECT_NE(svg.find(t), std::string::npos) << t;
+
+  const std::string html = slurp(dir / "profile.html");
+  EXPECT_EQ(html.rfind("<!DOCTYPE html>", 0), 0u);
+  EXPECT_NE(html.find("<svg"), std::string::npos);
+  EXPECT_NE(html.find("<table>"), std::string::npos);
+  EXPECT_NE(html.find("</html>"), std::string::npos);
+
+  const std::string table = profile_table(r);
+  EXPECT_EQ(count_lines(table), 3 + 2 + r.rows.size()) << table;  // 2 header lines, blank, head, rule, rows
+  fs::remove_all(dir);
+}
+
+TEST_F(ProfileEngine, BudgetCoveringThePromptIsExact) {
+  ProfileOptions o;
+  o.contexts = {40};
+  o.specs = {spec(KvPolicy::SnapKV, 64, 8), spec(KvPolicy::StreamingLLM, 64, 8)};
+  o.gen = 8;
+  const ProfileReport r = run_profile(stories(), o);
+  ASSERT_EQ(r.rows.size(), 3u);
+  for (size_t k = 1; k < 3; ++k) {
+    const ProfileRow& x = r.rows[k];
+    SCOPED_TRACE(x.policy);
+    ASSERT_TRUE(x.ran) << x.error;
+    EXPECT_EQ(x.kv_bytes, x.full_kv_bytes);
+    EXPECT_DOUBLE_EQ(x.ratio, 1.0);
+    EXPECT_EQ(x.steps, 8u);
+    EXPECT_DOUBLE_EQ(x.top1, 1.0);
+    EXPECT_LT(x.kl_mean, 1e-4);
+  }
+}
+
+TEST_F(ProfileEngine, FullThatDoesNotFitStillRunsThePolicies) {
+  const Model& m = stories();
+  ProfileOptions o;
+  o.contexts = {400};
+  o.specs = {spec(KvPolicy::SnapKV, 64, 8), spec(KvPolicy::StreamingLLM, 64, 8)};
+  o.gen = 8;
+  o.kv_type = KvType::F32;  // the cache outweighs the activations: full and compressed peaks far apart
+  o.n_batch = 16;
+  auto peak_of = [&](const KvPolicyOptions& kv) {
+    MemoryQuery q;
+    q.prompt_len = 400, q.n_ctx = 408, q.n_batch = 16, q.kv_type = KvType::F32, q.kv = kv;
+    q.decode_chunk = m.attention().decode_chunk;
+    return estimate_memory(m.config(), 0, q).peak;
+  };
+  const uint64_t full = peak_of(KvPolicyOptions{});
+  const uint64_t snap = std::max(peak_of(o.specs[0].kv), peak_of(o.specs[1].kv));
+  ASSERT_LT(snap + 64 * 1024, full) << "the test needs room between the two peaks";
+  MemoryTracker& mem = ctx().memory();
+  const uint64_t old_budget = mem.budget();
+  mem.set_budget(mem.current() + (full + snap) / 2);
+  ProfileReport r;
+  try {
+    r = run_profile(m, o);
+  } catch (...) {
+    mem.set_budget(old_budget);
+    throw;
+  }
+  mem.set_budget(old_budget);
+  ASSERT_EQ(r.rows.size(), 3u);
+  const ProfileRow& f = r.rows[0];
+  EXPECT_EQ(f.policy, "full");
+  EXPECT_FALSE(f.ran);
+  EXPECT_FALSE(f.fits);
+  EXPECT_NE(f.error.find("budget"), std::string::npos) << f.error;
+  EXPECT_EQ(f.kv_bytes, f.full_kv_bytes) << "an estimate for the row that did not run";
+  EXPECT_NE(profile_table(r).find("does not fit"), std::string::npos);
+  for (size_t k = 1; k < 3; ++k) {
+    const ProfileRow& x = r.rows[k];
+    SCOPED_TRACE(x.policy);
+    ASSERT_TRUE(x.ran) << x.error;
+    EXPECT_GT(x.ratio, 1.0);
+    EXPECT_EQ(x.steps, 0u) << "no full run to compare with";
+    EXPECT_TRUE(std::isnan(x.top1));
+    EXPECT_TRUE(std::isnan(x.kl_mean));
+    EXPECT_LE(x.peak_bytes, (full + snap) / 2);
+  }
+  const JValue j = parse_json(profile_json(r));
+  EXPECT_FALSE(std::get<bool>(j["rows"][0]["fits"].v));
+  EXPECT_TRUE(j["rows"][1]["top1"].is_null());
+}
+
+TEST(ProfileDryRun, EqualsTheMemoryModel) {
+  const GgufFile f = GgufFile::open(model_path("stories260K.gguf"));
+  const ModelConfig c = ModelConfig::from_gguf(f);
+  const uint64_t weights = 1 << 20;
+  ProfileOptions o = stories_options();
+  o.contexts = {400, 128, 1024, 128};  // sorted and de-duplicated in the report
+  // A budget that the full cache at 1024 tokens does not meet, and everything else does.
+  MemoryQuery q;
+  q.prompt_len = 1024, q.n_ctx = 1024 + o.gen, q.n_batch = o.n_batch, q.kv_type = o.kv_type;
+  const uint64_t budget = weights + estimate_memory(c, 0, q).peak - 1;
+  const ProfileReport r = dry_run_profile(c, weights, budget, o);
+  EXPECT_TRUE(r.dry_run);
+  EXPECT_EQ(r.contexts, (std::vector<uint32_t>{128, 400, 1024}));
+  ASSERT_EQ(r.rows.size(), 3u * 4u);
+  size_t i = 0;
+  for (uint32_t L : r.contexts) {
+    for (size_t s = 0; s <= o.specs.size(); ++s) {
+      const ProfileRow& x = r.rows[i++];
+      q.prompt_len = L, q.n_ctx = L + o.gen;
+      q.kv = s == 0 ? KvPolicyOptions{} : o.specs[s - 1].kv;
+      const MemoryEstimate e = estimate_memory(c, 0, q);
+      SCOPED_TRACE(std::to_string(L) + " " + x.policy);
+      EXPECT_FALSE(x.ran);
+      EXPECT_EQ(x.kv_bytes, e.kv_cache);
+      EXPECT_EQ(x.full_kv_bytes, e.kv_full_equivalent);
+      EXPECT_EQ(x.est_peak_bytes, e.peak);
+      EXPECT_EQ(x.fits, weights + e.peak <= budget);
+      EXPECT_EQ(x.fits, !(L == 1024 && s == 0));
+    }
+  }
+  const std::string t = profile_table(r);
+  EXPECT_NE(t.find("does not fit"), std::string::npos) << t;
+  EXPECT_NO_THROW(parse_json(profile_json(r)));
+  expect_well_formed_xml(profile_svg(r));
+}
+
+TEST(ProfileReportTest, TokenCountsAndKl) {
+  EXPECT_EQ(parse_token_counts("512,1k,2K, 4096", "x"), (std::vector<uint32_t>{512, 1024, 2048, 4096}));
+  EXPECT_THROW(parse_token_counts("512,abc", "x"), Error);
+  EXPECT_THROW(parse_token_counts("0", "x"), Error);
+  EXPECT_THROW(parse_token_counts("1,,2", "x"), Error);
+  const std::vector<float> p = {0.0f, 0.0f}, q = {float(std::log(3.0)), 0.0f};
+  EXPECT_NEAR(kl_divergence(p, q), 0.5 * std::log(0.5 / 0.75) + 0.5 * std::log(0.5 / 0.25), 1e-6);
+  EXPECT_EQ(kl_divergence(q, q), 0.0);
+}
+
+TEST_F(ProfileEngine, PromptIsDeterministicText) {
+  const Model& m = stories();
+  const auto a = profile_prompt(m, 300), b = profile_prompt(m, 300);
+  ASSERT_EQ(a.size(), 300u);
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(a[0], m.tokenizer().bos());
+  EXPECT_NE(m.tokenizer().decode(a).find("Lily"), std::string::npos);
+  EXPECT_EQ(profile_prompt(m, 2).size(), 2u);
+}
+
+// ---- needle ----
+
+class NeedleTest : public VkTest {};
+
+TEST_F(NeedleTest, PromptPutsTheNeedleAtEachDepth) {
+  const Model& m = stories();
+  const Tokenizer& tok = m.tokenizer();
+  const uint32_t n_vocab = m.config().n_vocab;
+  const NeedlePrompt p0 = needle_prompt(tok, n_vocab, 256, 0, 1);
+  const NeedlePrompt p50 = needle_prompt(tok, n_vocab, 256, 50, 1);
+  const NeedlePrompt p100 = needle_prompt(tok, n_vocab, 256, 100, 1);
+  for (const NeedlePrompt* p : {&p0, &p50, &p100}) {
+    EXPECT_EQ(p->tokens.size(), 256u);
+    EXPECT_EQ(p->value.size(), 5u);
+    const std::string text = tok.decode(p->tokens);
+    EXPECT_NE(text.find("The secret number is " + p->value + "."), std::string::npos) << text;
+    EXPECT_NE(text.find("What is the secret number?"), std::string::npos);
+    EXPECT_EQ(tok.decode(std::vector<int32_t>(p->tokens.begin() + p->needle_pos, p->tokens.end())).rfind(" The secret", 0), 0u);
+  }
+  EXPECT_EQ(p0.needle_pos, 1u);  // right after BOS
+  EXPECT_GT(p50.needle_pos, 256u / 2 - 40);
+  EXPECT_LT(p50.needle_pos, 256u / 2 + 20);
+  EXPECT_GT(p100.needle_pos, p50.needle_pos);
+  const std::string tail = tok.decode(std::vector<int32_t>(p100.tokens.begin() + p100.needle_pos, p100.tokens.end()));
+  EXPECT_EQ(tail.find("What is"), tail.find('.') + 2) << "at 100% the question follows the needle: " << tail;
+  EXPECT_NE(p0.value, needle_prompt(tok, n_vocab, 512, 0, 1).value) << "each cell hides its own number";
+  EXPECT_THROW(needle_prompt(tok, n_vocab, 12, 50, 1), Error);
+}
+
+TEST_F(NeedleTest, GridOnStoriesWritesCsvAndSvg) {
+  NeedleOptions o;
+  o.contexts = {256, 128};
+  o.depths = {0, 50, 100};
+  o.specs = {ProfileSpec{"full", KvPolicyOptions{}}, spec(KvPolicy::SnapKV, 64, 8)};
+  const NeedleReport r = run_needle(stories(), o);
+  EXPECT_EQ(r.contexts, (std::vector<uint32_t>{128, 256}));
+  ASSERT_EQ(r.cells.size(), 2u * 2u * 3u);
+  for (const auto& c : r.cells) {
+    SCOPED_TRACE(c.policy + " " + std::to_string(c.context) + " " + std::to_string(c.depth));
+    EXPECT_TRUE(c.error.empty()) << c.error;
+    EXPECT_EQ(c.value.size(), 5u);
+    EXPECT_FALSE(c.generated.empty());
+    EXPECT_EQ(c.found, c.generated.find(c.value) != std::string::npos);
+    EXPECT_NE(r.cell(c.policy, c.context, c.depth), nullptr);
+  }
+  const std::string grid = needle_grid(r);
+  EXPECT_NE(grid.find("full: found"), std::string::npos) << grid;
+  EXPECT_NE(grid.find("snapkv: found"), std::string::npos) << grid;
+  EXPECT_NE(grid.find("trained for retrieval"), std::string::npos) << grid;
+
+  const fs::path dir = temp_dir("needle");
+  const auto paths = write_needle_files(r, dir.string());
+  for (const auto& p : paths) EXPECT_TRUE(fs::exists(p)) << p;
+  const std::string csv = slurp(dir / "needle.csv");
+  EXPECT_EQ(count_lines(csv), r.cells.size() + 1);
+  EXPECT_EQ(csv.rfind("policy,context,depth,", 0), 0u);
+  const std::string svg = slurp(dir / "needle.svg");
+  EXPECT_EQ(svg.rfind("<svg", 0), 0u);
+  expect_well_formed_xml(svg);
+  EXPECT_NE(svg.find(">full ("), std::string::npos);
+  EXPECT_NE(svg.find(">snapkv ("), std::string::npos);
+  const JValue j = parse_json(slurp(dir / "needle.json"));
+  EXPECT_EQ(j["cells"].size(), r.cells.size());
+  fs::remove_all(dir);
+}
+
+// ---- the CLI: --json prints exactly one JSON object ----
+
+struct CliRun {
+  int code = -1;
+  std::string out, err;
+};
+
+CliRun run_cli(const std::vector<std::string>& args, int timeout_s = 60) {
+  const fs::path exe = fs::canonical("/proc/self/exe").parent_path().parent_path() / "snapvk";
+  const fs::path dir = temp_dir("profile-cli-io");
+  fs::create_directories(dir);
+  const std::string out = (dir / "out").string(), err = (dir / "err").string();
+  std::vector<std::string> all = {exe.string()};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, all[0].c_str(), &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  CliRun r;
+  if (rc != 0) {
+    r.err = "cannot start " + all[0];
+    return r;
+  }
+  int status = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill(pid, SIGKILL);  // our own child, by its pid
+      waitpid(pid, &status, 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = slurp(out), r.err = slurp(err);
+  fs::remove_all(dir);
+  return r;
+}
+
+TEST(ProfileCli, JsonIsExactlyOneObjectAndFilesAreWritten) {
+  const fs::path dir = temp_dir("profile-cli");
+  const CliRun r = run_cli({"profile", "-m", model_path("stories260K.gguf"), "--contexts", "64,100", "--kv-budget", "48",
+                            "--kv-window", "8", "--kv-policy", "snapkv,h2o", "--gen", "4", "--json", "--out", dir.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  JValue j;
+  ASSERT_NO_THROW(j = parse_json(r.out)) << r.out;
+  EXPECT_EQ(j["rows"].size(), 6u);
+  EXPECT_EQ(j["policies"][2].str(), "h2o");
+  for (const char* f : {"profile.csv", "profile.json", "profile.svg", "profile.html"}) EXPECT_TRUE(fs::exists(dir / f)) << f;
+  fs::remove_all(dir);
+}
+
+TEST(ProfileCli, DryRunMarksWhatDoesNotFit) {
+  const fs::path dir = temp_dir("profile-dry");
+  const CliRun r = run_cli({"profile", "--synthetic", "8b-attn", "--contexts", "8k,32k,128k", "--kv-budget", "1024",
+                            "--dry-run", "--max-device-memory", "24G", "--out", dir.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("128K     full"), std::string::npos) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n') > 12, true);
+  size_t nofit = 0;
+  for (size_t p = 0; (p = r.out.find("does not fit", p)) != std::string::npos; ++p) ++nofit;
+  EXPECT_EQ(nofit, 1u) << "only the full cache at 128K exceeds 24 GiB:\n" << r.out;
+  const CliRun bad = run_cli({"profile", "--synthetic", "nope", "--dry-run", "--out", dir.string()});
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.err.find("unknown --synthetic 'nope'"), std::string::npos) << bad.err;
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace snapvk::test
