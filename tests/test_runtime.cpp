@@ -84,8 +84,9 @@ TEST_F(Runtime, DispatchChecksBindingsAndPushConstants) {
   // Range past the end of a buffer.
   EXPECT_THROW(cs.dispatch(k().add, {a, b, BufferRange(c, 0, 1024)}, BinaryPush{4, 4}, 1), Error);
   // Offset that breaks the device's storage-buffer alignment (when it has one above 1).
-  if (ctx().info().min_storage_buffer_offset_alignment > 1)
+  if (ctx().info().min_storage_buffer_offset_alignment > 1) {
     EXPECT_THROW(cs.dispatch(k().add, {a, b, BufferRange(c, 1, 64)}, BinaryPush{4, 4}, 1), Error);
+  }
   // Grid beyond the device limit.
   EXPECT_THROW(cs.dispatch(k().add, {a, b, c}, BinaryPush{4, 4}, ctx().info().max_workgroup_count[0] + 1u), Error);
   cs.dispatch(k().add, {a, b, c}, BinaryPush{4, 4}, 1);
