@@ -108,7 +108,6 @@ Model::Model(Kernels& kernels, const std::string& path) : k_(kernels), file_(Ggu
   tok_ = std::make_unique<Tokenizer>(vocab_from_gguf(file_));
   const ModelConfig& c = cfg_;
   Context& ctx = k_.ctx;
-  const uint64_t before = ctx.memory().current();
 
   auto matrix = [&](const std::string& name, uint64_t cols, uint64_t rows) {
     const GgufTensor& t = file_.require_tensor(name, {cols, rows});
@@ -141,7 +140,13 @@ Model::Model(Kernels& kernels, const std::string& path) : k_(kernels), file_(Ggu
     L.w_up = matrix(p + "ffn_up.weight", c.n_embd, c.n_ff);
     L.w_down = matrix(p + "ffn_down.weight", c.n_ff, c.n_embd);
   }
-  w_.bytes = ctx.memory().current() - before;
+  // Summed per tensor: the device-wide counter would also count other threads' allocations.
+  auto add = [&](const DeviceTensor& t) { w_.bytes += t ? t.buf.size() : 0; };
+  add(w_.tok_embd), add(w_.output_norm), add(w_.output), add(w_.rope_freqs);
+  for (const LayerWeights& L : w_.layers)
+    for (const DeviceTensor* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.bq, &L.bk, &L.bv, &L.wo, &L.ffn_norm, &L.w_gate,
+                                  &L.w_up, &L.w_down})
+      add(*t);
   attn_ = AttentionKernels(ctx, k_.tuning, c.head_dim, c.group());
   spdlog::info("model {}: {} ({}), {} layers, dim {}, heads {}/{}, head_dim {}, ffn {}, vocab {}, weights {:.1f} MiB",
                path, c.name.empty() ? c.arch_name : c.name, type_name(c.weight_type), c.n_layer, c.n_embd, c.n_head,

@@ -71,7 +71,7 @@ struct ModelWeights {
   DeviceTensor rope_freqs;           // [n_rot / 2] f32, Llama 3 only
   std::vector<LayerWeights> layers;
   const DeviceTensor& lm_head() const { return output ? output : tok_embd; }
-  uint64_t bytes = 0;                // device bytes of all weights
+  uint64_t bytes = 0;                // bytes of all weight tensors on the device
 };
 
 class Model {

@@ -125,9 +125,9 @@ std::span<const float> Session::prefill(std::span<const int32_t> tokens) {
     if (t < 0 || t >= n_vocab)
       throw Error("token id " + std::to_string(t) + " is outside the vocabulary (0.." + std::to_string(n_vocab - 1) + ")");
   const auto t0 = std::chrono::steady_clock::now();
-  cancel_requested_.store(false);
   const uint32_t n_past_before = n_past_;
   try {
+  if (cancel_requested_.exchange(false)) throw Cancelled();  // a cancel sent before this call stops it
   if (n_past_ == 0 && opts_.kv.compresses()) {
     const ModelConfig& c = model_.config();
     check_budget(model_, opts_, uint32_t(tokens.size()),
@@ -142,8 +142,9 @@ std::span<const float> Session::prefill(std::span<const int32_t> tokens) {
     }
     if (tokens.size() > 1) progress(total, total);
   }
-  } catch (const Cancelled&) {
-    // Rows written past the old position are never read: the session is as it was.
+  } catch (...) {
+    // Cancelled or failed part-way: rows written past the old position are never read, so the
+    // session is as it was (a compressed first prompt is dropped whole).
     n_past_ = n_past_before;
     if (n_past_before == 0 && opts_.kv.compresses()) reset();
     throw;
@@ -165,7 +166,7 @@ KvStats Session::kv_stats() const {
   KvStats s = last_;
   const uint64_t row = kv_row_bytes(cache_.type, c.head_dim);
   s.full_bytes = kv_bytes_for(c, cache_.type, n_past_);
-  const uint32_t appended = n_past_ - cache_.prompt_len;
+  const uint32_t appended = n_past_ > cache_.prompt_len ? n_past_ - cache_.prompt_len : 0;  // 0 during a first prefill
   uint64_t rows = 0;
   for (const auto& L : cache_.layers)
     for (uint32_t b : L.base) rows += b + appended;

@@ -86,7 +86,8 @@ class Session {
   std::span<const float> decode(int32_t token);
   // Forgets every token; the next prefill starts a new prompt (and is compressed again).
   void reset();
-  // Asks a running prefill (on another thread) to stop at its next batch; it throws Cancelled.
+  // Asks a running prefill (on another thread) to stop at its next batch, or the next call to
+  // start if none is running; that call throws Cancelled.
   void cancel() { cancel_requested_.store(true); }
 
   uint32_t n_past() const { return n_past_; }

@@ -1,0 +1,859 @@
+// The C API (include/snapvk/snapvk.h) over the host/ and runtime/ C++ code. Every entry point
+// is noexcept: argument checks and C++ exceptions become a snapvk_status and a per-thread
+// message (snapvk_last_error). Handles hold shared pointers, so a session keeps its model and
+// a model its device alive whatever order the caller frees them in.
+#include "include/snapvk/snapvk.h"
+
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <cctype>
+#include <cerrno>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "host/kv_policy.h"
+#include "host/model.h"
+#include "host/sampler.h"
+#include "host/session.h"
+#include "runtime/context.h"
+#include "runtime/error.h"
+
+namespace {
+
+using namespace snapvk;
+
+// ---- errors ---------------------------------------------------------------------------------
+
+thread_local std::string t_last_error;
+
+// An error with its status decided where it is thrown (argument checks).
+struct ApiError : std::runtime_error {
+  ApiError(snapvk_status s, const std::string& msg) : std::runtime_error(msg), status(s) {}
+  snapvk_status status;
+};
+
+[[noreturn]] void invalid(const std::string& msg) { throw ApiError(SNAPVK_INVALID_ARGUMENT, msg); }
+
+bool contains(const std::string& s, const char* what) { return s.find(what) != std::string::npos; }
+
+// A snapvk::Error's status from its message; `fallback` is what the failing call usually means
+// (a bad model for snapvk_model_load, a bad argument for a session call).
+snapvk_status classify(const std::string& m, snapvk_status fallback) {
+  if (contains(m, "memory budget") || contains(m, "out of device memory") || contains(m, "OUT_OF_DEVICE_MEMORY") ||
+      contains(m, "OUT_OF_HOST_MEMORY") || contains(m, "OUT_OF_POOL_MEMORY"))
+    return SNAPVK_OUT_OF_MEMORY;
+  if (contains(m, "device lost") || contains(m, "DEVICE_LOST") || contains(m, "did not finish within") ||
+      contains(m, "VK_ERROR_") || contains(m, "Vulkan device") || contains(m, "Vulkan driver") ||
+      contains(m, "VK_LAYER_KHRONOS_validation") || contains(m, "validation requested") ||
+      contains(m, "device index") || contains(m, "snapvk needs 1.2") || contains(m, "subgroup arithmetic") ||
+      contains(m, "has no compute queue") || contains(m, "no suitable memory type"))
+    return SNAPVK_DEVICE;
+  // SNAPVK_ASSERT: "<message> (<condition>, <file>:<line>)": an invariant of ours broke.
+  if (!m.empty() && m.back() == ')' && (contains(m, ".cpp:") || contains(m, ".h:"))) return SNAPVK_INTERNAL;
+  return fallback;
+}
+
+// The host code speaks of CLI options ("--kv-budget", "raise -c"): name the API's fields instead.
+std::string api_words(std::string m) {
+  for (size_t p = m.find("--kv-"); p != std::string::npos; p = m.find("--kv-", p)) {
+    m.replace(p, 5, "kv_");
+    for (size_t i = p + 3; i < m.size() && (std::isalnum(static_cast<unsigned char>(m[i])) || m[i] == '-'); ++i)
+      if (m[i] == '-') m[i] = '_';
+  }
+  for (size_t p = m.find("raise -c"); p != std::string::npos; p = m.find("raise -c", p)) m.replace(p, 8, "raise n_ctx");
+  return m;
+}
+
+snapvk_status fail(const char* fn, snapvk_status s, const char* msg) noexcept {
+  try {
+    t_last_error = std::string(fn) + ": " + msg;
+  } catch (...) {
+    t_last_error.clear();  // out of host memory: the status alone must do
+  }
+  return s;
+}
+
+void ensure_logging();
+
+template <class F>
+snapvk_status guarded(const char* fn, snapvk_status fallback, F&& f) noexcept {
+  t_last_error.clear();
+  try {
+    ensure_logging();
+    return f();
+  } catch (const Cancelled&) {
+    return fail(fn, SNAPVK_CANCELLED, "cancelled");
+  } catch (const ApiError& e) {
+    return fail(fn, e.status, e.what());
+  } catch (const Error& e) {
+    const std::string m = api_words(e.what());
+    return fail(fn, classify(m, fallback), m.c_str());
+  } catch (const std::bad_alloc&) {
+    return fail(fn, SNAPVK_OUT_OF_MEMORY, "out of host memory");
+  } catch (const std::exception& e) {
+    return fail(fn, SNAPVK_INTERNAL, e.what());
+  } catch (...) {
+    return fail(fn, SNAPVK_INTERNAL, "unknown exception (a callback must not throw)");
+  }
+}
+
+// ---- versioned structs ------------------------------------------------------------------------
+
+constexpr uint32_t kMaxStructSize = 1u << 16;
+
+// The caller's struct as this library knows it: zero beyond what the caller's version has.
+template <class T>
+T read_struct(const T* in, const char* what) {
+  T out{};
+  if (!in) return out;
+  if (in->struct_size == 0 || in->struct_size > kMaxStructSize)
+    invalid(std::string(what) + ".struct_size is " + std::to_string(in->struct_size) + ": set it to sizeof(" + what + ")");
+  std::memcpy(&out, in, std::min<size_t>(in->struct_size, sizeof(T)));
+  return out;
+}
+
+template <class T>
+void check_out_struct(const T* out, const char* what) {
+  if (!out) invalid(std::string(what) + " is NULL");
+  if (out->struct_size == 0 || out->struct_size > kMaxStructSize)
+    invalid(std::string(what) + "->struct_size is " + std::to_string(out->struct_size) + ": set it to sizeof(*" +
+            what + ")");
+}
+
+// Writes as much of `value` as the caller's struct holds, keeping its struct_size.
+template <class T>
+void write_struct(T* out, T value) {
+  value.struct_size = out->struct_size;
+  std::memcpy(out, &value, std::min<size_t>(out->struct_size, sizeof(T)));
+}
+
+template <size_t N>
+void copy_str(char (&dst)[N], const std::string& s) {
+  const size_t n = std::min(s.size(), N - 1);
+  std::memcpy(dst, s.data(), n);
+  dst[n] = 0;
+}
+
+// ---- logging ---------------------------------------------------------------------------------
+
+std::mutex g_log_mutex;
+snapvk_log_fn g_log_fn = nullptr;
+void* g_log_user = nullptr;
+std::once_flag g_log_once;
+
+int32_t to_api_level(spdlog::level::level_enum l) {
+  switch (l) {
+    case spdlog::level::trace: return SNAPVK_LOG_TRACE;
+    case spdlog::level::debug: return SNAPVK_LOG_DEBUG;
+    case spdlog::level::info: return SNAPVK_LOG_INFO;
+    case spdlog::level::warn: return SNAPVK_LOG_WARN;
+    default: return SNAPVK_LOG_ERROR;
+  }
+}
+
+// stderr, or the application's callback.
+class ApiSink final : public spdlog::sinks::base_sink<std::mutex> {
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t buf;
+    formatter_->format(msg, buf);
+    std::string line(buf.data(), buf.size());
+    while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.pop_back();
+    snapvk_log_fn fn;
+    void* user;
+    {
+      std::lock_guard<std::mutex> lock(g_log_mutex);
+      fn = g_log_fn, user = g_log_user;
+    }
+    if (fn) fn(to_api_level(msg.level), line.c_str(), user);
+    else std::fprintf(stderr, "%s\n", line.c_str());
+  }
+  void flush_() override { std::fflush(stderr); }
+};
+
+// The runtime logs through spdlog's default logger, whose stock version prints info lines to
+// stdout: an embedding application wants neither. Replace it unless the application set its own.
+void ensure_logging() {
+  std::call_once(g_log_once, [] {
+    auto current = spdlog::default_logger();
+    if (current && !current->name().empty()) return;
+    auto logger = std::make_shared<spdlog::logger>("snapvk", std::make_shared<ApiSink>());
+    logger->set_pattern("[snapvk %l] %v");
+    auto level = spdlog::level::warn;
+    if (const char* env = std::getenv("SNAPVK_LOG_LEVEL"); env && *env) {
+      auto parsed = spdlog::level::from_str(env);
+      if (parsed != spdlog::level::off || std::strcmp(env, "off") == 0) level = parsed;
+    }
+    logger->set_level(level);
+    spdlog::set_default_logger(logger);
+  });
+}
+
+// ---- handles ---------------------------------------------------------------------------------
+
+constexpr uint32_t kDeviceMagic = 0x56444b53, kModelMagic = 0x4d444b53, kSessionMagic = 0x53534b53;
+
+struct DeviceImpl {
+  explicit DeviceImpl(const ContextOptions& o) : ctx(o), kernels(ctx) {}
+  Context ctx;
+  Kernels kernels;
+};
+
+struct ModelImpl {
+  ModelImpl(std::shared_ptr<DeviceImpl> d, const std::string& path) : device(std::move(d)), model(device->kernels, path) {}
+  std::shared_ptr<DeviceImpl> device;  // destroyed after the model
+  Model model;
+};
+
+}  // namespace
+
+struct snapvk_device {
+  uint32_t magic = kDeviceMagic;
+  std::shared_ptr<DeviceImpl> impl;
+};
+
+struct snapvk_model {
+  uint32_t magic = kModelMagic;
+  std::shared_ptr<ModelImpl> impl;
+};
+
+struct snapvk_session {
+  enum Phase : int { Idle, Busy, InTokenCallback };
+  uint32_t magic = kSessionMagic;
+  std::shared_ptr<ModelImpl> model;  // destroyed after the session
+  std::unique_ptr<Session> session;
+  std::vector<float> logits;         // after the last token held (copied: a cancelled prefill may overwrite the session's)
+  bool have_logits = false;
+  std::vector<int32_t> history;      // every token held, for the repetition penalty
+  std::atomic<bool> cancel{false};
+  std::atomic<int> phase{Idle};
+  std::atomic<std::thread::id> owner{};
+  snapvk_progress_fn on_progress = nullptr;
+  void* progress_user = nullptr;
+};
+
+namespace {
+
+DeviceImpl& device_of(const snapvk_device* d, const char* what = "device") {
+  if (!d) invalid(std::string(what) + " is NULL");
+  if (d->magic != kDeviceMagic || !d->impl) invalid(std::string(what) + " is not a live snapvk_device handle");
+  return *d->impl;
+}
+
+ModelImpl& model_of(const snapvk_model* m) {
+  if (!m) invalid("model is NULL");
+  if (m->magic != kModelMagic || !m->impl) invalid("model is not a live snapvk_model handle");
+  return *m->impl;
+}
+
+void check_session(const snapvk_session* s) {
+  if (!s) invalid("session is NULL");
+  if (s->magic != kSessionMagic || !s->session) invalid("session is not a live snapvk_session handle");
+}
+
+// One thread at a time per session; read-only calls are also allowed from that thread's token
+// callback. Held for the length of a call.
+class SessionUse {
+ public:
+  enum Kind { Mutating, ReadOnly };
+  SessionUse(snapvk_session* s, Kind kind) : s_(s) {
+    check_session(s);
+    int expected = snapvk_session::Idle;
+    if (s->phase.compare_exchange_strong(expected, snapvk_session::Busy)) {
+      s->owner.store(std::this_thread::get_id());
+      owned_ = true;
+      return;
+    }
+    const bool same_thread = s->owner.load() == std::this_thread::get_id();
+    if (same_thread && kind == ReadOnly && expected == snapvk_session::InTokenCallback) return;
+    if (same_thread) invalid("the session is running a call on this thread: only snapvk_session_get_kv_stats, "
+                             "snapvk_session_get_logits and snapvk_session_cancel may be called from its token "
+                             "callback, only snapvk_session_cancel from its progress callback");
+    invalid("the session is in use by another thread (a session is used by one thread at a time)");
+  }
+  ~SessionUse() {
+    if (!owned_) return;
+    s_->owner.store(std::thread::id());
+    s_->phase.store(snapvk_session::Idle);
+  }
+  SessionUse(const SessionUse&) = delete;
+  SessionUse& operator=(const SessionUse&) = delete;
+
+ private:
+  snapvk_session* s_;
+  bool owned_ = false;
+};
+
+KvType to_kv_type(int32_t t) {
+  switch (t) {
+    case SNAPVK_KV_TYPE_F16: return KvType::F16;
+    case SNAPVK_KV_TYPE_F32: return KvType::F32;
+    case SNAPVK_KV_TYPE_Q8_0: return KvType::Q8_0;
+  }
+  invalid("kv_type " + std::to_string(t) + " is not a snapvk_kv_type (0 f16, 1 f32, 2 q8_0)");
+}
+
+int32_t from_kv_type(KvType t) {
+  switch (t) {
+    case KvType::F16: return SNAPVK_KV_TYPE_F16;
+    case KvType::F32: return SNAPVK_KV_TYPE_F32;
+    case KvType::Q8_0: return SNAPVK_KV_TYPE_Q8_0;
+  }
+  return -1;
+}
+
+constexpr KvPolicy kPolicies[] = {KvPolicy::Full, KvPolicy::SnapKV, KvPolicy::PyramidKV,
+                                  KvPolicy::StreamingLLM, KvPolicy::H2O, KvPolicy::AdaKV};
+
+int32_t from_policy(KvPolicy p) {
+  for (int32_t i = 0; i < 6; ++i)
+    if (kPolicies[i] == p) return i;
+  return -1;
+}
+
+SessionOptions to_session_options(const snapvk_session_options& o) {
+  SessionOptions so;
+  so.n_ctx = o.n_ctx;
+  so.n_batch = o.n_batch ? o.n_batch : 256;
+  so.kv_type = to_kv_type(o.kv_type);
+  KvPolicyOptions& kv = so.kv;
+  if (o.kv_policy_name) {
+    auto p = parse_kv_policy(o.kv_policy_name);
+    if (!p)
+      invalid(std::string("kv_policy_name '") + o.kv_policy_name +
+              "' is not a KV policy (full, snapkv, pyramidkv, streamingllm, h2o, adakv)");
+    kv.policy = *p;
+  } else {
+    if (o.kv_policy < 0 || o.kv_policy > 5)
+      invalid("kv_policy " + std::to_string(o.kv_policy) + " is not a snapvk_kv_policy (0..5)");
+    kv.policy = kPolicies[o.kv_policy];
+  }
+  if (std::isnan(o.kv_ratio) || o.kv_ratio < 0.0f || o.kv_ratio > 1.0f)
+    invalid("kv_ratio must be in (0, 1], or 0 to use kv_budget");
+  if (kv.policy == KvPolicy::Full && (o.kv_budget || o.kv_ratio > 0.0f))
+    invalid("kv_budget/kv_ratio need a compressing kv_policy (snapkv, pyramidkv, streamingllm, h2o, adakv)");
+  if (o.kv_pool != SNAPVK_KV_POOL_MAX && o.kv_pool != SNAPVK_KV_POOL_AVG)
+    invalid("kv_pool " + std::to_string(o.kv_pool) + " is not a snapvk_kv_pool (0 max, 1 avg)");
+  if (o.kv_gqa < 0 || o.kv_gqa > 2)
+    invalid("kv_gqa " + std::to_string(o.kv_gqa) + " is not a snapvk_kv_gqa (0 mean, 1 max, 2 sum)");
+  kv.budget = o.kv_budget;
+  kv.ratio = o.kv_ratio;
+  kv.window = o.kv_window ? o.kv_window : 32;
+  kv.kernel = o.kv_kernel ? o.kv_kernel : 7;
+  kv.avg_pool = o.kv_pool == SNAPVK_KV_POOL_AVG;
+  kv.gqa = o.kv_gqa == SNAPVK_KV_GQA_MAX ? GqaAgg::Max : o.kv_gqa == SNAPVK_KV_GQA_SUM ? GqaAgg::Sum : GqaAgg::Mean;
+  try {
+    kv.validate();
+  } catch (const Error& e) {
+    invalid(api_words(e.what()));
+  }
+  return so;
+}
+
+SamplerParams to_sampler_params(const snapvk_sampling_params& p) {
+  if (std::isnan(p.temperature) || std::isnan(p.top_p) || std::isnan(p.min_p) || std::isnan(p.repeat_penalty))
+    invalid("sampling parameters must be numbers (not NaN)");
+  if (p.top_p < 0.0f) invalid("top_p must be >= 0 (0 or >= 1: off)");
+  if (p.repeat_penalty < 0.0f) invalid("repeat_penalty must be >= 0 (0 or 1: off)");
+  if (p.repeat_last_n < 0) invalid("repeat_last_n must be >= 0 (0: 64)");
+  SamplerParams sp;
+  sp.temp = p.temperature > 0.0f ? p.temperature : 0.0f;
+  sp.top_k = p.top_k;
+  sp.top_p = p.top_p > 0.0f && p.top_p < 1.0f ? p.top_p : 1.0f;
+  sp.min_p = p.min_p > 0.0f ? p.min_p : 0.0f;
+  sp.repeat_penalty = p.repeat_penalty > 0.0f ? p.repeat_penalty : 1.0f;
+  sp.repeat_last_n = p.repeat_last_n ? p.repeat_last_n : 64;
+  sp.seed = p.seed == SNAPVK_SEED_RANDOM ? (uint64_t(std::random_device{}()) << 32 | std::random_device{}()) : p.seed;
+  return sp;
+}
+
+// Takes a cancel request, if any, and stops the call.
+void take_cancel(snapvk_session* s) {
+  if (s->cancel.exchange(false)) throw Cancelled();
+}
+
+void prefill(snapvk_session* s, std::span<const int32_t> tokens) {
+  if (tokens.empty()) invalid("nothing to prefill (no tokens)");
+  Session& session = *s->session;
+  const uint32_t before = session.n_past();
+  try {
+    take_cancel(s);
+    std::span<const float> logits = session.prefill(tokens);
+    s->logits.assign(logits.begin(), logits.end());
+  } catch (const Cancelled&) {
+    s->cancel.store(false);  // the session is as before the call
+    throw;
+  } catch (const Error& e) {
+    s->cancel.store(false);
+    // Session::prefill restores itself only when cancelled: a failure half-way (device, memory)
+    // may leave part of the prompt in the cache. Start over rather than continue from that.
+    const bool partial = session.n_past() != before;
+    if (partial || (before == 0 && session.options().kv.compresses())) {
+      session.reset();
+      s->history.clear();
+      s->have_logits = false;
+    }
+    if (partial) throw Error(std::string(e.what()) + " (the session held part of the prompt and was reset)");
+    throw;
+  }
+  s->cancel.store(false);  // a request that came too late for this call is dropped with it
+  s->have_logits = true;
+  s->history.insert(s->history.end(), tokens.begin(), tokens.end());
+}
+
+}  // namespace
+
+// ---- status, version, logging -------------------------------------------------------------------
+
+extern "C" {
+
+SNAPVK_API const char* snapvk_last_error(void) { return t_last_error.c_str(); }
+
+SNAPVK_API const char* snapvk_status_name(snapvk_status status) {
+  switch (status) {
+    case SNAPVK_OK: return "SNAPVK_OK";
+    case SNAPVK_INVALID_ARGUMENT: return "SNAPVK_INVALID_ARGUMENT";
+    case SNAPVK_IO: return "SNAPVK_IO";
+    case SNAPVK_BAD_MODEL: return "SNAPVK_BAD_MODEL";
+    case SNAPVK_OUT_OF_MEMORY: return "SNAPVK_OUT_OF_MEMORY";
+    case SNAPVK_DEVICE: return "SNAPVK_DEVICE";
+    case SNAPVK_CANCELLED: return "SNAPVK_CANCELLED";
+    case SNAPVK_INTERNAL: return "SNAPVK_INTERNAL";
+    case SNAPVK_BUFFER_TOO_SMALL: return "SNAPVK_BUFFER_TOO_SMALL";
+  }
+  return "SNAPVK_UNKNOWN";
+}
+
+SNAPVK_API uint32_t snapvk_abi_version(void) { return SNAPVK_ABI_VERSION; }
+
+SNAPVK_API const char* snapvk_version_string(void) { return SNAPVK_VERSION; }
+
+SNAPVK_API snapvk_status snapvk_set_log_level(int32_t level) {
+  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+    spdlog::level::level_enum l;
+    switch (level) {
+      case SNAPVK_LOG_TRACE: l = spdlog::level::trace; break;
+      case SNAPVK_LOG_DEBUG: l = spdlog::level::debug; break;
+      case SNAPVK_LOG_INFO: l = spdlog::level::info; break;
+      case SNAPVK_LOG_WARN: l = spdlog::level::warn; break;
+      case SNAPVK_LOG_ERROR: l = spdlog::level::err; break;
+      case SNAPVK_LOG_OFF: l = spdlog::level::off; break;
+      default: invalid("level " + std::to_string(level) + " is not a snapvk_log_level");
+    }
+    spdlog::default_logger()->set_level(l);
+    return SNAPVK_OK;
+  });
+}
+
+SNAPVK_API snapvk_status snapvk_set_log_callback(snapvk_log_fn fn, void* user_data) {
+  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+    std::lock_guard<std::mutex> lock(g_log_mutex);
+    g_log_fn = fn;
+    g_log_user = fn ? user_data : nullptr;
+    return SNAPVK_OK;
+  });
+}
+
+// ---- devices ---------------------------------------------------------------------------------
+
+static void fill_device_info(const DeviceInfo& d, snapvk_device_info* out) {
+  snapvk_device_info info{};
+  info.index = d.index;
+  info.type = int32_t(d.type);
+  info.api_version = d.api_version;
+  info.device_local_bytes = d.device_local_bytes();
+  info.subgroup_size = d.subgroup_size;
+  info.fp16 = d.fp16;
+  info.int8 = d.int8;
+  info.unified_memory = d.unified_memory;
+  copy_str(info.name, d.name);
+  copy_str(info.driver, d.driver);
+  write_struct(out, info);
+}
+
+SNAPVK_API snapvk_status snapvk_device_count(uint32_t* count) {
+  return guarded(__func__, SNAPVK_DEVICE, [&] {
+    if (!count) invalid("count is NULL");
+    *count = 0;
+    *count = uint32_t(Context::list_devices().size());
+    return SNAPVK_OK;
+  });
+}
+
+SNAPVK_API snapvk_status snapvk_device_describe(uint32_t index, snapvk_device_info* info) {
+  return guarded(__func__, SNAPVK_DEVICE, [&] {
+    check_out_struct(info, "info");
+    const auto devices = Context::list_devices();
+    if (index >= devices.size())
+      invalid("device index " + std::to_string(index) + " is out of range: " + std::to_string(devices.size()) +
+              " device(s)");
+    fill_device_info(devices[index], info);
+    return SNAPVK_OK;
+  });
+}
+
+SNAPVK_API snapvk_status snapvk_device_create(const snapvk_device_options* options, snapvk_device** out) {
+  return guarded(__func__, SNAPVK_DEVICE, [&] {
+    if (!out) invalid("out is NULL");
+    *out = nullptr;
+    const snapvk_device_options o = read_struct(options, "snapvk_device_options");
+    ContextOptions co;
+    co.validation = o.validation != 0;
+    if (o.device) co.device = o.device;
+    co.memory_budget = o.max_device_memory;
+    auto handle = std::make_unique<snapvk_device>();
+    handle->impl = std::make_shared<DeviceImpl>(co);
+    *out = handle.release();
+    return SNAPVK_OK;
+  });
+}
+
+SNAPVK_API void snapvk_device_free(snapvk_device* device) {
+  if (!device || device->magic != kDeviceMagic) return;
+  device->magic = 0;
+  try {
+    delete device;  // the device itself goes with its last model or session
+  } catch (...) {
+  }
+}
+
+SNAPVK_API snapvk_status snapvk_device_get_info(const snapvk_device* device, snapvk_device_info* info) {
+  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+    DeviceImpl& d = device_of(device);
+    check_out_struct(info, "info");
+    fill_device_info(d.ctx.info(), info);
+    return SNAPVK_OK;
+  });
+}
+
+SNAPVK_API snapvk_status snapvk_device_get_memory(const snapvk_device* device, snapvk_device_memory* memory) {
+  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+    DeviceImpl& d = device_of(device);
+    check_out_struct(memory, "memory");
+    snapvk_device_memory m{};
+    m.in_use_bytes = d.ctx.memory().current();
+    m.peak_bytes = d.ctx.memory().peak();
+    m.budget_bytes = d.ctx.memory().budget();
+    m.validation_errors = d.ctx.validation_errors();
+    write_struct(memory, m);
+    return SNAPVK_OK;
+  });
+}
+
+// ---- models ----------------------------------------------------------------------------------
+
+SNAPVK_API snapvk_status snapvk_model_load(snapvk_device* device, const char* path, const snapvk_model_options* options,
+                                           snapvk_model** out) {
+  return guarded(__func__, SNAPVK_BAD_MODEL, [&]() -> snapvk_status {
+    if (!out) invalid("out is NULL");
+    *out = nullptr;
+    DeviceImpl& d = device_of(device);
+    (void)d;
+    if (!path) invalid("path is NULL");
+    if (!*path) invalid("path is empty");
+    const snapvk_model_options o = read_struct(options, "snapvk_model_options");
+    if (o.flags) invalid("snapvk_model_options.flags must be 0");
+    // Problems with the file itself are IO errors; what is in it, BAD_MODEL.
+    std::error_code ec;
+    const auto st = std::filesystem::status(path, ec);
+    if (ec || !std::filesystem::exists(st)) throw ApiError(SNAPVK_IO, std::string(path) + ": no such file");
+    if (std::filesystem::is_directory(st)) throw ApiError(SNAPVK_IO, std::string(path) + ": is a directory");
+    if (std::FILE* f = std::fopen(path, "rb")) std::fclose(f);
+    else throw ApiError(SNAPVK_IO, std::string(path) + ": cannot open: " + std::strerror(errno));
+    try {
+      auto handle = std::make_unique<snapvk_model>();
+      handle->impl = std::make_shared<ModelImpl>(device->impl, path);
+      *out = handle.release();
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      if (contains(m, ": cannot open") || contains(m, ": cannot stat") || contains(m, ": cannot map") ||
+          contains(m, ": not a regular file"))
+        throw ApiError(SNAPVK_IO, m);
+      throw;
+    }
+    return SNAPVK_OK;
+  });
+}
+
+SNAPVK_API void snapvk_model_free(snapvk_model* model) {
+  if (!model || model->magic != kModelMagic) return;
+  model->magic = 0;
+  try {
+    delete model;
+  } catch (...) {
+  }
+}
+
+SNAPVK_API snapvk_status snapvk_model_get_info(const snapvk_model* model, snapvk_model_info* info) {
+  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+    const Model& m = model_of(model).model;
+    check_out_struct(info, "info");
+    const ModelConfig& c = m.config();
+    snapvk_model_info i{};
+    i.n_vocab = c.n_vocab;
+    i.n_ctx_train = c.n_ctx_train;
+    i.n_embd = c.n_embd;
+    i.n_layer = c.n_layer;
+    i.n_head = c.n_head;
+    i.n_head_kv = c.n_head_kv;
+    i.head_dim = c.head_dim;
+    i.n_ff = c.n_ff;
+    i.bos = m.tokenizer().bos();
+    i.eos = m.tokenizer().eos();
+    i.weight_bytes = m.weights().bytes;
+    copy_str(i.arch, c.arch_name);
+    copy_str(i.name, c.name);
+    write_struct(info, i);
+    return SNAPVK_OK;
+  });
+}
+
+SNAPVK_API snapvk_status snapvk_tokenize(const snapvk_model* model, const char* text, uint32_t flags, int32_t* tokens,
+                                         size_t capacity, size_t* n_tokens) {
+  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+    const Model& m = model_of(model).model;
+    if (!text) invalid("text is NULL");
+    if (!n_tokens) invalid("n_tokens is NULL");
+    if (!tokens && capacity) invalid("tokens is NULL but capacity is " + std::to_string(capacity));
+    if (flags & ~(SNAPVK_TOKENIZE_ADD_SPECIAL | SNAPVK_TOKENIZE_PARSE_SPECIAL))
+      invalid("unknown flags " + std::to_string(flags));
+    const auto ids = m.tokenizer().encode(text, flags & SNAPVK_TOKENIZE_ADD_SPECIAL, flags & SNAPVK_TOKENIZE_PARSE_SPECIAL);
+    *n_tokens = ids.size();
+    if (!tokens) return SNAPVK_OK;
+    if (capacity < ids.size())
+      throw ApiError(SNAPVK_BUFFER_TOO_SMALL, std::to_string(ids.size()) + " tokens do not fit a buffer of " +
+                                                  std::to_string(capacity));
+    std::copy(ids.begin(), ids.end(), tokens);
+    return SNAPVK_OK;
+  });
+}
+
+SNAPVK_API snapvk_status snapvk_detokenize(const snapvk_model* model, const int32_t* tokens, size_t n_tokens,
+                                           uint32_t flags, char* text, size_t capacity, size_t* length) {
+  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+    const Model& m = model_of(model).model;
+    if (!tokens && n_tokens) invalid("tokens is NULL but n_tokens is " + std::to_string(n_tokens));
+    if (!length) invalid("length is NULL");
+    if (!text && capacity) invalid("text is NULL but capacity is " + std::to_string(capacity));
+    if (flags & ~(SNAPVK_DETOKENIZE_SPECIAL | SNAPVK_DETOKENIZE_STRIP_SPACE))
+      invalid("unknown flags " + std::to_string(flags));
+    const Tokenizer& tok = m.tokenizer();
+    std::string s;
+    for (size_t i = 0; i < n_tokens; ++i) s += tok.token_to_piece(tokens[i], flags & SNAPVK_DETOKENIZE_SPECIAL);
+    if ((flags & SNAPVK_DETOKENIZE_STRIP_SPACE) && tok.vocab().add_space_prefix && !s.empty() && s[0] == ' ')
+      s.erase(0, 1);
+    *length = s.size();
+    if (!text) return SNAPVK_OK;
+    if (capacity < s.size() + 1)
+      throw ApiError(SNAPVK_BUFFER_TOO_SMALL, "the text needs " + std::to_string(s.size() + 1) +
+                                                  " bytes with its NUL, the buffer has " + std::to_string(capacity));
+    std::memcpy(text, s.c_str(), s.size() + 1);
+    return SNAPVK_OK;
+  });
+}
+
+// ---- sessions --------------------------------------------------------------------------------
+
+SNAPVK_API snapvk_status snapvk_session_create(snapvk_model* model, const snapvk_session_options* options,
+                                               snapvk_session** out) {
+  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+    if (!out) invalid("out is NULL");
+    *out = nullptr;
+    ModelImpl& m = model_of(model);
+    const snapvk_session_options o = read_struct(options, "snapvk_session_options");
+    SessionOptions so = to_session_options(o);
+    auto handle = std::make_unique<snapvk_session>();
+    snapvk_session* s = handle.get();
+    s->model = model->impl;
+    s->on_progress = o.on_progress;
+    s->progress_user = o.progress_user_data;
+    so.on_progress = [s](uint64_t done, uint64_t total) {
+      if (s->cancel.load()) return false;
+      return !(s->on_progress && s->on_progress(done, total, s->progress_user) != 0);
+    };
+    s->session = std::make_unique<Session>(m.model, so);
+    s->logits.reserve(m.model.config().n_vocab);
+    *out = handle.release();
+    return SNAPVK_OK;
+  });
+}
+
+SNAPVK_API void snapvk_session_free(snapvk_session* session) {
+  if (!session || session->magic != kSessionMagic) return;
+  session->magic = 0;
+  try {
+    delete session;
+  } catch (...) {
+  }
+}
+
+SNAPVK_API snapvk_status snapvk_session_prefill_text(snapvk_session* session, const char* text) {
+  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+    SessionUse use(session, SessionUse::Mutating);
+    if (!text) invalid("text is NULL");
+    const Tokenizer& tok = session->model->model.tokenizer();
+    const auto tokens = tok.encode(text, session->session->n_past() == 0);
+    if (tokens.empty()) invalid("the text gives no tokens");
+    prefill(session, tokens);
+    return SNAPVK_OK;
+  });
+}
+
+SNAPVK_API snapvk_status snapvk_session_prefill_tokens(snapvk_session* session, const int32_t* tokens, size_t n_tokens) {
+  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+    SessionUse use(session, SessionUse::Mutating);
+    if (!tokens) invalid("tokens is NULL");
+    if (n_tokens == 0) invalid("n_tokens is 0");
+    prefill(session, std::span<const int32_t>(tokens, n_tokens));
+    return SNAPVK_OK;
+  });
+}
+
+SNAPVK_API snapvk_status snapvk_session_generate(snapvk_session* session, const snapvk_sampling_params* params,
+                                                 uint32_t max_tokens, snapvk_token_fn on_token, void* user_data,
+                                                 snapvk_generate_result* result) {
+  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+    SessionUse use(session, SessionUse::Mutating);
+    if (result) check_out_struct(result, "result");
+    const snapvk_sampling_params p = read_struct(params, "snapvk_sampling_params");
+    const SamplerParams sp = to_sampler_params(p);
+    snapvk_session* s = session;
+    if (!s->have_logits) invalid("the session is empty: prefill a prompt first");
+    Session& sess = *s->session;
+    const Tokenizer& tok = s->model->model.tokenizer();
+    Sampler sampler(sp);
+    const size_t look_back = std::min<size_t>(s->history.size(), size_t(sp.repeat_last_n));
+    for (size_t i = s->history.size() - look_back; i < s->history.size(); ++i) sampler.accept(s->history[i]);
+
+    snapvk_generate_result r{};
+    r.stop_reason = SNAPVK_STOP_MAX_TOKENS;
+    r.last_token = -1;
+    const auto t0 = std::chrono::steady_clock::now();
+    auto finish = [&] {
+      r.decode_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      if (result) write_struct(result, r);
+    };
+    try {
+      while (max_tokens == 0 || r.n_tokens < max_tokens) {
+        if (s->cancel.exchange(false)) {
+          r.stop_reason = SNAPVK_STOP_CANCELLED;
+          finish();
+          throw Cancelled();
+        }
+        if (sess.n_past() >= sess.n_ctx()) {
+          r.stop_reason = SNAPVK_STOP_CONTEXT_FULL;
+          break;
+        }
+        const int32_t next = sampler.sample(s->logits);
+        r.last_token = next;
+        if (tok.is_eog(next)) {
+          r.stop_reason = SNAPVK_STOP_END_OF_GENERATION;
+          break;
+        }
+        sampler.accept(next);
+        int stop = 0;
+        if (on_token) {
+          const std::string piece = tok.token_to_piece(next);
+          s->phase.store(snapvk_session::InTokenCallback);
+          stop = on_token(next, piece.c_str(), user_data);
+          s->phase.store(snapvk_session::Busy);
+        }
+        // Every token the caller saw goes into the cache, so the conversation can go on after it.
+        std::span<const float> logits = sess.decode(next);
+        s->logits.assign(logits.begin(), logits.end());
+        s->history.push_back(next);
+        ++r.n_tokens;
+        if (stop) {
+          r.stop_reason = SNAPVK_STOP_CALLBACK;
+          break;
+        }
+      }
+    } catch (const Cancelled&) {
+      s->cancel.store(false);
+      throw;
+    } catch (...) {
+      s->phase.store(snapvk_session::Busy);
+      s->cancel.store(false);
+      throw;
+    }
+    s->cancel.store(false);
+    finish();
+    return SNAPVK_OK;
+  });
+}
+
+SNAPVK_API snapvk_status snapvk_session_get_logits(snapvk_session* session, const float** logits, size_t* n_vocab) {
+  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+    SessionUse use(session, SessionUse::ReadOnly);
+    if (!logits) invalid("logits is NULL");
+    if (!n_vocab) invalid("n_vocab is NULL");
+    if (!session->have_logits) invalid("the session is empty: prefill a prompt first");
+    *logits = session->logits.data();
+    *n_vocab = session->logits.size();
+    return SNAPVK_OK;
+  });
+}
+
+SNAPVK_API snapvk_status snapvk_session_get_kv_stats(snapvk_session* session, snapvk_kv_stats* stats) {
+  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+    SessionUse use(session, SessionUse::ReadOnly);
+    check_out_struct(stats, "stats");
+    const Session& sess = *session->session;
+    const KvStats k = sess.kv_stats();
+    const Context& ctx = session->model->device->ctx;
+    snapvk_kv_stats o{};
+    o.n_past = sess.n_past();
+    o.n_ctx = sess.n_ctx();
+    o.prompt_len = sess.cache().prompt_len;
+    o.kv_policy = from_policy(sess.options().kv.policy);
+    o.kv_type = from_kv_type(sess.options().kv_type);
+    o.full_bytes = k.full_bytes;
+    o.retained_bytes = k.retained_bytes;
+    o.allocated_bytes = k.allocated_bytes;
+    o.ratio = k.ratio();
+    o.device_bytes = ctx.memory().current();
+    o.peak_device_bytes = ctx.memory().peak();
+    o.prefill_ms = k.prefill_ms;
+    o.score_ms = k.score_ms;
+    o.pool_ms = k.pool_ms;
+    o.select_ms = k.select_ms;
+    o.gather_ms = k.gather_ms;
+    write_struct(stats, o);
+    return SNAPVK_OK;
+  });
+}
+
+SNAPVK_API snapvk_status snapvk_session_reset(snapvk_session* session) {
+  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+    SessionUse use(session, SessionUse::Mutating);
+    session->session->reset();
+    session->history.clear();
+    session->have_logits = false;
+    session->cancel.store(false);
+    return SNAPVK_OK;
+  });
+}
+
+SNAPVK_API snapvk_status snapvk_session_cancel(snapvk_session* session) {
+  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+    check_session(session);
+    session->cancel.store(true);
+    return SNAPVK_OK;
+  });
+}
+
+}  // extern "C"
