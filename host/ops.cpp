@@ -1,6 +1,7 @@
 #include "host/ops.h"
 
 #include <algorithm>
+#include <numeric>
 #include <string>
 
 #include "runtime/vk_check.h"
@@ -21,14 +22,17 @@ Tuning Tuning::for_device(const DeviceInfo& info) {
     // subgroups per workgroup and many workgroups keep all cores busy with little barrier cost.
     t.elementwise_wg = fit(64);
     t.row_wg = fit(32);
-    t.matvec_wg = fit(32);
-    t.matvec_rows = 4;
+    // matvec: one subgroup per workgroup (no barrier) over 8 rows, and 64-bit loads, since
+    // lavapipe's load cost follows the number of components loaded.
+    t.matvec_wg = fit(8);
+    t.matvec_rows = 8;
+    t.matvec_int64 = true;
     t.matmul_rows = true;
   } else {
     t.elementwise_wg = fit(256);
     t.row_wg = fit(256);
-    t.matvec_wg = fit(128);
-    t.matvec_rows = 2;
+    t.matvec_wg = fit(64);
+    t.matvec_rows = 4;
   }
   t.elementwise_wg = fit(t.elementwise_wg);
   return t;
@@ -61,7 +65,15 @@ Kernels::Kernels(Context& c) : ctx(c), tuning(Tuning::for_device(c.info())) {
   rms_norm = make(c, "rms_norm", spv::rms_norm(), 3, sizeof(RmsNormPush), {t.row_wg});
   softmax = make(c, "softmax", spv::softmax(), 2, sizeof(SoftmaxPush), {t.row_wg});
   const uint32_t mm_wg = (t.matmul_bm / 4) * (t.matmul_bn / 4);
-  const std::vector<uint32_t> mv_spec = {t.matvec_wg, t.matvec_rows};
+  // matvec: the third constant says the workgroup is one subgroup, so the reduction needs no barrier.
+  const uint32_t mv_one_subgroup = c.info().min_subgroup_size > 0 && t.matvec_wg <= c.info().min_subgroup_size;
+  const std::vector<uint32_t> mv_spec = {t.matvec_wg, t.matvec_rows, mv_one_subgroup};
+  VkPhysicalDeviceFeatures features{};
+  vkGetPhysicalDeviceFeatures(c.physical(), &features);
+  const bool mv_int64 = t.matvec_int64 && features.shaderInt64;
+  const std::span<const uint32_t> mv_i64_spv[] = {
+      spv::matvec_f32_f32_i64(),  spv::matvec_f16_f32_i64(),  spv::matvec_bf16_f32_i64(), spv::matvec_q8_0_f32_i64(),
+      spv::matvec_q4_0_f32_i64(), spv::matvec_q4_k_f32_i64(), spv::matvec_q6_k_f32_i64()};
   const std::vector<uint32_t> mm_spec = {mm_wg, t.matmul_bm, t.matmul_bn, t.matmul_bk};
   struct Variant {
     WeightKind kind;
@@ -84,7 +96,7 @@ Kernels::Kernels(Context& c) : ctx(c), tuning(Tuning::for_device(c.info())) {
                                                  spv::get_rows_q8_0(), spv::get_rows_q4_0(), spv::get_rows_q4_k(),
                                                  spv::get_rows_q6_k()};
   for (const Variant& v : variants) {
-    matvec[v.kind] = make(c, v.mv_name, v.mv, 3, sizeof(MatvecPush), mv_spec);
+    matvec[v.kind] = make(c, v.mv_name, mv_int64 ? mv_i64_spv[v.kind] : v.mv, 3, sizeof(MatvecPush), mv_spec);
     matmul[v.kind] = make(c, v.mm_name, v.mm, 3, sizeof(MatmulPush), mm_spec);
     matmul_rows[v.kind] = make(c, v.mm_name, rows_mm_spv[v.kind], 3, sizeof(MatmulPush), {t.matmul_rows_wg, t.matmul_rows_tm});
     get_rows[v.kind] = make(c, "get_rows", rows_spv[v.kind], 3, sizeof(RowsPush), {t.row_wg});
@@ -170,9 +182,38 @@ void op_softmax(CommandStream& cs, const Kernels& k, BufferRange x, BufferRange 
 void op_matvec(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, BufferRange x, BufferRange y,
                uint32_t N, uint32_t K) {
   SNAPVK_ASSERT(N > 0 && K > 0, "matvec: empty matrix");
-  uint32_t gx, gy;
-  grid_2d(k.ctx.info(), (uint64_t(N) + k.tuning.matvec_rows - 1) / k.tuning.matvec_rows, gx, gy);
-  cs.dispatch(k.matvec[weight_kind(wt)], {w, x, y}, MatvecPush{K, N}, gx, gy);
+  SNAPVK_ASSERT(K % traits_of(wt).block_size == 0, "matvec: row length is not a multiple of the block size");
+  const DeviceInfo& info = k.ctx.info();
+  const Pipeline& p = k.matvec[weight_kind(wt)];
+  auto dispatch = [&](BufferRange wr, BufferRange yr, uint32_t rows) {
+    uint32_t gx, gy;
+    grid_2d(info, (uint64_t(rows) + k.tuning.matvec_rows - 1) / k.tuning.matvec_rows, gx, gy);
+    cs.dispatch(p, {wr, x, yr}, MatvecPush{K, rows}, gx, gy);
+  };
+  const uint64_t max_range = k.tuning.matvec_max_range
+                                 ? std::min(k.tuning.matvec_max_range, info.max_storage_buffer_range)
+                                 : info.max_storage_buffer_range;
+  SNAPVK_ASSERT(w.buffer && w.offset <= w.buffer->size(), "matvec: weight range outside its buffer");
+  const uint64_t rb = row_bytes(wt, K), w_size = w.size ? w.size : w.buffer->size() - w.offset;
+  SNAPVK_ASSERT(w_size >= N * rb, "matvec: weight range smaller than N rows");
+  if (w_size <= max_range) {
+    dispatch(w, y, N);
+    return;
+  }
+  // Weights larger than one binding may be (e.g. a 128256 x 4096 Q6_K LM head, 430 MB, against
+  // lavapipe's 128 MiB): one dispatch per slice of rows, each binding its own sub-range of W and
+  // y. Slices start at multiples of `step` rows so that both offsets stay aligned.
+  const uint64_t align = std::max<uint64_t>(4, info.min_storage_buffer_offset_alignment);
+  const uint64_t step = std::lcm(align / std::gcd(align, rb), align / std::gcd(align, uint64_t(4)));
+  const uint64_t slice = (max_range - 4) / rb / step * step;  // the range is rounded up to 4 bytes below
+  SNAPVK_ASSERT(slice > 0, "matvec: weight rows too long to split within maxStorageBufferRange");
+  SNAPVK_ASSERT(y.buffer && y.offset <= y.buffer->size(), "matvec: output range outside its buffer");
+  const uint64_t w_end = w.offset + w_size;
+  for (uint64_t r0 = 0; r0 < N; r0 += slice) {
+    const uint64_t rows = std::min<uint64_t>(slice, N - r0), off = w.offset + r0 * rb;
+    const uint64_t bytes = std::min((rows * rb + 3) / 4 * 4, w_end - off);  // shaders read whole 32-bit words
+    dispatch(BufferRange(*w.buffer, off, bytes), BufferRange(*y.buffer, y.offset + r0 * 4, rows * 4), uint32_t(rows));
+  }
 }
 
 void op_matmul(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, BufferRange x, BufferRange y,

@@ -6,6 +6,7 @@ snapvk_shader(softmax softmax.comp)
 foreach(w f32 f16 bf16 q8_0 q4_0 q4_k q6_k)
   string(TOUPPER ${w} W)
   snapvk_shader(matvec_${w}_f32 matvec.comp DEFINES W_${W})
+  snapvk_shader(matvec_${w}_f32_i64 matvec.comp DEFINES W_${W} MATVEC_INT64)  # 64-bit loads, CPU devices
   snapvk_shader(matmul_${w}_f32 matmul.comp DEFINES W_${W})
   snapvk_shader(matmul_rows_${w}_f32 matmul_rows.comp DEFINES W_${W})
   snapvk_shader(get_rows_${w} get_rows.comp DEFINES W_${W})

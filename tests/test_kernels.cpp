@@ -1,10 +1,15 @@
 // Every kernel against its scalar reference on odd, unaligned shapes, with a per-op tolerance.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
+#include <span>
+#include <string>
 
 #include "host/quant.h"
 #include "host/reference.h"
+#include "snapvk_shaders.h"
 #include "tests/gpu_fixture.h"
 
 namespace snapvk::test {
@@ -83,25 +88,101 @@ std::vector<uint8_t> make_weights(GgmlType wt, uint32_t N, uint32_t K, uint32_t 
 // Dot products of K terms in fp32 against a double reference: error grows like sqrt(K) * eps * |terms|.
 float matmul_tolerance(uint32_t K) { return 2e-6f * std::sqrt(float(K)) * 4 + 1e-6f; }
 
-class KernelMatvec : public VkTest, public ::testing::WithParamInterface<GgmlType> {};
-
-TEST_P(KernelMatvec, MatchesReference) {
-  const GgmlType wt = GetParam();
-  for (uint32_t N : {1u, 7u, 33u, 1000u}) {
-    for (uint32_t K : {1u, 7u, 32u, 33u, 96u, 256u, 1000u, 1280u, 4099u}) {
-      if (K % traits_of(wt).block_size) continue;
-      auto w = make_weights(wt, N, K, N * 31 + K);
-      auto x = random_floats(K, K + 7);
-      Buffer Wb = upload(w), X = upload(x), Y(ctx(), N * 4);
-      CommandStream cs(ctx());
-      cs.begin();
-      op_matvec(cs, k(), wt, Wb, X, Y, N, K);
-      cs.submit();
-      std::vector<float> want(N);
-      ref::matmul(wt, w.data(), x.data(), want.data(), 1, N, K);
-      EXPECT_LE(max_abs_diff(download<float>(Y, N), want), matmul_tolerance(K)) << type_name(wt) << " N=" << N << " K=" << K;
+class KernelMatvec : public VkTest, public ::testing::WithParamInterface<GgmlType> {
+ protected:
+  // y = W x for odd, unaligned shapes against the reference, with whatever matvec kernel is in k().
+  void check_shapes(const std::string& what) {
+    const GgmlType wt = GetParam();
+    for (uint32_t N : {1u, 7u, 33u, 1000u}) {
+      for (uint32_t K : {1u, 7u, 32u, 33u, 96u, 256u, 1000u, 1280u, 4099u}) {
+        if (K % traits_of(wt).block_size) continue;
+        auto w = make_weights(wt, N, K, N * 31 + K);
+        auto x = random_floats(K, K + 7);
+        Buffer Wb = upload(w), X = upload(x), Y(ctx(), N * 4);
+        CommandStream cs(ctx());
+        cs.begin();
+        op_matvec(cs, k(), wt, Wb, X, Y, N, K);
+        cs.submit();
+        std::vector<float> want(N);
+        ref::matmul(wt, w.data(), x.data(), want.data(), 1, N, K);
+        EXPECT_LE(max_abs_diff(download<float>(Y, N), want), matmul_tolerance(K))
+            << type_name(wt) << " " << what << " N=" << N << " K=" << K;
+      }
     }
   }
+};
+
+// The matvec SPIR-V of a weight type: portable, or with 64-bit loads (the CPU-device choice).
+std::span<const uint32_t> matvec_spirv(GgmlType wt, bool int64) {
+  switch (weight_kind(wt)) {
+    case kWeightF32: return int64 ? spv::matvec_f32_f32_i64() : spv::matvec_f32_f32();
+    case kWeightF16: return int64 ? spv::matvec_f16_f32_i64() : spv::matvec_f16_f32();
+    case kWeightBF16: return int64 ? spv::matvec_bf16_f32_i64() : spv::matvec_bf16_f32();
+    case kWeightQ8_0: return int64 ? spv::matvec_q8_0_f32_i64() : spv::matvec_q8_0_f32();
+    case kWeightQ4_0: return int64 ? spv::matvec_q4_0_f32_i64() : spv::matvec_q4_0_f32();
+    case kWeightQ4_K: return int64 ? spv::matvec_q4_k_f32_i64() : spv::matvec_q4_k_f32();
+    default: return int64 ? spv::matvec_q6_k_f32_i64() : spv::matvec_q6_k_f32();
+  }
+}
+
+TEST_P(KernelMatvec, MatchesReference) {
+  check_shapes("(device tuning)");
+  // Every variant whatever the device: both SPIR-V builds, a workgroup of one subgroup (no
+  // barrier) and of four (shared-memory reduction) with an odd row count; each pipeline is
+  // swapped into the shared kernels for the run and the original put back.
+  const GgmlType wt = GetParam();
+  VkPhysicalDeviceFeatures features{};
+  vkGetPhysicalDeviceFeatures(ctx().physical(), &features);
+  const DeviceInfo& info = ctx().info();
+  const uint32_t sg = std::max<uint32_t>(1, info.subgroup_size);
+  for (bool int64 : {false, true}) {
+    if (int64 && !features.shaderInt64) continue;
+    for (uint32_t subgroups : {1u, 4u}) {
+      const uint32_t wg = std::max(sg, std::min(sg * subgroups, info.max_workgroup_invocations / sg * sg));
+      const uint32_t rows = subgroups == 1 ? 8 : 3;
+      const uint32_t one_subgroup = info.min_subgroup_size > 0 && wg <= info.min_subgroup_size;
+      Pipeline p(ctx(), PipelineDesc{"matvec_test", matvec_spirv(wt, int64), 3, sizeof(MatvecPush), {wg, rows, one_subgroup}, 0});
+      struct Swap {  // the kernels are shared by all tests: put the device's pipeline back
+        Kernels& k;
+        Pipeline& slot;
+        Pipeline& other;
+        uint32_t rows;
+        ~Swap() {
+          std::swap(slot, other);
+          k.tuning.matvec_rows = rows;
+        }
+      } swap{k(), k().matvec[weight_kind(wt)], p, k().tuning.matvec_rows};
+      std::swap(swap.slot, p);
+      k().tuning.matvec_rows = rows;
+      check_shapes(std::string(int64 ? "i64" : "portable") + " wg=" + std::to_string(wg) + " rows=" + std::to_string(rows));
+    }
+  }
+}
+
+// Weights larger than a storage-buffer binding may be are split into row slices, each bound at
+// an aligned offset: forced here by a small matvec_max_range.
+TEST_P(KernelMatvec, SplitsWeightsLargerThanOneBinding) {
+  const GgmlType wt = GetParam();
+  const uint32_t K = 512;
+  const uint64_t rb = row_bytes(wt, K), align = std::max<uint64_t>(4, ctx().info().min_storage_buffer_offset_alignment);
+  const uint64_t step = std::lcm(align / std::gcd(align, rb), align / std::gcd(align, uint64_t(4)));  // rows per aligned slice
+  const uint32_t N = uint32_t(3 * step + (step + 1) / 2);  // three full slices and a shorter one
+  auto w = make_weights(wt, N, K, 11);
+  auto x = random_floats(K, 12);
+  Buffer Wb = upload(w), X = upload(x), Y(ctx(), N * 4);
+  struct Restore {  // the kernels are shared by all tests
+    uint64_t &value, saved;
+    ~Restore() { value = saved; }
+  } restore{k().tuning.matvec_max_range, k().tuning.matvec_max_range};
+  k().tuning.matvec_max_range = step * rb + 4;
+  CommandStream cs(ctx());
+  cs.begin();
+  op_matvec(cs, k(), wt, Wb, X, Y, N, K);
+  cs.submit();
+  EXPECT_EQ(cs.dispatches(), 4u);
+  std::vector<float> want(N);
+  ref::matmul(wt, w.data(), x.data(), want.data(), 1, N, K);
+  EXPECT_LE(max_abs_diff(download<float>(Y, N), want), matmul_tolerance(K)) << type_name(wt) << " N=" << N;
 }
 
 class KernelMatmul : public VkTest, public ::testing::WithParamInterface<GgmlType> {};
