@@ -1,5 +1,7 @@
 #include "host/needle.h"
 
+#include "host/files.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -304,22 +306,8 @@ std::string needle_svg(const NeedleReport& r) {
 }
 
 std::vector<std::string> write_needle_files(const NeedleReport& r, const std::string& dir) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) throw Error("cannot create directory '" + dir + "': " + ec.message());
-  std::vector<std::string> paths;
-  auto put = [&](const std::string& name, const std::string& text) {
-    const std::string path = (std::filesystem::path(dir) / name).string();
-    std::ofstream out(path, std::ios::binary);
-    if (!out) throw Error("cannot write '" + path + "'");
-    out << text;
-    if (!out) throw Error("error writing '" + path + "'");
-    paths.push_back(path);
-  };
-  put("needle.csv", needle_csv(r));
-  put("needle.json", needle_json(r) + "\n");
-  put("needle.svg", needle_svg(r));
-  return paths;
+  return write_files(dir, {{"needle.csv", needle_csv(r)}, {"needle.json", needle_json(r) + "\n"},
+                           {"needle.svg", needle_svg(r)}});
 }
 
 }  // namespace snapvk

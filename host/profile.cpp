@@ -1,5 +1,7 @@
 #include "host/profile.h"
 
+#include "host/files.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -591,23 +593,8 @@ std::string profile_html(const ProfileReport& r) {
 }
 
 std::vector<std::string> write_profile_files(const ProfileReport& r, const std::string& dir) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) throw Error("cannot create directory '" + dir + "': " + ec.message());
-  std::vector<std::string> paths;
-  auto put = [&](const std::string& name, const std::string& text) {
-    const std::string path = (std::filesystem::path(dir) / name).string();
-    std::ofstream out(path, std::ios::binary);
-    if (!out) throw Error("cannot write '" + path + "'");
-    out << text;
-    if (!out) throw Error("error writing '" + path + "'");
-    paths.push_back(path);
-  };
-  put("profile.csv", profile_csv(r));
-  put("profile.json", profile_json(r) + "\n");
-  put("profile.svg", profile_svg(r));
-  put("profile.html", profile_html(r));
-  return paths;
+  return write_files(dir, {{"profile.csv", profile_csv(r)}, {"profile.json", profile_json(r) + "\n"},
+                           {"profile.svg", profile_svg(r)}, {"profile.html", profile_html(r)}});
 }
 
 std::vector<uint32_t> parse_token_counts(const std::string& list, const std::string& what) {

@@ -7,6 +7,7 @@
 #include <random>
 #include <sstream>
 
+#include "host/files.h"
 #include "host/json.h"
 #include "host/memory_model.h"
 #include "host/model.h"
@@ -73,10 +74,7 @@ void write_selection(const std::string& path, const Session& s, uint32_t L) {
   }
   j.end_array();
   j.end_object();
-  std::ofstream out(path);
-  if (!out) throw Error("cannot write '" + path + "'");
-  out << j.str() << "\n";
-  if (!out) throw Error("error writing '" + path + "'");
+  write_file(path, j.str() + "\n");
 }
 
 // --dry-run: what the memory model says this run needs, without running it; exit 1 if over budget.
