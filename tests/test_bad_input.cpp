@@ -22,6 +22,7 @@
 #include "host/gguf_writer.h"
 #include "host/synth.h"
 #include "runtime/error.h"
+#include "tests/cli_runner.h"
 #include "tests/test_util.h"
 
 extern char** environ;
@@ -31,21 +32,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct CliResult {
-  bool exited = false;    // normal exit (not a signal)
-  int code = -1;          // exit status when exited
-  int signal = 0;         // the signal that ended it, if any
-  bool timed_out = false;
-  std::string out, err;
-};
 
 std::string slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
-// The snapvk binary beside the test binary's directory: <build>/tests/snapvk_tests -> <build>/snapvk.
-fs::path cli_path() { return fs::canonical("/proc/self/exe").parent_path().parent_path() / "snapvk"; }
 
 class BadInput : public ::testing::Test {
  protected:
@@ -83,44 +75,7 @@ class BadInput : public ::testing::Test {
     return file(name);
   }
 
-  // Runs snapvk with `args`, stdout and stderr to files, killed after timeout_s.
-  static CliResult run(const std::vector<std::string>& args, int timeout_s = 60) {
-    static int n = 0;
-    const std::string out = file("out" + std::to_string(n)), err = file("err" + std::to_string(n));
-    ++n;
-    const std::string exe = cli_path().string();
-    std::vector<std::string> all = {exe};
-    all.insert(all.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& a : all) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    pid_t pid = 0;
-    const int rc = posix_spawn(&pid, exe.c_str(), &fa, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) throw Error("cannot start " + exe + ": " + std::strerror(rc));
-    CliResult r;
-    int status = 0;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
-    while (waitpid(pid, &status, WNOHANG) == 0) {
-      if (std::chrono::steady_clock::now() > deadline) {
-        kill(pid, SIGKILL);  // our own child, by its pid
-        waitpid(pid, &status, 0);
-        r.timed_out = true;
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    r.exited = WIFEXITED(status);
-    r.code = r.exited ? WEXITSTATUS(status) : -1;
-    r.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-    r.out = slurp(out), r.err = slurp(err);
-    return r;
-  }
+  static CliResult run(const std::vector<std::string>& args, int timeout_s = 60) { return run_cli(args, timeout_s); }
 
   // The whole contract of a failure; `what` must appear in the error line.
   static void expect_error(const std::vector<std::string>& args, const std::string& what) {

@@ -25,6 +25,7 @@
 #include "host/profile.h"
 #include "host/session.h"
 #include "tests/gpu_fixture.h"
+#include "tests/cli_runner.h"
 #include "tests/test_util.h"
 
 extern char** environ;
@@ -501,49 +502,7 @@ TEST_F(NeedleTest, GridOnStoriesWritesCsvAndSvg) {
 
 // ---- the CLI: --json prints exactly one JSON object ----
 
-struct CliRun {
-  int code = -1;
-  std::string out, err;
-};
-
-CliRun run_cli(const std::vector<std::string>& args, int timeout_s = 60) {
-  const fs::path exe = fs::canonical("/proc/self/exe").parent_path().parent_path() / "snapvk";
-  const fs::path dir = temp_dir("profile-cli-io");
-  fs::create_directories(dir);
-  const std::string out = (dir / "out").string(), err = (dir / "err").string();
-  std::vector<std::string> all = {exe.string()};
-  all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  pid_t pid = 0;
-  const int rc = posix_spawn(&pid, all[0].c_str(), &fa, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  CliRun r;
-  if (rc != 0) {
-    r.err = "cannot start " + all[0];
-    return r;
-  }
-  int status = 0;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
-  while (waitpid(pid, &status, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      kill(pid, SIGKILL);  // our own child, by its pid
-      waitpid(pid, &status, 0);
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = slurp(out), r.err = slurp(err);
-  fs::remove_all(dir);
-  return r;
-}
+using CliRun = CliResult;
 
 TEST(ProfileCli, JsonIsExactlyOneObjectAndFilesAreWritten) {
   const fs::path dir = temp_dir("profile-cli");

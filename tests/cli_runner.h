@@ -1,0 +1,21 @@
+#pragma once
+// Runs the built snapvk CLI as a subprocess for tests: stdout and stderr captured, stdin
+// empty, killed after a timeout.
+#include <string>
+#include <vector>
+
+namespace snapvk::test {
+
+struct CliResult {
+  bool exited = false;     // normal exit (not a signal)
+  int code = -1;           // exit status when exited
+  int signal = 0;          // the signal that ended it, if any
+  bool timed_out = false;
+  std::string out, err;
+};
+
+// <build>/snapvk, beside the test binary's directory (<build>/tests/snapvk_tests).
+std::string cli_path();
+CliResult run_cli(const std::vector<std::string>& args, int timeout_s = 60);
+
+}  // namespace snapvk::test
