@@ -79,6 +79,16 @@ std::vector<uint32_t> sorted_contexts(const std::vector<uint32_t>& in) {
   return v;
 }
 
+// What every report states about the run, measured or estimated.
+void describe_run(ProfileReport& r, const ProfileOptions& o) {
+  r.kv_type = kv_type_name(o.kv_type);
+  r.gen = o.gen;
+  r.n_batch = o.n_batch;
+  r.contexts = sorted_contexts(o.contexts);
+  r.policies.push_back("full");
+  for (const auto& s : o.specs) r.policies.push_back(s.label);
+}
+
 MemoryQuery query(uint32_t L, const ProfileOptions& o, const KvPolicyOptions& kv, uint32_t decode_chunk) {
   MemoryQuery q;
   q.prompt_len = L;
@@ -170,12 +180,7 @@ ProfileReport run_profile(const Model& m, const ProfileOptions& o) {
   r.device = ctx.info().name;
   r.weight_bytes = m.weights().bytes;
   r.memory_budget = ctx.memory().budget();
-  r.kv_type = kv_type_name(o.kv_type);
-  r.gen = o.gen;
-  r.n_batch = o.n_batch;
-  r.contexts = sorted_contexts(o.contexts);
-  r.policies.push_back("full");
-  for (const auto& s : o.specs) r.policies.push_back(s.label);
+  describe_run(r, o);
   if (r.synthetic)
     r.notes.push_back("synthetic model with random weights: fidelity figures (top-1, KL) are meaningless here; "
                       "memory and speed are real");
@@ -318,12 +323,7 @@ ProfileReport dry_run_profile(const ModelConfig& c, uint64_t weight_bytes, uint6
   r.device = "none (dry run: the memory model)";
   r.weight_bytes = weight_bytes;
   r.memory_budget = memory_budget;
-  r.kv_type = kv_type_name(o.kv_type);
-  r.gen = o.gen;
-  r.n_batch = o.n_batch;
-  r.contexts = sorted_contexts(o.contexts);
-  r.policies.push_back("full");
-  for (const auto& s : o.specs) r.policies.push_back(s.label);
+  describe_run(r, o);
   for (uint32_t L : r.contexts) {
     for (size_t si = 0; si <= o.specs.size(); ++si) {
       const KvPolicyOptions kv = si == 0 ? KvPolicyOptions{} : o.specs[si - 1].kv;
