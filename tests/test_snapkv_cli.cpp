@@ -2,7 +2,6 @@
 // --dump-kv-selection sel.json` on stories260K writes the selection the CPU reference makes.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -10,6 +9,7 @@
 #include "host/model.h"
 #include "host/ref_model.h"
 #include "host/snapkv_ref.h"
+#include "tests/cli_runner.h"
 #include "tests/gpu_fixture.h"
 #include "tests/test_util.h"
 
@@ -51,12 +51,10 @@ TEST(SnapkvCli, DumpedSelectionMatchesCpuReference) {
     text += "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. "
             "One day, she saw a big red ball and a small cat. ";
   std::ofstream(dir / "prompt.txt") << text;
-  const fs::path cli = fs::canonical("/proc/self/exe").parent_path().parent_path() / "snapvk";
-  const std::string cmd = "'" + cli.string() + "' run -m '" + model_path("stories260K.gguf") + "' -f '" +
-                          (dir / "prompt.txt").string() +
-                          "' --kv-policy snapkv --kv-budget 64 --kv-window 8 -n 4 --temp 0 --dump-kv-selection '" +
-                          (dir / "sel.json").string() + "' > /dev/null 2>&1";
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const CliResult r = run_cli({"run", "-m", model_path("stories260K.gguf"), "-f", (dir / "prompt.txt").string(), "--kv-policy",
+                               "snapkv", "--kv-budget", "64", "--kv-window", "8", "-n", "4", "--temp", "0",
+                               "--dump-kv-selection", (dir / "sel.json").string()});
+  ASSERT_EQ(r.code, 0) << r.err;
   std::ifstream in(dir / "sel.json");
   std::stringstream ss;
   ss << in.rdbuf();
