@@ -59,9 +59,10 @@ TEST_F(SessionTest, CancelFromAnotherThread) {
   SessionOptions o;
   o.n_ctx = 2048;
   o.n_batch = 8;
-  std::atomic<bool> started{false};
+  std::atomic<bool> started{false}, sent{false};
   o.on_progress = [&](uint64_t, uint64_t) {
     started = true;
+    while (!sent) std::this_thread::yield();  // deterministic: the cancel lands while prefill is running
     return true;
   };
   Session s(model(), o);
@@ -69,6 +70,7 @@ TEST_F(SessionTest, CancelFromAnotherThread) {
   std::thread canceller([&] {
     while (!started) std::this_thread::yield();
     s.cancel();
+    sent = true;
   });
   EXPECT_THROW(s.prefill(tokens), Cancelled);
   canceller.join();
