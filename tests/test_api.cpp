@@ -196,12 +196,14 @@ TEST_F(ApiTest, ConcurrentSessionsOnOneModelMatchSingleSessionRuns) {
 
 TEST_F(ApiTest, CancelFromAnotherThreadDuringPrefill) {
   struct Progress {
-    std::atomic<bool> started{false};
+    std::atomic<bool> started{false}, sent{false};
   } progress;
   auto o = session_options(2048, "snapkv", 64, 8);
   o.n_batch = 8;
   o.on_progress = [](uint64_t, uint64_t, void* user) {
-    static_cast<Progress*>(user)->started = true;
+    auto* p = static_cast<Progress*>(user);
+    p->started = true;
+    while (!p->sent) std::this_thread::yield();  // deterministic: the cancel lands while prefill runs
     return 0;
   };
   o.progress_user_data = &progress;
@@ -211,6 +213,7 @@ TEST_F(ApiTest, CancelFromAnotherThreadDuringPrefill) {
   std::thread canceller([&] {
     while (!progress.started) std::this_thread::yield();
     EXPECT_EQ(snapvk_session_cancel(s), SNAPVK_OK);
+    progress.sent = true;
   });
   EXPECT_EQ(snapvk_session_prefill_text(s, long_prompt.c_str()), SNAPVK_CANCELLED);
   EXPECT_NE(std::string(snapvk_last_error()).find("cancelled"), std::string::npos) << snapvk_last_error();
