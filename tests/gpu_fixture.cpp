@@ -8,8 +8,11 @@
 namespace snapvk::test {
 
 namespace {
-std::unique_ptr<Context> g_ctx;
-std::unique_ptr<Kernels> g_kernels;
+// Created on first use and never destroyed: destructors that run from exit handlers would call
+// into the validation layer after its own static state is gone (it is loaded after ours, so
+// torn down first). The OS reclaims everything at exit.
+Context* g_ctx = nullptr;
+Kernels* g_kernels = nullptr;
 std::string g_error;
 bool g_tried = false;
 
@@ -19,11 +22,11 @@ void init() {
   try {
     ContextOptions opts;
     opts.validation = true;  // tests always run under the Khronos validation layer
-    g_ctx = std::make_unique<Context>(opts);
-    g_kernels = std::make_unique<Kernels>(*g_ctx);
+    auto ctx = std::make_unique<Context>(opts);
+    auto kernels = std::make_unique<Kernels>(*ctx);
+    g_ctx = ctx.release();
+    g_kernels = kernels.release();
   } catch (const std::exception& e) {
-    g_kernels.reset();
-    g_ctx.reset();
     g_error = e.what();
   }
 }
