@@ -79,7 +79,9 @@ TEST_F(Reliability, TenThousandTokenSoakStaysAtTheModelledMemory) {
     const int32_t t = sampler.sample(logits);
     sampler.accept(t);
     logits = s.decode(t);
-    if (i % 2500 == 0) EXPECT_EQ(ctx().memory().current() - before, steady) << "after " << i << " tokens";
+    if (i % 2500 == 0) {
+      EXPECT_EQ(ctx().memory().current() - before, steady) << "after " << i << " tokens";
+    }
   }
   EXPECT_EQ(s.n_past(), L + n_gen - 1);
   EXPECT_EQ(ctx().memory().current() - before, steady) << "no allocation while decoding";
