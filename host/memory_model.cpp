@@ -11,6 +11,17 @@ uint64_t activation_bytes(const ModelConfig& c, uint32_t n_batch, uint32_t n_ctx
   return 4 * (B * per_row + part + B + c.n_vocab);
 }
 
+MemoryQuery memory_query(const Model& model, const SessionOptions& o, uint32_t L) {
+  MemoryQuery q;
+  q.prompt_len = L;
+  q.n_ctx = o.n_ctx ? o.n_ctx : std::min<uint32_t>(model.config().n_ctx_train, 4096);
+  q.n_batch = std::min(o.n_batch, q.n_ctx);
+  q.kv_type = o.kv_type;
+  q.kv = o.kv;
+  q.decode_chunk = model.attention().decode_chunk;
+  return q;
+}
+
 MemoryEstimate estimate_memory(const ModelConfig& c, uint64_t weight_bytes, const MemoryQuery& q) {
   MemoryEstimate e;
   const uint64_t row = kv_row_bytes(q.kv_type, c.head_dim);

@@ -8,6 +8,7 @@
 #include "host/attention.h"
 #include "host/kv_policy.h"
 #include "host/model.h"
+#include "host/session.h"
 
 namespace snapvk {
 
@@ -30,6 +31,10 @@ struct MemoryQuery {
 };
 
 MemoryEstimate estimate_memory(const ModelConfig& c, uint64_t weight_bytes, const MemoryQuery& q);
+
+// The query for a session of `model` with these options and a prompt of L tokens, with the
+// defaults a Session applies (n_ctx 0: the model's context, at most 4096; n_batch <= n_ctx).
+MemoryQuery memory_query(const Model& model, const SessionOptions& o, uint32_t L);
 
 // Bytes of the per-session activations (Session allocates exactly these).
 uint64_t activation_bytes(const ModelConfig& c, uint32_t n_batch, uint32_t n_ctx, uint32_t decode_chunk);

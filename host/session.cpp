@@ -18,14 +18,7 @@ namespace {
 void check_budget(const Model& m, const SessionOptions& o, uint32_t prompt_len, uint64_t already_counted) {
   const uint64_t budget = m.ctx().memory().budget();
   if (!budget) return;
-  MemoryQuery q;
-  q.prompt_len = prompt_len;
-  q.n_ctx = o.n_ctx;
-  q.n_batch = o.n_batch;
-  q.kv_type = o.kv_type;
-  q.kv = o.kv;
-  q.decode_chunk = m.attention().decode_chunk;
-  MemoryEstimate e = estimate_memory(m.config(), 0, q);
+  MemoryEstimate e = estimate_memory(m.config(), 0, memory_query(m, o, prompt_len));
   if (prompt_len == 0) e.peak = e.activations, e.kv_cache = e.prefill_transient = 0;  // a compressed cache comes later
   const uint64_t need = e.peak - already_counted;  // weights are already allocated and counted as in use
   const uint64_t in_use = m.ctx().memory().current();

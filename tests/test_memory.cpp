@@ -17,14 +17,7 @@ std::vector<int32_t> story_prompt(const Model& m, int repeats) {
 }
 
 MemoryQuery query_for(const Session& s, uint32_t L) {
-  MemoryQuery q;
-  q.prompt_len = L;
-  q.n_ctx = s.n_ctx();
-  q.n_batch = s.options().n_batch;
-  q.kv_type = s.options().kv_type;
-  q.kv = s.options().kv;
-  q.decode_chunk = s.model().attention().decode_chunk;
-  return q;
+  return memory_query(s.model(), s.options(), L);
 }
 
 // Allocation granularity (alignment of each buffer) is the only slack allowed.

@@ -65,14 +65,7 @@ TEST_F(Reliability, TenThousandTokenSoakStaysAtTheModelledMemory) {
   ctx().memory().reset_peak();
   Session s(model(), o);
   auto logits = s.prefill(prompt);
-  MemoryQuery q;
-  q.prompt_len = L;
-  q.n_ctx = o.n_ctx;
-  q.n_batch = o.n_batch;
-  q.kv_type = o.kv_type;
-  q.kv = o.kv;
-  q.decode_chunk = model().attention().decode_chunk;
-  const MemoryEstimate e = estimate_memory(model().config(), 0, q);
+  const MemoryEstimate e = estimate_memory(model().config(), 0, memory_query(model(), o, L));
   const uint64_t steady = ctx().memory().current() - before;
   Sampler sampler(SamplerParams{0.8f, 40, 0.95f, 0.05f, 1.1f, 64, 7});
   for (uint32_t i = 0; i + 1 < n_gen; ++i) {

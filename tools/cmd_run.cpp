@@ -79,13 +79,7 @@ void write_selection(const std::string& path, const Session& s, uint32_t L) {
 
 // --dry-run: what the memory model says this run needs, without running it; exit 1 if over budget.
 int memory_check(const Model& model, SessionOptions so, uint32_t L, const Context& ctx) {
-  MemoryQuery q;
-  q.prompt_len = L;
-  q.n_ctx = so.n_ctx ? so.n_ctx : std::min<uint32_t>(model.config().n_ctx_train, 4096);
-  q.n_batch = std::min(so.n_batch, q.n_ctx);
-  q.kv_type = so.kv_type;
-  q.kv = so.kv;
-  q.decode_chunk = model.attention().decode_chunk;
+  const MemoryQuery q = memory_query(model, so, L);
   const MemoryEstimate e = estimate_memory(model.config(), model.weights().bytes, q);
   const uint64_t budget = ctx.memory().budget();
   const bool fits = (!budget || e.peak <= budget) && L <= q.n_ctx;
