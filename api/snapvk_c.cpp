@@ -434,6 +434,7 @@ SNAPVK_API const char* snapvk_status_name(snapvk_status status) {
     case SNAPVK_CANCELLED: return "SNAPVK_CANCELLED";
     case SNAPVK_INTERNAL: return "SNAPVK_INTERNAL";
     case SNAPVK_BUFFER_TOO_SMALL: return "SNAPVK_BUFFER_TOO_SMALL";
+    case SNAPVK_STATUS_MAX_ENUM: break;
   }
   return "SNAPVK_UNKNOWN";
 }

@@ -115,7 +115,7 @@ void op_attn_prefill(CommandStream& cs, const Kernels&, const AttentionKernels& 
 }
 
 uint64_t attn_partial_floats(const AttentionKernels& a, uint32_t n_head, uint32_t max_len) {
-  return uint64_t(n_head) * ((max_len + a.decode_chunk - 1) / a.decode_chunk) * (a.head_dim + 2);
+  return uint64_t(n_head) * ((uint64_t(max_len) + a.decode_chunk - 1) / a.decode_chunk) * (a.head_dim + 2);
 }
 
 void op_attn_decode(CommandStream& cs, const Kernels&, const AttentionKernels& a, KvType kt, BufferRange q,

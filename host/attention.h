@@ -12,6 +12,10 @@
 
 namespace snapvk {
 
+// Most positions a session holds (n_ctx), and so the bound on prompt lengths, KV budgets and
+// windows: past it an option is absurd, and 32-bit slot and position counts could wrap.
+constexpr uint32_t kMaxContext = 1u << 24;
+
 // KV-cache storage types; q8_0 keeps 32-value blocks of int8 with an f16 scale each.
 enum class KvType : uint32_t { F32 = 0, F16 = 1, Q8_0 = 2 };
 constexpr uint32_t kKvTypes = 3;

@@ -285,7 +285,18 @@ GgufFile GgufFile::open(const std::string& path) {
   ::close(fd);  // the mapping keeps the file referenced
   if (m == MAP_FAILED) throw Error(path + ": cannot map: " + std::strerror(map_errno));
   f.base_ = static_cast<const uint8_t*>(m);
+  f.mapped_ = true;
   f.parse();  // on throw, f's destructor unmaps
+  return f;
+}
+
+GgufFile GgufFile::from_memory(const void* data, size_t size, const std::string& name) {
+  GgufFile f;
+  f.path_ = name;
+  if (!data || size == 0) throw Error(name + ": not a GGUF file (empty)");
+  f.base_ = static_cast<const uint8_t*>(data);
+  f.size_ = size;
+  f.parse();
   return f;
 }
 
@@ -298,6 +309,7 @@ GgufFile& GgufFile::operator=(GgufFile&& other) noexcept {
     release();
     path_ = std::move(other.path_);
     base_ = std::exchange(other.base_, nullptr);
+    mapped_ = std::exchange(other.mapped_, false);
     size_ = std::exchange(other.size_, 0);
     version_ = other.version_;
     alignment_ = other.alignment_;
@@ -313,8 +325,9 @@ GgufFile& GgufFile::operator=(GgufFile&& other) noexcept {
 GgufFile::~GgufFile() { release(); }
 
 void GgufFile::release() noexcept {
-  if (base_) ::munmap(const_cast<uint8_t*>(base_), static_cast<size_t>(size_));
+  if (base_ && mapped_) ::munmap(const_cast<uint8_t*>(base_), static_cast<size_t>(size_));
   base_ = nullptr;
+  mapped_ = false;
 }
 
 const GgufValue* GgufFile::find(std::string_view key) const {

@@ -40,6 +40,9 @@ class GgufFile {
  public:
   // Maps and parses the file. Throws snapvk::Error ("<path>: <problem>") on any failure.
   static GgufFile open(const std::string& path);
+  // Parses a GGUF image already in memory (`name` stands for the path in messages). The bytes
+  // are borrowed, not copied: they must outlive the GgufFile and its tensors' data pointers.
+  static GgufFile from_memory(const void* data, size_t size, const std::string& name);
 
   GgufFile(GgufFile&& other) noexcept;
   GgufFile& operator=(GgufFile&& other) noexcept;
@@ -100,7 +103,8 @@ class GgufFile {
   std::string what(std::string_view key) const;  // "<path>: key 'X'"
 
   std::string path_;
-  const uint8_t* base_ = nullptr;  // the mapping (nullptr if none)
+  const uint8_t* base_ = nullptr;  // the mapping, or the borrowed bytes (nullptr if none)
+  bool mapped_ = false;            // base_ is our mapping (unmapped on release)
   uint64_t size_ = 0;
   uint32_t version_ = 0;
   uint32_t alignment_ = 32;

@@ -1,5 +1,6 @@
 #include "host/kv_policy.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 
@@ -36,10 +37,20 @@ void KvPolicyOptions::validate() const {
   if (budget && ratio > 0.0f) throw Error(who + "give either --kv-budget or --kv-ratio, not both");
   if (window == 0) throw Error(who + "--kv-window must be at least 1");
   if (kernel == 0 || kernel % 2 == 0) throw Error(who + "--kv-kernel must be odd (got " + std::to_string(kernel) + ")");
+  // Bounded by the longest context, so that budget and window sums and the pooling offsets
+  // (j +- kernel / 2 in 32-bit ints on the GPU) cannot wrap.
+  auto at_most = [&](uint64_t v, const char* what) {
+    if (v > kMaxContext)
+      throw Error(who + what + " " + std::to_string(v) + " is too large (at most " + std::to_string(kMaxContext) + ")");
+  };
+  at_most(budget, "--kv-budget");
+  at_most(window, "--kv-window");
+  at_most(kernel, "--kv-kernel");
+  if (policy == KvPolicy::StreamingLLM) at_most(sinks, "sinks");
   if (budget && window >= budget)
     throw Error(who + "--kv-window " + std::to_string(window) + " must be smaller than --kv-budget " +
                 std::to_string(budget) + " (the budget includes the window)");
-  if (policy == KvPolicy::StreamingLLM && budget && sinks + window > budget)
+  if (policy == KvPolicy::StreamingLLM && budget && uint64_t(sinks) + window > budget)
     throw Error(who + "budget " + std::to_string(budget) + " is smaller than the " + std::to_string(sinks) +
                 " sink tokens plus the window");
   if (policy == KvPolicy::PyramidKV && pyramid_beta == 0) throw Error(who + "beta must be positive");
@@ -49,8 +60,9 @@ void KvPolicyOptions::validate() const {
 
 uint32_t KvPolicyOptions::budget_for(uint32_t L) const {
   if (budget) return budget;
-  const uint32_t c = uint32_t(std::ceil(double(ratio) * L));
-  return std::max(c, window + 1);
+  const double r = ratio > 0.0f ? std::min(double(ratio), 1.0) : 0.0;  // (0, 1] once validated
+  const uint32_t c = uint32_t(std::ceil(r * L));
+  return uint32_t(std::min<uint64_t>(std::max<uint64_t>(c, uint64_t(window) + 1), UINT32_MAX));
 }
 
 std::vector<uint32_t> KvPolicyOptions::layer_budgets(uint32_t L, uint32_t n_layer) const {
@@ -58,11 +70,14 @@ std::vector<uint32_t> KvPolicyOptions::layer_budgets(uint32_t L, uint32_t n_laye
   std::vector<uint32_t> out(n_layer, C);
   // A prompt within the budget is kept whole, as in the reference: no layer is compressed.
   if (policy != KvPolicy::PyramidKV || n_layer < 2 || L <= C) return out;
+  if (pyramid_beta == 0 || window >= C) throw Error("pyramidkv: beta must be positive and the window smaller than the budget");
   // As the reference (KVCache-Factory): min = (C-W)/beta, max = 2(C-W) - min, linear steps.
-  const uint32_t b = C - window;
-  const uint32_t lo = b / pyramid_beta, hi = 2 * b - lo;
-  const uint32_t step = (hi - lo) / (n_layer - 1);
-  for (uint32_t l = 0; l < n_layer; ++l) out[l] = std::max<uint32_t>(hi - l * step, 1) + window;
+  // In 64 bits (2(C-W) + W exceeds 32 bits for C near 2^32); a budget of L or more keeps the layer whole.
+  const uint64_t b = C - window;
+  const uint64_t lo = b / pyramid_beta, hi = 2 * b - lo;
+  const uint64_t step = (hi - lo) / (n_layer - 1);
+  for (uint32_t l = 0; l < n_layer; ++l)
+    out[l] = uint32_t(std::min<uint64_t>(std::max<uint64_t>(hi - l * step, 1) + window, UINT32_MAX));
   return out;
 }
 

@@ -30,7 +30,16 @@ struct MemoryQuery {
   uint32_t decode_chunk = 256;    // AttentionKernels::decode_chunk of the device
 };
 
+// Throws snapvk::Error naming the quantity for a config that ModelConfig::check() rejects, a query
+// outside check_session_shape(), a prompt longer than kMaxContext, a decode_chunk of 0, or a
+// total that overflows 64 bits.
 MemoryEstimate estimate_memory(const ModelConfig& c, uint64_t weight_bytes, const MemoryQuery& q);
+
+// Checks that a session of this shape fits the 32-bit counts the kernels take: n_ctx in
+// 1..kMaxContext, the KV slots of one layer (n_head_kv * n_ctx) and the elements of every
+// per-batch activation (n_batch * n_embd, q_dim, kv_dim, n_ff) below 2^32. Throws snapvk::Error
+// naming the product. Session and estimate_memory call it.
+void check_session_shape(const ModelConfig& c, uint32_t n_ctx, uint32_t n_batch);
 
 // The query for a session of `model` with these options and a prompt of L tokens, with the
 // defaults a Session applies (n_ctx 0: the model's context, at most 4096; n_batch <= n_ctx).

@@ -5,6 +5,7 @@
 #include <map>
 
 #include "host/quant.h"
+#include "runtime/checked.h"
 #include "runtime/vk_check.h"
 #include "snapvk_limits.h"
 
@@ -12,8 +13,8 @@ namespace snapvk {
 
 namespace {
 
-// Bounds that no real model exceeds; past them a file is corrupt (and would ask for absurd memory).
-constexpr uint64_t kMaxEmbd = 1u << 16, kMaxLayers = 1024, kMaxHeads = 1024, kMaxFf = 1u << 20, kMaxVocab = 1u << 22;
+constexpr uint64_t kMaxEmbd = ModelConfig::kMaxEmbd, kMaxLayers = ModelConfig::kMaxLayers,
+                   kMaxHeads = ModelConfig::kMaxHeads, kMaxFf = ModelConfig::kMaxFf, kMaxVocab = ModelConfig::kMaxVocab;
 
 uint32_t checked_dim(const GgufFile& f, const std::string& key, uint64_t v, uint64_t max) {
   if (v == 0 || v > max)
@@ -37,7 +38,7 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
   c.n_head = checked_dim(f, a + "attention.head_count", f.require_uint(a + "attention.head_count"), kMaxHeads);
   c.n_head_kv = checked_dim(f, a + "attention.head_count_kv", f.get_uint(a + "attention.head_count_kv", c.n_head), kMaxHeads);
   c.n_ff = checked_dim(f, a + "feed_forward_length", f.require_uint(a + "feed_forward_length"), kMaxFf);
-  c.n_ctx_train = checked_dim(f, a + "context_length", f.get_uint(a + "context_length", 2048), 1u << 24);
+  c.n_ctx_train = checked_dim(f, a + "context_length", f.get_uint(a + "context_length", 2048), kMaxContext);
   if (c.n_head % c.n_head_kv)
     throw Error(f.path() + ": head_count " + std::to_string(c.n_head) + " is not a multiple of head_count_kv " +
                 std::to_string(c.n_head_kv));
@@ -67,15 +68,43 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
   uint64_t best = 0;
   for (auto [t, b] : by_type)
     if (b > best) best = b, c.weight_type = t;
+  try {
+    c.check();
+  } catch (const Error& e) {
+    throw Error(f.path() + ": " + e.what());
+  }
   return c;
+}
+
+void ModelConfig::check() const {
+  checked_range(n_embd, 1, kMaxEmbd, "model: n_embd");
+  checked_range(n_layer, 1, kMaxLayers, "model: n_layer");
+  checked_range(n_head, 1, kMaxHeads, "model: n_head");
+  checked_range(n_head_kv, 1, kMaxHeads, "model: n_head_kv");
+  checked_range(n_ff, 1, kMaxFf, "model: n_ff");
+  checked_range(n_vocab, 1, kMaxVocab, "model: n_vocab");
+  checked_range(n_ctx_train, 0, kMaxContext, "model: n_ctx_train");
+  checked_range(head_dim, 2, SNAPVK_MAX_HEAD_DIM, "model: head_dim");
+  checked_range(n_rot, 0, head_dim, "model: n_rot");
+  if (head_dim % 2 || n_rot % 2)
+    throw Error("model: head_dim " + std::to_string(head_dim) + " and n_rot " + std::to_string(n_rot) + " must be even");
+  if (n_head % n_head_kv)
+    throw Error("model: n_head " + std::to_string(n_head) + " is not a multiple of n_head_kv " + std::to_string(n_head_kv));
+  if (group() > kMaxGroup)
+    throw Error("model: GQA group n_head / n_head_kv = " + std::to_string(group()) + " is larger than " +
+                std::to_string(kMaxGroup) + ", the most snapvk's attention kernels support");
+  // The kernels index a weight matrix's elements with 32 bits (shaders/weights.glsl).
+  const uint32_t qd = checked_mul_u32(n_head, head_dim, "model: q_dim = n_head * head_dim");
+  checked_mul_u32(n_vocab, n_embd, "model: token_embd elements n_vocab * n_embd");
+  checked_mul_u32(qd, n_embd, "model: attn_q elements n_head * head_dim * n_embd");
+  checked_mul_u32(n_ff, n_embd, "model: ffn elements n_ff * n_embd");
 }
 
 namespace {
 
+// Uploads take tensors checked by checked_weight() below.
 // A matrix or vector uploaded in its stored type (buffers padded to whole 32-bit words).
 DeviceTensor upload_tensor(Context& ctx, const GgufTensor& t) {
-  if (!traits_of(t.type).supported)
-    throw Error("tensor '" + t.name + "' has type " + type_name(t.type) + ", which snapvk does not support");
   DeviceTensor d;
   d.type = t.type;
   d.cols = uint32_t(t.ne[0]);
@@ -88,8 +117,6 @@ DeviceTensor upload_tensor(Context& ctx, const GgufTensor& t) {
 // Norm weights, biases and RoPE factors are used as f32 whatever the file stores.
 DeviceTensor upload_f32(Context& ctx, const GgufTensor& t) {
   if (t.type == GgmlType::F32) return upload_tensor(ctx, t);
-  if (!traits_of(t.type).supported)
-    throw Error("tensor '" + t.name + "' has type " + type_name(t.type) + ", which snapvk does not support");
   std::vector<float> v(t.n_elements());
   dequantize_row(t.type, t.data, v.data(), int64_t(v.size()));
   DeviceTensor d;
@@ -101,45 +128,65 @@ DeviceTensor upload_f32(Context& ctx, const GgufTensor& t) {
   return d;
 }
 
+// Every weight tensor a model of config `c` reads, and the slot it fills: one list for the
+// device-free check and for the upload. visit(name, cols, rows, slot); rows == 0 marks a
+// vector of `cols` elements (used as f32), otherwise a [rows, cols] matrix in its stored type.
+template <class Visit>
+void visit_weights(const GgufFile& f, const ModelConfig& c, ModelWeights& w, Visit&& visit) {
+  visit("token_embd.weight", c.n_embd, c.n_vocab, w.tok_embd);
+  visit("output_norm.weight", c.n_embd, 0, w.output_norm);
+  if (f.find_tensor("output.weight")) visit("output.weight", c.n_embd, c.n_vocab, w.output);
+  if (c.rope_factors) visit("rope_freqs.weight", c.n_rot / 2, 0, w.rope_freqs);
+  w.layers.resize(c.n_layer);
+  for (uint32_t l = 0; l < c.n_layer; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    LayerWeights& L = w.layers[l];
+    visit(p + "attn_norm.weight", c.n_embd, 0, L.attn_norm);
+    visit(p + "attn_q.weight", c.n_embd, c.q_dim(), L.wq);
+    visit(p + "attn_k.weight", c.n_embd, c.kv_dim(), L.wk);
+    visit(p + "attn_v.weight", c.n_embd, c.kv_dim(), L.wv);
+    if (c.qkv_bias) {
+      visit(p + "attn_q.bias", c.q_dim(), 0, L.bq);
+      visit(p + "attn_k.bias", c.kv_dim(), 0, L.bk);
+      visit(p + "attn_v.bias", c.kv_dim(), 0, L.bv);
+    }
+    visit(p + "attn_output.weight", c.q_dim(), c.n_embd, L.wo);
+    visit(p + "ffn_norm.weight", c.n_embd, 0, L.ffn_norm);
+    visit(p + "ffn_gate.weight", c.n_embd, c.n_ff, L.w_gate);
+    visit(p + "ffn_up.weight", c.n_embd, c.n_ff, L.w_up);
+    visit(p + "ffn_down.weight", c.n_ff, c.n_embd, L.w_down);
+  }
+}
+
+// The tensor `name` with the shape the config implies, in a type snapvk reads.
+const GgufTensor& checked_weight(const GgufFile& f, const std::string& name, uint64_t cols, uint64_t rows) {
+  const GgufTensor& t = rows ? f.require_tensor(name, {cols, rows}) : f.require_tensor(name, {cols});
+  if (!traits_of(t.type).supported)
+    throw Error(f.path() + ": tensor '" + t.name + "' has type " + type_name(t.type) + ", which snapvk does not support");
+  if (rows && cols % traits_of(t.type).block_size)
+    throw Error(f.path() + ": tensor '" + name + "' rows are not whole " + type_name(t.type) + " blocks");
+  return t;
+}
+
 }  // namespace
+
+void check_model_tensors(const GgufFile& f, const ModelConfig& c) {
+  ModelWeights none;
+  visit_weights(f, c, none, [&](const std::string& name, uint64_t cols, uint64_t rows, DeviceTensor&) {
+    checked_weight(f, name, cols, rows);
+  });
+}
 
 Model::Model(Kernels& kernels, const std::string& path) : k_(kernels), file_(GgufFile::open(path)) {
   cfg_ = ModelConfig::from_gguf(file_);
   tok_ = std::make_unique<Tokenizer>(vocab_from_gguf(file_));
   const ModelConfig& c = cfg_;
   Context& ctx = k_.ctx;
-
-  auto matrix = [&](const std::string& name, uint64_t cols, uint64_t rows) {
-    const GgufTensor& t = file_.require_tensor(name, {cols, rows});
-    if (cols % traits_of(t.type).block_size)
-      throw Error(path + ": tensor '" + name + "' rows are not whole " + type_name(t.type) + " blocks");
-    return upload_tensor(ctx, t);
-  };
-  auto vec = [&](const std::string& name, uint64_t n) { return upload_f32(ctx, file_.require_tensor(name, {n})); };
-
-  w_.tok_embd = matrix("token_embd.weight", c.n_embd, c.n_vocab);
-  w_.output_norm = vec("output_norm.weight", c.n_embd);
-  if (file_.find_tensor("output.weight")) w_.output = matrix("output.weight", c.n_embd, c.n_vocab);
-  if (c.rope_factors) w_.rope_freqs = vec("rope_freqs.weight", c.n_rot / 2);
-  w_.layers.resize(c.n_layer);
-  for (uint32_t l = 0; l < c.n_layer; ++l) {
-    const std::string p = "blk." + std::to_string(l) + ".";
-    LayerWeights& L = w_.layers[l];
-    L.attn_norm = vec(p + "attn_norm.weight", c.n_embd);
-    L.wq = matrix(p + "attn_q.weight", c.n_embd, c.q_dim());
-    L.wk = matrix(p + "attn_k.weight", c.n_embd, c.kv_dim());
-    L.wv = matrix(p + "attn_v.weight", c.n_embd, c.kv_dim());
-    if (c.qkv_bias) {
-      L.bq = vec(p + "attn_q.bias", c.q_dim());
-      L.bk = vec(p + "attn_k.bias", c.kv_dim());
-      L.bv = vec(p + "attn_v.bias", c.kv_dim());
-    }
-    L.wo = matrix(p + "attn_output.weight", c.q_dim(), c.n_embd);
-    L.ffn_norm = vec(p + "ffn_norm.weight", c.n_embd);
-    L.w_gate = matrix(p + "ffn_gate.weight", c.n_embd, c.n_ff);
-    L.w_up = matrix(p + "ffn_up.weight", c.n_embd, c.n_ff);
-    L.w_down = matrix(p + "ffn_down.weight", c.n_ff, c.n_embd);
-  }
+  check_model_tensors(file_, c);  // a bad file fails before anything is uploaded
+  visit_weights(file_, c, w_, [&](const std::string& name, uint64_t cols, uint64_t rows, DeviceTensor& slot) {
+    const GgufTensor& t = checked_weight(file_, name, cols, rows);
+    slot = rows ? upload_tensor(ctx, t) : upload_f32(ctx, t);
+  });
   // Summed per tensor: the device-wide counter would also count other threads' allocations.
   auto add = [&](const DeviceTensor& t) { w_.bytes += t ? t.buf.size() : 0; };
   add(w_.tok_embd), add(w_.output_norm), add(w_.output), add(w_.rope_freqs);

@@ -38,8 +38,17 @@ struct ModelConfig {
   bool rope_factors = false;  // Llama 3 rope_freqs tensor present
   GgmlType weight_type = GgmlType::F32;  // the most common matrix type (for reports)
 
-  // Reads and checks the hyper-parameters (llama.cpp's defaults for missing keys).
+  // Bounds no real model exceeds; past them a file is corrupt (and would ask for absurd memory).
+  static constexpr uint32_t kMaxEmbd = 1u << 16, kMaxLayers = 1024, kMaxHeads = 1024, kMaxFf = 1u << 20,
+                            kMaxVocab = 1u << 22, kMaxGroup = 16;
+
+  // Reads and checks the hyper-parameters (llama.cpp's defaults for missing keys), then check().
   static ModelConfig from_gguf(const GgufFile& f);
+  // Throws snapvk::Error ("model: ...") unless every dimension is within the bounds above and
+  // every size derived from them fits what the kernels index: each weight matrix has fewer than
+  // 2^32 elements (n_vocab * n_embd, n_head * head_dim * n_embd, n_ff * n_embd). from_gguf,
+  // estimate_memory and Session call it, so a hand-built config is checked too.
+  void check() const;
   uint32_t q_dim() const { return n_head * head_dim; }
   uint32_t kv_dim() const { return n_head_kv * head_dim; }
   uint32_t group() const { return n_head / n_head_kv; }
@@ -73,6 +82,10 @@ struct ModelWeights {
   const DeviceTensor& lm_head() const { return output ? output : tok_embd; }
   uint64_t bytes = 0;                // bytes of all weight tensors on the device
 };
+
+// Checks, without a device, that the file holds every weight tensor the config needs, in the
+// shape it implies and a type snapvk reads. Throws snapvk::Error naming the first problem.
+void check_model_tensors(const GgufFile& f, const ModelConfig& c);
 
 class Model {
  public:

@@ -13,6 +13,7 @@
 #include "host/sampler.h"
 #include "host/session.h"
 #include "host/svg_chart.h"
+#include "runtime/checked.h"
 #include "runtime/error.h"
 
 namespace snapvk {
@@ -72,6 +73,7 @@ const NeedleCell* NeedleReport::cell(const std::string& policy, uint32_t context
 }
 
 NeedlePrompt needle_prompt(const Tokenizer& tok, uint32_t n_vocab, uint32_t context, uint32_t depth, uint64_t seed) {
+  checked_range(context, 1, kMaxContext, "needle: context length");  // before building `context` tokens
   NeedlePrompt p;
   p.value = std::to_string(10000 + mix(seed * 1000003ull + context * 131ull + depth) % 90000);
   const auto needle = encode(tok, n_vocab, "The secret number is " + p.value + ".");
@@ -118,6 +120,7 @@ NeedleReport run_needle(const Model& m, const NeedleOptions& o) {
   for (uint32_t d : o.depths)
     if (d > 100) throw Error("a depth is a percentage of the context, 0 to 100 (got " + std::to_string(d) + ")");
   for (const auto& s : o.specs) s.kv.validate();
+  checked_range(o.extra_tokens, 0, kMaxContext, "needle: extra tokens");
   const auto t_start = std::chrono::steady_clock::now();
   const ModelConfig& c = m.config();
   const Tokenizer& tok = m.tokenizer();
@@ -156,9 +159,9 @@ NeedleReport run_needle(const Model& m, const NeedleOptions& o) {
           const NeedlePrompt p = needle_prompt(tok, c.n_vocab, L, d, o.seed);
           cell.value = p.value;
           cell.needle_pos = p.needle_pos;
-          const uint32_t n_gen = p.value_tokens + o.extra_tokens;
+          const uint32_t n_gen = p.value_tokens + o.extra_tokens;  // both <= kMaxContext
           SessionOptions so;
-          so.n_ctx = L + n_gen;
+          so.n_ctx = uint32_t(checked_range(uint64_t(L) + n_gen, 1, kMaxContext, "needle: context plus generated tokens"));
           so.n_batch = o.n_batch;
           so.kv_type = o.kv_type;
           so.kv = spec.kv;

@@ -15,6 +15,7 @@
 #include "host/sampler.h"
 #include "host/session.h"
 #include "host/svg_chart.h"
+#include "runtime/checked.h"
 #include "runtime/error.h"
 #include "runtime/memory.h"
 #include "runtime/vk_check.h"
@@ -63,8 +64,13 @@ void fill_shape(ProfileReport& r, const ModelConfig& c) {
 
 void check_options(const ProfileOptions& o) {
   if (o.contexts.empty()) throw Error("no context lengths to profile");
-  for (uint32_t L : o.contexts)
+  for (uint32_t L : o.contexts) {
     if (L < 2) throw Error("a context length must be at least 2 tokens (got " + std::to_string(L) + ")");
+    // Each run holds n_ctx = L + gen positions (a 32-bit sum).
+    if (uint64_t(L) + o.gen > kMaxContext)
+      throw Error("context length " + std::to_string(L) + " plus " + std::to_string(o.gen) +
+                  " generated tokens is more than the " + std::to_string(kMaxContext) + " positions a session may hold");
+  }
   for (const auto& s : o.specs) {
     if (!s.kv.compresses()) throw Error("profile spec '" + s.label + "' is the full cache, which always runs");
     s.kv.validate();
@@ -113,6 +119,7 @@ struct Reference {
 bool is_synthetic_model(const Model& m) { return m.config().name.rfind("snapvk synth", 0) == 0; }
 
 std::vector<int32_t> profile_prompt(const Model& m, uint32_t L) {
+  checked_range(L, 0, kMaxContext, "profile prompt length");
   std::vector<int32_t> out;
   out.reserve(L);
   const Tokenizer& tok = m.tokenizer();
@@ -611,11 +618,11 @@ std::vector<uint32_t> parse_token_counts(const std::string& list, const std::str
     size_t used = 0;
     unsigned long long v = 0;
     try {
-      v = std::stoull(item, &used);
+      if (!item.empty() && item[0] != '-') v = std::stoull(item, &used);  // stoull takes "-1" as 2^64 - 1
     } catch (...) {
       used = 0;
     }
-    if (item.empty() || used != item.size() || v == 0 || v * mul > 0xFFFFFFFFull)
+    if (item.empty() || used != item.size() || v == 0 || v > 0xFFFFFFFFull / mul)
       throw Error(what + ": '" + list.substr(start, end - start) + "' is not a positive token count (examples: 512, 4k)");
     out.push_back(uint32_t(v * mul));
     start = end + 1;

@@ -5,12 +5,13 @@
 #include <string>
 
 #include "host/memory_model.h"
+#include "runtime/checked.h"
 #include "runtime/vk_check.h"
 
 namespace snapvk {
 
 uint64_t Session::kv_bytes_for(const ModelConfig& c, KvType t, uint64_t tokens) {
-  return 2ull * c.n_layer * c.n_head_kv * tokens * kv_row_bytes(t, c.head_dim);
+  return checked_mul(2ull * c.n_layer * c.n_head_kv * kv_row_bytes(t, c.head_dim), tokens, "KV cache bytes");
 }
 
 namespace {
@@ -38,6 +39,8 @@ Session::Session(const Model& model, const SessionOptions& opts)
   Context& ctx = model.ctx();
   if (opts_.n_ctx == 0) opts_.n_ctx = std::min<uint32_t>(c.n_ctx_train, 4096);
   if (opts_.n_batch == 0) throw Error("n_batch must be at least 1");
+  c.check();
+  check_session_shape(c, opts_.n_ctx, opts_.n_batch);
   if (opts_.kv_type == KvType::Q8_0 && c.head_dim % 32)
     throw Error("--kv-type q8_0 needs a head dimension that is a multiple of 32 (this model's is " +
                 std::to_string(c.head_dim) + ")");
@@ -110,7 +113,7 @@ uint32_t Session::max_len(uint32_t n_appended) const {
 
 std::span<const float> Session::prefill(std::span<const int32_t> tokens) {
   if (tokens.empty()) throw Error("empty prompt");
-  if (n_past_ + tokens.size() > opts_.n_ctx)
+  if (tokens.size() > opts_.n_ctx - n_past_)  // n_past_ <= n_ctx; a sum could wrap for a huge size
     throw Error("prompt of " + std::to_string(tokens.size()) + " tokens does not fit the context: " +
                 std::to_string(n_past_) + " used of " + std::to_string(opts_.n_ctx) + " (raise -c)");
   const int32_t n_vocab = int32_t(model_.config().n_vocab);

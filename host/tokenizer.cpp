@@ -125,6 +125,8 @@ TokenizerData::TokenizerData(Vocab v) : vocab(std::move(v)) {
   const size_t n = vocab.tokens.size();
   if (n == 0) throw Error("tokenizer vocabulary is empty (tokenizer.ggml.tokens)");
   if (n > static_cast<size_t>(INT32_MAX)) throw Error("tokenizer vocabulary too large");
+  if (vocab.merges.size() > static_cast<size_t>(INT32_MAX))  // merge ranks are int32
+    throw Error("tokenizer.ggml.merges has " + std::to_string(vocab.merges.size()) + " entries (at most 2^31 - 1)");
   if (!vocab.scores.empty() && vocab.scores.size() < n) {
     throw Error("tokenizer.ggml.scores has " + std::to_string(vocab.scores.size()) + " entries for " +
                 std::to_string(n) + " tokens");

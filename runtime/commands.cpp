@@ -116,7 +116,7 @@ void CommandStream::dispatch_raw(const Pipeline& p, std::initializer_list<Buffer
     SNAPVK_ASSERT(r.offset % info.min_storage_buffer_offset_alignment == 0,
                   where + ": offset " + std::to_string(r.offset) + " is not aligned to " +
                       std::to_string(info.min_storage_buffer_offset_alignment));
-    SNAPVK_ASSERT(r.offset + size <= r.buffer->size() && size > 0,
+    SNAPVK_ASSERT(r.offset <= r.buffer->size() && size <= r.buffer->size() - r.offset && size > 0,
                   where + ": range [" + std::to_string(r.offset) + ", +" + std::to_string(size) +
                       ") is outside buffer '" + r.buffer->name() + "' of " + std::to_string(r.buffer->size()) + " bytes");
     SNAPVK_ASSERT(size <= info.max_storage_buffer_range,
@@ -155,7 +155,9 @@ void CommandStream::barrier() {
 
 void CommandStream::copy(const Buffer& src, uint64_t src_offset, const Buffer& dst, uint64_t dst_offset, uint64_t bytes) {
   SNAPVK_ASSERT(recording_, "copy outside begin()/submit()");
-  SNAPVK_ASSERT(src_offset + bytes <= src.size() && dst_offset + bytes <= dst.size(), "copy out of range");
+  SNAPVK_ASSERT(src_offset <= src.size() && bytes <= src.size() - src_offset && dst_offset <= dst.size() &&
+                    bytes <= dst.size() - dst_offset,
+                "copy out of range");
   if (bytes == 0) return;
   VkBufferCopy c{src_offset, dst_offset, bytes};
   vkCmdCopyBuffer(cb_, src.handle(), dst.handle(), 1, &c);
@@ -163,7 +165,8 @@ void CommandStream::copy(const Buffer& src, uint64_t src_offset, const Buffer& d
 
 void CommandStream::fill(const Buffer& dst, uint64_t offset, uint64_t bytes, uint32_t value) {
   SNAPVK_ASSERT(recording_, "fill outside begin()/submit()");
-  SNAPVK_ASSERT(offset % 4 == 0 && bytes % 4 == 0 && offset + bytes <= dst.size(), "fill out of range or unaligned");
+  SNAPVK_ASSERT(offset % 4 == 0 && bytes % 4 == 0 && offset <= dst.size() && bytes <= dst.size() - offset,
+                "fill out of range or unaligned");
   if (bytes == 0) return;
   vkCmdFillBuffer(cb_, dst.handle(), offset, bytes, value);
 }

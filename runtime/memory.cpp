@@ -1,5 +1,6 @@
 #include "runtime/memory.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <utility>
@@ -34,7 +35,7 @@ void MemoryTracker::reserve(uint64_t bytes, const std::string& what) {
   }
   uint64_t now = current_.load();
   do {
-    if (now + bytes > limit)
+    if (bytes > limit || now > limit - bytes)  // not now + bytes > limit: that sum can wrap
       throw Error("device memory budget exceeded: " + what + " needs " + format_bytes(bytes) + ", " +
                   format_bytes(now) + " in use of a budget of " + format_bytes(limit));
   } while (!current_.compare_exchange_weak(now, now + bytes));
@@ -52,6 +53,13 @@ void MemoryTracker::on_free(uint64_t bytes) {
 Buffer::Buffer(Context& ctx, uint64_t bytes, BufferKind kind, std::string name) : ctx_(&ctx), name_(std::move(name)) {
   // Zero-sized tensors still get a valid (tiny) buffer so that every binding is legal.
   size_ = bytes;
+  // Refused before Vulkan sees it: no heap holds it, and a size computed from a hostile number
+  // must not reach vkCreateBuffer (sizes past maxBufferSize are invalid usage there).
+  uint64_t largest_heap = 0;
+  for (const MemoryHeapInfo& h : ctx.info().heaps) largest_heap = std::max(largest_heap, h.size);
+  if (largest_heap && bytes > largest_heap)
+    throw Error("out of device memory: buffer '" + name_ + "' of " + std::to_string(bytes) +
+                " bytes is larger than the device's largest memory heap (" + std::to_string(largest_heap) + " bytes)");
   const uint64_t create_size = bytes ? bytes : 4;
   VkBufferCreateInfo bi{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
   bi.size = create_size;

@@ -4,6 +4,9 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 #include "host/session.h"
 #include "runtime/context.h"
@@ -13,6 +16,10 @@ namespace snapvk::cli {
 struct Globals {
   std::string device;              // --device
   uint64_t max_device_memory = 0;  // --max-device-memory
+  // Parse and check the options, then stop before any file, device or output is touched: the
+  // CLI fuzzer (fuzz/fuzz_cli.cpp). An exception other than snapvk::Error then propagates
+  // instead of being printed, so the fuzzer reports it.
+  bool check_only = false;
 };
 ContextOptions context_options(const Globals& g);
 // "512M", "1.5GiB", "2G", "1000000": bytes (K/M/G/T are powers of 1024, with or without "iB").
@@ -30,6 +37,10 @@ void add_kv_options(CLI::App& app, KvCliOptions& o);
 // Checked conversion into session options (throws snapvk::Error with a one-line message).
 void apply_kv_options(const KvCliOptions& o, SessionOptions& out);
 
+// Whitespace-separated token ids (a --tokens-file): each in [0, 2^31), at least one.
+// `what` names the source in errors.
+std::vector<int32_t> parse_token_ids(std::string_view text, const std::string& what);
+
 // Each subcommand registers its options on `app` and returns the function to run it.
 using Runner = std::function<int()>;
 Runner add_devices(CLI::App& app, const Globals& g);
@@ -40,5 +51,24 @@ Runner add_synth(CLI::App& app, const Globals& g);
 Runner add_convert(CLI::App& app, const Globals& g);
 Runner add_profile(CLI::App& app, const Globals& g);  // tools/cmd_profile.cpp
 Runner add_eval(CLI::App& app, const Globals& g);
+
+// The whole command line: the global options and every subcommand.
+class Cli {
+ public:
+  Cli();
+  Cli(const Cli&) = delete;
+  Cli& operator=(const Cli&) = delete;
+  // Parses the arguments and runs the chosen subcommand; returns the exit code. Errors are
+  // one line on stderr ("snapvk: error: ...") and a non-zero code.
+  int main(int argc, const char* const* argv);
+  Globals& globals() { return g_; }
+
+ private:
+  CLI::App app_;
+  Globals g_;
+  bool verbose_ = false;
+  std::string log_level_;
+  std::vector<std::pair<CLI::App*, Runner>> commands_;
+};
 
 }  // namespace snapvk::cli

@@ -220,6 +220,10 @@ int profile(const ProfileCli& o, const Globals& g) {
   std::optional<GgufFile> file;
   ModelConfig cfg;
   uint64_t weight_bytes = 0;
+  if (g.check_only && !o.model.empty()) {
+    if (!o.contexts.empty()) parse_token_counts(o.contexts, "--contexts");
+    return 0;
+  }
   if (o.model.empty()) {
     shape = synth_shape(preset, o.weight_type);
     cfg = config_of(*shape);
@@ -235,6 +239,7 @@ int profile(const ProfileCli& o, const Globals& g) {
   const std::string model_label = o.model.empty() ? "synthetic:" + preset + " (" + o.weight_type + ")" : o.model;
 
   ProfileReport r;
+  if (g.check_only && !o.dry_run) return 0;
   if (o.dry_run) {
     r = dry_run_profile(cfg, weight_bytes, g.max_device_memory, po);
     r.model = model_label;
@@ -260,6 +265,7 @@ int profile(const ProfileCli& o, const Globals& g) {
           r.notes.push_back("context " + std::to_string(L) + " + " + std::to_string(o.gen) +
                             " is beyond the model's training context (" + std::to_string(cfg.n_ctx_train) + ")");
   }
+  if (g.check_only) return 0;  // a dry run's figures computed, nothing written
   const auto paths = write_profile_files(r, o.out);
   if (o.json) {
     std::printf("%s\n", profile_json(r).c_str());
@@ -301,6 +307,10 @@ int needle(const NeedleCli& o, const Globals& g) {
     }
     if (used != d.size() || v < 0 || v > 100) throw Error("--depths: '" + d + "' is not a percentage from 0 to 100");
     no.depths.push_back(uint32_t(v));
+  }
+  if (g.check_only) {
+    if (!o.contexts.empty()) parse_token_counts(o.contexts, "--contexts");
+    return 0;
   }
   Context ctx(context_options(g));
   Kernels kernels(ctx);

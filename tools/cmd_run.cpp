@@ -2,6 +2,7 @@
 // (or one JSON object with --json).
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -29,31 +30,20 @@ struct RunOptions {
   bool seed_set = false, json = false, profile = false, dry_run = false;
 };
 
+// A prompt or token file: a regular file of at most 1 GiB (not a pipe or device that never ends).
 std::string read_file(const std::string& path) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(status)) throw Error("cannot open prompt file '" + path + "'");
+  if (!std::filesystem::is_regular_file(status)) throw Error("prompt file '" + path + "' is not a regular file");
+  constexpr uintmax_t kMaxPromptFile = uintmax_t{1} << 30;
+  const uintmax_t size = std::filesystem::file_size(path, ec);
+  if (ec || size > kMaxPromptFile) throw Error("prompt file '" + path + "' is larger than 1 GiB");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("cannot open prompt file '" + path + "'");
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
-}
-
-std::vector<int32_t> read_tokens(const std::string& path) {
-  std::istringstream in(read_file(path));
-  std::vector<int32_t> ids;
-  std::string w;
-  while (in >> w) {
-    size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(w, &used);
-    } catch (...) {
-      used = 0;
-    }
-    if (used != w.size() || v < 0 || v > INT32_MAX) throw Error("'" + path + "': '" + w + "' is not a token id");
-    ids.push_back(int32_t(v));
-  }
-  if (ids.empty()) throw Error("'" + path + "' holds no token ids");
-  return ids;
 }
 
 // {"prompt_len": L, "policy": ..., "window": W, "budget": C, "layers": [[[positions of head 0], ...], ...]}
@@ -113,13 +103,14 @@ int run(const RunOptions& o, const Globals& g) {
   const KvType kv_type = so.kv_type;
   SamplerParams sp = o.sp;
   if (!o.seed_set) sp.seed = std::random_device{}();
+  if (g.check_only) return 0;
 
   Context ctx(context_options(g));
   Kernels kernels(ctx);
   Model model(kernels, o.model);
   const Tokenizer& tok = model.tokenizer();
   std::vector<int32_t> prompt = !o.tokens_file.empty()
-                                    ? read_tokens(o.tokens_file)
+                                    ? parse_token_ids(read_file(o.tokens_file), "'" + o.tokens_file + "'")
                                     : tok.encode(o.prompt_file.empty() ? o.prompt : read_file(o.prompt_file), true);
   if (prompt.empty()) throw Error("the prompt is empty");
   // Without -c the cache holds what this run needs: the prompt and the tokens to generate
@@ -224,6 +215,35 @@ int run(const RunOptions& o, const Globals& g) {
 
 }  // namespace
 
+std::vector<int32_t> parse_token_ids(std::string_view text, const std::string& what) {
+  std::vector<int32_t> ids;
+  size_t i = 0;
+  auto space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; };
+  while (i < text.size()) {
+    if (space(text[i])) {
+      ++i;
+      continue;
+    }
+    size_t end = i;
+    while (end < text.size() && !space(text[end])) ++end;
+    const std::string_view w = text.substr(i, end - i);
+    int64_t v = 0;
+    bool ok = w.size() <= 10;  // so v cannot overflow
+    for (size_t k = 0; ok && k < w.size(); ++k) {
+      ok = w[k] >= '0' && w[k] <= '9';
+      v = v * 10 + (w[k] - '0');
+    }
+    if (!ok || v > INT32_MAX) {
+      const std::string shown(w.substr(0, 32));
+      throw Error(what + ": '" + shown + (w.size() > 32 ? "...'" : "'") + " is not a token id");
+    }
+    ids.push_back(int32_t(v));
+    i = end;
+  }
+  if (ids.empty()) throw Error(what + " holds no token ids");
+  return ids;
+}
+
 Runner add_run(CLI::App& app, const Globals& g) {
   auto o = std::make_shared<RunOptions>();
   app.add_option("-m,--model", o->model, "GGUF model file")->required();
@@ -248,13 +268,14 @@ Runner add_run(CLI::App& app, const Globals& g) {
   return [o, &g] { return run(*o, g); };
 }
 
-Runner add_tokenize(CLI::App& app, const Globals&) {
+Runner add_tokenize(CLI::App& app, const Globals& g) {
   auto o = std::make_shared<std::tuple<std::string, std::string, bool, bool>>();
   app.add_option("-m,--model", std::get<0>(*o), "GGUF model (or vocab-only) file")->required();
   app.add_option("-p,--prompt", std::get<1>(*o), "Text to tokenize")->required();
   app.add_flag("--json", std::get<2>(*o), "Print a JSON array");
   app.add_flag("--no-bos", std::get<3>(*o), "Do not add BOS/EOS");
-  return [o] {
+  return [o, &g] {
+    if (g.check_only) return 0;
     GgufFile f = GgufFile::open(std::get<0>(*o));
     Tokenizer tok(vocab_from_gguf(f));
     auto ids = tok.encode(std::get<1>(*o), !std::get<3>(*o));

@@ -54,9 +54,9 @@ int list_presets(GgmlType type) {
   return 0;
 }
 
-int synth(const SynthOptions& o) {
+int synth(const SynthOptions& o, const Globals& g) {
   const GgmlType type = parse_weight_type(o.type);
-  if (o.list) return list_presets(type);
+  if (o.list) return g.check_only ? 0 : list_presets(type);
   if (o.preset.empty() == o.shape.empty()) throw Error("give exactly one of --preset NAME or --shape SPEC (or --list)");
   if (o.out.empty()) throw Error("no output file (-o FILE.gguf)");
   SynthShape s;
@@ -74,6 +74,7 @@ int synth(const SynthOptions& o) {
   s.weight_type = type;
   if (o.seed_set) s.seed = o.seed;
   check_synth_shape(s);
+  if (g.check_only) return 0;
   const auto t0 = std::chrono::steady_clock::now();
   write_synth_gguf(s, o.out);
   const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -84,7 +85,7 @@ int synth(const SynthOptions& o) {
 
 }  // namespace
 
-Runner add_synth(CLI::App& app, const Globals&) {
+Runner add_synth(CLI::App& app, const Globals& g) {
   auto o = std::make_shared<SynthOptions>();
   app.add_option("--preset", o->preset, "Named shape (see --list)");
   app.add_option("--shape", o->shape, "Shape, e.g. \"dim=256,layers=4,heads=8,kv_heads=4,ff=704,vocab=4096,ctx=32768\"");
@@ -92,16 +93,17 @@ Runner add_synth(CLI::App& app, const Globals&) {
   app.add_option_function<uint64_t>("--seed", [o](uint64_t s) { o->seed = s, o->seed_set = true; }, "Random seed (default 1)");
   app.add_option("-o,--output", o->out, "Output GGUF file");
   app.add_flag("--list", o->list, "List the presets with parameter counts and file sizes for --type");
-  return [o] { return synth(*o); };
+  return [o, &g] { return synth(*o, g); };
 }
 
-Runner add_convert(CLI::App& app, const Globals&) {
+Runner add_convert(CLI::App& app, const Globals& g) {
   auto o = std::make_shared<std::tuple<std::string, std::string, std::string>>();
   app.add_option("-m,--model", std::get<0>(*o), "Input GGUF model")->required();
   app.add_option("--type", std::get<1>(*o), "Matrix type: f32, f16, bf16, q8_0, q4_0, q4_k, q6_k")->required();
   app.add_option("-o,--output", std::get<2>(*o), "Output GGUF file")->required();
-  return [o] {
+  return [o, &g] {
     const GgmlType type = parse_weight_type(std::get<1>(*o));
+    if (g.check_only) return 0;
     GgufFile src = GgufFile::open(std::get<0>(*o));
     rewrite_gguf(src, type, std::get<2>(*o));
     // Report what stayed in another type (rows not whole blocks, 1-D tensors).

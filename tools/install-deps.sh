@@ -9,6 +9,7 @@ packages=(
   libspdlog-dev libcli11-dev
   libgtest-dev libbenchmark-dev
   mesa-vulkan-drivers vulkan-validationlayers vulkan-tools
+  clang libclang-rt-14-dev llvm  # sanitizer build and libFuzzer (tools/test-sanitizers.sh)
 )
 
 missing=()

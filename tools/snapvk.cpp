@@ -1,111 +1,15 @@
-// snapvk: the command-line tool. Each subcommand (tools/cmd_*.cpp) is a small function over
-// the runtime/host API; errors are one line on stderr and a non-zero exit.
+// snapvk: the command-line tool (tools/cli_app.cpp); errors are one line on stderr and a
+// non-zero exit.
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
-#include <cstdio>
-#include <vector>
-
-#include "runtime/error.h"
-#include "runtime/memory.h"
 #include "tools/cli.h"
 
-namespace snapvk::cli {
-
-std::string bytes_str(uint64_t b) { return format_bytes(b); }
-
-ContextOptions context_options(const Globals& g) {
-  ContextOptions o;
-  o.device = g.device;
-  o.memory_budget = g.max_device_memory;
-  return o;
-}
-
-uint64_t parse_bytes(const std::string& s) {
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(s, &used);
-  } catch (...) {
-    used = 0;
-  }
-  std::string unit = s.substr(used);
-  for (auto& ch : unit) ch = char(std::toupper(static_cast<unsigned char>(ch)));
-  if (unit.size() == 3 && unit.substr(1) == "IB") unit = unit.substr(0, 1);
-  if (unit.size() == 2 && unit[1] == 'B') unit = unit.substr(0, 1);
-  double mul = 0;
-  if (unit.empty() || unit == "B") mul = 1;
-  else if (unit == "K") mul = 1024.0;
-  else if (unit == "M") mul = 1024.0 * 1024;
-  else if (unit == "G") mul = 1024.0 * 1024 * 1024;
-  else if (unit == "T") mul = 1024.0 * 1024 * 1024 * 1024;
-  if (used == 0 || mul == 0 || !(v > 0) || v * mul > 1.8e19)
-    throw snapvk::Error("'" + s + "' is not a size (examples: 256M, 1.5G, 2GiB)");
-  return uint64_t(v * mul);
-}
-
-}  // namespace snapvk::cli
-
 int main(int argc, char** argv) {
-  using namespace snapvk::cli;
   auto logger = spdlog::stderr_color_mt("snapvk");
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("[%l] %v");
   spdlog::set_level(spdlog::level::warn);
-
-  CLI::App app{"snapvk: Llama-family inference on any Vulkan GPU, with SnapKV KV-cache compression"};
-  app.set_version_flag("--version", std::string("snapvk ") + SNAPVK_VERSION);
-  app.require_subcommand(1);
-  bool verbose = false;
-  std::string log_level;
-  Globals g;
-  app.add_flag("-v,--verbose", verbose, "Log progress (same as --log-level info)");
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
-  app.add_option("--device", g.device, "Vulkan device: index or name substring (default: $SNAPVK_DEVICE, then the best)");
-  app.add_option_function<std::string>(
-      "--max-device-memory",
-      [&g](const std::string& v) {
-        try {
-          g.max_device_memory = parse_bytes(v);
-        } catch (const std::exception& e) {
-          throw CLI::ValidationError("--max-device-memory", e.what());
-        }
-      },
-      "Keep device allocations within this many bytes (e.g. 256M, 2G); refuse up front what cannot fit");
-
-  std::vector<std::pair<CLI::App*, Runner>> commands;
-  auto add = [&](const char* name, const char* help, Runner (*reg)(CLI::App&, const Globals&)) {
-    CLI::App* sub = app.add_subcommand(name, help);
-    sub->fallthrough();  // global options (--device, --max-device-memory, -v) also work after the subcommand
-    commands.emplace_back(sub, reg(*sub, g));
-  };
-  add("devices", "List Vulkan devices and the features snapvk uses", add_devices);
-  add("selftest", "Check every kernel against its CPU reference on the device", add_selftest);
-  add("run", "Generate text from a GGUF model", add_run);
-  add("tokenize", "Print the token ids of a text", add_tokenize);
-  add("synth", "Write a synthetic model (random weights) of a given shape as GGUF", add_synth);
-  add("convert", "Re-quantize the weight matrices of a GGUF model", add_convert);
-  add("profile", "Memory savings, speed and fidelity of KV policies per context length (table, CSV, JSON, SVG, HTML)", add_profile);
-  add("eval", "Evaluations: needle (needle in a haystack per KV policy)", add_eval);
-
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    // --help and --version arrive as "errors" with exit code 0: CLI11 prints those.
-    if (e.get_exit_code() == 0) return app.exit(e);
-    std::fprintf(stderr, "snapvk: error: %s (see --help)\n", e.what());
-    return e.get_exit_code();
-  }
-  if (verbose) spdlog::set_level(spdlog::level::info);
-  if (!log_level.empty()) spdlog::set_level(spdlog::level::from_str(log_level));
-
-  try {
-    for (auto& [sub, run] : commands)
-      if (*sub) return run();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "snapvk: error: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+  snapvk::cli::Cli cli;
+  return cli.main(argc, argv);
 }

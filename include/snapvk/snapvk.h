@@ -81,6 +81,9 @@ extern "C" {
 /* Status, errors, version, logging                                                           */
 /* ------------------------------------------------------------------------------------------ */
 
+/* Every enum ends in a *_MAX_ENUM of 0x7FFFFFFF (as Vulkan's do): the enums are 32-bit, and
+   any int a caller passes is a value of the type, which the library then checks. */
+
 typedef enum snapvk_status {
   SNAPVK_OK = 0,
   SNAPVK_INVALID_ARGUMENT = 1, /* NULL/invalid argument, bad option, prompt does not fit n_ctx */
@@ -90,7 +93,8 @@ typedef enum snapvk_status {
   SNAPVK_DEVICE = 5,           /* no usable Vulkan device, device lost or hung, Vulkan error */
   SNAPVK_CANCELLED = 6,        /* snapvk_session_cancel() or a progress callback stopped it */
   SNAPVK_INTERNAL = 7,         /* a bug in snapvk: please report the message */
-  SNAPVK_BUFFER_TOO_SMALL = 8  /* a caller buffer is too small; the size needed is reported */
+  SNAPVK_BUFFER_TOO_SMALL = 8, /* a caller buffer is too small; the size needed is reported */
+  SNAPVK_STATUS_MAX_ENUM = 0x7FFFFFFF
 } snapvk_status;
 
 /* The message of the last snapvk_status-returning call on this thread: "" after SNAPVK_OK.
@@ -109,7 +113,8 @@ typedef enum snapvk_log_level {
   SNAPVK_LOG_INFO = 2,
   SNAPVK_LOG_WARN = 3,
   SNAPVK_LOG_ERROR = 4,
-  SNAPVK_LOG_OFF = 6
+  SNAPVK_LOG_OFF = 6,
+  SNAPVK_LOG_MAX_ENUM = 0x7FFFFFFF
 } snapvk_log_level;
 
 /* Receives one formatted log line (no trailing newline); may be called from any thread that
@@ -138,7 +143,8 @@ typedef enum snapvk_device_type {
   SNAPVK_DEVICE_TYPE_INTEGRATED = 1,
   SNAPVK_DEVICE_TYPE_DISCRETE = 2,
   SNAPVK_DEVICE_TYPE_VIRTUAL = 3,
-  SNAPVK_DEVICE_TYPE_CPU = 4
+  SNAPVK_DEVICE_TYPE_CPU = 4,
+  SNAPVK_DEVICE_TYPE_MAX_ENUM = 0x7FFFFFFF
 } snapvk_device_type;
 
 typedef struct snapvk_device_info {
@@ -256,13 +262,15 @@ typedef enum snapvk_kv_policy {
   SNAPVK_KV_POLICY_PYRAMIDKV = 2,
   SNAPVK_KV_POLICY_STREAMINGLLM = 3,
   SNAPVK_KV_POLICY_H2O = 4,
-  SNAPVK_KV_POLICY_ADAKV = 5
+  SNAPVK_KV_POLICY_ADAKV = 5,
+  SNAPVK_KV_POLICY_MAX_ENUM = 0x7FFFFFFF
 } snapvk_kv_policy;
 
 typedef enum snapvk_kv_type {
   SNAPVK_KV_TYPE_F16 = 0,
   SNAPVK_KV_TYPE_F32 = 1,
-  SNAPVK_KV_TYPE_Q8_0 = 2 /* needs head_dim % 32 == 0 */
+  SNAPVK_KV_TYPE_Q8_0 = 2, /* needs head_dim % 32 == 0 */
+  SNAPVK_KV_TYPE_MAX_ENUM = 0x7FFFFFFF
 } snapvk_kv_type;
 
 typedef enum snapvk_kv_pool { SNAPVK_KV_POOL_MAX = 0, SNAPVK_KV_POOL_AVG = 1 } snapvk_kv_pool;
