@@ -45,6 +45,15 @@ Session::Session(const Model& model, const SessionOptions& opts)
     throw Error("--kv-type q8_0 needs a head dimension that is a multiple of 32 (this model's is " +
                 std::to_string(c.head_dim) + ")");
   opts_.kv.validate();
+  // A layer's K (and V) for n_ctx positions is one storage binding (the cache, or a compressing
+  // prefill's transient layer): it must fit the device's largest binding.
+  const uint64_t kv_row = uint64_t(c.n_head_kv) * kv_row_bytes(opts_.kv_type, c.head_dim);
+  const uint64_t max_range = ctx.info().max_storage_buffer_range;
+  if (max_range && kv_row * opts_.n_ctx > max_range)
+    throw Error("n_ctx " + std::to_string(opts_.n_ctx) + " needs K and V buffers of " + format_bytes(kv_row * opts_.n_ctx) +
+                " per layer, more than " + ctx.info().name + " binds at once (maxStorageBufferRange " +
+                format_bytes(max_range) + "); the largest n_ctx for this model and KV type here is " +
+                std::to_string(max_range / kv_row));
   opts_.n_batch = std::min(opts_.n_batch, opts_.n_ctx);
   // A full cache is allocated now; a compressed one is checked again when its prompt arrives.
   check_budget(model, opts_, opts_.kv.compresses() ? 0 : opts_.n_ctx, 0);

@@ -24,6 +24,7 @@
 #include "runtime/error.h"
 #include "tests/cli_runner.h"
 #include "tests/test_util.h"
+#include "tools/cli.h"
 
 extern char** environ;
 
@@ -202,6 +203,27 @@ TEST_F(BadInput, BadTokensFile) {
   expect_error({"run", "-m", file("good.gguf"), "--tokens-file", write_text("big.txt", "1 2 300\n")}, "300");
   expect_error({"run", "-m", file("good.gguf"), "--tokens-file", write_text("none.txt", " \n")}, "holds no token ids");
   expect_error({"run", "-m", file("good.gguf"), "--tokens-file", file("missing.txt")}, "cannot open");
+  // Found by fuzz_cli (fuzz/regressions/cli): a word of 20+ characters overflowed the parser.
+  expect_error({"run", "-m", file("good.gguf"), "--tokens-file", write_text("long.txt", "1 " + std::string(40, '9') + "\n")},
+               "'99999999999999999999999999999999...' is not a token id");
+  expect_error({"run", "-m", file("good.gguf"), "--tokens-file", "/dev/zero"}, "is not a regular file");
+  expect_error({"run", "-m", file("good.gguf"), "-f", "/dev/zero"}, "is not a regular file");
+}
+
+TEST(CliParsers, TokenIdsAreCheckedWithoutOverflow) {
+  EXPECT_EQ(cli::parse_token_ids(" 1\t2\n2147483647 0", "t"), (std::vector<int32_t>{1, 2, 2147483647, 0}));
+  for (const std::string& bad : std::vector<std::string>{"2147483648", "99999999999", std::string(25, '7'), "+1", "-1", "0x10", "1e3", "\xff"})
+    EXPECT_THROW(cli::parse_token_ids("1 " + bad, "t"), Error) << bad;
+  EXPECT_THROW(cli::parse_token_ids("", "t"), Error);
+}
+
+TEST(CliParsers, ByteSizesAreCheckedWithoutOverflow) {
+  EXPECT_EQ(cli::parse_bytes("512M"), 512ull << 20);
+  EXPECT_EQ(cli::parse_bytes("1.5GiB"), 3ull << 29);
+  EXPECT_EQ(cli::parse_bytes("1000"), 1000u);
+  // Below one byte would mean "no budget"; past 2^64 would wrap.
+  for (const char* bad : {"0", "1e-9", "0.5", "-1G", "nan", "inf", "16777216T", "1e30", "12Q", "G", ""})
+    EXPECT_THROW(cli::parse_bytes(bad), Error) << bad;
 }
 
 TEST_F(BadInput, BadCliValues) {

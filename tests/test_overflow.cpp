@@ -392,6 +392,24 @@ TEST_F(OverflowGpu, SessionRefusesHostileOptionsBeforeAllocating) {
   EXPECT_EQ(s.options().n_batch, 64u);
 }
 
+TEST_F(OverflowGpu, ContextBeyondTheLargestStorageBindingIsRefusedUpFront) {
+  const ModelConfig& c = model().config();
+  const uint64_t per_pos = uint64_t(c.n_head_kv) * kv_row_bytes(KvType::F32, c.head_dim);
+  const uint64_t limit = ctx().info().max_storage_buffer_range / per_pos;  // the largest n_ctx
+  if (limit + 1 > kMaxContext) GTEST_SKIP() << "this device binds more than the largest context";
+  const uint64_t before = ctx().memory().current();
+  for (KvPolicy p : {KvPolicy::Full, KvPolicy::SnapKV}) {
+    SessionOptions o;
+    o.n_ctx = uint32_t(limit + 1);
+    o.kv_type = KvType::F32;
+    o.kv.policy = p;
+    if (p == KvPolicy::SnapKV) o.kv.budget = 64;
+    expect_error([&] { Session s(model(), o); }, "maxStorageBufferRange");
+    expect_error([&] { Session s(model(), o); }, "the largest n_ctx for this model and KV type here is " + std::to_string(limit));
+    EXPECT_EQ(ctx().memory().current(), before);
+  }
+}
+
 TEST_F(OverflowGpu, PrefillLengthCheckCannotWrap) {
   SessionOptions o;
   o.n_ctx = 64;

@@ -261,7 +261,7 @@ int profile(const ProfileCli& o, const Globals& g) {
     r.model = model_label;
     if (!o.model.empty())
       for (uint32_t L : r.contexts)
-        if (cfg.n_ctx_train && L + o.gen > cfg.n_ctx_train)
+        if (cfg.n_ctx_train && uint64_t(L) + o.gen > cfg.n_ctx_train)
           r.notes.push_back("context " + std::to_string(L) + " + " + std::to_string(o.gen) +
                             " is beyond the model's training context (" + std::to_string(cfg.n_ctx_train) + ")");
   }
