@@ -38,6 +38,7 @@ CommandStream::CommandStream(Context& ctx, uint32_t max_timestamps) : ctx_(ctx),
 }
 
 CommandStream::~CommandStream() {
+  if (ctx_.hung()) return;  // its command buffer may still run: left to the driver
   VkDevice d = ctx_.device();
   if (recording_) vkEndCommandBuffer(cb_);
   if (queries_) vkDestroyQueryPool(d, queries_, nullptr);
@@ -74,6 +75,7 @@ VkDescriptorSet CommandStream::allocate_set(VkDescriptorSetLayout layout) {
 
 void CommandStream::begin() {
   SNAPVK_ASSERT(!recording_, "CommandStream::begin while already recording");
+  ctx_.check_usable();  // after a timeout the command buffer may still be pending
   for (auto p : desc_pools_) VK_CHECK(vkResetDescriptorPool(ctx_.device(), p, 0));
   desc_pool_index_ = 0;
   VK_CHECK(vkResetCommandBuffer(cb_, 0));

@@ -265,8 +265,9 @@ Context::Context(const ContextOptions& opts) {
   if (const char* t = std::getenv("SNAPVK_FENCE_TIMEOUT_S"); t && *t) {
     char* end = nullptr;
     double s = std::strtod(t, &end);
-    if (end && *end == 0 && s > 0) fence_timeout_ns_ = uint64_t(s * 1e9);
+    if (end && *end == 0 && s > 0 && s < 1e9) fence_timeout_ns_ = uint64_t(s * 1e9);
   }
+  if (opts.fence_timeout_s > 0 && opts.fence_timeout_s < 1e9) fence_timeout_ns_ = uint64_t(opts.fence_timeout_s * 1e9);
 
   memory_.set_budget(opts.memory_budget);
   instance_ = make_instance(validation_, sync);
@@ -378,6 +379,21 @@ Context::~Context() { destroy(); }
 
 void Context::destroy() {
   staging_.reset();
+  if (hung_) {
+    // Work may still run on the device: destroying it (or the instance) would free what that
+    // work uses. Both are left to the driver; only the messenger, which points at this object,
+    // goes.
+    spdlog::warn("{}: leaving the hung Vulkan device to the driver", info_.name);
+    if (messenger_) {
+      auto destroy_messenger = reinterpret_cast<PFN_vkDestroyDebugUtilsMessengerEXT>(
+          vkGetInstanceProcAddr(instance_, "vkDestroyDebugUtilsMessengerEXT"));
+      if (destroy_messenger) destroy_messenger(instance_, messenger_, nullptr);
+    }
+    device_ = VK_NULL_HANDLE;
+    messenger_ = VK_NULL_HANDLE;
+    instance_ = VK_NULL_HANDLE;
+    return;
+  }
   if (device_) {
     vkDeviceWaitIdle(device_);
     if (transfer_fence_) vkDestroyFence(device_, transfer_fence_, nullptr);
@@ -444,22 +460,37 @@ Buffer& Context::staging(uint64_t bytes) {
 
 void Context::wait_fence(VkFence fence) const {
   VkResult r = vkWaitForFences(device_, 1, &fence, VK_TRUE, fence_timeout_ns_);
-  if (r == VK_TIMEOUT)
-    throw Error("GPU work did not finish within " + std::to_string(fence_timeout_ns_ / 1000000000ull) +
-                " s (set SNAPVK_FENCE_TIMEOUT_S to wait longer); the device may be hung");
+  if (r == VK_TIMEOUT) {
+    hung_ = true;
+    char secs[32];
+    std::snprintf(secs, sizeof secs, "%g", double(fence_timeout_ns_) * 1e-9);
+    throw Error("GPU work did not finish within " + std::string(secs) + " s on " + info_.name +
+                " (set SNAPVK_FENCE_TIMEOUT_S to wait longer); the device may be hung and this context is unusable");
+  }
+  if (r == VK_ERROR_DEVICE_LOST) lost_ = true;
   VK_CHECK(r);
 }
 
+void Context::check_usable() const {
+  if (hung_ || lost_)
+    throw Error(std::string("the Vulkan device ") + info_.name + " is unusable after " +
+                (hung_ ? "GPU work timed out" : "it was lost") + "; create a new context (or session) to go on");
+}
+
 void Context::submit(VkCommandBuffer cb, VkFence fence) {
+  check_usable();
   VkSubmitInfo si{VK_STRUCTURE_TYPE_SUBMIT_INFO};
   si.commandBufferCount = 1;
   si.pCommandBuffers = &cb;
   std::lock_guard<std::mutex> lock(queue_mutex_);  // vkQueueSubmit needs the queue externally synchronized
-  VK_CHECK(vkQueueSubmit(queue_, 1, &si, fence));
+  const VkResult r = vkQueueSubmit(queue_, 1, &si, fence);
+  if (r == VK_ERROR_DEVICE_LOST) lost_ = true;
+  VK_CHECK(r);
 }
 
 void Context::run_once(const std::function<void(VkCommandBuffer)>& record) {
   std::lock_guard<std::mutex> lock(transfer_mutex_);
+  check_usable();  // the transfer fence may still be pending
   VkCommandBufferAllocateInfo ai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
   ai.commandPool = transfer_pool_;
   ai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
@@ -476,7 +507,7 @@ void Context::run_once(const std::function<void(VkCommandBuffer)>& record) {
     submit(cb, transfer_fence_);
     wait_fence(transfer_fence_);
   } catch (...) {
-    vkFreeCommandBuffers(device_, transfer_pool_, 1, &cb);
+    if (!hung_) vkFreeCommandBuffers(device_, transfer_pool_, 1, &cb);  // a hung one may still run
     throw;
   }
   vkFreeCommandBuffers(device_, transfer_pool_, 1, &cb);

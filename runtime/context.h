@@ -58,6 +58,8 @@ struct ContextOptions {
   bool validation = false;
   // Device bytes this context may allocate (0: no limit but the device's).
   uint64_t memory_budget = 0;
+  // Seconds a fence wait may take before it is an error (0: $SNAPVK_FENCE_TIMEOUT_S, then 600).
+  double fence_timeout_s = 0;
 };
 
 class Context {
@@ -98,7 +100,19 @@ class Context {
   // a timeout or a lost device throws instead of hanging.
   void wait_fence(VkFence fence) const;
   // Submit one command buffer; safe from several threads (sessions share the queue).
+  // Throws once the context is hung() or lost().
   void submit(VkCommandBuffer cb, VkFence fence);
+  // Throws if the context is hung() or lost(): called before a command buffer or fence that
+  // may still be pending is reused.
+  void check_usable() const;
+
+  // A fence wait timed out: the device may still run (or be stuck in) that work, so the
+  // context is unusable. Its objects are then left to the driver instead of being destroyed
+  // under work that may still use them: a leak, never a crash or a wait without end.
+  bool hung() const { return hung_.load(); }
+  // The driver reported VK_ERROR_DEVICE_LOST: unusable too, but objects are destroyed (the
+  // spec allows it after a loss).
+  bool lost() const { return lost_.load(); }
 
  private:
   static VkBool32 VKAPI_CALL debug_callback(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
@@ -123,6 +137,7 @@ class Context {
   std::unique_ptr<class Buffer> staging_;
   std::mutex transfer_mutex_, queue_mutex_, staging_mutex_;
   std::atomic<uint64_t> validation_errors_{0};
+  mutable std::atomic<bool> hung_{false}, lost_{false};
   mutable std::mutex msg_mutex_;
   std::string last_validation_message_;
 };

@@ -125,6 +125,14 @@ Buffer::~Buffer() { release(); }
 
 void Buffer::release() {
   if (!ctx_) return;
+  if (ctx_->hung()) {  // work still running may use the memory: left to the driver
+    ctx_ = nullptr;
+    buffer_ = VK_NULL_HANDLE;
+    memory_ = VK_NULL_HANDLE;
+    mapped_ = nullptr;
+    size_ = alloc_size_ = 0;
+    return;
+  }
   if (mapped_) vkUnmapMemory(ctx_->device(), memory_);
   if (buffer_) vkDestroyBuffer(ctx_->device(), buffer_, nullptr);
   if (memory_) {

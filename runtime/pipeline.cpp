@@ -8,7 +8,7 @@
 namespace snapvk {
 
 Pipeline::Pipeline(Context& ctx, const PipelineDesc& d)
-    : device_(ctx.device()), name_(d.name), bindings_(d.bindings), push_size_(d.push_size) {
+    : ctx_(&ctx), device_(ctx.device()), name_(d.name), bindings_(d.bindings), push_size_(d.push_size) {
   SNAPVK_ASSERT(!d.spirv.empty(), "pipeline '" + d.name + "' has no SPIR-V");
   SNAPVK_ASSERT(d.push_size <= 128 && d.push_size % 4 == 0, "pipeline '" + d.name + "' push constants must be <= 128 bytes");
   try {
@@ -65,6 +65,11 @@ Pipeline::~Pipeline() { release(); }
 
 void Pipeline::release() {
   if (!device_) return;
+  if (ctx_->hung()) {  // work still running may use it: left to the driver
+    pipeline_ = VK_NULL_HANDLE;
+    layout_ = VK_NULL_HANDLE;
+    set_layout_ = VK_NULL_HANDLE;
+  }
   if (pipeline_) vkDestroyPipeline(device_, pipeline_, nullptr);
   if (layout_) vkDestroyPipelineLayout(device_, layout_, nullptr);
   if (set_layout_) vkDestroyDescriptorSetLayout(device_, set_layout_, nullptr);
@@ -79,6 +84,7 @@ Pipeline::Pipeline(Pipeline&& o) noexcept { *this = std::move(o); }
 Pipeline& Pipeline::operator=(Pipeline&& o) noexcept {
   if (this != &o) {
     release();
+    ctx_ = std::exchange(o.ctx_, nullptr);
     device_ = std::exchange(o.device_, VK_NULL_HANDLE);
     pipeline_ = std::exchange(o.pipeline_, VK_NULL_HANDLE);
     layout_ = std::exchange(o.layout_, VK_NULL_HANDLE);

@@ -42,6 +42,7 @@ class Pipeline {
 
  private:
   void release();
+  const Context* ctx_ = nullptr;
   VkDevice device_ = VK_NULL_HANDLE;
   VkPipeline pipeline_ = VK_NULL_HANDLE;
   VkPipelineLayout layout_ = VK_NULL_HANDLE;

@@ -73,6 +73,52 @@ TEST_F(Runtime, BuffersAreTrackedAndRoundTrip) {
   EXPECT_EQ(ctx().memory().allocations(), count_before);
 }
 
+TEST_F(Runtime, FenceTimeoutIsAnErrorAndLeavesTheProcessUsable) {
+  ContextOptions o;
+  o.validation = true;
+  o.fence_timeout_s = 1e-6;  // shorter than any real GPU work
+  {
+    Context c(o);
+    const uint64_t bytes = 256ull << 20;
+    Buffer b(c, bytes, BufferKind::Device, "big");
+    CommandStream cs(c, 0);
+    auto work = [&] {
+      cs.begin();
+      for (uint32_t i = 0; i < 8; ++i) {
+        cs.fill(b, 0, bytes, i);
+        cs.barrier();
+      }
+      cs.submit();
+    };
+    try {
+      work();
+      FAIL() << "a 2 GiB fill finished within a microsecond";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("GPU work did not finish within 1e-06 s"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("SNAPVK_FENCE_TIMEOUT_S"), std::string::npos) << e.what();
+    }
+    EXPECT_TRUE(c.hung());
+    // The stream's command buffer may still be running: nothing more is submitted.
+    try {
+      work();
+      FAIL() << "a hung context accepted more work";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("unusable after GPU work timed out"), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(c.validation_errors(), 0u) << c.last_validation_message();
+  }  // destroyed without waiting: its objects are left to the driver
+  // The process and the other contexts go on.
+  std::vector<float> data = random_floats(1000, 3);
+  EXPECT_EQ(download<float>(upload(data), data.size()), data);
+  Context fresh(ContextOptions{});
+  CommandStream cs(fresh, 0);
+  Buffer b(fresh, 4096, BufferKind::Device, "small");
+  cs.begin();
+  cs.fill(b, 0, 4096, 7);
+  cs.submit();
+  EXPECT_FALSE(fresh.hung());
+}
+
 TEST_F(Runtime, DispatchChecksBindingsAndPushConstants) {
   Buffer a(ctx(), 256), b(ctx(), 256), c(ctx(), 256);
   CommandStream cs(ctx());
