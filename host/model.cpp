@@ -13,9 +13,6 @@ namespace snapvk {
 
 namespace {
 
-constexpr uint64_t kMaxEmbd = ModelConfig::kMaxEmbd, kMaxLayers = ModelConfig::kMaxLayers,
-                   kMaxHeads = ModelConfig::kMaxHeads, kMaxFf = ModelConfig::kMaxFf, kMaxVocab = ModelConfig::kMaxVocab;
-
 uint32_t checked_dim(const GgufFile& f, const std::string& key, uint64_t v, uint64_t max) {
   if (v == 0 || v > max)
     throw Error(f.path() + ": " + key + " = " + std::to_string(v) + " is out of range (1.." + std::to_string(max) + ")");

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -324,6 +325,37 @@ TEST_F(ApiTest, ProgressCallbackCanCancelAndSessionStaysUsable) {
     o.on_progress = nullptr;
     EXPECT_EQ(c.tokens, run_greedy(model(), o, prompt, 16)) << policy;
   }
+}
+
+TEST_F(ApiTest, TimedOutDeviceReportsDeviceErrorsAndOthersGoOn) {
+  // GPU work outlives the fence timeout: that device becomes unusable; nothing crashes or hangs.
+  setenv("SNAPVK_FENCE_TIMEOUT_S", "0.000001", 1);
+  snapvk_device* d = nullptr;
+  const snapvk_status created = snapvk_device_create(nullptr, &d);
+  unsetenv("SNAPVK_FENCE_TIMEOUT_S");
+  ASSERT_EQ(created, SNAPVK_OK) << snapvk_last_error();
+  snapvk_model* m = nullptr;
+  snapvk_session* s = nullptr;
+  // Where uploads go through the GPU the load itself times out; else the first prefill does.
+  snapvk_status st = snapvk_model_load(d, model_path("stories260K.gguf").c_str(), nullptr, &m);
+  if (st == SNAPVK_OK) {
+    const snapvk_session_options o = session_options(512);
+    st = snapvk_session_create(m, &o, &s);
+    if (st == SNAPVK_OK) st = snapvk_session_prefill_text(s, story(3).c_str());
+  }
+  EXPECT_EQ(st, SNAPVK_DEVICE) << snapvk_last_error();
+  EXPECT_NE(std::string(snapvk_last_error()).find("did not finish within 1e-06 s"), std::string::npos)
+      << snapvk_last_error();
+  if (s) {
+    EXPECT_EQ(snapvk_session_prefill_text(s, "Once"), SNAPVK_DEVICE);
+    EXPECT_NE(std::string(snapvk_last_error()).find("unusable after GPU work timed out"), std::string::npos)
+        << snapvk_last_error();
+  }
+  snapvk_session_free(s);
+  snapvk_model_free(m);
+  snapvk_device_free(d);
+  // The suite's device and model are unaffected.
+  EXPECT_EQ(run_greedy(model(), session_options(64), "Once upon a time", 4).size(), 4u);
 }
 
 TEST_F(ApiTest, EveryFunctionRejectsNullAndInvalidArguments) {
