@@ -17,6 +17,7 @@ constexpr uint32_t kDescriptorsPerPool = 8 * kSetsPerPool;
 }  // namespace
 
 CommandStream::CommandStream(Context& ctx, uint32_t max_timestamps) : ctx_(ctx), max_timestamps_(max_timestamps) {
+  ctx.check_usable();
   VkCommandPoolCreateInfo cpi{VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO};
   cpi.flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT;
   cpi.queueFamilyIndex = ctx.queue_family();

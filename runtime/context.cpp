@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -265,9 +266,15 @@ Context::Context(const ContextOptions& opts) {
   if (const char* t = std::getenv("SNAPVK_FENCE_TIMEOUT_S"); t && *t) {
     char* end = nullptr;
     double s = std::strtod(t, &end);
-    if (end && *end == 0 && s > 0 && s < 1e9) fence_timeout_ns_ = uint64_t(s * 1e9);
+    if (end && *end == 0 && s > 0 && s < 1e9) {
+      fence_timeout_ns_ = uint64_t(s * 1e9);
+      fence_timeout_from_ = "SNAPVK_FENCE_TIMEOUT_S";
+    }
   }
-  if (opts.fence_timeout_s > 0 && opts.fence_timeout_s < 1e9) fence_timeout_ns_ = uint64_t(opts.fence_timeout_s * 1e9);
+  if (opts.fence_timeout_s > 0 && opts.fence_timeout_s < 1e9) {
+    fence_timeout_ns_ = uint64_t(opts.fence_timeout_s * 1e9);
+    fence_timeout_from_ = "ContextOptions::fence_timeout_s";
+  }
 
   memory_.set_budget(opts.memory_budget);
   instance_ = make_instance(validation_, sync);
@@ -464,10 +471,11 @@ void Context::wait_fence(VkFence fence) const {
     hung_ = true;
     char secs[32];
     std::snprintf(secs, sizeof secs, "%g", double(fence_timeout_ns_) * 1e-9);
-    throw Error("GPU work did not finish within " + std::string(secs) + " s on " + info_.name +
-                " (set SNAPVK_FENCE_TIMEOUT_S to wait longer); the device may be hung and this context is unusable");
+    throw Error("GPU work did not finish within " + std::string(secs) + " s on " + info_.name + " (" +
+                fence_timeout_from_ + "); the device may be hung and this context is unusable");
   }
   if (r == VK_ERROR_DEVICE_LOST) lost_ = true;
+  else if (r != VK_SUCCESS) hung_ = true;  // the work may still be pending: nothing may reuse it
   VK_CHECK(r);
 }
 
@@ -483,6 +491,7 @@ void Context::submit(VkCommandBuffer cb, VkFence fence) {
   si.commandBufferCount = 1;
   si.pCommandBuffers = &cb;
   std::lock_guard<std::mutex> lock(queue_mutex_);  // vkQueueSubmit needs the queue externally synchronized
+  check_usable();  // again: another thread may have timed out meanwhile
   const VkResult r = vkQueueSubmit(queue_, 1, &si, fence);
   if (r == VK_ERROR_DEVICE_LOST) lost_ = true;
   VK_CHECK(r);

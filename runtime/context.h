@@ -133,6 +133,7 @@ class Context {
   DeviceInfo info_;
   bool validation_ = false;
   uint64_t fence_timeout_ns_ = 600ull * 1000000000ull;
+  const char* fence_timeout_from_ = "the default; set SNAPVK_FENCE_TIMEOUT_S to wait longer";
   MemoryTracker memory_;
   std::unique_ptr<class Buffer> staging_;
   std::mutex transfer_mutex_, queue_mutex_, staging_mutex_;

@@ -51,6 +51,7 @@ void MemoryTracker::on_free(uint64_t bytes) {
 }
 
 Buffer::Buffer(Context& ctx, uint64_t bytes, BufferKind kind, std::string name) : ctx_(&ctx), name_(std::move(name)) {
+  ctx.check_usable();  // nothing new on a hung or lost device: it would only be leaked
   // Zero-sized tensors still get a valid (tiny) buffer so that every binding is legal.
   size_ = bytes;
   // Refused before Vulkan sees it: no heap holds it, and a size computed from a hostile number

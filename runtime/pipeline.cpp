@@ -9,6 +9,7 @@ namespace snapvk {
 
 Pipeline::Pipeline(Context& ctx, const PipelineDesc& d)
     : ctx_(&ctx), device_(ctx.device()), name_(d.name), bindings_(d.bindings), push_size_(d.push_size) {
+  ctx.check_usable();
   SNAPVK_ASSERT(!d.spirv.empty(), "pipeline '" + d.name + "' has no SPIR-V");
   SNAPVK_ASSERT(d.push_size <= 128 && d.push_size % 4 == 0, "pipeline '" + d.name + "' push constants must be <= 128 bytes");
   try {

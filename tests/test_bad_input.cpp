@@ -206,8 +206,8 @@ TEST_F(BadInput, BadTokensFile) {
   // Found by fuzz_cli (fuzz/regressions/cli): a word of 20+ characters overflowed the parser.
   expect_error({"run", "-m", file("good.gguf"), "--tokens-file", write_text("long.txt", "1 " + std::string(40, '9') + "\n")},
                "'99999999999999999999999999999999...' is not a token id");
-  expect_error({"run", "-m", file("good.gguf"), "--tokens-file", "/dev/zero"}, "is not a regular file");
-  expect_error({"run", "-m", file("good.gguf"), "-f", "/dev/zero"}, "is not a regular file");
+  expect_error({"run", "-m", file("good.gguf"), "--tokens-file", "/dev/zero"}, "is larger than 256 MiB");
+  expect_error({"run", "-m", file("good.gguf"), "-f", dir_.string()}, "is a directory");
 }
 
 TEST(CliParsers, TokenIdsAreCheckedWithoutOverflow) {

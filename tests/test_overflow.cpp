@@ -202,6 +202,33 @@ TEST(Overflow, HandBuiltConfigIsCheckedLikeAFile) {
   bad([](ModelConfig& c) { c.n_rot = 18; }, "model: n_rot 18 is out of range (0..16)");
 }
 
+TEST(Overflow, RealModelShapesPassEveryBound) {
+  // The bounds must refuse only hostile numbers: the largest shapes in use pass, at 128K.
+  struct Shape {
+    const char* name;
+    uint32_t embd, layers, heads, kv_heads, head_dim, ff, vocab, ctx;
+  };
+  const Shape shapes[] = {
+      {"Llama-3.1-8B", 4096, 32, 32, 8, 128, 14336, 128256, 131072},
+      {"Llama-3.1-70B", 8192, 80, 64, 8, 128, 28672, 128256, 131072},
+      {"Llama-3.1-405B", 16384, 126, 128, 8, 128, 53248, 128256, 131072},
+      {"Qwen2-72B", 8192, 80, 64, 8, 128, 29568, 152064, 131072},
+      {"Mistral-7B", 4096, 32, 32, 8, 128, 14336, 32000, 32768},
+  };
+  for (const Shape& m : shapes) {
+    ModelConfig c;
+    c.arch_name = "llama";
+    c.n_embd = m.embd, c.n_layer = m.layers, c.n_head = m.heads, c.n_head_kv = m.kv_heads, c.head_dim = m.head_dim;
+    c.n_ff = m.ff, c.n_vocab = m.vocab, c.n_ctx_train = m.ctx, c.n_rot = m.head_dim;
+    EXPECT_NO_THROW(c.check()) << m.name;
+    MemoryQuery q;
+    q.prompt_len = m.ctx - 16, q.n_ctx = m.ctx, q.n_batch = 512;
+    EXPECT_NO_THROW(estimate_memory(c, 0, q)) << m.name;
+    q.kv.policy = KvPolicy::SnapKV, q.kv.budget = 1024;
+    EXPECT_NO_THROW(estimate_memory(c, 0, q)) << m.name;
+  }
+}
+
 TEST(Overflow, VocabularyIdsAndCountsFromGguf) {
   Gguf g;
   const std::vector<std::string> tokens = {"<unk>", "<s>", "</s>", "a", "b"};

@@ -6,7 +6,6 @@
 #include <fstream>
 #include <memory>
 #include <random>
-#include <sstream>
 
 #include "host/files.h"
 #include "host/json.h"
@@ -30,20 +29,22 @@ struct RunOptions {
   bool seed_set = false, json = false, profile = false, dry_run = false;
 };
 
-// A prompt or token file: a regular file of at most 1 GiB (not a pipe or device that never ends).
+// A prompt or token file (a pipe such as /dev/stdin too), read up to 256 MiB: more than the
+// longest context needs, and a bound for a source that never ends (/dev/zero).
 std::string read_file(const std::string& path) {
+  constexpr size_t kMaxPromptFile = size_t{256} << 20;
   std::error_code ec;
-  const auto status = std::filesystem::status(path, ec);
-  if (ec || !std::filesystem::exists(status)) throw Error("cannot open prompt file '" + path + "'");
-  if (!std::filesystem::is_regular_file(status)) throw Error("prompt file '" + path + "' is not a regular file");
-  constexpr uintmax_t kMaxPromptFile = uintmax_t{1} << 30;
-  const uintmax_t size = std::filesystem::file_size(path, ec);
-  if (ec || size > kMaxPromptFile) throw Error("prompt file '" + path + "' is larger than 1 GiB");
+  if (std::filesystem::is_directory(path, ec)) throw Error("prompt file '" + path + "' is a directory");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("cannot open prompt file '" + path + "'");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  std::string text;
+  char chunk[1 << 16];
+  while (in.read(chunk, sizeof chunk) || in.gcount() > 0) {
+    text.append(chunk, size_t(in.gcount()));
+    if (text.size() > kMaxPromptFile) throw Error("prompt file '" + path + "' is larger than 256 MiB");
+  }
+  if (in.bad()) throw Error("cannot read prompt file '" + path + "'");
+  return text;
 }
 
 // {"prompt_len": L, "policy": ..., "window": W, "budget": C, "layers": [[[positions of head 0], ...], ...]}

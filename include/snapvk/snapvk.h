@@ -82,7 +82,8 @@ extern "C" {
 /* ------------------------------------------------------------------------------------------ */
 
 /* Every enum ends in a *_MAX_ENUM of 0x7FFFFFFF (as Vulkan's do): the enums are 32-bit, and
-   any int a caller passes is a value of the type, which the library then checks. */
+   any value from 0 to INT32_MAX a caller passes is a value of the type (the library checks it
+   and answers SNAPVK_INVALID_ARGUMENT for what it does not know). */
 
 typedef enum snapvk_status {
   SNAPVK_OK = 0,
@@ -273,8 +274,17 @@ typedef enum snapvk_kv_type {
   SNAPVK_KV_TYPE_MAX_ENUM = 0x7FFFFFFF
 } snapvk_kv_type;
 
-typedef enum snapvk_kv_pool { SNAPVK_KV_POOL_MAX = 0, SNAPVK_KV_POOL_AVG = 1 } snapvk_kv_pool;
-typedef enum snapvk_kv_gqa { SNAPVK_KV_GQA_MEAN = 0, SNAPVK_KV_GQA_MAX = 1, SNAPVK_KV_GQA_SUM = 2 } snapvk_kv_gqa;
+typedef enum snapvk_kv_pool {
+  SNAPVK_KV_POOL_MAX = 0,
+  SNAPVK_KV_POOL_AVG = 1,
+  SNAPVK_KV_POOL_MAX_ENUM = 0x7FFFFFFF
+} snapvk_kv_pool;
+typedef enum snapvk_kv_gqa {
+  SNAPVK_KV_GQA_MEAN = 0,
+  SNAPVK_KV_GQA_MAX = 1,
+  SNAPVK_KV_GQA_SUM = 2,
+  SNAPVK_KV_GQA_MAX_ENUM = 0x7FFFFFFF
+} snapvk_kv_gqa;
 
 /* Prefill progress in token-layers: done of total. Return non-zero to cancel the prefill
  * (it then returns SNAPVK_CANCELLED). Called for prefills of more than one token. */
@@ -346,7 +356,8 @@ typedef enum snapvk_stop_reason {
   SNAPVK_STOP_END_OF_GENERATION = 1, /* the model sampled an end-of-generation token (not added) */
   SNAPVK_STOP_CALLBACK = 2,     /* the token callback returned non-zero */
   SNAPVK_STOP_CONTEXT_FULL = 3, /* n_ctx positions are used */
-  SNAPVK_STOP_CANCELLED = 4     /* snapvk_session_cancel() (the call returns SNAPVK_CANCELLED) */
+  SNAPVK_STOP_CANCELLED = 4,    /* snapvk_session_cancel() (the call returns SNAPVK_CANCELLED) */
+  SNAPVK_STOP_REASON_MAX_ENUM = 0x7FFFFFFF
 } snapvk_stop_reason;
 
 typedef struct snapvk_generate_result {
