@@ -15,21 +15,22 @@ uint64_t Session::kv_bytes_for(const ModelConfig& c, KvType t, uint64_t tokens) 
 }
 
 namespace {
-// Refuses, before allocating anything, what the memory model says cannot fit the context's budget.
-void check_budget(const Model& m, const SessionOptions& o, uint32_t prompt_len, uint64_t already_counted) {
-  const uint64_t budget = m.ctx().memory().budget();
-  if (!budget) return;
+// Refuses, before allocating anything, what the memory model says cannot fit the context's
+// budget, and holds those bytes for this thread's allocations until the hold ends (so another
+// session created at the same time cannot take them in between).
+MemoryTracker::Hold hold_budget(const Model& m, const SessionOptions& o, uint32_t prompt_len, uint64_t already_counted) {
+  if (!m.ctx().memory().budget()) return {};
   MemoryEstimate e = estimate_memory(m.config(), 0, memory_query(m, o, prompt_len));
   if (prompt_len == 0) e.peak = e.activations, e.kv_cache = e.prefill_transient = 0;  // a compressed cache comes later
-  const uint64_t need = e.peak - already_counted;  // weights are already allocated and counted as in use
-  const uint64_t in_use = m.ctx().memory().current();
-  if (in_use + need > budget)
-    throw Error("does not fit the device memory budget: " +
-                (o.kv.compresses() ? std::to_string(prompt_len) + "-token prompt with --kv-policy " + kv_policy_name(o.kv.policy)
-                                   : std::string("a full KV cache")) +
-                " and n_ctx " + std::to_string(o.n_ctx) + " needs " + format_bytes(need) + " more (KV cache " +
-                format_bytes(e.kv_cache) + ", prefill buffers " + format_bytes(e.prefill_transient) + ", activations " +
-                format_bytes(e.activations) + "); " + format_bytes(in_use) + " in use of " + format_bytes(budget));
+  const uint64_t need = e.peak > already_counted ? e.peak - already_counted : 0;  // weights are already counted
+  return m.ctx().memory().hold(need, [&](uint64_t in_use, uint64_t budget) {
+    return "does not fit the device memory budget: " +
+           (o.kv.compresses() ? std::to_string(prompt_len) + "-token prompt with --kv-policy " + kv_policy_name(o.kv.policy)
+                              : std::string("a full KV cache")) +
+           " and n_ctx " + std::to_string(o.n_ctx) + " needs " + format_bytes(need) + " more (KV cache " +
+           format_bytes(e.kv_cache) + ", prefill buffers " + format_bytes(e.prefill_transient) + ", activations " +
+           format_bytes(e.activations) + "); " + format_bytes(in_use) + " in use of " + format_bytes(budget);
+  });
 }
 }  // namespace
 
@@ -56,7 +57,7 @@ Session::Session(const Model& model, const SessionOptions& opts)
                 std::to_string(max_range / kv_row));
   opts_.n_batch = std::min(opts_.n_batch, opts_.n_ctx);
   // A full cache is allocated now; a compressed one is checked again when its prompt arrives.
-  check_budget(model, opts_, opts_.kv.compresses() ? 0 : opts_.n_ctx, 0);
+  const MemoryTracker::Hold hold = hold_budget(model, opts_, opts_.kv.compresses() ? 0 : opts_.n_ctx, 0);
   cs_.set_profiling(opts_.profile);
   cs_compress_.set_profiling(true);
   cache_.type = opts_.kv_type;
@@ -135,8 +136,8 @@ std::span<const float> Session::prefill(std::span<const int32_t> tokens) {
   if (cancel_requested_.exchange(false)) throw Cancelled();  // a cancel sent before this call stops it
   if (n_past_ == 0 && opts_.kv.compresses()) {
     const ModelConfig& c = model_.config();
-    check_budget(model_, opts_, uint32_t(tokens.size()),
-                 activation_bytes(c, opts_.n_batch, opts_.n_ctx, model_.attention().decode_chunk));
+    const MemoryTracker::Hold hold = hold_budget(model_, opts_, uint32_t(tokens.size()),
+                                                 activation_bytes(c, opts_.n_batch, opts_.n_ctx, model_.attention().decode_chunk));
     prefill_compressed(tokens);
   } else {
     const uint64_t total = tokens.size() * uint64_t(model_.config().n_layer);

@@ -27,22 +27,74 @@ void MemoryTracker::on_alloc(uint64_t bytes) {
   }
 }
 
+namespace {
+thread_local MemoryTracker::Hold* t_hold = nullptr;  // this thread's innermost live hold
+}  // namespace
+
 void MemoryTracker::reserve(uint64_t bytes, const std::string& what) {
   const uint64_t limit = budget_.load();
   if (!limit) {
     on_alloc(bytes);
     return;
   }
-  uint64_t now = current_.load();
-  do {
-    if (bytes > limit || now > limit - bytes)  // not now + bytes > limit: that sum can wrap
+  {
+    std::lock_guard<std::mutex> lock(budget_mutex_);
+    // First from this thread's hold on this tracker, if any: those bytes were checked already.
+    uint64_t from_hold = 0;
+    Hold* h = t_hold;
+    while (h && h->tracker_ != this) h = h->outer_;
+    if (h) {
+      from_hold = std::min(bytes, h->left_);
+      h->left_ -= from_hold;
+      held_ -= from_hold;
+    }
+    const uint64_t rest = bytes - from_hold;
+    const uint64_t now = current_.load() + held_;
+    if (rest > limit || now > limit - rest) {  // not now + rest > limit: that sum can wrap
+      if (h) h->left_ += from_hold, held_ += from_hold;
       throw Error("device memory budget exceeded: " + what + " needs " + format_bytes(bytes) + ", " +
                   format_bytes(now) + " in use of a budget of " + format_bytes(limit));
-  } while (!current_.compare_exchange_weak(now, now + bytes));
-  count_.fetch_add(1);
-  uint64_t prev = peak_.load();
-  while (now + bytes > prev && !peak_.compare_exchange_weak(prev, now + bytes)) {
+    }
+    current_.fetch_add(bytes);
   }
+  count_.fetch_add(1);
+  const uint64_t now = current_.load();
+  uint64_t prev = peak_.load();
+  while (now > prev && !peak_.compare_exchange_weak(prev, now)) {
+  }
+}
+
+MemoryTracker::Hold MemoryTracker::hold(uint64_t bytes,
+                                        const std::function<std::string(uint64_t in_use, uint64_t budget)>& refused) {
+  Hold h;
+  const uint64_t limit = budget_.load();
+  if (!limit) return h;
+  std::lock_guard<std::mutex> lock(budget_mutex_);
+  const uint64_t now = current_.load() + held_;
+  if (bytes > limit || now > limit - bytes) throw Error(refused(now, limit));
+  held_ += bytes;
+  h.tracker_ = this;
+  h.left_ = bytes;
+  h.outer_ = t_hold;
+  t_hold = &h;  // a move (if the return is not elided) re-registers the new object
+  return h;
+}
+
+MemoryTracker::Hold::Hold(Hold&& o) noexcept
+    : tracker_(std::exchange(o.tracker_, nullptr)), left_(std::exchange(o.left_, 0)) {
+  // Only a hold that owns bytes is registered; the moved-from one unregisters itself first.
+  if (t_hold == &o) t_hold = o.outer_;
+  if (tracker_) {
+    outer_ = t_hold;
+    t_hold = this;
+  }
+}
+
+MemoryTracker::Hold::~Hold() {
+  if (!tracker_) return;
+  if (t_hold == this) t_hold = outer_;
+  std::lock_guard<std::mutex> lock(tracker_->budget_mutex_);
+  tracker_->held_ -= left_;
 }
 
 void MemoryTracker::on_free(uint64_t bytes) {

@@ -5,6 +5,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
+#include <mutex>
 #include <string>
 
 namespace snapvk {
@@ -29,8 +31,30 @@ class MemoryTracker {
   // Reserves bytes against the budget; throws naming `what` when they do not fit.
   void reserve(uint64_t bytes, const std::string& what);
 
+  // Holds back `bytes` of the budget for the allocations this thread makes while the Hold
+  // lives: they draw from it (what is left returns when it ends), and other threads' cannot
+  // take it. Checking and holding are one step, so two sessions created at once cannot both
+  // pass a check that only one of them fits. When the bytes do not fit, throws
+  // snapvk::Error(refused(in_use, budget)), in_use counting other holds. No budget: no-op.
+  class Hold {
+   public:
+    Hold() = default;
+    Hold(Hold&& o) noexcept;
+    Hold& operator=(Hold&&) = delete;
+    ~Hold();
+
+   private:
+    friend class MemoryTracker;
+    MemoryTracker* tracker_ = nullptr;
+    uint64_t left_ = 0;
+    Hold* outer_ = nullptr;  // an enclosing hold of this thread
+  };
+  [[nodiscard]] Hold hold(uint64_t bytes, const std::function<std::string(uint64_t in_use, uint64_t budget)>& refused);
+
  private:
   std::atomic<uint64_t> current_{0}, peak_{0}, count_{0}, budget_{0};
+  uint64_t held_ = 0;      // bytes of all live holds not yet drawn (budget_mutex_)
+  std::mutex budget_mutex_;  // budget checks, holds and draws are one step each
 };
 
 enum class BufferKind {

@@ -2,6 +2,10 @@
 // budgets are enforced up front with a clear error, and a refused session harms nothing.
 #include <gtest/gtest.h>
 
+#include <barrier>
+#include <optional>
+#include <thread>
+
 #include "host/memory_model.h"
 #include "host/session.h"
 #include "tests/gpu_fixture.h"
@@ -123,6 +127,88 @@ TEST(Memory, SnapkvFitsLongerPromptsThanFullUnderOneBudget) {
   const uint32_t full = longest(KvPolicy::Full), snap = longest(KvPolicy::SnapKV);
   EXPECT_GT(full, 0u);
   EXPECT_GE(snap, 2 * full) << "full " << full << ", snapkv " << snap;
+}
+
+TEST(Memory, BudgetHoldsCountAsInUseForOtherThreadsOnly) {
+  MemoryTracker t;
+  t.set_budget(1000);
+  auto refused = [](uint64_t in_use, uint64_t budget) {
+    return "refused: " + std::to_string(in_use) + " of " + std::to_string(budget);
+  };
+  {
+    const MemoryTracker::Hold h = t.hold(600, refused);
+    EXPECT_EQ(t.current(), 0u);
+    // Another thread sees the 600 bytes as taken, though nothing is allocated yet.
+    std::string other_hold, other_alloc;
+    std::thread([&] {
+      try {
+        const MemoryTracker::Hold h2 = t.hold(500, refused);
+      } catch (const Error& e) {
+        other_hold = e.what();
+      }
+      try {
+        t.reserve(500, "other");
+      } catch (const Error& e) {
+        other_alloc = e.what();
+      }
+      t.reserve(400, "fits beside the hold");
+    }).join();
+    EXPECT_EQ(other_hold, "refused: 600 of 1000");
+    EXPECT_NE(other_alloc.find("device memory budget exceeded: other"), std::string::npos) << other_alloc;
+    EXPECT_EQ(t.current(), 400u);
+    // This thread's allocations draw from its hold although the budget is otherwise full.
+    t.reserve(350, "first");
+    t.reserve(250, "second");  // 250 from the hold's last 250
+    EXPECT_EQ(t.current(), 1000u);
+    EXPECT_THROW(t.reserve(1, "past the hold"), Error);
+  }
+  // The hold is spent; freeing returns bytes as usual, and an unspent hold returns its rest.
+  t.on_free(400), t.on_free(350), t.on_free(250);
+  EXPECT_EQ(t.current(), 0u);
+  {
+    const MemoryTracker::Hold h = t.hold(900, refused);
+    t.reserve(100, "some");
+  }
+  EXPECT_NO_THROW(t.reserve(900, "the rest came back"));
+  EXPECT_THROW((void)t.hold(200, refused), Error);
+}
+
+TEST(Memory, SessionsCreatedAtOnceCannotBothPassABudgetForOne) {
+  Context ctx;
+  Kernels k(ctx);
+  Model m(k, model_path("stories260K.gguf"));
+  SessionOptions o;
+  o.n_ctx = 2048;  // the cache dominates: one session fits the budget below, two do not
+  o.n_batch = 64;
+  const uint64_t before = ctx.memory().current();
+  uint64_t one = 0;
+  {
+    Session s(m, o);
+    one = ctx.memory().current() - before;
+  }
+  ctx.memory().set_budget(before + one + one / 2);
+  // The check and the allocations were two steps: both threads could pass the check, and one
+  // then failed part-way through allocating. Now checking holds the bytes in the same step.
+  for (int round = 0; round < 20; ++round) {
+    std::optional<Session> s[2];
+    std::string err[2];
+    std::barrier start(2);
+    auto create = [&](int i) {
+      start.arrive_and_wait();
+      try {
+        s[i].emplace(m, o);
+      } catch (const Error& e) {
+        err[i] = e.what();
+      }
+    };
+    std::thread a(create, 0), b(create, 1);
+    a.join(), b.join();
+    ASSERT_EQ(int(s[0].has_value()) + int(s[1].has_value()), 1) << "round " << round;
+    const std::string& why = s[0] ? err[1] : err[0];
+    EXPECT_NE(why.find("does not fit the device memory budget"), std::string::npos) << "round " << round << ": " << why;
+    EXPECT_LE(ctx.memory().current(), ctx.memory().budget());
+  }
+  EXPECT_EQ(ctx.memory().current(), before);
 }
 
 }  // namespace
