@@ -36,6 +36,7 @@ class MemoryTracker {
   // take it. Checking and holding are one step, so two sessions created at once cannot both
   // pass a check that only one of them fits. When the bytes do not fit, throws
   // snapvk::Error(refused(in_use, budget)), in_use counting other holds. No budget: no-op.
+  // A Hold lives in the scope (and thread) that made it; holds nest, innermost ending first.
   class Hold {
    public:
     Hold() = default;
