@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "host/unicode.h"
+
 namespace snapvk {
 
 class Json {
@@ -56,15 +58,6 @@ class Json {
       first_.back() = false;
     }
   }
-  // Length of the valid UTF-8 sequence at s[i], or 0 if it is not one.
-  static size_t utf8_len(std::string_view s, size_t i) {
-    const unsigned char c = s[i];
-    const size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return 0;
-    for (size_t k = 1; k < n; ++k)
-      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2) return 0;
-    return n;
-  }
   // Escaped and valid UTF-8: a byte that does not start a valid sequence (a token may end
   // inside a character) becomes U+FFFD, as decoders show it.
   void str(std::string_view s) {
@@ -72,7 +65,7 @@ class Json {
     for (size_t i = 0; i < s.size(); ++i) {
       const unsigned char c = s[i];
       if (c >= 0x80) {
-        const size_t n = utf8_len(s, i);
+        const size_t n = unicode::utf8_valid_len(s, i);
         if (n == 0) {
           out_ += "\xEF\xBF\xBD";
         } else {

@@ -604,8 +604,8 @@ std::vector<std::string> write_profile_files(const ProfileReport& r, const std::
                            {"profile.svg", profile_svg(r)}, {"profile.html", profile_html(r)}});
 }
 
-std::vector<uint32_t> parse_token_counts(const std::string& list, const std::string& what) {
-  std::vector<uint32_t> out;
+std::vector<std::string> split_list(const std::string& list) {
+  std::vector<std::string> out;
   size_t start = 0;
   while (start <= list.size()) {
     size_t end = list.find(',', start);
@@ -613,6 +613,16 @@ std::vector<uint32_t> parse_token_counts(const std::string& list, const std::str
     std::string item = list.substr(start, end - start);
     while (!item.empty() && item.front() == ' ') item.erase(0, 1);
     while (!item.empty() && item.back() == ' ') item.pop_back();
+    out.push_back(std::move(item));
+    start = end + 1;
+  }
+  return out;
+}
+
+std::vector<uint32_t> parse_token_counts(const std::string& list, const std::string& what) {
+  std::vector<uint32_t> out;
+  for (const std::string& original : split_list(list)) {
+    std::string item = original;
     uint64_t mul = 1;
     if (!item.empty() && (item.back() == 'k' || item.back() == 'K')) mul = 1024, item.pop_back();
     size_t used = 0;
@@ -623,9 +633,8 @@ std::vector<uint32_t> parse_token_counts(const std::string& list, const std::str
       used = 0;
     }
     if (item.empty() || used != item.size() || v == 0 || v > 0xFFFFFFFFull / mul)
-      throw Error(what + ": '" + list.substr(start, end - start) + "' is not a positive token count (examples: 512, 4k)");
+      throw Error(what + ": '" + original + "' is not a positive token count (examples: 512, 4k)");
     out.push_back(uint32_t(v * mul));
-    start = end + 1;
   }
   return out;
 }

@@ -108,5 +108,7 @@ std::vector<std::string> write_profile_files(const ProfileReport& r, const std::
 
 // Parses "512,1k,2K,4096" (k/K = 1024). Throws snapvk::Error naming the bad item.
 std::vector<uint32_t> parse_token_counts(const std::string& list, const std::string& what);
+// The items of a comma-separated option value, spaces around each trimmed; empty items kept.
+std::vector<std::string> split_list(const std::string& list);
 
 }  // namespace snapvk

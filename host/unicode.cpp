@@ -26,6 +26,21 @@ size_t utf8_len(char lead) {
   return kLookup[static_cast<uint8_t>(lead) >> 4];
 }
 
+size_t utf8_valid_len(std::string_view s, size_t i) {
+  const auto c = static_cast<uint8_t>(s[i]);
+  const size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+  if (n == 0 || i + n > s.size()) return 0;
+  uint32_t cp = n == 1 ? c : n == 2 ? c & 0x1F : n == 3 ? c & 0x0F : c & 0x07;
+  for (size_t k = 1; k < n; ++k) {
+    const auto d = static_cast<uint8_t>(s[i + k]);
+    if ((d >> 6) != 2) return 0;
+    cp = cp << 6 | (d & 0x3F);
+  }
+  static constexpr uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
+  if (cp < kMin[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+  return n;
+}
+
 namespace {
 
 bool is_continuation(std::string_view s, size_t i) {

@@ -32,6 +32,10 @@ bool is_whitespace(uint32_t cp);  // Unicode White_Space (what \s means to llama
 // continuation bytes); the length llama.cpp's SPM and BPE merge loops step by.
 size_t utf8_len(char lead);
 
+// Length of the well-formed UTF-8 sequence at s[i] (RFC 3629: no overlong forms, surrogates
+// or code points past U+10FFFF), or 0 if there is none.
+size_t utf8_valid_len(std::string_view s, size_t i);
+
 // Code points of a UTF-8 string; each byte that does not start a well-formed sequence
 // becomes one U+FFFD and decoding resumes at the next byte (llama.cpp's unicode_cpts_from_utf8).
 std::vector<uint32_t> decode_utf8(std::string_view text);

@@ -28,5 +28,16 @@ TEST(Json, InvalidUtf8BecomesReplacementCharacter) {
   EXPECT_EQ(j.str(), "\"caf\xC3\xA9 \xEF\xBF\xBD\xEF\xBF\xBD|\xF0\x9F\x98\x80\xEF\xBF\xBD\"");
 }
 
+TEST(Json, OverlongSurrogateAndOutOfRangeSequencesAreNotUtf8) {
+  // RFC 3629: each is refused byte by byte (one U+FFFD per byte).
+  for (const char* bad : {"\xC0\xAF", "\xED\xA0\x80", "\xF4\x90\x80\x80"}) {
+    Json j;
+    j.value(std::string(bad));
+    std::string want = "\"";
+    for (size_t i = 0; i < std::string(bad).size(); ++i) want += "\xEF\xBF\xBD";
+    EXPECT_EQ(j.str(), want + "\"") << bad;
+  }
+}
+
 }  // namespace
 }  // namespace snapvk

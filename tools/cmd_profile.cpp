@@ -28,18 +28,11 @@ constexpr const char* kDefaultPreset = "small-gqa";
 constexpr const char* kDefaultContexts = "512,1k,2k,4k";
 constexpr const char* kDefaultBudget = "256";
 
+// The non-empty items of a comma-separated list.
 std::vector<std::string> split(const std::string& s) {
   std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= s.size()) {
-    size_t end = s.find(',', start);
-    if (end == std::string::npos) end = s.size();
-    std::string item = s.substr(start, end - start);
-    while (!item.empty() && item.front() == ' ') item.erase(0, 1);
-    while (!item.empty() && item.back() == ' ') item.pop_back();
-    if (!item.empty()) out.push_back(item);
-    start = end + 1;
-  }
+  for (std::string& item : split_list(s))
+    if (!item.empty()) out.push_back(std::move(item));
   return out;
 }
 
