@@ -819,7 +819,7 @@ SNAPVK_API snapvk_status snapvk_session_get_kv_stats(snapvk_session* session, sn
     snapvk_kv_stats o{};
     o.n_past = sess.n_past();
     o.n_ctx = sess.n_ctx();
-    o.prompt_len = sess.cache().prompt_len;
+    o.prompt_len = sess.cache().prompt_len();
     o.kv_policy = from_policy(sess.options().kv.policy);
     o.kv_type = from_kv_type(sess.options().kv_type);
     o.full_bytes = k.full_bytes;

@@ -42,7 +42,9 @@ AttentionKernels::AttentionKernels(Context& c, const Tuning& t, uint32_t hd, uin
                 "head_dim must be even and at most " + std::to_string(SNAPVK_MAX_HEAD_DIM));
   SNAPVK_ASSERT(g >= 1 && g <= 16, "GQA group size must be 1..16");
   auto make = [&](const char* name, std::span<const uint32_t> spv, uint32_t bindings, uint32_t push,
-                  std::vector<uint32_t> spec) { return Pipeline(c, PipelineDesc{name, spv, bindings, push, std::move(spec), 0}); };
+                  std::vector<uint32_t> spec, KernelCategory cat = kKernelOther) {
+    return Pipeline(c, PipelineDesc{name, spv, bindings, push, std::move(spec), 0, cat});
+  };
   auto fit = [&](uint32_t want) { return std::max(t.subgroup, std::min(want, t.subgroup * 64u) / t.subgroup * t.subgroup); };
   // Tiles sized to fit shared memory: Q tile + one K/V block + scores.
   const uint32_t shared = c.info().max_shared_memory;
@@ -69,17 +71,17 @@ AttentionKernels::AttentionKernels(Context& c, const Tuning& t, uint32_t hd, uin
     kv_store[i] = make("kv_store", store_spv[i], 3, sizeof(KvStorePush), {t.elementwise_wg, hd});
     prefill[i] = make("attn_prefill", prefill_spv[i], 5, sizeof(AttnPrefillPush), {prefill_wg, hd, prefill_br, prefill_bc});
     if (hd % 4 == 0)
-      prefill_rows[i] = make("attn_prefill", prefill_rows_spv[i], 5, sizeof(AttnPrefillPush), {prefill_rows_wg, hd, prefill_rows_qt});
+      prefill_rows[i] = make("attn_prefill_rows", prefill_rows_spv[i], 5, sizeof(AttnPrefillPush), {prefill_rows_wg, hd, prefill_rows_qt});
     decode[i] = make("attn_decode", decode_spv[i], 5, sizeof(AttnDecodePush), {decode_wg, hd, g, decode_chunk});
-    window_stats[i] = make("window_scores", stats_spv[i], 4, sizeof(WindowStatsPush), {fit(cpu ? 64 : 256), hd});
-    window_votes[i] = make("window_scores", votes_spv[i], 5, sizeof(WindowVotesPush), {votes_wg, hd, g, votes_qb});
+    window_stats[i] = make("window_stats", stats_spv[i], 4, sizeof(WindowStatsPush), {fit(cpu ? 64 : 256), hd}, kKernelScore);
+    window_votes[i] = make("window_votes", votes_spv[i], 5, sizeof(WindowVotesPush), {votes_wg, hd, g, votes_qb}, kKernelScore);
   }
   combine = make("attn_combine", spv::attn_combine(), 2, sizeof(AttnCombinePush), {fit(std::min<uint32_t>(64, hd)), hd});
-  pool = make("pool", spv::pool(), 2, sizeof(PoolPush), {t.elementwise_wg});
-  topk = make("topk_select", spv::topk_select(), 2, sizeof(TopkPush), {select_wg});
-  adakv_floor = make("topk_select", spv::adakv_floor(), 2, sizeof(AdakvFloorPush), {t.elementwise_wg});
-  adakv_layout = make("topk_select", spv::adakv_layout(), 3, sizeof(AdakvLayoutPush), {});
-  kv_gather = make("kv_gather", spv::kv_gather(), 7, sizeof(KvGatherPush), {t.elementwise_wg});
+  pool = make("pool", spv::pool(), 2, sizeof(PoolPush), {t.elementwise_wg}, kKernelPool);
+  topk = make("topk_select", spv::topk_select(), 2, sizeof(TopkPush), {select_wg}, kKernelSelect);
+  adakv_floor = make("adakv_floor", spv::adakv_floor(), 2, sizeof(AdakvFloorPush), {t.elementwise_wg}, kKernelSelect);
+  adakv_layout = make("adakv_layout", spv::adakv_layout(), 3, sizeof(AdakvLayoutPush), {}, kKernelSelect);
+  kv_gather = make("kv_gather", spv::kv_gather(), 7, sizeof(KvGatherPush), {t.elementwise_wg}, kKernelGather);
 }
 
 namespace {

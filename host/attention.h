@@ -24,6 +24,10 @@ std::optional<KvType> parse_kv_type(std::string_view name);
 uint32_t kv_row_words(KvType t, uint32_t head_dim);  // 32-bit words per cached K or V row
 inline uint64_t kv_row_bytes(KvType t, uint32_t head_dim) { return 4ull * kv_row_words(t, head_dim); }
 
+// What each kernel's GPU time counts as in reports (PipelineDesc::category): the compression
+// passes of SnapKV and family, or anything else.
+enum KernelCategory : uint32_t { kKernelOther = 0, kKernelScore, kKernelPool, kKernelSelect, kKernelGather };
+
 // GQA aggregation of query-head votes into a KV-head vote (the window_votes push value).
 enum class GqaAgg : uint32_t { Mean = 0, Max = 1, Sum = 2 };
 

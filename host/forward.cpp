@@ -24,7 +24,7 @@ void Session::layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uin
   const ModelWeights& w = model_.weights();
   const Kernels& k = model_.kernels();
   const AttentionKernels& ak = model_.attention();
-  const KvType kt = cache_.type;
+  const KvType kt = cache_.type();
   const float scale = 1.0f / std::sqrt(float(c.head_dim));
   const RopeParams rope{c.head_dim, c.n_rot, pos0, c.rope_base, uint32_t(c.rope_type)};
   const Buffer& rope_factors = w.rope_freqs ? w.rope_freqs.buf : w.output_norm.buf;  // unread when absent
@@ -96,7 +96,7 @@ void Session::logits_of_row(BufferRange x_row) {
 
 void Session::forward(const int32_t* tokens, uint32_t T, bool want_logits) {
   const ModelConfig& c = model_.config();
-  const uint32_t appended = n_past_ - cache_.prompt_len;  // slots used after each head's retained entries
+  const uint32_t appended = n_past_ - cache_.prompt_len();  // slots used after each head's retained entries
   std::memcpy(act_.ids.mapped(), tokens, T * sizeof(int32_t));
   cs_.begin();
   // x = token embeddings
@@ -104,8 +104,8 @@ void Session::forward(const int32_t* tokens, uint32_t T, bool want_logits) {
               c.n_embd);
   cs_.barrier();
   for (uint32_t l = 0; l < c.n_layer; ++l) {
-    const KvLayer& L = cache_.layers[l];
-    layer(l, T, act_.x, KvView{L.k, L.v, L.heads}, appended, n_past_, max_len(appended + T));
+    const KvLayer& L = cache_.layer(l);
+    layer(l, T, act_.x, KvView{L.k, L.v, L.heads}, appended, n_past_, cache_.max_len(appended + T));
   }
   const uint64_t row = uint64_t(c.n_embd) * 4;
   if (want_logits) logits_of_row(BufferRange(act_.x, (T - 1) * row, row));  // only the prompt's last batch needs them
@@ -119,11 +119,9 @@ void Session::prefill_compressed(std::span<const int32_t> tokens) {
   Context& ctx = model_.ctx();
   const uint32_t L = uint32_t(tokens.size()), n_kv = c.n_head_kv;
   const KvPolicyOptions& pol = opts_.kv;
-  if (pol.policy == KvPolicy::H2O && L > pol.h2o_max_prompt)
-    throw Error("h2o scores every prompt query against every key: " + std::to_string(L) +
-                " tokens is more than its limit of " + std::to_string(pol.h2o_max_prompt) + "; use snapkv");
-  const uint32_t n_q = pol.policy == KvPolicy::H2O ? L : std::min(pol.window, L);  // voting queries
-  const uint64_t row = kv_row_bytes(cache_.type, c.head_dim), xrow = uint64_t(c.n_embd) * 4;
+  pol.check_prompt(L);
+  const uint32_t n_q = pol.voting_queries(L);
+  const uint64_t row = kv_row_bytes(cache_.type(), c.head_dim), xrow = uint64_t(c.n_embd) * 4;
 
   // Transient, for this prompt only: hidden states of every prompt token, one layer's full
   // K/V, and the voting queries of the current layer.
@@ -132,18 +130,9 @@ void Session::prefill_compressed(std::span<const int32_t> tokens) {
   Buffer full_v(ctx, uint64_t(n_kv) * L * row, BufferKind::Device, "layer_v_full");
   Buffer full_heads(ctx, 2ull * n_kv * 4, BufferKind::Device, "layer_heads_full");
   Buffer q_win(ctx, uint64_t(n_q) * c.q_dim() * 4, BufferKind::Device, "q_window");
-  {
-    std::vector<uint32_t> table(2 * n_kv);
-    for (uint32_t h = 0; h < n_kv; ++h) table[2 * h] = h * L, table[2 * h + 1] = 0;
-    full_heads.upload(table.data(), table.size() * 4);
-  }
-  cache_.layers.clear();
-  cache_.layers.resize(c.n_layer);
-  cache_.room = opts_.n_ctx - L;
-  cache_.prompt_len = L;
-  cache_.bytes = 0;
-  selection_.assign(opts_.keep_selection ? c.n_layer : 0, {});
-  last_.score_ms = last_.pool_ms = last_.select_ms = last_.gather_ms = 0;
+  const std::vector<uint32_t> full_table = KvCache::uniform_table(n_kv, L, 0);
+  full_heads.upload(full_table.data(), full_table.size() * 4);
+  cache_.begin_prompt(L, opts_.keep_selection);
   cs_compress_.reset_timings();
 
   // X = token embeddings, a batch at a time
@@ -173,9 +162,11 @@ void Session::prefill_compressed(std::span<const int32_t> tokens) {
     }
     cs_.submit();
     // keep what the policy selects, in the session's compacted cache
-    compress_layer(l, L, full_k, full_v, full_heads, q_win, n_q);
+    cache_.compact_layer(cs_compress_, l, PromptLayer{full_k, full_v, full_heads, q_win, L, n_q}, pol);
   }
   progress(total, total);
+  const CompressTimes t = compress_times(cs_compress_);
+  last_.score_ms = t.score_ms, last_.pool_ms = t.pool_ms, last_.select_ms = t.select_ms, last_.gather_ms = t.gather_ms;
   // logits of the last prompt token
   cs_.begin();
   logits_of_row(BufferRange(X, (L - 1) * xrow, xrow));

@@ -81,4 +81,14 @@ std::vector<uint32_t> KvPolicyOptions::layer_budgets(uint32_t L, uint32_t n_laye
   return out;
 }
 
+uint32_t KvPolicyOptions::voting_queries(uint32_t L) const {
+  return policy == KvPolicy::H2O ? L : std::min(window, L);
+}
+
+void KvPolicyOptions::check_prompt(uint32_t L) const {
+  if (policy == KvPolicy::H2O && L > h2o_max_prompt)
+    throw Error("h2o scores every prompt query against every key: " + std::to_string(L) +
+                " tokens is more than its limit of " + std::to_string(h2o_max_prompt) + "; use snapkv");
+}
+
 }  // namespace snapvk

@@ -35,6 +35,11 @@ struct KvPolicyOptions {
   uint32_t budget_for(uint32_t L) const;
   // Per-layer C (PyramidKV falls linearly from layer 0 to the last; others are uniform).
   std::vector<uint32_t> layer_budgets(uint32_t L, uint32_t n_layer) const;
+  // Prompt queries whose attention votes for the positions to keep: the observation window,
+  // or (H2O) every query of the prompt.
+  uint32_t voting_queries(uint32_t L) const;
+  // Throws snapvk::Error when this policy cannot compress a prompt of L tokens (H2O's limit).
+  void check_prompt(uint32_t L) const;
 };
 
 }  // namespace snapvk

@@ -29,7 +29,7 @@ uint64_t activation_bytes(const ModelConfig& c, uint32_t n_batch, uint32_t n_ctx
 MemoryQuery memory_query(const Model& model, const SessionOptions& o, uint32_t L) {
   MemoryQuery q;
   q.prompt_len = L;
-  q.n_ctx = o.n_ctx ? o.n_ctx : std::min<uint32_t>(model.config().n_ctx_train, 4096);
+  q.n_ctx = o.n_ctx ? o.n_ctx : default_n_ctx(model.config());
   q.n_batch = std::min(o.n_batch, q.n_ctx);
   q.kv_type = o.kv_type;
   q.kv = o.kv;
@@ -51,24 +51,16 @@ MemoryEstimate estimate_memory(const ModelConfig& c, uint64_t weight_bytes, cons
   const uint32_t L = q.prompt_len, n_kv = c.n_head_kv;
   e.weights = weight_bytes;
   e.activations = activation_bytes(c, std::min(q.n_batch, q.n_ctx), q.n_ctx, q.decode_chunk);
-  e.kv_full_equivalent = 2ull * c.n_layer * n_kv * q.n_ctx * row;
+  e.kv_full_equivalent = KvCache::full_bytes(c, q.kv_type, q.n_ctx);
+  e.kv_cache = KvCache::size_after_prompt(c, q.kv_type, q.kv, L, q.n_ctx).allocated;
   if (!q.kv.compresses()) {
-    e.kv_cache = e.kv_full_equivalent;
     e.peak = checked_add(e.weights, e.activations + e.kv_cache, "memory model: peak bytes");
     return e;
   }
-  const uint32_t room = q.n_ctx > L ? q.n_ctx - L : 0;
-  const auto budgets = q.kv.layer_budgets(L, c.n_layer);
   uint64_t scratch = 0;
-  const uint32_t n_q = q.kv.policy == KvPolicy::H2O ? L : std::min(q.kv.window, L);
-  for (uint32_t l = 0; l < c.n_layer; ++l) {
-    const bool compress = L > budgets[l];
-    e.kv_cache += 2ull * n_kv * ((compress ? budgets[l] : L) + room) * row + 8ull * n_kv;
-    if (compress) {
-      const uint64_t P = L - std::min(q.kv.window, L), count = budgets[l] - std::min(q.kv.window, L);
-      scratch = std::max<uint64_t>(scratch, 4 * (n_kv * count + 2ull * n_kv + 2ull * c.n_head * n_q + 2 * n_kv * P + n_kv * count));
-    }
-  }
+  for (uint32_t budget : q.kv.layer_budgets(L, c.n_layer))
+    scratch = std::max(scratch, KvCache::compaction_scratch_bytes(c, q.kv, L, budget));
+  const uint32_t n_q = q.kv.voting_queries(L);
   e.prefill_transient = uint64_t(L) * c.n_embd * 4        // hidden states of the prompt
                         + 2ull * n_kv * L * row + 8ull * n_kv  // one layer's full K/V
                         + uint64_t(n_q) * c.q_dim() * 4        // the voting queries

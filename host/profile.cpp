@@ -236,7 +236,7 @@ ProfileReport run_profile(const Model& m, const ProfileOptions& o) {
       row.budget = row_budget(kv, L);
       const MemoryEstimate est = estimate_memory(c, 0, query(L, o, kv, m.attention().decode_chunk));
       row.est_peak_bytes = est.peak;
-      row.full_kv_bytes = Session::kv_bytes_for(c, o.kv_type, uint64_t(L) + o.gen);
+      row.full_kv_bytes = KvCache::full_bytes(c, o.kv_type, uint64_t(L) + o.gen);
       const std::string what = "L=" + std::to_string(L) + " " + row.policy;
       report(done_units, what);
 
@@ -305,7 +305,7 @@ ProfileReport run_profile(const Model& m, const ProfileOptions& o) {
         row.ran = false;
         row.error = e.what();
         row.fits = !memory_error(row.error);
-        row.kv_bytes = kv.compresses() ? est.kv_cache - 8ull * c.n_head_kv * c.n_layer : est.kv_cache;
+        row.kv_bytes = KvCache::size_after_prompt(c, o.kv_type, kv, L, L + o.gen).retained;
         row.decode_tok_s = ProfileRow::kNaN;
       }
       row.ratio = row.kv_bytes ? double(row.full_kv_bytes) / double(row.kv_bytes) : 1.0;

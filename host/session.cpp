@@ -10,10 +10,6 @@
 
 namespace snapvk {
 
-uint64_t Session::kv_bytes_for(const ModelConfig& c, KvType t, uint64_t tokens) {
-  return checked_mul(2ull * c.n_layer * c.n_head_kv * kv_row_bytes(t, c.head_dim), tokens, "KV cache bytes");
-}
-
 namespace {
 // Refuses, before allocating anything, what the memory model says cannot fit the context's
 // budget, and holds those bytes for this thread's allocations until the hold ends (so another
@@ -32,13 +28,20 @@ MemoryTracker::Hold hold_budget(const Model& m, const SessionOptions& o, uint32_
            format_bytes(e.activations) + "); " + format_bytes(in_use) + " in use of " + format_bytes(budget);
   });
 }
+
+SessionOptions with_default_ctx(const Model& m, SessionOptions o) {
+  if (o.n_ctx == 0) o.n_ctx = default_n_ctx(m.config());
+  return o;
+}
 }  // namespace
 
+uint32_t default_n_ctx(const ModelConfig& c) { return std::min<uint32_t>(c.n_ctx_train, 4096); }
+
 Session::Session(const Model& model, const SessionOptions& opts)
-    : model_(model), opts_(opts), cs_(model.ctx()), cs_compress_(model.ctx()) {
+    : model_(model), opts_(with_default_ctx(model, opts)), cache_(model, opts_.kv_type, opts_.n_ctx), cs_(model.ctx()),
+      cs_compress_(model.ctx()) {
   const ModelConfig& c = model.config();
   Context& ctx = model.ctx();
-  if (opts_.n_ctx == 0) opts_.n_ctx = std::min<uint32_t>(c.n_ctx_train, 4096);
   if (opts_.n_batch == 0) throw Error("n_batch must be at least 1");
   c.check();
   check_session_shape(c, opts_.n_ctx, opts_.n_batch);
@@ -60,7 +63,6 @@ Session::Session(const Model& model, const SessionOptions& opts)
   const MemoryTracker::Hold hold = hold_budget(model, opts_, opts_.kv.compresses() ? 0 : opts_.n_ctx, 0);
   cs_.set_profiling(opts_.profile);
   cs_compress_.set_profiling(true);
-  cache_.type = opts_.kv_type;
 
   const uint64_t B = opts_.n_batch, f = 4;
   act_.x = Buffer(ctx, B * c.n_embd * f, BufferKind::Device, "x");
@@ -75,50 +77,13 @@ Session::Session(const Model& model, const SessionOptions& opts)
   act_.ids = Buffer(ctx, B * 4, BufferKind::Staging, "ids");
   act_.logits = Buffer(ctx, uint64_t(c.n_vocab) * f, BufferKind::Staging, "logits");
   logits_.resize(c.n_vocab);
-  if (!opts_.kv.compresses()) allocate_full_cache();
-}
-
-void Session::allocate_full_cache() {
-  const ModelConfig& c = model_.config();
-  Context& ctx = model_.ctx();
-  const uint32_t n_kv = c.n_head_kv, cap = opts_.n_ctx;
-  const uint64_t row = kv_row_bytes(cache_.type, c.head_dim);
-  cache_.layers.clear();
-  cache_.layers.resize(c.n_layer);
-  cache_.room = cap;
-  cache_.prompt_len = 0;
-  cache_.bytes = 0;
-  std::vector<uint32_t> table(2 * n_kv);
-  for (uint32_t h = 0; h < n_kv; ++h) table[2 * h] = h * cap, table[2 * h + 1] = 0;
-  for (uint32_t l = 0; l < c.n_layer; ++l) {
-    KvLayer& L = cache_.layers[l];
-    L.slots = n_kv * cap;
-    L.k = Buffer(ctx, L.slots * row, BufferKind::Device, "k_cache." + std::to_string(l));
-    L.v = Buffer(ctx, L.slots * row, BufferKind::Device, "v_cache." + std::to_string(l));
-    L.heads = Buffer(ctx, table.size() * 4, BufferKind::Device, "kv_heads." + std::to_string(l));
-    L.heads.upload(table.data(), table.size() * 4);
-    L.offset.resize(n_kv);
-    L.base.assign(n_kv, 0);
-    for (uint32_t h = 0; h < n_kv; ++h) L.offset[h] = h * cap;
-    cache_.bytes += 2 * L.slots * row;
-  }
+  if (!opts_.kv.compresses()) cache_.allocate_full();
 }
 
 void Session::reset() {
   n_past_ = 0;
-  selection_.clear();
   last_ = KvStats{};
-  if (opts_.kv.compresses()) {  // the next prompt is compressed into a newly sized cache
-    cache_ = KvCache{};
-    cache_.type = opts_.kv_type;
-  }
-}
-
-uint32_t Session::max_len(uint32_t n_appended) const {
-  uint32_t m = 0;
-  for (const auto& L : cache_.layers)
-    for (uint32_t b : L.base) m = std::max(m, b);
-  return m + n_appended;
+  if (opts_.kv.compresses()) cache_.clear();  // the next prompt is compressed into a newly sized cache
 }
 
 std::span<const float> Session::prefill(std::span<const int32_t> tokens) {
@@ -168,16 +133,10 @@ void Session::progress(uint64_t done, uint64_t total) {
 std::span<const float> Session::decode(int32_t token) { return prefill(std::span<const int32_t>(&token, 1)); }
 
 KvStats Session::kv_stats() const {
-  const ModelConfig& c = model_.config();
   KvStats s = last_;
-  const uint64_t row = kv_row_bytes(cache_.type, c.head_dim);
-  s.full_bytes = kv_bytes_for(c, cache_.type, n_past_);
-  const uint32_t appended = n_past_ > cache_.prompt_len ? n_past_ - cache_.prompt_len : 0;  // 0 during a first prefill
-  uint64_t rows = 0;
-  for (const auto& L : cache_.layers)
-    for (uint32_t b : L.base) rows += b + appended;
-  s.retained_bytes = 2 * rows * row;
-  s.allocated_bytes = cache_.bytes;
+  s.full_bytes = KvCache::full_bytes(model_.config(), cache_.type(), n_past_);
+  s.retained_bytes = cache_.held_bytes(n_past_);
+  s.allocated_bytes = cache_.allocated_bytes();
   return s;
 }
 

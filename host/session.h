@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "host/attention.h"
+#include "host/kv_cache.h"
 #include "host/kv_policy.h"
 #include "host/model.h"
 #include "runtime/commands.h"
@@ -29,27 +30,12 @@ struct SessionOptions {
   std::function<bool(uint64_t done, uint64_t total)> on_progress;
 };
 
+// The positions a session holds when SessionOptions::n_ctx is 0.
+uint32_t default_n_ctx(const ModelConfig& c);
+
 // Thrown by prefill/decode when cancelled; the session is left as it was before the call.
 struct Cancelled : Error {
   Cancelled() : Error("cancelled") {}
-};
-
-// One layer's cache: rows ("slots") of K and V, and the heads table that says where each KV
-// head's slots start and how many retained prompt entries precede the appended tokens.
-struct KvLayer {
-  Buffer k, v;                   // [slots] rows of kv_row_words
-  Buffer heads;                  // [n_kv][2] u32: offset, base (see shaders/heads.glsl)
-  std::vector<uint32_t> offset;  // host copy of the table
-  std::vector<uint32_t> base;
-  uint32_t slots = 0;
-};
-
-struct KvCache {
-  std::vector<KvLayer> layers;
-  KvType type = KvType::F16;
-  uint32_t room = 0;        // slots per head for appended tokens
-  uint32_t prompt_len = 0;  // L of the compressed prompt (0: a full cache)
-  uint64_t bytes = 0;       // device bytes of all K/V buffers
 };
 
 // What compression did, for reports.
@@ -97,22 +83,16 @@ class Session {
   const KvCache& cache() const { return cache_; }
   KvStats kv_stats() const;
   // Retained prompt positions [layer][kv head], ascending, window included (keep_selection).
-  const std::vector<std::vector<std::vector<uint32_t>>>& selection() const { return selection_; }
-  // Bytes a full cache of `type` needs for `tokens` positions (all layers, K and V).
-  static uint64_t kv_bytes_for(const ModelConfig& c, KvType t, uint64_t tokens);
+  const KvSelection& selection() const { return cache_.selection(); }
   CommandStream& stream() { return cs_; }
 
  private:
   struct KvView;
-  void allocate_full_cache();
   void forward(const int32_t* tokens, uint32_t T, bool logits);  // host/forward.cpp
   void prefill_compressed(std::span<const int32_t> tokens);    // host/forward.cpp
   void layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uint32_t slot0, uint32_t pos0,
              uint32_t decode_len);                             // host/forward.cpp
-  void compress_layer(uint32_t l, uint32_t L, const Buffer& full_k, const Buffer& full_v, const Buffer& full_heads,
-                      const Buffer& q_win, uint32_t n_q);      // host/compress.cpp
   void logits_of_row(BufferRange x_row);                       // host/forward.cpp
-  uint32_t max_len(uint32_t n_appended) const;
   void progress(uint64_t done, uint64_t total);  // throws Cancelled when asked to stop
 
   const Model& model_;
@@ -124,7 +104,6 @@ class Session {
   uint32_t n_past_ = 0;
   std::vector<float> logits_;
   KvStats last_;
-  std::vector<std::vector<std::vector<uint32_t>>> selection_;
   std::atomic<bool> cancel_requested_{false};
 };
 

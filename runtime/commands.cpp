@@ -85,11 +85,11 @@ void CommandStream::begin() {
   VK_CHECK(vkBeginCommandBuffer(cb_, &bi));
   recording_ = true;
   barrier();  // earlier submissions' writes are visible to this one (its first scope covers them)
-  stamp_names_.clear();
+  stamp_kernels_.clear();
   if (profiling_ && queries_) {
     vkCmdResetQueryPool(cb_, queries_, 0, max_timestamps_);
     vkCmdWriteTimestamp(cb_, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries_, 0);
-    stamp_names_.emplace_back();
+    stamp_kernels_.push_back(nullptr);
   }
 }
 
@@ -140,9 +140,9 @@ void CommandStream::dispatch_raw(const Pipeline& p, std::initializer_list<Buffer
   if (pc_size) vkCmdPushConstants(cb_, p.layout(), VK_SHADER_STAGE_COMPUTE_BIT, 0, pc_size, pc);
   vkCmdDispatch(cb_, gx, gy, gz);
   ++dispatch_count_;
-  if (profiling_ && queries_ && !stamp_names_.empty() && stamp_names_.size() < max_timestamps_) {
-    vkCmdWriteTimestamp(cb_, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries_, uint32_t(stamp_names_.size()));
-    stamp_names_.push_back(p.name());
+  if (profiling_ && queries_ && !stamp_kernels_.empty() && stamp_kernels_.size() < max_timestamps_) {
+    vkCmdWriteTimestamp(cb_, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, queries_, uint32_t(stamp_kernels_.size()));
+    stamp_kernels_.push_back(&p);
   }
 }
 
@@ -188,19 +188,21 @@ void CommandStream::submit() {
   ctx_.submit(cb_, fence_);
   ctx_.wait_fence(fence_);
 
-  if (stamp_names_.size() > 1) {
-    std::vector<uint64_t> stamps(stamp_names_.size());
+  if (stamp_kernels_.size() > 1) {
+    std::vector<uint64_t> stamps(stamp_kernels_.size());
     VK_CHECK(vkGetQueryPoolResults(ctx_.device(), queries_, 0, uint32_t(stamps.size()), stamps.size() * 8,
                                    stamps.data(), 8, VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT));
     const double ns = ctx_.info().timestamp_period_ns;
     for (size_t i = 1; i < stamps.size(); ++i) {
-      KernelTiming& t = totals_[stamp_names_[i]];
-      t.name = stamp_names_[i];
+      const Pipeline& p = *stamp_kernels_[i];
+      KernelTiming& t = totals_[p.name()];
+      t.name = p.name();
+      t.category = p.category();
       t.count += 1;
       t.total_ms += double(stamps[i] - stamps[i - 1]) * ns * 1e-6;
     }
   }
-  stamp_names_.clear();
+  stamp_kernels_.clear();
 }
 
 std::vector<KernelTiming> CommandStream::timings() const {
@@ -208,6 +210,13 @@ std::vector<KernelTiming> CommandStream::timings() const {
   for (const auto& [_, t] : totals_) out.push_back(t);
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.total_ms > b.total_ms; });
   return out;
+}
+
+double CommandStream::category_ms(uint32_t category) const {
+  double ms = 0;
+  for (const auto& [_, t] : totals_)
+    if (t.category == category) ms += t.total_ms;
+  return ms;
 }
 
 }  // namespace snapvk

@@ -27,6 +27,7 @@ struct BufferRange {
 
 struct KernelTiming {
   std::string name;
+  uint32_t category = 0;  // the pipeline's (PipelineDesc::category)
   uint64_t count = 0;
   double total_ms = 0;
 };
@@ -64,6 +65,7 @@ class CommandStream {
   void set_profiling(bool on) { profiling_ = on; }
   bool profiling() const { return profiling_; }
   std::vector<KernelTiming> timings() const;  // sorted by total time, largest first
+  double category_ms(uint32_t category) const;  // total of the kernels of one category
   void reset_timings() { totals_.clear(); }
 
  private:
@@ -78,7 +80,7 @@ class CommandStream {
   size_t desc_pool_index_ = 0;
   VkQueryPool queries_ = VK_NULL_HANDLE;
   uint32_t max_timestamps_ = 0;
-  std::vector<std::string> stamp_names_;  // stamp i (i >= 1) ends the dispatch named here
+  std::vector<const Pipeline*> stamp_kernels_;  // stamp i (i >= 1) ends a dispatch of this pipeline
   bool profiling_ = false;
   bool recording_ = false;
   uint64_t dispatch_count_ = 0;

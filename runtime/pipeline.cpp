@@ -8,7 +8,7 @@
 namespace snapvk {
 
 Pipeline::Pipeline(Context& ctx, const PipelineDesc& d)
-    : ctx_(&ctx), device_(ctx.device()), name_(d.name), bindings_(d.bindings), push_size_(d.push_size) {
+    : ctx_(&ctx), device_(ctx.device()), name_(d.name), bindings_(d.bindings), push_size_(d.push_size), category_(d.category) {
   ctx.check_usable();
   SNAPVK_ASSERT(!d.spirv.empty(), "pipeline '" + d.name + "' has no SPIR-V");
   SNAPVK_ASSERT(d.push_size <= 128 && d.push_size % 4 == 0, "pipeline '" + d.name + "' push constants must be <= 128 bytes");
@@ -93,6 +93,7 @@ Pipeline& Pipeline::operator=(Pipeline&& o) noexcept {
     name_ = std::move(o.name_);
     bindings_ = o.bindings_;
     push_size_ = o.push_size_;
+    category_ = o.category_;
   }
   return *this;
 }

@@ -20,6 +20,7 @@ struct PipelineDesc {
   uint32_t push_size = 0;              // bytes of the push-constant struct (<= 128)
   std::vector<uint32_t> spec;          // specialization constant i = spec[i] (floats bit-cast)
   uint32_t subgroup_size = 0;          // require this subgroup size (0: device default)
+  uint32_t category = 0;               // the caller's grouping of kernels in timings (KernelTiming::category)
 };
 
 class Pipeline {
@@ -38,6 +39,7 @@ class Pipeline {
   const std::string& name() const { return name_; }
   uint32_t bindings() const { return bindings_; }
   uint32_t push_size() const { return push_size_; }
+  uint32_t category() const { return category_; }
   explicit operator bool() const { return pipeline_ != VK_NULL_HANDLE; }
 
  private:
@@ -48,7 +50,7 @@ class Pipeline {
   VkPipelineLayout layout_ = VK_NULL_HANDLE;
   VkDescriptorSetLayout set_layout_ = VK_NULL_HANDLE;
   std::string name_;
-  uint32_t bindings_ = 0, push_size_ = 0;
+  uint32_t bindings_ = 0, push_size_ = 0, category_ = 0;
 };
 
 }  // namespace snapvk

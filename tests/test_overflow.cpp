@@ -319,8 +319,8 @@ TEST(Overflow, MemoryModelRefusesWhatWouldWrapAndIsExactAtTheEdge) {
   EXPECT_EQ(e.kv_full_equivalent, 2ull * 1024 * 255 * kMaxContext * 1024);  // 8.2e15 bytes, not wrapped
   EXPECT_EQ(e.kv_cache, e.kv_full_equivalent);
   EXPECT_EQ(e.peak, e.activations + e.kv_cache);
-  EXPECT_EQ(Session::kv_bytes_for(big, KvType::F32, kMaxContext), e.kv_full_equivalent);
-  expect_error([&] { Session::kv_bytes_for(big, KvType::F32, kU64Max); }, "KV cache bytes");
+  EXPECT_EQ(KvCache::full_bytes(big, KvType::F32, kMaxContext), e.kv_full_equivalent);
+  expect_error([&] { KvCache::full_bytes(big, KvType::F32, kU64Max); }, "KV cache bytes");
 }
 
 TEST(Overflow, KvPolicyBudgetsWindowsAndSumsCannotWrap) {

@@ -238,7 +238,7 @@ TEST_F(ProfileEngine, StoriesRowsRatiosFidelityAndReportFiles) {
       EXPECT_EQ(x.context, L);
       EXPECT_EQ(x.policy, p);
       ASSERT_TRUE(x.ran) << x.error;
-      EXPECT_EQ(x.full_kv_bytes, Session::kv_bytes_for(c, KvType::F16, L + o.gen));
+      EXPECT_EQ(x.full_kv_bytes, KvCache::full_bytes(c, KvType::F16, L + o.gen));
       EXPECT_GT(x.peak_bytes, 0u);
       EXPECT_GT(x.prefill_ms, 0.0);
       EXPECT_GT(x.decode_tok_s, 0.0);

@@ -298,7 +298,7 @@ TEST_F(SnapkvStories, AdaKvBudgetsSumToTheLayerTotal) {
       const auto& sel = s.selection()[l][h];
       total += uint32_t(sel.size());
       EXPECT_GE(sel.size(), W + uint32_t(0.2f * (C - W))) << "layer " << l << " head " << h << " below the floor";
-      EXPECT_EQ(s.cache().layers[l].base[h], sel.size());
+      EXPECT_EQ(s.cache().layer(l).base[h], sel.size());
       uneven |= sel.size() != C;
     }
     EXPECT_EQ(total, cfg.n_head_kv * C) << "layer " << l;
