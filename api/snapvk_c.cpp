@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "host/generate.h"
 #include "host/kv_policy.h"
 #include "host/model.h"
 #include "host/sampler.h"
@@ -323,6 +324,17 @@ int32_t from_policy(KvPolicy p) {
   for (int32_t i = 0; i < 6; ++i)
     if (kPolicies[i] == p) return i;
   return -1;
+}
+
+int32_t to_stop_reason(StopReason r) {
+  switch (r) {
+    case StopReason::MaxTokens: return SNAPVK_STOP_MAX_TOKENS;
+    case StopReason::EndOfGeneration: return SNAPVK_STOP_END_OF_GENERATION;
+    case StopReason::Callback: return SNAPVK_STOP_CALLBACK;
+    case StopReason::ContextFull: return SNAPVK_STOP_CONTEXT_FULL;
+    case StopReason::Cancelled: return SNAPVK_STOP_CANCELLED;
+  }
+  return SNAPVK_STOP_MAX_TOKENS;
 }
 
 SessionOptions to_session_options(const snapvk_session_options& o) {
@@ -735,64 +747,45 @@ SNAPVK_API snapvk_status snapvk_session_generate(snapvk_session* session, const 
     snapvk_session* s = session;
     if (!s->have_logits) invalid("the session is empty: prefill a prompt first");
     Session& sess = *s->session;
-    const Tokenizer& tok = s->model->model.tokenizer();
     Sampler sampler(sp);
     const size_t look_back = std::min<size_t>(s->history.size(), size_t(sp.repeat_last_n));
     for (size_t i = s->history.size() - look_back; i < s->history.size(); ++i) sampler.accept(s->history[i]);
 
-    snapvk_generate_result r{};
-    r.stop_reason = SNAPVK_STOP_MAX_TOKENS;
-    r.last_token = -1;
-    const auto t0 = std::chrono::steady_clock::now();
-    auto finish = [&] {
-      r.decode_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      if (result) write_struct(result, r);
+    GenerateOptions go;
+    go.max_tokens = max_tokens;
+    go.cancel = &s->cancel;
+    if (on_token)
+      go.on_token = [&](int32_t token, std::string_view piece) {
+        const std::string text(piece);  // NUL-terminated for C
+        s->phase.store(snapvk_session::InTokenCallback);
+        const int stop = on_token(token, text.c_str(), user_data);
+        s->phase.store(snapvk_session::Busy);
+        return stop == 0;
+      };
+    // Every token the caller saw goes into the cache, so the conversation can go on after it.
+    go.on_decoded = [s](int32_t token, std::span<const float> logits) {
+      s->logits.assign(logits.begin(), logits.end());
+      s->history.push_back(token);
+    };
+    GenerateResult g;
+    auto result_of = [&] {
+      snapvk_generate_result r{};
+      r.n_tokens = g.decoded;
+      r.last_token = g.last_token;
+      r.decode_ms = g.wall_ms;
+      r.stop_reason = to_stop_reason(g.stop);
+      return r;
     };
     try {
-      while (max_tokens == 0 || r.n_tokens < max_tokens) {
-        if (s->cancel.exchange(false)) {
-          r.stop_reason = SNAPVK_STOP_CANCELLED;
-          finish();
-          throw Cancelled();
-        }
-        if (sess.n_past() >= sess.n_ctx()) {
-          r.stop_reason = SNAPVK_STOP_CONTEXT_FULL;
-          break;
-        }
-        const int32_t next = sampler.sample(s->logits);
-        r.last_token = next;
-        if (tok.is_eog(next)) {
-          r.stop_reason = SNAPVK_STOP_END_OF_GENERATION;
-          break;
-        }
-        sampler.accept(next);
-        int stop = 0;
-        if (on_token) {
-          const std::string piece = tok.token_to_piece(next);
-          s->phase.store(snapvk_session::InTokenCallback);
-          stop = on_token(next, piece.c_str(), user_data);
-          s->phase.store(snapvk_session::Busy);
-        }
-        // Every token the caller saw goes into the cache, so the conversation can go on after it.
-        std::span<const float> logits = sess.decode(next);
-        s->logits.assign(logits.begin(), logits.end());
-        s->history.push_back(next);
-        ++r.n_tokens;
-        if (stop) {
-          r.stop_reason = SNAPVK_STOP_CALLBACK;
-          break;
-        }
-      }
-    } catch (const Cancelled&) {
-      s->cancel.store(false);
-      throw;
+      generate(sess, sampler, s->logits, go, g);
     } catch (...) {
       s->phase.store(snapvk_session::Busy);
       s->cancel.store(false);
       throw;
     }
     s->cancel.store(false);
-    finish();
+    if (result) write_struct(result, result_of());
+    if (g.stop == StopReason::Cancelled) throw Cancelled();
     return SNAPVK_OK;
   });
 }

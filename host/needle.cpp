@@ -1,6 +1,7 @@
 #include "host/needle.h"
 
 #include "host/files.h"
+#include "host/generate.h"
 
 #include <algorithm>
 #include <chrono>
@@ -171,14 +172,16 @@ NeedleReport run_needle(const Model& m, const NeedleOptions& o) {
           };
           Session s(m, so);
           std::span<const float> logits = s.prefill(p.tokens);
-          std::vector<int32_t> out;
-          for (uint32_t i = 0; i < n_gen; ++i) {
-            const int32_t t = argmax(logits);
-            if (tok.is_eog(t)) break;
-            out.push_back(t);
-            if (i + 1 < n_gen) logits = s.decode(t);
-          }
-          cell.generated = valid_utf8(tok.decode(out));
+          // the greedy answer, up to the end of generation
+          GenerateOptions go;
+          go.max_tokens = n_gen;
+          go.decode_last = false;
+          go.choose = [](std::span<const float> lg) { return argmax(lg); };
+          Sampler greedy(SamplerParams{});
+          GenerateResult gen;
+          generate(s, greedy, logits, go, gen);
+          if (gen.stop == StopReason::Cancelled) throw Cancelled();
+          cell.generated = valid_utf8(tok.decode(gen.tokens));
           cell.found = cell.generated.find(p.value) != std::string::npos;
         } catch (const Cancelled&) {
           throw;

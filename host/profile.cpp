@@ -1,6 +1,7 @@
 #include "host/profile.h"
 
 #include "host/files.h"
+#include "host/generate.h"
 
 #include <algorithm>
 #include <chrono>
@@ -258,34 +259,37 @@ ProfileReport run_profile(const Model& m, const ProfileOptions& o) {
         std::span<const float> logits = s.prefill(prompt);
         row.prefill_ms = ms_since(t0);
         const bool compare = !is_full && have_ref && o.gen > 0;
-        if (is_full) {
-          ref.tokens.assign(1, argmax(logits));
-          ref.logits.clear();
-        }
-        int32_t next = compare ? ref.tokens[0] : argmax(logits);
-        double decode_ms = 0, kl_sum = 0, kl_max = 0;
-        uint32_t agree = 0;
-        for (uint32_t i = 0; i < o.gen; ++i) {
-          t0 = Clock::now();
-          logits = s.decode(next);
-          decode_ms += ms_since(t0);
-          const int32_t top = argmax(logits);
+        if (is_full) ref.logits.clear();
+        double kl_sum = 0, kl_max = 0;
+        uint32_t agree = 0, step = 0;
+        // `gen` decode steps: greedy for the full cache, teacher-forced on its tokens for the others
+        GenerateOptions go;
+        go.max_tokens = o.gen + 1;  // the last choice reads the last step's logits and is not decoded
+        go.stop_at_eog = false;
+        go.decode_last = false;
+        go.choose = [&](std::span<const float> lg) {
+          const uint32_t i = step++;  // lg follows decode step i - 1 (i = 0: the prompt)
+          const int32_t top = argmax(lg);
+          if (i > 0) report(base_units + L + i, what);
           if (is_full) {
+            if (i == 0) ref.tokens.clear();
+            else ref.logits.emplace_back(lg.begin(), lg.end());
             ref.tokens.push_back(top);
-            ref.logits.emplace_back(logits.begin(), logits.end());
           }
-          if (compare) {
-            agree += top == ref.tokens[i + 1];
-            const double kl = kl_divergence(ref.logits[i], logits);
+          if (!compare) return top;
+          if (i > 0) {
+            agree += top == ref.tokens[i];
+            const double kl = kl_divergence(ref.logits[i - 1], lg);
             kl_sum += kl;
             kl_max = std::max(kl_max, kl);
-            next = ref.tokens[i + 1];
-          } else {
-            next = top;
           }
-          report(base_units + L + i + 1, what);
-        }
-        if (o.gen > 0) row.decode_tok_s = o.gen / (decode_ms / 1e3);
+          return ref.tokens[i];
+        };
+        Sampler greedy(SamplerParams{});
+        GenerateResult gen;
+        generate(s, greedy, logits, go, gen);
+        if (gen.stop == StopReason::Cancelled) throw Cancelled();
+        if (o.gen > 0) row.decode_tok_s = o.gen / (gen.decode_ms / 1e3);
         if (compare) {
           row.steps = o.gen;
           row.top1 = double(agree) / o.gen;

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "host/files.h"
+#include "host/generate.h"
 #include "host/json.h"
 #include "host/memory_model.h"
 #include "host/model.h"
@@ -139,27 +140,21 @@ int run(const RunOptions& o, const Globals& g) {
   auto logits = session.prefill(prompt);
   const double prefill_ms = ms_since(t0);
 
-  std::vector<int32_t> generated;
-  std::string text;
-  t0 = std::chrono::steady_clock::now();
-  double decode_ms = 0;
-  uint32_t decoded = 0;
-  while (generated.size() < n_gen) {
-    const int32_t next = sampler.sample(logits);
-    sampler.accept(next);
-    generated.push_back(next);
-    if (tok.is_eog(next)) break;
-    const std::string piece = tok.token_to_piece(next);
-    text += piece;
-    if (!o.json) {
-      std::fputs(piece.c_str(), stdout);
+  GenerateOptions go;
+  go.max_tokens = n_gen;
+  go.decode_last = false;  // nothing follows the last token
+  if (!o.json)
+    go.on_text = [](std::string_view text) {
+      std::fwrite(text.data(), 1, text.size(), stdout);
       std::fflush(stdout);
-    }
-    if (generated.size() == n_gen || session.n_past() >= session.n_ctx()) break;
-    logits = session.decode(next);
-    ++decoded;
-  }
-  decode_ms = ms_since(t0);
+    };
+  GenerateResult gen;
+  if (n_gen > 0) generate(session, sampler, logits, go, gen);
+  std::vector<int32_t> generated = gen.tokens;
+  if (gen.stop == StopReason::EndOfGeneration) generated.push_back(gen.last_token);  // listed, as llama.cpp does
+  const std::string& text = gen.text;
+  const double decode_ms = gen.wall_ms;
+  const uint32_t decoded = gen.decoded;
   const double prefill_tps = prompt.size() / (prefill_ms / 1e3);
   const double decode_tps = decoded ? decoded / (decode_ms / 1e3) : 0.0;
   const KvStats kv = session.kv_stats();
