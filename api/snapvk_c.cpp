@@ -25,11 +25,11 @@
 #include <thread>
 #include <vector>
 
-#include "host/generate.h"
-#include "host/kv_policy.h"
-#include "host/model.h"
-#include "host/sampler.h"
-#include "host/session.h"
+#include "host/session/generate.h"
+#include "host/kv/kv_policy.h"
+#include "host/model/model.h"
+#include "host/session/sampler.h"
+#include "host/session/session.h"
 #include "runtime/context.h"
 #include "runtime/error.h"
 

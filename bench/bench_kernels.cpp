@@ -6,9 +6,9 @@
 #include <memory>
 #include <random>
 
-#include "host/attention.h"
-#include "host/ops.h"
-#include "host/quant.h"
+#include "host/kernels/attention.h"
+#include "host/kernels/ops.h"
+#include "host/gguf/quant.h"
 
 namespace snapvk {
 namespace {

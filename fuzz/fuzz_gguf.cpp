@@ -7,10 +7,10 @@
 #include <optional>
 
 #include "fuzz/fuzz_common.h"
-#include "host/ggml_types.h"
-#include "host/gguf.h"
-#include "host/model.h"
-#include "host/tokenizer.h"
+#include "host/gguf/ggml_types.h"
+#include "host/gguf/gguf.h"
+#include "host/model/model.h"
+#include "host/model/tokenizer.h"
 #include "runtime/error.h"
 
 using namespace snapvk;

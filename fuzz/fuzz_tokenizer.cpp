@@ -11,9 +11,9 @@
 #include <vector>
 
 #include "fuzz/fuzz_common.h"
-#include "host/gguf.h"
-#include "host/tokenizer.h"
-#include "host/unicode.h"
+#include "host/gguf/gguf.h"
+#include "host/model/tokenizer.h"
+#include "host/model/unicode.h"
 #include "runtime/error.h"
 
 using namespace snapvk;

@@ -6,7 +6,7 @@
 
 #include <vector>
 
-#include "host/ops.h"
+#include "host/kernels/ops.h"
 #include "runtime/commands.h"
 #include "runtime/context.h"
 #include "runtime/error.h"

@@ -5,9 +5,9 @@
 
 #include <cmath>
 
-#include "host/attention.h"
-#include "host/quant.h"
-#include "host/reference.h"
+#include "host/kernels/attention.h"
+#include "host/gguf/quant.h"
+#include "host/ref/reference.h"
 #include "tests/gpu_fixture.h"
 
 namespace snapvk::test {

@@ -18,9 +18,9 @@
 #include <sstream>
 #include <thread>
 
-#include "host/gguf.h"
-#include "host/gguf_writer.h"
-#include "host/synth.h"
+#include "host/gguf/gguf.h"
+#include "host/gguf/gguf_writer.h"
+#include "host/report/synth.h"
 #include "runtime/error.h"
 #include "tests/cli_runner.h"
 #include "tests/test_util.h"

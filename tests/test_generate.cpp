@@ -4,8 +4,8 @@
 
 #include <string>
 
-#include "host/generate.h"
-#include "host/session.h"
+#include "host/session/generate.h"
+#include "host/session/session.h"
 #include "tests/gpu_fixture.h"
 #include "tests/test_util.h"
 

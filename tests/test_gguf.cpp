@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "host/gguf.h"
-#include "host/gguf_writer.h"
-#include "host/quant.h"
+#include "host/gguf/gguf.h"
+#include "host/gguf/gguf_writer.h"
+#include "host/gguf/quant.h"
 #include "runtime/error.h"
 #include "tests/test_util.h"
 

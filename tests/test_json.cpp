@@ -4,7 +4,7 @@
 
 #include <cmath>
 
-#include "host/json.h"
+#include "host/report/json.h"
 
 namespace snapvk {
 namespace {

@@ -7,8 +7,8 @@
 #include <span>
 #include <string>
 
-#include "host/quant.h"
-#include "host/reference.h"
+#include "host/gguf/quant.h"
+#include "host/ref/reference.h"
 #include "snapvk_shaders.h"
 #include "tests/gpu_fixture.h"
 

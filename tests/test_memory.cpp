@@ -6,8 +6,8 @@
 #include <optional>
 #include <thread>
 
-#include "host/memory_model.h"
-#include "host/session.h"
+#include "host/session/memory_model.h"
+#include "host/session/session.h"
 #include "tests/gpu_fixture.h"
 #include "tests/test_util.h"
 

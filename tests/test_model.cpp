@@ -6,9 +6,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "host/ref_model.h"
-#include "host/sampler.h"
-#include "host/session.h"
+#include "host/ref/ref_model.h"
+#include "host/session/sampler.h"
+#include "host/session/session.h"
 #include "tests/gpu_fixture.h"
 #include "tests/test_util.h"
 

@@ -18,12 +18,12 @@
 #include <thread>
 #include <variant>
 
-#include "host/gguf.h"
-#include "host/memory_model.h"
-#include "host/model.h"
-#include "host/needle.h"
-#include "host/profile.h"
-#include "host/session.h"
+#include "host/gguf/gguf.h"
+#include "host/session/memory_model.h"
+#include "host/model/model.h"
+#include "host/report/needle.h"
+#include "host/report/profile.h"
+#include "host/session/session.h"
 #include "tests/gpu_fixture.h"
 #include "tests/cli_runner.h"
 #include "tests/test_util.h"

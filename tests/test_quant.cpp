@@ -7,8 +7,8 @@
 #include <random>
 #include <vector>
 
-#include "host/ggml_types.h"
-#include "host/quant.h"
+#include "host/gguf/ggml_types.h"
+#include "host/gguf/quant.h"
 #include "runtime/error.h"
 
 namespace snapvk {

@@ -9,9 +9,9 @@
 #endif
 #endif
 
-#include "host/memory_model.h"
-#include "host/sampler.h"
-#include "host/session.h"
+#include "host/session/memory_model.h"
+#include "host/session/sampler.h"
+#include "host/session/session.h"
 #include "tests/gpu_fixture.h"
 #include "tests/test_util.h"
 

@@ -4,8 +4,8 @@
 
 #include <thread>
 
-#include "host/sampler.h"
-#include "host/session.h"
+#include "host/session/sampler.h"
+#include "host/session/session.h"
 #include "tests/gpu_fixture.h"
 #include "tests/test_util.h"
 

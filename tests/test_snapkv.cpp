@@ -7,10 +7,10 @@
 #include <random>
 #include <set>
 
-#include "host/ref_model.h"
-#include "host/sampler.h"
-#include "host/session.h"
-#include "host/snapkv_ref.h"
+#include "host/ref/ref_model.h"
+#include "host/session/sampler.h"
+#include "host/session/session.h"
+#include "host/ref/snapkv_ref.h"
 #include "tests/gpu_fixture.h"
 #include "tests/test_util.h"
 

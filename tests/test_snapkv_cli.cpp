@@ -6,9 +6,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "host/model.h"
-#include "host/ref_model.h"
-#include "host/snapkv_ref.h"
+#include "host/model/model.h"
+#include "host/ref/ref_model.h"
+#include "host/ref/snapkv_ref.h"
 #include "tests/cli_runner.h"
 #include "tests/gpu_fixture.h"
 #include "tests/test_util.h"

@@ -9,12 +9,12 @@
 #include <iterator>
 #include <unistd.h>
 
-#include "host/gguf.h"
-#include "host/gguf_writer.h"
-#include "host/ref_model.h"
-#include "host/sampler.h"
-#include "host/session.h"
-#include "host/synth.h"
+#include "host/gguf/gguf.h"
+#include "host/gguf/gguf_writer.h"
+#include "host/ref/ref_model.h"
+#include "host/session/sampler.h"
+#include "host/session/session.h"
+#include "host/report/synth.h"
 #include "tests/gpu_fixture.h"
 #include "tests/test_util.h"
 

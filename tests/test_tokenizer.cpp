@@ -10,10 +10,10 @@
 #include <string>
 #include <vector>
 
-#include "host/gguf.h"
-#include "host/pretokenizer.h"
-#include "host/tokenizer.h"
-#include "host/unicode.h"
+#include "host/gguf/gguf.h"
+#include "host/model/pretokenizer.h"
+#include "host/model/tokenizer.h"
+#include "host/model/unicode.h"
 #include "runtime/error.h"
 #include "tests/test_util.h"
 

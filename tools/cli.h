@@ -8,7 +8,7 @@
 #include <utility>
 #include <vector>
 
-#include "host/session.h"
+#include "host/session/session.h"
 #include "runtime/context.h"
 
 namespace snapvk::cli {

@@ -1,8 +1,8 @@
 // snapvk devices / selftest: what the Vulkan devices offer, and whether every kernel is right on one.
 #include <cstdio>
 
-#include "host/ops.h"
-#include "host/selftest.h"
+#include "host/kernels/ops.h"
+#include "host/report/selftest.h"
 #include "runtime/context.h"
 #include "runtime/error.h"
 #include "tools/cli.h"

@@ -9,12 +9,12 @@
 #include <filesystem>
 #include <memory>
 
-#include "host/gguf.h"
-#include "host/memory_model.h"
-#include "host/model.h"
-#include "host/needle.h"
-#include "host/profile.h"
-#include "host/synth.h"
+#include "host/gguf/gguf.h"
+#include "host/session/memory_model.h"
+#include "host/model/model.h"
+#include "host/report/needle.h"
+#include "host/report/profile.h"
+#include "host/report/synth.h"
 #include "runtime/error.h"
 #include "tools/cli.h"
 

@@ -7,13 +7,13 @@
 #include <memory>
 #include <random>
 
-#include "host/files.h"
-#include "host/generate.h"
-#include "host/json.h"
-#include "host/memory_model.h"
-#include "host/model.h"
-#include "host/sampler.h"
-#include "host/session.h"
+#include "host/report/files.h"
+#include "host/session/generate.h"
+#include "host/report/json.h"
+#include "host/session/memory_model.h"
+#include "host/model/model.h"
+#include "host/session/sampler.h"
+#include "host/session/session.h"
 #include "runtime/error.h"
 #include "tools/cli.h"
 

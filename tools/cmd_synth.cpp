@@ -4,8 +4,8 @@
 #include <cstdio>
 #include <memory>
 
-#include "host/gguf.h"
-#include "host/synth.h"
+#include "host/gguf/gguf.h"
+#include "host/report/synth.h"
 #include "runtime/error.h"
 #include "tools/cli.h"
 

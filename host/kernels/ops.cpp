@@ -1,0 +1,234 @@
+#include "host/kernels/ops.h"
+
+#include <algorithm>
+#include <numeric>
+#include <string>
+
+#include "runtime/vk_check.h"
+#include "snapvk_limits.h"
+#include "snapvk_shaders.h"
+
+namespace snapvk {
+
+Tuning Tuning::for_device(const DeviceInfo& info) {
+  Tuning t;
+  t.subgroup = std::max<uint32_t>(1, info.subgroup_size);
+  auto fit = [&](uint32_t want) {  // a multiple of the subgroup, within device and reduction limits
+    uint32_t wg = std::min({want, info.max_workgroup_invocations, t.subgroup * 64u});
+    return std::max(t.subgroup, wg / t.subgroup * t.subgroup);
+  };
+  if (info.type == VK_PHYSICAL_DEVICE_TYPE_CPU) {
+    // lavapipe runs a workgroup as one thread looping over SIMD-width subgroups: few, wide
+    // subgroups per workgroup and many workgroups keep all cores busy with little barrier cost.
+    t.elementwise_wg = fit(64);
+    t.row_wg = fit(32);
+    // matvec: one subgroup per workgroup (no barrier) over 8 rows, and 64-bit loads, since
+    // lavapipe's load cost follows the number of components loaded.
+    t.matvec_wg = fit(8);
+    t.matvec_rows = 8;
+    t.matvec_int64 = true;
+    t.matmul_rows = true;
+  } else {
+    t.elementwise_wg = fit(256);
+    t.row_wg = fit(256);
+    t.matvec_wg = fit(64);
+    t.matvec_rows = 4;
+  }
+  t.elementwise_wg = fit(t.elementwise_wg);
+  return t;
+}
+
+WeightKind weight_kind(GgmlType type) {
+  switch (type) {
+    case GgmlType::F32: return kWeightF32;
+    case GgmlType::F16: return kWeightF16;
+    case GgmlType::BF16: return kWeightBF16;
+    case GgmlType::Q8_0: return kWeightQ8_0;
+    case GgmlType::Q4_0: return kWeightQ4_0;
+    case GgmlType::Q4_K: return kWeightQ4_K;
+    case GgmlType::Q6_K: return kWeightQ6_K;
+    default: throw Error(std::string("no GPU kernel for weight type ") + type_name(type));
+  }
+}
+
+namespace {
+Pipeline make(Context& ctx, const char* name, std::span<const uint32_t> spv, uint32_t bindings, uint32_t push,
+              std::vector<uint32_t> spec) {
+  return Pipeline(ctx, PipelineDesc{name, spv, bindings, push, std::move(spec), 0});
+}
+}  // namespace
+
+Kernels::Kernels(Context& c) : ctx(c), tuning(Tuning::for_device(c.info())) {
+  const Tuning& t = tuning;
+  add = make(c, "add", spv::add(), 3, sizeof(BinaryPush), {t.elementwise_wg});
+  mul = make(c, "mul", spv::mul(), 3, sizeof(BinaryPush), {t.elementwise_wg});
+  rms_norm = make(c, "rms_norm", spv::rms_norm(), 3, sizeof(RmsNormPush), {t.row_wg});
+  softmax = make(c, "softmax", spv::softmax(), 2, sizeof(SoftmaxPush), {t.row_wg});
+  const uint32_t mm_wg = (t.matmul_bm / 4) * (t.matmul_bn / 4);
+  // matvec: the third constant says the workgroup is one subgroup, so the reduction needs no barrier.
+  const uint32_t mv_one_subgroup = c.info().min_subgroup_size > 0 && t.matvec_wg <= c.info().min_subgroup_size;
+  const std::vector<uint32_t> mv_spec = {t.matvec_wg, t.matvec_rows, mv_one_subgroup};
+  VkPhysicalDeviceFeatures features{};
+  vkGetPhysicalDeviceFeatures(c.physical(), &features);
+  const bool mv_int64 = t.matvec_int64 && features.shaderInt64;
+  const std::span<const uint32_t> mv_i64_spv[] = {
+      spv::matvec_f32_f32_i64(),  spv::matvec_f16_f32_i64(),  spv::matvec_bf16_f32_i64(), spv::matvec_q8_0_f32_i64(),
+      spv::matvec_q4_0_f32_i64(), spv::matvec_q4_k_f32_i64(), spv::matvec_q6_k_f32_i64()};
+  const std::vector<uint32_t> mm_spec = {mm_wg, t.matmul_bm, t.matmul_bn, t.matmul_bk};
+  struct Variant {
+    WeightKind kind;
+    const char *mv_name, *mm_name;
+    std::span<const uint32_t> mv, mm;
+  };
+  const Variant variants[] = {
+      {kWeightF32, "matvec_f32_f32", "matmul_f32_f32", spv::matvec_f32_f32(), spv::matmul_f32_f32()},
+      {kWeightF16, "matvec_f16_f32", "matmul_f16_f32", spv::matvec_f16_f32(), spv::matmul_f16_f32()},
+      {kWeightBF16, "matvec_bf16_f32", "matmul_bf16_f32", spv::matvec_bf16_f32(), spv::matmul_bf16_f32()},
+      {kWeightQ8_0, "matvec_q8_0_f32", "matmul_q8_0_f32", spv::matvec_q8_0_f32(), spv::matmul_q8_0_f32()},
+      {kWeightQ4_0, "matvec_q4_0_f32", "matmul_q4_0_f32", spv::matvec_q4_0_f32(), spv::matmul_q4_0_f32()},
+      {kWeightQ4_K, "matvec_q4_k_f32", "matmul_q4_k_f32", spv::matvec_q4_k_f32(), spv::matmul_q4_k_f32()},
+      {kWeightQ6_K, "matvec_q6_k_f32", "matmul_q6_k_f32", spv::matvec_q6_k_f32(), spv::matmul_q6_k_f32()},
+  };
+  const std::span<const uint32_t> rows_mm_spv[] = {
+      spv::matmul_rows_f32_f32(),  spv::matmul_rows_f16_f32(),  spv::matmul_rows_bf16_f32(), spv::matmul_rows_q8_0_f32(),
+      spv::matmul_rows_q4_0_f32(), spv::matmul_rows_q4_k_f32(), spv::matmul_rows_q6_k_f32()};
+  const std::span<const uint32_t> rows_spv[] = {spv::get_rows_f32(),  spv::get_rows_f16(),  spv::get_rows_bf16(),
+                                                 spv::get_rows_q8_0(), spv::get_rows_q4_0(), spv::get_rows_q4_k(),
+                                                 spv::get_rows_q6_k()};
+  for (const Variant& v : variants) {
+    matvec[v.kind] = make(c, v.mv_name, mv_int64 ? mv_i64_spv[v.kind] : v.mv, 3, sizeof(MatvecPush), mv_spec);
+    matmul[v.kind] = make(c, v.mm_name, v.mm, 3, sizeof(MatmulPush), mm_spec);
+    matmul_rows[v.kind] = make(c, v.mm_name, rows_mm_spv[v.kind], 3, sizeof(MatmulPush), {t.matmul_rows_wg, t.matmul_rows_tm});
+    get_rows[v.kind] = make(c, "get_rows", rows_spv[v.kind], 3, sizeof(RowsPush), {t.row_wg});
+  }
+  rope = make(c, "rope", spv::rope(), 2, sizeof(RopePush), {t.elementwise_wg});
+  swiglu = make(c, "swiglu", spv::swiglu(), 3, sizeof(UnaryPush), {t.elementwise_wg});
+}
+
+// Grid for one invocation per item (elementwise kernels index with a 2-D grid).
+void items_grid(const Kernels& k, uint64_t items, uint32_t& gx, uint32_t& gy) {
+  grid_2d(k.ctx.info(), (items + k.tuning.elementwise_wg - 1) / k.tuning.elementwise_wg, gx, gy);
+}
+
+void op_get_rows(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange table, BufferRange ids, BufferRange y,
+                 uint32_t rows, uint32_t n) {
+  SNAPVK_ASSERT(n % traits_of(wt).block_size == 0, "get_rows: row length is not a multiple of the block size");
+  uint32_t gx, gy;
+  grid_2d(k.ctx.info(), rows, gx, gy);
+  cs.dispatch(k.get_rows[weight_kind(wt)], {table, ids, y}, RowsPush{n, rows}, gx, gy);
+}
+
+void op_rope(CommandStream& cs, const Kernels& k, BufferRange x, BufferRange factors, bool has_factors, uint32_t T,
+             uint32_t n_heads, const RopeParams& p) {
+  SNAPVK_ASSERT(p.n_rot % 2 == 0 && p.n_rot <= p.head_dim, "rope: n_rot must be even and <= head_dim");
+  uint32_t gx, gy;
+  items_grid(k, uint64_t(T) * n_heads * (p.n_rot / 2), gx, gy);
+  cs.dispatch(k.rope, {x, factors},
+              RopePush{T, n_heads, p.head_dim, p.n_rot, p.pos0, p.freq_base, p.mode, has_factors ? 1u : 0u}, gx, gy);
+}
+
+void op_swiglu(CommandStream& cs, const Kernels& k, BufferRange g, BufferRange u, BufferRange y, uint32_t n) {
+  uint32_t gx, gy;
+  items_grid(k, n, gx, gy);
+  cs.dispatch(k.swiglu, {g, u, y}, UnaryPush{n}, gx, gy);
+}
+
+void grid_2d(const DeviceInfo& info, uint64_t groups, uint32_t& gx, uint32_t& gy) {
+  const uint64_t max_x = info.max_workgroup_count[0];
+  if (groups <= max_x) {
+    gx = uint32_t(groups);
+    gy = 1;
+    return;
+  }
+  gy = uint32_t((groups + max_x - 1) / max_x);
+  gx = uint32_t((groups + gy - 1) / gy);
+  SNAPVK_ASSERT(gy <= info.max_workgroup_count[1], "grid too large");
+}
+
+namespace {
+void binary(CommandStream& cs, const Kernels& k, const Pipeline& p, BufferRange a, BufferRange b, BufferRange c,
+            uint32_t n, uint32_t nb) {
+  SNAPVK_ASSERT(nb > 0 && n % nb == 0, p.name() + ": n must be a multiple of nb");
+  uint32_t gx, gy;
+  grid_2d(k.ctx.info(), (uint64_t(n) + k.tuning.elementwise_wg - 1) / k.tuning.elementwise_wg, gx, gy);
+  cs.dispatch(p, {a, b, c}, BinaryPush{n, nb}, gx, gy);
+}
+}  // namespace
+
+void op_add(CommandStream& cs, const Kernels& k, BufferRange a, BufferRange b, BufferRange c, uint32_t n, uint32_t nb) {
+  binary(cs, k, k.add, a, b, c, n, nb);
+}
+
+void op_mul(CommandStream& cs, const Kernels& k, BufferRange a, BufferRange b, BufferRange c, uint32_t n, uint32_t nb) {
+  binary(cs, k, k.mul, a, b, c, n, nb);
+}
+
+void op_rms_norm(CommandStream& cs, const Kernels& k, BufferRange x, BufferRange w, BufferRange y, uint32_t rows,
+                 uint32_t n, float eps) {
+  SNAPVK_ASSERT(n > 0, "rms_norm: empty rows");
+  uint32_t gx, gy;
+  grid_2d(k.ctx.info(), rows, gx, gy);
+  cs.dispatch(k.rms_norm, {x, w, y}, RmsNormPush{n, rows, eps}, gx, gy);
+}
+
+void op_softmax(CommandStream& cs, const Kernels& k, BufferRange x, BufferRange y, uint32_t rows, uint32_t n,
+                float scale) {
+  SNAPVK_ASSERT(n > 0, "softmax: empty rows");
+  uint32_t gx, gy;
+  grid_2d(k.ctx.info(), rows, gx, gy);
+  cs.dispatch(k.softmax, {x, y}, SoftmaxPush{n, rows, scale}, gx, gy);
+}
+
+void op_matvec(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, BufferRange x, BufferRange y,
+               uint32_t N, uint32_t K) {
+  SNAPVK_ASSERT(N > 0 && K > 0, "matvec: empty matrix");
+  SNAPVK_ASSERT(K % traits_of(wt).block_size == 0, "matvec: row length is not a multiple of the block size");
+  const DeviceInfo& info = k.ctx.info();
+  const Pipeline& p = k.matvec[weight_kind(wt)];
+  auto dispatch = [&](BufferRange wr, BufferRange yr, uint32_t rows) {
+    uint32_t gx, gy;
+    grid_2d(info, (uint64_t(rows) + k.tuning.matvec_rows - 1) / k.tuning.matvec_rows, gx, gy);
+    cs.dispatch(p, {wr, x, yr}, MatvecPush{K, rows}, gx, gy);
+  };
+  const uint64_t max_range = k.tuning.matvec_max_range
+                                 ? std::min(k.tuning.matvec_max_range, info.max_storage_buffer_range)
+                                 : info.max_storage_buffer_range;
+  SNAPVK_ASSERT(w.buffer && w.offset <= w.buffer->size(), "matvec: weight range outside its buffer");
+  const uint64_t rb = row_bytes(wt, K), w_size = w.size ? w.size : w.buffer->size() - w.offset;
+  SNAPVK_ASSERT(w_size >= N * rb, "matvec: weight range smaller than N rows");
+  if (w_size <= max_range) {
+    dispatch(w, y, N);
+    return;
+  }
+  // Weights larger than one binding may be (e.g. a 128256 x 4096 Q6_K LM head, 430 MB, against
+  // lavapipe's 128 MiB): one dispatch per slice of rows, each binding its own sub-range of W and
+  // y. Slices start at multiples of `step` rows so that both offsets stay aligned.
+  const uint64_t align = std::max<uint64_t>(4, info.min_storage_buffer_offset_alignment);
+  const uint64_t step = std::lcm(align / std::gcd(align, rb), align / std::gcd(align, uint64_t(4)));
+  const uint64_t slice = (max_range - 4) / rb / step * step;  // the range is rounded up to 4 bytes below
+  SNAPVK_ASSERT(slice > 0, "matvec: weight rows too long to split within maxStorageBufferRange");
+  SNAPVK_ASSERT(y.buffer && y.offset <= y.buffer->size(), "matvec: output range outside its buffer");
+  const uint64_t w_end = w.offset + w_size;
+  for (uint64_t r0 = 0; r0 < N; r0 += slice) {
+    const uint64_t rows = std::min<uint64_t>(slice, N - r0), off = w.offset + r0 * rb;
+    const uint64_t bytes = std::min((rows * rb + 3) / 4 * 4, w_end - off);  // shaders read whole 32-bit words
+    dispatch(BufferRange(*w.buffer, off, bytes), BufferRange(*y.buffer, y.offset + r0 * 4, rows * 4), uint32_t(rows));
+  }
+}
+
+void op_matmul(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, BufferRange x, BufferRange y,
+               uint32_t M, uint32_t N, uint32_t K) {
+  SNAPVK_ASSERT(M > 0 && N > 0 && K > 0, "matmul: empty matrix");
+  if (k.tuning.matmul_rows && K % 4 == 0) {
+    const uint32_t cols = k.tuning.matmul_rows_wg * 4;  // 4 output columns per invocation
+    const uint32_t gx = (N + cols - 1) / cols;
+    const uint32_t gy = (M + k.tuning.matmul_rows_tm - 1) / k.tuning.matmul_rows_tm;
+    cs.dispatch(k.matmul_rows[weight_kind(wt)], {w, x, y}, MatmulPush{M, N, K}, gx, gy);
+    return;
+  }
+  const uint32_t gx = (N + k.tuning.matmul_bn - 1) / k.tuning.matmul_bn;
+  const uint32_t gy = (M + k.tuning.matmul_bm - 1) / k.tuning.matmul_bm;
+  cs.dispatch(k.matmul[weight_kind(wt)], {w, x, y}, MatmulPush{M, N, K}, gx, gy);
+}
+
+}  // namespace snapvk

@@ -1,0 +1,99 @@
+#pragma once
+// The model's kernels: pipelines created once per device, and one small function per op
+// that checks shapes and records a dispatch. Push-constant structs mirror the GLSL blocks.
+#include <cstdint>
+
+#include "host/gguf/ggml_types.h"
+#include "runtime/commands.h"
+#include "runtime/context.h"
+#include "runtime/pipeline.h"
+
+namespace snapvk {
+
+// Workgroup and tile sizes per device, chosen once; kernels take them as specialization constants.
+struct Tuning {
+  uint32_t subgroup = 32;
+  uint32_t elementwise_wg = 256;
+  uint32_t row_wg = 256;        // rms_norm, softmax: one workgroup per row
+  uint32_t matvec_wg = 128;
+  uint32_t matvec_rows = 2;     // rows per matvec workgroup
+  bool matvec_int64 = false;    // CPU devices: the _i64 matvec variants (64-bit loads) where shaderInt64 exists
+  uint64_t matvec_max_range = 0;  // split matvec weights into bindings of at most this many bytes (0: the device's limit)
+  uint32_t matmul_bm = 64, matmul_bn = 64, matmul_bk = 16;
+  bool matmul_rows = false;     // CPU devices: matmul_rows (uniform activation loads) instead of tiles
+  uint32_t matmul_rows_wg = 16, matmul_rows_tm = 8;
+  static Tuning for_device(const DeviceInfo& info);
+};
+
+// Kernels indexed by weight type: the <op>_<wtype>_f32 variants.
+enum WeightKind : uint32_t { kWeightF32 = 0, kWeightF16, kWeightBF16, kWeightQ8_0, kWeightQ4_0, kWeightQ4_K, kWeightQ6_K, kWeightKinds };
+// The variant that runs a weight of this ggml type; throws for types without kernels.
+WeightKind weight_kind(GgmlType type);
+
+struct Kernels {
+  explicit Kernels(Context& ctx);
+  Context& ctx;
+  Tuning tuning;
+  Pipeline add;                          // c = a + b (b broadcast)
+  Pipeline mul;                          // c = a * b (b broadcast)
+  Pipeline rms_norm;                     // y = x / rms(x) * w, per row
+  Pipeline softmax;                      // y = softmax(scale * x), per row
+  Pipeline matvec[kWeightKinds];         // y = W x
+  Pipeline matmul[kWeightKinds];         // Y = X W^T, shared-memory tiles (GPUs)
+  Pipeline matmul_rows[kWeightKinds];    // Y = X W^T, one column per invocation (SIMD CPUs)
+  Pipeline get_rows[kWeightKinds];       // embedding lookup
+  Pipeline rope;                         // rotary embedding, in place
+  Pipeline swiglu;                       // silu(gate) * up
+};
+
+
+// ---- push constants (one struct per kernel, <= 128 bytes) ----
+struct BinaryPush { uint32_t n, nb; };
+struct RmsNormPush { uint32_t n, rows; float eps; };
+struct SoftmaxPush { uint32_t n, rows; float scale; };
+struct MatvecPush { uint32_t K, N; };
+struct MatmulPush { uint32_t M, N, K; };
+struct RowsPush { uint32_t n, rows; };
+struct RopePush { uint32_t T, n_heads, head_dim, n_rot, pos0; float freq_base; uint32_t mode, has_factors; };
+struct UnaryPush { uint32_t n; };
+static_assert(sizeof(BinaryPush) <= 128 && sizeof(RmsNormPush) <= 128 && sizeof(SoftmaxPush) <= 128 &&
+              sizeof(MatvecPush) <= 128 && sizeof(MatmulPush) <= 128);
+
+// ---- ops: record one dispatch each; buffers hold f32 unless a weight type is named ----
+// c[i] = a[i] + b[i % nb], i < n
+void op_add(CommandStream& cs, const Kernels& k, BufferRange a, BufferRange b, BufferRange c, uint32_t n, uint32_t nb);
+// c[i] = a[i] * b[i % nb], i < n
+void op_mul(CommandStream& cs, const Kernels& k, BufferRange a, BufferRange b, BufferRange c, uint32_t n, uint32_t nb);
+// x, y: [rows, n]; w: [n]
+void op_rms_norm(CommandStream& cs, const Kernels& k, BufferRange x, BufferRange w, BufferRange y, uint32_t rows,
+                 uint32_t n, float eps);
+// x, y: [rows, n]
+void op_softmax(CommandStream& cs, const Kernels& k, BufferRange x, BufferRange y, uint32_t rows, uint32_t n,
+                float scale);
+// w: [N, K] of type wt; x: [K]; y: [N]
+void op_matvec(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, BufferRange x, BufferRange y,
+               uint32_t N, uint32_t K);
+// w: [N, K] of type wt; x: [M, K]; y: [M, N]
+void op_matmul(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, BufferRange x, BufferRange y,
+               uint32_t M, uint32_t N, uint32_t K);
+
+// table: [rows_in_table, n] of type wt; ids: [rows] int32; y: [rows, n]
+void op_get_rows(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange table, BufferRange ids, BufferRange y,
+                 uint32_t rows, uint32_t n);
+struct RopeParams {
+  uint32_t head_dim, n_rot, pos0;
+  float freq_base;
+  uint32_t mode;  // 0 NORM (adjacent pairs), 2 NEOX (halves)
+};
+// x: [T, n_heads, head_dim], in place; factors: [n_rot/2] or any buffer when has_factors is false
+void op_rope(CommandStream& cs, const Kernels& k, BufferRange x, BufferRange factors, bool has_factors, uint32_t T,
+             uint32_t n_heads, const RopeParams& p);
+// y = silu(g) * u, n elements
+void op_swiglu(CommandStream& cs, const Kernels& k, BufferRange g, BufferRange u, BufferRange y, uint32_t n);
+
+// Grid for `groups` workgroups laid out in 2-D when they exceed the x limit (kernels use flat_workgroup()).
+void grid_2d(const DeviceInfo& info, uint64_t groups, uint32_t& gx, uint32_t& gy);
+// Grid for one invocation per item at the elementwise workgroup size.
+void items_grid(const Kernels& k, uint64_t items, uint32_t& gx, uint32_t& gy);
+
+}  // namespace snapvk

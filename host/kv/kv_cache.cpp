@@ -1,0 +1,152 @@
+#include "host/kv/kv_cache.h"
+
+#include <algorithm>
+#include <string>
+
+#include "host/kv/kv_select.h"
+#include "runtime/checked.h"
+#include "runtime/vk_check.h"
+
+namespace snapvk {
+
+KvCache::KvCache(const Model& model, KvType type, uint32_t n_ctx) : model_(model), type_(type), n_ctx_(n_ctx) {}
+
+std::vector<uint32_t> KvCache::uniform_table(uint32_t n_kv, uint32_t per_head, uint32_t base) {
+  std::vector<uint32_t> table(2 * n_kv);
+  for (uint32_t h = 0; h < n_kv; ++h) table[2 * h] = h * per_head, table[2 * h + 1] = base;
+  return table;
+}
+
+KvLayer& KvCache::allocate_layer(uint32_t l, uint32_t per_head, uint32_t base, bool upload_table) {
+  const ModelConfig& c = model_.config();
+  Context& ctx = model_.ctx();
+  const uint32_t n_kv = c.n_head_kv;
+  const uint64_t row = kv_row_bytes(type_, c.head_dim);
+  KvLayer& out = layers_[l];
+  out.slots = n_kv * per_head;
+  out.k = Buffer(ctx, out.slots * row, BufferKind::Device, "k_cache." + std::to_string(l));
+  out.v = Buffer(ctx, out.slots * row, BufferKind::Device, "v_cache." + std::to_string(l));
+  out.heads = Buffer(ctx, 2ull * n_kv * 4, BufferKind::Device, "kv_heads." + std::to_string(l));
+  bytes_ += 2 * out.slots * row;
+  const std::vector<uint32_t> table = uniform_table(n_kv, per_head, base);
+  out.offset.resize(n_kv);
+  out.base.resize(n_kv);
+  for (uint32_t h = 0; h < n_kv; ++h) out.offset[h] = table[2 * h], out.base[h] = table[2 * h + 1];
+  if (upload_table) out.heads.upload(table.data(), table.size() * 4);
+  return out;
+}
+
+void KvCache::allocate_full() {
+  const ModelConfig& c = model_.config();
+  clear();
+  layers_.resize(c.n_layer);
+  room_ = n_ctx_;
+  for (uint32_t l = 0; l < c.n_layer; ++l) allocate_layer(l, n_ctx_, 0, true);
+}
+
+void KvCache::clear() {
+  layers_.clear();
+  room_ = prompt_len_ = 0;
+  bytes_ = 0;
+  selection_.clear();
+}
+
+void KvCache::begin_prompt(uint32_t L, bool keep_selection) {
+  const uint32_t n_layer = model_.config().n_layer;
+  clear();
+  layers_.resize(n_layer);
+  room_ = n_ctx_ - L;
+  prompt_len_ = L;
+  keep_selection_ = keep_selection;
+  selection_.assign(keep_selection ? n_layer : 0, {});
+}
+
+void KvCache::compact_layer(CommandStream& cs, uint32_t l, const PromptLayer& p, const KvPolicyOptions& pol) {
+  const ModelConfig& c = model_.config();
+  const uint32_t n_kv = c.n_head_kv, L = p.L;
+  const uint32_t C = pol.layer_budgets(L, c.n_layer)[l];
+  const bool compress = L > C;
+  const uint32_t W = compress ? std::min(pol.window, L) : L;  // kept whole: every position is "window"
+  const uint32_t P = L - W;                                    // prefix positions that compete
+  const uint32_t count = compress ? C - W : 0;                 // selected prefix entries per head (uniform)
+  const bool ada = compress && pol.policy == KvPolicy::AdaKV;
+  KvLayer& out = allocate_layer(l, (compress ? C : L) + room_, compress ? C : L, !ada);
+
+  cs.begin();
+  const SelectArgs args{cs, model_, type_, p, pol, out, W, P, count, room_};
+  LayerSelection s = compress ? select_for(args) : select_all(args);
+  // compacted cache = the selected rows, then the window
+  op_kv_gather(cs, model_.kernels(), model_.attention(), p.k, p.v, out.k, out.v, s.sel, s.info, out.heads, n_kv,
+               kv_row_words(type_, c.head_dim), s.max_slots, L, P, W);
+  cs.submit();
+
+  std::vector<uint32_t> info(2 * n_kv);
+  if (s.layout_on_device) {  // per-head budgets were decided on the GPU: the host needs them to size decode
+    out.heads.download(info.data(), info.size() * 4);
+    for (uint32_t h = 0; h < n_kv; ++h) out.offset[h] = info[2 * h], out.base[h] = info[2 * h + 1];
+  }
+  if (!keep_selection_) return;
+  std::vector<uint32_t> sel(s.total);
+  if (compress) s.sel.download(sel.data(), sel.size() * 4);
+  s.info.download(info.data(), info.size() * 4);
+  auto& layer_sel = selection_[l];
+  layer_sel.assign(n_kv, {});
+  for (uint32_t h = 0; h < n_kv; ++h) {
+    const uint32_t n_sel = out.base[h] - W;
+    for (uint32_t i = 0; i < n_sel; ++i) layer_sel[h].push_back(sel[info[2 * h] + i] - info[2 * h + 1]);
+    for (uint32_t pos = P; pos < L; ++pos) layer_sel[h].push_back(pos);
+  }
+}
+
+uint32_t KvCache::max_len(uint32_t appended) const {
+  uint32_t m = 0;
+  for (const auto& L : layers_)
+    for (uint32_t b : L.base) m = std::max(m, b);
+  return m + appended;
+}
+
+uint64_t KvCache::held_bytes(uint32_t n_past) const {
+  const uint32_t appended = n_past > prompt_len_ ? n_past - prompt_len_ : 0;  // 0 during a first prefill
+  uint64_t rows = 0;
+  for (const auto& L : layers_)
+    for (uint32_t b : L.base) rows += b + appended;
+  return 2 * rows * kv_row_bytes(type_, model_.config().head_dim);
+}
+
+uint64_t KvCache::full_bytes(const ModelConfig& c, KvType t, uint64_t tokens) {
+  return checked_mul(2ull * c.n_layer * c.n_head_kv * kv_row_bytes(t, c.head_dim), tokens, "KV cache bytes");
+}
+
+KvSize KvCache::size_after_prompt(const ModelConfig& c, KvType t, const KvPolicyOptions& pol, uint32_t L,
+                                  uint32_t n_ctx) {
+  KvSize s;
+  if (!pol.compresses()) {
+    s.allocated = s.retained = full_bytes(c, t, n_ctx);
+    return s;
+  }
+  const uint64_t row = kv_row_bytes(t, c.head_dim), n_kv = c.n_head_kv;
+  const uint32_t room = n_ctx > L ? n_ctx - L : 0;
+  const std::vector<uint32_t> budgets = pol.layer_budgets(L, c.n_layer);
+  for (uint32_t l = 0; l < c.n_layer; ++l) {
+    const uint64_t kv = 2 * n_kv * (uint64_t(std::min(budgets[l], L)) + room) * row;
+    s.retained += kv;
+    s.allocated += kv + 8 * n_kv;  // and the heads table
+  }
+  return s;
+}
+
+uint64_t KvCache::compaction_scratch_bytes(const ModelConfig& c, const KvPolicyOptions& pol, uint32_t L,
+                                           uint32_t budget) {
+  if (L <= budget) return 0;
+  const uint64_t n_kv = c.n_head_kv, n_q = pol.voting_queries(L), W = std::min(pol.window, L);
+  const uint64_t P = L - W, count = budget - W;
+  // selection and its info table, the query statistics, votes and pooled votes, a floor selection
+  return 4 * (n_kv * count + 2 * n_kv + 2ull * c.n_head * n_q + 2 * n_kv * P + n_kv * count);
+}
+
+CompressTimes compress_times(const CommandStream& cs) {
+  return {cs.category_ms(kKernelScore), cs.category_ms(kKernelPool), cs.category_ms(kKernelSelect),
+          cs.category_ms(kKernelGather)};
+}
+
+}  // namespace snapvk

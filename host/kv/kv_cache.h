@@ -1,0 +1,106 @@
+#pragma once
+// The KV cache of one conversation: per layer, rows ("slots") of K and V and the heads table
+// that lays them out per KV head (shaders/heads.glsl). One table serves the full cache, a
+// uniformly compacted one (SnapKV, PyramidKV, StreamingLLM, H2O) and Ada-KV's per-head budgets,
+// so one set of attention kernels reads them all. The cache also answers the memory model's
+// size questions, and is the unit that a saved pack or a server's slot holds.
+#include <cstdint>
+#include <vector>
+
+#include "host/kernels/attention.h"
+#include "host/kv/kv_policy.h"
+#include "host/model/model.h"
+#include "runtime/commands.h"
+#include "runtime/memory.h"
+
+namespace snapvk {
+
+// One layer's cache: head h's slots start at offset[h]; its first base[h] slots hold retained
+// prompt entries, the appended tokens follow.
+struct KvLayer {
+  Buffer k, v;                   // [slots] rows of kv_row_words(type, head_dim) words
+  Buffer heads;                  // [n_kv][2] u32: offset, base (the device copy of the table)
+  std::vector<uint32_t> offset;  // [n_kv]
+  std::vector<uint32_t> base;    // [n_kv]
+  uint32_t slots = 0;
+};
+
+// Retained prompt positions [layer][kv head], ascending, window included.
+using KvSelection = std::vector<std::vector<std::vector<uint32_t>>>;
+
+// One layer's whole prompt as a compressing prefill leaves it: what compaction reads.
+struct PromptLayer {
+  const Buffer& k;       // [n_kv][L] rows, laid out by `heads` (offset h * L, base 0)
+  const Buffer& v;
+  const Buffer& heads;
+  const Buffer& q_win;   // [n_q][q_dim] f32: the voting queries (the last n_q rows), rotated
+  uint32_t L = 0, n_q = 0;
+};
+
+// Sizes of a cache after an L-token prompt with n_ctx positions in all.
+struct KvSize {
+  uint64_t allocated = 0;  // device bytes: K/V rows, and the heads tables of a compacted cache
+  uint64_t retained = 0;   // K/V bytes of the prompt's retained entries plus the room for new tokens
+};
+
+class KvCache {
+ public:
+  KvCache(const Model& model, KvType type, uint32_t n_ctx);
+
+  // A full cache: every head n_ctx slots, nothing retained yet.
+  void allocate_full();
+  // Drops every layer: a compacted cache is sized by its prompt (begin_prompt).
+  void clear();
+  // Starts the compacted cache of an L-token prompt; compact_layer() then fills each layer.
+  void begin_prompt(uint32_t L, bool keep_selection);
+  // Keeps what `pol` selects of layer l's prompt (docs/snapkv.md, steps 3-7): records the
+  // selection and the gather into `cs` (begun and submitted here) and allocates the layer.
+  void compact_layer(CommandStream& cs, uint32_t l, const PromptLayer& p, const KvPolicyOptions& pol);
+
+  KvType type() const { return type_; }
+  uint32_t n_ctx() const { return n_ctx_; }
+  uint32_t room() const { return room_; }              // slots per head for appended tokens
+  uint32_t prompt_len() const { return prompt_len_; }  // L of the compacted prompt (0: a full cache)
+  uint64_t allocated_bytes() const { return bytes_; }  // device bytes of every K/V buffer
+  bool empty() const { return layers_.empty(); }
+  const KvLayer& layer(uint32_t l) const { return layers_.at(l); }
+  const std::vector<KvLayer>& layers() const { return layers_; }
+  // Retained prompt positions (when begin_prompt was asked to keep them).
+  const KvSelection& selection() const { return selection_; }
+  // Most entries any head holds once `appended` tokens follow the retained ones.
+  uint32_t max_len(uint32_t appended) const;
+  // K/V bytes held for n_past positions (retained entries plus those appended since).
+  uint64_t held_bytes(uint32_t n_past) const;
+
+  // The table of a uniform layout: head h at h * per_head, `base` retained entries.
+  static std::vector<uint32_t> uniform_table(uint32_t n_kv, uint32_t per_head, uint32_t base);
+  // Bytes a full cache of type t needs for `tokens` positions (all layers, K and V).
+  static uint64_t full_bytes(const ModelConfig& c, KvType t, uint64_t tokens);
+  // What a cache takes after an L-token prompt with n_ctx positions: full, or compacted by `pol`.
+  static KvSize size_after_prompt(const ModelConfig& c, KvType t, const KvPolicyOptions& pol, uint32_t L,
+                                  uint32_t n_ctx);
+  // Device bytes of the scratch one layer's compaction needs (scores, pooling, selection).
+  static uint64_t compaction_scratch_bytes(const ModelConfig& c, const KvPolicyOptions& pol, uint32_t L,
+                                           uint32_t budget);
+
+ private:
+  KvLayer& allocate_layer(uint32_t l, uint32_t per_head, uint32_t base, bool upload_table);
+
+  const Model& model_;
+  KvType type_;
+  uint32_t n_ctx_;
+  std::vector<KvLayer> layers_;
+  uint32_t room_ = 0;
+  uint32_t prompt_len_ = 0;
+  uint64_t bytes_ = 0;
+  bool keep_selection_ = false;
+  KvSelection selection_;
+};
+
+// GPU time of the compression passes recorded into a stream, by kernel category.
+struct CompressTimes {
+  double score_ms = 0, pool_ms = 0, select_ms = 0, gather_ms = 0;
+};
+CompressTimes compress_times(const CommandStream& cs);
+
+}  // namespace snapvk

@@ -1,0 +1,94 @@
+#include "host/kv/kv_policy.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+
+#include "runtime/error.h"
+
+namespace snapvk {
+
+const char* kv_policy_name(KvPolicy p) {
+  switch (p) {
+    case KvPolicy::Full: return "full";
+    case KvPolicy::SnapKV: return "snapkv";
+    case KvPolicy::PyramidKV: return "pyramidkv";
+    case KvPolicy::StreamingLLM: return "streamingllm";
+    case KvPolicy::H2O: return "h2o";
+    case KvPolicy::AdaKV: return "adakv";
+  }
+  return "?";
+}
+
+std::optional<KvPolicy> parse_kv_policy(std::string_view name) {
+  std::string n(name);
+  for (auto& c : n) c = char(std::tolower(static_cast<unsigned char>(c)));
+  for (KvPolicy p : {KvPolicy::Full, KvPolicy::SnapKV, KvPolicy::PyramidKV, KvPolicy::StreamingLLM, KvPolicy::H2O,
+                     KvPolicy::AdaKV})
+    if (n == kv_policy_name(p)) return p;
+  return std::nullopt;
+}
+
+void KvPolicyOptions::validate() const {
+  if (policy == KvPolicy::Full) return;
+  const std::string who = std::string("--kv-policy ") + kv_policy_name(policy) + ": ";
+  if (budget == 0 && !(ratio > 0.0f && ratio <= 1.0f))
+    throw Error(who + "give --kv-budget C (entries per head) or --kv-ratio r in (0, 1]");
+  if (budget && ratio > 0.0f) throw Error(who + "give either --kv-budget or --kv-ratio, not both");
+  if (window == 0) throw Error(who + "--kv-window must be at least 1");
+  if (kernel == 0 || kernel % 2 == 0) throw Error(who + "--kv-kernel must be odd (got " + std::to_string(kernel) + ")");
+  // Bounded by the longest context, so that budget and window sums and the pooling offsets
+  // (j +- kernel / 2 in 32-bit ints on the GPU) cannot wrap.
+  auto at_most = [&](uint64_t v, const char* what) {
+    if (v > kMaxContext)
+      throw Error(who + what + " " + std::to_string(v) + " is too large (at most " + std::to_string(kMaxContext) + ")");
+  };
+  at_most(budget, "--kv-budget");
+  at_most(window, "--kv-window");
+  at_most(kernel, "--kv-kernel");
+  if (policy == KvPolicy::StreamingLLM) at_most(sinks, "sinks");
+  if (budget && window >= budget)
+    throw Error(who + "--kv-window " + std::to_string(window) + " must be smaller than --kv-budget " +
+                std::to_string(budget) + " (the budget includes the window)");
+  if (policy == KvPolicy::StreamingLLM && budget && uint64_t(sinks) + window > budget)
+    throw Error(who + "budget " + std::to_string(budget) + " is smaller than the " + std::to_string(sinks) +
+                " sink tokens plus the window");
+  if (policy == KvPolicy::PyramidKV && pyramid_beta == 0) throw Error(who + "beta must be positive");
+  if (policy == KvPolicy::AdaKV && !(adakv_floor >= 0.0f && adakv_floor <= 1.0f))
+    throw Error(who + "the per-head floor must be in [0, 1]");
+}
+
+uint32_t KvPolicyOptions::budget_for(uint32_t L) const {
+  if (budget) return budget;
+  const double r = ratio > 0.0f ? std::min(double(ratio), 1.0) : 0.0;  // (0, 1] once validated
+  const uint32_t c = uint32_t(std::ceil(r * L));
+  return uint32_t(std::min<uint64_t>(std::max<uint64_t>(c, uint64_t(window) + 1), UINT32_MAX));
+}
+
+std::vector<uint32_t> KvPolicyOptions::layer_budgets(uint32_t L, uint32_t n_layer) const {
+  const uint32_t C = budget_for(L);
+  std::vector<uint32_t> out(n_layer, C);
+  // A prompt within the budget is kept whole, as in the reference: no layer is compressed.
+  if (policy != KvPolicy::PyramidKV || n_layer < 2 || L <= C) return out;
+  if (pyramid_beta == 0 || window >= C) throw Error("pyramidkv: beta must be positive and the window smaller than the budget");
+  // As the reference (KVCache-Factory): min = (C-W)/beta, max = 2(C-W) - min, linear steps.
+  // In 64 bits (2(C-W) + W exceeds 32 bits for C near 2^32); a budget of L or more keeps the layer whole.
+  const uint64_t b = C - window;
+  const uint64_t lo = b / pyramid_beta, hi = 2 * b - lo;
+  const uint64_t step = (hi - lo) / (n_layer - 1);
+  for (uint32_t l = 0; l < n_layer; ++l)
+    out[l] = uint32_t(std::min<uint64_t>(std::max<uint64_t>(hi - l * step, 1) + window, UINT32_MAX));
+  return out;
+}
+
+uint32_t KvPolicyOptions::voting_queries(uint32_t L) const {
+  return policy == KvPolicy::H2O ? L : std::min(window, L);
+}
+
+void KvPolicyOptions::check_prompt(uint32_t L) const {
+  if (policy == KvPolicy::H2O && L > h2o_max_prompt)
+    throw Error("h2o scores every prompt query against every key: " + std::to_string(L) +
+                " tokens is more than its limit of " + std::to_string(h2o_max_prompt) + "; use snapkv");
+}
+
+}  // namespace snapvk

@@ -1,0 +1,45 @@
+#pragma once
+// KV-cache policies: which prompt entries each layer/head keeps after prefill. All of them
+// run through the same pipeline (scores, pooling, top-K, gather); see docs/snapkv.md.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "host/kernels/attention.h"
+
+namespace snapvk {
+
+enum class KvPolicy { Full, SnapKV, PyramidKV, StreamingLLM, H2O, AdaKV };
+const char* kv_policy_name(KvPolicy p);
+std::optional<KvPolicy> parse_kv_policy(std::string_view name);
+
+struct KvPolicyOptions {
+  KvPolicy policy = KvPolicy::Full;
+  uint32_t budget = 0;          // C: entries kept per head, window included (0: use ratio)
+  float ratio = 0.0f;           // C = ceil(ratio * L) when budget is 0
+  uint32_t window = 32;         // W: the observation window, always kept
+  uint32_t kernel = 7;          // pooling kernel (odd)
+  bool avg_pool = false;        // max (default) or avg pooling
+  GqaAgg gqa = GqaAgg::Mean;    // query-head votes -> KV-head vote
+  uint32_t sinks = 4;           // StreamingLLM: first tokens always kept
+  float adakv_floor = 0.2f;     // Ada-KV: per-head minimum share of the budget
+  uint32_t pyramid_beta = 20;   // PyramidKV: last layer keeps (C - W) / beta
+  uint32_t h2o_max_prompt = 16384;  // H2O scores every query against every key: refuse longer prompts
+
+  // Throws snapvk::Error naming the problem (even kernel, W >= C, ratio outside (0, 1], ...).
+  void validate() const;
+  bool compresses() const { return policy != KvPolicy::Full; }
+  // C for a prompt of L tokens.
+  uint32_t budget_for(uint32_t L) const;
+  // Per-layer C (PyramidKV falls linearly from layer 0 to the last; others are uniform).
+  std::vector<uint32_t> layer_budgets(uint32_t L, uint32_t n_layer) const;
+  // Prompt queries whose attention votes for the positions to keep: the observation window,
+  // or (H2O) every query of the prompt.
+  uint32_t voting_queries(uint32_t L) const;
+  // Throws snapvk::Error when this policy cannot compress a prompt of L tokens (H2O's limit).
+  void check_prompt(uint32_t L) const;
+};
+
+}  // namespace snapvk

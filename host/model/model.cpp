@@ -1,0 +1,200 @@
+#include "host/model/model.h"
+
+#include <spdlog/spdlog.h>
+
+#include <map>
+
+#include "host/gguf/quant.h"
+#include "runtime/checked.h"
+#include "runtime/vk_check.h"
+#include "snapvk_limits.h"
+
+namespace snapvk {
+
+namespace {
+
+uint32_t checked_dim(const GgufFile& f, const std::string& key, uint64_t v, uint64_t max) {
+  if (v == 0 || v > max)
+    throw Error(f.path() + ": " + key + " = " + std::to_string(v) + " is out of range (1.." + std::to_string(max) + ")");
+  return uint32_t(v);
+}
+
+}  // namespace
+
+ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
+  ModelConfig c;
+  c.arch_name = f.get_string("general.architecture", "");
+  if (c.arch_name == "llama") c.arch = Arch::Llama;
+  else if (c.arch_name == "qwen2") c.arch = Arch::Qwen2;
+  else if (c.arch_name.empty()) throw Error(f.path() + ": no general.architecture key: not a model file");
+  else throw Error(f.path() + ": unsupported architecture '" + c.arch_name + "' (supported: llama, qwen2)");
+  const std::string a = c.arch_name + ".";
+  c.name = f.get_string("general.name", "");
+  c.n_embd = checked_dim(f, a + "embedding_length", f.require_uint(a + "embedding_length"), kMaxEmbd);
+  c.n_layer = checked_dim(f, a + "block_count", f.require_uint(a + "block_count"), kMaxLayers);
+  c.n_head = checked_dim(f, a + "attention.head_count", f.require_uint(a + "attention.head_count"), kMaxHeads);
+  c.n_head_kv = checked_dim(f, a + "attention.head_count_kv", f.get_uint(a + "attention.head_count_kv", c.n_head), kMaxHeads);
+  c.n_ff = checked_dim(f, a + "feed_forward_length", f.require_uint(a + "feed_forward_length"), kMaxFf);
+  c.n_ctx_train = checked_dim(f, a + "context_length", f.get_uint(a + "context_length", 2048), kMaxContext);
+  if (c.n_head % c.n_head_kv)
+    throw Error(f.path() + ": head_count " + std::to_string(c.n_head) + " is not a multiple of head_count_kv " +
+                std::to_string(c.n_head_kv));
+  if (!f.has(a + "attention.key_length") && c.n_embd % c.n_head)
+    throw Error(f.path() + ": " + a + "embedding_length " + std::to_string(c.n_embd) +
+                " is not a multiple of head_count " + std::to_string(c.n_head) + " (and no attention.key_length)");
+  const uint64_t hd_default = c.n_embd / c.n_head;
+  c.head_dim = checked_dim(f, a + "attention.key_length", f.get_uint(a + "attention.key_length", hd_default), SNAPVK_MAX_HEAD_DIM);
+  if (f.get_uint(a + "attention.value_length", c.head_dim) != c.head_dim)
+    throw Error(f.path() + ": attention.value_length differs from key_length, which snapvk does not support");
+  if (c.head_dim % 2) throw Error(f.path() + ": head dimension " + std::to_string(c.head_dim) + " is odd");
+  c.n_rot = checked_dim(f, a + "rope.dimension_count", f.get_uint(a + "rope.dimension_count", c.head_dim), c.head_dim);
+  if (c.n_rot % 2) throw Error(f.path() + ": rope.dimension_count " + std::to_string(c.n_rot) + " is odd");
+  c.rope_base = f.get_float(a + "rope.freq_base", 10000.0f);
+  c.rms_eps = f.get_float(a + "attention.layer_norm_rms_epsilon", 1e-5f);
+  if (!(c.rope_base > 0) || !(c.rms_eps >= 0) || !(c.rms_eps < 1))
+    throw Error(f.path() + ": invalid rope.freq_base or layer_norm_rms_epsilon");
+  c.rope_type = c.arch == Arch::Qwen2 ? RopeType::Neox : RopeType::Norm;
+  c.qkv_bias = c.arch == Arch::Qwen2;
+  const GgufTensor* emb = f.find_tensor("token_embd.weight");
+  if (!emb) throw Error(f.path() + ": tensor 'token_embd.weight' is missing");
+  c.n_vocab = checked_dim(f, "token_embd.weight rows", emb->ne[1], kMaxVocab);
+  c.rope_factors = f.find_tensor("rope_freqs.weight") != nullptr;
+  // Report the type most of the weight bytes are stored in.
+  std::map<GgmlType, uint64_t> by_type;
+  for (const auto& t : f.tensors()) by_type[t.type] += t.nbytes;
+  uint64_t best = 0;
+  for (auto [t, b] : by_type)
+    if (b > best) best = b, c.weight_type = t;
+  try {
+    c.check();
+  } catch (const Error& e) {
+    throw Error(f.path() + ": " + e.what());
+  }
+  return c;
+}
+
+void ModelConfig::check() const {
+  checked_range(n_embd, 1, kMaxEmbd, "model: n_embd");
+  checked_range(n_layer, 1, kMaxLayers, "model: n_layer");
+  checked_range(n_head, 1, kMaxHeads, "model: n_head");
+  checked_range(n_head_kv, 1, kMaxHeads, "model: n_head_kv");
+  checked_range(n_ff, 1, kMaxFf, "model: n_ff");
+  checked_range(n_vocab, 1, kMaxVocab, "model: n_vocab");
+  checked_range(n_ctx_train, 0, kMaxContext, "model: n_ctx_train");
+  checked_range(head_dim, 2, SNAPVK_MAX_HEAD_DIM, "model: head_dim");
+  checked_range(n_rot, 0, head_dim, "model: n_rot");
+  if (head_dim % 2 || n_rot % 2)
+    throw Error("model: head_dim " + std::to_string(head_dim) + " and n_rot " + std::to_string(n_rot) + " must be even");
+  if (n_head % n_head_kv)
+    throw Error("model: n_head " + std::to_string(n_head) + " is not a multiple of n_head_kv " + std::to_string(n_head_kv));
+  if (group() > kMaxGroup)
+    throw Error("model: GQA group n_head / n_head_kv = " + std::to_string(group()) + " is larger than " +
+                std::to_string(kMaxGroup) + ", the most snapvk's attention kernels support");
+  // The kernels index a weight matrix's elements with 32 bits (shaders/weights.glsl).
+  const uint32_t qd = checked_mul_u32(n_head, head_dim, "model: q_dim = n_head * head_dim");
+  checked_mul_u32(n_vocab, n_embd, "model: token_embd elements n_vocab * n_embd");
+  checked_mul_u32(qd, n_embd, "model: attn_q elements n_head * head_dim * n_embd");
+  checked_mul_u32(n_ff, n_embd, "model: ffn elements n_ff * n_embd");
+}
+
+namespace {
+
+// Uploads take tensors checked by checked_weight() below.
+// A matrix or vector uploaded in its stored type (buffers padded to whole 32-bit words).
+DeviceTensor upload_tensor(Context& ctx, const GgufTensor& t) {
+  DeviceTensor d;
+  d.type = t.type;
+  d.cols = uint32_t(t.ne[0]);
+  d.rows = uint32_t(t.ne[1] * t.ne[2] * t.ne[3]);
+  d.buf = Buffer(ctx, (t.nbytes + 3) / 4 * 4, BufferKind::Device, t.name);
+  d.buf.upload(t.data, t.nbytes);
+  return d;
+}
+
+// Norm weights, biases and RoPE factors are used as f32 whatever the file stores.
+DeviceTensor upload_f32(Context& ctx, const GgufTensor& t) {
+  if (t.type == GgmlType::F32) return upload_tensor(ctx, t);
+  std::vector<float> v(t.n_elements());
+  dequantize_row(t.type, t.data, v.data(), int64_t(v.size()));
+  DeviceTensor d;
+  d.type = GgmlType::F32;
+  d.cols = uint32_t(t.ne[0]);
+  d.rows = uint32_t(t.n_elements() / t.ne[0]);
+  d.buf = Buffer(ctx, v.size() * 4, BufferKind::Device, t.name);
+  d.buf.upload(v.data(), v.size() * 4);
+  return d;
+}
+
+// Every weight tensor a model of config `c` reads, and the slot it fills: one list for the
+// device-free check and for the upload. visit(name, cols, rows, slot); rows == 0 marks a
+// vector of `cols` elements (used as f32), otherwise a [rows, cols] matrix in its stored type.
+template <class Visit>
+void visit_weights(const GgufFile& f, const ModelConfig& c, ModelWeights& w, Visit&& visit) {
+  visit("token_embd.weight", c.n_embd, c.n_vocab, w.tok_embd);
+  visit("output_norm.weight", c.n_embd, 0, w.output_norm);
+  if (f.find_tensor("output.weight")) visit("output.weight", c.n_embd, c.n_vocab, w.output);
+  if (c.rope_factors) visit("rope_freqs.weight", c.n_rot / 2, 0, w.rope_freqs);
+  w.layers.resize(c.n_layer);
+  for (uint32_t l = 0; l < c.n_layer; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    LayerWeights& L = w.layers[l];
+    visit(p + "attn_norm.weight", c.n_embd, 0, L.attn_norm);
+    visit(p + "attn_q.weight", c.n_embd, c.q_dim(), L.wq);
+    visit(p + "attn_k.weight", c.n_embd, c.kv_dim(), L.wk);
+    visit(p + "attn_v.weight", c.n_embd, c.kv_dim(), L.wv);
+    if (c.qkv_bias) {
+      visit(p + "attn_q.bias", c.q_dim(), 0, L.bq);
+      visit(p + "attn_k.bias", c.kv_dim(), 0, L.bk);
+      visit(p + "attn_v.bias", c.kv_dim(), 0, L.bv);
+    }
+    visit(p + "attn_output.weight", c.q_dim(), c.n_embd, L.wo);
+    visit(p + "ffn_norm.weight", c.n_embd, 0, L.ffn_norm);
+    visit(p + "ffn_gate.weight", c.n_embd, c.n_ff, L.w_gate);
+    visit(p + "ffn_up.weight", c.n_embd, c.n_ff, L.w_up);
+    visit(p + "ffn_down.weight", c.n_ff, c.n_embd, L.w_down);
+  }
+}
+
+// The tensor `name` with the shape the config implies, in a type snapvk reads.
+const GgufTensor& checked_weight(const GgufFile& f, const std::string& name, uint64_t cols, uint64_t rows) {
+  const GgufTensor& t = rows ? f.require_tensor(name, {cols, rows}) : f.require_tensor(name, {cols});
+  if (!traits_of(t.type).supported)
+    throw Error(f.path() + ": tensor '" + t.name + "' has type " + type_name(t.type) + ", which snapvk does not support");
+  if (rows && cols % traits_of(t.type).block_size)
+    throw Error(f.path() + ": tensor '" + name + "' rows are not whole " + type_name(t.type) + " blocks");
+  return t;
+}
+
+}  // namespace
+
+void check_model_tensors(const GgufFile& f, const ModelConfig& c) {
+  ModelWeights none;
+  visit_weights(f, c, none, [&](const std::string& name, uint64_t cols, uint64_t rows, DeviceTensor&) {
+    checked_weight(f, name, cols, rows);
+  });
+}
+
+Model::Model(Kernels& kernels, const std::string& path) : k_(kernels), file_(GgufFile::open(path)) {
+  cfg_ = ModelConfig::from_gguf(file_);
+  tok_ = std::make_unique<Tokenizer>(vocab_from_gguf(file_));
+  const ModelConfig& c = cfg_;
+  Context& ctx = k_.ctx;
+  check_model_tensors(file_, c);  // a bad file fails before anything is uploaded
+  visit_weights(file_, c, w_, [&](const std::string& name, uint64_t cols, uint64_t rows, DeviceTensor& slot) {
+    const GgufTensor& t = checked_weight(file_, name, cols, rows);
+    slot = rows ? upload_tensor(ctx, t) : upload_f32(ctx, t);
+  });
+  // Summed per tensor: the device-wide counter would also count other threads' allocations.
+  auto add = [&](const DeviceTensor& t) { w_.bytes += t ? t.buf.size() : 0; };
+  add(w_.tok_embd), add(w_.output_norm), add(w_.output), add(w_.rope_freqs);
+  for (const LayerWeights& L : w_.layers)
+    for (const DeviceTensor* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.bq, &L.bk, &L.bv, &L.wo, &L.ffn_norm, &L.w_gate,
+                                  &L.w_up, &L.w_down})
+      add(*t);
+  attn_ = AttentionKernels(ctx, k_.tuning, c.head_dim, c.group());
+  spdlog::info("model {}: {} ({}), {} layers, dim {}, heads {}/{}, head_dim {}, ffn {}, vocab {}, weights {:.1f} MiB",
+               path, c.name.empty() ? c.arch_name : c.name, type_name(c.weight_type), c.n_layer, c.n_embd, c.n_head,
+               c.n_head_kv, c.head_dim, c.n_ff, c.n_vocab, double(w_.bytes) / (1 << 20));
+}
+
+}  // namespace snapvk

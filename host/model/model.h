@@ -1,0 +1,112 @@
+#pragma once
+// A Llama-family model loaded from GGUF: hyper-parameters, device weights in their stored
+// types, the tokenizer, and the kernels specialised for its shape.
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "host/kernels/attention.h"
+#include "host/gguf/gguf.h"
+#include "host/kernels/ops.h"
+#include "host/model/tokenizer.h"
+#include "runtime/memory.h"
+
+namespace snapvk {
+
+enum class Arch { Llama, Qwen2 };
+enum class RopeType : uint32_t { Norm = 0, Neox = 2 };  // llama.cpp's numbering
+
+struct ModelConfig {
+  Arch arch = Arch::Llama;
+  std::string arch_name;      // general.architecture
+  std::string name;           // general.name, if any
+  uint32_t n_embd = 0;        // model width (dim)
+  uint32_t n_layer = 0;
+  uint32_t n_head = 0;        // query heads
+  uint32_t n_head_kv = 0;     // key/value heads (GQA when < n_head)
+  uint32_t head_dim = 0;      // n_embd / n_head unless the file says otherwise
+  uint32_t n_ff = 0;          // feed-forward hidden width
+  uint32_t n_vocab = 0;
+  uint32_t n_ctx_train = 0;
+  uint32_t n_rot = 0;         // rotated dimensions per head (rope.dimension_count)
+  float rope_base = 10000.0f;
+  float rms_eps = 1e-5f;
+  RopeType rope_type = RopeType::Norm;
+  bool qkv_bias = false;      // qwen2
+  bool rope_factors = false;  // Llama 3 rope_freqs tensor present
+  GgmlType weight_type = GgmlType::F32;  // the most common matrix type (for reports)
+
+  // Bounds no real model exceeds; past them a file is corrupt (and would ask for absurd memory).
+  static constexpr uint32_t kMaxEmbd = 1u << 16, kMaxLayers = 1024, kMaxHeads = 1024, kMaxFf = 1u << 20,
+                            kMaxVocab = 1u << 22, kMaxGroup = 16;
+
+  // Reads and checks the hyper-parameters (llama.cpp's defaults for missing keys), then check().
+  static ModelConfig from_gguf(const GgufFile& f);
+  // Throws snapvk::Error ("model: ...") unless every dimension is within the bounds above and
+  // every size derived from them fits what the kernels index: each weight matrix has fewer than
+  // 2^32 elements (n_vocab * n_embd, n_head * head_dim * n_embd, n_ff * n_embd). from_gguf,
+  // estimate_memory and Session call it, so a hand-built config is checked too.
+  void check() const;
+  uint32_t q_dim() const { return n_head * head_dim; }
+  uint32_t kv_dim() const { return n_head_kv * head_dim; }
+  uint32_t group() const { return n_head / n_head_kv; }
+};
+
+// A weight matrix [rows, cols] (cols contiguous, ggml's ne0) or vector on the device.
+struct DeviceTensor {
+  Buffer buf;
+  GgmlType type = GgmlType::F32;
+  uint32_t cols = 0;  // ne0
+  uint32_t rows = 1;  // ne1
+  explicit operator bool() const { return bool(buf); }
+};
+
+struct LayerWeights {
+  DeviceTensor attn_norm;            // [n_embd] f32
+  DeviceTensor wq, wk, wv;           // [q_dim | kv_dim, n_embd]
+  DeviceTensor bq, bk, bv;           // [q_dim | kv_dim] f32, qwen2 only
+  DeviceTensor wo;                   // [n_embd, q_dim]
+  DeviceTensor ffn_norm;             // [n_embd] f32
+  DeviceTensor w_gate, w_up;         // [n_ff, n_embd]
+  DeviceTensor w_down;               // [n_embd, n_ff]
+};
+
+struct ModelWeights {
+  DeviceTensor tok_embd;             // [n_vocab, n_embd]
+  DeviceTensor output_norm;          // [n_embd] f32
+  DeviceTensor output;               // [n_vocab, n_embd]; empty when tied to tok_embd
+  DeviceTensor rope_freqs;           // [n_rot / 2] f32, Llama 3 only
+  std::vector<LayerWeights> layers;
+  const DeviceTensor& lm_head() const { return output ? output : tok_embd; }
+  uint64_t bytes = 0;                // bytes of all weight tensors on the device
+};
+
+// Checks, without a device, that the file holds every weight tensor the config needs, in the
+// shape it implies and a type snapvk reads. Throws snapvk::Error naming the first problem.
+void check_model_tensors(const GgufFile& f, const ModelConfig& c);
+
+class Model {
+ public:
+  // Opens the GGUF, checks it, uploads the weights. Kernels must outlive the model.
+  Model(Kernels& kernels, const std::string& path);
+
+  const ModelConfig& config() const { return cfg_; }
+  const ModelWeights& weights() const { return w_; }
+  const Tokenizer& tokenizer() const { return *tok_; }
+  const GgufFile& gguf() const { return file_; }
+  Kernels& kernels() const { return k_; }
+  Context& ctx() const { return k_.ctx; }
+  const AttentionKernels& attention() const { return attn_; }
+
+ private:
+  Kernels& k_;
+  GgufFile file_;
+  ModelConfig cfg_;
+  std::unique_ptr<Tokenizer> tok_;
+  ModelWeights w_;
+  AttentionKernels attn_;
+};
+
+}  // namespace snapvk

@@ -1,0 +1,319 @@
+#include "host/report/needle.h"
+
+#include "host/report/files.h"
+#include "host/session/generate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+
+#include "host/report/json.h"
+#include "host/session/sampler.h"
+#include "host/session/session.h"
+#include "host/report/svg_chart.h"
+#include "runtime/checked.h"
+#include "runtime/error.h"
+
+namespace snapvk {
+
+namespace {
+
+// The haystack: one fixed paragraph, repeated.
+const char* const kFiller[] = {
+    "The grass in the valley is green and the sky above it is blue.",
+    "A small river runs past the old mill, and the water is cold and clear.",
+    "In the morning the baker opens his shop and the town smells of bread.",
+    "Children walk to school along the river, talking about the day ahead.",
+    "In the evening the lights come on one by one, and the streets grow quiet.",
+};
+const char* const kQuestion = "What is the secret number? The secret number is";
+
+uint64_t mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+std::vector<int32_t> encode(const Tokenizer& tok, uint32_t n_vocab, const std::string& s) {
+  auto ids = tok.encode(s, false);
+  std::erase_if(ids, [&](int32_t t) { return t < 0 || uint32_t(t) >= n_vocab; });
+  return ids;
+}
+
+std::string pct(uint32_t d) { return std::to_string(d) + "%"; }
+
+// Generated text may end inside a multi-byte character (byte tokens): keep reports valid UTF-8.
+std::string valid_utf8(const std::string& s) {
+  std::string o;
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = s[i];
+    const size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    bool ok = n > 0 && i + n <= s.size();
+    for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) & 0xC0) == 0x80;
+    if (ok) {
+      o.append(s, i, n);
+      i += n;
+    } else {
+      o += '?';
+      i += 1;
+    }
+  }
+  return o;
+}
+
+}  // namespace
+
+const NeedleCell* NeedleReport::cell(const std::string& policy, uint32_t context, uint32_t depth) const {
+  for (const auto& c : cells)
+    if (c.policy == policy && c.context == context && c.depth == depth) return &c;
+  return nullptr;
+}
+
+NeedlePrompt needle_prompt(const Tokenizer& tok, uint32_t n_vocab, uint32_t context, uint32_t depth, uint64_t seed) {
+  checked_range(context, 1, kMaxContext, "needle: context length");  // before building `context` tokens
+  NeedlePrompt p;
+  p.value = std::to_string(10000 + mix(seed * 1000003ull + context * 131ull + depth) % 90000);
+  const auto needle = encode(tok, n_vocab, "The secret number is " + p.value + ".");
+  const auto question = encode(tok, n_vocab, kQuestion);
+  p.value_tokens = uint32_t(encode(tok, n_vocab, p.value).size());
+  const bool bos = tok.bos() >= 0 && uint32_t(tok.bos()) < n_vocab;
+  const uint64_t fixed = (bos ? 1 : 0) + needle.size() + question.size();
+  if (context < fixed + 1)
+    throw Error("a context of " + std::to_string(context) + " tokens is too short for the needle and the question (" +
+                std::to_string(fixed) + " tokens)");
+  const uint32_t F = uint32_t(context - fixed);
+  // Filler of exactly F tokens, remembering where each sentence starts.
+  std::vector<std::vector<int32_t>> sentences;
+  for (const char* s : kFiller) sentences.push_back(encode(tok, n_vocab, s));
+  std::vector<int32_t> filler;
+  std::vector<uint32_t> starts;
+  for (size_t i = 0; filler.size() < F; i = (i + 1) % sentences.size()) {
+    if (sentences[i].empty()) continue;
+    starts.push_back(uint32_t(filler.size()));
+    for (int32_t t : sentences[i]) {
+      if (filler.size() == F) break;
+      filler.push_back(t);
+    }
+  }
+  starts.push_back(F);
+  // The sentence boundary nearest to depth% of the filler.
+  const double want = double(std::min<uint32_t>(depth, 100)) / 100.0 * F;
+  uint32_t at = starts.front();
+  for (uint32_t s : starts)
+    if (std::abs(double(s) - want) < std::abs(double(at) - want)) at = s;
+  if (bos) p.tokens.push_back(tok.bos());
+  p.tokens.insert(p.tokens.end(), filler.begin(), filler.begin() + at);
+  p.needle_pos = uint32_t(p.tokens.size());
+  p.tokens.insert(p.tokens.end(), needle.begin(), needle.end());
+  p.tokens.insert(p.tokens.end(), filler.begin() + at, filler.end());
+  p.tokens.insert(p.tokens.end(), question.begin(), question.end());
+  return p;
+}
+
+NeedleReport run_needle(const Model& m, const NeedleOptions& o) {
+  if (o.contexts.empty()) throw Error("no context lengths for the needle test");
+  if (o.depths.empty()) throw Error("no depths for the needle test");
+  if (o.specs.empty()) throw Error("no KV policies for the needle test");
+  for (uint32_t d : o.depths)
+    if (d > 100) throw Error("a depth is a percentage of the context, 0 to 100 (got " + std::to_string(d) + ")");
+  for (const auto& s : o.specs) s.kv.validate();
+  checked_range(o.extra_tokens, 0, kMaxContext, "needle: extra tokens");
+  const auto t_start = std::chrono::steady_clock::now();
+  const ModelConfig& c = m.config();
+  const Tokenizer& tok = m.tokenizer();
+  NeedleReport r;
+  r.model = m.gguf().path();
+  r.model_name = c.name;
+  r.device = m.ctx().info().name;
+  r.synthetic = is_synthetic_model(m);
+  r.contexts = o.contexts;
+  std::sort(r.contexts.begin(), r.contexts.end());
+  r.contexts.erase(std::unique(r.contexts.begin(), r.contexts.end()), r.contexts.end());
+  r.depths = o.depths;
+  std::sort(r.depths.begin(), r.depths.end());
+  r.depths.erase(std::unique(r.depths.begin(), r.depths.end()), r.depths.end());
+  for (const auto& s : o.specs) r.policies.push_back(s.label);
+  r.notes.push_back("scores mean something only on models trained for retrieval over long contexts; "
+                    "small or untrained models miss the needle whatever the KV policy");
+  if (r.synthetic) r.notes.push_back("synthetic model with random weights: every score here is meaningless");
+  for (uint32_t L : r.contexts)
+    if (c.n_ctx_train && L > c.n_ctx_train)
+      r.notes.push_back("context " + std::to_string(L) + " is beyond the model's training context (" +
+                        std::to_string(c.n_ctx_train) + ")");
+
+  const double total = double(o.specs.size() * r.contexts.size() * r.depths.size());
+  double done = 0;
+  for (const auto& spec : o.specs) {
+    for (uint32_t L : r.contexts) {
+      for (uint32_t d : r.depths) {
+        NeedleCell cell;
+        cell.policy = spec.label;
+        cell.context = L;
+        cell.depth = d;
+        const std::string what = spec.label + " L=" + std::to_string(L) + " depth " + pct(d);
+        if (o.on_progress) o.on_progress(done / total, what);
+        try {
+          const NeedlePrompt p = needle_prompt(tok, c.n_vocab, L, d, o.seed);
+          cell.value = p.value;
+          cell.needle_pos = p.needle_pos;
+          const uint32_t n_gen = p.value_tokens + o.extra_tokens;  // both <= kMaxContext
+          SessionOptions so;
+          so.n_ctx = uint32_t(checked_range(uint64_t(L) + n_gen, 1, kMaxContext, "needle: context plus generated tokens"));
+          so.n_batch = o.n_batch;
+          so.kv_type = o.kv_type;
+          so.kv = spec.kv;
+          so.on_progress = [&](uint64_t a, uint64_t b) {
+            if (o.on_progress && b) o.on_progress((done + 0.9 * double(a) / double(b)) / total, what);
+            return true;
+          };
+          Session s(m, so);
+          std::span<const float> logits = s.prefill(p.tokens);
+          // the greedy answer, up to the end of generation
+          GenerateOptions go;
+          go.max_tokens = n_gen;
+          go.decode_last = false;
+          go.choose = [](std::span<const float> lg) { return argmax(lg); };
+          Sampler greedy(SamplerParams{});
+          GenerateResult gen;
+          generate(s, greedy, logits, go, gen);
+          if (gen.stop == StopReason::Cancelled) throw Cancelled();
+          cell.generated = valid_utf8(tok.decode(gen.tokens));
+          cell.found = cell.generated.find(p.value) != std::string::npos;
+        } catch (const Cancelled&) {
+          throw;
+        } catch (const Error& e) {
+          cell.error = e.what();
+        }
+        done += 1;
+        r.cells.push_back(std::move(cell));
+      }
+    }
+  }
+  if (o.on_progress) o.on_progress(1.0, "done");
+  if (std::all_of(r.cells.begin(), r.cells.end(), [](const NeedleCell& x) { return !x.error.empty(); }))
+    throw Error(r.cells.front().error);
+  r.total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  return r;
+}
+
+std::string needle_grid(const NeedleReport& r) {
+  std::string o = "needle in a haystack: " + r.model + (r.model_name.empty() ? "" : " (" + r.model_name + ")") + " on " +
+                  r.device + "\n";
+  for (const auto& p : r.policies) {
+    uint32_t found = 0, ran = 0;
+    for (const auto& c : r.cells)
+      if (c.policy == p && c.error.empty()) ran += 1, found += c.found;
+    char head[160];
+    std::snprintf(head, sizeof head, "\n%s: found %u of %u\n", p.c_str(), found, ran);
+    o += head;
+    std::string line = "depth \\ context";
+    const size_t w0 = line.size();
+    for (uint32_t L : r.contexts) {
+      char b[32];
+      std::snprintf(b, sizeof b, "%8s", svg::format_tick(L, svg::Units::Tokens).c_str());
+      line += b;
+    }
+    o += line + "\n";
+    for (uint32_t d : r.depths) {
+      std::string row = pct(d);
+      row += std::string(w0 - row.size(), ' ');
+      for (uint32_t L : r.contexts) {
+        const NeedleCell* c = r.cell(p, L, d);
+        char b[32];
+        std::snprintf(b, sizeof b, "%8s", !c ? "" : !c->error.empty() ? "err" : c->found ? "yes" : "no");
+        row += b;
+      }
+      o += row + "\n";
+    }
+  }
+  std::vector<std::string> errors;
+  for (const auto& c : r.cells)
+    if (!c.error.empty() && std::find(errors.begin(), errors.end(), c.error) == errors.end()) errors.push_back(c.error);
+  if (!errors.empty()) o += "\n";
+  for (const auto& e : errors) o += "err: " + e + "\n";
+  o += "\n";
+  for (const auto& n : r.notes) o += "note: " + n + "\n";
+  return o;
+}
+
+std::string needle_csv(const NeedleReport& r) {
+  auto field = [](const std::string& s) {
+    if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
+    std::string q = "\"";
+    for (char ch : s) q += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+    return q + "\"";
+  };
+  std::string o = "policy,context,depth,needle_pos,value,found,generated,error\n";
+  for (const auto& c : r.cells)
+    o += field(c.policy) + "," + std::to_string(c.context) + "," + std::to_string(c.depth) + "," +
+         std::to_string(c.needle_pos) + "," + c.value + "," + (c.error.empty() ? (c.found ? "1" : "0") : "") + "," +
+         field(c.generated) + "," + field(c.error) + "\n";
+  return o;
+}
+
+std::string needle_json(const NeedleReport& r) {
+  Json j;
+  j.begin_object();
+  j.field("model", r.model).field("model_name", r.model_name).field("device", r.device).field("synthetic", r.synthetic);
+  j.key("policies").array(r.policies);
+  j.key("contexts").array(r.contexts);
+  j.key("depths").array(r.depths);
+  j.key("cells").begin_array();
+  for (const auto& c : r.cells) {
+    j.begin_object();
+    j.field("policy", c.policy).field("context", c.context).field("depth", c.depth).field("needle_pos", c.needle_pos);
+    j.field("value", c.value).field("found", c.found).field("generated", c.generated);
+    if (!c.error.empty()) j.field("error", c.error);
+    j.end_object();
+  }
+  j.end_array();
+  j.key("notes").array(r.notes);
+  j.field("total_s", r.total_s);
+  j.end_object();
+  return j.str();
+}
+
+std::string needle_svg(const NeedleReport& r) {
+  std::vector<svg::HeatGrid> grids;
+  for (const auto& p : r.policies) {
+    svg::HeatGrid g;
+    uint32_t found = 0, ran = 0;
+    for (uint32_t L : r.contexts) g.col_labels.push_back(svg::format_tick(L, svg::Units::Tokens));
+    for (uint32_t d : r.depths) {
+      g.row_labels.push_back(pct(d));
+      std::vector<double> vals;
+      std::vector<std::string> texts;
+      for (uint32_t L : r.contexts) {
+        const NeedleCell* c = r.cell(p, L, d);
+        if (!c || !c->error.empty()) {
+          vals.push_back(std::numeric_limits<double>::quiet_NaN());
+          texts.push_back(c ? "error" : "");
+        } else {
+          vals.push_back(c->found ? 1.0 : 0.0);
+          texts.push_back(c->found ? "found" : "missed");
+          ran += 1, found += c->found;
+        }
+      }
+      g.value.push_back(vals);
+      g.text.push_back(texts);
+    }
+    g.title = p + " (" + std::to_string(found) + "/" + std::to_string(ran) + ")";
+    grids.push_back(std::move(g));
+  }
+  std::string sub = std::filesystem::path(r.model).filename().string();
+  if (!r.model_name.empty() && r.model_name != sub) sub += " (" + r.model_name + ")";
+  sub += " · " + r.device + " · scores mean something only on models trained for retrieval";
+  return svg::heat_maps("snapvk needle in a haystack: found (green) or missed (red)", grids,
+                        "context (tokens)", "needle depth", sub);
+}
+
+std::vector<std::string> write_needle_files(const NeedleReport& r, const std::string& dir) {
+  return write_files(dir, {{"needle.csv", needle_csv(r)}, {"needle.json", needle_json(r) + "\n"},
+                           {"needle.svg", needle_svg(r)}});
+}
+
+}  // namespace snapvk

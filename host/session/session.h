@@ -1,0 +1,110 @@
+#pragma once
+// A session: one conversation's KV cache and activations on the device. prefill() runs prompt
+// tokens in batches (matrix-matrix), decode() one token (matrix-vector). With a compressing KV
+// policy the first prompt is prefilled layer by layer and each layer's cache is compacted
+// (SnapKV and family) before the next layer runs, so only one layer's full K/V ever exists.
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "host/kernels/attention.h"
+#include "host/kv/kv_cache.h"
+#include "host/kv/kv_policy.h"
+#include "host/model/model.h"
+#include "runtime/commands.h"
+#include "runtime/error.h"
+
+namespace snapvk {
+
+struct SessionOptions {
+  uint32_t n_ctx = 0;      // positions (prompt + generated); 0: the model's training context, at most 4096
+  uint32_t n_batch = 256;  // prompt tokens per prefill step
+  KvType kv_type = KvType::F16;
+  KvPolicyOptions kv;      // full cache by default
+  bool keep_selection = false;  // remember the retained positions (for --dump-kv-selection and tests)
+  bool profile = false;    // per-kernel GPU timestamps of every dispatch
+  // Called during prefill with work done and total (in token-layers); return false to cancel.
+  std::function<bool(uint64_t done, uint64_t total)> on_progress;
+};
+
+// The positions a session holds when SessionOptions::n_ctx is 0.
+uint32_t default_n_ctx(const ModelConfig& c);
+
+// Thrown by prefill/decode when cancelled; the session is left as it was before the call.
+struct Cancelled : Error {
+  Cancelled() : Error("cancelled") {}
+};
+
+// What compression did, for reports.
+struct KvStats {
+  uint64_t full_bytes = 0;      // what a full cache needs for the tokens held
+  uint64_t retained_bytes = 0;  // what the session's cache holds for them
+  uint64_t allocated_bytes = 0;
+  double ratio() const { return retained_bytes ? double(full_bytes) / double(retained_bytes) : 1.0; }
+  double score_ms = 0, pool_ms = 0, select_ms = 0, gather_ms = 0;  // GPU time of the compression passes
+  double prefill_ms = 0;  // wall time of the last prefill
+};
+
+// Per-step activations, f32 unless noted; B = n_batch.
+struct Activations {
+  Buffer x;       // [B, n_embd] residual stream (prompt rows live in the prefill's own buffer)
+  Buffer xn;      // [B, n_embd] normed input / sublayer output
+  Buffer q;       // [B, q_dim]
+  Buffer k, v;    // [B, kv_dim]
+  Buffer attn;    // [B, q_dim] attention output
+  Buffer gate;    // [B, n_ff]
+  Buffer up;      // [B, n_ff]
+  Buffer part;    // decode attention partials
+  Buffer ids;     // [B] int32 token ids, host-visible
+  Buffer logits;  // [n_vocab], host-visible
+};
+
+class Session {
+ public:
+  Session(const Model& model, const SessionOptions& opts = {});
+
+  // Appends tokens at the current position and returns the logits after the last one.
+  std::span<const float> prefill(std::span<const int32_t> tokens);
+  // Appends one token and returns the logits after it.
+  std::span<const float> decode(int32_t token);
+  // Forgets every token; the next prefill starts a new prompt (and is compressed again).
+  void reset();
+  // Asks a running prefill (on another thread) to stop at its next batch, or the next call to
+  // start if none is running; that call throws Cancelled.
+  void cancel() { cancel_requested_.store(true); }
+
+  uint32_t n_past() const { return n_past_; }
+  uint32_t n_ctx() const { return opts_.n_ctx; }
+  const Model& model() const { return model_; }
+  const SessionOptions& options() const { return opts_; }
+  const KvCache& cache() const { return cache_; }
+  KvStats kv_stats() const;
+  // Retained prompt positions [layer][kv head], ascending, window included (keep_selection).
+  const KvSelection& selection() const { return cache_.selection(); }
+  CommandStream& stream() { return cs_; }
+
+ private:
+  struct KvView;
+  void forward(const int32_t* tokens, uint32_t T, bool logits);  // host/forward.cpp
+  void prefill_compressed(std::span<const int32_t> tokens);    // host/forward.cpp
+  void layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uint32_t slot0, uint32_t pos0,
+             uint32_t decode_len);                             // host/forward.cpp
+  void logits_of_row(BufferRange x_row);                       // host/forward.cpp
+  void progress(uint64_t done, uint64_t total);  // throws Cancelled when asked to stop
+
+  const Model& model_;
+  SessionOptions opts_;
+  KvCache cache_;
+  Activations act_;
+  CommandStream cs_;
+  CommandStream cs_compress_;  // always timed: the compression report needs its GPU times
+  uint32_t n_past_ = 0;
+  std::vector<float> logits_;
+  KvStats last_;
+  std::atomic<bool> cancel_requested_{false};
+};
+
+}  // namespace snapvk
