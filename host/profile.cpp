@@ -10,7 +10,8 @@
 #include <fstream>
 #include <set>
 
-#include "host/json.h"
+#include <nlohmann/json.hpp>
+
 #include "host/memory_model.h"
 #include "host/sampler.h"
 #include "host/session.h"
@@ -473,41 +474,36 @@ std::string profile_csv(const ProfileReport& r) {
 }
 
 std::string profile_json(const ProfileReport& r) {
-  Json j;
-  j.begin_object();
-  j.field("model", r.model).field("model_name", r.model_name);
-  j.key("shape").begin_object();
-  j.field("n_layer", r.n_layer).field("n_head", r.n_head).field("n_head_kv", r.n_head_kv).field("head_dim", r.head_dim);
-  j.field("n_embd", r.n_embd).field("n_vocab", r.n_vocab);
-  j.end_object();
-  j.field("synthetic", r.synthetic).field("dry_run", r.dry_run).field("device", r.device);
-  j.field("weight_bytes", r.weight_bytes).field("memory_budget", r.memory_budget).field("kv_type", r.kv_type);
-  j.field("gen", r.gen).field("n_batch", r.n_batch);
-  j.key("policies").array(r.policies);
-  j.key("contexts").array(r.contexts);
-  j.key("rows").begin_array();
+  nlohmann::ordered_json j;
+  j["model"] = r.model, j["model_name"] = r.model_name;
+  j["shape"] = {{"n_layer", r.n_layer}, {"n_head", r.n_head}, {"n_head_kv", r.n_head_kv}, {"head_dim", r.head_dim},
+                {"n_embd", r.n_embd}, {"n_vocab", r.n_vocab}};
+  j["synthetic"] = r.synthetic, j["dry_run"] = r.dry_run, j["device"] = r.device;
+  j["weight_bytes"] = r.weight_bytes, j["memory_budget"] = r.memory_budget, j["kv_type"] = r.kv_type;
+  j["gen"] = r.gen, j["n_batch"] = r.n_batch;
+  j["policies"] = r.policies;
+  j["contexts"] = r.contexts;
+  j["rows"] = nlohmann::ordered_json::array();
   for (const auto& x : r.rows) {
-    j.begin_object();
-    j.field("context", x.context).field("policy", x.policy).field("budget", x.budget);
-    j.field("ran", x.ran).field("fits", x.fits);
-    j.field("full_kv_bytes", x.full_kv_bytes).field("kv_bytes", x.kv_bytes).field("ratio", x.ratio);
-    if (x.ran) j.field("peak_bytes", x.peak_bytes);
-    else j.key("peak_bytes").value(ProfileRow::kNaN);
-    j.field("est_peak_bytes", x.est_peak_bytes);
+    nlohmann::ordered_json row;
+    row["context"] = x.context, row["policy"] = x.policy, row["budget"] = x.budget;
+    row["ran"] = x.ran, row["fits"] = x.fits;
+    row["full_kv_bytes"] = x.full_kv_bytes, row["kv_bytes"] = x.kv_bytes, row["ratio"] = x.ratio;
+    if (x.ran) row["peak_bytes"] = x.peak_bytes;
+    else row["peak_bytes"] = nullptr;
+    row["est_peak_bytes"] = x.est_peak_bytes;
     if (x.ran) {
-      j.field("prefill_ms", x.prefill_ms).field("score_ms", x.score_ms).field("pool_ms", x.pool_ms);
-      j.field("select_ms", x.select_ms).field("gather_ms", x.gather_ms).field("compress_ms", x.compress_ms());
+      row["prefill_ms"] = x.prefill_ms, row["score_ms"] = x.score_ms, row["pool_ms"] = x.pool_ms;
+      row["select_ms"] = x.select_ms, row["gather_ms"] = x.gather_ms, row["compress_ms"] = x.compress_ms();
     }
-    j.field("decode_tok_s", x.decode_tok_s).field("steps", x.steps);
-    j.field("top1", x.top1).field("kl_mean", x.kl_mean).field("kl_max", x.kl_max);
-    if (!x.error.empty()) j.field("error", x.error);
-    j.end_object();
+    row["decode_tok_s"] = x.decode_tok_s, row["steps"] = x.steps;  // NaN (not run, no fidelity) dumps as null
+    row["top1"] = x.top1, row["kl_mean"] = x.kl_mean, row["kl_max"] = x.kl_max;
+    if (!x.error.empty()) row["error"] = x.error;
+    j["rows"].push_back(std::move(row));
   }
-  j.end_array();
-  j.key("notes").array(r.notes);
-  j.field("total_s", r.total_s);
-  j.end_object();
-  return j.str();
+  j["notes"] = r.notes;
+  j["total_s"] = r.total_s;
+  return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
 std::string profile_svg(const ProfileReport& r) {
