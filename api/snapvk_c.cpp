@@ -32,6 +32,7 @@
 #include "host/session/session.h"
 #include "runtime/context.h"
 #include "runtime/error.h"
+#include "runtime/log.h"
 
 namespace {
 
@@ -186,21 +187,15 @@ class ApiSink final : public spdlog::sinks::base_sink<std::mutex> {
   void flush_() override { std::fflush(stderr); }
 };
 
-// The runtime logs through spdlog's default logger, whose stock version prints info lines to
-// stdout: an embedding application wants neither. Replace it unless the application set its own.
+// The runtime logs through snapvk's own logger (runtime/log.h), never spdlog's default: point
+// it at stderr or the application's callback, at the level it has (warn, or $SNAPVK_LOG_LEVEL).
+// An application's own spdlog loggers, its default one included, are left alone.
 void ensure_logging() {
   std::call_once(g_log_once, [] {
-    auto current = spdlog::default_logger();
-    if (current && !current->name().empty()) return;
     auto logger = std::make_shared<spdlog::logger>("snapvk", std::make_shared<ApiSink>());
     logger->set_pattern("[snapvk %l] %v");
-    auto level = spdlog::level::warn;
-    if (const char* env = std::getenv("SNAPVK_LOG_LEVEL"); env && *env) {
-      auto parsed = spdlog::level::from_str(env);
-      if (parsed != spdlog::level::off || std::strcmp(env, "off") == 0) level = parsed;
-    }
-    logger->set_level(level);
-    spdlog::set_default_logger(logger);
+    logger->set_level(snapvk::log().level());
+    snapvk::set_logger(std::move(logger));
   });
 }
 
@@ -467,7 +462,7 @@ SNAPVK_API snapvk_status snapvk_set_log_level(int32_t level) {
       case SNAPVK_LOG_OFF: l = spdlog::level::off; break;
       default: invalid("level " + std::to_string(level) + " is not a snapvk_log_level");
     }
-    spdlog::default_logger()->set_level(l);
+    snapvk::log().set_level(l);
     return SNAPVK_OK;
   });
 }

@@ -1,7 +1,5 @@
 #include "runtime/commands.h"
 
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
 
 #include "runtime/context.h"

@@ -1,13 +1,12 @@
 #include "runtime/context.h"
 
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
+#include "runtime/log.h"
 #include "runtime/vk_check.h"
 
 namespace snapvk {
@@ -374,8 +373,8 @@ Context::Context(const ContextOptions& opts) {
     VK_CHECK(vkCreateCommandPool(device_, &cpi, nullptr, &transfer_pool_));
     VkFenceCreateInfo fci{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
     VK_CHECK(vkCreateFence(device_, &fci, nullptr, &transfer_fence_));
-    spdlog::info("device {}: {} ({}, Vulkan {}, subgroup {}{})", info_.index, info_.name, info_.type_name(),
-                 info_.api_string(), info_.subgroup_size, validation_ ? ", validation on" : "");
+    log().info("device {}: {} ({}, Vulkan {}, subgroup {}{})", info_.index, info_.name, info_.type_name(),
+              info_.api_string(), info_.subgroup_size, validation_ ? ", validation on" : "");
   } catch (...) {
     destroy();
     throw;
@@ -390,7 +389,7 @@ void Context::destroy() {
     // Work may still run on the device: destroying it (or the instance) would free what that
     // work uses. Both are left to the driver; only the messenger, which points at this object,
     // goes.
-    spdlog::warn("{}: leaving the hung Vulkan device to the driver", info_.name);
+    log().warn("{}: leaving the hung Vulkan device to the driver", info_.name);
     if (messenger_) {
       auto destroy_messenger = reinterpret_cast<PFN_vkDestroyDebugUtilsMessengerEXT>(
           vkGetInstanceProcAddr(instance_, "vkDestroyDebugUtilsMessengerEXT"));
@@ -433,9 +432,9 @@ VkBool32 VKAPI_CALL Context::debug_callback(VkDebugUtilsMessageSeverityFlagBitsE
     self->validation_errors_.fetch_add(1);
     std::lock_guard<std::mutex> lock(self->msg_mutex_);
     self->last_validation_message_ = msg;
-    spdlog::error("vulkan validation: {}", msg);
+    log().error("vulkan validation: {}", msg);
   } else {
-    spdlog::warn("vulkan validation: {}", msg);
+    log().warn("vulkan validation: {}", msg);
   }
   return VK_FALSE;
 }

@@ -10,10 +10,15 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include <snapvk/snapvk.h>
 #include <snapvk/snapvk.hpp>
@@ -710,6 +715,56 @@ TEST_F(ApiTest, LogCallbackReceivesLines) {
   bool device_line = false;
   for (const auto& l : lines.lines) device_line |= l.find("device") != std::string::npos;
   EXPECT_TRUE(device_line) << lines.lines.size() << " info lines";
+}
+
+// An application that uses spdlog itself keeps its own default logger: snapvk logs through a
+// logger of its own (to the callback or stderr), and neither the application's spdlog calls
+// nor snapvk's level functions reach the other.
+TEST_F(ApiTest, ApplicationSpdlogDefaultLoggerIsUntouched) {
+  ASSERT_NE(device(), nullptr);  // the C API has been used by now
+  EXPECT_NE(spdlog::default_logger()->name(), "snapvk") << "the C API replaced spdlog's default logger";
+  const auto previous = spdlog::default_logger();
+  std::ostringstream app_out;
+  auto app = std::make_shared<spdlog::logger>("app", std::make_shared<spdlog::sinks::ostream_sink_mt>(app_out));
+  app->set_pattern("%v");
+  spdlog::set_default_logger(app);
+  spdlog::set_level(spdlog::level::off);  // every spdlog logger the application knows: not snapvk's
+
+  struct Lines {
+    std::mutex m;
+    std::vector<std::string> lines;
+  } lines;
+  ASSERT_EQ(snapvk_set_log_callback(
+                [](int32_t level, const char* msg, void* user) {
+                  auto* l = static_cast<Lines*>(user);
+                  std::lock_guard<std::mutex> lock(l->m);
+                  if (level == SNAPVK_LOG_INFO) l->lines.push_back(msg);
+                },
+                &lines),
+            SNAPVK_OK);
+  ASSERT_EQ(snapvk_set_log_level(SNAPVK_LOG_INFO), SNAPVK_OK);
+  snapvk_device* d = nullptr;
+  EXPECT_EQ(snapvk_device_create(nullptr, &d), SNAPVK_OK) << snapvk_last_error();
+  snapvk_model* m = nullptr;
+  EXPECT_EQ(snapvk_model_load(d, model_path("stories260K.gguf").c_str(), nullptr, &m), SNAPVK_OK) << snapvk_last_error();
+  snapvk_model_free(m);
+  snapvk_device_free(d);
+  EXPECT_EQ(spdlog::default_logger()->level(), spdlog::level::off) << "snapvk_set_log_level set the application's level";
+  app->set_level(spdlog::level::info);
+  spdlog::info("the application's line");
+  EXPECT_EQ(snapvk_set_log_level(SNAPVK_LOG_WARN), SNAPVK_OK);
+  EXPECT_EQ(snapvk_set_log_callback(nullptr, nullptr), SNAPVK_OK);
+
+  EXPECT_EQ(spdlog::default_logger(), app) << "the application's default logger was replaced";
+  EXPECT_EQ(app_out.str(), "the application's line\n") << "snapvk wrote to the application's logger";
+  bool device_line = false, model_line = false;
+  for (const auto& l : lines.lines) {
+    device_line |= l.rfind("[snapvk info] device ", 0) == 0;
+    model_line |= l.rfind("[snapvk info] model ", 0) == 0;
+  }
+  EXPECT_TRUE(device_line && model_line) << lines.lines.size() << " info lines reached the callback";
+  spdlog::set_default_logger(previous);
+  spdlog::set_level(spdlog::level::info);  // spdlog's own default level
 }
 
 // The C++ wrappers: a conversation whose first turn is compressed and whose later turns are

@@ -217,13 +217,35 @@ TEST(CliParsers, TokenIdsAreCheckedWithoutOverflow) {
   EXPECT_THROW(cli::parse_token_ids("", "t"), Error);
 }
 
-TEST(CliParsers, ByteSizesAreCheckedWithoutOverflow) {
-  EXPECT_EQ(cli::parse_bytes("512M"), 512ull << 20);
-  EXPECT_EQ(cli::parse_bytes("1.5GiB"), 3ull << 29);
-  EXPECT_EQ(cli::parse_bytes("1000"), 1000u);
-  // Below one byte would mean "no budget"; past 2^64 would wrap.
-  for (const char* bad : {"0", "1e-9", "0.5", "-1G", "nan", "inf", "16777216T", "1e30", "12Q", "G", ""})
-    EXPECT_THROW(cli::parse_bytes(bad), Error) << bad;
+// --max-device-memory is read by CLI11 (CLI::AsSizeValue: K, M, G, T, P, E with or without
+// "iB", all powers of 1024; whole numbers only).
+TEST(CliParsers, DeviceMemorySizesAreReadByCli11) {
+  auto budget = [](const std::string& v) {
+    cli::Cli c;
+    c.globals().check_only = true;  // parse and check, touch no device
+    const std::vector<const char*> argv = {"snapvk", "devices", "--max-device-memory", v.c_str()};
+    EXPECT_EQ(c.main(int(argv.size()), argv.data()), 0) << v;
+    return c.globals().max_device_memory;
+  };
+  EXPECT_EQ(budget("512M"), 512ull << 20);
+  EXPECT_EQ(budget("2GiB"), 2ull << 30);
+  EXPECT_EQ(budget("2gb"), 2ull << 30);
+  EXPECT_EQ(budget("1536 MiB"), 3ull << 29);
+  EXPECT_EQ(budget("1000000"), 1000000u);
+  EXPECT_EQ(budget("1"), 1u);
+  EXPECT_EQ(budget("15E"), 15ull << 60);
+  EXPECT_EQ(budget("18446744073709551615"), UINT64_MAX);
+  EXPECT_EQ(budget("G"), 1ull << 30) << "CLI11 reads a unit alone as one of it";
+}
+
+// Below one byte would mean "no budget" (0); a negative number would wrap to 2^64 - 1, and so
+// would sizes past 2^64: each is one line naming the option.
+TEST_F(BadInput, DeviceMemorySizesThatAreNotSizes) {
+  for (const char* bad : {"0", "0G", "1e-9", "0.5", "1.5G", "-1", "-1G", "+1", "nan", "inf", "16777216T", "16E",
+                          "99999999999999999999", "1e30", "12Q", "0x10", "010", ""}) {
+    SCOPED_TRACE(bad);
+    expect_error({"--max-device-memory", bad, "devices"}, "--max-device-memory");
+  }
 }
 
 TEST_F(BadInput, BadCliValues) {

@@ -1,4 +1,4 @@
-// The generation loop (host/generate.h): each stop condition, the choice hook, what enters the
+// The generation loop (host/session/generate.h): each stop condition, the choice hook, what enters the
 // cache with and without decode_last, and UTF-8-safe streaming of pieces.
 #include <gtest/gtest.h>
 

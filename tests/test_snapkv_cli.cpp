@@ -6,6 +6,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "host/model/model.h"
 #include "host/ref/ref_model.h"
 #include "host/ref/snapkv_ref.h"
@@ -17,31 +19,6 @@ namespace snapvk::test {
 namespace {
 
 namespace fs = std::filesystem;
-
-// The "layers" value of the dump: [layer][head] -> positions (a tiny parser for this format).
-std::vector<std::vector<std::vector<uint32_t>>> parse_layers(const std::string& json, uint32_t& prompt_len) {
-  prompt_len = uint32_t(std::stoul(json.substr(json.find("\"prompt_len\":") + 13)));
-  size_t i = json.find("\"layers\":");
-  EXPECT_NE(i, std::string::npos);
-  i = json.find('[', i);
-  std::vector<std::vector<std::vector<uint32_t>>> out;
-  int depth = 0;
-  std::string num;
-  for (; i < json.size(); ++i) {
-    const char c = json[i];
-    if (c == '[') {
-      ++depth;
-      if (depth == 2) out.emplace_back();
-      if (depth == 3) out.back().emplace_back();
-    } else if (c == ']' || c == ',') {
-      if (!num.empty()) out.back().back().push_back(uint32_t(std::stoul(num))), num.clear();
-      if (c == ']' && --depth == 0) break;
-    } else if (std::isdigit(static_cast<unsigned char>(c))) {
-      num += c;
-    }
-  }
-  return out;
-}
 
 TEST(SnapkvCli, DumpedSelectionMatchesCpuReference) {
   const fs::path dir = fs::temp_directory_path() / ("snapvk-sel-" + std::to_string(getpid()));
@@ -58,8 +35,10 @@ TEST(SnapkvCli, DumpedSelectionMatchesCpuReference) {
   std::ifstream in(dir / "sel.json");
   std::stringstream ss;
   ss << in.rdbuf();
-  uint32_t L = 0;
-  const auto got = parse_layers(ss.str(), L);
+  const nlohmann::json sel = nlohmann::json::parse(ss.str());
+  const uint32_t L = sel.at("prompt_len").get<uint32_t>();
+  // "layers": [layer][head] -> positions
+  const auto got = sel.at("layers").get<std::vector<std::vector<std::vector<uint32_t>>>>();
   fs::remove_all(dir);
 
   // The reference: a CPU forward pass that stores K/V in f16 as the default cache does.

@@ -1,4 +1,4 @@
-// Synthetic models (host/synth.h): shapes, presets, vocabulary, determinism, re-quantization, and
+// Synthetic models (host/report/synth.h): shapes, presets, vocabulary, determinism, re-quantization, and
 // whole-model GPU logits against the CPU reference for every architecture feature and weight type.
 #include <gtest/gtest.h>
 

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "host/gguf/gguf.h"
 #include "host/model/pretokenizer.h"
 #include "host/model/tokenizer.h"
@@ -187,51 +189,6 @@ TEST(TokenizerGpt2, SpecialTokens) {
 
 // ---- stories260K against llama2.c ----
 
-// A JSON string literal's content (\n, \", \\, \uXXXX with surrogate pairs).
-std::string json_unquote(const std::string& quoted) {
-  std::string out;
-  auto append_utf8 = [&](uint32_t cp) {
-    if (cp < 0x80) {
-      out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      out += static_cast<char>(0xC0 | (cp >> 6));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      out += static_cast<char>(0xE0 | (cp >> 12));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      out += static_cast<char>(0xF0 | (cp >> 18));
-      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-  };
-  const size_t first = quoted.find('"'), last = quoted.rfind('"');
-  for (size_t i = first + 1; i < last; ++i) {
-    if (quoted[i] != '\\') {
-      out += quoted[i];
-      continue;
-    }
-    const char e = quoted[++i];
-    if (e == 'n') out += '\n';
-    else if (e == 't') out += '\t';
-    else if (e == 'r') out += '\r';
-    else if (e != 'u') out += e;
-    else {
-      uint32_t cp = std::stoul(quoted.substr(i + 1, 4), nullptr, 16);
-      i += 4;
-      if (cp >= 0xD800 && cp < 0xDC00 && quoted.compare(i + 1, 2, "\\u") == 0) {
-        const uint32_t lo = std::stoul(quoted.substr(i + 3, 4), nullptr, 16);
-        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-        i += 6;
-      }
-      append_utf8(cp);
-    }
-  }
-  return out;
-}
-
 // (prompt, prompt_tokens) pairs of llama2c-stories260K-greedy-tokens.txt: the runs' prompts
 // (`prompt: "..."`) and the extra vectors (`text_json: "..."`).
 std::vector<VocabCase> read_llama2c_prompts() {
@@ -240,7 +197,7 @@ std::vector<VocabCase> read_llama2c_prompts() {
   std::string text;
   for (std::string line; std::getline(in, line);) {
     if (line.rfind("prompt: ", 0) == 0 || line.rfind("text_json: ", 0) == 0) {
-      text = json_unquote(line.substr(line.find(' ') + 1));
+      text = nlohmann::json::parse(line.substr(line.find(' ') + 1)).get<std::string>();  // a JSON string
     } else if (line.rfind("prompt_tokens", 0) == 0) {
       VocabCase c{text, {}};
       std::istringstream ids(line.substr(line.find(':') + 1));

@@ -22,8 +22,6 @@ struct Globals {
   bool check_only = false;
 };
 ContextOptions context_options(const Globals& g);
-// "512M", "1.5GiB", "2G", "1000000": bytes (K/M/G/T are powers of 1024, with or without "iB").
-uint64_t parse_bytes(const std::string& s);
 
 std::string bytes_str(uint64_t b);
 

@@ -2,10 +2,12 @@
 // function over the runtime/host API) and the shared option parsers.
 #include <spdlog/spdlog.h>
 
+#include <charconv>
 #include <cstdio>
 #include <vector>
 
 #include "runtime/error.h"
+#include "runtime/log.h"
 #include "runtime/memory.h"
 #include "tools/cli.h"
 
@@ -20,30 +22,6 @@ ContextOptions context_options(const Globals& g) {
   return o;
 }
 
-uint64_t parse_bytes(const std::string& s) {
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(s, &used);
-  } catch (...) {
-    used = 0;
-  }
-  std::string unit = s.substr(used);
-  for (auto& ch : unit) ch = char(std::toupper(static_cast<unsigned char>(ch)));
-  if (unit.size() == 3 && unit.substr(1) == "IB") unit = unit.substr(0, 1);
-  if (unit.size() == 2 && unit[1] == 'B') unit = unit.substr(0, 1);
-  double mul = 0;
-  if (unit.empty() || unit == "B") mul = 1;
-  else if (unit == "K") mul = 1024.0;
-  else if (unit == "M") mul = 1024.0 * 1024;
-  else if (unit == "G") mul = 1024.0 * 1024 * 1024;
-  else if (unit == "T") mul = 1024.0 * 1024 * 1024 * 1024;
-  // Below one byte would read as 0, "no budget".
-  if (used == 0 || mul == 0 || !(v * mul >= 1) || v * mul > 1.8e19)
-    throw snapvk::Error("'" + s + "' is not a size (examples: 256M, 1.5G, 2GiB)");
-  return uint64_t(v * mul);
-}
-
 Cli::Cli() : app_("snapvk: Llama-family inference on any Vulkan GPU, with SnapKV KV-cache compression") {
   app_.set_version_flag("--version", std::string("snapvk ") + SNAPVK_VERSION);
   app_.require_subcommand(1);
@@ -51,16 +29,21 @@ Cli::Cli() : app_("snapvk: Llama-family inference on any Vulkan GPU, with SnapKV
   app_.add_option("--log-level", log_level_, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   app_.add_option("--device", g_.device, "Vulkan device: index or name substring (default: $SNAPVK_DEVICE, then the best)");
-  app_.add_option_function<std::string>(
-      "--max-device-memory",
-      [this](const std::string& v) {
-        try {
-          g_.max_device_memory = parse_bytes(v);
-        } catch (const std::exception& e) {
-          throw CLI::ValidationError("--max-device-memory", e.what());
-        }
-      },
-      "Keep device allocations within this many bytes (e.g. 256M, 2G); refuse up front what cannot fit");
+  // CLI11 reads the size: K, M, G, T, P, E with or without "iB" (all powers of 1024), whole
+  // numbers only. What it lets through is a byte count that must still be a plain decimal in
+  // [1, 2^64): 0 would mean "no budget", and CLI11 would take "-1" or 2^64 and more as 2^64 - 1,
+  // and "010" as octal.
+  app_.add_option("--max-device-memory", g_.max_device_memory,
+                  "Keep device allocations within this many bytes (e.g. 256M, 2G, 2GiB); refuse up front what cannot fit")
+      ->transform(CLI::AsSizeValue(false))
+      ->check(
+          [](const std::string& v) {
+            uint64_t n = 0;
+            const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+            if (ec == std::errc() && end == v.data() + v.size() && n >= 1 && v[0] != '0') return std::string();
+            return "'" + v + "' is not a size from 1 byte to 2^64 - 1 bytes (examples: 256M, 2G, 2GiB, 1000000)";
+          },
+          "", "SIZE");
 
   auto add = [&](const char* name, const char* help, Runner (*reg)(CLI::App&, const Globals&)) {
     CLI::App* sub = app_.add_subcommand(name, help);
@@ -86,8 +69,8 @@ int Cli::main(int argc, const char* const* argv) {
     std::fprintf(stderr, "snapvk: error: %s (see --help)\n", e.what());
     return e.get_exit_code();
   }
-  if (verbose_) spdlog::set_level(spdlog::level::info);
-  if (!log_level_.empty()) spdlog::set_level(spdlog::level::from_str(log_level_));
+  if (verbose_) log().set_level(spdlog::level::info);
+  if (!log_level_.empty()) log().set_level(spdlog::level::from_str(log_level_));
 
   try {
     for (auto& [sub, run] : commands_)

@@ -1,7 +1,7 @@
 // snapvk profile: memory savings, speed and fidelity of KV policies per context length, with
-// a table, CSV, JSON, an SVG chart and an HTML page (host/profile.h). --dry-run prints the
+// a table, CSV, JSON, an SVG chart and an HTML page (host/report/profile.h). --dry-run prints the
 // memory model's figures for any shape without a device.
-// snapvk eval needle: the needle-in-a-haystack grid per KV policy (host/needle.h).
+// snapvk eval needle: the needle-in-a-haystack grid per KV policy (host/report/needle.h).
 #include <unistd.h>
 
 #include <chrono>

@@ -7,11 +7,12 @@
 #include <memory>
 #include <random>
 
+#include <nlohmann/json.hpp>
+
+#include "host/model/model.h"
 #include "host/report/files.h"
 #include "host/session/generate.h"
-#include "host/report/json.h"
 #include "host/session/memory_model.h"
-#include "host/model/model.h"
 #include "host/session/sampler.h"
 #include "host/session/session.h"
 #include "runtime/error.h"
@@ -51,22 +52,18 @@ std::string read_file(const std::string& path) {
 // {"prompt_len": L, "policy": ..., "window": W, "budget": C, "layers": [[[positions of head 0], ...], ...]}
 void write_selection(const std::string& path, const Session& s, uint32_t L) {
   const KvPolicyOptions& kv = s.options().kv;
-  Json j;
-  j.begin_object();
-  j.field("prompt_len", L).field("policy", kv_policy_name(kv.policy)).field("window", kv.window);
-  j.field("budget", kv.compresses() ? kv.budget_for(L) : L);
-  j.key("layers").begin_array();
+  nlohmann::ordered_json j;
+  j["prompt_len"] = L, j["policy"] = kv_policy_name(kv.policy), j["window"] = kv.window;
+  j["budget"] = kv.compresses() ? kv.budget_for(L) : L;
+  j["layers"] = nlohmann::ordered_json::array();
   const ModelConfig& c = s.model().config();
   std::vector<uint32_t> all(L);  // a full cache keeps every position
   for (uint32_t p = 0; p < L; ++p) all[p] = p;
   for (uint32_t l = 0; l < c.n_layer; ++l) {
-    j.begin_array();
-    for (uint32_t h = 0; h < c.n_head_kv; ++h) j.array(s.selection().empty() ? all : s.selection()[l][h]);
-    j.end_array();
+    nlohmann::ordered_json& layer = j["layers"].emplace_back(nlohmann::ordered_json::array());
+    for (uint32_t h = 0; h < c.n_head_kv; ++h) layer.push_back(s.selection().empty() ? all : s.selection()[l][h]);
   }
-  j.end_array();
-  j.end_object();
-  write_file(path, j.str() + "\n");
+  write_file(path, j.dump() + "\n");
 }
 
 // --dry-run: what the memory model says this run needs, without running it; exit 1 if over budget.
@@ -75,14 +72,12 @@ int memory_check(const Model& model, SessionOptions so, uint32_t L, const Contex
   const MemoryEstimate e = estimate_memory(model.config(), model.weights().bytes, q);
   const uint64_t budget = ctx.memory().budget();
   const bool fits = (!budget || e.peak <= budget) && L <= q.n_ctx;
-  Json j;
-  j.begin_object();
-  j.field("prompt_tokens", L).field("n_ctx", q.n_ctx).field("policy", kv_policy_name(so.kv.policy));
-  j.field("weights", e.weights).field("activations", e.activations).field("kv_cache", e.kv_cache);
-  j.field("kv_full_equivalent", e.kv_full_equivalent).field("prefill_transient", e.prefill_transient);
-  j.field("peak", e.peak).field("budget", budget).field("fits", fits);
-  j.end_object();
-  std::printf("%s\n", j.str().c_str());
+  nlohmann::ordered_json j;
+  j["prompt_tokens"] = L, j["n_ctx"] = q.n_ctx, j["policy"] = kv_policy_name(so.kv.policy);
+  j["weights"] = e.weights, j["activations"] = e.activations, j["kv_cache"] = e.kv_cache;
+  j["kv_full_equivalent"] = e.kv_full_equivalent, j["prefill_transient"] = e.prefill_transient;
+  j["peak"] = e.peak, j["budget"] = budget, j["fits"] = fits;
+  std::printf("%s\n", j.dump().c_str());
   if (!fits)
     throw Error("does not fit: needs " + format_bytes(e.peak) + (budget ? " of a budget of " + format_bytes(budget) : std::string()) +
                 (L > q.n_ctx ? " (prompt longer than the context)" : ""));
@@ -162,27 +157,23 @@ int run(const RunOptions& o, const Globals& g) {
   if (!o.dump_selection.empty()) write_selection(o.dump_selection, session, uint32_t(prompt.size()));
 
   if (o.json) {
-    Json j;
-    j.begin_object();
-    j.key("prompt_tokens").array(prompt);
-    j.key("generated_tokens").array(generated);
-    j.field("text", text);
-    j.key("timings").begin_object();
-    j.field("prefill_ms", prefill_ms).field("decode_ms", decode_ms);
-    j.field("prefill_tok_s", prefill_tps).field("decode_tok_s", decode_tps);
-    j.end_object();
-    j.key("kv").begin_object();
-    j.field("policy", kv_policy_name(so.kv.policy)).field("type", kv_type_name(kv_type));
-    j.field("bytes", kv.retained_bytes).field("full_bytes", kv.full_bytes).field("ratio", kv.ratio());
-    j.field("allocated_bytes", kv.allocated_bytes).field("n_ctx", session.n_ctx()).field("n_past", session.n_past());
-    j.field("score_ms", kv.score_ms).field("pool_ms", kv.pool_ms).field("select_ms", kv.select_ms);
-    j.field("gather_ms", kv.gather_ms);
-    j.end_object();
-    j.field("peak_device_bytes", peak);
-    j.field("device", ctx.info().name);
-    j.field("seed", sp.seed);
-    j.end_object();
-    std::printf("%s\n", j.str().c_str());
+    nlohmann::ordered_json j;
+    j["prompt_tokens"] = prompt;
+    j["generated_tokens"] = generated;
+    j["text"] = text;  // may end inside a UTF-8 character: such bytes become U+FFFD (dump below)
+    nlohmann::ordered_json& t = j["timings"];
+    t["prefill_ms"] = prefill_ms, t["decode_ms"] = decode_ms;
+    t["prefill_tok_s"] = prefill_tps, t["decode_tok_s"] = decode_tps;
+    nlohmann::ordered_json& k = j["kv"];
+    k["policy"] = kv_policy_name(so.kv.policy), k["type"] = kv_type_name(kv_type);
+    k["bytes"] = kv.retained_bytes, k["full_bytes"] = kv.full_bytes, k["ratio"] = kv.ratio();
+    k["allocated_bytes"] = kv.allocated_bytes, k["n_ctx"] = session.n_ctx(), k["n_past"] = session.n_past();
+    k["score_ms"] = kv.score_ms, k["pool_ms"] = kv.pool_ms, k["select_ms"] = kv.select_ms;
+    k["gather_ms"] = kv.gather_ms;
+    j["peak_device_bytes"] = peak;
+    j["device"] = ctx.info().name;
+    j["seed"] = sp.seed;
+    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
   } else {
     std::printf("\n");
     std::fprintf(stderr, "\n--- %s on %s\n", o.model.c_str(), ctx.info().name.c_str());
@@ -276,9 +267,7 @@ Runner add_tokenize(CLI::App& app, const Globals& g) {
     Tokenizer tok(vocab_from_gguf(f));
     auto ids = tok.encode(std::get<1>(*o), !std::get<3>(*o));
     if (std::get<2>(*o)) {
-      Json j;
-      j.array(ids);
-      std::printf("%s\n", j.str().c_str());
+      std::printf("%s\n", nlohmann::json(ids).dump().c_str());
     } else {
       for (int32_t id : ids) std::printf("%6d -> '%s'\n", id, tok.token_to_piece(id).c_str());
     }

@@ -3,13 +3,16 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "runtime/log.h"
 #include "tools/cli.h"
 
 int main(int argc, char** argv) {
-  auto logger = spdlog::stderr_color_mt("snapvk");
-  spdlog::set_default_logger(logger);
-  spdlog::set_pattern("[%l] %v");
-  spdlog::set_level(spdlog::level::warn);
+  // snapvk's logger, not spdlog's default: colored "[warn] ..." lines on stderr; -v and
+  // --log-level change its level (tools/cli_app.cpp).
+  auto logger = std::make_shared<spdlog::logger>("snapvk", std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+  logger->set_pattern("[%l] %v");
+  logger->set_level(spdlog::level::warn);
+  snapvk::set_logger(std::move(logger));
   snapvk::cli::Cli cli;
   return cli.main(argc, argv);
 }

@@ -1,11 +1,10 @@
 #include "host/model/model.h"
 
-#include <spdlog/spdlog.h>
-
 #include <map>
 
 #include "host/gguf/quant.h"
 #include "runtime/checked.h"
+#include "runtime/log.h"
 #include "runtime/vk_check.h"
 #include "snapvk_limits.h"
 
@@ -192,9 +191,9 @@ Model::Model(Kernels& kernels, const std::string& path) : k_(kernels), file_(Ggu
                                   &L.w_up, &L.w_down})
       add(*t);
   attn_ = AttentionKernels(ctx, k_.tuning, c.head_dim, c.group());
-  spdlog::info("model {}: {} ({}), {} layers, dim {}, heads {}/{}, head_dim {}, ffn {}, vocab {}, weights {:.1f} MiB",
-               path, c.name.empty() ? c.arch_name : c.name, type_name(c.weight_type), c.n_layer, c.n_embd, c.n_head,
-               c.n_head_kv, c.head_dim, c.n_ff, c.n_vocab, double(w_.bytes) / (1 << 20));
+  log().info("model {}: {} ({}), {} layers, dim {}, heads {}/{}, head_dim {}, ffn {}, vocab {}, weights {:.1f} MiB",
+             path, c.name.empty() ? c.arch_name : c.name, type_name(c.weight_type), c.n_layer, c.n_embd, c.n_head,
+             c.n_head_kv, c.head_dim, c.n_ff, c.n_vocab, double(w_.bytes) / (1 << 20));
 }
 
 }  // namespace snapvk

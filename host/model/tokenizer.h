@@ -3,7 +3,7 @@
 //   * "llama": SentencePiece BPE (llm_tokenizer_spm): spaces escaped to U+2581, a space
 //     prefix, bigram merges by score, byte fallback to <0xNN> tokens;
 //   * "gpt2": byte-level BPE (llm_tokenizer_bpe): pre-tokenizer split by tokenizer.ggml.pre
-//     (host/pretokenizer.h), GPT-2 byte-to-unicode mapping, merges by rank.
+//     (host/model/pretokenizer.h), GPT-2 byte-to-unicode mapping, merges by rank.
 // Control and user-defined tokens written literally in the text are split out first
 // (llama.cpp's tokenizer_st_partition). Token ids are int32_t, as llama_token.
 #include <cstdint>

@@ -49,7 +49,7 @@ const std::string& byte_to_unicode(uint8_t byte);
 // The byte a code point of that alphabet stands for, or -1 when it is not one of the 256.
 int unicode_to_byte(uint32_t cp);
 
-namespace detail {  // the generated tables (host/unicode_data.cpp)
+namespace detail {  // the generated tables (host/model/unicode_data.cpp)
 struct CategoryRange {
   uint32_t start;  // first code point of a run of equal flags; the run ends at the next start
   uint8_t flags;

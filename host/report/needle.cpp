@@ -10,10 +10,11 @@
 #include <fstream>
 #include <limits>
 
-#include "host/report/json.h"
+#include <nlohmann/json.hpp>
+
+#include "host/report/svg_chart.h"
 #include "host/session/sampler.h"
 #include "host/session/session.h"
-#include "host/report/svg_chart.h"
 #include "runtime/checked.h"
 #include "runtime/error.h"
 
@@ -256,25 +257,23 @@ std::string needle_csv(const NeedleReport& r) {
 }
 
 std::string needle_json(const NeedleReport& r) {
-  Json j;
-  j.begin_object();
-  j.field("model", r.model).field("model_name", r.model_name).field("device", r.device).field("synthetic", r.synthetic);
-  j.key("policies").array(r.policies);
-  j.key("contexts").array(r.contexts);
-  j.key("depths").array(r.depths);
-  j.key("cells").begin_array();
+  nlohmann::ordered_json j;
+  j["model"] = r.model, j["model_name"] = r.model_name, j["device"] = r.device, j["synthetic"] = r.synthetic;
+  j["policies"] = r.policies;
+  j["contexts"] = r.contexts;
+  j["depths"] = r.depths;
+  j["cells"] = nlohmann::ordered_json::array();
   for (const auto& c : r.cells) {
-    j.begin_object();
-    j.field("policy", c.policy).field("context", c.context).field("depth", c.depth).field("needle_pos", c.needle_pos);
-    j.field("value", c.value).field("found", c.found).field("generated", c.generated);
-    if (!c.error.empty()) j.field("error", c.error);
-    j.end_object();
+    nlohmann::ordered_json cell;
+    cell["policy"] = c.policy, cell["context"] = c.context, cell["depth"] = c.depth, cell["needle_pos"] = c.needle_pos;
+    cell["value"] = c.value, cell["found"] = c.found, cell["generated"] = c.generated;
+    if (!c.error.empty()) cell["error"] = c.error;
+    j["cells"].push_back(std::move(cell));
   }
-  j.end_array();
-  j.key("notes").array(r.notes);
-  j.field("total_s", r.total_s);
-  j.end_object();
-  return j.str();
+  j["notes"] = r.notes;
+  j["total_s"] = r.total_s;
+  // Generated text may end inside a UTF-8 character: such bytes become U+FFFD.
+  return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
 std::string needle_svg(const NeedleReport& r) {

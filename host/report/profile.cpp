@@ -11,11 +11,12 @@
 #include <fstream>
 #include <set>
 
-#include "host/report/json.h"
+#include <nlohmann/json.hpp>
+
+#include "host/report/svg_chart.h"
 #include "host/session/memory_model.h"
 #include "host/session/sampler.h"
 #include "host/session/session.h"
-#include "host/report/svg_chart.h"
 #include "runtime/checked.h"
 #include "runtime/error.h"
 #include "runtime/memory.h"
@@ -176,6 +177,100 @@ double kl_divergence(std::span<const float> p, std::span<const float> q) {
   return std::max(kl, 0.0);
 }
 
+namespace {
+
+// Untimed: the first dispatches of each pipeline pay for driver-side compilation.
+void warm_up(const Model& m, const ProfileOptions& o, uint32_t first_context) {
+  const uint32_t Lw = std::min<uint32_t>(first_context, 64);
+  const std::vector<int32_t> prompt = profile_prompt(m, Lw);
+  for (size_t si = 0; si <= std::min<size_t>(o.specs.size(), 1); ++si) {
+    SessionOptions so;
+    so.n_ctx = Lw + 2;
+    so.n_batch = o.n_batch;
+    so.kv_type = o.kv_type;
+    if (si) {
+      so.kv = o.specs[0].kv;
+      so.kv.budget = std::max(so.kv.window + 1, Lw / 2), so.kv.ratio = 0;  // compress the warm-up prompt
+      if (so.kv.policy == KvPolicy::StreamingLLM) so.kv.budget = std::max(so.kv.budget, so.kv.sinks + so.kv.window);
+      if (so.kv.budget >= Lw) continue;
+    }
+    try {
+      Session s(m, so);
+      s.decode(argmax(s.prefill(prompt)));
+    } catch (const Error&) {
+      // A warm-up that does not fit says nothing: the real rows report it.
+    }
+  }
+}
+
+// One measured run: a session of this KV configuration over the prompt and `gen` decode steps,
+// greedy for the full cache (which fills `ref`), teacher-forced on the full run's tokens for the
+// others (compared with `ref` when it holds a run). `progress` takes tokens done in this run.
+void measure_run(const Model& m, const ProfileOptions& o, const KvPolicyOptions& kv, const std::vector<int32_t>& prompt,
+                 Reference& ref, const std::function<void(double)>& progress, ProfileRow& row) {
+  const uint32_t L = uint32_t(prompt.size());
+  const bool is_full = !kv.compresses(), compare = !is_full && !ref.logits.empty() && o.gen > 0;
+  SessionOptions so;
+  so.n_ctx = L + o.gen;
+  so.n_batch = o.n_batch;
+  so.kv_type = o.kv_type;
+  so.kv = kv;
+  so.on_progress = [&](uint64_t done, uint64_t total) {
+    if (total) progress(double(L) * double(done) / double(total));
+    return true;
+  };
+  Context& ctx = m.ctx();
+  const uint64_t before = ctx.memory().current();
+  ctx.memory().reset_peak();
+  Session s(m, so);
+  auto t0 = Clock::now();
+  std::span<const float> logits = s.prefill(prompt);
+  row.prefill_ms = ms_since(t0);
+  if (is_full) ref = Reference{};
+  double kl_sum = 0, kl_max = 0;
+  uint32_t agree = 0, step = 0;
+  GenerateOptions go;
+  go.max_tokens = o.gen + 1;  // the last choice reads the last step's logits and is not decoded
+  go.stop_at_eog = false;
+  go.decode_last = false;
+  go.choose = [&](std::span<const float> lg) {
+    const uint32_t i = step++;  // lg follows decode step i - 1 (i = 0: the prompt)
+    const int32_t top = argmax(lg);
+    if (i > 0) progress(L + i);
+    if (is_full) {
+      if (i > 0) ref.logits.emplace_back(lg.begin(), lg.end());
+      ref.tokens.push_back(top);
+    }
+    if (!compare) return top;
+    if (i > 0) {
+      agree += top == ref.tokens[i];
+      const double kl = kl_divergence(ref.logits[i - 1], lg);
+      kl_sum += kl;
+      kl_max = std::max(kl_max, kl);
+    }
+    return ref.tokens[i];
+  };
+  Sampler greedy(SamplerParams{});
+  GenerateResult gen;
+  generate(s, greedy, logits, go, gen);
+  if (gen.stop == StopReason::Cancelled) throw Cancelled();
+  if (o.gen > 0) row.decode_tok_s = o.gen / (gen.decode_ms / 1e3);
+  if (compare) {
+    row.steps = o.gen;
+    row.top1 = double(agree) / o.gen;
+    row.kl_mean = kl_sum / o.gen;
+    row.kl_max = kl_max;
+  }
+  const KvStats st = s.kv_stats();
+  row.full_kv_bytes = st.full_bytes;
+  row.kv_bytes = st.retained_bytes;
+  row.score_ms = st.score_ms, row.pool_ms = st.pool_ms, row.select_ms = st.select_ms, row.gather_ms = st.gather_ms;
+  row.peak_bytes = ctx.memory().peak() - before;
+  row.ran = true;
+}
+
+}  // namespace
+
 ProfileReport run_profile(const Model& m, const ProfileOptions& o) {
   check_options(o);
   const auto t_start = Clock::now();
@@ -199,110 +294,25 @@ ProfileReport run_profile(const Model& m, const ProfileOptions& o) {
   auto report = [&](double units, const std::string& what) {
     if (o.on_progress) o.on_progress(std::min(1.0, units / total_units), what);
   };
-
-  // Warm-up, untimed: the first dispatches of each pipeline pay for driver-side compilation.
-  {
-    const uint32_t Lw = std::min<uint32_t>(r.contexts.front(), 64);
-    const std::vector<int32_t> prompt = profile_prompt(m, Lw);
-    for (size_t si = 0; si <= std::min<size_t>(o.specs.size(), 1); ++si) {
-      SessionOptions so;
-      so.n_ctx = Lw + 2;
-      so.n_batch = o.n_batch;
-      so.kv_type = o.kv_type;
-      if (si) {
-        so.kv = o.specs[0].kv;
-        so.kv.budget = std::max(so.kv.window + 1, Lw / 2), so.kv.ratio = 0;  // compress the warm-up prompt
-        if (so.kv.policy == KvPolicy::StreamingLLM) so.kv.budget = std::max(so.kv.budget, so.kv.sinks + so.kv.window);
-        if (so.kv.budget >= Lw) continue;
-      }
-      try {
-        Session s(m, so);
-        s.decode(argmax(s.prefill(prompt)));
-      } catch (const Error&) {
-        // A warm-up that does not fit says nothing: the real rows report it.
-      }
-    }
-  }
+  warm_up(m, o, r.contexts.front());
 
   for (uint32_t L : r.contexts) {
     const std::vector<int32_t> prompt = profile_prompt(m, L);
-    Reference ref;
-    bool have_ref = false;
+    Reference ref;  // the full run's, when it ran
     for (size_t si = 0; si <= o.specs.size(); ++si) {
       const bool is_full = si == 0;
-      KvPolicyOptions kv = is_full ? KvPolicyOptions{} : o.specs[si - 1].kv;
+      const KvPolicyOptions kv = is_full ? KvPolicyOptions{} : o.specs[si - 1].kv;
       ProfileRow row;
       row.context = L;
       row.policy = is_full ? "full" : o.specs[si - 1].label;
       row.budget = row_budget(kv, L);
-      const MemoryEstimate est = estimate_memory(c, 0, query(L, o, kv, m.attention().decode_chunk));
-      row.est_peak_bytes = est.peak;
+      row.est_peak_bytes = estimate_memory(c, 0, query(L, o, kv, m.attention().decode_chunk)).peak;
       row.full_kv_bytes = KvCache::full_bytes(c, o.kv_type, uint64_t(L) + o.gen);
       const std::string what = "L=" + std::to_string(L) + " " + row.policy;
-      report(done_units, what);
-
-      SessionOptions so;
-      so.n_ctx = L + o.gen;
-      so.n_batch = o.n_batch;
-      so.kv_type = o.kv_type;
-      so.kv = kv;
       const double base_units = done_units;
-      so.on_progress = [&, base_units](uint64_t done, uint64_t total) {
-        if (total) report(base_units + double(L) * double(done) / double(total), what);
-        return true;
-      };
-      const uint64_t before = ctx.memory().current();
-      ctx.memory().reset_peak();
+      report(base_units, what);
       try {
-        Session s(m, so);
-        auto t0 = Clock::now();
-        std::span<const float> logits = s.prefill(prompt);
-        row.prefill_ms = ms_since(t0);
-        const bool compare = !is_full && have_ref && o.gen > 0;
-        if (is_full) ref.logits.clear();
-        double kl_sum = 0, kl_max = 0;
-        uint32_t agree = 0, step = 0;
-        // `gen` decode steps: greedy for the full cache, teacher-forced on its tokens for the others
-        GenerateOptions go;
-        go.max_tokens = o.gen + 1;  // the last choice reads the last step's logits and is not decoded
-        go.stop_at_eog = false;
-        go.decode_last = false;
-        go.choose = [&](std::span<const float> lg) {
-          const uint32_t i = step++;  // lg follows decode step i - 1 (i = 0: the prompt)
-          const int32_t top = argmax(lg);
-          if (i > 0) report(base_units + L + i, what);
-          if (is_full) {
-            if (i == 0) ref.tokens.clear();
-            else ref.logits.emplace_back(lg.begin(), lg.end());
-            ref.tokens.push_back(top);
-          }
-          if (!compare) return top;
-          if (i > 0) {
-            agree += top == ref.tokens[i];
-            const double kl = kl_divergence(ref.logits[i - 1], lg);
-            kl_sum += kl;
-            kl_max = std::max(kl_max, kl);
-          }
-          return ref.tokens[i];
-        };
-        Sampler greedy(SamplerParams{});
-        GenerateResult gen;
-        generate(s, greedy, logits, go, gen);
-        if (gen.stop == StopReason::Cancelled) throw Cancelled();
-        if (o.gen > 0) row.decode_tok_s = o.gen / (gen.decode_ms / 1e3);
-        if (compare) {
-          row.steps = o.gen;
-          row.top1 = double(agree) / o.gen;
-          row.kl_mean = kl_sum / o.gen;
-          row.kl_max = kl_max;
-        }
-        const KvStats st = s.kv_stats();
-        row.full_kv_bytes = st.full_bytes;
-        row.kv_bytes = st.retained_bytes;
-        row.score_ms = st.score_ms, row.pool_ms = st.pool_ms, row.select_ms = st.select_ms, row.gather_ms = st.gather_ms;
-        row.peak_bytes = ctx.memory().peak() - before;
-        row.ran = true;
-        if (is_full) have_ref = o.gen > 0;
+        measure_run(m, o, kv, prompt, ref, [&](double units) { report(base_units + units, what); }, row);
       } catch (const Cancelled&) {
         throw;
       } catch (const Error& e) {
@@ -311,6 +321,7 @@ ProfileReport run_profile(const Model& m, const ProfileOptions& o) {
         row.fits = !memory_error(row.error);
         row.kv_bytes = KvCache::size_after_prompt(c, o.kv_type, kv, L, L + o.gen).retained;
         row.decode_tok_s = ProfileRow::kNaN;
+        if (is_full) ref = Reference{};
       }
       row.ratio = row.kv_bytes ? double(row.full_kv_bytes) / double(row.kv_bytes) : 1.0;
       done_units = base_units + double(L + o.gen);
@@ -477,41 +488,36 @@ std::string profile_csv(const ProfileReport& r) {
 }
 
 std::string profile_json(const ProfileReport& r) {
-  Json j;
-  j.begin_object();
-  j.field("model", r.model).field("model_name", r.model_name);
-  j.key("shape").begin_object();
-  j.field("n_layer", r.n_layer).field("n_head", r.n_head).field("n_head_kv", r.n_head_kv).field("head_dim", r.head_dim);
-  j.field("n_embd", r.n_embd).field("n_vocab", r.n_vocab);
-  j.end_object();
-  j.field("synthetic", r.synthetic).field("dry_run", r.dry_run).field("device", r.device);
-  j.field("weight_bytes", r.weight_bytes).field("memory_budget", r.memory_budget).field("kv_type", r.kv_type);
-  j.field("gen", r.gen).field("n_batch", r.n_batch);
-  j.key("policies").array(r.policies);
-  j.key("contexts").array(r.contexts);
-  j.key("rows").begin_array();
+  nlohmann::ordered_json j;
+  j["model"] = r.model, j["model_name"] = r.model_name;
+  j["shape"] = {{"n_layer", r.n_layer}, {"n_head", r.n_head}, {"n_head_kv", r.n_head_kv}, {"head_dim", r.head_dim},
+                {"n_embd", r.n_embd}, {"n_vocab", r.n_vocab}};
+  j["synthetic"] = r.synthetic, j["dry_run"] = r.dry_run, j["device"] = r.device;
+  j["weight_bytes"] = r.weight_bytes, j["memory_budget"] = r.memory_budget, j["kv_type"] = r.kv_type;
+  j["gen"] = r.gen, j["n_batch"] = r.n_batch;
+  j["policies"] = r.policies;
+  j["contexts"] = r.contexts;
+  j["rows"] = nlohmann::ordered_json::array();
   for (const auto& x : r.rows) {
-    j.begin_object();
-    j.field("context", x.context).field("policy", x.policy).field("budget", x.budget);
-    j.field("ran", x.ran).field("fits", x.fits);
-    j.field("full_kv_bytes", x.full_kv_bytes).field("kv_bytes", x.kv_bytes).field("ratio", x.ratio);
-    if (x.ran) j.field("peak_bytes", x.peak_bytes);
-    else j.key("peak_bytes").value(ProfileRow::kNaN);
-    j.field("est_peak_bytes", x.est_peak_bytes);
+    nlohmann::ordered_json row;
+    row["context"] = x.context, row["policy"] = x.policy, row["budget"] = x.budget;
+    row["ran"] = x.ran, row["fits"] = x.fits;
+    row["full_kv_bytes"] = x.full_kv_bytes, row["kv_bytes"] = x.kv_bytes, row["ratio"] = x.ratio;
+    if (x.ran) row["peak_bytes"] = x.peak_bytes;
+    else row["peak_bytes"] = nullptr;
+    row["est_peak_bytes"] = x.est_peak_bytes;
     if (x.ran) {
-      j.field("prefill_ms", x.prefill_ms).field("score_ms", x.score_ms).field("pool_ms", x.pool_ms);
-      j.field("select_ms", x.select_ms).field("gather_ms", x.gather_ms).field("compress_ms", x.compress_ms());
+      row["prefill_ms"] = x.prefill_ms, row["score_ms"] = x.score_ms, row["pool_ms"] = x.pool_ms;
+      row["select_ms"] = x.select_ms, row["gather_ms"] = x.gather_ms, row["compress_ms"] = x.compress_ms();
     }
-    j.field("decode_tok_s", x.decode_tok_s).field("steps", x.steps);
-    j.field("top1", x.top1).field("kl_mean", x.kl_mean).field("kl_max", x.kl_max);
-    if (!x.error.empty()) j.field("error", x.error);
-    j.end_object();
+    row["decode_tok_s"] = x.decode_tok_s, row["steps"] = x.steps;  // NaN (not run, no fidelity) dumps as null
+    row["top1"] = x.top1, row["kl_mean"] = x.kl_mean, row["kl_max"] = x.kl_max;
+    if (!x.error.empty()) row["error"] = x.error;
+    j["rows"].push_back(std::move(row));
   }
-  j.end_array();
-  j.key("notes").array(r.notes);
-  j.field("total_s", r.total_s);
-  j.end_object();
-  return j.str();
+  j["notes"] = r.notes;
+  j["total_s"] = r.total_s;
+  return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
 std::string profile_svg(const ProfileReport& r) {

@@ -183,23 +183,128 @@ std::string palette(size_t i) {
   return c[i % 10];
 }
 
+namespace {
+
+struct LegendItem {
+  std::string name, color;
+  bool dashed;
+};
+
+// The distinct series names in order of appearance, with their colour and style.
+std::vector<LegendItem> legend_of(const std::vector<Panel>& panels) {
+  std::vector<LegendItem> legend;
+  for (const auto& p : panels)
+    for (const auto& s : p.series)
+      if (std::none_of(legend.begin(), legend.end(), [&](const LegendItem& i) { return i.name == s.name; }))
+        legend.push_back({s.name, s.color, s.dashed});
+  return legend;
+}
+
+// A series' line and markers, styled by its place in the legend: later series are drawn thinner
+// and smaller, on top, so that series with the same values still show as nested lines and markers.
+template <class Px, class Py>
+std::string series_svg(const Series& s, const Panel& p, const std::vector<LegendItem>& legend, const Axis& ax,
+                       const Axis& ay, Px px, Py py) {
+  std::string o;
+  size_t si = 0;
+  while (si < legend.size() && legend[si].name != s.name) ++si;
+  const double lw = std::max(1.2, 4.0 - 0.8 * double(si)), mr = std::max(2.5, 5.5 - 0.8 * double(si));
+  std::string path;
+  bool pen = false;
+  for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
+    if (!finite(s.y[i]) || (ay.log && s.y[i] <= 0) || (ax.log && s.x[i] <= 0)) {
+      pen = false;
+      continue;
+    }
+    path += (pen ? " L" : " M") + num(px(s.x[i])) + "," + num(py(s.y[i]));
+    pen = true;
+  }
+  if (!path.empty())
+    o += "<path d=\"" + path.substr(1) + "\" fill=\"none\" stroke=\"" + s.color + "\" stroke-width=\"" + num(lw) + "\"" +
+         (s.dashed ? " stroke-dasharray=\"6,4\"" : "") + "/>\n";
+  for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
+    if (!finite(s.y[i]) || (ay.log && s.y[i] <= 0) || (ax.log && s.x[i] <= 0)) continue;
+    const bool hollow = i < s.hollow.size() && s.hollow[i];
+    o += marker(si, px(s.x[i]), py(s.y[i]), hollow ? mr + 1 : mr, s.color, hollow,
+                s.name + ": " + format_tick(s.x[i], p.x_units) + ", " + format_tick(s.y[i], p.y_units));
+  }
+  return o;
+}
+
+// One panel at (ox, oy): title, plot area, grid and ticks, axis labels, reference lines, series.
+std::string panel_svg(const Panel& p, int ox, int oy, int pw, int ph, const std::vector<LegendItem>& legend) {
+  const int ml = 86, mr = 24, mt = 58, mb = 58;  // plot area margins inside a panel
+  std::string o;
+  const int x0 = ox + ml, x1 = ox + pw - mr, y0 = oy + mt, y1 = oy + ph - mb;  // plot area (y0 top)
+  std::vector<double> xs, ys;
+  for (const auto& h : p.hlines) ys.push_back(h.y);
+  for (const auto& s : p.series) {
+    // Every x, so that panels over the same contexts share their x axis even where a series has no value.
+    for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
+      xs.push_back(s.x[i]);
+      if (finite(s.y[i])) ys.push_back(s.y[i]);
+    }
+  }
+  const Axis ax = make_axis(xs, p.log_x, p.x_units, false, true);
+  const Axis ay = make_axis(ys, p.log_y, p.y_units, p.y_from_zero, false);
+  auto px = [&](double v) { return x0 + ax.frac(v) * (x1 - x0); };
+  auto py = [&](double v) { return y1 - ay.frac(v) * (y1 - y0); };
+
+  o += "<g>\n";
+  o += "<text x=\"" + std::to_string(ox + ml) + "\" y=\"" + std::to_string(oy + 22) +
+       "\" font-size=\"14\" font-weight=\"bold\">" + escape(p.title) + "</text>\n";
+  if (!p.note.empty())
+    o += "<text x=\"" + std::to_string(ox + ml) + "\" y=\"" + std::to_string(oy + 39) +
+         "\" font-size=\"11\" fill=\"#555\">" + escape(p.note) + "</text>\n";
+  o += "<rect x=\"" + std::to_string(x0) + "\" y=\"" + std::to_string(y0) + "\" width=\"" + std::to_string(x1 - x0) +
+       "\" height=\"" + std::to_string(y1 - y0) + "\" fill=\"#fafafa\" stroke=\"#999\"/>\n";
+  for (double t : ay.ticks) {
+    const double yy = py(t);
+    if (yy < y0 - 0.5 || yy > y1 + 0.5) continue;
+    o += "<line x1=\"" + std::to_string(x0) + "\" y1=\"" + num(yy) + "\" x2=\"" + std::to_string(x1) + "\" y2=\"" +
+         num(yy) + "\" stroke=\"#e2e2e2\"/>\n";
+    o += "<text x=\"" + std::to_string(x0 - 6) + "\" y=\"" + num(yy + 4) + "\" text-anchor=\"end\">" +
+         escape(format_tick(t, p.y_units)) + "</text>\n";
+  }
+  for (double t : ax.ticks) {
+    const double xx = px(t);
+    if (xx < x0 - 0.5 || xx > x1 + 0.5) continue;
+    o += "<line x1=\"" + num(xx) + "\" y1=\"" + std::to_string(y0) + "\" x2=\"" + num(xx) + "\" y2=\"" +
+         std::to_string(y1) + "\" stroke=\"#e2e2e2\"/>\n";
+    o += "<text x=\"" + num(xx) + "\" y=\"" + std::to_string(y1 + 17) + "\" text-anchor=\"middle\">" +
+         escape(format_tick(t, p.x_units)) + "</text>\n";
+  }
+  o += "<text x=\"" + std::to_string((x0 + x1) / 2) + "\" y=\"" + std::to_string(y1 + 40) +
+       "\" text-anchor=\"middle\">" + escape(p.x_label) + "</text>\n";
+  const int ly = (y0 + y1) / 2, lx = ox + 16;
+  o += "<text x=\"" + std::to_string(lx) + "\" y=\"" + std::to_string(ly) + "\" text-anchor=\"middle\" transform=\"rotate(-90 " +
+       std::to_string(lx) + " " + std::to_string(ly) + ")\">" + escape(p.y_label) + "</text>\n";
+  for (const auto& h : p.hlines) {
+    if (!finite(h.y) || (ay.log && h.y <= 0)) continue;
+    const double yy = py(h.y);
+    o += "<line x1=\"" + std::to_string(x0) + "\" y1=\"" + num(yy) + "\" x2=\"" + std::to_string(x1) + "\" y2=\"" +
+         num(yy) + "\" stroke=\"" + h.color + "\" stroke-width=\"1.5\" stroke-dasharray=\"3,3\"/>\n";
+    o += "<text x=\"" + std::to_string(x0 + 6) + "\" y=\"" + num(yy - 5) + "\" fill=\"" + h.color +
+         "\" font-size=\"11\">" + escape(h.label) + "</text>\n";
+  }
+  if (ys.empty())
+    o += "<text x=\"" + std::to_string((x0 + x1) / 2) + "\" y=\"" + std::to_string((y0 + y1) / 2) +
+         "\" text-anchor=\"middle\" fill=\"#888\">no data</text>\n";
+
+  for (const auto& s : p.series) o += series_svg(s, p, legend, ax, ay, px, py);
+  o += "</g>\n";
+  return o;
+}
+
+}  // namespace
+
 std::string line_charts(const std::string& title, const std::vector<Panel>& panels, int columns,
                         const std::string& subtitle) {
   const int pw = 540, ph = 370;                 // one panel
-  const int ml = 86, mr = 24, mt = 58, mb = 58; // plot area margins inside a panel
   columns = std::max(1, std::min<int>(columns, int(panels.size())));
   const int rows = int((panels.size() + columns - 1) / columns);
 
-  // Legend: the distinct series names in order of appearance, with their colour and style.
-  struct Item {
-    std::string name, color;
-    bool dashed;
-  };
-  std::vector<Item> legend;
-  for (const auto& p : panels)
-    for (const auto& s : p.series)
-      if (std::none_of(legend.begin(), legend.end(), [&](const Item& i) { return i.name == s.name; }))
-        legend.push_back({s.name, s.color, s.dashed});
+  const std::vector<LegendItem> legend = legend_of(panels);
   const int width = columns * pw + 20;
   const int item_w = 170, per_row = std::max(1, (width - 40) / item_w);
   const int legend_rows = int((legend.size() + per_row - 1) / per_row);
@@ -227,93 +332,8 @@ std::string line_charts(const std::string& title, const std::vector<Panel>& pane
          "</text>\n";
   }
 
-  for (size_t pi = 0; pi < panels.size(); ++pi) {
-    const Panel& p = panels[pi];
-    const int ox = 10 + int(pi % columns) * pw, oy = head + int(pi / columns) * ph;
-    const int x0 = ox + ml, x1 = ox + pw - mr, y0 = oy + mt, y1 = oy + ph - mb;  // plot area (y0 top)
-    std::vector<double> xs, ys;
-    for (const auto& h : p.hlines) ys.push_back(h.y);
-    for (const auto& s : p.series) {
-      // Every x, so that panels over the same contexts share their x axis even where a series has no value.
-      for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
-        xs.push_back(s.x[i]);
-        if (finite(s.y[i])) ys.push_back(s.y[i]);
-      }
-    }
-    const Axis ax = make_axis(xs, p.log_x, p.x_units, false, true);
-    const Axis ay = make_axis(ys, p.log_y, p.y_units, p.y_from_zero, false);
-    auto px = [&](double v) { return x0 + ax.frac(v) * (x1 - x0); };
-    auto py = [&](double v) { return y1 - ay.frac(v) * (y1 - y0); };
-
-    o += "<g>\n";
-    o += "<text x=\"" + std::to_string(ox + ml) + "\" y=\"" + std::to_string(oy + 22) +
-         "\" font-size=\"14\" font-weight=\"bold\">" + escape(p.title) + "</text>\n";
-    if (!p.note.empty())
-      o += "<text x=\"" + std::to_string(ox + ml) + "\" y=\"" + std::to_string(oy + 39) +
-           "\" font-size=\"11\" fill=\"#555\">" + escape(p.note) + "</text>\n";
-    o += "<rect x=\"" + std::to_string(x0) + "\" y=\"" + std::to_string(y0) + "\" width=\"" + std::to_string(x1 - x0) +
-         "\" height=\"" + std::to_string(y1 - y0) + "\" fill=\"#fafafa\" stroke=\"#999\"/>\n";
-    for (double t : ay.ticks) {
-      const double yy = py(t);
-      if (yy < y0 - 0.5 || yy > y1 + 0.5) continue;
-      o += "<line x1=\"" + std::to_string(x0) + "\" y1=\"" + num(yy) + "\" x2=\"" + std::to_string(x1) + "\" y2=\"" +
-           num(yy) + "\" stroke=\"#e2e2e2\"/>\n";
-      o += "<text x=\"" + std::to_string(x0 - 6) + "\" y=\"" + num(yy + 4) + "\" text-anchor=\"end\">" +
-           escape(format_tick(t, p.y_units)) + "</text>\n";
-    }
-    for (double t : ax.ticks) {
-      const double xx = px(t);
-      if (xx < x0 - 0.5 || xx > x1 + 0.5) continue;
-      o += "<line x1=\"" + num(xx) + "\" y1=\"" + std::to_string(y0) + "\" x2=\"" + num(xx) + "\" y2=\"" +
-           std::to_string(y1) + "\" stroke=\"#e2e2e2\"/>\n";
-      o += "<text x=\"" + num(xx) + "\" y=\"" + std::to_string(y1 + 17) + "\" text-anchor=\"middle\">" +
-           escape(format_tick(t, p.x_units)) + "</text>\n";
-    }
-    o += "<text x=\"" + std::to_string((x0 + x1) / 2) + "\" y=\"" + std::to_string(y1 + 40) +
-         "\" text-anchor=\"middle\">" + escape(p.x_label) + "</text>\n";
-    const int ly = (y0 + y1) / 2, lx = ox + 16;
-    o += "<text x=\"" + std::to_string(lx) + "\" y=\"" + std::to_string(ly) + "\" text-anchor=\"middle\" transform=\"rotate(-90 " +
-         std::to_string(lx) + " " + std::to_string(ly) + ")\">" + escape(p.y_label) + "</text>\n";
-    for (const auto& h : p.hlines) {
-      if (!finite(h.y) || (ay.log && h.y <= 0)) continue;
-      const double yy = py(h.y);
-      o += "<line x1=\"" + std::to_string(x0) + "\" y1=\"" + num(yy) + "\" x2=\"" + std::to_string(x1) + "\" y2=\"" +
-           num(yy) + "\" stroke=\"" + h.color + "\" stroke-width=\"1.5\" stroke-dasharray=\"3,3\"/>\n";
-      o += "<text x=\"" + std::to_string(x0 + 6) + "\" y=\"" + num(yy - 5) + "\" fill=\"" + h.color +
-           "\" font-size=\"11\">" + escape(h.label) + "</text>\n";
-    }
-    if (ys.empty())
-      o += "<text x=\"" + std::to_string((x0 + x1) / 2) + "\" y=\"" + std::to_string((y0 + y1) / 2) +
-           "\" text-anchor=\"middle\" fill=\"#888\">no data</text>\n";
-
-    for (const auto& s : p.series) {
-      // Style by the series' place in the legend: later series are drawn thinner and smaller, on
-      // top, so that series with the same values still show as nested lines and markers.
-      size_t si = 0;
-      while (si < legend.size() && legend[si].name != s.name) ++si;
-      const double lw = std::max(1.2, 4.0 - 0.8 * double(si)), mr = std::max(2.5, 5.5 - 0.8 * double(si));
-      std::string path;
-      bool pen = false;
-      for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
-        if (!finite(s.y[i]) || (ay.log && s.y[i] <= 0) || (ax.log && s.x[i] <= 0)) {
-          pen = false;
-          continue;
-        }
-        path += (pen ? " L" : " M") + num(px(s.x[i])) + "," + num(py(s.y[i]));
-        pen = true;
-      }
-      if (!path.empty())
-        o += "<path d=\"" + path.substr(1) + "\" fill=\"none\" stroke=\"" + s.color + "\" stroke-width=\"" + num(lw) + "\"" +
-             (s.dashed ? " stroke-dasharray=\"6,4\"" : "") + "/>\n";
-      for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
-        if (!finite(s.y[i]) || (ay.log && s.y[i] <= 0) || (ax.log && s.x[i] <= 0)) continue;
-        const bool hollow = i < s.hollow.size() && s.hollow[i];
-        o += marker(si, px(s.x[i]), py(s.y[i]), hollow ? mr + 1 : mr, s.color, hollow,
-                    s.name + ": " + format_tick(s.x[i], p.x_units) + ", " + format_tick(s.y[i], p.y_units));
-      }
-    }
-    o += "</g>\n";
-  }
+  for (size_t pi = 0; pi < panels.size(); ++pi)
+    o += panel_svg(panels[pi], 10 + int(pi % columns) * pw, head + int(pi / columns) * ph, pw, ph, legend);
   o += "</svg>\n";
   return o;
 }

@@ -215,7 +215,7 @@ void check_synth_shape(const SynthShape& s) {
     if (v == 0 || v > max)
       throw Error(std::string(what) + " = " + std::to_string(v) + " is out of range (1.." + std::to_string(max) + ")");
   };
-  // The bounds host/model.cpp accepts.
+  // The bounds host/model/model.cpp accepts.
   positive(s.n_embd, "dim", 1u << 16);
   positive(s.n_layer, "layers", 1024);
   positive(s.n_head, "heads", 1024);

@@ -1,4 +1,4 @@
-// The SentencePiece-style vocabulary of synthetic models (host/synth.h: synth_vocab).
+// The SentencePiece-style vocabulary of synthetic models (host/report/synth.h: synth_vocab).
 #include <cstdio>
 #include <string_view>
 #include <unordered_set>

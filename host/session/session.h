@@ -88,11 +88,11 @@ class Session {
 
  private:
   struct KvView;
-  void forward(const int32_t* tokens, uint32_t T, bool logits);  // host/forward.cpp
-  void prefill_compressed(std::span<const int32_t> tokens);    // host/forward.cpp
+  void forward(const int32_t* tokens, uint32_t T, bool logits);  // host/session/forward.cpp
+  void prefill_compressed(std::span<const int32_t> tokens);    // host/session/forward.cpp
   void layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uint32_t slot0, uint32_t pos0,
-             uint32_t decode_len);                             // host/forward.cpp
-  void logits_of_row(BufferRange x_row);                       // host/forward.cpp
+             uint32_t decode_len);                             // host/session/forward.cpp
+  void logits_of_row(BufferRange x_row);                       // host/session/forward.cpp
   void progress(uint64_t done, uint64_t total);  // throws Cancelled when asked to stop
 
   const Model& model_;

@@ -124,8 +124,8 @@ typedef void (*snapvk_log_fn)(int32_t level, const char* message, void* user_dat
 
 /* Log messages at `level` and above (default SNAPVK_LOG_WARN, or $SNAPVK_LOG_LEVEL as
  * trace/debug/info/warn/error/off). Messages go to stderr unless a callback is set. snapvk logs
- * through spdlog's default logger; if the application installed a named spdlog default logger
- * of its own, snapvk leaves it in place and these two functions only set its level. */
+ * through a logger of its own: an application that uses spdlog keeps its default logger, its
+ * registry and its levels as they are. */
 SNAPVK_API snapvk_status snapvk_set_log_level(int32_t level);
 /* Sends log lines to fn instead of stderr; NULL restores stderr. */
 SNAPVK_API snapvk_status snapvk_set_log_callback(snapvk_log_fn fn, void* user_data);
