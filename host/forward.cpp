@@ -120,8 +120,8 @@ void Session::prefill_compressed(std::span<const int32_t> tokens) {
   const uint32_t L = uint32_t(tokens.size()), n_kv = c.n_head_kv;
   const KvPolicyOptions& pol = opts_.kv;
   if (pol.policy == KvPolicy::H2O && L > pol.h2o_max_prompt)
-    throw Error("h2o scores every prompt query against every key: " + std::to_string(L) +
-                " tokens is more than its limit of " + std::to_string(pol.h2o_max_prompt) + "; use snapkv");
+    throw Error(ErrorKind::InvalidArgument, "h2o scores every prompt query against every key: " + std::to_string(L) +
+                " tokens is more than its limit of " + std::to_string(pol.h2o_max_prompt) + "; use snapkv", Param::KvPolicy);
   const uint32_t n_q = pol.policy == KvPolicy::H2O ? L : std::min(pol.window, L);  // voting queries
   const uint64_t row = kv_row_bytes(cache_.type, c.head_dim), xrow = uint64_t(c.n_embd) * 4;
 

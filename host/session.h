@@ -29,11 +29,6 @@ struct SessionOptions {
   std::function<bool(uint64_t done, uint64_t total)> on_progress;
 };
 
-// Thrown by prefill/decode when cancelled; the session is left as it was before the call.
-struct Cancelled : Error {
-  Cancelled() : Error("cancelled") {}
-};
-
 // One layer's cache: rows ("slots") of K and V, and the heads table that says where each KV
 // head's slots start and how many retained prompt entries precede the appended tokens.
 struct KvLayer {
