@@ -15,7 +15,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <cctype>
 #include <cerrno>
 #include <memory>
 #include <mutex>
@@ -42,7 +41,8 @@ using namespace snapvk;
 
 thread_local std::string t_last_error;
 
-// An error with its status decided where it is thrown (argument checks).
+// An error of the API layer itself, with its status (an argument check, a caller's buffer
+// that is too small, a model path that is not a readable file).
 struct ApiError : std::runtime_error {
   ApiError(snapvk_status s, const std::string& msg) : std::runtime_error(msg), status(s) {}
   snapvk_status status;
@@ -50,33 +50,41 @@ struct ApiError : std::runtime_error {
 
 [[noreturn]] void invalid(const std::string& msg) { throw ApiError(SNAPVK_INVALID_ARGUMENT, msg); }
 
-bool contains(const std::string& s, const char* what) { return s.find(what) != std::string::npos; }
-
-// A snapvk::Error's status from its message; `fallback` is what the failing call usually means
-// (a bad model for snapvk_model_load, a bad argument for a session call).
-snapvk_status classify(const std::string& m, snapvk_status fallback) {
-  if (contains(m, "memory budget") || contains(m, "out of device memory") || contains(m, "OUT_OF_DEVICE_MEMORY") ||
-      contains(m, "OUT_OF_HOST_MEMORY") || contains(m, "OUT_OF_POOL_MEMORY"))
-    return SNAPVK_OUT_OF_MEMORY;
-  if (contains(m, "device lost") || contains(m, "DEVICE_LOST") || contains(m, "did not finish within") ||
-      contains(m, "VK_ERROR_") || contains(m, "Vulkan device") || contains(m, "Vulkan driver") ||
-      contains(m, "VK_LAYER_KHRONOS_validation") || contains(m, "validation requested") ||
-      contains(m, "device index") || contains(m, "snapvk needs 1.2") || contains(m, "subgroup arithmetic") ||
-      contains(m, "has no compute queue") || contains(m, "no suitable memory type"))
-    return SNAPVK_DEVICE;
-  // SNAPVK_ASSERT: "<message> (<condition>, <file>:<line>)": an invariant of ours broke.
-  if (!m.empty() && m.back() == ')' && (contains(m, ".cpp:") || contains(m, ".h:"))) return SNAPVK_INTERNAL;
-  return fallback;
+snapvk_status status_of(ErrorKind k) {
+  switch (k) {
+    case ErrorKind::InvalidArgument: return SNAPVK_INVALID_ARGUMENT;
+    case ErrorKind::Io: return SNAPVK_IO;
+    case ErrorKind::BadModel: return SNAPVK_BAD_MODEL;
+    case ErrorKind::OutOfMemory: return SNAPVK_OUT_OF_MEMORY;
+    case ErrorKind::Device: return SNAPVK_DEVICE;
+    case ErrorKind::Cancelled: return SNAPVK_CANCELLED;
+    case ErrorKind::Internal: return SNAPVK_INTERNAL;
+  }
+  return SNAPVK_INTERNAL;
 }
 
-// The host code speaks of CLI options ("--kv-budget", "raise -c"): name the API's fields instead.
-std::string api_words(std::string m) {
-  for (size_t p = m.find("--kv-"); p != std::string::npos; p = m.find("--kv-", p)) {
-    m.replace(p, 5, "kv_");
-    for (size_t i = p + 3; i < m.size() && (std::isalnum(static_cast<unsigned char>(m[i])) || m[i] == '-'); ++i)
-      if (m[i] == '-') m[i] = '_';
+// The snapvk_session_options field an option error is about.
+const char* field_of(Param p) {
+  switch (p) {
+    case Param::None: return nullptr;
+    case Param::KvPolicy: return "kv_policy";
+    case Param::KvBudget: return "kv_budget";
+    case Param::KvRatio: return "kv_ratio";
+    case Param::KvWindow: return "kv_window";
+    case Param::KvKernel: return "kv_kernel";
+    case Param::KvPool: return "kv_pool";
+    case Param::KvGqa: return "kv_gqa";
+    case Param::KvType: return "kv_type";
+    case Param::NCtx: return "n_ctx";
+    case Param::NBatch: return "n_batch";
   }
-  for (size_t p = m.find("raise -c"); p != std::string::npos; p = m.find("raise -c", p)) m.replace(p, 8, "raise n_ctx");
+  return nullptr;
+}
+
+// The message as this API's users read it: an option error names its field.
+std::string api_message(const Error& e) {
+  std::string m = e.what();
+  if (const char* field = field_of(e.param())) m += std::string(" (snapvk_session_options.") + field + ")";
   return m;
 }
 
@@ -91,19 +99,18 @@ snapvk_status fail(const char* fn, snapvk_status s, const char* msg) noexcept {
 
 void ensure_logging();
 
+// Runs an entry point's body: its status, or the status of what it threw (a snapvk::Error's
+// by its kind) with snapvk_last_error() set.
 template <class F>
-snapvk_status guarded(const char* fn, snapvk_status fallback, F&& f) noexcept {
+snapvk_status guarded(const char* fn, F&& f) noexcept {
   t_last_error.clear();
   try {
     ensure_logging();
     return f();
-  } catch (const Cancelled&) {
-    return fail(fn, SNAPVK_CANCELLED, "cancelled");
   } catch (const ApiError& e) {
     return fail(fn, e.status, e.what());
   } catch (const Error& e) {
-    const std::string m = api_words(e.what());
-    return fail(fn, classify(m, fallback), m.c_str());
+    return fail(fn, status_of(e.kind()), api_message(e).c_str());
   } catch (const std::bad_alloc&) {
     return fail(fn, SNAPVK_OUT_OF_MEMORY, "out of host memory");
   } catch (const std::exception& e) {
@@ -363,11 +370,7 @@ SessionOptions to_session_options(const snapvk_session_options& o) {
   kv.kernel = o.kv_kernel ? o.kv_kernel : 7;
   kv.avg_pool = o.kv_pool == SNAPVK_KV_POOL_AVG;
   kv.gqa = o.kv_gqa == SNAPVK_KV_GQA_MAX ? GqaAgg::Max : o.kv_gqa == SNAPVK_KV_GQA_SUM ? GqaAgg::Sum : GqaAgg::Mean;
-  try {
-    kv.validate();
-  } catch (const Error& e) {
-    invalid(api_words(e.what()));
-  }
+  kv.validate();
   return so;
 }
 
@@ -414,7 +417,7 @@ void prefill(snapvk_session* s, std::span<const int32_t> tokens) {
       s->history.clear();
       s->have_logits = false;
     }
-    if (partial) throw Error(std::string(e.what()) + " (the session held part of the prompt and was reset)");
+    if (partial) throw Error(e.kind(), std::string(e.what()) + " (the session held part of the prompt and was reset)", e.param());
     throw;
   }
   s->cancel.store(false);  // a request that came too late for this call is dropped with it
@@ -451,7 +454,7 @@ SNAPVK_API uint32_t snapvk_abi_version(void) { return SNAPVK_ABI_VERSION; }
 SNAPVK_API const char* snapvk_version_string(void) { return SNAPVK_VERSION; }
 
 SNAPVK_API snapvk_status snapvk_set_log_level(int32_t level) {
-  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+  return guarded(__func__, [&] {
     spdlog::level::level_enum l;
     switch (level) {
       case SNAPVK_LOG_TRACE: l = spdlog::level::trace; break;
@@ -468,7 +471,7 @@ SNAPVK_API snapvk_status snapvk_set_log_level(int32_t level) {
 }
 
 SNAPVK_API snapvk_status snapvk_set_log_callback(snapvk_log_fn fn, void* user_data) {
-  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+  return guarded(__func__, [&] {
     std::lock_guard<std::mutex> lock(g_log_mutex);
     g_log_fn = fn;
     g_log_user = fn ? user_data : nullptr;
@@ -494,7 +497,7 @@ static void fill_device_info(const DeviceInfo& d, snapvk_device_info* out) {
 }
 
 SNAPVK_API snapvk_status snapvk_device_count(uint32_t* count) {
-  return guarded(__func__, SNAPVK_DEVICE, [&] {
+  return guarded(__func__, [&] {
     if (!count) invalid("count is NULL");
     *count = 0;
     *count = uint32_t(Context::list_devices().size());
@@ -503,7 +506,7 @@ SNAPVK_API snapvk_status snapvk_device_count(uint32_t* count) {
 }
 
 SNAPVK_API snapvk_status snapvk_device_describe(uint32_t index, snapvk_device_info* info) {
-  return guarded(__func__, SNAPVK_DEVICE, [&] {
+  return guarded(__func__, [&] {
     check_out_struct(info, "info");
     const auto devices = Context::list_devices();
     if (index >= devices.size())
@@ -515,7 +518,7 @@ SNAPVK_API snapvk_status snapvk_device_describe(uint32_t index, snapvk_device_in
 }
 
 SNAPVK_API snapvk_status snapvk_device_create(const snapvk_device_options* options, snapvk_device** out) {
-  return guarded(__func__, SNAPVK_DEVICE, [&] {
+  return guarded(__func__, [&] {
     if (!out) invalid("out is NULL");
     *out = nullptr;
     const snapvk_device_options o = read_struct(options, "snapvk_device_options");
@@ -540,7 +543,7 @@ SNAPVK_API void snapvk_device_free(snapvk_device* device) {
 }
 
 SNAPVK_API snapvk_status snapvk_device_get_info(const snapvk_device* device, snapvk_device_info* info) {
-  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+  return guarded(__func__, [&] {
     DeviceImpl& d = device_of(device);
     check_out_struct(info, "info");
     fill_device_info(d.ctx.info(), info);
@@ -549,7 +552,7 @@ SNAPVK_API snapvk_status snapvk_device_get_info(const snapvk_device* device, sna
 }
 
 SNAPVK_API snapvk_status snapvk_device_get_memory(const snapvk_device* device, snapvk_device_memory* memory) {
-  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+  return guarded(__func__, [&] {
     DeviceImpl& d = device_of(device);
     check_out_struct(memory, "memory");
     snapvk_device_memory m{};
@@ -566,7 +569,7 @@ SNAPVK_API snapvk_status snapvk_device_get_memory(const snapvk_device* device, s
 
 SNAPVK_API snapvk_status snapvk_model_load(snapvk_device* device, const char* path, const snapvk_model_options* options,
                                            snapvk_model** out) {
-  return guarded(__func__, SNAPVK_BAD_MODEL, [&]() -> snapvk_status {
+  return guarded(__func__, [&]() -> snapvk_status {
     if (!out) invalid("out is NULL");
     *out = nullptr;
     DeviceImpl& d = device_of(device);
@@ -582,17 +585,9 @@ SNAPVK_API snapvk_status snapvk_model_load(snapvk_device* device, const char* pa
     if (std::filesystem::is_directory(st)) throw ApiError(SNAPVK_IO, std::string(path) + ": is a directory");
     if (std::FILE* f = std::fopen(path, "rb")) std::fclose(f);
     else throw ApiError(SNAPVK_IO, std::string(path) + ": cannot open: " + std::strerror(errno));
-    try {
-      auto handle = std::make_unique<snapvk_model>();
-      handle->impl = std::make_shared<ModelImpl>(device->impl, path);
-      *out = handle.release();
-    } catch (const Error& e) {
-      const std::string m = e.what();
-      if (contains(m, ": cannot open") || contains(m, ": cannot stat") || contains(m, ": cannot map") ||
-          contains(m, ": not a regular file"))
-        throw ApiError(SNAPVK_IO, m);
-      throw;
-    }
+    auto handle = std::make_unique<snapvk_model>();
+    handle->impl = std::make_shared<ModelImpl>(device->impl, path);
+    *out = handle.release();
     return SNAPVK_OK;
   });
 }
@@ -607,7 +602,7 @@ SNAPVK_API void snapvk_model_free(snapvk_model* model) {
 }
 
 SNAPVK_API snapvk_status snapvk_model_get_info(const snapvk_model* model, snapvk_model_info* info) {
-  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+  return guarded(__func__, [&] {
     const Model& m = model_of(model).model;
     check_out_struct(info, "info");
     const ModelConfig& c = m.config();
@@ -632,7 +627,7 @@ SNAPVK_API snapvk_status snapvk_model_get_info(const snapvk_model* model, snapvk
 
 SNAPVK_API snapvk_status snapvk_tokenize(const snapvk_model* model, const char* text, uint32_t flags, int32_t* tokens,
                                          size_t capacity, size_t* n_tokens) {
-  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+  return guarded(__func__, [&] {
     const Model& m = model_of(model).model;
     if (!text) invalid("text is NULL");
     if (!n_tokens) invalid("n_tokens is NULL");
@@ -652,7 +647,7 @@ SNAPVK_API snapvk_status snapvk_tokenize(const snapvk_model* model, const char* 
 
 SNAPVK_API snapvk_status snapvk_detokenize(const snapvk_model* model, const int32_t* tokens, size_t n_tokens,
                                            uint32_t flags, char* text, size_t capacity, size_t* length) {
-  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+  return guarded(__func__, [&] {
     const Model& m = model_of(model).model;
     if (!tokens && n_tokens) invalid("tokens is NULL but n_tokens is " + std::to_string(n_tokens));
     if (!length) invalid("length is NULL");
@@ -678,7 +673,7 @@ SNAPVK_API snapvk_status snapvk_detokenize(const snapvk_model* model, const int3
 
 SNAPVK_API snapvk_status snapvk_session_create(snapvk_model* model, const snapvk_session_options* options,
                                                snapvk_session** out) {
-  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+  return guarded(__func__, [&] {
     if (!out) invalid("out is NULL");
     *out = nullptr;
     ModelImpl& m = model_of(model);
@@ -710,7 +705,7 @@ SNAPVK_API void snapvk_session_free(snapvk_session* session) {
 }
 
 SNAPVK_API snapvk_status snapvk_session_prefill_text(snapvk_session* session, const char* text) {
-  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+  return guarded(__func__, [&] {
     SessionUse use(session, SessionUse::Mutating);
     if (!text) invalid("text is NULL");
     const Tokenizer& tok = session->model->model.tokenizer();
@@ -722,7 +717,7 @@ SNAPVK_API snapvk_status snapvk_session_prefill_text(snapvk_session* session, co
 }
 
 SNAPVK_API snapvk_status snapvk_session_prefill_tokens(snapvk_session* session, const int32_t* tokens, size_t n_tokens) {
-  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+  return guarded(__func__, [&] {
     SessionUse use(session, SessionUse::Mutating);
     if (!tokens) invalid("tokens is NULL");
     if (n_tokens == 0) invalid("n_tokens is 0");
@@ -734,7 +729,7 @@ SNAPVK_API snapvk_status snapvk_session_prefill_tokens(snapvk_session* session, 
 SNAPVK_API snapvk_status snapvk_session_generate(snapvk_session* session, const snapvk_sampling_params* params,
                                                  uint32_t max_tokens, snapvk_token_fn on_token, void* user_data,
                                                  snapvk_generate_result* result) {
-  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+  return guarded(__func__, [&] {
     SessionUse use(session, SessionUse::Mutating);
     if (result) check_out_struct(result, "result");
     const snapvk_sampling_params p = read_struct(params, "snapvk_sampling_params");
@@ -786,7 +781,7 @@ SNAPVK_API snapvk_status snapvk_session_generate(snapvk_session* session, const 
 }
 
 SNAPVK_API snapvk_status snapvk_session_get_logits(snapvk_session* session, const float** logits, size_t* n_vocab) {
-  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+  return guarded(__func__, [&] {
     SessionUse use(session, SessionUse::ReadOnly);
     if (!logits) invalid("logits is NULL");
     if (!n_vocab) invalid("n_vocab is NULL");
@@ -798,7 +793,7 @@ SNAPVK_API snapvk_status snapvk_session_get_logits(snapvk_session* session, cons
 }
 
 SNAPVK_API snapvk_status snapvk_session_get_kv_stats(snapvk_session* session, snapvk_kv_stats* stats) {
-  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+  return guarded(__func__, [&] {
     SessionUse use(session, SessionUse::ReadOnly);
     check_out_struct(stats, "stats");
     const Session& sess = *session->session;
@@ -827,7 +822,7 @@ SNAPVK_API snapvk_status snapvk_session_get_kv_stats(snapvk_session* session, sn
 }
 
 SNAPVK_API snapvk_status snapvk_session_reset(snapvk_session* session) {
-  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+  return guarded(__func__, [&] {
     SessionUse use(session, SessionUse::Mutating);
     session->session->reset();
     session->history.clear();
@@ -838,7 +833,7 @@ SNAPVK_API snapvk_status snapvk_session_reset(snapvk_session* session) {
 }
 
 SNAPVK_API snapvk_status snapvk_session_cancel(snapvk_session* session) {
-  return guarded(__func__, SNAPVK_INVALID_ARGUMENT, [&] {
+  return guarded(__func__, [&] {
     check_session(session);
     session->cancel.store(true);
     return SNAPVK_OK;

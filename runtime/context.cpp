@@ -29,7 +29,9 @@ void vk_fail(VkResult r, const char* expr, const char* file, int line) {
   std::string what = std::string(vk_result_name(r)) + " from " + expr + " at " + file + ":" + std::to_string(line);
   if (r == VK_ERROR_DEVICE_LOST) what = "Vulkan device lost: " + what;
   if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY) what = "out of device memory: " + what;
-  throw Error(what);
+  const bool memory = r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY ||
+                      r == VK_ERROR_OUT_OF_POOL_MEMORY;
+  throw Error(memory ? ErrorKind::OutOfMemory : ErrorKind::Device, what);
 }
 
 std::string DeviceInfo::type_name() const {
@@ -205,10 +207,10 @@ VkInstance make_instance(bool validation, bool sync_validation) {
   VkValidationFeaturesEXT vf{VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT};
   if (validation) {
     if (!has_layer("VK_LAYER_KHRONOS_validation"))
-      throw Error("validation requested but VK_LAYER_KHRONOS_validation is not installed (apt-get install vulkan-validationlayers)");
+      throw Error(ErrorKind::Device, "validation requested but VK_LAYER_KHRONOS_validation is not installed (apt-get install vulkan-validationlayers)");
     layers.push_back("VK_LAYER_KHRONOS_validation");
     if (!has_instance_ext(VK_EXT_DEBUG_UTILS_EXTENSION_NAME))
-      throw Error("validation requested but " VK_EXT_DEBUG_UTILS_EXTENSION_NAME " is missing");
+      throw Error(ErrorKind::Device, "validation requested but " VK_EXT_DEBUG_UTILS_EXTENSION_NAME " is missing");
     exts.push_back(VK_EXT_DEBUG_UTILS_EXTENSION_NAME);
     if (sync_validation) {
       vf.enabledValidationFeatureCount = 1;
@@ -224,7 +226,7 @@ VkInstance make_instance(bool validation, bool sync_validation) {
   VkInstance inst = VK_NULL_HANDLE;
   VkResult r = vkCreateInstance(&ci, nullptr, &inst);
   if (r == VK_ERROR_INCOMPATIBLE_DRIVER || r == VK_ERROR_INITIALIZATION_FAILED)
-    throw Error("no Vulkan driver found (" + std::string(vk_result_name(r)) +
+    throw Error(ErrorKind::Device, "no Vulkan driver found (" + std::string(vk_result_name(r)) +
                 "): install a GPU driver, or Mesa's lavapipe for the CPU (apt-get install mesa-vulkan-drivers)");
   VK_CHECK(r);
   return inst;
@@ -287,12 +289,12 @@ Context::Context(const ContextOptions& opts) {
       mi.pUserData = this;
       auto create = reinterpret_cast<PFN_vkCreateDebugUtilsMessengerEXT>(
           vkGetInstanceProcAddr(instance_, "vkCreateDebugUtilsMessengerEXT"));
-      if (!create) throw Error("validation requested but vkCreateDebugUtilsMessengerEXT is unavailable");
+      if (!create) throw Error(ErrorKind::Device, "validation requested but vkCreateDebugUtilsMessengerEXT is unavailable");
       VK_CHECK(create(instance_, &mi, nullptr, &messenger_));
     }
 
     auto pds = physical_devices(instance_);
-    if (pds.empty()) throw Error(kNoDevice);
+    if (pds.empty()) throw Error(ErrorKind::Device, kNoDevice);
     std::vector<DeviceInfo> infos;
     for (uint32_t i = 0; i < pds.size(); ++i) infos.push_back(describe(pds[i], i));
 
@@ -305,28 +307,28 @@ Context::Context(const ContextOptions& opts) {
       if (numeric) {
         unsigned long idx = std::stoul(want);
         if (idx >= pds.size())
-          throw Error("device index " + want + " out of range: " + std::to_string(pds.size()) + " device(s) (see `snapvk devices`)");
+          throw Error(ErrorKind::Device, "device index " + want + " out of range: " + std::to_string(pds.size()) + " device(s) (see `snapvk devices`)");
         chosen = int(idx);
       } else {
         for (auto& di : infos)
           if (lower(di.name).find(lower(want)) != std::string::npos) { chosen = int(di.index); break; }
-        if (chosen < 0) throw Error("no Vulkan device matches '" + want + "' (see `snapvk devices`)");
+        if (chosen < 0) throw Error(ErrorKind::Device, "no Vulkan device matches '" + want + "' (see `snapvk devices`)");
       }
     } else {
       for (auto& di : infos) {
         if (compute_queue_family(pds[di.index]) < 0 || di.api_version < VK_API_VERSION_1_2) continue;
         if (chosen < 0 || type_rank(di.type) < type_rank(infos[chosen].type)) chosen = int(di.index);
       }
-      if (chosen < 0) throw Error(kNoDevice);
+      if (chosen < 0) throw Error(ErrorKind::Device, kNoDevice);
     }
     phys_ = pds[chosen];
     info_ = infos[chosen];
     if (info_.api_version < VK_API_VERSION_1_2)
-      throw Error("device '" + info_.name + "' supports Vulkan " + info_.api_string() + "; snapvk needs 1.2 or newer");
+      throw Error(ErrorKind::Device, "device '" + info_.name + "' supports Vulkan " + info_.api_string() + "; snapvk needs 1.2 or newer");
     if (!info_.subgroup_arithmetic)
-      throw Error("device '" + info_.name + "' lacks subgroup arithmetic in compute shaders, which snapvk's reductions need");
+      throw Error(ErrorKind::Device, "device '" + info_.name + "' lacks subgroup arithmetic in compute shaders, which snapvk's reductions need");
     int qf = compute_queue_family(phys_);
-    if (qf < 0) throw Error("device '" + info_.name + "' has no compute queue");
+    if (qf < 0) throw Error(ErrorKind::Device, "device '" + info_.name + "' has no compute queue");
     queue_family_ = uint32_t(qf);
 
     // Enable exactly the optional features that are present; kernels pick variants by info_.
@@ -470,7 +472,7 @@ void Context::wait_fence(VkFence fence) const {
     hung_ = true;
     char secs[32];
     std::snprintf(secs, sizeof secs, "%g", double(fence_timeout_ns_) * 1e-9);
-    throw Error("GPU work did not finish within " + std::string(secs) + " s on " + info_.name + " (" +
+    throw Error(ErrorKind::Device, "GPU work did not finish within " + std::string(secs) + " s on " + info_.name + " (" +
                 fence_timeout_from_ + "); the device may be hung and this context is unusable");
   }
   if (r == VK_ERROR_DEVICE_LOST) lost_ = true;
@@ -480,7 +482,7 @@ void Context::wait_fence(VkFence fence) const {
 
 void Context::check_usable() const {
   if (hung_ || lost_)
-    throw Error(std::string("the Vulkan device ") + info_.name + " is unusable after " +
+    throw Error(ErrorKind::Device, std::string("the Vulkan device ") + info_.name + " is unusable after " +
                 (hung_ ? "GPU work timed out" : "it was lost") + "; create a new context (or session) to go on");
 }
 

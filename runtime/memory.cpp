@@ -52,7 +52,7 @@ void MemoryTracker::reserve(uint64_t bytes, const std::string& what) {
     const uint64_t now = current_.load() + held_;
     if (rest > limit || now > limit - rest) {  // not now + rest > limit: that sum can wrap
       if (h) h->left_ += from_hold, held_ += from_hold;
-      throw Error("device memory budget exceeded: " + what + " needs " + format_bytes(bytes) + ", " +
+      throw Error(ErrorKind::OutOfMemory, "device memory budget exceeded: " + what + " needs " + format_bytes(bytes) + ", " +
                   format_bytes(now) + " in use of a budget of " + format_bytes(limit));
     }
     current_.fetch_add(bytes);
@@ -71,7 +71,7 @@ MemoryTracker::Hold MemoryTracker::hold(uint64_t bytes,
   if (!limit) return h;
   std::lock_guard<std::mutex> lock(budget_mutex_);
   const uint64_t now = current_.load() + held_;
-  if (bytes > limit || now > limit - bytes) throw Error(refused(now, limit));
+  if (bytes > limit || now > limit - bytes) throw Error(ErrorKind::OutOfMemory, refused(now, limit));
   held_ += bytes;
   h.tracker_ = this;
   h.left_ = bytes;
@@ -111,7 +111,7 @@ Buffer::Buffer(Context& ctx, uint64_t bytes, BufferKind kind, std::string name) 
   uint64_t largest_heap = 0;
   for (const MemoryHeapInfo& h : ctx.info().heaps) largest_heap = std::max(largest_heap, h.size);
   if (largest_heap && bytes > largest_heap)
-    throw Error("out of device memory: buffer '" + name_ + "' of " + std::to_string(bytes) +
+    throw Error(ErrorKind::OutOfMemory, "out of device memory: buffer '" + name_ + "' of " + std::to_string(bytes) +
                 " bytes is larger than the device's largest memory heap (" + std::to_string(largest_heap) + " bytes)");
   const uint64_t create_size = bytes ? bytes : 4;
   VkBufferCreateInfo bi{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
@@ -137,7 +137,7 @@ Buffer::Buffer(Context& ctx, uint64_t bytes, BufferKind kind, std::string name) 
   if (type < 0) {
     vkDestroyBuffer(ctx.device(), buffer_, nullptr);
     buffer_ = VK_NULL_HANDLE;
-    throw Error("no suitable memory type for buffer '" + name_ + "'");
+    throw Error(ErrorKind::Device, "no suitable memory type for buffer '" + name_ + "'");
   }
   try {
     // The budget is on device memory: staging buffers live in host memory on discrete GPUs.
@@ -157,7 +157,7 @@ Buffer::Buffer(Context& ctx, uint64_t bytes, BufferKind kind, std::string name) 
     vkDestroyBuffer(ctx.device(), buffer_, nullptr);
     buffer_ = VK_NULL_HANDLE;
     if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY)
-      throw Error("out of device memory allocating " + std::to_string(req.size) + " bytes for '" + name_ + "' (" +
+      throw Error(ErrorKind::OutOfMemory, "out of device memory allocating " + std::to_string(req.size) + " bytes for '" + name_ + "' (" +
                   std::to_string(ctx.memory().current()) + " bytes already allocated, device-local heap " +
                   std::to_string(ctx.info().device_local_bytes()) + " bytes)");
     VK_CHECK(r);

@@ -24,8 +24,9 @@ class MemoryTracker {
   uint64_t peak() const { return peak_.load(); }
   uint64_t allocations() const { return count_.load(); }
   void reset_peak() { peak_.store(current_.load()); }
-  // An upper bound on device bytes (0: none). Allocations beyond it fail with snapvk::Error,
-  // so that a process keeps within a share of a GPU and the limit is testable on any device.
+  // An upper bound on device bytes (0: none). Allocations beyond it fail with snapvk::Error
+  // (OutOfMemory), so that a process keeps within a share of a GPU and the limit is testable
+  // on any device.
   void set_budget(uint64_t bytes) { budget_.store(bytes); }
   uint64_t budget() const { return budget_.load(); }
   // Reserves bytes against the budget; throws naming `what` when they do not fit.
@@ -35,7 +36,7 @@ class MemoryTracker {
   // lives: they draw from it (what is left returns when it ends), and other threads' cannot
   // take it. Checking and holding are one step, so two sessions created at once cannot both
   // pass a check that only one of them fits. When the bytes do not fit, throws
-  // snapvk::Error(refused(in_use, budget)), in_use counting other holds. No budget: no-op.
+  // snapvk::Error(OutOfMemory, refused(in_use, budget)), in_use counting other holds. No budget: no-op.
   // A Hold lives in the scope (and thread) that made it; holds nest, innermost ending first.
   class Hold {
    public:

@@ -18,11 +18,12 @@ const char* vk_result_name(VkResult r);
       ::snapvk::vk_fail(vk_check_result_, #expr, __FILE__, __LINE__);          \
   } while (0)
 
-// Shape invariants: cheap, kept in release builds, and they throw instead of aborting
-// so that an embedding app survives a caller's mistake.
+// Shape invariants: cheap, kept in release builds, and they throw (ErrorKind::Internal)
+// instead of aborting so that an embedding app survives a caller's mistake.
 #define SNAPVK_ASSERT(cond, msg)                                               \
   do {                                                                         \
     if (!(cond))                                                               \
-      throw ::snapvk::Error(std::string(msg) + " (" #cond ", " __FILE__ ":" +  \
+      throw ::snapvk::Error(::snapvk::ErrorKind::Internal,                     \
+                            std::string(msg) + " (" #cond ", " __FILE__ ":" +  \
                             std::to_string(__LINE__) + ")");                   \
   } while (0)

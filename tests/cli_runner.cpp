@@ -48,7 +48,7 @@ CliResult run_cli(const std::vector<std::string>& args, int timeout_s) {
   pid_t pid = 0;
   const int rc = posix_spawn(&pid, all[0].c_str(), &fa, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) throw Error("cannot start " + all[0] + ": " + std::strerror(rc));
+  if (rc != 0) throw Error(ErrorKind::Io, "cannot start " + all[0] + ": " + std::strerror(rc));
   CliResult r;
   int status = 0;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);

@@ -34,7 +34,7 @@ void init() {
 
 Context& gpu() {
   init();
-  if (!g_ctx) throw Error("no usable Vulkan device for GPU tests: " + g_error);
+  if (!g_ctx) throw Error(ErrorKind::Device, "no usable Vulkan device for GPU tests: " + g_error);
   return *g_ctx;
 }
 

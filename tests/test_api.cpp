@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
@@ -506,6 +507,60 @@ TEST_F(ApiTest, BadModelFilesGiveIoOrBadModel) {
   EXPECT_EQ(snapvk_model_load(device(), empty.string().c_str(), nullptr, &m), SNAPVK_BAD_MODEL) << snapvk_last_error();
   std::filesystem::remove(empty);
   EXPECT_EQ(m, nullptr);
+}
+
+// Each kind of failure reaches the caller as its status: the kind is set where the error is
+// thrown (runtime/error.h), not read from its message. An option's error names its field.
+TEST_F(ApiTest, EachErrorKindReachesTheCallerAsItsStatus) {
+  snapvk_model* m = nullptr;
+  // IO from the GGUF reader itself, past the API's checks of the path: a character device.
+  EXPECT_EQ(snapvk_model_load(device(), "/dev/null", nullptr, &m), SNAPVK_IO) << snapvk_last_error();
+  EXPECT_NE(std::string(snapvk_last_error()).find("not a regular file"), std::string::npos) << snapvk_last_error();
+  // BAD_MODEL: a GGUF cut short.
+  std::string head(4096, '\0');
+  std::ifstream(model_path("stories260K.gguf"), std::ios::binary).read(head.data(), std::streamsize(head.size()));
+  const auto cut = std::filesystem::temp_directory_path() / ("snapvk_api_cut_" + std::to_string(getpid()) + ".gguf");
+  std::ofstream(cut, std::ios::binary) << head;
+  EXPECT_EQ(snapvk_model_load(device(), cut.string().c_str(), nullptr, &m), SNAPVK_BAD_MODEL) << snapvk_last_error();
+  EXPECT_NE(std::string(snapvk_last_error()).find("past end of file"), std::string::npos) << snapvk_last_error();
+  std::filesystem::remove(cut);
+  // OUT_OF_MEMORY: a device budget smaller than the model's weights.
+  snapvk_device_options small{};
+  small.struct_size = sizeof small;
+  small.max_device_memory = 64 * 1024;
+  snapvk_device* d = nullptr;
+  ASSERT_EQ(snapvk_device_create(&small, &d), SNAPVK_OK) << snapvk_last_error();
+  EXPECT_EQ(snapvk_model_load(d, model_path("stories260K.gguf").c_str(), nullptr, &m), SNAPVK_OUT_OF_MEMORY)
+      << snapvk_last_error();
+  EXPECT_NE(std::string(snapvk_last_error()).find("budget"), std::string::npos) << snapvk_last_error();
+  snapvk_device_free(d);
+  EXPECT_EQ(m, nullptr);
+  // DEVICE: no device of that name.
+  snapvk_device_options named{};
+  named.struct_size = sizeof named;
+  named.device = "no-such-gpu-xyz";
+  d = nullptr;
+  EXPECT_EQ(snapvk_device_create(&named, &d), SNAPVK_DEVICE) << snapvk_last_error();
+  EXPECT_NE(std::string(snapvk_last_error()).find("no Vulkan device matches"), std::string::npos) << snapvk_last_error();
+  EXPECT_EQ(d, nullptr);
+  // INVALID_ARGUMENT, with the field of snapvk_session_options to change.
+  snapvk_session* s = nullptr;
+  auto o = session_options(128, "snapkv", 16, 32);
+  EXPECT_EQ(snapvk_session_create(model(), &o, &s), SNAPVK_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(snapvk_last_error())
+                .find("the KV window (32) must be smaller than the KV budget (16); the budget includes the window "
+                      "(snapvk_session_options.kv_window)"),
+            std::string::npos)
+      << snapvk_last_error();
+  EXPECT_EQ(s, nullptr);
+  o = session_options(16);
+  ASSERT_EQ(snapvk_session_create(model(), &o, &s), SNAPVK_OK) << snapvk_last_error();
+  EXPECT_EQ(snapvk_session_prefill_text(s, story(3).c_str()), SNAPVK_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(snapvk_last_error()).find("does not fit the context"), std::string::npos) << snapvk_last_error();
+  EXPECT_NE(std::string(snapvk_last_error()).find("(snapvk_session_options.n_ctx)"), std::string::npos)
+      << snapvk_last_error();
+  snapvk_session_free(s);
+  // CANCELLED: CancelRequestedWhileIdleStopsTheNextCallAndResetDropsIt and the tests around it.
 }
 
 TEST_F(ApiTest, OverBudgetSessionIsRefusedAndOthersAreUnharmed) {

@@ -257,6 +257,19 @@ TEST_F(BadInput, BadCliValues) {
   expect_error({"frobnicate"}, "subcommand");  // CLI11 reports the missing subcommand first
 }
 
+// host/ names the quantity ("the KV window"); the CLI adds the flag that sets it.
+TEST_F(BadInput, OptionErrorsNameTheFlag) {
+  const std::string m = file("good.gguf");
+  expect_error({"run", "-m", m, "-p", "hi", "--kv-policy", "snapkv", "--kv-budget", "16", "--kv-window", "32"},
+               "the KV window (32) must be smaller than the KV budget (16); the budget includes the window (option --kv-window)");
+  expect_error({"run", "-m", m, "-p", "hi", "--kv-policy", "snapkv", "--kv-budget", "64", "--kv-kernel", "4"},
+               "(option --kv-kernel)");
+  expect_error({"run", "-m", m, "-p", "hi", "--kv-type", "q8_0"}, "multiple of 32 (this model's is 16) (option --kv-type)");
+  expect_error({"run", "-m", m, "-p", "hi", "-c", "99999999"}, "n_ctx 99999999 is out of range (1..16777216) (option --ctx-size)");
+  expect_error({"profile", "-m", m, "--contexts", "64", "--kv-policy", "snapkv", "--kv-budget", "8", "--kv-window", "8"},
+               "(option --kv-window)");
+}
+
 TEST_F(BadInput, BadSynthAndConvertArguments) {
   expect_error({"synth", "--preset", "huge", "-o", file("x.gguf")}, "unknown preset 'huge'");
   expect_error({"synth", "--shape", "dim=64,layers=1,heads=3,ff=128,vocab=300", "-o", file("x.gguf")},

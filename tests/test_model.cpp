@@ -38,7 +38,7 @@ std::vector<int32_t> parse_ids(const std::string& line) {
 
 std::vector<ReferenceRun> load_reference_runs() {
   std::ifstream in(model_path("reference/llama2c-stories260K-greedy-tokens.txt"));
-  if (!in) throw Error("missing reference/llama2c-stories260K-greedy-tokens.txt under " + models_dir().string());
+  if (!in) throw Error(ErrorKind::Io, "missing reference/llama2c-stories260K-greedy-tokens.txt under " + models_dir().string());
   std::vector<ReferenceRun> runs;
   bool in_run = false;
   for (std::string line; std::getline(in, line);) {

@@ -306,7 +306,7 @@ TEST(Overflow, MemoryModelRefusesWhatWouldWrapAndIsExactAtTheEdge) {
   bad([](MemoryQuery& q) { q.prompt_len = kU32Max; }, "memory model: prompt length 4294967295 is out of range (0..16777216)");
   bad([](MemoryQuery& q) { q.decode_chunk = 0; }, "memory model: decode_chunk must be at least 1");  // was a division by zero
   bad([](MemoryQuery& q) { q.kv_type = KvType(7); }, "memory model: unknown KV type 7");
-  bad([](MemoryQuery& q) { q.kv.policy = KvPolicy::SnapKV, q.kv.budget = 64, q.kv.window = kU32Max; }, "--kv-window 4294967295 is too large");
+  bad([](MemoryQuery& q) { q.kv.policy = KvPolicy::SnapKV, q.kv.budget = 64, q.kv.window = kU32Max; }, "KV window 4294967295 is too large");
   bad([](MemoryQuery&) {}, "memory model: peak bytes (18446744073709551615 + ", kU64Max);
   // The largest legal shape: every figure is the exact product (it would not fit 32 bits, and
   // the old 2^64-bit sums never get near wrapping).
@@ -330,10 +330,10 @@ TEST(Overflow, KvPolicyBudgetsWindowsAndSumsCannotWrap) {
     edit(o);
     expect_error([&] { o.validate(); }, what);
   };
-  bad([](KvPolicyOptions& o) { o.budget = kU32Max; }, "--kv-budget 4294967295 is too large (at most 16777216)");
-  bad([](KvPolicyOptions& o) { o.budget = 0, o.ratio = 0.5f, o.window = kU32Max; }, "--kv-window 4294967295 is too large");
+  bad([](KvPolicyOptions& o) { o.budget = kU32Max; }, "KV budget 4294967295 is too large (at most 16777216)");
+  bad([](KvPolicyOptions& o) { o.budget = 0, o.ratio = 0.5f, o.window = kU32Max; }, "KV window 4294967295 is too large");
   // kernel / 2 is added to a position in a 32-bit int on the GPU (shaders/pool.comp).
-  bad([](KvPolicyOptions& o) { o.kernel = kU32Max; }, "--kv-kernel 4294967295 is too large");
+  bad([](KvPolicyOptions& o) { o.kernel = kU32Max; }, "pooling kernel size 4294967295 is too large");
   // sinks + window used to wrap past the budget check: 2^32 - 4 + 8 = 4.
   bad([](KvPolicyOptions& o) { o.policy = KvPolicy::StreamingLLM, o.sinks = kU32Max - 3; }, "sinks 4294967292 is too large");
   // budget_for: window + 1 with a ratio budget.
@@ -409,9 +409,9 @@ TEST_F(OverflowGpu, SessionRefusesHostileOptionsBeforeAllocating) {
   };
   bad([](SessionOptions& o) { o.n_ctx = kU32Max; }, "n_ctx 4294967295 is out of range (1..16777216)");
   bad([](SessionOptions& o) { o.n_ctx = kMaxContext + 1; }, "n_ctx 16777217 is out of range");
-  bad([](SessionOptions& o) { o.kv.policy = KvPolicy::SnapKV, o.kv.budget = kU32Max; }, "--kv-budget 4294967295 is too large");
+  bad([](SessionOptions& o) { o.kv.policy = KvPolicy::SnapKV, o.kv.budget = kU32Max; }, "KV budget 4294967295 is too large");
   bad([](SessionOptions& o) { o.kv.policy = KvPolicy::SnapKV, o.kv.budget = 32, o.kv.kernel = kU32Max; },
-      "--kv-kernel 4294967295 is too large");
+      "pooling kernel size 4294967295 is too large");
   // A huge n_batch is clamped to n_ctx, not multiplied.
   SessionOptions o;
   o.n_ctx = 64, o.n_batch = kU32Max;
@@ -512,9 +512,9 @@ TEST_F(OverflowGpu, CApiSessionOptionsAreChecked) {
   };
   create([](snapvk_session_options& o) { o.n_ctx = kU32Max; }, "n_ctx 4294967295 is out of range");
   create([](snapvk_session_options& o) { o.kv_policy_name = "snapkv", o.kv_budget = kU32Max; },
-         "kv_budget 4294967295 is too large");
+         "KV budget 4294967295 is too large (at most 16777216) (snapvk_session_options.kv_budget)");
   create([](snapvk_session_options& o) { o.kv_policy_name = "snapkv", o.kv_ratio = 0.5f, o.kv_window = kU32Max; },
-         "kv_window 4294967295 is too large");
+         "KV window 4294967295 is too large (at most 16777216) (snapvk_session_options.kv_window)");
   snapvk_session_options o{};
   o.struct_size = sizeof o;
   o.n_ctx = 64;

@@ -335,13 +335,14 @@ TEST(SnapkvOptions, InvalidCombinationsAreRejected) {
       ADD_FAILURE() << "accepted: " << needle;
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+      EXPECT_EQ(e.kind(), ErrorKind::InvalidArgument) << e.what();
     }
   };
   bad([](KvPolicyOptions& o) { o.kernel = 4; }, "odd");
-  bad([](KvPolicyOptions& o) { o.window = 64; }, "smaller than --kv-budget");
-  bad([](KvPolicyOptions& o) { o.budget = 0; }, "--kv-ratio");
+  bad([](KvPolicyOptions& o) { o.window = 64; }, "smaller than the KV budget");
+  bad([](KvPolicyOptions& o) { o.budget = 0; }, "KV ratio");
   bad([](KvPolicyOptions& o) { o.ratio = 0.5f; }, "not both");
-  bad([](KvPolicyOptions& o) { o.budget = 0, o.ratio = 1.5f; }, "--kv-ratio");
+  bad([](KvPolicyOptions& o) { o.budget = 0, o.ratio = 1.5f; }, "KV ratio");
   bad([](KvPolicyOptions& o) { o.window = 0; }, "at least 1");
   bad([](KvPolicyOptions& o) { o.policy = KvPolicy::StreamingLLM, o.budget = 10; }, "sink");
 }

@@ -207,7 +207,7 @@ TEST(Synth, FailedLazyTensorLeavesNoFile) {
   GgufWriter w;
   w.set_string("general.architecture", "llama");
   w.add_tensor_lazy("a", GgmlType::F32, {4}, [](uint8_t* dst) { std::memset(dst, 0, 16); });
-  w.add_tensor_lazy("b", GgmlType::F32, {4}, [](uint8_t*) { throw Error("no data for b"); });
+  w.add_tensor_lazy("b", GgmlType::F32, {4}, [](uint8_t*) { throw Error(ErrorKind::Io, "no data for b"); });
   EXPECT_NE(error_of([&] { w.write(dir.file("x.gguf")); }).find("no data for b"), std::string::npos);
   EXPECT_FALSE(fs::exists(dir.file("x.gguf")));
   EXPECT_FALSE(fs::exists(dir.file("x.gguf.tmp")));

@@ -22,6 +22,36 @@ ContextOptions context_options(const Globals& g) {
   return o;
 }
 
+namespace {
+
+// The command-line option that sets a session option.
+const char* option_name(Param p) {
+  switch (p) {
+    case Param::None: return nullptr;
+    case Param::KvPolicy: return "--kv-policy";
+    case Param::KvBudget: return "--kv-budget";
+    case Param::KvRatio: return "--kv-ratio";
+    case Param::KvWindow: return "--kv-window";
+    case Param::KvKernel: return "--kv-kernel";
+    case Param::KvPool: return "--kv-pool";
+    case Param::KvGqa: return "--kv-gqa";
+    case Param::KvType: return "--kv-type";
+    case Param::NCtx: return "--ctx-size";
+    case Param::NBatch: return "--batch-size";
+  }
+  return nullptr;
+}
+
+// Whether the command that ran (or its chosen subcommand) has the option `name`.
+bool has_option(const CLI::App& app, const std::string& name) {
+  if (app.get_option_no_throw(name)) return true;
+  for (const CLI::App* sub : app.get_subcommands())
+    if (has_option(*sub, name)) return true;
+  return false;
+}
+
+}  // namespace
+
 Cli::Cli() : app_("snapvk: Llama-family inference on any Vulkan GPU, with SnapKV KV-cache compression") {
   app_.set_version_flag("--version", std::string("snapvk ") + SNAPVK_VERSION);
   app_.require_subcommand(1);
@@ -72,11 +102,19 @@ int Cli::main(int argc, const char* const* argv) {
   if (verbose_) log().set_level(spdlog::level::info);
   if (!log_level_.empty()) log().set_level(spdlog::level::from_str(log_level_));
 
+  const CLI::App* ran = nullptr;
   try {
     for (auto& [sub, run] : commands_)
-      if (*sub) return run();
+      if (*sub) {
+        ran = sub;
+        return run();
+      }
   } catch (const Error& e) {
-    std::fprintf(stderr, "snapvk: error: %s\n", e.what());
+    // An option's error names the flag that sets it, where this command has one (profile sets
+    // each run's context from --contexts, not --ctx-size).
+    const char* flag = option_name(e.param());
+    if (flag && ran && has_option(*ran, flag)) std::fprintf(stderr, "snapvk: error: %s (option %s)\n", e.what(), flag);
+    else std::fprintf(stderr, "snapvk: error: %s\n", e.what());
     return 1;
   } catch (const std::exception& e) {
     if (g_.check_only) throw;

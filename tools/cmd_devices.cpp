@@ -14,7 +14,7 @@ Runner add_devices(CLI::App&, const Globals& g) {
     if (g.check_only) return 0;
     auto devices = Context::list_devices();
     if (devices.empty())
-      throw Error("no Vulkan device found: install a GPU driver, or Mesa's lavapipe (apt-get install mesa-vulkan-drivers)");
+      throw Error(ErrorKind::Device, "no Vulkan device found: install a GPU driver, or Mesa's lavapipe (apt-get install mesa-vulkan-drivers)");
     for (const auto& d : devices) {
       std::printf("[%u] %s\n", d.index, d.name.c_str());
       std::printf("    type: %s   driver: %s   Vulkan %s\n", d.type_name().c_str(), d.driver.c_str(), d.api_string().c_str());
@@ -46,7 +46,7 @@ Runner add_selftest(CLI::App&, const Globals& g) {
                   r.tolerance, r.ms, r.pass() ? "ok" : "FAIL");
       failed += !r.pass();
     }
-    if (failed) throw Error(std::to_string(failed) + " kernel(s) failed the self-check");
+    if (failed) throw Error(ErrorKind::Device, std::to_string(failed) + " kernel(s) failed the self-check");
     std::printf("all kernels match their CPU reference\n");
     return 0;
   };

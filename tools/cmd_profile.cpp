@@ -75,7 +75,7 @@ std::vector<ProfileSpec> make_specs(const KvCliOptions& base, const std::string&
   std::vector<ProfileSpec> specs;
   for (const std::string& p : split(policies)) {
     const auto policy = parse_kv_policy(p);
-    if (!policy) throw Error("unknown --kv-policy '" + p + "' (full, snapkv, pyramidkv, streamingllm, h2o, adakv)");
+    if (!policy) throw Error(ErrorKind::InvalidArgument, "unknown --kv-policy '" + p + "' (full, snapkv, pyramidkv, streamingllm, h2o, adakv)");
     if (*policy == KvPolicy::Full) {
       if (keep_full && std::none_of(specs.begin(), specs.end(), [](const ProfileSpec& s) { return !s.kv.compresses(); }))
         specs.push_back({"full", KvPolicyOptions{}});
@@ -143,11 +143,11 @@ SynthShape synth_shape(const std::string& name, const std::string& type) {
   } else {
     std::string names;
     for (const auto& n : synth_preset_names()) names += (names.empty() ? "" : ", ") + n;
-    throw Error("unknown --synthetic '" + name + "' (a preset: " + names + "; or a shape such as dim=256,layers=4,heads=8,ff=704,vocab=4096)");
+    throw Error(ErrorKind::InvalidArgument, "unknown --synthetic '" + name + "' (a preset: " + names + "; or a shape such as dim=256,layers=4,heads=8,ff=704,vocab=4096)");
   }
   const auto t = parse_type(type);
   if (!t || !type_traits(static_cast<uint32_t>(*t))->supported)
-    throw Error("unsupported --weight-type '" + type + "' (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)");
+    throw Error(ErrorKind::InvalidArgument, "unsupported --weight-type '" + type + "' (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)");
   s.weight_type = *t;
   check_synth_shape(s);
   return s;
@@ -197,7 +197,7 @@ struct ProfileCli {
 };
 
 int profile(const ProfileCli& o, const Globals& g) {
-  if (!o.model.empty() && !o.synthetic.empty()) throw Error("give -m MODEL or --synthetic PRESET, not both");
+  if (!o.model.empty() && !o.synthetic.empty()) throw Error(ErrorKind::InvalidArgument, "give -m MODEL or --synthetic PRESET, not both");
   ProfileOptions po;
   po.gen = o.gen;
   po.n_batch = o.n_batch;
@@ -206,7 +206,7 @@ int profile(const ProfileCli& o, const Globals& g) {
   std::string budgets = o.budgets;
   if (budgets.empty() && !(o.kv.ratio > 0)) budgets = kDefaultBudget;
   po.specs = make_specs(o.kv, o.policies, budgets, false, po.kv_type);
-  if (po.n_batch == 0) throw Error("-b must be at least 1");
+  if (po.n_batch == 0) throw Error(ErrorKind::InvalidArgument, "-b must be at least 1");
 
   // The shape, for the dry run and the default contexts.
   std::optional<SynthShape> shape;
@@ -289,7 +289,7 @@ int needle(const NeedleCli& o, const Globals& g) {
   std::string budgets = o.budgets;
   if (budgets.empty() && !(o.kv.ratio > 0)) budgets = "256";
   no.specs = make_specs(o.kv, o.policies, budgets, true, no.kv_type);
-  if (no.specs.empty()) throw Error("no KV policies to evaluate (--kv-policy)");
+  if (no.specs.empty()) throw Error(ErrorKind::InvalidArgument, "no KV policies to evaluate (--kv-policy)");
   for (const std::string& d : split(o.depths)) {
     size_t used = 0;
     long v = -1;
@@ -298,7 +298,7 @@ int needle(const NeedleCli& o, const Globals& g) {
     } catch (...) {
       used = 0;
     }
-    if (used != d.size() || v < 0 || v > 100) throw Error("--depths: '" + d + "' is not a percentage from 0 to 100");
+    if (used != d.size() || v < 0 || v > 100) throw Error(ErrorKind::InvalidArgument, "--depths: '" + d + "' is not a percentage from 0 to 100");
     no.depths.push_back(uint32_t(v));
   }
   if (g.check_only) {
@@ -370,7 +370,7 @@ Runner add_eval(CLI::App& app, const Globals& g) {
   sub->add_flag("--json", o->json, "Print one JSON object instead of the grid");
   return [o, &g, sub] {
     if (*sub) return needle(*o, g);
-    throw Error("eval: give a test (needle)");
+    throw Error(ErrorKind::InvalidArgument, "eval: give a test (needle)");
   };
 }
 

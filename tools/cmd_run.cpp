@@ -36,16 +36,16 @@ struct RunOptions {
 std::string read_file(const std::string& path) {
   constexpr size_t kMaxPromptFile = size_t{256} << 20;
   std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) throw Error("prompt file '" + path + "' is a directory");
+  if (std::filesystem::is_directory(path, ec)) throw Error(ErrorKind::Io, "prompt file '" + path + "' is a directory");
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot open prompt file '" + path + "'");
+  if (!in) throw Error(ErrorKind::Io, "cannot open prompt file '" + path + "'");
   std::string text;
   char chunk[1 << 16];
   while (in.read(chunk, sizeof chunk) || in.gcount() > 0) {
     text.append(chunk, size_t(in.gcount()));
-    if (text.size() > kMaxPromptFile) throw Error("prompt file '" + path + "' is larger than 256 MiB");
+    if (text.size() > kMaxPromptFile) throw Error(ErrorKind::InvalidArgument, "prompt file '" + path + "' is larger than 256 MiB");
   }
-  if (in.bad()) throw Error("cannot read prompt file '" + path + "'");
+  if (in.bad()) throw Error(ErrorKind::Io, "cannot read prompt file '" + path + "'");
   return text;
 }
 
@@ -79,7 +79,7 @@ int memory_check(const Model& model, SessionOptions so, uint32_t L, const Contex
   j["peak"] = e.peak, j["budget"] = budget, j["fits"] = fits;
   std::printf("%s\n", j.dump().c_str());
   if (!fits)
-    throw Error("does not fit: needs " + format_bytes(e.peak) + (budget ? " of a budget of " + format_bytes(budget) : std::string()) +
+    throw Error(ErrorKind::OutOfMemory, "does not fit: needs " + format_bytes(e.peak) + (budget ? " of a budget of " + format_bytes(budget) : std::string()) +
                 (L > q.n_ctx ? " (prompt longer than the context)" : ""));
   return 0;
 }
@@ -90,7 +90,7 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 
 int run(const RunOptions& o, const Globals& g) {
   const int sources = !o.prompt.empty() + !o.prompt_file.empty() + !o.tokens_file.empty();
-  if (sources != 1) throw Error("give exactly one of -p PROMPT, -f FILE or --tokens-file FILE");
+  if (sources != 1) throw Error(ErrorKind::InvalidArgument, "give exactly one of -p PROMPT, -f FILE or --tokens-file FILE");
   SessionOptions so;
   apply_kv_options(o.kv, so);
   so.n_ctx = o.n_ctx;
@@ -109,7 +109,7 @@ int run(const RunOptions& o, const Globals& g) {
   std::vector<int32_t> prompt = !o.tokens_file.empty()
                                     ? parse_token_ids(read_file(o.tokens_file), "'" + o.tokens_file + "'")
                                     : tok.encode(o.prompt_file.empty() ? o.prompt : read_file(o.prompt_file), true);
-  if (prompt.empty()) throw Error("the prompt is empty");
+  if (prompt.empty()) throw Error(ErrorKind::InvalidArgument, "the prompt is empty");
   // Without -c the cache holds what this run needs: the prompt and the tokens to generate
   // (so a compressed prompt's savings are not spent on unused room).
   if (so.n_ctx == 0 && o.n_predict >= 0)
@@ -118,7 +118,7 @@ int run(const RunOptions& o, const Globals& g) {
   Session session(model, so);
   const uint32_t room = session.n_ctx() > prompt.size() ? session.n_ctx() - uint32_t(prompt.size()) : 0;
   if (prompt.size() > session.n_ctx())
-    throw Error("prompt of " + std::to_string(prompt.size()) + " tokens is longer than the context (" +
+    throw Error(ErrorKind::InvalidArgument, "prompt of " + std::to_string(prompt.size()) + " tokens is longer than the context (" +
                 std::to_string(session.n_ctx()) + "); raise -c");
   const uint32_t n_gen = o.n_predict < 0 ? room + 1 : std::min<uint32_t>(uint32_t(o.n_predict), room + 1);
 
@@ -222,12 +222,12 @@ std::vector<int32_t> parse_token_ids(std::string_view text, const std::string& w
     }
     if (!ok || v > INT32_MAX) {
       const std::string shown(w.substr(0, 32));
-      throw Error(what + ": '" + shown + (w.size() > 32 ? "...'" : "'") + " is not a token id");
+      throw Error(ErrorKind::InvalidArgument, what + ": '" + shown + (w.size() > 32 ? "...'" : "'") + " is not a token id");
     }
     ids.push_back(int32_t(v));
     i = end;
   }
-  if (ids.empty()) throw Error(what + " holds no token ids");
+  if (ids.empty()) throw Error(ErrorKind::InvalidArgument, what + " holds no token ids");
   return ids;
 }
 

@@ -22,7 +22,7 @@ struct SynthOptions {
 GgmlType parse_weight_type(const std::string& name) {
   const auto t = parse_type(name);
   if (!t || !type_traits(static_cast<uint32_t>(*t))->supported)
-    throw Error("unsupported --type '" + name + "' (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)");
+    throw Error(ErrorKind::InvalidArgument, "unsupported --type '" + name + "' (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)");
   return *t;
 }
 
@@ -57,15 +57,15 @@ int list_presets(GgmlType type) {
 int synth(const SynthOptions& o, const Globals& g) {
   const GgmlType type = parse_weight_type(o.type);
   if (o.list) return g.check_only ? 0 : list_presets(type);
-  if (o.preset.empty() == o.shape.empty()) throw Error("give exactly one of --preset NAME or --shape SPEC (or --list)");
-  if (o.out.empty()) throw Error("no output file (-o FILE.gguf)");
+  if (o.preset.empty() == o.shape.empty()) throw Error(ErrorKind::InvalidArgument, "give exactly one of --preset NAME or --shape SPEC (or --list)");
+  if (o.out.empty()) throw Error(ErrorKind::InvalidArgument, "no output file (-o FILE.gguf)");
   SynthShape s;
   if (!o.preset.empty()) {
     const SynthShape* p = synth_preset(o.preset);
     if (!p) {
       std::string names;
       for (const auto& n : synth_preset_names()) names += (names.empty() ? "" : ", ") + n;
-      throw Error("unknown preset '" + o.preset + "' (" + names + ")");
+      throw Error(ErrorKind::InvalidArgument, "unknown preset '" + o.preset + "' (" + names + ")");
     }
     s = *p;
   } else {

@@ -17,17 +17,17 @@ void add_kv_options(CLI::App& app, KvCliOptions& o) {
 
 void apply_kv_options(const KvCliOptions& o, SessionOptions& out) {
   auto policy = parse_kv_policy(o.policy);
-  if (!policy) throw Error("unknown --kv-policy '" + o.policy + "' (full, snapkv, pyramidkv, streamingllm, h2o, adakv)");
+  if (!policy) throw Error(ErrorKind::InvalidArgument, "unknown --kv-policy '" + o.policy + "' (full, snapkv, pyramidkv, streamingllm, h2o, adakv)");
   auto type = parse_kv_type(o.type);
-  if (!type) throw Error("unknown --kv-type '" + o.type + "' (f16, f32, q8_0)");
-  if (o.pool != "max" && o.pool != "avg") throw Error("unknown --kv-pool '" + o.pool + "' (max, avg)");
+  if (!type) throw Error(ErrorKind::InvalidArgument, "unknown --kv-type '" + o.type + "' (f16, f32, q8_0)");
+  if (o.pool != "max" && o.pool != "avg") throw Error(ErrorKind::InvalidArgument, "unknown --kv-pool '" + o.pool + "' (max, avg)");
   KvPolicyOptions& kv = out.kv;
   if (o.gqa == "mean") kv.gqa = GqaAgg::Mean;
   else if (o.gqa == "max") kv.gqa = GqaAgg::Max;
   else if (o.gqa == "sum") kv.gqa = GqaAgg::Sum;
-  else throw Error("unknown --kv-gqa '" + o.gqa + "' (mean, max, sum)");
+  else throw Error(ErrorKind::InvalidArgument, "unknown --kv-gqa '" + o.gqa + "' (mean, max, sum)");
   if (*policy == KvPolicy::Full && (o.budget || o.ratio > 0))
-    throw Error("--kv-budget/--kv-ratio need a compressing --kv-policy (snapkv, pyramidkv, streamingllm, h2o, adakv)");
+    throw Error(ErrorKind::InvalidArgument, "--kv-budget/--kv-ratio need a compressing --kv-policy (snapkv, pyramidkv, streamingllm, h2o, adakv)");
   kv.policy = *policy;
   kv.budget = o.budget;
   kv.ratio = o.ratio;

@@ -75,7 +75,7 @@ const TypeTraits* type_traits(uint32_t raw) {
 
 const TypeTraits& traits_of(GgmlType type) {
   const TypeTraits* t = type_traits(static_cast<uint32_t>(type));
-  if (!t) throw Error("unknown ggml type id " + std::to_string(static_cast<uint32_t>(type)));
+  if (!t) throw Error(ErrorKind::BadModel, "unknown ggml type id " + std::to_string(static_cast<uint32_t>(type)));
   return *t;
 }
 
@@ -87,11 +87,11 @@ const char* type_name(GgmlType type) {
 uint64_t row_bytes(GgmlType type, uint64_t n) {
   const TypeTraits& t = traits_of(type);
   if (n % t.block_size != 0)
-    throw Error(std::string("row of ") + std::to_string(n) + " elements is not a multiple of the " +
+    throw Error(ErrorKind::BadModel, std::string("row of ") + std::to_string(n) + " elements is not a multiple of the " +
                 t.name + " block size " + std::to_string(t.block_size));
   uint64_t bytes = 0;
   if (__builtin_mul_overflow(n / t.block_size, uint64_t{t.type_size}, &bytes))
-    throw Error(std::string("row of ") + std::to_string(n) + " " + t.name + " elements overflows");
+    throw Error(ErrorKind::BadModel, std::string("row of ") + std::to_string(n) + " " + t.name + " elements overflows");
   return bytes;
 }
 

@@ -73,7 +73,7 @@ class GgufParser {
   }
 
  private:
-  [[noreturn]] void fail(const std::string& msg) const { throw Error(f_.path_ + ": " + msg); }
+  [[noreturn]] void fail(const std::string& msg) const { throw Error(ErrorKind::BadModel, f_.path_ + ": " + msg); }
 
   uint64_t remaining() const { return size_ - pos_; }
 
@@ -260,30 +260,30 @@ GgufFile GgufFile::open(const std::string& path) {
   GgufFile f;
   f.path_ = path;
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw Error(path + ": cannot open: " + std::strerror(errno));
+  if (fd < 0) throw Error(ErrorKind::Io, path + ": cannot open: " + std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     const int e = errno;
     ::close(fd);
-    throw Error(path + ": cannot stat: " + std::strerror(e));
+    throw Error(ErrorKind::Io, path + ": cannot stat: " + std::strerror(e));
   }
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    throw Error(path + ": not a regular file");
+    throw Error(ErrorKind::Io, path + ": not a regular file");
   }
   f.size_ = static_cast<uint64_t>(st.st_size);
   if (f.size_ == 0) {
     ::close(fd);
-    throw Error(path + ": not a GGUF file (empty)");
+    throw Error(ErrorKind::BadModel, path + ": not a GGUF file (empty)");
   }
   if (f.size_ > std::numeric_limits<size_t>::max()) {
     ::close(fd);
-    throw Error(path + ": too large to map");
+    throw Error(ErrorKind::Io, path + ": too large to map");
   }
   void* m = ::mmap(nullptr, static_cast<size_t>(f.size_), PROT_READ, MAP_PRIVATE, fd, 0);
   const int map_errno = errno;
   ::close(fd);  // the mapping keeps the file referenced
-  if (m == MAP_FAILED) throw Error(path + ": cannot map: " + std::strerror(map_errno));
+  if (m == MAP_FAILED) throw Error(ErrorKind::Io, path + ": cannot map: " + std::strerror(map_errno));
   f.base_ = static_cast<const uint8_t*>(m);
   f.mapped_ = true;
   f.parse();  // on throw, f's destructor unmaps
@@ -293,7 +293,7 @@ GgufFile GgufFile::open(const std::string& path) {
 GgufFile GgufFile::from_memory(const void* data, size_t size, const std::string& name) {
   GgufFile f;
   f.path_ = name;
-  if (!data || size == 0) throw Error(name + ": not a GGUF file (empty)");
+  if (!data || size == 0) throw Error(ErrorKind::BadModel, name + ": not a GGUF file (empty)");
   f.base_ = static_cast<const uint8_t*>(data);
   f.size_ = size;
   f.parse();
@@ -341,7 +341,7 @@ std::string GgufFile::what(std::string_view key) const {
 
 const GgufValue& GgufFile::require(std::string_view key) const {
   const GgufValue* v = find(key);
-  if (!v) throw Error(path_ + ": missing key '" + std::string(key) + "'");
+  if (!v) throw Error(ErrorKind::BadModel, path_ + ": missing key '" + std::string(key) + "'");
   return *v;
 }
 
@@ -403,7 +403,7 @@ const GgufTensor* GgufFile::find_tensor(std::string_view name) const {
 const GgufTensor& GgufFile::require_tensor(std::string_view name,
                                            std::initializer_list<uint64_t> expected_shape) const {
   const GgufTensor* t = find_tensor(name);
-  if (!t) throw Error(path_ + ": missing tensor '" + std::string(name) + "'");
+  if (!t) throw Error(ErrorKind::BadModel, path_ + ": missing tensor '" + std::string(name) + "'");
   // Compare as 4-D shapes padded with 1s, so [64] matches [64, 1].
   uint64_t want[4] = {1, 1, 1, 1};
   bool ok = expected_shape.size() <= 4;
@@ -414,7 +414,7 @@ const GgufTensor& GgufFile::require_tensor(std::string_view name,
   }
   for (int j = 0; ok && j < 4; ++j) ok = want[j] == t->ne[j];
   if (!ok)
-    throw Error(path_ + ": tensor '" + t->name + "' has shape " + t->shape_string() + ", expected " +
+    throw Error(ErrorKind::BadModel, path_ + ": tensor '" + t->name + "' has shape " + t->shape_string() + ", expected " +
                 shape_text(expected_shape.begin(), expected_shape.size()));
   return *t;
 }

@@ -64,7 +64,7 @@ uint64_t GgufArray::size() const {
 namespace {
 
 [[noreturn]] void bad_factory(const char* fn, GgufType t) {
-  throw Error(std::string("GgufValue::") + fn + ": type " + gguf_type_name(t) + " does not fit");
+  throw Error(ErrorKind::InvalidArgument, std::string("GgufValue::") + fn + ": type " + gguf_type_name(t) + " does not fit");
 }
 
 // Largest value an integer type of `bytes` bytes can hold (unsigned).
@@ -138,7 +138,7 @@ std::string GgufValue::type_string() const {
 namespace {
 
 [[noreturn]] void wrong_type(const GgufValue& v, const std::string& what, const char* expected) {
-  throw Error(what + " has type " + v.type_string() + ", expected " + expected);
+  throw Error(ErrorKind::BadModel, what + " has type " + v.type_string() + ", expected " + expected);
 }
 
 // One integer array element, widened: read `bits` as uint64 if !negative, else as int64.
@@ -171,7 +171,7 @@ std::string int_text(const IntElem& e) {
 uint64_t gguf_as_uint(const GgufValue& v, const std::string& what) {
   if (const auto* u = std::get_if<uint64_t>(&v.data)) return *u;
   if (const auto* i = std::get_if<int64_t>(&v.data)) {
-    if (*i < 0) throw Error(what + " is " + std::to_string(*i) + ", expected a non-negative integer");
+    if (*i < 0) throw Error(ErrorKind::BadModel, what + " is " + std::to_string(*i) + ", expected a non-negative integer");
     return static_cast<uint64_t>(*i);
   }
   wrong_type(v, what, "unsigned integer");
@@ -181,7 +181,7 @@ int64_t gguf_as_int(const GgufValue& v, const std::string& what) {
   if (const auto* i = std::get_if<int64_t>(&v.data)) return *i;
   if (const auto* u = std::get_if<uint64_t>(&v.data)) {
     if (*u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
-      throw Error(what + " is " + std::to_string(*u) + ", out of range for int64");
+      throw Error(ErrorKind::BadModel, what + " is " + std::to_string(*u) + ", out of range for int64");
     return static_cast<int64_t>(*u);
   }
   wrong_type(v, what, "integer");
@@ -245,7 +245,7 @@ std::vector<int32_t> gguf_as_int_array(const GgufValue& v, const std::string& wh
     const bool fits = e.negative ? static_cast<int64_t>(e.bits) >= lo
                                  : e.bits <= static_cast<uint64_t>(hi);
     if (!fits)
-      throw Error(what + " element " + std::to_string(i) + " is " + int_text(e) +
+      throw Error(ErrorKind::BadModel, what + " element " + std::to_string(i) + " is " + int_text(e) +
                   ", out of range for int32");
     out[i] = static_cast<int32_t>(static_cast<int64_t>(e.bits));
   }

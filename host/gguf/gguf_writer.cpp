@@ -18,7 +18,7 @@ constexpr size_t kMaxTensorName = 64;  // GGML_MAX_NAME, including the terminati
 
 // Checks that a value is well formed, so write() cannot produce a file readers reject.
 void validate(const GgufValue& v, const std::string& what) {
-  auto bad = [&](const std::string& why) { throw Error("GgufWriter: " + what + ": " + why); };
+  auto bad = [&](const std::string& why) { throw Error(ErrorKind::InvalidArgument, "GgufWriter: " + what + ": " + why); };
   if (gguf_is_integer(v.type)) {
     // Round-trip through the factories, which do the range check.
     if (gguf_is_signed(v.type)) {
@@ -118,7 +118,7 @@ uint64_t align_up(uint64_t x, uint64_t a) { return x + (a - x % a) % a; }
 }  // namespace
 
 void GgufWriter::set(std::string_view key, GgufValue v) {
-  if (key.empty()) throw Error("GgufWriter: empty metadata key");  // llama.cpp rejects them
+  if (key.empty()) throw Error(ErrorKind::InvalidArgument, "GgufWriter: empty metadata key");  // llama.cpp rejects them
   for (auto& kv : kvs_) {
     if (kv.first == key) {
       kv.second = std::move(v);
@@ -165,24 +165,24 @@ void GgufWriter::set_value(std::string_view key, GgufValue v) {
 
 uint64_t GgufWriter::check_tensor(std::string_view name, GgmlType type, const std::vector<uint64_t>& ne) const {
   const std::string what = "GgufWriter: tensor '" + std::string(name) + "'";
-  if (name.empty()) throw Error("GgufWriter: empty tensor name");
+  if (name.empty()) throw Error(ErrorKind::InvalidArgument, "GgufWriter: empty tensor name");
   if (name.size() >= kMaxTensorName)
-    throw Error(what + ": name is " + std::to_string(name.size()) + " bytes (max " +
+    throw Error(ErrorKind::InvalidArgument, what + ": name is " + std::to_string(name.size()) + " bytes (max " +
                 std::to_string(kMaxTensorName - 1) + ")");
   for (const Tensor& t : tensors_)
-    if (t.name == name) throw Error(what + ": duplicate tensor name");
+    if (t.name == name) throw Error(ErrorKind::InvalidArgument, what + ": duplicate tensor name");
   if (ne.empty() || ne.size() > 4)
-    throw Error(what + ": " + std::to_string(ne.size()) + " dimensions (need 1 to 4)");
+    throw Error(ErrorKind::InvalidArgument, what + ": " + std::to_string(ne.size()) + " dimensions (need 1 to 4)");
   if (!type_traits(static_cast<uint32_t>(type)))
-    throw Error(what + ": unknown type id " + std::to_string(static_cast<uint32_t>(type)));
+    throw Error(ErrorKind::InvalidArgument, what + ": unknown type id " + std::to_string(static_cast<uint32_t>(type)));
   uint64_t rows = 1;
   for (size_t i = 0; i < ne.size(); ++i) {
-    if (ne[i] == 0) throw Error(what + ": dimension " + std::to_string(i) + " is 0");
-    if (i > 0 && __builtin_mul_overflow(rows, ne[i], &rows)) throw Error(what + ": shape overflows");
+    if (ne[i] == 0) throw Error(ErrorKind::InvalidArgument, what + ": dimension " + std::to_string(i) + " is 0");
+    if (i > 0 && __builtin_mul_overflow(rows, ne[i], &rows)) throw Error(ErrorKind::InvalidArgument, what + ": shape overflows");
   }
   uint64_t expected = 0;
   if (__builtin_mul_overflow(row_bytes(type, ne[0]), rows, &expected))  // row_bytes checks blocks
-    throw Error(what + ": shape overflows");
+    throw Error(ErrorKind::InvalidArgument, what + ": shape overflows");
   return expected;
 }
 
@@ -191,9 +191,9 @@ void GgufWriter::add_tensor(std::string_view name, GgmlType type, std::vector<ui
   const uint64_t expected = check_tensor(name, type, ne);
   const std::string what = "GgufWriter: tensor '" + std::string(name) + "'";
   if (nbytes != expected)
-    throw Error(what + ": " + std::to_string(nbytes) + " bytes of data, but a " + type_name(type) +
+    throw Error(ErrorKind::InvalidArgument, what + ": " + std::to_string(nbytes) + " bytes of data, but a " + type_name(type) +
                 " tensor of this shape takes " + std::to_string(expected));
-  if (nbytes && !data) throw Error(what + ": null data");
+  if (nbytes && !data) throw Error(ErrorKind::InvalidArgument, what + ": null data");
   Tensor t{std::string(name), type, std::move(ne), {}, nbytes, {}};
   t.data.assign(static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + nbytes);
   tensors_.push_back(std::move(t));
@@ -201,7 +201,7 @@ void GgufWriter::add_tensor(std::string_view name, GgmlType type, std::vector<ui
 
 void GgufWriter::add_tensor_lazy(std::string_view name, GgmlType type, std::vector<uint64_t> ne, Fill fill) {
   const uint64_t nbytes = check_tensor(name, type, ne);
-  if (!fill) throw Error("GgufWriter: tensor '" + std::string(name) + "': no fill function");
+  if (!fill) throw Error(ErrorKind::InvalidArgument, "GgufWriter: tensor '" + std::string(name) + "': no fill function");
   tensors_.push_back(Tensor{std::string(name), type, std::move(ne), {}, nbytes, std::move(fill)});
 }
 
@@ -209,10 +209,10 @@ uint32_t GgufWriter::alignment() const {
   for (const auto& kv : kvs_) {
     if (kv.first != "general.alignment") continue;
     if (kv.second.type != GgufType::U32)  // llama.cpp accepts no other type here
-      throw Error("GgufWriter: general.alignment has type " + kv.second.type_string() + ", expected u32");
+      throw Error(ErrorKind::InvalidArgument, "GgufWriter: general.alignment has type " + kv.second.type_string() + ", expected u32");
     const uint64_t a = gguf_as_uint(kv.second, "GgufWriter: key 'general.alignment'");
     if (a == 0 || (a & (a - 1)) != 0 || a > (uint64_t{1} << 30))
-      throw Error("GgufWriter: general.alignment " + std::to_string(a) + " is not a power of two");
+      throw Error(ErrorKind::InvalidArgument, "GgufWriter: general.alignment " + std::to_string(a) + " is not a power of two");
     return static_cast<uint32_t>(a);
   }
   return kDefaultAlignment;
@@ -258,12 +258,12 @@ void GgufWriter::write(const std::string& path) const {
 
   const std::string tmp = path + ".tmp";
   std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) throw Error(tmp + ": cannot create: " + std::strerror(errno));
+  if (!f) throw Error(ErrorKind::Io, tmp + ": cannot create: " + std::strerror(errno));
   auto fail = [&](const char* what) {
     const int e = errno;
     std::fclose(f);
     std::remove(tmp.c_str());
-    throw Error(tmp + ": " + what + ": " + std::strerror(e));
+    throw Error(ErrorKind::Io, tmp + ": " + what + ": " + std::strerror(e));
   };
   static const uint8_t zeros[64] = {};
   if (std::fwrite(head.data(), 1, head.size(), f) != head.size()) fail("write failed");
@@ -293,12 +293,12 @@ void GgufWriter::write(const std::string& path) const {
   if (std::fclose(f) != 0) {
     const int e = errno;
     std::remove(tmp.c_str());
-    throw Error(tmp + ": close failed: " + std::strerror(e));
+    throw Error(ErrorKind::Io, tmp + ": close failed: " + std::strerror(e));
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     const int e = errno;
     std::remove(tmp.c_str());
-    throw Error(path + ": cannot rename " + tmp + " into place: " + std::strerror(e));
+    throw Error(ErrorKind::Io, path + ": cannot rename " + tmp + " into place: " + std::strerror(e));
   }
 }
 

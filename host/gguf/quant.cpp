@@ -401,9 +401,9 @@ void for_each_block_out(const float* src, void* dst, int64_t nb, Fn fn) {
 int64_t check_row(GgmlType type, int64_t n, const char* what) {
   const TypeTraits* t = type_traits(static_cast<uint32_t>(type));
   if (!t || !t->supported)
-    throw Error(std::string(what) + ": unsupported type " + type_name(type));
+    throw Error(ErrorKind::BadModel, std::string(what) + ": unsupported type " + type_name(type));
   if (n < 0 || n % t->block_size != 0)
-    throw Error(std::string(what) + ": " + std::to_string(n) + " elements is not a multiple of the " +
+    throw Error(ErrorKind::BadModel, std::string(what) + ": " + std::to_string(n) + " elements is not a multiple of the " +
                 t->name + " block size " + std::to_string(t->block_size));
   return n / t->block_size;
 }
@@ -431,7 +431,7 @@ void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n) {
     case GgmlType::Q6_K: return for_each_block_in<BlockQ6_K, kQK_K>(src, dst, nb, dequant_q6_k);
     default: break;
   }
-  throw Error(std::string("dequantize_row: unsupported type ") + type_name(type));
+  throw Error(ErrorKind::BadModel, std::string("dequantize_row: unsupported type ") + type_name(type));
 }
 
 void quantize_row(GgmlType type, const float* src, void* dst, int64_t n) {
@@ -454,7 +454,7 @@ void quantize_row(GgmlType type, const float* src, void* dst, int64_t n) {
     case GgmlType::Q6_K: return for_each_block_out<BlockQ6_K, kQK_K>(src, dst, nb, quant_q6_k);
     default: break;
   }
-  throw Error(std::string("quantize_row: unsupported type ") + type_name(type));
+  throw Error(ErrorKind::BadModel, std::string("quantize_row: unsupported type ") + type_name(type));
 }
 
 }  // namespace snapvk

@@ -88,8 +88,8 @@ namespace {
 const Pipeline& variant(const Pipeline (&p)[kKvTypes], KvType kt, const AttentionKernels& a) {
   const Pipeline& v = p[uint32_t(kt)];
   if (!v)
-    throw Error(std::string("KV type ") + kv_type_name(kt) + " needs head_dim a multiple of 32 (this model has " +
-                std::to_string(a.head_dim) + ")");
+    throw Error(ErrorKind::InvalidArgument, std::string("KV type ") + kv_type_name(kt) +
+                " needs head_dim a multiple of 32 (this model has " + std::to_string(a.head_dim) + ")", Param::KvType);
   return v;
 }
 }  // namespace

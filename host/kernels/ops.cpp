@@ -47,7 +47,7 @@ WeightKind weight_kind(GgmlType type) {
     case GgmlType::Q4_0: return kWeightQ4_0;
     case GgmlType::Q4_K: return kWeightQ4_K;
     case GgmlType::Q6_K: return kWeightQ6_K;
-    default: throw Error(std::string("no GPU kernel for weight type ") + type_name(type));
+    default: throw Error(ErrorKind::BadModel, std::string("no GPU kernel for weight type ") + type_name(type));
   }
 }
 

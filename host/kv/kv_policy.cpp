@@ -31,31 +31,36 @@ std::optional<KvPolicy> parse_kv_policy(std::string_view name) {
 
 void KvPolicyOptions::validate() const {
   if (policy == KvPolicy::Full) return;
-  const std::string who = std::string("--kv-policy ") + kv_policy_name(policy) + ": ";
+  const std::string who = std::string("KV policy ") + kv_policy_name(policy) + ": ";
+  auto bad = [&](const std::string& what, Param p) { throw Error(ErrorKind::InvalidArgument, who + what, p); };
   if (budget == 0 && !(ratio > 0.0f && ratio <= 1.0f))
-    throw Error(who + "give --kv-budget C (entries per head) or --kv-ratio r in (0, 1]");
-  if (budget && ratio > 0.0f) throw Error(who + "give either --kv-budget or --kv-ratio, not both");
-  if (window == 0) throw Error(who + "--kv-window must be at least 1");
-  if (kernel == 0 || kernel % 2 == 0) throw Error(who + "--kv-kernel must be odd (got " + std::to_string(kernel) + ")");
+    bad("needs a KV budget C (entries kept per head) or a KV ratio r in (0, 1]",
+        ratio == 0.0f ? Param::KvBudget : Param::KvRatio);
+  if (budget && ratio > 0.0f) bad("give either a KV budget or a KV ratio, not both", Param::KvRatio);
+  if (window == 0) bad("the KV window must be at least 1", Param::KvWindow);
+  if (kernel == 0 || kernel % 2 == 0)
+    bad("the pooling kernel size must be odd (got " + std::to_string(kernel) + ")", Param::KvKernel);
   // Bounded by the longest context, so that budget and window sums and the pooling offsets
   // (j +- kernel / 2 in 32-bit ints on the GPU) cannot wrap.
-  auto at_most = [&](uint64_t v, const char* what) {
+  auto at_most = [&](uint64_t v, const char* what, Param p) {
     if (v > kMaxContext)
-      throw Error(who + what + " " + std::to_string(v) + " is too large (at most " + std::to_string(kMaxContext) + ")");
+      bad(std::string(what) + " " + std::to_string(v) + " is too large (at most " + std::to_string(kMaxContext) + ")", p);
   };
-  at_most(budget, "--kv-budget");
-  at_most(window, "--kv-window");
-  at_most(kernel, "--kv-kernel");
-  if (policy == KvPolicy::StreamingLLM) at_most(sinks, "sinks");
+  at_most(budget, "the KV budget", Param::KvBudget);
+  at_most(window, "the KV window", Param::KvWindow);
+  at_most(kernel, "the pooling kernel size", Param::KvKernel);
+  if (policy == KvPolicy::StreamingLLM) at_most(sinks, "sinks", Param::None);
   if (budget && window >= budget)
-    throw Error(who + "--kv-window " + std::to_string(window) + " must be smaller than --kv-budget " +
-                std::to_string(budget) + " (the budget includes the window)");
+    bad("the KV window (" + std::to_string(window) + ") must be smaller than the KV budget (" + std::to_string(budget) +
+            "); the budget includes the window",
+        Param::KvWindow);
   if (policy == KvPolicy::StreamingLLM && budget && uint64_t(sinks) + window > budget)
-    throw Error(who + "budget " + std::to_string(budget) + " is smaller than the " + std::to_string(sinks) +
-                " sink tokens plus the window");
-  if (policy == KvPolicy::PyramidKV && pyramid_beta == 0) throw Error(who + "beta must be positive");
+    bad("the KV budget " + std::to_string(budget) + " is smaller than the " + std::to_string(sinks) +
+            " sink tokens plus the window",
+        Param::KvBudget);
+  if (policy == KvPolicy::PyramidKV && pyramid_beta == 0) bad("beta must be positive", Param::None);
   if (policy == KvPolicy::AdaKV && !(adakv_floor >= 0.0f && adakv_floor <= 1.0f))
-    throw Error(who + "the per-head floor must be in [0, 1]");
+    bad("the per-head floor must be in [0, 1]", Param::None);
 }
 
 uint32_t KvPolicyOptions::budget_for(uint32_t L) const {
@@ -70,7 +75,7 @@ std::vector<uint32_t> KvPolicyOptions::layer_budgets(uint32_t L, uint32_t n_laye
   std::vector<uint32_t> out(n_layer, C);
   // A prompt within the budget is kept whole, as in the reference: no layer is compressed.
   if (policy != KvPolicy::PyramidKV || n_layer < 2 || L <= C) return out;
-  if (pyramid_beta == 0 || window >= C) throw Error("pyramidkv: beta must be positive and the window smaller than the budget");
+  if (pyramid_beta == 0 || window >= C) throw Error(ErrorKind::InvalidArgument, "pyramidkv: beta must be positive and the window smaller than the budget");
   // As the reference (KVCache-Factory): min = (C-W)/beta, max = 2(C-W) - min, linear steps.
   // In 64 bits (2(C-W) + W exceeds 32 bits for C near 2^32); a budget of L or more keeps the layer whole.
   const uint64_t b = C - window;
@@ -87,8 +92,10 @@ uint32_t KvPolicyOptions::voting_queries(uint32_t L) const {
 
 void KvPolicyOptions::check_prompt(uint32_t L) const {
   if (policy == KvPolicy::H2O && L > h2o_max_prompt)
-    throw Error("h2o scores every prompt query against every key: " + std::to_string(L) +
-                " tokens is more than its limit of " + std::to_string(h2o_max_prompt) + "; use snapkv");
+    throw Error(ErrorKind::InvalidArgument,
+                "h2o scores every prompt query against every key: " + std::to_string(L) +
+                    " tokens is more than its limit of " + std::to_string(h2o_max_prompt) + "; use snapkv",
+                Param::KvPolicy);
 }
 
 }  // namespace snapvk

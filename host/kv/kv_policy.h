@@ -28,7 +28,8 @@ struct KvPolicyOptions {
   uint32_t pyramid_beta = 20;   // PyramidKV: last layer keeps (C - W) / beta
   uint32_t h2o_max_prompt = 16384;  // H2O scores every query against every key: refuse longer prompts
 
-  // Throws snapvk::Error naming the problem (even kernel, W >= C, ratio outside (0, 1], ...).
+  // Throws snapvk::Error (InvalidArgument, with the option as its param) naming the problem
+  // (even kernel, W >= C, ratio outside (0, 1], ...).
   void validate() const;
   bool compresses() const { return policy != KvPolicy::Full; }
   // C for a prompt of L tokens.

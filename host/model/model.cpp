@@ -14,7 +14,7 @@ namespace {
 
 uint32_t checked_dim(const GgufFile& f, const std::string& key, uint64_t v, uint64_t max) {
   if (v == 0 || v > max)
-    throw Error(f.path() + ": " + key + " = " + std::to_string(v) + " is out of range (1.." + std::to_string(max) + ")");
+    throw Error(ErrorKind::BadModel, f.path() + ": " + key + " = " + std::to_string(v) + " is out of range (1.." + std::to_string(max) + ")");
   return uint32_t(v);
 }
 
@@ -25,8 +25,8 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
   c.arch_name = f.get_string("general.architecture", "");
   if (c.arch_name == "llama") c.arch = Arch::Llama;
   else if (c.arch_name == "qwen2") c.arch = Arch::Qwen2;
-  else if (c.arch_name.empty()) throw Error(f.path() + ": no general.architecture key: not a model file");
-  else throw Error(f.path() + ": unsupported architecture '" + c.arch_name + "' (supported: llama, qwen2)");
+  else if (c.arch_name.empty()) throw Error(ErrorKind::BadModel, f.path() + ": no general.architecture key: not a model file");
+  else throw Error(ErrorKind::BadModel, f.path() + ": unsupported architecture '" + c.arch_name + "' (supported: llama, qwen2)");
   const std::string a = c.arch_name + ".";
   c.name = f.get_string("general.name", "");
   c.n_embd = checked_dim(f, a + "embedding_length", f.require_uint(a + "embedding_length"), kMaxEmbd);
@@ -36,26 +36,26 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
   c.n_ff = checked_dim(f, a + "feed_forward_length", f.require_uint(a + "feed_forward_length"), kMaxFf);
   c.n_ctx_train = checked_dim(f, a + "context_length", f.get_uint(a + "context_length", 2048), kMaxContext);
   if (c.n_head % c.n_head_kv)
-    throw Error(f.path() + ": head_count " + std::to_string(c.n_head) + " is not a multiple of head_count_kv " +
+    throw Error(ErrorKind::BadModel, f.path() + ": head_count " + std::to_string(c.n_head) + " is not a multiple of head_count_kv " +
                 std::to_string(c.n_head_kv));
   if (!f.has(a + "attention.key_length") && c.n_embd % c.n_head)
-    throw Error(f.path() + ": " + a + "embedding_length " + std::to_string(c.n_embd) +
+    throw Error(ErrorKind::BadModel, f.path() + ": " + a + "embedding_length " + std::to_string(c.n_embd) +
                 " is not a multiple of head_count " + std::to_string(c.n_head) + " (and no attention.key_length)");
   const uint64_t hd_default = c.n_embd / c.n_head;
   c.head_dim = checked_dim(f, a + "attention.key_length", f.get_uint(a + "attention.key_length", hd_default), SNAPVK_MAX_HEAD_DIM);
   if (f.get_uint(a + "attention.value_length", c.head_dim) != c.head_dim)
-    throw Error(f.path() + ": attention.value_length differs from key_length, which snapvk does not support");
-  if (c.head_dim % 2) throw Error(f.path() + ": head dimension " + std::to_string(c.head_dim) + " is odd");
+    throw Error(ErrorKind::BadModel, f.path() + ": attention.value_length differs from key_length, which snapvk does not support");
+  if (c.head_dim % 2) throw Error(ErrorKind::BadModel, f.path() + ": head dimension " + std::to_string(c.head_dim) + " is odd");
   c.n_rot = checked_dim(f, a + "rope.dimension_count", f.get_uint(a + "rope.dimension_count", c.head_dim), c.head_dim);
-  if (c.n_rot % 2) throw Error(f.path() + ": rope.dimension_count " + std::to_string(c.n_rot) + " is odd");
+  if (c.n_rot % 2) throw Error(ErrorKind::BadModel, f.path() + ": rope.dimension_count " + std::to_string(c.n_rot) + " is odd");
   c.rope_base = f.get_float(a + "rope.freq_base", 10000.0f);
   c.rms_eps = f.get_float(a + "attention.layer_norm_rms_epsilon", 1e-5f);
   if (!(c.rope_base > 0) || !(c.rms_eps >= 0) || !(c.rms_eps < 1))
-    throw Error(f.path() + ": invalid rope.freq_base or layer_norm_rms_epsilon");
+    throw Error(ErrorKind::BadModel, f.path() + ": invalid rope.freq_base or layer_norm_rms_epsilon");
   c.rope_type = c.arch == Arch::Qwen2 ? RopeType::Neox : RopeType::Norm;
   c.qkv_bias = c.arch == Arch::Qwen2;
   const GgufTensor* emb = f.find_tensor("token_embd.weight");
-  if (!emb) throw Error(f.path() + ": tensor 'token_embd.weight' is missing");
+  if (!emb) throw Error(ErrorKind::BadModel, f.path() + ": tensor 'token_embd.weight' is missing");
   c.n_vocab = checked_dim(f, "token_embd.weight rows", emb->ne[1], kMaxVocab);
   c.rope_factors = f.find_tensor("rope_freqs.weight") != nullptr;
   // Report the type most of the weight bytes are stored in.
@@ -67,33 +67,33 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
   try {
     c.check();
   } catch (const Error& e) {
-    throw Error(f.path() + ": " + e.what());
+    throw Error(e.kind(), f.path() + ": " + e.what(), e.param());
   }
   return c;
 }
 
 void ModelConfig::check() const {
-  checked_range(n_embd, 1, kMaxEmbd, "model: n_embd");
-  checked_range(n_layer, 1, kMaxLayers, "model: n_layer");
-  checked_range(n_head, 1, kMaxHeads, "model: n_head");
-  checked_range(n_head_kv, 1, kMaxHeads, "model: n_head_kv");
-  checked_range(n_ff, 1, kMaxFf, "model: n_ff");
-  checked_range(n_vocab, 1, kMaxVocab, "model: n_vocab");
-  checked_range(n_ctx_train, 0, kMaxContext, "model: n_ctx_train");
-  checked_range(head_dim, 2, SNAPVK_MAX_HEAD_DIM, "model: head_dim");
-  checked_range(n_rot, 0, head_dim, "model: n_rot");
+  checked_range(n_embd, 1, kMaxEmbd, "model: n_embd", ErrorKind::BadModel);
+  checked_range(n_layer, 1, kMaxLayers, "model: n_layer", ErrorKind::BadModel);
+  checked_range(n_head, 1, kMaxHeads, "model: n_head", ErrorKind::BadModel);
+  checked_range(n_head_kv, 1, kMaxHeads, "model: n_head_kv", ErrorKind::BadModel);
+  checked_range(n_ff, 1, kMaxFf, "model: n_ff", ErrorKind::BadModel);
+  checked_range(n_vocab, 1, kMaxVocab, "model: n_vocab", ErrorKind::BadModel);
+  checked_range(n_ctx_train, 0, kMaxContext, "model: n_ctx_train", ErrorKind::BadModel);
+  checked_range(head_dim, 2, SNAPVK_MAX_HEAD_DIM, "model: head_dim", ErrorKind::BadModel);
+  checked_range(n_rot, 0, head_dim, "model: n_rot", ErrorKind::BadModel);
   if (head_dim % 2 || n_rot % 2)
-    throw Error("model: head_dim " + std::to_string(head_dim) + " and n_rot " + std::to_string(n_rot) + " must be even");
+    throw Error(ErrorKind::BadModel, "model: head_dim " + std::to_string(head_dim) + " and n_rot " + std::to_string(n_rot) + " must be even");
   if (n_head % n_head_kv)
-    throw Error("model: n_head " + std::to_string(n_head) + " is not a multiple of n_head_kv " + std::to_string(n_head_kv));
+    throw Error(ErrorKind::BadModel, "model: n_head " + std::to_string(n_head) + " is not a multiple of n_head_kv " + std::to_string(n_head_kv));
   if (group() > kMaxGroup)
-    throw Error("model: GQA group n_head / n_head_kv = " + std::to_string(group()) + " is larger than " +
+    throw Error(ErrorKind::BadModel, "model: GQA group n_head / n_head_kv = " + std::to_string(group()) + " is larger than " +
                 std::to_string(kMaxGroup) + ", the most snapvk's attention kernels support");
   // The kernels index a weight matrix's elements with 32 bits (shaders/weights.glsl).
-  const uint32_t qd = checked_mul_u32(n_head, head_dim, "model: q_dim = n_head * head_dim");
-  checked_mul_u32(n_vocab, n_embd, "model: token_embd elements n_vocab * n_embd");
-  checked_mul_u32(qd, n_embd, "model: attn_q elements n_head * head_dim * n_embd");
-  checked_mul_u32(n_ff, n_embd, "model: ffn elements n_ff * n_embd");
+  const uint32_t qd = checked_mul_u32(n_head, head_dim, "model: q_dim = n_head * head_dim", ErrorKind::BadModel);
+  checked_mul_u32(n_vocab, n_embd, "model: token_embd elements n_vocab * n_embd", ErrorKind::BadModel);
+  checked_mul_u32(qd, n_embd, "model: attn_q elements n_head * head_dim * n_embd", ErrorKind::BadModel);
+  checked_mul_u32(n_ff, n_embd, "model: ffn elements n_ff * n_embd", ErrorKind::BadModel);
 }
 
 namespace {
@@ -158,9 +158,9 @@ void visit_weights(const GgufFile& f, const ModelConfig& c, ModelWeights& w, Vis
 const GgufTensor& checked_weight(const GgufFile& f, const std::string& name, uint64_t cols, uint64_t rows) {
   const GgufTensor& t = rows ? f.require_tensor(name, {cols, rows}) : f.require_tensor(name, {cols});
   if (!traits_of(t.type).supported)
-    throw Error(f.path() + ": tensor '" + t.name + "' has type " + type_name(t.type) + ", which snapvk does not support");
+    throw Error(ErrorKind::BadModel, f.path() + ": tensor '" + t.name + "' has type " + type_name(t.type) + ", which snapvk does not support");
   if (rows && cols % traits_of(t.type).block_size)
-    throw Error(f.path() + ": tensor '" + name + "' rows are not whole " + type_name(t.type) + " blocks");
+    throw Error(ErrorKind::BadModel, f.path() + ": tensor '" + name + "' rows are not whole " + type_name(t.type) + " blocks");
   return t;
 }
 

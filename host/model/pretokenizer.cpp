@@ -271,7 +271,7 @@ PreTokenizerInfo pre_tokenizer_for(std::string_view pre) {
   if (one_of(pre, {"starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva-7b", "mellum2"})) {
     return {PreTokenizer::StarCoder, false};
   }
-  throw Error("unsupported pre-tokenizer '" + std::string(pre) + "' (tokenizer.ggml.pre)");
+  throw Error(ErrorKind::BadModel, "unsupported pre-tokenizer '" + std::string(pre) + "' (tokenizer.ggml.pre)");
 }
 
 std::vector<std::string> pre_tokenize(std::string_view text, PreTokenizer kind) {

@@ -120,19 +120,19 @@ TokenizerData::TokenizerData(Vocab v) : vocab(std::move(v)) {
     pre = info.kind;
     ignore_merges = info.ignore_merges;
   } else {
-    throw Error("unsupported tokenizer model '" + vocab.model + "' (tokenizer.ggml.model; want llama or gpt2)");
+    throw Error(ErrorKind::BadModel, "unsupported tokenizer model '" + vocab.model + "' (tokenizer.ggml.model; want llama or gpt2)");
   }
   const size_t n = vocab.tokens.size();
-  if (n == 0) throw Error("tokenizer vocabulary is empty (tokenizer.ggml.tokens)");
-  if (n > static_cast<size_t>(INT32_MAX)) throw Error("tokenizer vocabulary too large");
+  if (n == 0) throw Error(ErrorKind::BadModel, "tokenizer vocabulary is empty (tokenizer.ggml.tokens)");
+  if (n > static_cast<size_t>(INT32_MAX)) throw Error(ErrorKind::BadModel, "tokenizer vocabulary too large");
   if (vocab.merges.size() > static_cast<size_t>(INT32_MAX))  // merge ranks are int32
-    throw Error("tokenizer.ggml.merges has " + std::to_string(vocab.merges.size()) + " entries (at most 2^31 - 1)");
+    throw Error(ErrorKind::BadModel, "tokenizer.ggml.merges has " + std::to_string(vocab.merges.size()) + " entries (at most 2^31 - 1)");
   if (!vocab.scores.empty() && vocab.scores.size() < n) {
-    throw Error("tokenizer.ggml.scores has " + std::to_string(vocab.scores.size()) + " entries for " +
+    throw Error(ErrorKind::BadModel, "tokenizer.ggml.scores has " + std::to_string(vocab.scores.size()) + " entries for " +
                 std::to_string(n) + " tokens");
   }
   if (!vocab.types.empty() && vocab.types.size() < n) {
-    throw Error("tokenizer.ggml.token_type has " + std::to_string(vocab.types.size()) + " entries for " +
+    throw Error(ErrorKind::BadModel, "tokenizer.ggml.token_type has " + std::to_string(vocab.types.size()) + " entries for " +
                 std::to_string(n) + " tokens");
   }
 
@@ -142,7 +142,7 @@ TokenizerData::TokenizerData(Vocab v) : vocab(std::move(v)) {
     std::string& text = vocab.tokens[i];
     if (text.empty()) text = "[EMPTY_" + std::to_string(i) + "]";  // as llama.cpp
     if (!token_to_id.emplace(text, static_cast<int32_t>(i)).second) {
-      throw Error("duplicate token in vocabulary: '" + text + "' has ids " + std::to_string(token_to_id[text]) +
+      throw Error(ErrorKind::BadModel, "duplicate token in vocabulary: '" + text + "' has ids " + std::to_string(token_to_id[text]) +
                   " and " + std::to_string(i));
     }
     attr[i] = vocab.types.empty() ? uint8_t{kAttrNormal} : attr_of_type(vocab.types[i]);
@@ -151,8 +151,8 @@ TokenizerData::TokenizerData(Vocab v) : vocab(std::move(v)) {
   for (int32_t* id : {&vocab.bos, &vocab.eos, &vocab.eot, &vocab.unk, &vocab.pad}) {
     if (*id < 0 || static_cast<size_t>(*id) >= n) *id = -1;
   }
-  if (vocab.add_bos && vocab.bos < 0) throw Error("tokenizer adds BOS but has no valid bos token id");
-  if (vocab.add_eos && vocab.eos < 0) throw Error("tokenizer adds EOS but has no valid eos token id");
+  if (vocab.add_bos && vocab.bos < 0) throw Error(ErrorKind::BadModel, "tokenizer adds BOS but has no valid bos token id");
+  if (vocab.add_eos && vocab.eos < 0) throw Error(ErrorKind::BadModel, "tokenizer adds EOS but has no valid eos token id");
 
   if (!spm) {
     bpe_ranks.reserve(vocab.merges.size());
@@ -449,7 +449,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special, 
 std::string Tokenizer::token_to_piece(int32_t id, bool special) const {
   const Impl& v = *impl_;
   if (id < 0 || id >= n_vocab()) {
-    throw Error("token id " + std::to_string(id) + " is out of range (vocabulary has " + std::to_string(n_vocab()) +
+    throw Error(ErrorKind::InvalidArgument, "token id " + std::to_string(id) + " is out of range (vocabulary has " + std::to_string(n_vocab()) +
                 " tokens)");
   }
   if (!special && (v.attr[id] & (kAttrUnknown | kAttrControl))) return "";

@@ -11,7 +11,7 @@ namespace {
 
 std::vector<float> dequant(const GgufFile& f, const std::string& name) {
   const GgufTensor* t = f.find_tensor(name);
-  if (!t) throw Error("reference model: tensor '" + name + "' missing");
+  if (!t) throw Error(ErrorKind::BadModel, "reference model: tensor '" + name + "' missing");
   std::vector<float> out(t->n_elements());
   dequantize_row(t->type, t->data, out.data(), int64_t(out.size()));
   return out;
@@ -82,7 +82,7 @@ RefModel::RefModel(const GgufFile& f, const ModelConfig& cfg, uint32_t n_ctx, bo
 }
 
 void RefModel::restrict_prompt(uint32_t L, std::vector<std::vector<std::vector<uint32_t>>> keep) {
-  if (keep.size() != c_.n_layer) throw Error("reference model: restriction needs one entry per layer");
+  if (keep.size() != c_.n_layer) throw Error(ErrorKind::InvalidArgument, "reference model: restriction needs one entry per layer");
   restrict_len_ = L;
   visible_.assign(c_.n_layer, std::vector<std::vector<bool>>(c_.n_head_kv, std::vector<bool>(L, false)));
   for (uint32_t l = 0; l < c_.n_layer; ++l)
@@ -92,8 +92,8 @@ void RefModel::restrict_prompt(uint32_t L, std::vector<std::vector<std::vector<u
 }
 
 std::vector<float> RefModel::forward(int32_t token) {
-  if (pos_ >= n_ctx_) throw Error("reference model: context full");
-  if (token < 0 || uint32_t(token) >= c_.n_vocab) throw Error("reference model: token out of range");
+  if (pos_ >= n_ctx_) throw Error(ErrorKind::InvalidArgument, "reference model: context full");
+  if (token < 0 || uint32_t(token) >= c_.n_vocab) throw Error(ErrorKind::InvalidArgument, "reference model: token out of range");
   const uint32_t D = c_.n_embd, HD = c_.head_dim, QD = c_.q_dim(), KVD = c_.kv_dim();
   std::vector<float> x(tok_embd_.begin() + size_t(token) * D, tok_embd_.begin() + size_t(token + 1) * D);
   std::vector<float> xn(D), q(QD), k(KVD), v(KVD), att_out(QD), tmp(D), g(c_.n_ff), u(c_.n_ff);

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -84,7 +85,7 @@ NeedlePrompt needle_prompt(const Tokenizer& tok, uint32_t n_vocab, uint32_t cont
   const bool bos = tok.bos() >= 0 && uint32_t(tok.bos()) < n_vocab;
   const uint64_t fixed = (bos ? 1 : 0) + needle.size() + question.size();
   if (context < fixed + 1)
-    throw Error("a context of " + std::to_string(context) + " tokens is too short for the needle and the question (" +
+    throw Error(ErrorKind::InvalidArgument, "a context of " + std::to_string(context) + " tokens is too short for the needle and the question (" +
                 std::to_string(fixed) + " tokens)");
   const uint32_t F = uint32_t(context - fixed);
   // Filler of exactly F tokens, remembering where each sentence starts.
@@ -116,11 +117,11 @@ NeedlePrompt needle_prompt(const Tokenizer& tok, uint32_t n_vocab, uint32_t cont
 }
 
 NeedleReport run_needle(const Model& m, const NeedleOptions& o) {
-  if (o.contexts.empty()) throw Error("no context lengths for the needle test");
-  if (o.depths.empty()) throw Error("no depths for the needle test");
-  if (o.specs.empty()) throw Error("no KV policies for the needle test");
+  if (o.contexts.empty()) throw Error(ErrorKind::InvalidArgument, "no context lengths for the needle test");
+  if (o.depths.empty()) throw Error(ErrorKind::InvalidArgument, "no depths for the needle test");
+  if (o.specs.empty()) throw Error(ErrorKind::InvalidArgument, "no KV policies for the needle test");
   for (uint32_t d : o.depths)
-    if (d > 100) throw Error("a depth is a percentage of the context, 0 to 100 (got " + std::to_string(d) + ")");
+    if (d > 100) throw Error(ErrorKind::InvalidArgument, "a depth is a percentage of the context, 0 to 100 (got " + std::to_string(d) + ")");
   for (const auto& s : o.specs) s.kv.validate();
   checked_range(o.extra_tokens, 0, kMaxContext, "needle: extra tokens");
   const auto t_start = std::chrono::steady_clock::now();
@@ -148,6 +149,7 @@ NeedleReport run_needle(const Model& m, const NeedleOptions& o) {
 
   const double total = double(o.specs.size() * r.contexts.size() * r.depths.size());
   double done = 0;
+  std::optional<Error> first_error;  // thrown, kind and all, when no cell ran
   for (const auto& spec : o.specs) {
     for (uint32_t L : r.contexts) {
       for (uint32_t d : r.depths) {
@@ -188,6 +190,7 @@ NeedleReport run_needle(const Model& m, const NeedleOptions& o) {
           throw;
         } catch (const Error& e) {
           cell.error = e.what();
+          if (!first_error) first_error = e;
         }
         done += 1;
         r.cells.push_back(std::move(cell));
@@ -195,8 +198,8 @@ NeedleReport run_needle(const Model& m, const NeedleOptions& o) {
     }
   }
   if (o.on_progress) o.on_progress(1.0, "done");
-  if (std::all_of(r.cells.begin(), r.cells.end(), [](const NeedleCell& x) { return !x.error.empty(); }))
-    throw Error(r.cells.front().error);
+  if (first_error && std::all_of(r.cells.begin(), r.cells.end(), [](const NeedleCell& x) { return !x.error.empty(); }))
+    throw *first_error;
   r.total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   return r;
 }

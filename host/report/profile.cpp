@@ -53,11 +53,6 @@ std::string str(double v, int prec) {
   return buf;
 }
 
-bool memory_error(const std::string& msg) {
-  return msg.find("budget") != std::string::npos || msg.find("memory") != std::string::npos ||
-         msg.find("OUT_OF_") != std::string::npos;
-}
-
 void fill_shape(ProfileReport& r, const ModelConfig& c) {
   r.model_name = c.name;
   r.n_layer = c.n_layer, r.n_head = c.n_head, r.n_head_kv = c.n_head_kv, r.head_dim = c.head_dim;
@@ -65,19 +60,19 @@ void fill_shape(ProfileReport& r, const ModelConfig& c) {
 }
 
 void check_options(const ProfileOptions& o) {
-  if (o.contexts.empty()) throw Error("no context lengths to profile");
+  if (o.contexts.empty()) throw Error(ErrorKind::InvalidArgument, "no context lengths to profile");
   for (uint32_t L : o.contexts) {
-    if (L < 2) throw Error("a context length must be at least 2 tokens (got " + std::to_string(L) + ")");
+    if (L < 2) throw Error(ErrorKind::InvalidArgument, "a context length must be at least 2 tokens (got " + std::to_string(L) + ")");
     // Each run holds n_ctx = L + gen positions (a 32-bit sum).
     if (uint64_t(L) + o.gen > kMaxContext)
-      throw Error("context length " + std::to_string(L) + " plus " + std::to_string(o.gen) +
+      throw Error(ErrorKind::InvalidArgument, "context length " + std::to_string(L) + " plus " + std::to_string(o.gen) +
                   " generated tokens is more than the " + std::to_string(kMaxContext) + " positions a session may hold");
   }
   for (const auto& s : o.specs) {
-    if (!s.kv.compresses()) throw Error("profile spec '" + s.label + "' is the full cache, which always runs");
+    if (!s.kv.compresses()) throw Error(ErrorKind::InvalidArgument, "profile spec '" + s.label + "' is the full cache, which always runs");
     s.kv.validate();
   }
-  if (o.n_batch == 0) throw Error("n_batch must be at least 1");
+  if (o.n_batch == 0) throw Error(ErrorKind::InvalidArgument, "n_batch must be at least 1", Param::NBatch);
 }
 
 std::vector<uint32_t> sorted_contexts(const std::vector<uint32_t>& in) {
@@ -318,7 +313,7 @@ ProfileReport run_profile(const Model& m, const ProfileOptions& o) {
       } catch (const Error& e) {
         row.ran = false;
         row.error = e.what();
-        row.fits = !memory_error(row.error);
+        row.fits = e.kind() != ErrorKind::OutOfMemory;
         row.kv_bytes = KvCache::size_after_prompt(c, o.kv_type, kv, L, L + o.gen).retained;
         row.decode_tok_s = ProfileRow::kNaN;
         if (is_full) ref = Reference{};
@@ -330,7 +325,7 @@ ProfileReport run_profile(const Model& m, const ProfileOptions& o) {
   }
   // Errors on every row that are not about memory are a problem with the options: say so.
   if (std::all_of(r.rows.begin(), r.rows.end(), [](const ProfileRow& x) { return !x.ran && x.fits; }))
-    throw Error(r.rows.front().error);
+    throw Error(ErrorKind::InvalidArgument, r.rows.front().error);
   report(total_units, "done");
   r.total_s = std::chrono::duration<double>(Clock::now() - t_start).count();
   return r;
@@ -643,7 +638,7 @@ std::vector<uint32_t> parse_token_counts(const std::string& list, const std::str
       used = 0;
     }
     if (item.empty() || used != item.size() || v == 0 || v > 0xFFFFFFFFull / mul)
-      throw Error(what + ": '" + original + "' is not a positive token count (examples: 512, 4k)");
+      throw Error(ErrorKind::InvalidArgument, what + ": '" + original + "' is not a positive token count (examples: 512, 4k)");
     out.push_back(uint32_t(v * mul));
   }
   return out;

@@ -140,21 +140,21 @@ uint32_t llama_ftype(GgmlType type) {
     case GgmlType::Q4_K: return 14;  // MOSTLY_Q4_K_S (every matrix q4_K)
     case GgmlType::Q6_K: return 18;  // MOSTLY_Q6_K
     case GgmlType::BF16: return 32;  // MOSTLY_BF16
-    default: throw Error(std::string("no llama.cpp file type for ") + type_name(type));
+    default: throw Error(ErrorKind::InvalidArgument, std::string("no llama.cpp file type for ") + type_name(type));
   }
 }
 
 void check_type(GgmlType t, const char* what) {
   const TypeTraits* tr = type_traits(static_cast<uint32_t>(t));
   if (!tr || !tr->supported)
-    throw Error(std::string(what) + " " + (tr ? tr->name : "unknown") +
+    throw Error(ErrorKind::InvalidArgument, std::string(what) + " " + (tr ? tr->name : "unknown") +
                 " is not supported (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)");
 }
 
 void check_rows(GgmlType t, uint64_t n, const char* what) {
   const uint32_t bs = traits_of(t).block_size;
   if (n % bs)
-    throw Error(std::string(type_name(t)) + " needs rows that are multiples of " + std::to_string(bs) + ": " + what +
+    throw Error(ErrorKind::InvalidArgument, std::string(type_name(t)) + " needs rows that are multiples of " + std::to_string(bs) + ": " + what +
                 " = " + std::to_string(n) + " is not");
 }
 
@@ -197,7 +197,7 @@ GgufWriter synth_writer(const SynthShape& s, bool with_fill) {
     std::vector<uint64_t> ne = t.rows > 1 ? std::vector<uint64_t>{t.cols, t.rows} : std::vector<uint64_t>{t.cols};
     const uint64_t seed = s.seed;
     GgufWriter::Fill fill = [t, seed](uint8_t* dst) { fill_tensor(t, seed, dst); };
-    if (!with_fill) fill = [](uint8_t*) { throw Error("synth: size-only writer"); };
+    if (!with_fill) fill = [](uint8_t*) { throw Error(ErrorKind::Internal, "synth: size-only writer"); };
     w.add_tensor_lazy(t.name, t.type, std::move(ne), std::move(fill));
   }
   return w;
@@ -210,10 +210,10 @@ bool ends_with(std::string_view s, std::string_view suffix) {
 }  // namespace
 
 void check_synth_shape(const SynthShape& s) {
-  if (s.arch != "llama" && s.arch != "qwen2") throw Error("unsupported architecture '" + s.arch + "' (llama, qwen2)");
+  if (s.arch != "llama" && s.arch != "qwen2") throw Error(ErrorKind::InvalidArgument, "unsupported architecture '" + s.arch + "' (llama, qwen2)");
   auto positive = [](uint64_t v, const char* what, uint64_t max) {
     if (v == 0 || v > max)
-      throw Error(std::string(what) + " = " + std::to_string(v) + " is out of range (1.." + std::to_string(max) + ")");
+      throw Error(ErrorKind::InvalidArgument, std::string(what) + " = " + std::to_string(v) + " is out of range (1.." + std::to_string(max) + ")");
   };
   // The bounds host/model/model.cpp accepts.
   positive(s.n_embd, "dim", 1u << 16);
@@ -224,17 +224,17 @@ void check_synth_shape(const SynthShape& s) {
   positive(s.n_vocab, "vocab", 1u << 22);
   positive(s.n_ctx, "ctx", 1u << 24);
   if (s.n_head % s.n_head_kv)
-    throw Error("heads = " + std::to_string(s.n_head) + " is not a multiple of kv_heads = " + std::to_string(s.n_head_kv));
+    throw Error(ErrorKind::InvalidArgument, "heads = " + std::to_string(s.n_head) + " is not a multiple of kv_heads = " + std::to_string(s.n_head_kv));
   if (!s.head_dim && s.n_embd % s.n_head)
-    throw Error("dim = " + std::to_string(s.n_embd) + " is not a multiple of heads = " + std::to_string(s.n_head) +
+    throw Error(ErrorKind::InvalidArgument, "dim = " + std::to_string(s.n_embd) + " is not a multiple of heads = " + std::to_string(s.n_head) +
                 " (give head_dim)");
   const uint32_t hd = s.head_size();
   if (hd % 2 || hd > SNAPVK_MAX_HEAD_DIM)
-    throw Error("head_dim = " + std::to_string(hd) + " must be even and at most " + std::to_string(SNAPVK_MAX_HEAD_DIM));
+    throw Error(ErrorKind::InvalidArgument, "head_dim = " + std::to_string(hd) + " must be even and at most " + std::to_string(SNAPVK_MAX_HEAD_DIM));
   if (s.n_vocab < kSynthMinVocab)
-    throw Error("vocab = " + std::to_string(s.n_vocab) + " is too small (at least " + std::to_string(kSynthMinVocab) +
+    throw Error(ErrorKind::InvalidArgument, "vocab = " + std::to_string(s.n_vocab) + " is too small (at least " + std::to_string(kSynthMinVocab) +
                 ": 3 special tokens, 256 byte tokens and a few pieces)");
-  if (!(s.rope_base > 0) || !std::isfinite(s.rope_base)) throw Error("rope_base must be positive");
+  if (!(s.rope_base > 0) || !std::isfinite(s.rope_base)) throw Error(ErrorKind::InvalidArgument, "rope_base must be positive");
   check_type(s.weight_type, "weight type");
   check_type(s.embedding_type(), "embedding type");
   check_rows(s.embedding_type(), s.n_embd, "dim");
@@ -278,7 +278,7 @@ SynthShape parse_synth_shape(const std::string& spec) {
       used = 0;
     }
     if (val.empty() || used != val.size() || v > max)
-      throw Error("shape: " + key + "=" + val + ": not a whole number in 0.." + std::to_string(max));
+      throw Error(ErrorKind::InvalidArgument, "shape: " + key + "=" + val + ": not a whole number in 0.." + std::to_string(max));
     return v;
   };
   size_t pos = 0;
@@ -289,7 +289,7 @@ SynthShape parse_synth_shape(const std::string& spec) {
     pos = end + 1;
     if (item.empty()) continue;
     const size_t eq = item.find('=');
-    if (eq == std::string::npos) throw Error("shape: '" + item + "' is not key=value");
+    if (eq == std::string::npos) throw Error(ErrorKind::InvalidArgument, "shape: '" + item + "' is not key=value");
     const std::string key = item.substr(0, eq), val = item.substr(eq + 1);
     const uint64_t u32 = UINT32_MAX;
     if (required.count(key)) required[key] = true;
@@ -311,20 +311,20 @@ SynthShape parse_synth_shape(const std::string& spec) {
       } catch (...) {
         used = 0;
       }
-      if (val.empty() || used != val.size()) throw Error("shape: rope_base=" + val + ": not a number");
+      if (val.empty() || used != val.size()) throw Error(ErrorKind::InvalidArgument, "shape: rope_base=" + val + ": not a number");
     } else {
-      throw Error("shape: unknown key '" + key +
+      throw Error(ErrorKind::InvalidArgument, "shape: unknown key '" + key +
                   "' (keys: dim, layers, heads, kv_heads, ff, vocab, ctx, arch, head_dim, rope_base, tied, seed)");
     }
   }
   for (const auto& [key, seen] : required)
-    if (!seen) throw Error("shape: missing " + key + "=N (needs dim, layers, heads, ff and vocab)");
+    if (!seen) throw Error(ErrorKind::InvalidArgument, "shape: missing " + key + "=N (needs dim, layers, heads, ff and vocab)");
   if (!have_kv) s.n_head_kv = s.n_head;
   if (!have_ctx) s.n_ctx = 4096;
   try {
     check_synth_shape(s);
   } catch (const Error& e) {
-    throw Error(std::string("shape: ") + e.what());
+    throw Error(e.kind(), std::string("shape: ") + e.what(), e.param());
   }
   return s;
 }

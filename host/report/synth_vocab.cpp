@@ -75,7 +75,7 @@ struct Builder {
 
 SynthVocab synth_vocab(uint32_t n_vocab) {
   if (n_vocab < kSynthMinVocab)
-    throw Error("vocabulary of " + std::to_string(n_vocab) + " entries is too small (at least " +
+    throw Error(ErrorKind::InvalidArgument, "vocabulary of " + std::to_string(n_vocab) + " entries is too small (at least " +
                 std::to_string(kSynthMinVocab) + ": 3 special tokens, 256 byte tokens and a few pieces)");
   SynthVocab v;
   v.tokens.reserve(n_vocab);

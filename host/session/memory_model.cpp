@@ -7,7 +7,7 @@
 namespace snapvk {
 
 void check_session_shape(const ModelConfig& c, uint32_t n_ctx, uint32_t n_batch) {
-  checked_range(n_ctx, 1, kMaxContext, "n_ctx");
+  checked_range(n_ctx, 1, kMaxContext, "n_ctx", ErrorKind::InvalidArgument, Param::NCtx);
   // Slots of one layer's cache are counted, and heads-table offsets stored, in 32 bits.
   checked_mul_u32(c.n_head_kv, n_ctx, "KV slots per layer n_head_kv * n_ctx");
   // Element counts of one batch's activations are 32-bit push constants (op_add, op_swiglu, ...).
@@ -19,7 +19,7 @@ void check_session_shape(const ModelConfig& c, uint32_t n_ctx, uint32_t n_batch)
 }
 
 uint64_t activation_bytes(const ModelConfig& c, uint32_t n_batch, uint32_t n_ctx, uint32_t decode_chunk) {
-  if (decode_chunk == 0) throw Error("memory model: decode_chunk must be at least 1");
+  if (decode_chunk == 0) throw Error(ErrorKind::InvalidArgument, "memory model: decode_chunk must be at least 1");
   const uint64_t B = n_batch;
   const uint64_t per_row = 2ull * c.n_embd + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * c.n_ff;  // x, xn, q+attn, k+v, gate+up
   const uint64_t part = uint64_t(c.n_head) * ((uint64_t(n_ctx) + decode_chunk - 1) / decode_chunk) * (c.head_dim + 2);
@@ -45,7 +45,7 @@ MemoryEstimate estimate_memory(const ModelConfig& c, uint64_t weight_bytes, cons
   check_session_shape(c, q.n_ctx, q.n_batch);
   checked_range(q.prompt_len, 0, kMaxContext, "memory model: prompt length");
   q.kv.validate();
-  if (uint32_t(q.kv_type) >= kKvTypes) throw Error("memory model: unknown KV type " + std::to_string(uint32_t(q.kv_type)));
+  if (uint32_t(q.kv_type) >= kKvTypes) throw Error(ErrorKind::InvalidArgument, "memory model: unknown KV type " + std::to_string(uint32_t(q.kv_type)), Param::KvType);
   MemoryEstimate e;
   const uint64_t row = kv_row_bytes(q.kv_type, c.head_dim);
   const uint32_t L = q.prompt_len, n_kv = c.n_head_kv;

@@ -16,10 +16,10 @@ int32_t argmax(std::span<const float> logits) {
 
 Sampler::Sampler(const SamplerParams& p) : p_(p), rng_(p.seed) {
   if (std::isnan(p.temp) || std::isnan(p.top_p) || std::isnan(p.min_p) || std::isnan(p.repeat_penalty))
-    throw Error("sampling parameters must be numbers");
-  if (p.temp < 0) throw Error("temperature must be >= 0");
-  if (p.top_p <= 0) throw Error("top-p must be > 0");
-  if (p.repeat_penalty <= 0) throw Error("repeat penalty must be > 0");
+    throw Error(ErrorKind::InvalidArgument, "sampling parameters must be numbers");
+  if (p.temp < 0) throw Error(ErrorKind::InvalidArgument, "temperature must be >= 0");
+  if (p.top_p <= 0) throw Error(ErrorKind::InvalidArgument, "top-p must be > 0");
+  if (p.repeat_penalty <= 0) throw Error(ErrorKind::InvalidArgument, "repeat penalty must be > 0");
 }
 
 void Sampler::accept(int32_t token) {

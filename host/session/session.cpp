@@ -21,7 +21,7 @@ MemoryTracker::Hold hold_budget(const Model& m, const SessionOptions& o, uint32_
   const uint64_t need = e.peak > already_counted ? e.peak - already_counted : 0;  // weights are already counted
   return m.ctx().memory().hold(need, [&](uint64_t in_use, uint64_t budget) {
     return "does not fit the device memory budget: " +
-           (o.kv.compresses() ? std::to_string(prompt_len) + "-token prompt with --kv-policy " + kv_policy_name(o.kv.policy)
+           (o.kv.compresses() ? std::to_string(prompt_len) + "-token prompt with KV policy " + kv_policy_name(o.kv.policy)
                               : std::string("a full KV cache")) +
            " and n_ctx " + std::to_string(o.n_ctx) + " needs " + format_bytes(need) + " more (KV cache " +
            format_bytes(e.kv_cache) + ", prefill buffers " + format_bytes(e.prefill_transient) + ", activations " +
@@ -42,22 +42,22 @@ Session::Session(const Model& model, const SessionOptions& opts)
       cs_compress_(model.ctx()) {
   const ModelConfig& c = model.config();
   Context& ctx = model.ctx();
-  if (opts_.n_batch == 0) throw Error("n_batch must be at least 1");
+  if (opts_.n_batch == 0) throw Error(ErrorKind::InvalidArgument, "n_batch must be at least 1", Param::NBatch);
   c.check();
   check_session_shape(c, opts_.n_ctx, opts_.n_batch);
   if (opts_.kv_type == KvType::Q8_0 && c.head_dim % 32)
-    throw Error("--kv-type q8_0 needs a head dimension that is a multiple of 32 (this model's is " +
-                std::to_string(c.head_dim) + ")");
+    throw Error(ErrorKind::InvalidArgument, "the q8_0 KV type needs a head dimension that is a multiple of 32 (this model's is " +
+                std::to_string(c.head_dim) + ")", Param::KvType);
   opts_.kv.validate();
   // A layer's K (and V) for n_ctx positions is one storage binding (the cache, or a compressing
   // prefill's transient layer): it must fit the device's largest binding.
   const uint64_t kv_row = uint64_t(c.n_head_kv) * kv_row_bytes(opts_.kv_type, c.head_dim);
   const uint64_t max_range = ctx.info().max_storage_buffer_range;
   if (max_range && kv_row * opts_.n_ctx > max_range)
-    throw Error("n_ctx " + std::to_string(opts_.n_ctx) + " needs K and V buffers of " + format_bytes(kv_row * opts_.n_ctx) +
+    throw Error(ErrorKind::InvalidArgument, "n_ctx " + std::to_string(opts_.n_ctx) + " needs K and V buffers of " + format_bytes(kv_row * opts_.n_ctx) +
                 " per layer, more than " + ctx.info().name + " binds at once (maxStorageBufferRange " +
                 format_bytes(max_range) + "); the largest n_ctx for this model and KV type here is " +
-                std::to_string(max_range / kv_row));
+                std::to_string(max_range / kv_row), Param::NCtx);
   opts_.n_batch = std::min(opts_.n_batch, opts_.n_ctx);
   // A full cache is allocated now; a compressed one is checked again when its prompt arrives.
   const MemoryTracker::Hold hold = hold_budget(model, opts_, opts_.kv.compresses() ? 0 : opts_.n_ctx, 0);
@@ -87,14 +87,14 @@ void Session::reset() {
 }
 
 std::span<const float> Session::prefill(std::span<const int32_t> tokens) {
-  if (tokens.empty()) throw Error("empty prompt");
+  if (tokens.empty()) throw Error(ErrorKind::InvalidArgument, "empty prompt");
   if (tokens.size() > opts_.n_ctx - n_past_)  // n_past_ <= n_ctx; a sum could wrap for a huge size
-    throw Error("prompt of " + std::to_string(tokens.size()) + " tokens does not fit the context: " +
-                std::to_string(n_past_) + " used of " + std::to_string(opts_.n_ctx) + " (raise -c)");
+    throw Error(ErrorKind::InvalidArgument, "prompt of " + std::to_string(tokens.size()) + " tokens does not fit the context: " +
+                std::to_string(n_past_) + " used of " + std::to_string(opts_.n_ctx) + " (raise the context size)", Param::NCtx);
   const int32_t n_vocab = int32_t(model_.config().n_vocab);
   for (int32_t t : tokens)
     if (t < 0 || t >= n_vocab)
-      throw Error("token id " + std::to_string(t) + " is outside the vocabulary (0.." + std::to_string(n_vocab - 1) + ")");
+      throw Error(ErrorKind::InvalidArgument, "token id " + std::to_string(t) + " is outside the vocabulary (0.." + std::to_string(n_vocab - 1) + ")");
   const auto t0 = std::chrono::steady_clock::now();
   const uint32_t n_past_before = n_past_;
   try {

@@ -33,11 +33,6 @@ struct SessionOptions {
 // The positions a session holds when SessionOptions::n_ctx is 0.
 uint32_t default_n_ctx(const ModelConfig& c);
 
-// Thrown by prefill/decode when cancelled; the session is left as it was before the call.
-struct Cancelled : Error {
-  Cancelled() : Error("cancelled") {}
-};
-
 // What compression did, for reports.
 struct KvStats {
   uint64_t full_bytes = 0;      // what a full cache needs for the tokens held
