@@ -63,28 +63,11 @@ snapvk_status status_of(ErrorKind k) {
   return SNAPVK_INTERNAL;
 }
 
-// The snapvk_session_options field an option error is about.
-const char* field_of(Param p) {
-  switch (p) {
-    case Param::None: return nullptr;
-    case Param::KvPolicy: return "kv_policy";
-    case Param::KvBudget: return "kv_budget";
-    case Param::KvRatio: return "kv_ratio";
-    case Param::KvWindow: return "kv_window";
-    case Param::KvKernel: return "kv_kernel";
-    case Param::KvPool: return "kv_pool";
-    case Param::KvGqa: return "kv_gqa";
-    case Param::KvType: return "kv_type";
-    case Param::NCtx: return "n_ctx";
-    case Param::NBatch: return "n_batch";
-  }
-  return nullptr;
-}
-
 // The message as this API's users read it: an option error names its field.
 std::string api_message(const Error& e) {
   std::string m = e.what();
-  if (const char* field = field_of(e.param())) m += std::string(" (snapvk_session_options.") + field + ")";
+  // Param names are SessionOptions' field names, which snapvk_session_options shares.
+  if (e.param() != Param::None) m += std::string(" (snapvk_session_options.") + param_name(e.param()) + ")";
   return m;
 }
 
