@@ -3,6 +3,7 @@
 //   build/bench/snapvk_bench_kernels --benchmark_filter=matvec
 #include <benchmark/benchmark.h>
 
+#include <iterator>
 #include <memory>
 #include <random>
 
@@ -63,8 +64,10 @@ void time_gpu(benchmark::State& state, Context& ctx, F record) {
   }
 }
 
-const GgmlType kTypes[] = {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0,
-                           GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K};
+const GgmlType kTypes[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,   GgmlType::Q4_0,
+                           GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q4_1, GgmlType::Q5_0,   GgmlType::Q5_1,
+                           GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q5_K, GgmlType::IQ4_NL, GgmlType::IQ4_XS};
+constexpr int kNumTypes = int(std::size(kTypes));
 
 // Decode projection: y[N] = W[N, K] x. Reported as weight bytes read per second.
 void BM_matvec(benchmark::State& state) {
@@ -257,7 +260,7 @@ void BM_snapkv(benchmark::State& state) {
 }
 
 void matvec_args(benchmark::internal::Benchmark* b) {
-  for (int t = 0; t < 7; ++t) b->Args({t, 2816, 1024})->Args({t, 4096, 4096});
+  for (int t = 0; t < kNumTypes; ++t) b->Args({t, 2816, 1024})->Args({t, 4096, 4096});
 }
 void matmul_args(benchmark::internal::Benchmark* b) {
   for (int kind : {0, 1})
@@ -269,7 +272,7 @@ BENCHMARK(BM_matmul)->Apply(matmul_args)->UseManualTime()->Unit(benchmark::kMill
 BENCHMARK(BM_rms_norm)->Args({1, 4096})->Args({512, 1024})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_softmax)->Args({32, 4096})->Args({512, 1024})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_add)->Arg(1 << 20)->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_get_rows)->DenseRange(0, 6)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_get_rows)->DenseRange(0, kNumTypes - 1)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_rope)->Arg(1)->Arg(512)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_swiglu)->Arg(2816)->Arg(512 * 2816)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_attn_prefill)->Arg(512)->Arg(2048)->UseManualTime()->Unit(benchmark::kMillisecond);

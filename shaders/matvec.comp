@@ -14,9 +14,10 @@
 // as fast as lanes reading far apart. On lavapipe each lane of that loop checks bounds per
 // *component*, so the cost follows the number of components loaded: with MATVEC_INT64 (the
 // _i64 variants, chosen for CPU devices with shaderInt64) every load uses 64-bit components,
-// half as many for the same bytes. Formats aligned to 16 bytes (f32, f16, bf16, Q4_K) are read
-// in 16/32-byte loads; Q8_0, Q4_0 and Q6_K blocks (34/18/210 bytes) are only 2-byte aligned
-// and are read as the words covering them, shifted into place.
+// half as many for the same bytes. Formats aligned to 16 bytes (f32, f16, bf16, Q4_K, Q5_K) are
+// read in 16/32-byte loads, those aligned to 8 (Q5_1, IQ4_XS) in whole words; the others (Q8_0,
+// Q4_0, Q4_1, Q5_0, IQ4_NL, Q2_K, Q3_K, Q6_K: 34/18/20/22/18/84/110/210 bytes) are read as the
+// words covering them, shifted into place.
 #include "common.glsl"
 #include "weights.glsl"
 #if defined(MATVEC_INT64)
@@ -111,6 +112,21 @@ uint64_t funnel64(uint64_t a, uint64_t b, uint sh) { return (a >> sh) | ((b << (
   }
 #endif
 
+// s[0 .. n-1] = the n 32-bit words from byte o, o a multiple of 8 (n even): whole-word loads.
+#if defined(MATVEC_INT64)
+#define READ_WORDS(o, n, s)                                                                  \
+  {                                                                                          \
+    [[unroll]] for (uint j_ = 0; j_ < (n) / 2; ++j_) {                                       \
+      const uvec2 v_ = unpack32(wdata8[((o) >> 3) + j_]);                                    \
+      s[2 * j_] = v_.x;                                                                      \
+      s[2 * j_ + 1] = v_.y;                                                                  \
+    }                                                                                        \
+  }
+#else
+#define READ_WORDS(o, n, s) \
+  { [[unroll]] for (uint j_ = 0; j_ < (n); ++j_) s[j_] = wdata[((o) >> 2) + j_]; }
+#endif
+
 float f16_at(uint o) {  // f16 at a 2-byte-aligned byte offset: one load
   const uint w = wdata[o >> 2];
   return unpackHalf2x16(w >> ((o & 2u) * 8u)).x;
@@ -124,6 +140,11 @@ vec4 lo4x4(uint w) { return vec4(uvec4(w, w >> 8, w >> 16, w >> 24) & 0xFu); }
 vec4 hi4x4(uint w) { return vec4(uvec4(w >> 4, w >> 12, w >> 20, w >> 28) & 0xFu); }
 float hsum(vec4 v) { return (v.x + v.y) + (v.z + v.w); }
 uint half_word(uint a, uint b) { return (a >> 16) | (b << 16); }  // bytes 2..5 of the pair a, b
+uint spread4(uint b) { return ((b & 0xFu) * 0x00204081u) & 0x01010101u; }  // bits 0..3 of b to bit 0 of bytes 0..3
+#if defined(W_IQ4_NL) || defined(W_IQ4_XS)
+// The grid values of the low nibbles of a word's four bytes.
+vec4 iq4x4(uint w) { return iq4nl4(uvec4(w, w >> 8, w >> 16, w >> 24) & 0xFu); }
+#endif
 
 float acc[NUM_ROWS];
 uint row_of[NUM_ROWS];  // row of each slot, clamped to N-1 (slots past the end redo the last row)
@@ -263,6 +284,177 @@ void unit(uint u, uint units) {
       s += float(int(sw[sb >> 2] << (24u - 8u * (sb & 3u))) >> 24) * (dq - 32.0 * sx[q]);
     }
     acc[r] += f16_at(o + 208u) * s;
+  }
+}
+#elif defined(W_Q4_1) || defined(W_Q5_0) || defined(W_Q5_1) || defined(W_IQ4_NL)
+// One 32-element block per unit, nibbles as in Q4_0: byte t of qs holds elements t (low) and
+// t+16 (high). Q4_1 (20 bytes): f16 d, f16 m, qs; x = d*q + m. Q5_0 (22 bytes): f16 d, uint32
+// qh, qs; bit 4 of element j is bit j of qh; x = d*(q - 16). Q5_1 (24 bytes): f16 d, f16 m, qh,
+// qs; x = d*q + m. IQ4_NL (18 bytes): f16 d, qs; x = d * kvalues[q]. The offsets m and -16 are
+// folded into the sum of x.
+const uint UNIT = 32;
+void unit(uint u, uint units) {
+  vec4 xv[8];
+  [[unroll]] for (uint j = 0; j < 4; ++j) x_load8(4 * u + j, xv[2 * j], xv[2 * j + 1]);
+#if !defined(W_IQ4_NL)
+  const float sx = hsum(xv[0] + xv[1] + xv[2] + xv[3] + xv[4] + xv[5] + xv[6] + xv[7]);
+#endif
+  [[unroll]] for (uint r = 0; r < NUM_ROWS; ++r) {
+    const uint blk = row_of[r] * units + u;
+    uint qs[4], head;  // qs as words; head = the first word (d, and m where there is one)
+    uint qh = 0u;
+#if defined(W_Q4_1)
+    uint s[5];
+    READ_BYTES(blk * 20u, 20, s, 0);
+    head = s[0];
+    [[unroll]] for (uint k = 0; k < 4; ++k) qs[k] = s[k + 1];
+#elif defined(W_Q5_0)
+    uint s[6];
+    READ_BYTES(blk * 22u, 22, s, 0);
+    head = s[0];
+    qh = half_word(s[0], s[1]);
+    [[unroll]] for (uint k = 0; k < 4; ++k) qs[k] = half_word(s[k + 1], s[k + 2]);
+#elif defined(W_Q5_1)
+    uint s[6];
+    READ_WORDS(blk * 24u, 6, s);
+    head = s[0];
+    qh = s[1];
+    [[unroll]] for (uint k = 0; k < 4; ++k) qs[k] = s[k + 2];
+#else
+    uint s[5];
+    READ_BYTES(blk * 18u, 18, s, 0);
+    head = s[0];
+    [[unroll]] for (uint k = 0; k < 4; ++k) qs[k] = half_word(s[k], s[k + 1]);
+#endif
+    float d = 0.0;
+    [[unroll]] for (uint k = 0; k < 4; ++k) {
+#if defined(W_IQ4_NL)
+      d += dot(iq4x4(qs[k]), xv[k]) + dot(iq4x4(qs[k] >> 4), xv[4 + k]);
+#elif defined(W_Q4_1)
+      d += dot(lo4x4(qs[k]), xv[k]) + dot(hi4x4(qs[k]), xv[4 + k]);
+#else
+      const uint lo = (qs[k] & 0x0F0F0F0Fu) | (spread4(qh >> (4u * k)) << 4);
+      const uint hi = ((qs[k] >> 4) & 0x0F0F0F0Fu) | (spread4(qh >> (16u + 4u * k)) << 4);
+      d += dot(u8x4(lo), xv[k]) + dot(u8x4(hi), xv[4 + k]);
+#endif
+    }
+    const vec2 dm = unpackHalf2x16(head);
+#if defined(W_Q5_0)
+    acc[r] += dm.x * (d - 16.0 * sx);
+#elif defined(W_IQ4_NL)
+    acc[r] += dm.x * d;
+#else
+    acc[r] += dm.x * d + dm.y * sx;
+#endif
+  }
+}
+#elif defined(W_IQ4_XS)
+// block (136 bytes, 8-byte aligned): f16 d, uint16 scales_h, uint8 scales_l[4], uint8 qs[128].
+// Unit i (0..7) is sub-block i: qs bytes 16i..16i+15 as in IQ4_NL, 6-bit scale ls = nibble i%2
+// of scales_l[i/2] | bits 2i.. of scales_h << 4; x = d * (ls - 32) * kvalues[q].
+const uint UNIT = 32;
+void unit(uint u, uint units) {
+  const uint b = u >> 3, i = u & 7u;
+  vec4 xv[8];
+  [[unroll]] for (uint j = 0; j < 4; ++j) x_load8(4 * u + j, xv[2 * j], xv[2 * j + 1]);
+  const uint nb = units >> 3;
+  [[unroll]] for (uint r = 0; r < NUM_ROWS; ++r) {
+    const uint o = (row_of[r] * nb + b) * 136u;
+    uint hd[2], q[4];
+    READ_WORDS(o, 2, hd);
+    READ_WORDS(o + 8u + 16u * i, 4, q);
+    const uint ls = ((hd[1] >> (4u * i)) & 0xFu) | (((hd[0] >> (16u + 2u * i)) & 3u) << 4);
+    float d = 0.0;
+    [[unroll]] for (uint k = 0; k < 4; ++k) d += dot(iq4x4(q[k]), xv[k]) + dot(iq4x4(q[k] >> 4), xv[4 + k]);
+    acc[r] += unpackHalf2x16(hd[0]).x * float(int(ls) - 32) * d;
+  }
+}
+#elif defined(W_Q2_K) || defined(W_Q3_K)
+// Q2_K block (84 bytes, 4-byte aligned): uint8 scales[16], uint8 qs[64], f16 d, f16 dmin.
+// Q3_K block (110 bytes, 2-byte aligned): uint8 hmask[32], uint8 qs[64], uint8 scales[12], f16 d.
+// Half n (128 elements), quarter k (32), position p: the 2-bit field k of qs[32n + p] (Q3_K: bit
+// 2 from bit 4n+k of hmask[p]); sub-block (16 elements) 8n + 2k + p/16. Unit i (0..3) of a
+// block: half n = i>>1, positions p = 16*(i&1) .. +15 of its four quarters (four sub-blocks).
+// Q2_K: x = d * (sc & 15) * q - dmin * (sc >> 4); Q3_K: x = d * (sc - 32) * (q - 4), sc 6-bit.
+const uint UNIT = 64;
+void unit(uint u, uint units) {
+  const uint b = u >> 2, i = u & 3u, n = i >> 1, hf = i & 1u;
+  vec4 xv[4][4];  // quarter k: x[256b + 128n + 32k + 16hf ..], 16 elements
+  [[unroll]] for (uint k = 0; k < 4; ++k) x_load16(16u * b + 8u * n + 2u * k + hf, xv[k]);
+  float sx[4];
+  [[unroll]] for (uint k = 0; k < 4; ++k) sx[k] = hsum(xv[k][0] + xv[k][1] + xv[k][2] + xv[k][3]);
+  const uint nb = units >> 2;
+  [[unroll]] for (uint r = 0; r < NUM_ROWS; ++r) {
+#if defined(W_Q2_K)
+    const uint o = (row_of[r] * nb + b) * 84u;
+    uint q[4], sw[2];
+    READ_BYTES(o + 16u + 32u * n + 16u * hf, 16, q, 4);  // (d and dmin follow)
+    READ_BYTES(o + 8u * n, 8, sw, 8);                     // scales[8n .. 8n+7]
+    const vec2 dm = unpackHalf2x16(wdata[(o + 80u) >> 2]);
+    float sd = 0.0, sm = 0.0;
+    [[unroll]] for (uint k = 0; k < 4; ++k) {
+      float dq = 0.0;
+      [[unroll]] for (uint t = 0; t < 4; ++t) dq += dot(u8x4((q[t] >> (2u * k)) & 0x03030303u), xv[k][t]);
+      const uint sb = 2u * k + hf;  // scale byte within the 8 of this half
+      const uint sc = (sw[sb >> 2] >> (8u * (sb & 3u))) & 0xFFu;
+      sd += float(sc & 0xFu) * dq;
+      sm += float(sc >> 4) * sx[k];
+    }
+    acc[r] += dm.x * sd - dm.y * sm;
+#else
+    const uint o = (row_of[r] * nb + b) * 110u;
+    uint q[4], hm[4], sw[4];
+    READ_BYTES(o + 32u + 32u * n + 16u * hf, 16, q, 14);  // (the rest of the block follows each run)
+    READ_BYTES(o + 16u * hf, 16, hm, 16);
+    READ_BYTES(o + 96u, 14, sw, 0);  // scales[12], d
+    float s = 0.0;
+    [[unroll]] for (uint k = 0; k < 4; ++k) {
+      float dq = 0.0;
+      [[unroll]] for (uint t = 0; t < 4; ++t) {
+        const uint v = ((q[t] >> (2u * k)) & 0x03030303u) | (((hm[t] >> (4u * n + k)) & 0x01010101u) << 2);
+        dq += dot(u8x4(v), xv[k][t]);
+      }
+      // 6-bit scale is: low 4 bits at scales[is % 8] >> 4*(is/8), high 2 at scales[8 + is % 4] >> 2*(is/4)
+      const uint is = 8u * n + 2u * k + hf;
+      const uint lo = (sw[(is % 8u) >> 2] >> (8u * (is % 4u) + 4u * (is / 8u))) & 0xFu;
+      const uint hi = (sw[2] >> (8u * (is % 4u) + 2u * (is / 4u))) & 3u;
+      s += float(int(lo | (hi << 4)) - 32) * (dq - 4.0 * sx[k]);
+    }
+    acc[r] += unpackHalf2x16(sw[3]).x * s;
+#endif
+  }
+}
+#elif defined(W_Q5_K)
+// block (176 bytes, 16-byte aligned): f16 d, f16 dmin, uint8 scales[12], uint8 qh[32],
+// uint8 qs[128]: Q4_K's units, with bit 4 of qs byte 16i+t's low nibble in bit 2(i>>1) of
+// qh[16(i&1) + t] and of its high nibble in the next bit.
+const uint UNIT = 32;
+void unit(uint u, uint units) {
+  const uint b = u >> 3, i = u & 7u, c = i >> 1;
+  const uint xb = 16u * b + 4u * c + (i & 1u);  // x_load16 index of the low run; the high run is +2
+  vec4 xl[4], xh[4];
+  x_load16(xb, xl);
+  x_load16(xb + 2u, xh);
+  const float sl = hsum(xl[0] + xl[1] + xl[2] + xl[3]), sh = hsum(xh[0] + xh[1] + xh[2] + xh[3]);
+  const uint nb = units >> 3;
+  [[unroll]] for (uint r = 0; r < NUM_ROWS; ++r) {
+    const uint bi = (row_of[r] * nb + b) * 11u;
+    const uvec4 hd = w_chunk16(bi);
+    const uvec4 qh = w_chunk16(bi + 1u + (i & 1u));
+    const uvec4 q = w_chunk16(bi + 3u + i);
+    const uint s16 = (c & 1u) * 16u;
+    const bool lo = c < 2u;
+    const uint sc = mix(((hd.w >> s16) & 0x0F0Fu) | ((hd.y >> (s16 + 2u)) & 0x3030u), (hd.y >> s16) & 0x3F3Fu, lo);
+    const uint mn = mix(((hd.w >> (s16 + 4u)) & 0x0F0Fu) | ((hd.z >> (s16 + 2u)) & 0x3030u), (hd.z >> s16) & 0x3F3Fu, lo);
+    const vec2 dm = unpackHalf2x16(hd.x);
+    float dl = 0.0, dh = 0.0;
+    [[unroll]] for (uint k = 0; k < 4; ++k) {
+      const uint vl = (q[k] & 0x0F0F0F0Fu) | (((qh[k] >> (2u * c)) & 0x01010101u) << 4);
+      const uint vh = ((q[k] >> 4) & 0x0F0F0F0Fu) | (((qh[k] >> (2u * c + 1u)) & 0x01010101u) << 4);
+      dl += dot(u8x4(vl), xl[k]);
+      dh += dot(u8x4(vh), xh[k]);
+    }
+    acc[r] += dm.x * (float(sc & 0xFFu) * dl + float(sc >> 8) * dh) - dm.y * (float(mn & 0xFFu) * sl + float(mn >> 8) * sh);
   }
 }
 #endif

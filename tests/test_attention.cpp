@@ -19,7 +19,8 @@ TEST_F(ModelKernel, GetRowsDequantizesEveryType) {
   const uint32_t rows_in_table = 37, n = 256, T = 9;
   const std::vector<int32_t> ids = {0, 36, 5, 5, 17, 1, 30, 2, 36};
   for (GgmlType wt : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K,
-                      GgmlType::Q6_K}) {
+                      GgmlType::Q6_K, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q2_K, GgmlType::Q3_K,
+                      GgmlType::Q5_K, GgmlType::IQ4_NL, GgmlType::IQ4_XS}) {
     auto f = random_floats(size_t(rows_in_table) * n, 3);
     const uint64_t rb = row_bytes(wt, n);
     std::vector<uint8_t> raw(rb * rows_in_table);

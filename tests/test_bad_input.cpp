@@ -144,23 +144,68 @@ TEST_F(BadInput, TensorPointsPastTheEnd) {
   expect_model_error(write_text("past-end.gguf", bytes), "'" + last.name + "' data [offset " + std::to_string(past));
 }
 
-TEST_F(BadInput, UnsupportedTensorType) {
+// d256.gguf (dim 256: one K-quant super-block per row) with blk.0.attn_q.weight stored as `type`
+// (zero bytes) and written last, under `name`.
+std::string with_attn_q_as(const fs::path& dir, const std::string& name, GgmlType type) {
   SynthShape s;
   s.n_embd = 256, s.n_layer = 1, s.n_head = 4, s.n_head_kv = 4, s.n_ff = 256, s.n_vocab = 300, s.n_ctx = 64;
-  write_synth_gguf(s, file("d256.gguf"));
-  GgufFile src = GgufFile::open(file("d256.gguf"));
+  const std::string base = (dir / "d256.gguf").string();
+  if (!fs::exists(base)) write_synth_gguf(s, base);
+  GgufFile src = GgufFile::open(base);
   GgufWriter w;
   for (const GgufKv& e : src.metadata()) w.set_value(e.key, e.value);
-  for (const GgufTensor& t : src.tensors()) {
-    if (t.name == "blk.0.attn_q.weight") {  // right shape, one q5_K super-block per 256-wide row
-      std::vector<uint8_t> zeros(row_bytes(GgmlType::Q5_K, 256) * 256);
-      w.add_tensor(t.name, GgmlType::Q5_K, {256, 256}, zeros.data(), zeros.size());
-    } else {
+  for (const GgufTensor& t : src.tensors())
+    if (t.name != "blk.0.attn_q.weight")
       w.add_tensor(t.name, t.type, std::vector<uint64_t>(t.ne, t.ne + t.n_dims), t.data, t.nbytes);
-    }
+  const std::vector<uint8_t> bytes(row_bytes(type, 256) * 256, 0);
+  w.add_tensor("blk.0.attn_q.weight", type, {256, 256}, bytes.data(), bytes.size());
+  const std::string out = (dir / name).string();
+  w.write(out);
+  return out;
+}
+
+// Types ggml has and snapvk does not run are refused by name, with the supported list, in one line.
+TEST_F(BadInput, UnsupportedTensorType) {
+  const std::string supported = "(supported: f32, f16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K, "
+                                "iq4_nl, iq4_xs, bf16)";
+  for (GgmlType t : {GgmlType::IQ2_XXS, GgmlType::IQ3_S, GgmlType::TQ1_0, GgmlType::Q8_K}) {
+    const std::string m = with_attn_q_as(dir_, std::string(type_name(t)) + "-shape.gguf", t);
+    expect_model_error(m, "'blk.0.attn_q.weight' has type " + std::string(type_name(t)) +
+                              ", which snapvk does not support " + supported);
   }
-  w.write(file("q5k-shape.gguf"));
-  expect_model_error(file("q5k-shape.gguf"), "'blk.0.attn_q.weight' has type q5_K, which snapvk does not support");
+  // The newly supported types load and run from the same file.
+  for (GgmlType t : {GgmlType::Q5_K, GgmlType::IQ4_XS}) {
+    const CliResult r = run({"run", "-m", with_attn_q_as(dir_, std::string(type_name(t)) + "-ok.gguf", t), "-p", "Once", "-n", "2"});
+    EXPECT_TRUE(r.exited && r.code == 0) << type_name(t) << ": " << r.err;
+  }
+}
+
+// Tensor bytes that are not a whole number of blocks: a row length that is not a multiple of the
+// block size (the header is patched after writing, as a damaged file would have it), and data
+// cut inside the last block.
+TEST_F(BadInput, TruncatedBlocks) {
+  for (GgmlType t : {GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q3_K, GgmlType::IQ4_XS}) {
+    const std::string name = type_name(t);
+    std::string bytes = slurp(with_attn_q_as(dir_, name + ".gguf", t));
+    const std::string key = "blk.0.attn_q.weight";
+    const size_t at = bytes.find(key);
+    ASSERT_NE(at, std::string::npos);
+    const size_t ne0_at = at + key.size() + 4;  // after the name and the dimension count
+    uint64_t ne0 = 0;
+    std::memcpy(&ne0, bytes.data() + ne0_at, 8);
+    ASSERT_EQ(ne0, 256u);
+    const uint64_t partial = 256 - 16;  // not a whole number of 32- or 256-element blocks
+    std::memcpy(bytes.data() + ne0_at, &partial, 8);
+    expect_model_error(write_text(name + "-partial.gguf", bytes),
+                       "tensor '" + key + "' row length 240 is not a multiple of the " + name + " block size");
+  }
+  // The last tensor's data ends half-way through a block.
+  std::string bytes = slurp(with_attn_q_as(dir_, "q5_1-last.gguf", GgmlType::Q5_1));
+  const GgufFile f = GgufFile::open(file("q5_1-last.gguf"));
+  ASSERT_EQ(f.tensors().back().name, "blk.0.attn_q.weight");
+  ASSERT_EQ(f.data_offset() + f.tensors().back().offset + f.tensors().back().nbytes, bytes.size());
+  bytes.resize(bytes.size() - 11);
+  expect_model_error(write_text("q5_1-cut.gguf", bytes), "'blk.0.attn_q.weight' data [offset");
 }
 
 TEST_F(BadInput, UnsupportedArchitecture) {
@@ -276,7 +321,10 @@ TEST_F(BadInput, BadSynthAndConvertArguments) {
                "not a multiple of heads");
   expect_error({"synth", "--preset", "small-gqa", "--type", "q4_k", "-o", file("x.gguf")},
                "q4_K needs rows that are multiples of 256: ff = 704");
-  expect_error({"synth", "--preset", "tiny", "--type", "q5_k", "-o", file("x.gguf")}, "unsupported --type 'q5_k'");
+  expect_error({"synth", "--preset", "tiny", "--type", "iq2_xxs", "-o", file("x.gguf")},
+               "unsupported --type 'iq2_xxs' (supported: f32, f16, q4_0, q4_1, q5_0");
+  expect_error({"synth", "--preset", "small-gqa", "--type", "iq4_xs", "-o", file("x.gguf")},
+               "iq4_xs needs rows that are multiples of 256: ff = 704");
   expect_error({"synth", "--preset", "tiny"}, "-o FILE");
   expect_error({"convert", "-m", file("nope.gguf"), "--type", "q8_0", "-o", file("x.gguf")}, "cannot open");
   expect_error({"convert", "-m", file("good.gguf"), "--type", "q8_0", "-o", dir_.string() + "/no/such/dir/x.gguf"},

@@ -353,8 +353,9 @@ TEST_F(GgufFiles, WriterRoundTripsTensorsOfEachSupportedType) {
   w.set_string("general.architecture", "llama");
   struct Made { std::string name; GgmlType type; std::vector<uint64_t> ne; std::vector<uint8_t> bytes; };
   std::vector<Made> made;
-  const GgmlType types[] = {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0,
-                            GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K};
+  const GgmlType types[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,   GgmlType::Q4_0,
+                            GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q4_1, GgmlType::Q5_0,   GgmlType::Q5_1,
+                            GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q5_K, GgmlType::IQ4_NL, GgmlType::IQ4_XS};
   for (GgmlType t : types) {
     const std::vector<std::vector<uint64_t>> shapes = {{256}, {512, 3}, {256, 1, 3}, {256, 2, 1, 3}};
     for (size_t s = 0; s < shapes.size(); ++s) {

@@ -114,15 +114,28 @@ class KernelMatvec : public VkTest, public ::testing::WithParamInterface<GgmlTyp
 
 // The matvec SPIR-V of a weight type: portable, or with 64-bit loads (the CPU-device choice).
 std::span<const uint32_t> matvec_spirv(GgmlType wt, bool int64) {
+#define SNAPVK_MATVEC(KIND, w) \
+  case KIND: return int64 ? spv::matvec_##w##_f32_i64() : spv::matvec_##w##_f32();
   switch (weight_kind(wt)) {
-    case kWeightF32: return int64 ? spv::matvec_f32_f32_i64() : spv::matvec_f32_f32();
-    case kWeightF16: return int64 ? spv::matvec_f16_f32_i64() : spv::matvec_f16_f32();
-    case kWeightBF16: return int64 ? spv::matvec_bf16_f32_i64() : spv::matvec_bf16_f32();
-    case kWeightQ8_0: return int64 ? spv::matvec_q8_0_f32_i64() : spv::matvec_q8_0_f32();
-    case kWeightQ4_0: return int64 ? spv::matvec_q4_0_f32_i64() : spv::matvec_q4_0_f32();
-    case kWeightQ4_K: return int64 ? spv::matvec_q4_k_f32_i64() : spv::matvec_q4_k_f32();
-    default: return int64 ? spv::matvec_q6_k_f32_i64() : spv::matvec_q6_k_f32();
+    SNAPVK_MATVEC(kWeightF32, f32)
+    SNAPVK_MATVEC(kWeightF16, f16)
+    SNAPVK_MATVEC(kWeightBF16, bf16)
+    SNAPVK_MATVEC(kWeightQ8_0, q8_0)
+    SNAPVK_MATVEC(kWeightQ4_0, q4_0)
+    SNAPVK_MATVEC(kWeightQ4_K, q4_k)
+    SNAPVK_MATVEC(kWeightQ6_K, q6_k)
+    SNAPVK_MATVEC(kWeightQ4_1, q4_1)
+    SNAPVK_MATVEC(kWeightQ5_0, q5_0)
+    SNAPVK_MATVEC(kWeightQ5_1, q5_1)
+    SNAPVK_MATVEC(kWeightQ2_K, q2_k)
+    SNAPVK_MATVEC(kWeightQ3_K, q3_k)
+    SNAPVK_MATVEC(kWeightQ5_K, q5_k)
+    SNAPVK_MATVEC(kWeightIQ4_NL, iq4_nl)
+    SNAPVK_MATVEC(kWeightIQ4_XS, iq4_xs)
+    case kWeightKinds: break;
   }
+#undef SNAPVK_MATVEC
+  throw Error(ErrorKind::Internal, std::string("no matvec variant for ") + type_name(wt));
 }
 
 TEST_P(KernelMatvec, MatchesReference) {
@@ -218,7 +231,8 @@ std::string type_param_name(const ::testing::TestParamInfo<GgmlType>& info) { re
 
 #define SNAPVK_WEIGHT_TYPES                                                                                  \
   ::testing::Values(GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K, \
-                    GgmlType::Q6_K)
+                    GgmlType::Q6_K, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q2_K, GgmlType::Q3_K,  \
+                    GgmlType::Q5_K, GgmlType::IQ4_NL, GgmlType::IQ4_XS)
 INSTANTIATE_TEST_SUITE_P(Weights, KernelMatvec, SNAPVK_WEIGHT_TYPES, type_param_name);
 INSTANTIATE_TEST_SUITE_P(Weights, KernelMatmul, SNAPVK_WEIGHT_TYPES, type_param_name);
 

@@ -31,9 +31,13 @@ TEST(QuantTypes, TraitsMatchGgml) {
       {GgmlType::F32, "f32", 1, 4, true},      {GgmlType::F16, "f16", 1, 2, true},
       {GgmlType::BF16, "bf16", 1, 2, true},    {GgmlType::Q8_0, "q8_0", 32, 34, true},
       {GgmlType::Q4_0, "q4_0", 32, 18, true},  {GgmlType::Q4_K, "q4_K", 256, 144, true},
-      {GgmlType::Q6_K, "q6_K", 256, 210, true}, {GgmlType::Q5_K, "q5_K", 256, 176, false},
-      {GgmlType::Q4_1, "q4_1", 32, 20, false}, {GgmlType::IQ4_XS, "iq4_xs", 256, 136, false},
-      {GgmlType::MXFP4, "mxfp4", 32, 17, false},
+      {GgmlType::Q6_K, "q6_K", 256, 210, true}, {GgmlType::Q5_K, "q5_K", 256, 176, true},
+      {GgmlType::Q4_1, "q4_1", 32, 20, true},  {GgmlType::Q5_0, "q5_0", 32, 22, true},
+      {GgmlType::Q5_1, "q5_1", 32, 24, true},  {GgmlType::Q2_K, "q2_K", 256, 84, true},
+      {GgmlType::Q3_K, "q3_K", 256, 110, true}, {GgmlType::IQ4_NL, "iq4_nl", 32, 18, true},
+      {GgmlType::IQ4_XS, "iq4_xs", 256, 136, true}, {GgmlType::IQ2_XXS, "iq2_xxs", 256, 66, false},
+      {GgmlType::IQ3_S, "iq3_s", 256, 110, false}, {GgmlType::TQ1_0, "tq1_0", 256, 54, false},
+      {GgmlType::Q8_1, "q8_1", 32, 36, false},  {GgmlType::MXFP4, "mxfp4", 32, 17, false},
   };
   for (const Row& r : rows) {
     const TypeTraits* t = type_traits(static_cast<uint32_t>(r.t));
@@ -49,6 +53,8 @@ TEST(QuantTypes, TraitsMatchGgml) {
   EXPECT_EQ(type_traits(31), nullptr);
   EXPECT_EQ(type_traits(1000), nullptr);
   EXPECT_STREQ(type_name(static_cast<GgmlType>(4)), "unknown");
+  EXPECT_EQ(supported_type_names(),
+            "f32, f16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K, iq4_nl, iq4_xs, bf16");
 }
 
 TEST(QuantTypes, RowBytes) {
@@ -75,7 +81,9 @@ TEST(QuantTypes, ParseType) {
   EXPECT_EQ(parse_type("q4_0"), GgmlType::Q4_0);
   EXPECT_EQ(parse_type("q4_k"), GgmlType::Q4_K);
   EXPECT_EQ(parse_type("Q6_K"), GgmlType::Q6_K);
-  EXPECT_EQ(parse_type("q5_k"), GgmlType::Q5_K);  // known, but not supported
+  EXPECT_EQ(parse_type("q5_k"), GgmlType::Q5_K);
+  EXPECT_EQ(parse_type("IQ4_XS"), GgmlType::IQ4_XS);
+  EXPECT_EQ(parse_type("iq2_xxs"), GgmlType::IQ2_XXS);  // known, but not supported
   EXPECT_FALSE(parse_type("q4_2").has_value());
   EXPECT_FALSE(parse_type("").has_value());
   EXPECT_FALSE(parse_type("f32 ").has_value());
@@ -186,6 +194,14 @@ TEST(QuantDequant, MatchesGgufPyOnRandomBlocks) {
       {GgmlType::Q4_0, 3 * 32, 0x4610034d0c912328ull},
       {GgmlType::Q4_K, 3 * 256, 0x29f40b5c1aa01f44ull},
       {GgmlType::Q6_K, 3 * 256, 0x461b241fdd47021dull},
+      {GgmlType::Q4_1, 3 * 32, 0xcc68f3cb8fd80c93ull},
+      {GgmlType::Q5_0, 3 * 32, 0xeea6cd37d9dc302aull},
+      {GgmlType::Q5_1, 3 * 32, 0x1af1ade93451caf9ull},
+      {GgmlType::IQ4_NL, 3 * 32, 0xecf7ab59f8e834fbull},
+      {GgmlType::Q2_K, 3 * 256, 0x76ac8cf5f7581331ull},
+      {GgmlType::Q3_K, 3 * 256, 0xbeb0236b13c2432dull},
+      {GgmlType::Q5_K, 3 * 256, 0x6e31277471d1b1edull},
+      {GgmlType::IQ4_XS, 3 * 256, 0x56dd8213d5a90c30ull},
       {GgmlType::F16, 301, 0x78e7c1bae6ffa4acull},
       {GgmlType::BF16, 301, 0x4c38c8acfc36fb05ull},
   };
@@ -199,6 +215,12 @@ TEST(QuantDequant, MatchesGgufPyOnRandomBlocks) {
         case GgmlType::Q8_0: case GgmlType::Q4_0: set16(o, 0x2e66); break;  // d ~ 0.1
         case GgmlType::Q4_K: set16(o, 0x2e66); set16(o + 2, 0x3155); break;  // d, dmin
         case GgmlType::Q6_K: set16(o + 208, 0x2a66); break;
+        case GgmlType::Q5_0: set16(o, 0x2e66); break;
+        case GgmlType::Q4_1: case GgmlType::Q5_1: set16(o, 0x2e66); set16(o + 2, 0xb155); break;  // d, m < 0
+        case GgmlType::IQ4_NL: case GgmlType::IQ4_XS: set16(o, 0x2066); break;                 // d ~ 0.008
+        case GgmlType::Q2_K: set16(o + 80, 0x2e66); set16(o + 82, 0x3155); break;
+        case GgmlType::Q3_K: set16(o + 108, 0x2a66); break;
+        case GgmlType::Q5_K: set16(o, 0x2e66); set16(o + 2, 0x3155); break;
         default: break;
       }
     }
@@ -284,6 +306,145 @@ TEST(QuantDequant, HandBuiltBlocks) {
   }
 }
 
+// The types added for issue #12, each from hand-built fields, against ggml's formulas written out
+// per element (block layouts in ggml-common.h, dequantize_row_* in ggml-quants.c).
+TEST(QuantDequant, HandBuiltBlocksLegacyAndIq4nl) {
+  const std::vector<uint8_t> qs = lcg_bytes(16, 3);
+  const uint32_t qh = 0xA5A5F00Fu;
+  const auto bit = [&](int j) { return int((qh >> j) & 1); };
+  {  // Q4_1: x = d * q + m, low nibbles are elements 0..15
+    BlockQ4_1 b{};
+    b.d = fp32_to_fp16(0.5f);
+    b.m = fp32_to_fp16(-3.0f);
+    std::memcpy(b.qs, qs.data(), 16);
+    float y[32];
+    dequantize_row(GgmlType::Q4_1, &b, y, 32);
+    for (int j = 0; j < 16; ++j) {
+      EXPECT_EQ(y[j], (qs[j] & 15) * 0.5f - 3.0f);
+      EXPECT_EQ(y[j + 16], (qs[j] >> 4) * 0.5f - 3.0f);
+    }
+  }
+  {  // Q5_0: x = d * (q - 16), bit 4 of element j is bit j of qh (little-endian)
+    BlockQ5_0 b{};
+    b.d = fp32_to_fp16(0.25f);
+    std::memcpy(b.qh, &qh, 4);
+    std::memcpy(b.qs, qs.data(), 16);
+    float y[32];
+    dequantize_row(GgmlType::Q5_0, &b, y, 32);
+    for (int j = 0; j < 16; ++j) {
+      EXPECT_EQ(y[j], ((qs[j] & 15) + 16 * bit(j) - 16) * 0.25f) << j;
+      EXPECT_EQ(y[j + 16], ((qs[j] >> 4) + 16 * bit(j + 16) - 16) * 0.25f) << j;
+    }
+  }
+  {  // Q5_1: x = d * q + m
+    BlockQ5_1 b{};
+    b.d = fp32_to_fp16(0.125f);
+    b.m = fp32_to_fp16(1.0f);
+    std::memcpy(b.qh, &qh, 4);
+    std::memcpy(b.qs, qs.data(), 16);
+    float y[32];
+    dequantize_row(GgmlType::Q5_1, &b, y, 32);
+    for (int j = 0; j < 16; ++j) {
+      EXPECT_EQ(y[j], ((qs[j] & 15) + 16 * bit(j)) * 0.125f + 1.0f) << j;
+      EXPECT_EQ(y[j + 16], ((qs[j] >> 4) + 16 * bit(j + 16)) * 0.125f + 1.0f) << j;
+    }
+  }
+  {  // IQ4_NL: x = d * kvalues_iq4nl[q]
+    const int8_t kv[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+    BlockIQ4_NL b{};
+    b.d = fp32_to_fp16(-0.5f);
+    for (int j = 0; j < 16; ++j) b.qs[j] = static_cast<uint8_t>(j | ((15 - j) << 4));
+    float y[32];
+    dequantize_row(GgmlType::IQ4_NL, &b, y, 32);
+    for (int j = 0; j < 16; ++j) {
+      EXPECT_EQ(y[j], -0.5f * kv[j]);
+      EXPECT_EQ(y[j + 16], -0.5f * kv[15 - j]);
+    }
+  }
+}
+
+TEST(QuantDequant, HandBuiltBlocksKQuantsAndIq4xs) {
+  const std::vector<uint8_t> r = lcg_bytes(256, 11);
+  {  // Q2_K: 16 sub-blocks of 16; scale byte e/16 (scale low nibble, min high);
+     // element 128n + 32j + l is bits 2j.. of qs[32n + l]
+    BlockQ2_K b{};
+    b.d = fp32_to_fp16(0.5f);
+    b.dmin = fp32_to_fp16(0.25f);
+    for (int i = 0; i < 16; ++i) b.scales[i] = static_cast<uint8_t>(((i * 7 + 3) % 16) | (((i * 5 + 1) % 16) << 4));
+    std::memcpy(b.qs, r.data(), 64);
+    float y[256];
+    dequantize_row(GgmlType::Q2_K, &b, y, 256);
+    for (int e = 0; e < 256; ++e) {
+      const int n = e / 128, j = (e % 128) / 32, l = e % 32, sc = b.scales[e / 16];
+      const int q = (b.qs[32 * n + l] >> (2 * j)) & 3;
+      ASSERT_EQ(y[e], 0.5f * float(sc & 15) * float(q) - 0.25f * float(sc >> 4)) << e;
+    }
+  }
+  {  // Q3_K: x = d * (sc - 32) * (q - 4); q's low 2 bits as Q2_K, bit 2 in bit e/32 of hmask[e % 32];
+     // 6-bit sc[i]: low 4 bits at scales[i % 8] >> 4*(i/8), high 2 at scales[8 + i % 4] >> 2*(i/4)
+    BlockQ3_K b{};
+    b.d = fp32_to_fp16(0.125f);
+    int sc[16];
+    for (int i = 0; i < 16; ++i) {
+      sc[i] = (i * 13 + 7) % 64;
+      b.scales[i % 8] |= static_cast<uint8_t>((sc[i] & 15) << (4 * (i / 8)));
+      b.scales[8 + i % 4] |= static_cast<uint8_t>((sc[i] >> 4) << (2 * (i / 4)));
+    }
+    std::memcpy(b.hmask, r.data() + 64, 32);
+    std::memcpy(b.qs, r.data() + 96, 64);
+    float y[256];
+    dequantize_row(GgmlType::Q3_K, &b, y, 256);
+    for (int e = 0; e < 256; ++e) {
+      const int n = e / 128, j = (e % 128) / 32, l = e % 32;
+      const int q = ((b.qs[32 * n + l] >> (2 * j)) & 3) + 4 * ((b.hmask[l] >> (e / 32)) & 1);
+      ASSERT_EQ(y[e], 0.125f * float(sc[e / 16] - 32) * float(q - 4)) << e;
+    }
+  }
+  {  // Q5_K: Q4_K plus bit e/32 of qh[e % 32] as bit 4 of q
+    BlockQ5_K b{};
+    b.d = fp32_to_fp16(0.25f);
+    b.dmin = fp32_to_fp16(0.5f);
+    int sc[8], m[8];
+    for (int j = 0; j < 8; ++j) {
+      sc[j] = (j * 29 + 11) % 64;
+      m[j] = (j * 37 + 2) % 64;
+    }
+    for (int j = 0; j < 4; ++j) {
+      b.scales[j] = static_cast<uint8_t>(sc[j] | ((sc[j + 4] >> 4) << 6));
+      b.scales[j + 4] = static_cast<uint8_t>(m[j] | ((m[j + 4] >> 4) << 6));
+      b.scales[j + 8] = static_cast<uint8_t>((sc[j + 4] & 15) | ((m[j + 4] & 15) << 4));
+    }
+    std::memcpy(b.qh, r.data(), 32);
+    std::memcpy(b.qs, r.data() + 32, 128);
+    float y[256];
+    dequantize_row(GgmlType::Q5_K, &b, y, 256);
+    for (int e = 0; e < 256; ++e) {
+      const uint8_t byte = b.qs[(e / 64) * 32 + e % 32];
+      const int q = ((e % 64) < 32 ? (byte & 15) : (byte >> 4)) + 16 * ((b.qh[e % 32] >> (e / 32)) & 1);
+      ASSERT_EQ(y[e], 0.25f * float(sc[e / 32]) * float(q) - 0.5f * float(m[e / 32])) << e;
+    }
+  }
+  {  // IQ4_XS: 8 sub-blocks of 32 with 6-bit ls: x = d * (ls - 32) * kvalues_iq4nl[q]
+    const int8_t kv[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+    BlockIQ4_XS b{};
+    b.d = fp32_to_fp16(0.0625f);
+    int ls[8];
+    for (int i = 0; i < 8; ++i) {
+      ls[i] = (i * 19 + 5) % 64;
+      b.scales_l[i / 2] |= static_cast<uint8_t>((ls[i] & 15) << (4 * (i % 2)));
+      b.scales_h = static_cast<uint16_t>(b.scales_h | ((ls[i] >> 4) << (2 * i)));
+    }
+    std::memcpy(b.qs, r.data() + 100, 128);
+    float y[256];
+    dequantize_row(GgmlType::IQ4_XS, &b, y, 256);
+    for (int e = 0; e < 256; ++e) {
+      const int ib = e / 32, w = e % 32;
+      const int q = (b.qs[16 * ib + w % 16] >> (4 * (w / 16))) & 15;
+      ASSERT_EQ(y[e], 0.0625f * float(ls[ib] - 32) * float(kv[q])) << e;
+    }
+  }
+}
+
 // ---- quantization ------------------------------------------------------------------------------
 
 uint64_t fnv1a_bytes(const std::vector<uint8_t>& v) {
@@ -330,7 +491,8 @@ struct QualityCase {
 class QuantRoundTrip : public ::testing::TestWithParam<QualityCase> {};
 
 // Relative RMS error sqrt(sum (x - y)^2 / sum x^2) on N(0, 1) data. Measured with this seed:
-// f16 0.022%, bf16 0.17%, q8_0 0.53%, q4_0 8.9%, q4_K 7.3%, q6_K 1.8% (bounds leave a margin
+// f16 0.022%, bf16 0.17%, q8_0 0.53%, q4_0 8.9%, q4_K 7.3%, q6_K 1.8%, q4_1 7.9%, q5_0 4.3%,
+// q5_1 3.8%, iq4_nl 7.7%, q2_K 28.6%, q3_K 15.4%, q5_K 3.6%, iq4_xs 7.9% (bounds leave a margin
 // for other standard libraries' normal_distribution).
 TEST_P(QuantRoundTrip, GaussianErrorWithinBound) {
   const QualityCase c = GetParam();
@@ -353,9 +515,9 @@ TEST_P(QuantRoundTrip, GaussianErrorWithinBound) {
   RecordProperty("rel_rms", std::to_string(rel));
 
   // Quantizing what was decoded again must reproduce it (the grid is a fixed point) for the
-  // block types whose scale comes straight from the block maximum.
+  // block types whose scale (and offset) come straight from the block maximum (and minimum).
   if (c.type == GgmlType::Q8_0 || c.type == GgmlType::Q4_0 || c.type == GgmlType::F16 ||
-      c.type == GgmlType::BF16) {
+      c.type == GgmlType::BF16 || c.type == GgmlType::Q5_0 || c.type == GgmlType::Q4_1 || c.type == GgmlType::Q5_1) {
     std::vector<uint8_t> again(row_bytes(c.type, c.n));
     quantize_row(c.type, y.data(), again.data(), c.n);
     std::vector<float> y2(c.n);
@@ -371,7 +533,11 @@ INSTANTIATE_TEST_SUITE_P(
                       QualityCase{GgmlType::Q8_0, 37 * 32, 0.007},
                       QualityCase{GgmlType::Q4_0, 37 * 32, 0.10},
                       QualityCase{GgmlType::Q4_K, 7 * 256, 0.08},
-                      QualityCase{GgmlType::Q6_K, 7 * 256, 0.023}),
+                      QualityCase{GgmlType::Q6_K, 7 * 256, 0.023},
+                      QualityCase{GgmlType::Q4_1, 37 * 32, 0.09}, QualityCase{GgmlType::Q5_0, 37 * 32, 0.05},
+                      QualityCase{GgmlType::Q5_1, 37 * 32, 0.045}, QualityCase{GgmlType::IQ4_NL, 37 * 32, 0.09},
+                      QualityCase{GgmlType::Q2_K, 7 * 256, 0.32}, QualityCase{GgmlType::Q3_K, 7 * 256, 0.175},
+                      QualityCase{GgmlType::Q5_K, 7 * 256, 0.042}, QualityCase{GgmlType::IQ4_XS, 7 * 256, 0.09}),
     [](const auto& info) { return std::string(type_name(info.param.type)); });
 
 TEST(QuantRoundTripExact, F32IsIdentity) {
@@ -384,7 +550,8 @@ TEST(QuantRoundTripExact, F32IsIdentity) {
 }
 
 TEST(QuantEdge, ZerosAndConstantsStayFinite) {
-  for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K}) {
+  for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q4_1, GgmlType::Q5_0,
+                     GgmlType::Q5_1, GgmlType::IQ4_NL, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q5_K, GgmlType::IQ4_XS}) {
     for (float value : {0.0f, 1.0f, -3.0f}) {
       std::vector<float> x(512, value), y(512);
       std::vector<uint8_t> q(row_bytes(t, 512));
@@ -401,8 +568,9 @@ TEST(QuantEdge, ZerosAndConstantsStayFinite) {
 TEST(QuantEdge, BadArguments) {
   float x[256] = {}, y[256];
   uint8_t q[1024];
-  EXPECT_THROW(quantize_row(GgmlType::Q5_K, x, q, 256), Error);  // known, unsupported
-  EXPECT_THROW(dequantize_row(GgmlType::Q5_K, q, y, 256), Error);
+  EXPECT_THROW(quantize_row(GgmlType::IQ2_XXS, x, q, 256), Error);  // known, unsupported
+  EXPECT_THROW(dequantize_row(GgmlType::IQ2_XXS, q, y, 256), Error);
+  EXPECT_THROW(dequantize_row(GgmlType::TQ1_0, q, y, 256), Error);
   EXPECT_THROW(dequantize_row(static_cast<GgmlType>(4), q, y, 256), Error);
   EXPECT_THROW(quantize_row(GgmlType::Q4_K, x, q, 100), Error);
   EXPECT_THROW(dequantize_row(GgmlType::Q8_0, q, y, 33), Error);

@@ -120,8 +120,14 @@ TEST(Synth, KQuantsNeedRowsOf256) {
             std::string::npos);
   s.weight_type = GgmlType::Q8_0;
   EXPECT_NO_THROW(check_synth_shape(s));
-  s.weight_type = GgmlType::Q5_K;
-  EXPECT_NE(error_of([&] { check_synth_shape(s); }).find("q5_K is not supported"), std::string::npos);
+  s.weight_type = GgmlType::IQ4_XS;
+  EXPECT_NE(error_of([&] { check_synth_shape(s); }).find("iq4_xs needs rows that are multiples of 256: ff = 704"),
+            std::string::npos);
+  s.weight_type = GgmlType::Q5_1;
+  EXPECT_NO_THROW(check_synth_shape(s));
+  s.weight_type = GgmlType::IQ2_XXS;
+  EXPECT_NE(error_of([&] { check_synth_shape(s); }).find("iq2_xxs is not supported (supported: f32, f16, q4_0"),
+            std::string::npos);
 }
 
 TEST(Synth, VocabularyTokenizesEnglishIntoWords) {
@@ -259,7 +265,7 @@ TEST(Synth, RewriteConvertsMatricesOnly) {
   }
   EXPECT_EQ(q.get_string_array("tokenizer.ggml.tokens"), src.get_string_array("tokenizer.ggml.tokens"));
   EXPECT_EQ(q.require_uint("general.file_type"), 7u);
-  EXPECT_NE(error_of([&] { rewrite_gguf(src, GgmlType::Q5_K, dir.file("x.gguf")); }).find("not supported"),
+  EXPECT_NE(error_of([&] { rewrite_gguf(src, GgmlType::IQ2_XXS, dir.file("x.gguf")); }).find("not supported"),
             std::string::npos);
 }
 
@@ -281,7 +287,8 @@ std::vector<Case> cases() {
   using T = GgmlType;
   std::vector<Case> c;
   // Weight types on one shape: dim 256 and ff 512 are whole K-quant super-blocks; head_dim 64, GQA 2.
-  for (T t : {T::F32, T::F16, T::BF16, T::Q8_0, T::Q4_0, T::Q4_K, T::Q6_K})
+  for (T t : {T::F32, T::F16, T::BF16, T::Q8_0, T::Q4_0, T::Q4_K, T::Q6_K, T::Q4_1, T::Q5_0, T::Q5_1, T::Q2_K, T::Q3_K,
+              T::Q5_K, T::IQ4_NL, T::IQ4_XS})
     c.push_back(make_case(std::string("llama_hd64_g2_") + type_name(t), shape(256, 4, 2, t)));
   c.push_back(make_case("llama_hd128_g2", shape(256, 2, 1)));
   c.push_back(make_case("llama_hd64_g1", shape(128, 2, 2)));

@@ -147,7 +147,7 @@ SynthShape synth_shape(const std::string& name, const std::string& type) {
   }
   const auto t = parse_type(type);
   if (!t || !type_traits(static_cast<uint32_t>(*t))->supported)
-    throw Error(ErrorKind::InvalidArgument, "unsupported --weight-type '" + type + "' (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)");
+    throw Error(ErrorKind::InvalidArgument, "unsupported --weight-type '" + type + "' (supported: " + supported_type_names() + ")");
   s.weight_type = *t;
   check_synth_shape(s);
   return s;

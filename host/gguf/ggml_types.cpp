@@ -16,27 +16,27 @@ constexpr std::array<TypeTraits, kMaxId + 1> kTraits = {{
     {"f32", 1, 4, true},           // 0
     {"f16", 1, 2, true},           // 1
     {"q4_0", 32, 18, true},        // 2
-    {"q4_1", 32, 20, false},       // 3
+    {"q4_1", 32, 20, true},        // 3
     {nullptr, 0, 0, false},        // 4  (Q4_2, removed)
     {nullptr, 0, 0, false},        // 5  (Q4_3, removed)
-    {"q5_0", 32, 22, false},       // 6
-    {"q5_1", 32, 24, false},       // 7
+    {"q5_0", 32, 22, true},        // 6
+    {"q5_1", 32, 24, true},        // 7
     {"q8_0", 32, 34, true},        // 8
     {"q8_1", 32, 36, false},       // 9
-    {"q2_K", 256, 84, false},      // 10
-    {"q3_K", 256, 110, false},     // 11
+    {"q2_K", 256, 84, true},       // 10
+    {"q3_K", 256, 110, true},      // 11
     {"q4_K", 256, 144, true},      // 12
-    {"q5_K", 256, 176, false},     // 13
+    {"q5_K", 256, 176, true},      // 13
     {"q6_K", 256, 210, true},      // 14
     {"q8_K", 256, 292, false},     // 15
     {"iq2_xxs", 256, 66, false},   // 16
     {"iq2_xs", 256, 74, false},    // 17
     {"iq3_xxs", 256, 98, false},   // 18
     {"iq1_s", 256, 50, false},     // 19
-    {"iq4_nl", 32, 18, false},     // 20
+    {"iq4_nl", 32, 18, true},      // 20
     {"iq3_s", 256, 110, false},    // 21
     {"iq2_s", 256, 82, false},     // 22
-    {"iq4_xs", 256, 136, false},   // 23
+    {"iq4_xs", 256, 136, true},    // 23
     {"i8", 1, 1, false},           // 24
     {"i16", 1, 2, false},          // 25
     {"i32", 1, 4, false},          // 26
@@ -93,6 +93,16 @@ uint64_t row_bytes(GgmlType type, uint64_t n) {
   if (__builtin_mul_overflow(n / t.block_size, uint64_t{t.type_size}, &bytes))
     throw Error(ErrorKind::BadModel, std::string("row of ") + std::to_string(n) + " " + t.name + " elements overflows");
   return bytes;
+}
+
+const std::string& supported_type_names() {
+  static const std::string names = [] {
+    std::string s;
+    for (const TypeTraits& t : kTraits)
+      if (t.supported) s += (s.empty() ? "" : ", ") + std::string(t.name);
+    return s;
+  }();
+  return names;
 }
 
 std::optional<GgmlType> parse_type(std::string_view name) {

@@ -3,6 +3,7 @@
 // with the block geometry needed to size tensor data.
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 namespace snapvk {
@@ -51,7 +52,8 @@ struct TypeTraits {
   const char* name;     // ggml's name: "f32", "q4_K", ...
   uint32_t block_size;  // elements per block
   uint32_t type_size;   // bytes per block
-  bool supported;       // snapvk can (de)quantize and run it: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K
+  bool supported;       // snapvk can (de)quantize and run it: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0,
+                        // Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS
 };
 
 // Traits for a raw on-disk type id; nullptr for ids ggml does not (or no longer) define.
@@ -68,8 +70,12 @@ const char* type_name(GgmlType type);
 // multiple of the block size or the byte count overflows.
 uint64_t row_bytes(GgmlType type, uint64_t n);
 
-// Parses a type name, case-insensitively: "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q6_k",
-// and every other ggml name above ("q5_k", "iq4_xs", ...). Callers that need to compute with the
+// The supported types' names in id order, comma-separated: "f32, f16, q4_0, ..., bf16", for
+// error messages.
+const std::string& supported_type_names();
+
+// Parses a type name, case-insensitively: "f32", "f16", "bf16", "q8_0", "q4_k", "iq4_xs",
+// and every other ggml name above ("iq2_xxs", "tq1_0", ...). Callers that need to compute with the
 // type must check type_traits(...)->supported.
 std::optional<GgmlType> parse_type(std::string_view name);
 

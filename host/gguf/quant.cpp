@@ -271,8 +271,12 @@ void dequant_q4_k(const BlockQ4_K& b, float* y) {
   }
 }
 
-void quant_q4_k(const float* x, BlockQ4_K& b) {
-  uint8_t L[kQK_K], Laux[32];
+// Q4_K and Q5_K: for each 32-element sub-block a (scale, min) fit with values 0..nmax, both
+// quantized to 6 bits against the super-block maxima and packed as get_scale_min_k4 reads them;
+// L gets the values requantized against the scales as they will actually be decoded.
+void quant_k_scale_min(const float* x, int nmax, float rmin, int nstep, uint8_t* packed, uint16_t& d16,
+                       uint16_t& dmin16, uint8_t* L) {
+  uint8_t Laux[32];
   float weights[32], mins[8], scales[8];
   float max_scale = 0, max_min = 0;
   for (int j = 0; j < 8; ++j) {
@@ -281,39 +285,43 @@ void quant_q4_k(const float* x, BlockQ4_K& b) {
     for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
     const float av_x = std::sqrt(sum_x2 / 32);
     for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
-    scales[j] = make_qkx2_quants(32, 15, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -1.f,
-                                 0.1f, 20);
+    scales[j] = make_qkx2_quants(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep);
     max_scale = std::max(max_scale, scales[j]);
     max_min = std::max(max_min, mins[j]);
   }
   // Quantize the 8 scales and 8 mins to 6 bits against the super-block maxima.
   const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
   const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
-  std::memset(b.scales, 0, sizeof(b.scales));
+  std::memset(packed, 0, 12);
   for (int j = 0; j < 8; ++j) {
     const uint8_t ls = static_cast<uint8_t>(clampi(nearest_int(inv_scale * scales[j]), 0, 63));
     const uint8_t lm = static_cast<uint8_t>(clampi(nearest_int(inv_min * mins[j]), 0, 63));
     if (j < 4) {
-      b.scales[j] = ls;
-      b.scales[j + 4] = lm;
+      packed[j] = ls;
+      packed[j + 4] = lm;
     } else {
-      b.scales[j + 4] = static_cast<uint8_t>((ls & 0xF) | ((lm & 0xF) << 4));
-      b.scales[j - 4] |= static_cast<uint8_t>((ls >> 4) << 6);
-      b.scales[j] |= static_cast<uint8_t>((lm >> 4) << 6);
+      packed[j + 4] = static_cast<uint8_t>((ls & 0xF) | ((lm & 0xF) << 4));
+      packed[j - 4] |= static_cast<uint8_t>((ls >> 4) << 6);
+      packed[j] |= static_cast<uint8_t>((lm >> 4) << 6);
     }
   }
-  b.d = fp32_to_fp16(max_scale / 63.f);
-  b.dmin = fp32_to_fp16(max_min / 63.f);
+  d16 = fp32_to_fp16(max_scale / 63.f);
+  dmin16 = fp32_to_fp16(max_min / 63.f);
   // Requantize against the scales as they will actually be decoded.
   for (int j = 0; j < 8; ++j) {
     uint8_t sc, m;
-    get_scale_min_k4(j, b.scales, &sc, &m);
-    const float d = fp16_to_fp32(b.d) * sc;
+    get_scale_min_k4(j, packed, &sc, &m);
+    const float d = fp16_to_fp32(d16) * sc;
     if (!d) continue;
-    const float dm = fp16_to_fp32(b.dmin) * m;
+    const float dm = fp16_to_fp32(dmin16) * m;
     for (int ii = 0; ii < 32; ++ii)
-      L[32 * j + ii] = static_cast<uint8_t>(clampi(nearest_int((x[32 * j + ii] + dm) / d), 0, 15));
+      L[32 * j + ii] = static_cast<uint8_t>(clampi(nearest_int((x[32 * j + ii] + dm) / d), 0, nmax));
   }
+}
+
+void quant_q4_k(const float* x, BlockQ4_K& b) {
+  uint8_t L[kQK_K];
+  quant_k_scale_min(x, 15, -1.f, 20, b.scales, b.d, b.dmin, L);
   uint8_t* q = b.qs;
   for (int j = 0; j < kQK_K; j += 64, q += 32)
     for (int l = 0; l < 32; ++l) q[l] = static_cast<uint8_t>(L[j + l] | (L[j + l + 32] << 4));
@@ -375,6 +383,365 @@ void quant_q6_k(const float* x, BlockQ6_K& b) {
   }
 }
 
+// ---- Q4_1, Q5_0, Q5_1 (32-element blocks) -----------------------------------------------------
+
+void dequant_q4_1(const BlockQ4_1& b, float* y) {
+  const float d = fp16_to_fp32(b.d), m = fp16_to_fp32(b.m);
+  for (int j = 0; j < kQK4_1 / 2; ++j) {
+    const int x0 = b.qs[j] & 0x0F, x1 = b.qs[j] >> 4;
+    y[j] = x0 * d + m;
+    y[j + kQK4_1 / 2] = x1 * d + m;
+  }
+}
+
+// (int)(v + 0.5f) clamped to 0..top: round half up for the non-negative v of the min/max fits.
+uint8_t round_up_clamp(float v, int top) {
+  const float t = v + 0.5f;
+  return static_cast<uint8_t>(t >= float(top) ? top : t > 0.f ? static_cast<int>(t) : 0);
+}
+
+void min_max(const float* x, int n, float& lo, float& hi) {
+  lo = hi = x[0];
+  for (int j = 1; j < n; ++j) {
+    lo = std::min(lo, x[j]);
+    hi = std::max(hi, x[j]);
+  }
+}
+
+// Asymmetric: the block's minimum is the offset and (max - min) / 15 the step.
+void quant_q4_1(const float* x, BlockQ4_1& b) {
+  float lo, hi;
+  min_max(x, kQK4_1, lo, hi);
+  const float d = (hi - lo) / 15;
+  const float id = d ? 1.0f / d : 0.0f;
+  b.d = fp32_to_fp16(d);
+  b.m = fp32_to_fp16(lo);
+  for (int j = 0; j < kQK4_1 / 2; ++j)
+    b.qs[j] = static_cast<uint8_t>(round_up_clamp((x[j] - lo) * id, 15) |
+                                   (round_up_clamp((x[j + kQK4_1 / 2] - lo) * id, 15) << 4));
+}
+
+uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// Bit 4 of element j (Q5_0 / Q5_1) is bit j of the little-endian qh word.
+void dequant_q5_0(const BlockQ5_0& b, float* y) {
+  const float d = fp16_to_fp32(b.d);
+  const uint32_t qh = load_u32(b.qh);
+  for (int j = 0; j < kQK5_0 / 2; ++j) {
+    const int x0 = ((b.qs[j] & 0x0F) | (((qh >> j) << 4) & 0x10)) - 16;
+    const int x1 = ((b.qs[j] >> 4) | ((qh >> (j + 12)) & 0x10)) - 16;
+    y[j] = x0 * d;
+    y[j + kQK5_0 / 2] = x1 * d;
+  }
+}
+
+// Packs 32 5-bit values into the low nibbles qs and the high-bit word qh.
+void pack_q5(const uint8_t* q, uint8_t* qs, uint8_t* qh) {
+  uint32_t h = 0;
+  for (int j = 0; j < 16; ++j) {
+    qs[j] = static_cast<uint8_t>((q[j] & 0x0F) | ((q[j + 16] & 0x0F) << 4));
+    h |= uint32_t(q[j] >> 4) << j;
+    h |= uint32_t(q[j + 16] >> 4) << (j + 16);
+  }
+  std::memcpy(qh, &h, 4);
+}
+
+// Symmetric like Q4_0: the value of largest magnitude maps to -16 exactly.
+void quant_q5_0(const float* x, BlockQ5_0& b) {
+  float amax = 0, max = 0;
+  for (int j = 0; j < kQK5_0; ++j) {
+    if (std::fabs(x[j]) > amax) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  }
+  const float d = max / -16;
+  const float id = d ? 1.0f / d : 0.0f;
+  b.d = fp32_to_fp16(d);
+  uint8_t q[kQK5_0];
+  for (int j = 0; j < kQK5_0; ++j) q[j] = round_up_clamp(x[j] * id + 16.0f, 31);
+  pack_q5(q, b.qs, b.qh);
+}
+
+void dequant_q5_1(const BlockQ5_1& b, float* y) {
+  const float d = fp16_to_fp32(b.d), m = fp16_to_fp32(b.m);
+  const uint32_t qh = load_u32(b.qh);
+  for (int j = 0; j < kQK5_1 / 2; ++j) {
+    const int x0 = (b.qs[j] & 0x0F) | (((qh >> j) << 4) & 0x10);
+    const int x1 = (b.qs[j] >> 4) | ((qh >> (j + 12)) & 0x10);
+    y[j] = x0 * d + m;
+    y[j + kQK5_1 / 2] = x1 * d + m;
+  }
+}
+
+void quant_q5_1(const float* x, BlockQ5_1& b) {
+  float lo, hi;
+  min_max(x, kQK5_1, lo, hi);
+  const float d = (hi - lo) / 31;
+  const float id = d ? 1.0f / d : 0.0f;
+  b.d = fp32_to_fp16(d);
+  b.m = fp32_to_fp16(lo);
+  uint8_t q[kQK5_1];
+  for (int j = 0; j < kQK5_1; ++j) q[j] = round_up_clamp((x[j] - lo) * id, 31);
+  pack_q5(q, b.qs, b.qh);
+}
+
+// ---- IQ4_NL and IQ4_XS: a 16-value non-linear grid -------------------------------------------
+
+// Index of the grid value nearest v (the lower one on a tie), by bisection of the sorted grid.
+uint8_t nearest_iq4(float v) {
+  if (v <= kValuesIq4nl[0]) return 0;
+  if (v >= kValuesIq4nl[15]) return 15;
+  int lo = 0, hi = 15;  // kValuesIq4nl[lo] < v < kValuesIq4nl[hi]
+  while (hi - lo > 1) {
+    const int mid = (lo + hi) / 2;
+    if (v < kValuesIq4nl[mid]) hi = mid;
+    else lo = mid;
+  }
+  return static_cast<uint8_t>(v - kValuesIq4nl[lo] <= kValuesIq4nl[hi] - v ? lo : hi);
+}
+
+// Scale d for x[j] ~ d * kValuesIq4nl[L[j]], minimising the x^2-weighted squared error: the
+// element of largest magnitude is tried at either end of the (asymmetric) grid and at a few
+// points near it, each followed by a least-squares solve for d. Returns 0 for an all-zero group.
+float fit_iq4(const float* x, int n) {
+  float amax = 0, max = 0;
+  for (int j = 0; j < n; ++j) {
+    if (std::fabs(x[j]) > amax) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  }
+  if (amax < kGroupMaxEps) return 0.f;
+  float best_d = 0, best = 0;  // best = sumqx^2 / sumq2, the error reduction of the fit
+  auto fit = [&](float id) {
+    float sumqx = 0, sumq2 = 0;
+    for (int j = 0; j < n; ++j) {
+      const float q = kValuesIq4nl[nearest_iq4(id * x[j])], w = x[j] * x[j];
+      sumqx += w * q * x[j];
+      sumq2 += w * q * q;
+    }
+    if (sumq2 > 0 && sumqx * sumqx > best * sumq2) {
+      best_d = sumqx / sumq2;
+      best = best_d * sumqx;
+    }
+  };
+  fit(127.f / max);  // the maximum at the positive end (113 after rounding to the grid)
+  for (int t = -7; t <= 7; ++t) fit((t - 127.f) / max);  // at or near the negative end, -127
+  return best_d;
+}
+
+void dequant_iq4_nl(const BlockIQ4_NL& b, float* y) {
+  const float d = fp16_to_fp32(b.d);
+  for (int j = 0; j < kQK4_NL / 2; ++j) {
+    y[j] = d * kValuesIq4nl[b.qs[j] & 0xF];
+    y[j + kQK4_NL / 2] = d * kValuesIq4nl[b.qs[j] >> 4];
+  }
+}
+
+// 32 values against the decoded scale d into 16 bytes (low nibbles 0..15, high nibbles 16..31).
+void pack_iq4(const float* x, float d, uint8_t* qs) {
+  const float id = d ? 1.0f / d : 0.0f;
+  for (int j = 0; j < 16; ++j)
+    qs[j] = static_cast<uint8_t>(nearest_iq4(id * x[j]) | (nearest_iq4(id * x[j + 16]) << 4));
+}
+
+void quant_iq4_nl(const float* x, BlockIQ4_NL& b) {
+  b.d = fp32_to_fp16(fit_iq4(x, kQK4_NL));
+  pack_iq4(x, fp16_to_fp32(b.d), b.qs);
+}
+
+int iq4_xs_scale(const BlockIQ4_XS& b, int ib) {
+  return ((b.scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | (((b.scales_h >> (2 * ib)) & 3) << 4);
+}
+
+void dequant_iq4_xs(const BlockIQ4_XS& b, float* y) {
+  const float d = fp16_to_fp32(b.d);
+  for (int ib = 0; ib < kQK_K / 32; ++ib, y += 32) {
+    const float dl = d * (iq4_xs_scale(b, ib) - 32);
+    const uint8_t* qs = b.qs + 16 * ib;
+    for (int j = 0; j < 16; ++j) {
+      y[j] = dl * kValuesIq4nl[qs[j] & 0xF];
+      y[j + 16] = dl * kValuesIq4nl[qs[j] >> 4];
+    }
+  }
+}
+
+// Each 32-element sub-block's scale is fitted as in IQ4_NL, then coded in 6 bits (-32..31)
+// against the super-block's largest one, which maps to -32.
+void quant_iq4_xs(const float* x, BlockIQ4_XS& b) {
+  float scales[8], max_scale = 0, amax = 0;
+  for (int ib = 0; ib < 8; ++ib) {
+    scales[ib] = fit_iq4(x + 32 * ib, 32);
+    if (std::fabs(scales[ib]) > amax) {
+      amax = std::fabs(scales[ib]);
+      max_scale = scales[ib];
+    }
+  }
+  std::memset(&b, 0, sizeof(b));
+  if (amax == 0) {  // d = 0 decodes to zeros
+    std::memset(b.qs, 0x88, sizeof(b.qs));
+    return;
+  }
+  b.d = fp32_to_fp16(max_scale / -32);
+  const float d = fp16_to_fp32(b.d);
+  const float id = d ? 1.0f / d : 0.0f;
+  for (int ib = 0; ib < 8; ++ib) {
+    const int l = clampi(nearest_int(id * scales[ib]), -32, 31) + 32;
+    b.scales_l[ib / 2] |= static_cast<uint8_t>((l & 0xF) << (4 * (ib % 2)));
+    b.scales_h = static_cast<uint16_t>(b.scales_h | ((l >> 4) << (2 * ib)));
+    pack_iq4(x + 32 * ib, d * (l - 32), b.qs + 16 * ib);
+  }
+}
+
+// ---- Q2_K, Q3_K, Q5_K --------------------------------------------------------------------------
+
+void dequant_q2_k(const BlockQ2_K& b, float* y) {
+  const float d = fp16_to_fp32(b.d), min = fp16_to_fp32(b.dmin);
+  const uint8_t* q = b.qs;
+  int is = 0;
+  for (int n = 0; n < kQK_K; n += 128, q += 32) {
+    for (int shift = 0; shift < 8; shift += 2) {
+      for (int h = 0; h < 2; ++h) {  // two sub-blocks of 16, each with its scale byte
+        const uint8_t sc = b.scales[is++];
+        const float dl = d * (sc & 0xF), ml = min * (sc >> 4);
+        for (int l = 0; l < 16; ++l) *y++ = dl * ((q[16 * h + l] >> shift) & 3) - ml;
+      }
+    }
+  }
+}
+
+// 2-bit values packed four to a byte: element 128n + 32j + l is bits 2j.. of q[32n + l] (Q2_K, Q3_K).
+void pack_2bit(const uint8_t* L, uint8_t* q) {
+  for (int j = 0; j < kQK_K; j += 128, q += 32)
+    for (int l = 0; l < 32; ++l)
+      q[l] = static_cast<uint8_t>(L[j + l] | (L[j + l + 32] << 2) | (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
+}
+
+// 16 (scale, min) fits with values 0..3, weighted by |x|; both coded in 4 bits against the
+// super-block maxima, and the values requantized against the decoded scales.
+void quant_q2_k(const float* x, BlockQ2_K& b) {
+  uint8_t L[kQK_K], Laux[16];
+  float weights[16], mins[16], scales[16];
+  float max_scale = 0, max_min = 0;
+  for (int j = 0; j < 16; ++j) {
+    for (int l = 0; l < 16; ++l) weights[l] = std::fabs(x[16 * j + l]);
+    scales[j] = make_qkx2_quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15);
+    max_scale = std::max(max_scale, scales[j]);
+    max_min = std::max(max_min, mins[j]);
+  }
+  const float inv_scale = max_scale > 0 ? 15.f / max_scale : 0.f;
+  const float inv_min = max_min > 0 ? 15.f / max_min : 0.f;
+  for (int j = 0; j < 16; ++j) {
+    const int ls = clampi(nearest_int(inv_scale * scales[j]), 0, 15);
+    const int lm = clampi(nearest_int(inv_min * mins[j]), 0, 15);
+    b.scales[j] = static_cast<uint8_t>(ls | (lm << 4));
+  }
+  b.d = fp32_to_fp16(max_scale / 15.f);
+  b.dmin = fp32_to_fp16(max_min / 15.f);
+  for (int j = 0; j < 16; ++j) {
+    const float d = fp16_to_fp32(b.d) * (b.scales[j] & 0xF);
+    if (!d) continue;
+    const float dm = fp16_to_fp32(b.dmin) * (b.scales[j] >> 4);
+    for (int ii = 0; ii < 16; ++ii)
+      L[16 * j + ii] = static_cast<uint8_t>(clampi(nearest_int((x[16 * j + ii] + dm) / d), 0, 3));
+  }
+  pack_2bit(L, b.qs);
+}
+
+// The 6-bit scale i (0..15) of a Q3_K block, 0..63 (the value used is this minus 32).
+int q3_k_scale(const uint8_t* s, int i) {
+  return ((s[i % 8] >> (4 * (i / 8))) & 0xF) | (((s[8 + i % 4] >> (2 * (i / 4))) & 3) << 4);
+}
+
+void dequant_q3_k(const BlockQ3_K& b, float* y) {
+  const float d_all = fp16_to_fp32(b.d);
+  const uint8_t* q = b.qs;
+  int is = 0;
+  uint8_t m = 1;  // hmask bit of the current 32 elements
+  for (int n = 0; n < kQK_K; n += 128, q += 32) {
+    for (int shift = 0; shift < 8; shift += 2, m = static_cast<uint8_t>(m << 1)) {
+      for (int h = 0; h < 2; ++h) {
+        const float dl = d_all * (q3_k_scale(b.scales, is++) - 32);
+        for (int l = 0; l < 16; ++l)
+          *y++ = dl * (((q[16 * h + l] >> shift) & 3) - ((b.hmask[16 * h + l] & m) ? 0 : 4));
+      }
+    }
+  }
+}
+
+// 16 symmetric fits with values -4..3, the scales coded in 6 bits against the largest, which
+// maps to -32; the values requantized against the decoded scales.
+void quant_q3_k(const float* x, BlockQ3_K& b) {
+  int8_t L[kQK_K];
+  float scales[16], max_scale = 0, amax = 0;
+  for (int j = 0; j < 16; ++j) {
+    scales[j] = make_qx_quants(16, 4, x + 16 * j, L + 16 * j);
+    if (std::fabs(scales[j]) > amax) {
+      amax = std::fabs(scales[j]);
+      max_scale = scales[j];
+    }
+  }
+  std::memset(&b, 0, sizeof(b));
+  if (amax >= kGroupMaxEps) {
+    const float iscale = -32.f / max_scale;
+    for (int j = 0; j < 16; ++j) {
+      const int l = clampi(nearest_int(iscale * scales[j]), -32, 31) + 32;
+      b.scales[j % 8] |= static_cast<uint8_t>((l & 0xF) << (4 * (j / 8)));
+      b.scales[8 + j % 4] |= static_cast<uint8_t>((l >> 4) << (2 * (j / 4)));
+    }
+    b.d = fp32_to_fp16(1 / iscale);
+  }
+  for (int j = 0; j < 16; ++j) {
+    const float d = fp16_to_fp32(b.d) * (q3_k_scale(b.scales, j) - 32);
+    if (!d) continue;
+    for (int ii = 0; ii < 16; ++ii)
+      L[16 * j + ii] = static_cast<int8_t>(clampi(nearest_int(x[16 * j + ii] / d), -4, 3) + 4);
+  }
+  // Bit 2 of the value (0..7) goes to hmask, the low 2 bits to qs.
+  uint8_t low[kQK_K];
+  for (int j = 0; j < kQK_K; ++j) {
+    if (L[j] > 3) b.hmask[j % 32] |= static_cast<uint8_t>(1 << (j / 32));
+    low[j] = static_cast<uint8_t>(L[j] & 3);
+  }
+  pack_2bit(low, b.qs);
+}
+
+void dequant_q5_k(const BlockQ5_K& b, float* y) {
+  const float d = fp16_to_fp32(b.d), min = fp16_to_fp32(b.dmin);
+  const uint8_t* ql = b.qs;
+  uint8_t u1 = 1, u2 = 2;
+  for (int j = 0, is = 0; j < kQK_K; j += 64, is += 2, ql += 32) {
+    uint8_t sc, m;
+    get_scale_min_k4(is, b.scales, &sc, &m);
+    const float d1 = d * sc, m1 = min * m;
+    get_scale_min_k4(is + 1, b.scales, &sc, &m);
+    const float d2 = d * sc, m2 = min * m;
+    for (int l = 0; l < 32; ++l) *y++ = d1 * ((ql[l] & 0xF) + (b.qh[l] & u1 ? 16 : 0)) - m1;
+    for (int l = 0; l < 32; ++l) *y++ = d2 * ((ql[l] >> 4) + (b.qh[l] & u2 ? 16 : 0)) - m2;
+    u1 = static_cast<uint8_t>(u1 << 2);
+    u2 = static_cast<uint8_t>(u2 << 2);
+  }
+}
+
+void quant_q5_k(const float* x, BlockQ5_K& b) {
+  uint8_t L[kQK_K];
+  quant_k_scale_min(x, 31, -0.5f, 15, b.scales, b.d, b.dmin, L);
+  std::memset(b.qh, 0, sizeof(b.qh));
+  uint8_t* ql = b.qs;
+  for (int n = 0, c = 0; n < kQK_K; n += 64, ++c, ql += 32) {
+    for (int j = 0; j < 32; ++j) {
+      const int l1 = L[n + j], l2 = L[n + j + 32];
+      b.qh[j] |= static_cast<uint8_t>(((l1 >> 4) << (2 * c)) | ((l2 >> 4) << (2 * c + 1)));
+      ql[j] = static_cast<uint8_t>((l1 & 0xF) | ((l2 & 0xF) << 4));
+    }
+  }
+}
+
 // Runs fn(block, elements) over every block. Blocks are copied through a local struct so
 // src/dst need no particular alignment (tensor data inside a GGUF may sit at any offset).
 template <typename Block, int QK, typename Fn>
@@ -429,6 +796,14 @@ void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n) {
     case GgmlType::Q4_0: return for_each_block_in<BlockQ4_0, kQK4_0>(src, dst, nb, dequant_q4_0);
     case GgmlType::Q4_K: return for_each_block_in<BlockQ4_K, kQK_K>(src, dst, nb, dequant_q4_k);
     case GgmlType::Q6_K: return for_each_block_in<BlockQ6_K, kQK_K>(src, dst, nb, dequant_q6_k);
+    case GgmlType::Q4_1: return for_each_block_in<BlockQ4_1, kQK4_1>(src, dst, nb, dequant_q4_1);
+    case GgmlType::Q5_0: return for_each_block_in<BlockQ5_0, kQK5_0>(src, dst, nb, dequant_q5_0);
+    case GgmlType::Q5_1: return for_each_block_in<BlockQ5_1, kQK5_1>(src, dst, nb, dequant_q5_1);
+    case GgmlType::IQ4_NL: return for_each_block_in<BlockIQ4_NL, kQK4_NL>(src, dst, nb, dequant_iq4_nl);
+    case GgmlType::Q2_K: return for_each_block_in<BlockQ2_K, kQK_K>(src, dst, nb, dequant_q2_k);
+    case GgmlType::Q3_K: return for_each_block_in<BlockQ3_K, kQK_K>(src, dst, nb, dequant_q3_k);
+    case GgmlType::Q5_K: return for_each_block_in<BlockQ5_K, kQK_K>(src, dst, nb, dequant_q5_k);
+    case GgmlType::IQ4_XS: return for_each_block_in<BlockIQ4_XS, kQK_K>(src, dst, nb, dequant_iq4_xs);
     default: break;
   }
   throw Error(ErrorKind::BadModel, std::string("dequantize_row: unsupported type ") + type_name(type));
@@ -452,6 +827,14 @@ void quantize_row(GgmlType type, const float* src, void* dst, int64_t n) {
     case GgmlType::Q4_0: return for_each_block_out<BlockQ4_0, kQK4_0>(src, dst, nb, quant_q4_0);
     case GgmlType::Q4_K: return for_each_block_out<BlockQ4_K, kQK_K>(src, dst, nb, quant_q4_k);
     case GgmlType::Q6_K: return for_each_block_out<BlockQ6_K, kQK_K>(src, dst, nb, quant_q6_k);
+    case GgmlType::Q4_1: return for_each_block_out<BlockQ4_1, kQK4_1>(src, dst, nb, quant_q4_1);
+    case GgmlType::Q5_0: return for_each_block_out<BlockQ5_0, kQK5_0>(src, dst, nb, quant_q5_0);
+    case GgmlType::Q5_1: return for_each_block_out<BlockQ5_1, kQK5_1>(src, dst, nb, quant_q5_1);
+    case GgmlType::IQ4_NL: return for_each_block_out<BlockIQ4_NL, kQK4_NL>(src, dst, nb, quant_iq4_nl);
+    case GgmlType::Q2_K: return for_each_block_out<BlockQ2_K, kQK_K>(src, dst, nb, quant_q2_k);
+    case GgmlType::Q3_K: return for_each_block_out<BlockQ3_K, kQK_K>(src, dst, nb, quant_q3_k);
+    case GgmlType::Q5_K: return for_each_block_out<BlockQ5_K, kQK_K>(src, dst, nb, quant_q5_k);
+    case GgmlType::IQ4_XS: return for_each_block_out<BlockIQ4_XS, kQK_K>(src, dst, nb, quant_iq4_xs);
     default: break;
   }
   throw Error(ErrorKind::BadModel, std::string("quantize_row: unsupported type ") + type_name(type));

@@ -47,6 +47,14 @@ WeightKind weight_kind(GgmlType type) {
     case GgmlType::Q4_0: return kWeightQ4_0;
     case GgmlType::Q4_K: return kWeightQ4_K;
     case GgmlType::Q6_K: return kWeightQ6_K;
+    case GgmlType::Q4_1: return kWeightQ4_1;
+    case GgmlType::Q5_0: return kWeightQ5_0;
+    case GgmlType::Q5_1: return kWeightQ5_1;
+    case GgmlType::Q2_K: return kWeightQ2_K;
+    case GgmlType::Q3_K: return kWeightQ3_K;
+    case GgmlType::Q5_K: return kWeightQ5_K;
+    case GgmlType::IQ4_NL: return kWeightIQ4_NL;
+    case GgmlType::IQ4_XS: return kWeightIQ4_XS;
     default: throw Error(ErrorKind::BadModel, std::string("no GPU kernel for weight type ") + type_name(type));
   }
 }
@@ -71,35 +79,32 @@ Kernels::Kernels(Context& c) : ctx(c), tuning(Tuning::for_device(c.info())) {
   VkPhysicalDeviceFeatures features{};
   vkGetPhysicalDeviceFeatures(c.physical(), &features);
   const bool mv_int64 = t.matvec_int64 && features.shaderInt64;
-  const std::span<const uint32_t> mv_i64_spv[] = {
-      spv::matvec_f32_f32_i64(),  spv::matvec_f16_f32_i64(),  spv::matvec_bf16_f32_i64(), spv::matvec_q8_0_f32_i64(),
-      spv::matvec_q4_0_f32_i64(), spv::matvec_q4_k_f32_i64(), spv::matvec_q6_k_f32_i64()};
   const std::vector<uint32_t> mm_spec = {mm_wg, t.matmul_bm, t.matmul_bn, t.matmul_bk};
+  // One row per weight kind, in WeightKind order: <op>_<wtype>_f32 variants.
   struct Variant {
     WeightKind kind;
     const char *mv_name, *mm_name;
-    std::span<const uint32_t> mv, mm;
+    std::span<const uint32_t> mv, mv_i64, mm, mm_rows, rows;
   };
+#define SNAPVK_VARIANT(KIND, w)                                                                                 \
+  Variant {                                                                                                     \
+    KIND, "matvec_" #w "_f32", "matmul_" #w "_f32", spv::matvec_##w##_f32(), spv::matvec_##w##_f32_i64(),        \
+        spv::matmul_##w##_f32(), spv::matmul_rows_##w##_f32(), spv::get_rows_##w()                              \
+  }
   const Variant variants[] = {
-      {kWeightF32, "matvec_f32_f32", "matmul_f32_f32", spv::matvec_f32_f32(), spv::matmul_f32_f32()},
-      {kWeightF16, "matvec_f16_f32", "matmul_f16_f32", spv::matvec_f16_f32(), spv::matmul_f16_f32()},
-      {kWeightBF16, "matvec_bf16_f32", "matmul_bf16_f32", spv::matvec_bf16_f32(), spv::matmul_bf16_f32()},
-      {kWeightQ8_0, "matvec_q8_0_f32", "matmul_q8_0_f32", spv::matvec_q8_0_f32(), spv::matmul_q8_0_f32()},
-      {kWeightQ4_0, "matvec_q4_0_f32", "matmul_q4_0_f32", spv::matvec_q4_0_f32(), spv::matmul_q4_0_f32()},
-      {kWeightQ4_K, "matvec_q4_k_f32", "matmul_q4_k_f32", spv::matvec_q4_k_f32(), spv::matmul_q4_k_f32()},
-      {kWeightQ6_K, "matvec_q6_k_f32", "matmul_q6_k_f32", spv::matvec_q6_k_f32(), spv::matmul_q6_k_f32()},
+      SNAPVK_VARIANT(kWeightF32, f32),     SNAPVK_VARIANT(kWeightF16, f16),       SNAPVK_VARIANT(kWeightBF16, bf16),
+      SNAPVK_VARIANT(kWeightQ8_0, q8_0),   SNAPVK_VARIANT(kWeightQ4_0, q4_0),     SNAPVK_VARIANT(kWeightQ4_K, q4_k),
+      SNAPVK_VARIANT(kWeightQ6_K, q6_k),   SNAPVK_VARIANT(kWeightQ4_1, q4_1),     SNAPVK_VARIANT(kWeightQ5_0, q5_0),
+      SNAPVK_VARIANT(kWeightQ5_1, q5_1),   SNAPVK_VARIANT(kWeightQ2_K, q2_k),     SNAPVK_VARIANT(kWeightQ3_K, q3_k),
+      SNAPVK_VARIANT(kWeightQ5_K, q5_k),   SNAPVK_VARIANT(kWeightIQ4_NL, iq4_nl), SNAPVK_VARIANT(kWeightIQ4_XS, iq4_xs),
   };
-  const std::span<const uint32_t> rows_mm_spv[] = {
-      spv::matmul_rows_f32_f32(),  spv::matmul_rows_f16_f32(),  spv::matmul_rows_bf16_f32(), spv::matmul_rows_q8_0_f32(),
-      spv::matmul_rows_q4_0_f32(), spv::matmul_rows_q4_k_f32(), spv::matmul_rows_q6_k_f32()};
-  const std::span<const uint32_t> rows_spv[] = {spv::get_rows_f32(),  spv::get_rows_f16(),  spv::get_rows_bf16(),
-                                                 spv::get_rows_q8_0(), spv::get_rows_q4_0(), spv::get_rows_q4_k(),
-                                                 spv::get_rows_q6_k()};
+#undef SNAPVK_VARIANT
+  static_assert(std::size(variants) == kWeightKinds);
   for (const Variant& v : variants) {
-    matvec[v.kind] = make(c, v.mv_name, mv_int64 ? mv_i64_spv[v.kind] : v.mv, 3, sizeof(MatvecPush), mv_spec);
+    matvec[v.kind] = make(c, v.mv_name, mv_int64 ? v.mv_i64 : v.mv, 3, sizeof(MatvecPush), mv_spec);
     matmul[v.kind] = make(c, v.mm_name, v.mm, 3, sizeof(MatmulPush), mm_spec);
-    matmul_rows[v.kind] = make(c, v.mm_name, rows_mm_spv[v.kind], 3, sizeof(MatmulPush), {t.matmul_rows_wg, t.matmul_rows_tm});
-    get_rows[v.kind] = make(c, "get_rows", rows_spv[v.kind], 3, sizeof(RowsPush), {t.row_wg});
+    matmul_rows[v.kind] = make(c, v.mm_name, v.mm_rows, 3, sizeof(MatmulPush), {t.matmul_rows_wg, t.matmul_rows_tm});
+    get_rows[v.kind] = make(c, "get_rows", v.rows, 3, sizeof(RowsPush), {t.row_wg});
   }
   rope = make(c, "rope", spv::rope(), 2, sizeof(RopePush), {t.elementwise_wg});
   swiglu = make(c, "swiglu", spv::swiglu(), 3, sizeof(UnaryPush), {t.elementwise_wg});

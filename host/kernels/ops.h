@@ -26,7 +26,11 @@ struct Tuning {
 };
 
 // Kernels indexed by weight type: the <op>_<wtype>_f32 variants.
-enum WeightKind : uint32_t { kWeightF32 = 0, kWeightF16, kWeightBF16, kWeightQ8_0, kWeightQ4_0, kWeightQ4_K, kWeightQ6_K, kWeightKinds };
+enum WeightKind : uint32_t {
+  kWeightF32 = 0, kWeightF16, kWeightBF16, kWeightQ8_0, kWeightQ4_0, kWeightQ4_K, kWeightQ6_K,
+  kWeightQ4_1, kWeightQ5_0, kWeightQ5_1, kWeightQ2_K, kWeightQ3_K, kWeightQ5_K, kWeightIQ4_NL, kWeightIQ4_XS,
+  kWeightKinds
+};
 // The variant that runs a weight of this ggml type; throws for types without kernels.
 WeightKind weight_kind(GgmlType type);
 

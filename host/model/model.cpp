@@ -158,7 +158,8 @@ void visit_weights(const GgufFile& f, const ModelConfig& c, ModelWeights& w, Vis
 const GgufTensor& checked_weight(const GgufFile& f, const std::string& name, uint64_t cols, uint64_t rows) {
   const GgufTensor& t = rows ? f.require_tensor(name, {cols, rows}) : f.require_tensor(name, {cols});
   if (!traits_of(t.type).supported)
-    throw Error(ErrorKind::BadModel, f.path() + ": tensor '" + t.name + "' has type " + type_name(t.type) + ", which snapvk does not support");
+    throw Error(ErrorKind::BadModel, f.path() + ": tensor '" + t.name + "' has type " + type_name(t.type) +
+                ", which snapvk does not support (supported: " + supported_type_names() + ")");
   if (rows && cols % traits_of(t.type).block_size)
     throw Error(ErrorKind::BadModel, f.path() + ": tensor '" + name + "' rows are not whole " + type_name(t.type) + " blocks");
   return t;

@@ -135,11 +135,19 @@ uint32_t llama_ftype(GgmlType type) {
   switch (type) {
     case GgmlType::F32: return 0;    // ALL_F32
     case GgmlType::F16: return 1;    // MOSTLY_F16
-    case GgmlType::Q4_0: return 2;   // MOSTLY_Q4_0
-    case GgmlType::Q8_0: return 7;   // MOSTLY_Q8_0
-    case GgmlType::Q4_K: return 14;  // MOSTLY_Q4_K_S (every matrix q4_K)
-    case GgmlType::Q6_K: return 18;  // MOSTLY_Q6_K
-    case GgmlType::BF16: return 32;  // MOSTLY_BF16
+    case GgmlType::Q4_0: return 2;    // MOSTLY_Q4_0
+    case GgmlType::Q4_1: return 3;    // MOSTLY_Q4_1
+    case GgmlType::Q8_0: return 7;    // MOSTLY_Q8_0
+    case GgmlType::Q5_0: return 8;    // MOSTLY_Q5_0
+    case GgmlType::Q5_1: return 9;    // MOSTLY_Q5_1
+    case GgmlType::Q2_K: return 10;   // MOSTLY_Q2_K
+    case GgmlType::Q3_K: return 11;   // MOSTLY_Q3_K_S (every matrix q3_K)
+    case GgmlType::Q4_K: return 14;   // MOSTLY_Q4_K_S (every matrix q4_K)
+    case GgmlType::Q5_K: return 16;   // MOSTLY_Q5_K_S (every matrix q5_K)
+    case GgmlType::Q6_K: return 18;   // MOSTLY_Q6_K
+    case GgmlType::IQ4_NL: return 25; // MOSTLY_IQ4_NL
+    case GgmlType::IQ4_XS: return 30; // MOSTLY_IQ4_XS
+    case GgmlType::BF16: return 32;   // MOSTLY_BF16
     default: throw Error(ErrorKind::InvalidArgument, std::string("no llama.cpp file type for ") + type_name(type));
   }
 }
@@ -147,8 +155,8 @@ uint32_t llama_ftype(GgmlType type) {
 void check_type(GgmlType t, const char* what) {
   const TypeTraits* tr = type_traits(static_cast<uint32_t>(t));
   if (!tr || !tr->supported)
-    throw Error(ErrorKind::InvalidArgument, std::string(what) + " " + (tr ? tr->name : "unknown") +
-                " is not supported (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)");
+    throw Error(ErrorKind::InvalidArgument, std::string(what) + " " + (tr ? tr->name : "unknown") + " is not supported (supported: " +
+                supported_type_names() + ")");
 }
 
 void check_rows(GgmlType t, uint64_t n, const char* what) {
