@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -19,6 +20,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -26,6 +28,7 @@
 
 #include "host/session/generate.h"
 #include "host/kv/kv_policy.h"
+#include "host/model/chat_template.h"
 #include "host/model/model.h"
 #include "host/session/sampler.h"
 #include "host/session/session.h"
@@ -200,9 +203,26 @@ struct DeviceImpl {
 };
 
 struct ModelImpl {
-  ModelImpl(std::shared_ptr<DeviceImpl> d, const std::string& path) : device(std::move(d)), model(device->kernels, path) {}
+  ModelImpl(std::shared_ptr<DeviceImpl> d, const std::string& path, const std::string& chat_template)
+      : device(std::move(d)), model(device->kernels, path) {
+    // A template the GGUF states but snapvk does not render fails only the chat calls.
+    try {
+      chat = ChatTemplate::for_model(model.gguf(), model.tokenizer(), chat_template);
+      stop_tokens = chat->stop_tokens(model.tokenizer());
+    } catch (const Error& e) {
+      if (!chat_template.empty()) throw ApiError(SNAPVK_INVALID_ARGUMENT, e.what());
+      chat_error = e.what();
+    }
+  }
+  const ChatTemplate& chat_template() const {
+    if (!chat) invalid(chat_error);
+    return *chat;
+  }
   std::shared_ptr<DeviceImpl> device;  // destroyed after the model
   Model model;
+  std::optional<ChatTemplate> chat;
+  std::string chat_error;             // why there is no chat template
+  std::vector<int32_t> stop_tokens;   // the template's end of turn, eos, eot
 };
 
 }  // namespace
@@ -225,6 +245,7 @@ struct snapvk_session {
   std::vector<float> logits;         // after the last token held (copied: a cancelled prefill may overwrite the session's)
   bool have_logits = false;
   std::vector<int32_t> history;      // every token held, for the repetition penalty
+  ChatHistory chat;                  // the conversation held, when prefilled as chat messages
   std::atomic<bool> cancel{false};
   std::atomic<int> phase{Idle};
   std::atomic<std::thread::id> owner{};
@@ -398,6 +419,7 @@ void prefill(snapvk_session* s, std::span<const int32_t> tokens) {
     if (partial || (before == 0 && session.options().kv.compresses())) {
       session.reset();
       s->history.clear();
+      s->chat.clear();
       s->have_logits = false;
     }
     if (partial) throw Error(e.kind(), std::string(e.what()) + " (the session held part of the prompt and was reset)", e.param());
@@ -406,6 +428,40 @@ void prefill(snapvk_session* s, std::span<const int32_t> tokens) {
   s->cancel.store(false);  // a request that came too late for this call is dropped with it
   s->have_logits = true;
   s->history.insert(s->history.end(), tokens.begin(), tokens.end());
+}
+
+// The caller's messages: an array whose stride is the first element's struct_size.
+std::vector<ChatMessage> read_messages(const snapvk_chat_message* messages, size_t n) {
+  if (!messages && n) invalid("messages is NULL but n_messages is " + std::to_string(n));
+  std::vector<ChatMessage> out;
+  if (!n) return out;
+  const uint32_t stride = messages[0].struct_size;
+  constexpr size_t kV1 = offsetof(snapvk_chat_message, content) + sizeof(const char*);
+  if (stride < kV1 || stride > kMaxStructSize)
+    invalid("messages[0].struct_size is " + std::to_string(stride) + ": set it to sizeof(snapvk_chat_message)");
+  for (size_t i = 0; i < n; ++i) {
+    snapvk_chat_message m{};
+    std::memcpy(&m, reinterpret_cast<const char*>(messages) + i * stride, std::min<size_t>(stride, sizeof m));
+    const std::string at = "messages[" + std::to_string(i) + "]";
+    if (m.struct_size != stride)
+      invalid(at + ".struct_size is " + std::to_string(m.struct_size) + ", messages[0]'s is " + std::to_string(stride) +
+              ": set every element's to sizeof(snapvk_chat_message)");
+    if (!m.role) invalid(at + ".role is NULL");
+    if (!m.content) invalid(at + ".content is NULL");
+    out.push_back({m.role, m.content});
+  }
+  return out;
+}
+
+// Writes `s` NUL-terminated to the caller's buffer (or asks for its length), as snapvk_detokenize.
+snapvk_status write_text(const std::string& s, char* text, size_t capacity, size_t* length) {
+  *length = s.size();
+  if (!text) return SNAPVK_OK;
+  if (capacity < s.size() + 1)
+    throw ApiError(SNAPVK_BUFFER_TOO_SMALL, "the text needs " + std::to_string(s.size() + 1) +
+                                                " bytes with its NUL, the buffer has " + std::to_string(capacity));
+  std::memcpy(text, s.c_str(), s.size() + 1);
+  return SNAPVK_OK;
 }
 
 }  // namespace
@@ -569,7 +625,7 @@ SNAPVK_API snapvk_status snapvk_model_load(snapvk_device* device, const char* pa
     if (std::FILE* f = std::fopen(path, "rb")) std::fclose(f);
     else throw ApiError(SNAPVK_IO, std::string(path) + ": cannot open: " + std::strerror(errno));
     auto handle = std::make_unique<snapvk_model>();
-    handle->impl = std::make_shared<ModelImpl>(device->impl, path);
+    handle->impl = std::make_shared<ModelImpl>(device->impl, path, o.chat_template ? o.chat_template : "");
     *out = handle.release();
     return SNAPVK_OK;
   });
@@ -642,13 +698,35 @@ SNAPVK_API snapvk_status snapvk_detokenize(const snapvk_model* model, const int3
     for (size_t i = 0; i < n_tokens; ++i) s += tok.token_to_piece(tokens[i], flags & SNAPVK_DETOKENIZE_SPECIAL);
     if ((flags & SNAPVK_DETOKENIZE_STRIP_SPACE) && tok.vocab().add_space_prefix && !s.empty() && s[0] == ' ')
       s.erase(0, 1);
-    *length = s.size();
-    if (!text) return SNAPVK_OK;
-    if (capacity < s.size() + 1)
-      throw ApiError(SNAPVK_BUFFER_TOO_SMALL, "the text needs " + std::to_string(s.size() + 1) +
-                                                  " bytes with its NUL, the buffer has " + std::to_string(capacity));
-    std::memcpy(text, s.c_str(), s.size() + 1);
+    return write_text(s, text, capacity, length);
+  });
+}
+
+// ---- chat templates ----------------------------------------------------------------------------
+
+SNAPVK_API snapvk_status snapvk_model_get_chat_template(const snapvk_model* model, snapvk_chat_template_info* info) {
+  return guarded(__func__, [&] {
+    const ModelImpl& m = model_of(model);
+    check_out_struct(info, "info");
+    const ChatTemplate& t = m.chat_template();
+    snapvk_chat_template_info i{};
+    i.has_default_system = !t.default_system().empty();
+    copy_str(i.name, t.name());
+    copy_str(i.source, t.source());
+    write_struct(info, i);
     return SNAPVK_OK;
+  });
+}
+
+SNAPVK_API snapvk_status snapvk_chat_apply_template(const snapvk_model* model, const snapvk_chat_message* messages,
+                                                    size_t n_messages, int add_assistant, char* text, size_t capacity,
+                                                    size_t* length) {
+  return guarded(__func__, [&] {
+    const ModelImpl& m = model_of(model);
+    if (!length) invalid("length is NULL");
+    if (!text && capacity) invalid("text is NULL but capacity is " + std::to_string(capacity));
+    const std::vector<ChatMessage> msgs = read_messages(messages, n_messages);
+    return write_text(m.chat_template().render(msgs, add_assistant != 0), text, capacity, length);
   });
 }
 
@@ -695,6 +773,29 @@ SNAPVK_API snapvk_status snapvk_session_prefill_text(snapvk_session* session, co
     const auto tokens = tok.encode(text, session->session->n_past() == 0);
     if (tokens.empty()) invalid("the text gives no tokens");
     prefill(session, tokens);
+    session->chat.invalidate();
+    return SNAPVK_OK;
+  });
+}
+
+SNAPVK_API snapvk_status snapvk_session_prefill_chat(snapvk_session* session, const snapvk_chat_message* messages,
+                                                     size_t n_messages, int add_assistant) {
+  return guarded(__func__, [&] {
+    SessionUse use(session, SessionUse::Mutating);
+    const ModelImpl& m = *session->model;
+    const std::vector<ChatMessage> msgs = read_messages(messages, n_messages);
+    if (msgs.empty()) invalid("n_messages is 0");
+    ChatHistory next = session->chat;  // kept only when the prefill succeeds
+    std::string text;
+    try {
+      text = next.next(m.chat_template(), msgs, add_assistant != 0);
+    } catch (const Error& e) {
+      invalid(e.what());
+    }
+    if (text.empty()) invalid("nothing new: the messages are those the session holds");
+    const auto tokens = m.model.tokenizer().encode(text, session->session->n_past() == 0, true);
+    prefill(session, tokens);
+    session->chat = std::move(next);
     return SNAPVK_OK;
   });
 }
@@ -705,6 +806,7 @@ SNAPVK_API snapvk_status snapvk_session_prefill_tokens(snapvk_session* session, 
     if (!tokens) invalid("tokens is NULL");
     if (n_tokens == 0) invalid("n_tokens is 0");
     prefill(session, std::span<const int32_t>(tokens, n_tokens));
+    session->chat.invalidate();
     return SNAPVK_OK;
   });
 }
@@ -726,6 +828,7 @@ SNAPVK_API snapvk_status snapvk_session_generate(snapvk_session* session, const 
 
     GenerateOptions go;
     go.max_tokens = max_tokens;
+    go.stop_tokens = s->model->stop_tokens;
     go.cancel = &s->cancel;
     if (on_token)
       go.on_token = [&](int32_t token, std::string_view piece) {
@@ -749,14 +852,24 @@ SNAPVK_API snapvk_status snapvk_session_generate(snapvk_session* session, const 
       r.stop_reason = to_stop_reason(g.stop);
       return r;
     };
+    // What entered the cache belongs to the conversation (a chat's answer).
+    auto record_answer = [&] {
+      if (!s->chat.active()) return;
+      std::string text;
+      const Tokenizer& tok = sess.model().tokenizer();
+      for (uint32_t i = 0; i < g.decoded && i < g.tokens.size(); ++i) text += tok.token_to_piece(g.tokens[i]);
+      s->chat.generated(text);
+    };
     try {
       generate(sess, sampler, s->logits, go, g);
     } catch (...) {
       s->phase.store(snapvk_session::Busy);
       s->cancel.store(false);
+      record_answer();
       throw;
     }
     s->cancel.store(false);
+    record_answer();
     if (result) write_struct(result, result_of());
     if (g.stop == StopReason::Cancelled) throw Cancelled();
     return SNAPVK_OK;
@@ -809,6 +922,7 @@ SNAPVK_API snapvk_status snapvk_session_reset(snapvk_session* session) {
     SessionUse use(session, SessionUse::Mutating);
     session->session->reset();
     session->history.clear();
+    session->chat.clear();
     session->have_logits = false;
     session->cancel.store(false);
     return SNAPVK_OK;

@@ -1,6 +1,6 @@
 // Fuzzes the GGUF reader and what reads a model file before any device is involved: the
 // hyper-parameters, the tokenizer vocabulary (and a tokenizer built from it), and the weight
-// tensors a model needs. Any input must end in success or a snapvk::Error: other exceptions,
+// tensors a model needs, and the chat template. Any input must end in success or a snapvk::Error: other exceptions,
 // sanitizer reports and broken invariants are crashes.
 #include <cstddef>
 #include <cstdint>
@@ -9,6 +9,7 @@
 #include "fuzz/fuzz_common.h"
 #include "host/gguf/ggml_types.h"
 #include "host/gguf/gguf.h"
+#include "host/model/chat_template.h"
 #include "host/model/model.h"
 #include "host/model/tokenizer.h"
 #include "runtime/error.h"
@@ -65,6 +66,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (id < 0 || id >= tok.n_vocab()) fail("encode gave an id out of range", std::to_string(id));
     (void)tok.decode(ids);
     for (int32_t id = 0; id < std::min(tok.n_vocab(), 300); ++id) (void)tok.token_to_piece(id, true);
+    // The chat template: recognised or refused, then a conversation rendered and continued.
+    const ChatTemplate t = ChatTemplate::for_model(f, tok);
+    const std::vector<ChatMessage> msgs = {{"user", " Hi "}, {"assistant", " A "}, {"user", "Q"}};
+    ChatHistory h;
+    (void)h.next(t, std::span(msgs).first(1), true);
+    h.generated(" A ");
+    if (h.next(t, msgs, true).empty()) fail("a new turn rendered no text");
+    (void)t.stop_tokens(tok);
   } catch (const Error&) {
   }
   return 0;

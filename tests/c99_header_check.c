@@ -34,6 +34,8 @@ snapvk_status snapvk_c99_header_check(const char* path) {
   snapvk_device_info dinfo = {0};
   snapvk_device_memory dmem = {0};
   snapvk_model_info minfo = {0};
+  snapvk_chat_template_info tinfo = {0};
+  snapvk_chat_message msgs[2];
   snapvk_device* device = NULL;
   snapvk_model* model = NULL;
   snapvk_session* session = NULL;
@@ -53,6 +55,14 @@ snapvk_status snapvk_c99_header_check(const char* path) {
   dinfo.struct_size = sizeof dinfo;
   dmem.struct_size = sizeof dmem;
   minfo.struct_size = sizeof minfo;
+  tinfo.struct_size = sizeof tinfo;
+  msgs[0].struct_size = msgs[1].struct_size = sizeof msgs[0];
+  msgs[0].reserved = msgs[1].reserved = 0;
+  msgs[0].role = "system";
+  msgs[0].content = "Be brief.";
+  msgs[1].role = "user";
+  msgs[1].content = "Hi";
+  mopt.chat_template = NULL;
   sopt.kv_policy = SNAPVK_KV_POLICY_SNAPKV;
   sopt.kv_type = SNAPVK_KV_TYPE_F16;
   sopt.kv_pool = SNAPVK_KV_POOL_MAX;
@@ -71,6 +81,8 @@ snapvk_status snapvk_c99_header_check(const char* path) {
   st = snapvk_model_load(device, path, &mopt, &model);
   if (st == SNAPVK_OK) {
     (void)snapvk_model_get_info(model, &minfo);
+    (void)snapvk_model_get_chat_template(model, &tinfo);
+    (void)snapvk_chat_apply_template(model, msgs, 2, 1, text, sizeof text, &n);
     (void)snapvk_tokenize(model, "x", SNAPVK_TOKENIZE_ADD_SPECIAL | SNAPVK_TOKENIZE_PARSE_SPECIAL, tokens, 8, &n);
     (void)snapvk_detokenize(model, tokens, n, SNAPVK_DETOKENIZE_SPECIAL | SNAPVK_DETOKENIZE_STRIP_SPACE, text,
                             sizeof text, &n);
@@ -78,6 +90,8 @@ snapvk_status snapvk_c99_header_check(const char* path) {
   }
   if (st == SNAPVK_OK) {
     (void)snapvk_session_prefill_text(session, "x");
+    (void)snapvk_session_reset(session);
+    (void)snapvk_session_prefill_chat(session, msgs, 2, 1);
     (void)snapvk_session_prefill_tokens(session, tokens, 1);
     (void)snapvk_session_generate(session, &sp, 1, on_token, NULL, &result);
     (void)snapvk_session_get_logits(session, &logits, &n);

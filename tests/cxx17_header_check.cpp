@@ -3,6 +3,7 @@
 #include <snapvk/snapvk.hpp>
 
 #include <string>
+#include <vector>
 
 std::string snapvk_cxx17_header_check(const std::string& path);
 std::string snapvk_cxx17_header_check(const std::string& path) {
@@ -21,5 +22,9 @@ std::string snapvk_cxx17_header_check(const std::string& path) {
   session.generate(4, params);
   text += session.generate_text(4);
   text += model.detokenize(model.tokenize("z"));
+  const std::vector<snapvk::ChatMessage> chat = {{"system", "Be brief."}, {"user", "Hi"}};
+  text += model.apply_chat_template(chat) + model.chat_template().name;
+  session.reset();
+  session.prefill_chat(chat);
   return text + std::to_string(session.kv_stats().ratio) + snapvk::version();
 }

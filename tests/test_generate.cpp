@@ -131,6 +131,20 @@ TEST_F(GenerateTest, EndOfGenerationIsNeitherEmittedNorDecoded) {
   EXPECT_EQ(s.n_past(), before + 3);
 }
 
+TEST_F(GenerateTest, StopTokensEndGenerationAsTheVocabularysOwnDo) {
+  Session s(model(), options(256));
+  const int32_t stop = 300;  // an ordinary token: a chat template's end of turn would be one
+  ASSERT_FALSE(model().tokenizer().is_eog(stop));
+  GenerateOptions o;
+  o.stop_tokens = {stop};
+  uint32_t step = 0;
+  o.choose = [&](std::span<const float> lg) { return ++step == 3 ? stop : argmax(lg); };
+  const GenerateResult r = run(s, o);
+  EXPECT_EQ(r.stop, StopReason::EndOfGeneration);
+  EXPECT_EQ(r.last_token, stop);
+  EXPECT_EQ(r.tokens.size(), 2u);
+}
+
 TEST_F(GenerateTest, CancelFlagStopsBeforeTheNextToken) {
   Session s(model(), options(256));
   std::atomic<bool> cancel{false};

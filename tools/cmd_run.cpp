@@ -5,10 +5,12 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <random>
 
 #include <nlohmann/json.hpp>
 
+#include "host/model/chat_template.h"
 #include "host/model/model.h"
 #include "host/report/files.h"
 #include "host/session/generate.h"
@@ -24,6 +26,8 @@ namespace {
 
 struct RunOptions {
   std::string model, prompt, prompt_file, tokens_file, dump_selection;
+  bool chat = false;                   // --chat: the prompt is one user turn through the chat template
+  std::string system, chat_template;   // --system, --chat-template
   KvCliOptions kv;
   int32_t n_predict = 128;
   uint32_t n_ctx = 0, n_batch = 256;
@@ -84,6 +88,47 @@ int memory_check(const Model& model, SessionOptions so, uint32_t L, const Contex
   return 0;
 }
 
+// The prompt's tokens: token ids from a file, the text with BOS as the vocabulary asks, or with
+// --chat the text as one user turn (after --system) through the chat template, special tokens parsed.
+std::vector<int32_t> prompt_tokens(const RunOptions& o, const Model& model, std::optional<ChatTemplate>& tmpl) {
+  const Tokenizer& tok = model.tokenizer();
+  if (!o.tokens_file.empty()) return parse_token_ids(read_file(o.tokens_file), "'" + o.tokens_file + "'");
+  const std::string text = o.prompt_file.empty() ? o.prompt : read_file(o.prompt_file);
+  if (!o.chat) return tok.encode(text, true);
+  tmpl = ChatTemplate::for_model(model.gguf(), tok, o.chat_template);
+  std::vector<ChatMessage> messages;
+  if (!o.system.empty()) messages.push_back({"system", o.system});
+  messages.push_back({"user", text});
+  return tok.encode(tmpl->render(messages, true), true, true);
+}
+
+// --chat, --system and --chat-template: checked before anything is loaded.
+void check_chat_options(const RunOptions& o) {
+  if (!o.chat && (!o.system.empty() || !o.chat_template.empty())) throw Error(ErrorKind::InvalidArgument, "--system and --chat-template need --chat");
+  if (o.chat && !o.tokens_file.empty()) throw Error(ErrorKind::InvalidArgument, "--chat takes the prompt as text (-p or -f), not --tokens-file");
+  if (!o.chat_template.empty() && !chat_format_from_name(o.chat_template))
+    throw Error(ErrorKind::InvalidArgument, "unknown --chat-template '" + o.chat_template + "' (names: " + chat_format_names() + ")");
+}
+
+// The prompt as llama.cpp and llama2.c print it: SentencePiece's space before the first word dropped.
+void echo_prompt(const Tokenizer& tok, const std::vector<int32_t>& prompt) {
+  std::string shown = tok.decode(prompt);
+  if (tok.vocab().add_space_prefix && !shown.empty() && shown[0] == ' ') shown.erase(0, 1);
+  std::fputs(shown.c_str(), stdout);
+  std::fflush(stdout);
+}
+
+// --profile: GPU time per kernel.
+void print_kernel_times(Session& session) {
+  auto timings = session.stream().timings();
+  double total = 0;
+  for (const auto& t : timings) total += t.total_ms;
+  std::fprintf(stderr, "\n%-20s %8s %12s %8s\n", "kernel", "count", "total ms", "share");
+  for (const auto& t : timings)
+    std::fprintf(stderr, "%-20s %8llu %12.3f %7.1f%%\n", t.name.c_str(), static_cast<unsigned long long>(t.count),
+                 t.total_ms, total > 0 ? 100.0 * t.total_ms / total : 0.0);
+}
+
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -91,6 +136,7 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 int run(const RunOptions& o, const Globals& g) {
   const int sources = !o.prompt.empty() + !o.prompt_file.empty() + !o.tokens_file.empty();
   if (sources != 1) throw Error(ErrorKind::InvalidArgument, "give exactly one of -p PROMPT, -f FILE or --tokens-file FILE");
+  check_chat_options(o);
   SessionOptions so;
   apply_kv_options(o.kv, so);
   so.n_ctx = o.n_ctx;
@@ -106,9 +152,8 @@ int run(const RunOptions& o, const Globals& g) {
   Kernels kernels(ctx);
   Model model(kernels, o.model);
   const Tokenizer& tok = model.tokenizer();
-  std::vector<int32_t> prompt = !o.tokens_file.empty()
-                                    ? parse_token_ids(read_file(o.tokens_file), "'" + o.tokens_file + "'")
-                                    : tok.encode(o.prompt_file.empty() ? o.prompt : read_file(o.prompt_file), true);
+  std::optional<ChatTemplate> tmpl;
+  std::vector<int32_t> prompt = prompt_tokens(o, model, tmpl);
   if (prompt.empty()) throw Error(ErrorKind::InvalidArgument, "the prompt is empty");
   // Without -c the cache holds what this run needs: the prompt and the tokens to generate
   // (so a compressed prompt's savings are not spent on unused room).
@@ -122,13 +167,8 @@ int run(const RunOptions& o, const Globals& g) {
                 std::to_string(session.n_ctx()) + "); raise -c");
   const uint32_t n_gen = o.n_predict < 0 ? room + 1 : std::min<uint32_t>(uint32_t(o.n_predict), room + 1);
 
-  if (!o.json) {
-    // As llama.cpp and llama2.c print it: SentencePiece's space before the first word is dropped.
-    std::string shown = tok.decode(prompt);
-    if (tok.vocab().add_space_prefix && !shown.empty() && shown[0] == ' ') shown.erase(0, 1);
-    std::fputs(shown.c_str(), stdout);
-    std::fflush(stdout);
-  }
+  if (tmpl && !o.json) std::fprintf(stderr, "chat template: %s (%s)\n", tmpl->name(), tmpl->source().c_str());
+  if (!o.json && !tmpl) echo_prompt(tok, prompt);
   Sampler sampler(sp);
   for (int32_t t : prompt) sampler.accept(t);
   auto t0 = std::chrono::steady_clock::now();
@@ -138,6 +178,7 @@ int run(const RunOptions& o, const Globals& g) {
   GenerateOptions go;
   go.max_tokens = n_gen;
   go.decode_last = false;  // nothing follows the last token
+  if (tmpl) go.stop_tokens = tmpl->stop_tokens(tok);
   if (!o.json)
     go.on_text = [](std::string_view text) {
       std::fwrite(text.data(), 1, text.size(), stdout);
@@ -159,6 +200,7 @@ int run(const RunOptions& o, const Globals& g) {
   if (o.json) {
     nlohmann::ordered_json j;
     j["prompt_tokens"] = prompt;
+    if (tmpl) j["chat_template"] = tmpl->name(), j["chat_template_source"] = tmpl->source();
     j["generated_tokens"] = generated;
     j["text"] = text;  // may end inside a UTF-8 character: such bytes become U+FFFD (dump below)
     nlohmann::ordered_json& t = j["timings"];
@@ -188,15 +230,7 @@ int run(const RunOptions& o, const Globals& g) {
     std::fprintf(stderr, "peak device memory: %s (weights %s)\n", bytes_str(peak).c_str(),
                  bytes_str(model.weights().bytes).c_str());
   }
-  if (o.profile) {
-    auto timings = session.stream().timings();
-    double total = 0;
-    for (const auto& t : timings) total += t.total_ms;
-    std::fprintf(stderr, "\n%-20s %8s %12s %8s\n", "kernel", "count", "total ms", "share");
-    for (const auto& t : timings)
-      std::fprintf(stderr, "%-20s %8llu %12.3f %7.1f%%\n", t.name.c_str(), static_cast<unsigned long long>(t.count),
-                   t.total_ms, total > 0 ? 100.0 * t.total_ms / total : 0.0);
-  }
+  if (o.profile) print_kernel_times(session);
   return 0;
 }
 
@@ -237,6 +271,10 @@ Runner add_run(CLI::App& app, const Globals& g) {
   app.add_option("-p,--prompt", o->prompt, "Prompt text");
   app.add_option("-f,--file", o->prompt_file, "Read the prompt from a file");
   app.add_option("--tokens-file", o->tokens_file, "Prompt as whitespace-separated token ids (no BOS added)");
+  app.add_flag("--chat", o->chat, "The prompt is a user's message: render it through the model's chat template");
+  app.add_option("--system", o->system, "With --chat: a system message before the user's");
+  app.add_option("--chat-template", o->chat_template,
+                 "With --chat: this template instead of the model's: chatml, llama3, gemma, mistral (llama2), phi3, ...");
   app.add_option("-n,--n-predict", o->n_predict, "Tokens to generate (-1: until the context is full)")->capture_default_str();
   app.add_option("-c,--ctx-size", o->n_ctx, "Positions the cache holds, prompt + generated (default: prompt + -n, or the model's context with -n -1)");
   app.add_option("-b,--batch-size", o->n_batch, "Prompt tokens per prefill step")->capture_default_str()->check(CLI::Range(1u, 65536u));

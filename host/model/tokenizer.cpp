@@ -466,6 +466,8 @@ int32_t Tokenizer::n_vocab() const { return static_cast<int32_t>(impl_->vocab.to
 int32_t Tokenizer::bos() const { return impl_->vocab.bos; }
 int32_t Tokenizer::eos() const { return impl_->vocab.eos; }
 bool Tokenizer::is_eog(int32_t id) const { return impl_->eog.count(id) > 0; }
+std::vector<int32_t> Tokenizer::eog_tokens() const { return {impl_->eog.begin(), impl_->eog.end()}; }
+int32_t Tokenizer::find_token(std::string_view text) const { return impl_->find(std::string(text)); }
 bool Tokenizer::is_control(int32_t id) const {
   return id >= 0 && id < n_vocab() && (impl_->attr[id] & kAttrControl);
 }

@@ -74,7 +74,12 @@ class Tokenizer {
   int32_t n_vocab() const;
   int32_t bos() const;  // -1 when the vocab has none
   int32_t eos() const;
-  bool is_eog(int32_t id) const;  // end of generation: eos, eot, and llama.cpp's EOG tokens by text
+  // End of generation: eos, eot, and the tokens llama.cpp ends generation at by their text, among
+  // them every chat template's end of turn (<|im_end|>, <|eot_id|>, <end_of_turn>, <|end|>).
+  bool is_eog(int32_t id) const;
+  std::vector<int32_t> eog_tokens() const;  // every id is_eog() is true for, ascending
+  // The id of the token whose text is exactly `text`, or -1.
+  int32_t find_token(std::string_view text) const;
   bool is_control(int32_t id) const;
   bool add_bos() const;
   // The vocabulary as used: empty token texts renamed "[EMPTY_<id>]" and ids outside the

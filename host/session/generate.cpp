@@ -44,7 +44,8 @@ void generate(Session& s, Sampler& sampler, std::span<const float> logits, const
       }
       const int32_t next = o.choose ? o.choose(logits) : sampler.sample(logits);
       r.last_token = next;
-      if (o.stop_at_eog && tok.is_eog(next)) {
+      const bool stop_token = std::find(o.stop_tokens.begin(), o.stop_tokens.end(), next) != o.stop_tokens.end();
+      if (o.stop_at_eog && (tok.is_eog(next) || stop_token)) {
         r.stop = StopReason::EndOfGeneration;
         break;
       }

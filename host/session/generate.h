@@ -21,6 +21,9 @@ const char* stop_reason_name(StopReason r);
 struct GenerateOptions {
   uint32_t max_tokens = 0;   // 0: until the context is full
   bool stop_at_eog = true;   // an end-of-generation token ends the loop (it is neither emitted nor decoded)
+  // More tokens that end generation as the vocabulary's own (Tokenizer::is_eog) do: a chat
+  // template's end of turn (ChatTemplate::stop_tokens).
+  std::vector<int32_t> stop_tokens;
   // true: every emitted token enters the cache, so the conversation can go on (the C API);
   // false: the last one is not decoded (one step saved when nothing follows: `snapvk run`).
   bool decode_last = true;

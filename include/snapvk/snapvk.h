@@ -201,8 +201,13 @@ SNAPVK_API snapvk_status snapvk_device_get_memory(const snapvk_device* device, s
 /* ------------------------------------------------------------------------------------------ */
 
 typedef struct snapvk_model_options {
-  uint32_t struct_size; /* sizeof(snapvk_model_options) */
-  uint32_t flags;       /* reserved, must be 0 */
+  uint32_t struct_size;      /* sizeof(snapvk_model_options) */
+  uint32_t flags;            /* reserved, must be 0 */
+  const char* chat_template; /* NULL or "": the GGUF's tokenizer.chat_template (or one chosen from its
+                                vocabulary); else a template by name: "chatml", "llama3", "gemma",
+                                "mistral" (alias "llama2"), "phi3", or one of llama.cpp's [INST]
+                                variants ("llama2-sys", "mistral-v7", ...). An unknown name fails the
+                                load with SNAPVK_INVALID_ARGUMENT. */
 } snapvk_model_options;
 
 /* Maps the GGUF file at `path`, checks it and uploads its weights to the device.
@@ -251,6 +256,43 @@ SNAPVK_API snapvk_status snapvk_tokenize(const snapvk_model* model, const char* 
  * A text cut between two calls may split a UTF-8 sequence (byte tokens). */
 SNAPVK_API snapvk_status snapvk_detokenize(const snapvk_model* model, const int32_t* tokens, size_t n_tokens,
                                            uint32_t flags, char* text, size_t capacity, size_t* length);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Chat templates                                                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+/* One message of a conversation. In an array every element has the same struct_size, which is
+ * the array's stride (set it to sizeof(snapvk_chat_message) in each). */
+typedef struct snapvk_chat_message {
+  uint32_t struct_size; /* sizeof(snapvk_chat_message) */
+  uint32_t reserved;
+  const char* role;     /* "system", "user" or "assistant"; NUL-terminated */
+  const char* content;  /* NUL-terminated UTF-8 */
+} snapvk_chat_message;
+
+typedef struct snapvk_chat_template_info {
+  uint32_t struct_size;        /* sizeof(snapvk_chat_template_info) */
+  uint32_t has_default_system; /* 1: the template states a system message, rendered when a
+                                  conversation does not begin with one (SmolLM2, Qwen2.5) */
+  char name[32];               /* "chatml", "llama3", "gemma", "phi3", "llama2", "mistral-v7", ... */
+  char source[224];            /* where it came from: "tokenizer.chat_template", "chosen by name",
+                                  or the vocabulary's special tokens when the GGUF has no template */
+} snapvk_chat_template_info;
+
+/* The model's chat template. Fails with SNAPVK_INVALID_ARGUMENT when the GGUF's template is none
+ * that snapvk renders (the message lists the names; choose one with snapvk_model_options.chat_template). */
+SNAPVK_API snapvk_status snapvk_model_get_chat_template(const snapvk_model* model, snapvk_chat_template_info* info);
+
+/* Renders n_messages messages through the model's chat template, as llama.cpp's built-in
+ * templates render them; with add_assistant non-zero the assistant's opening (the generation
+ * prompt) ends the text. Special tokens are written as text ("<|im_start|>"): tokenize with
+ * SNAPVK_TOKENIZE_PARSE_SPECIAL (and SNAPVK_TOKENIZE_ADD_SPECIAL for the start of a conversation).
+ * The text, NUL-terminated, goes to `text` of `capacity` bytes as snapvk_detokenize writes its
+ * text: *length gets its length without the NUL; text may be NULL with capacity 0 to ask for it;
+ * too small a capacity gives SNAPVK_BUFFER_TOO_SMALL. */
+SNAPVK_API snapvk_status snapvk_chat_apply_template(const snapvk_model* model, const snapvk_chat_message* messages,
+                                                    size_t n_messages, int add_assistant, char* text, size_t capacity,
+                                                    size_t* length);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Sessions                                                                                   */
@@ -330,6 +372,19 @@ SNAPVK_API snapvk_status snapvk_session_prefill_text(snapvk_session* session, co
 SNAPVK_API snapvk_status snapvk_session_prefill_tokens(snapvk_session* session, const int32_t* tokens,
                                                        size_t n_tokens);
 
+/* Prefills a conversation through the model's chat template, appending only what is new: pass
+ * the whole conversation each time (the messages given before, then the answer generated since
+ * as an "assistant" message, e.g. its text as the token callback received it, then the new
+ * messages). Only the new messages' text is tokenized and prefilled (BOS as the vocabulary asks
+ * when the session is empty; special tokens parsed). With add_assistant non-zero the
+ * assistant's opening ends it, ready for snapvk_session_generate, which stops at the template's
+ * end of turn. Fails with SNAPVK_INVALID_ARGUMENT, the session unchanged, when the messages do
+ * not continue the conversation the session holds, when nothing is new, or when the session holds
+ * a plain prompt (prefill_text/tokens): snapvk_session_reset starts over. Other failures as
+ * snapvk_session_prefill_text. */
+SNAPVK_API snapvk_status snapvk_session_prefill_chat(snapvk_session* session, const snapvk_chat_message* messages,
+                                                     size_t n_messages, int add_assistant);
+
 #define SNAPVK_SEED_RANDOM UINT64_MAX
 
 /* Sampling, in llama.cpp's order: repetition penalty, top-k, top-p, min-p, temperature.
@@ -369,7 +424,8 @@ typedef struct snapvk_generate_result {
 } snapvk_generate_result;
 
 /* Generates up to max_tokens tokens (0: until end of generation or a full context) after what
- * the session holds, which must not be empty. Every token passed to on_token (may be NULL) is
+ * the session holds, which must not be empty. End of generation: the vocabulary's end-of-generation
+ * tokens and the chat template's end of turn. Every token passed to on_token (may be NULL) is
  * appended to the session's cache, so a later prefill continues the conversation after it and
  * a later generate call continues the text. params may be NULL (greedy); result may be NULL and
  * is filled on SNAPVK_OK and SNAPVK_CANCELLED. */

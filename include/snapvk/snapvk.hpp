@@ -67,6 +67,13 @@ using DeviceMemory = Versioned<snapvk_device_memory>;
 using ModelInfo = Versioned<snapvk_model_info>;
 using KvStats = Versioned<snapvk_kv_stats>;
 using GenerateResult = Versioned<snapvk_generate_result>;
+using ChatTemplateInfo = Versioned<snapvk_chat_template_info>;
+
+// One message of a conversation (Model::apply_chat_template, Session::prefill_chat).
+struct ChatMessage {
+  std::string role;  // "system", "user", "assistant"
+  std::string content;
+};
 
 inline std::string version() { return snapvk_version_string(); }
 
@@ -80,6 +87,16 @@ struct ModelDeleter {
 struct SessionDeleter {
   void operator()(snapvk_session* s) const noexcept { snapvk_session_free(s); }
 };
+// The C view of messages (valid while `messages` is).
+inline std::vector<snapvk_chat_message> c_messages(const std::vector<ChatMessage>& messages) {
+  std::vector<snapvk_chat_message> out(messages.size());
+  for (size_t i = 0; i < messages.size(); ++i) {
+    out[i].struct_size = sizeof(snapvk_chat_message);
+    out[i].role = messages[i].role.c_str();
+    out[i].content = messages[i].content.c_str();
+  }
+  return out;
+}
 }  // namespace detail
 
 class Device {
@@ -140,6 +157,22 @@ class Model {
     s.resize(len);
     return s;
   }
+  // The model's chat template (name, where it came from).
+  ChatTemplateInfo chat_template() const {
+    ChatTemplateInfo i;
+    check(snapvk_model_get_chat_template(h_.get(), &i));
+    return i;
+  }
+  // The conversation as prompt text through the model's chat template.
+  std::string apply_chat_template(const std::vector<ChatMessage>& messages, bool add_assistant = true) const {
+    const auto c = detail::c_messages(messages);
+    size_t len = 0;
+    check(snapvk_chat_apply_template(h_.get(), c.data(), c.size(), add_assistant, nullptr, 0, &len));
+    std::string s(len + 1, '\0');
+    check(snapvk_chat_apply_template(h_.get(), c.data(), c.size(), add_assistant, &s[0], s.size(), &len));
+    s.resize(len);
+    return s;
+  }
   snapvk_model* get() const noexcept { return h_.get(); }
 
  private:
@@ -169,6 +202,12 @@ class Session {
   void prefill(const std::string& text) { call(snapvk_session_prefill_text(h_.get(), text.c_str())); }
   void prefill(const std::vector<int32_t>& tokens) {
     call(snapvk_session_prefill_tokens(h_.get(), tokens.data(), tokens.size()));
+  }
+  // The whole conversation so far (earlier messages, the answer generated since as an
+  // "assistant" message, the new ones): only what is new is prefilled, through the chat template.
+  void prefill_chat(const std::vector<ChatMessage>& messages, bool add_assistant = true) {
+    const auto c = detail::c_messages(messages);
+    call(snapvk_session_prefill_chat(h_.get(), c.data(), c.size(), add_assistant));
   }
 
   // Generates up to max_tokens (0: until end of generation or a full context), calling
