@@ -290,6 +290,11 @@ std::vector<Case> cases() {
   SynthShape q = shape(256, 4, 2);
   q.arch = "qwen2";  // q/k/v biases, NEOX rope
   c.push_back(make_case("qwen2_hd64_g2", q));
+  q.arch = "qwen3";  // no biases, per-head q/k RMSNorm before RoPE, NEOX rope
+  c.push_back(make_case("qwen3_hd64_g2", q));
+  SynthShape q3 = shape(256, 8, 2, GgmlType::F16, 128);  // head_dim 128 != dim / heads, as Qwen3's
+  q3.arch = "qwen3";
+  c.push_back(make_case("qwen3_hd128_g4_qdim1024", q3));
   SynthShape tied = shape(128, 2, 1);
   tied.tied_output = true;
   tied.embd_type = GgmlType::Q8_0;

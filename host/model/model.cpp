@@ -23,10 +23,12 @@ uint32_t checked_dim(const GgufFile& f, const std::string& key, uint64_t v, uint
 ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
   ModelConfig c;
   c.arch_name = f.get_string("general.architecture", "");
-  if (c.arch_name == "llama") c.arch = Arch::Llama;
-  else if (c.arch_name == "qwen2") c.arch = Arch::Qwen2;
-  else if (c.arch_name.empty()) throw Error(ErrorKind::BadModel, f.path() + ": no general.architecture key: not a model file");
-  else throw Error(ErrorKind::BadModel, f.path() + ": unsupported architecture '" + c.arch_name + "' (supported: llama, qwen2)");
+  if (c.arch_name.empty()) throw Error(ErrorKind::BadModel, f.path() + ": no general.architecture key: not a model file");
+  try {
+    c.set_arch(c.arch_name);
+  } catch (const Error& e) {
+    throw Error(ErrorKind::BadModel, f.path() + ": " + e.what());
+  }
   const std::string a = c.arch_name + ".";
   c.name = f.get_string("general.name", "");
   c.n_embd = checked_dim(f, a + "embedding_length", f.require_uint(a + "embedding_length"), kMaxEmbd);
@@ -52,8 +54,6 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
   c.rms_eps = f.get_float(a + "attention.layer_norm_rms_epsilon", 1e-5f);
   if (!(c.rope_base > 0) || !(c.rms_eps >= 0) || !(c.rms_eps < 1))
     throw Error(ErrorKind::BadModel, f.path() + ": invalid rope.freq_base or layer_norm_rms_epsilon");
-  c.rope_type = c.arch == Arch::Qwen2 ? RopeType::Neox : RopeType::Norm;
-  c.qkv_bias = c.arch == Arch::Qwen2;
   const GgufTensor* emb = f.find_tensor("token_embd.weight");
   if (!emb) throw Error(ErrorKind::BadModel, f.path() + ": tensor 'token_embd.weight' is missing");
   c.n_vocab = checked_dim(f, "token_embd.weight rows", emb->ne[1], kMaxVocab);
@@ -70,6 +70,20 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
     throw Error(e.kind(), f.path() + ": " + e.what(), e.param());
   }
   return c;
+}
+
+void ModelConfig::set_arch(const std::string& name) {
+  arch_name = name;
+  // llama.cpp (src/llama-model.cpp, src/models/qwen2.cpp, qwen3.cpp): qwen2 and qwen3 use
+  // LLAMA_ROPE_TYPE_NEOX; qwen2 has q/k/v biases; qwen3 has none, and RMS-normalises each head
+  // of q and k with attn_q_norm / attn_k_norm ([head_dim]) after the projections, before RoPE.
+  if (name == "llama") arch = Arch::Llama;
+  else if (name == "qwen2") arch = Arch::Qwen2;
+  else if (name == "qwen3") arch = Arch::Qwen3;
+  else throw Error(ErrorKind::BadModel, "unsupported architecture '" + name + "' (supported: llama, qwen2, qwen3)");
+  rope_type = arch == Arch::Llama ? RopeType::Norm : RopeType::Neox;
+  qkv_bias = arch == Arch::Qwen2;
+  qk_norm = arch == Arch::Qwen3;
 }
 
 void ModelConfig::check() const {
@@ -146,6 +160,10 @@ void visit_weights(const GgufFile& f, const ModelConfig& c, ModelWeights& w, Vis
       visit(p + "attn_k.bias", c.kv_dim(), 0, L.bk);
       visit(p + "attn_v.bias", c.kv_dim(), 0, L.bv);
     }
+    if (c.qk_norm) {
+      visit(p + "attn_q_norm.weight", c.head_dim, 0, L.q_norm);
+      visit(p + "attn_k_norm.weight", c.head_dim, 0, L.k_norm);
+    }
     visit(p + "attn_output.weight", c.q_dim(), c.n_embd, L.wo);
     visit(p + "ffn_norm.weight", c.n_embd, 0, L.ffn_norm);
     visit(p + "ffn_gate.weight", c.n_embd, c.n_ff, L.w_gate);
@@ -187,7 +205,7 @@ Model::Model(Kernels& kernels, const std::string& path) : k_(kernels), file_(Ggu
   auto add = [&](const DeviceTensor& t) { w_.bytes += t ? t.buf.size() : 0; };
   add(w_.tok_embd), add(w_.output_norm), add(w_.output), add(w_.rope_freqs);
   for (const LayerWeights& L : w_.layers)
-    for (const DeviceTensor* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.bq, &L.bk, &L.bv, &L.wo, &L.ffn_norm, &L.w_gate,
+    for (const DeviceTensor* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.bq, &L.bk, &L.bv, &L.q_norm, &L.k_norm, &L.wo, &L.ffn_norm, &L.w_gate,
                                   &L.w_up, &L.w_down})
       add(*t);
   attn_ = AttentionKernels(ctx, k_.tuning, c.head_dim, c.group());

@@ -15,7 +15,7 @@
 
 namespace snapvk {
 
-enum class Arch { Llama, Qwen2 };
+enum class Arch { Llama, Qwen2, Qwen3 };
 enum class RopeType : uint32_t { Norm = 0, Neox = 2 };  // llama.cpp's numbering
 
 struct ModelConfig {
@@ -35,6 +35,7 @@ struct ModelConfig {
   float rms_eps = 1e-5f;
   RopeType rope_type = RopeType::Norm;
   bool qkv_bias = false;      // qwen2
+  bool qk_norm = false;       // qwen3: per-head RMSNorm of q and k (attn_q_norm, attn_k_norm) before RoPE
   bool rope_factors = false;  // Llama 3 rope_freqs tensor present
   GgmlType weight_type = GgmlType::F32;  // the most common matrix type (for reports)
 
@@ -42,6 +43,9 @@ struct ModelConfig {
   static constexpr uint32_t kMaxEmbd = 1u << 16, kMaxLayers = 1024, kMaxHeads = 1024, kMaxFf = 1u << 20,
                             kMaxVocab = 1u << 22, kMaxGroup = 16;
 
+  // The architecture from general.architecture, with the features it implies (rope type, biases,
+  // q/k norms). Throws snapvk::Error for an architecture snapvk does not run.
+  void set_arch(const std::string& name);
   // Reads and checks the hyper-parameters (llama.cpp's defaults for missing keys), then check().
   static ModelConfig from_gguf(const GgufFile& f);
   // Throws snapvk::Error ("model: ...") unless every dimension is within the bounds above and
@@ -67,6 +71,7 @@ struct LayerWeights {
   DeviceTensor attn_norm;            // [n_embd] f32
   DeviceTensor wq, wk, wv;           // [q_dim | kv_dim, n_embd]
   DeviceTensor bq, bk, bv;           // [q_dim | kv_dim] f32, qwen2 only
+  DeviceTensor q_norm, k_norm;       // [head_dim] f32, qwen3 only
   DeviceTensor wo;                   // [n_embd, q_dim]
   DeviceTensor ffn_norm;             // [n_embd] f32
   DeviceTensor w_gate, w_up;         // [n_ff, n_embd]

@@ -68,6 +68,10 @@ RefModel::RefModel(const GgufFile& f, const ModelConfig& cfg, uint32_t n_ctx, bo
       L.bk = dequant(f, p + "attn_k.bias");
       L.bv = dequant(f, p + "attn_v.bias");
     }
+    if (cfg.qk_norm) {
+      L.q_norm = dequant(f, p + "attn_q_norm.weight");
+      L.k_norm = dequant(f, p + "attn_k_norm.weight");
+    }
     L.wo = dequant(f, p + "attn_output.weight");
     L.ffn_norm = dequant(f, p + "ffn_norm.weight");
     L.w_gate = dequant(f, p + "ffn_gate.weight");
@@ -106,6 +110,10 @@ std::vector<float> RefModel::forward(int32_t token) {
     if (c_.qkv_bias) {
       for (uint32_t i = 0; i < QD; ++i) q[i] += L.bq[i];
       for (uint32_t i = 0; i < KVD; ++i) k[i] += L.bk[i], v[i] += L.bv[i];
+    }
+    if (c_.qk_norm) {  // each head normalised on its own
+      for (uint32_t h = 0; h < c_.n_head; ++h) rmsnorm(&q[h * HD], &q[h * HD], L.q_norm.data(), HD, c_.rms_eps);
+      for (uint32_t h = 0; h < c_.n_head_kv; ++h) rmsnorm(&k[h * HD], &k[h * HD], L.k_norm.data(), HD, c_.rms_eps);
     }
     rope(q.data(), c_.n_head, c_, pos_, rope_freqs_);
     rope(k.data(), c_.n_head_kv, c_, pos_, rope_freqs_);

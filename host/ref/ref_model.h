@@ -30,7 +30,7 @@ class RefModel {
 
  private:
   struct Layer {
-    std::vector<float> attn_norm, wq, wk, wv, bq, bk, bv, wo, ffn_norm, w_gate, w_up, w_down;
+    std::vector<float> attn_norm, wq, wk, wv, bq, bk, bv, q_norm, k_norm, wo, ffn_norm, w_gate, w_up, w_down;
   };
   ModelConfig c_;
   uint32_t n_ctx_;

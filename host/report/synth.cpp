@@ -86,6 +86,10 @@ std::vector<TensorSpec> tensor_specs(const SynthShape& s) {
       t.push_back({p + "attn_k.bias", F32, KVD, 1, 0.0f, bias_sd});
       t.push_back({p + "attn_v.bias", F32, KVD, 1, 0.0f, bias_sd});
     }
+    if (s.arch == "qwen3") {  // per-head q/k norms, [head_dim]
+      t.push_back({p + "attn_q_norm.weight", F32, s.head_size(), 1, 1.0f, norm_sd});
+      t.push_back({p + "attn_k_norm.weight", F32, s.head_size(), 1, 1.0f, norm_sd});
+    }
     t.push_back({p + "attn_output.weight", W, QD, D, 0.0f, inv_sqrt(QD)});
     t.push_back({p + "ffn_norm.weight", F32, D, 1, 1.0f, norm_sd});
     t.push_back({p + "ffn_gate.weight", W, D, s.n_ff, 0.0f, inv_sqrt(D)});
@@ -179,7 +183,7 @@ GgufWriter synth_writer(const SynthShape& s, bool with_fill) {
     w.set_uint32(a + "attention.key_length", hd);
     w.set_uint32(a + "attention.value_length", hd);
   }
-  w.set_float32(a + "attention.layer_norm_rms_epsilon", s.arch == "qwen2" ? 1e-6f : 1e-5f);
+  w.set_float32(a + "attention.layer_norm_rms_epsilon", s.arch == "llama" ? 1e-5f : 1e-6f);
   w.set_float32(a + "rope.freq_base", s.rope_base);
   w.set_uint32(a + "rope.dimension_count", hd);
   SynthVocab v = synth_vocab(s.n_vocab);
@@ -210,7 +214,8 @@ bool ends_with(std::string_view s, std::string_view suffix) {
 }  // namespace
 
 void check_synth_shape(const SynthShape& s) {
-  if (s.arch != "llama" && s.arch != "qwen2") throw Error(ErrorKind::InvalidArgument, "unsupported architecture '" + s.arch + "' (llama, qwen2)");
+  if (s.arch != "llama" && s.arch != "qwen2" && s.arch != "qwen3")
+    throw Error(ErrorKind::InvalidArgument, "unsupported architecture '" + s.arch + "' (llama, qwen2, qwen3)");
   auto positive = [](uint64_t v, const char* what, uint64_t max) {
     if (v == 0 || v > max)
       throw Error(ErrorKind::InvalidArgument, std::string(what) + " = " + std::to_string(v) + " is out of range (1.." + std::to_string(max) + ")");

@@ -9,7 +9,7 @@
 //
 // Weights are scaled so the network is numerically sane at any depth: matrices N(0, 1/fan_in)
 // (unit-variance outputs for unit-variance inputs), norms 1 + N(0, 0.1^2), embeddings N(0, 1)
-// (N(0, 1/n_embd) when tied to the output, so logits stay of order 1), qwen2 biases N(0, 0.2^2).
+// (N(0, 1/n_embd) when tied to the output, so logits stay of order 1), qwen2 biases N(0, 0.2^2), qwen3 q/k norms as the other norms.
 // "N" is a bounded integer-only approximation (synth.cpp), so the bytes are the same on every
 // platform. Each row draws from its own generator seeded by (seed, tensor name, row), so a file
 // is also the same whatever the thread count.
@@ -26,7 +26,7 @@ namespace snapvk {
 class GgufFile;
 
 struct SynthShape {
-  std::string arch = "llama";  // or "qwen2" (q/k/v biases, NEOX rope)
+  std::string arch = "llama";  // or "qwen2" (q/k/v biases, NEOX rope), "qwen3" (per-head q/k norms, NEOX rope)
   uint32_t n_embd = 0, n_layer = 0, n_head = 0, n_head_kv = 0, n_ff = 0, n_vocab = 0, n_ctx = 0;
   uint32_t head_dim = 0;  // 0: n_embd / n_head
   float rope_base = 10000.0f;

@@ -49,6 +49,12 @@ void Session::layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uin
     op_add(cs, k, a.v, L.bv.buf, a.v, T * c.kv_dim(), c.kv_dim());
     cs.barrier();
   }
+  if (c.qk_norm) {
+    // q, k = rmsnorm of each head, in place (rows of head_dim, one weight vector for all heads)
+    op_rms_norm(cs, k, a.q, L.q_norm.buf, a.q, T * c.n_head, c.head_dim, c.rms_eps);
+    op_rms_norm(cs, k, a.k, L.k_norm.buf, a.k, T * c.n_head_kv, c.head_dim, c.rms_eps);
+    cs.barrier();
+  }
   // rotate q and k by position
   op_rope(cs, k, a.q, rope_factors, bool(w.rope_freqs), T, c.n_head, rope);
   op_rope(cs, k, a.k, rope_factors, bool(w.rope_freqs), T, c.n_head_kv, rope);
