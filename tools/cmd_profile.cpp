@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -161,6 +162,7 @@ ModelConfig config_of(const SynthShape& s) {
   c.head_dim = s.head_size(), c.n_ff = s.n_ff, c.n_vocab = s.n_vocab, c.n_ctx_train = s.n_ctx;
   c.n_rot = c.head_dim;
   c.weight_type = s.weight_type;
+  if (c.arch == Arch::Gemma3) c.set_swa_pattern(s.sliding_window, s.swa_pattern), c.embd_scale = std::sqrt(float(c.n_embd));
   return c;
 }
 

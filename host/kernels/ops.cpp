@@ -103,6 +103,8 @@ Kernels::Kernels(Context& c) : ctx(c), tuning(Tuning::for_device(c.info())) {
   }
   rope = make(c, "rope", spv::rope(), 2, sizeof(RopePush), {t.elementwise_wg});
   swiglu = make(c, "swiglu", spv::swiglu(), 3, sizeof(UnaryPush), {t.elementwise_wg});
+  geglu = make(c, "geglu", spv::geglu(), 3, sizeof(UnaryPush), {t.elementwise_wg});
+  softcap = make(c, "softcap", spv::softcap(), 1, sizeof(SoftcapPush), {t.elementwise_wg});
 }
 
 // Grid for one invocation per item (elementwise kernels index with a 2-D grid).
@@ -124,13 +126,26 @@ void op_rope(CommandStream& cs, const Kernels& k, BufferRange x, BufferRange fac
   uint32_t gx, gy;
   items_grid(k, uint64_t(T) * n_heads * (p.n_rot / 2), gx, gy);
   cs.dispatch(k.rope, {x, factors},
-              RopePush{T, n_heads, p.head_dim, p.n_rot, p.pos0, p.freq_base, p.mode, has_factors ? 1u : 0u}, gx, gy);
+              RopePush{T, n_heads, p.head_dim, p.n_rot, p.pos0, p.freq_base, p.mode, has_factors ? 1u : 0u, p.freq_scale}, gx, gy);
 }
 
 void op_swiglu(CommandStream& cs, const Kernels& k, BufferRange g, BufferRange u, BufferRange y, uint32_t n) {
   uint32_t gx, gy;
   items_grid(k, n, gx, gy);
   cs.dispatch(k.swiglu, {g, u, y}, UnaryPush{n}, gx, gy);
+}
+
+void op_geglu(CommandStream& cs, const Kernels& k, BufferRange g, BufferRange u, BufferRange y, uint32_t n) {
+  uint32_t gx, gy;
+  items_grid(k, n, gx, gy);
+  cs.dispatch(k.geglu, {g, u, y}, UnaryPush{n}, gx, gy);
+}
+
+void op_softcap(CommandStream& cs, const Kernels& k, BufferRange x, uint32_t n, float cap) {
+  SNAPVK_ASSERT(cap > 0, "softcap: cap must be positive");
+  uint32_t gx, gy;
+  items_grid(k, n, gx, gy);
+  cs.dispatch(k.softcap, {x}, SoftcapPush{n, cap}, gx, gy);
 }
 
 void grid_2d(const DeviceInfo& info, uint64_t groups, uint32_t& gx, uint32_t& gy) {
