@@ -3,7 +3,8 @@
 // query heads that share KV head kvh against that head's slots [s*CHUNK, (s+1)*CHUNK),
 // reading each K/V row once for all G heads, and writes an unnormalised partial
 // (o[HD], max, sum) per query head; attn_combine merges the splits. Head kvh holds
-// base(kvh) + n_appended valid slots: retained prompt entries, then the generated tokens.
+// base(kvh) + n_appended valid slots: retained prompt entries, then the generated tokens. A
+// sliding-window layer (window > 0, base 0) attends to the last `window` of them, kept in a ring.
 #include "common.glsl"
 #include "reduce.glsl"
 layout(local_size_x_id = 0) in;
@@ -17,7 +18,7 @@ layout(constant_id = 3) const uint CHUNK = 256;  // cache slots per workgroup
 #include "heads.glsl"
 layout(std430, binding = 0) readonly buffer Q { float q[]; };             // [n_head, HD], RoPE applied
 layout(std430, binding = 3) writeonly buffer P { float part[]; };         // [n_head][n_split][HD + 2]
-layout(push_constant) uniform PC { uint n_appended; uint n_split; float scale; } pc;
+layout(push_constant) uniform PC { uint n_appended; uint n_split; float scale; uint window; uint ring; } pc;
 
 shared float qs[G * HD];
 shared float ps[G * CHUNK];
@@ -26,9 +27,10 @@ void main() {
   const uint WG = gl_WorkGroupSize.x, tid = gl_LocalInvocationID.x;
   const uint s = gl_WorkGroupID.x, kvh = gl_WorkGroupID.y;
   const uint len = head_base(kvh) + pc.n_appended;
+  const uint lo = pc.window != 0u && len > pc.window ? len - pc.window : 0u;  // a sliding window: the last `window`
   const uint j0 = s * CHUNK;
-  const uint n = j0 < len ? min(CHUNK, len - j0) : 0u;
-  const uint slot0 = head_offset(kvh) + j0;
+  const uint n = j0 < len - lo ? min(CHUNK, len - lo - j0) : 0u;
+  const uint first = lo + j0, off = head_offset(kvh);
 
   for (uint e = tid; e < G * HD; e += WG) qs[e] = q[(kvh * G) * HD + e] * pc.scale;
   barrier();
@@ -38,7 +40,7 @@ void main() {
     if (j < n) {
       [[unroll]] for (uint g = 0; g < G; ++g) sc[g] = 0.0;
       for (uint d = 0; d < HD; d += 2u) {
-        const vec2 k = k_load2(slot0 + j, d);
+        const vec2 k = k_load2(key_slot(off, first + j, pc.ring), d);
         [[unroll]] for (uint g = 0; g < G; ++g) sc[g] += qs[g * HD + d] * k.x + qs[g * HD + d + 1u] * k.y;
       }
     }
@@ -66,7 +68,7 @@ void main() {
   for (uint e = tid; e < G * HD / 2u; e += WG) {
     const uint g = (2u * e) / HD, d = (2u * e) % HD;
     vec2 a = vec2(0.0);
-    for (uint j = 0; j < n; ++j) a += ps[g * CHUNK + j] * v_load2(slot0 + j, d);
+    for (uint j = 0; j < n; ++j) a += ps[g * CHUNK + j] * v_load2(key_slot(off, first + j, pc.ring), d);
     const uint out_base = ((kvh * G + g) * pc.n_split + s) * (HD + 2u);
     part[out_base + d] = a.x;
     part[out_base + d + 1u] = a.y;

@@ -17,7 +17,7 @@ layout(constant_id = 3) const uint BC = 16;   // keys per block
 #include "heads.glsl"
 layout(std430, binding = 0) readonly buffer Q { float q[]; };      // [T, n_head, HD], RoPE applied
 layout(std430, binding = 3) writeonly buffer O { float o[]; };     // [T, n_head * HD]
-layout(push_constant) uniform PC { uint T; uint n_head; uint n_kv; uint slot0; float scale; } pc;
+layout(push_constant) uniform PC { uint T; uint n_head; uint n_kv; uint slot0; float scale; uint window; uint ring; } pc;
 
 const uint PER_THREAD = (BR * HD + gl_WorkGroupSize.x - 1) / gl_WorkGroupSize.x;
 shared float Qs[BR * HD];
@@ -46,11 +46,13 @@ void main() {
   [[unroll]] for (uint k = 0; k < PER_THREAD; ++k) acc[k] = 0.0;
 
   const uint n_keys = first_visible + rows;
-  for (uint kb = 0; kb < n_keys; kb += BC) {
+  // a sliding window (base 0): row r sees keys j with first_visible + r - j < window
+  const uint lo = pc.window != 0u && first_visible + 1u > pc.window ? first_visible + 1u - pc.window : 0u;
+  for (uint kb = lo / BC * BC; kb < n_keys; kb += BC) {
     barrier();
     for (uint e = tid; e < BC * HD / 2u; e += WG) {
       const uint c = (2u * e) / HD, d = (2u * e) % HD;
-      const vec2 kv = kb + c < n_keys ? k_load2(off + kb + c, d) : vec2(0.0);
+      const vec2 kv = kb + c < n_keys ? k_load2(key_slot(off, kb + c, pc.ring), d) : vec2(0.0);
       KVs[c * HD + d] = kv.x;
       KVs[c * HD + d + 1u] = kv.y;
     }
@@ -58,7 +60,7 @@ void main() {
     for (uint e = tid; e < BR * BC; e += WG) {
       const uint r = e / BC, c = e % BC;
       float s = -1.0 / 0.0;
-      if (r < rows && kb + c <= first_visible + r) {
+      if (r < rows && kb + c <= first_visible + r && (pc.window == 0u || first_visible + r - (kb + c) < pc.window)) {
         s = 0.0;
         for (uint d = 0; d < HD; ++d) s += Qs[r * HD + d] * KVs[c * HD + d];
       }
@@ -87,7 +89,7 @@ void main() {
     }
     for (uint e = tid; e < BC * HD / 2u; e += WG) {  // V block: K is no longer read after the barrier above
       const uint c = (2u * e) / HD, d = (2u * e) % HD;
-      const vec2 kv = kb + c < n_keys ? v_load2(off + kb + c, d) : vec2(0.0);
+      const vec2 kv = kb + c < n_keys ? v_load2(key_slot(off, kb + c, pc.ring), d) : vec2(0.0);
       KVs[c * HD + d] = kv.x;
       KVs[c * HD + d + 1u] = kv.y;
     }

@@ -16,7 +16,7 @@ layout(constant_id = 2) const uint QT = 2;    // query rows per invocation
 #include "heads.glsl"
 layout(std430, binding = 0) readonly buffer Q { vec4 q4[]; };      // [T, n_head, HD], RoPE applied
 layout(std430, binding = 3) writeonly buffer O { vec4 o4[]; };     // [T, n_head * HD]
-layout(push_constant) uniform PC { uint T; uint n_head; uint n_kv; uint slot0; float scale; } pc;
+layout(push_constant) uniform PC { uint T; uint n_head; uint n_kv; uint slot0; float scale; uint window; uint ring; } pc;
 
 const uint D4 = HD / 4u;
 
@@ -40,16 +40,20 @@ void main() {
     l[r] = 0.0;
   }
   const uint last = first_visible + min(t0 + QT, pc.T);  // slots the last row sees
-  for (uint j = 0; j < last; ++j) {
+  // a sliding window (base 0): row r sees keys j with first_visible + t0 + r - j < window
+  const uint lo = pc.window != 0u && first_visible + t0 + 1u > pc.window ? first_visible + t0 + 1u - pc.window : 0u;
+  for (uint j = lo; j < last; ++j) {
+    const uint slot = key_slot(off, j, pc.ring);
     float s[QT];
     [[unroll]] for (uint r = 0; r < QT; ++r) s[r] = 0.0;
     for (uint d = 0; d < D4; ++d) {
-      const vec4 k = k_load4(off + j, 4u * d);
+      const vec4 k = k_load4(slot, 4u * d);
       [[unroll]] for (uint r = 0; r < QT; ++r) s[r] += dot(q[r][d], k);
     }
     float p[QT];
     [[unroll]] for (uint r = 0; r < QT; ++r) {
-      const bool visible = j <= first_visible + t0 + r;  // causal: row r sees slots up to its own
+      const bool visible = j <= first_visible + t0 + r &&  // causal: row r sees slots up to its own
+                           (pc.window == 0u || first_visible + t0 + r - j < pc.window);
       const float m_new = visible ? max(m[r], s[r]) : m[r];
       p[r] = visible ? exp(s[r] - m_new) : 0.0;
       if (m_new != m[r]) {  // a new maximum: rescale what was summed so far (exp(-inf) = 0 at the start)
@@ -61,7 +65,7 @@ void main() {
       m[r] = m_new;
     }
     for (uint d = 0; d < D4; ++d) {
-      const vec4 v = v_load4(off + j, 4u * d);
+      const vec4 v = v_load4(slot, 4u * d);
       [[unroll]] for (uint r = 0; r < QT; ++r) acc[r][d] += p[r] * v;
     }
   }

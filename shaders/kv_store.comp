@@ -1,6 +1,7 @@
 #version 450
 // Writes K or V rows src [T, n_kv, HD] (f32) into the cache, row t of head h at slot
-// offset(h) + base(h) + slot0 + t, converting to the cache's type. One invocation per pair of
+// offset(h) + base(h) + slot0 + t (a sliding-window ring: offset(h) + (slot0 + t) % ring), converting
+// to the cache's type. One invocation per pair of
 // values (f32/f16) or per pair of 32-value blocks (q8_0: two blocks share one scale word).
 #include "common.glsl"
 layout(local_size_x_id = 0) in;
@@ -20,7 +21,7 @@ const uint ITEMS = (HD / 32u + 1u) / 2u;
 #endif
 #define HEADS_BINDING 2
 #include "heads.glsl"
-layout(push_constant) uniform PC { uint T; uint n_kv; uint slot0; } pc;
+layout(push_constant) uniform PC { uint T; uint n_kv; uint slot0; uint ring; } pc;
 
 #if defined(KV_Q8_0)
 // Quantizes src[s .. s+32) as ggml's Q8_0 does (scale = amax / 127, round to nearest);
@@ -49,7 +50,7 @@ void main() {
   const uint h = (idx / ITEMS) % pc.n_kv;
   const uint t = idx / (ITEMS * pc.n_kv);
   const uint s = (t * pc.n_kv + h) * HD;
-  const uint slot = head_offset(h) + head_base(h) + pc.slot0 + t;
+  const uint slot = key_slot(head_offset(h), head_base(h) + pc.slot0 + t, pc.ring);
 #if defined(KV_F32)
   dst[slot * HD + 2u * p] = src[s + 2u * p];
   dst[slot * HD + 2u * p + 1u] = src[s + 2u * p + 1u];

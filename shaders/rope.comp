@@ -3,12 +3,14 @@
 // mode 0 rotates adjacent pairs (2i, 2i+1) as llama.cpp's NORM type (llama); mode 2 rotates
 // (i, i + n_rot/2) as its NEOX type (qwen2). Dimensions >= n_rot pass through. Optional
 // per-frequency divisors (Llama 3 rope_freqs) come from binding 1 when has_factors is set.
+// freq_scale is linear RoPE scaling (llama.cpp's freq_scale = 1 / rope.scaling.factor).
 #include "common.glsl"
 layout(local_size_x_id = 0) in;
 layout(std430, binding = 0) buffer X { float x[]; };
 layout(std430, binding = 1) readonly buffer F { float factors[]; };
 layout(push_constant) uniform PC {
   uint T; uint n_heads; uint head_dim; uint n_rot; uint pos0; float freq_base; uint mode; uint has_factors;
+  float freq_scale;
 } pc;
 
 void main() {
@@ -18,7 +20,7 @@ void main() {
   const uint i = idx % half_rot;
   const uint row = idx / half_rot;  // t * n_heads + head
   const uint t = row / pc.n_heads;
-  float theta = float(pc.pos0 + t) * pow(pc.freq_base, -float(2u * i) / float(pc.n_rot));
+  float theta = float(pc.pos0 + t) * pc.freq_scale * pow(pc.freq_base, -float(2u * i) / float(pc.n_rot));
   if (pc.has_factors != 0u) theta /= factors[i];
   const float c = cos(theta), s = sin(theta);
   const uint base = row * pc.head_dim;

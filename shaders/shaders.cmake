@@ -13,6 +13,8 @@ foreach(w f32 f16 bf16 q8_0 q4_0 q4_k q6_k q4_1 q5_0 q5_1 q2_k q3_k q5_k iq4_nl 
 endforeach()
 snapvk_shader(rope rope.comp)
 snapvk_shader(swiglu swiglu.comp)
+snapvk_shader(geglu swiglu.comp DEFINES GELU)
+snapvk_shader(softcap softcap.comp)
 snapvk_shader(attn_combine attn_combine.comp)
 foreach(kv f32 f16 q8_0)
   string(TOUPPER ${kv} KV)

@@ -46,15 +46,17 @@ TEST_F(ModelKernel, RopeMatchesReference) {
       for (uint32_t mode : {0u, 2u})
         for (uint32_t pos0 : {0u, 1000u})
           for (bool use_factors : {false, true}) {
+            const float scale = use_factors ? 1.0f : 0.125f;  // linear scaling (Gemma 3's global layers: 1/8)
             auto x = random_floats(size_t(T) * heads * hd, hd + n_rot + mode + pos0);
             Buffer X = upload(x);
             CommandStream cs(ctx());
             cs.begin();
-            op_rope(cs, k(), X, F, use_factors, T, heads, RopeParams{hd, n_rot, pos0, 10000.0f, mode});
+            op_rope(cs, k(), X, F, use_factors, T, heads, RopeParams{hd, n_rot, pos0, 10000.0f, mode, scale});
             cs.submit();
-            ref::rope(x.data(), T, heads, hd, n_rot, pos0, 10000.0f, mode == 2, use_factors ? factors.data() : nullptr);
+            ref::rope(x.data(), T, heads, hd, n_rot, pos0, 10000.0f, mode == 2, use_factors ? factors.data() : nullptr,
+                      scale);
             EXPECT_LE(max_abs_diff(download<float>(X, x.size()), x), 1e-5f + 2e-6f * (pos0 + T))
-                << "hd " << hd << " n_rot " << n_rot << " mode " << mode << " pos0 " << pos0;
+                << "hd " << hd << " n_rot " << n_rot << " mode " << mode << " pos0 " << pos0 << " scale " << scale;
           }
 }
 
@@ -69,6 +71,39 @@ TEST_F(ModelKernel, SwigluMatchesReference) {
     std::vector<float> want(n);
     ref::swiglu(g.data(), u.data(), want.data(), n);
     EXPECT_LE(max_abs_diff(download<float>(Y, n), want), 1e-6f) << n;
+  }
+}
+
+// Gates up to +-30: the tanh approximation must saturate to 0 and to g, never give NaN.
+TEST_F(ModelKernel, GegluMatchesReference) {
+  for (uint32_t n : {1u, 7u, 33u, 4099u}) {
+    auto g = random_floats(n, 3, -30, 30), u = random_floats(n, 4);
+    for (uint32_t i = 0; i < n && i < 4; ++i) g[i] = std::vector<float>{0.0f, -1e30f, 1e30f, 0.5f}[i];
+    Buffer G = upload(g), U = upload(u), Y(ctx(), n * 4ull);
+    CommandStream cs(ctx());
+    cs.begin();
+    op_geglu(cs, k(), G, U, Y, n);
+    cs.submit();
+    std::vector<float> want(n);
+    ref::geglu(g.data(), u.data(), want.data(), n);
+    const std::vector<float> got = download<float>(Y, n);
+    for (uint32_t i = 0; i < n; ++i) {
+      ASSERT_TRUE(std::isfinite(got[i])) << i << " of " << n;
+      EXPECT_LE(std::fabs(got[i] - want[i]), 1e-5f * std::max(1.0f, std::fabs(want[i]))) << i << " of " << n;
+    }
+  }
+}
+
+TEST_F(ModelKernel, SoftcapMatchesReference) {
+  for (uint32_t n : {1u, 7u, 33u, 4099u}) {
+    auto x = random_floats(n, 5, -200, 200);
+    Buffer X = upload(x);
+    CommandStream cs(ctx());
+    cs.begin();
+    op_softcap(cs, k(), X, n, 30.0f);
+    cs.submit();
+    ref::softcap(x.data(), n, 30.0f);
+    EXPECT_LE(max_abs_diff(download<float>(X, n), x), 2e-5f) << n;
   }
 }
 
@@ -173,6 +208,70 @@ void store_prefill_decode(Context& ctx, Kernels& kern, AttnCase c, bool rows_ker
         ASSERT_NEAR(g[d], want[d], tol) << kv_type_name(c.type) << (rows_kernel ? " rows" : " tiled") << " head " << h << " token " << t << " dim " << d;
     }
   }
+}
+
+// A sliding-window layer: a ring of W + B - 1 slots per head, positions stored at p % ring in
+// batches of B (the last one shorter), each query attending to the W positions up to its own;
+// then decode steps over the ring. Both prefill kernels.
+void sliding_window_ring(Context& ctx, Kernels& kern, AttnCase c, bool rows_kernel) {
+  const uint32_t n_kv = 2, n_head = n_kv * c.group, hd = c.hd, W = 6, B = 5, N = 23, n_decode = 3;
+  const uint32_t ring = W + B - 1;
+  AttentionKernels ak(ctx, kern.tuning, hd, c.group);
+  ak.use_prefill_rows = rows_kernel;
+  const uint32_t words = kv_row_words(c.type, hd);
+  Buffer K(ctx, uint64_t(n_kv) * ring * words * 4), V(ctx, uint64_t(n_kv) * ring * words * 4);
+  Buffer heads = up(ctx, std::vector<uint32_t>{0, 0, ring, 0});
+  const uint32_t total = N + n_decode;
+  auto nk = random_floats(size_t(total) * n_kv * hd, 6), nv = random_floats(size_t(total) * n_kv * hd, 7);
+  auto q = random_floats(size_t(total) * n_head * hd, 8, -2, 2);
+  Buffer NK = up(ctx, nk), NV = up(ctx, nv), Q = up(ctx, q);
+  Buffer O(ctx, size_t(total) * n_head * hd * 4);
+  Buffer part(ctx, attn_partial_floats(ak, n_head, W) * 4);
+  const float scale = 0.3f;
+  const uint64_t qrow = uint64_t(n_head) * hd * 4, krow = uint64_t(n_kv) * hd * 4;
+  const KvWindow w{W, ring};
+  CommandStream cs(ctx);
+  cs.begin();
+  std::vector<std::pair<uint32_t, uint32_t>> steps;  // (first position, tokens): prefill batches, then decode
+  for (uint32_t p0 = 0; p0 < N; p0 += B) steps.push_back({p0, std::min(B, N - p0)});
+  for (uint32_t p = N; p < total; ++p) steps.push_back({p, 1});
+  for (auto [p0, T] : steps) {
+    op_kv_store(cs, kern, ak, c.type, BufferRange(NK, p0 * krow, T * krow), K, heads, T, n_kv, p0, ring);
+    op_kv_store(cs, kern, ak, c.type, BufferRange(NV, p0 * krow, T * krow), V, heads, T, n_kv, p0, ring);
+    cs.barrier();
+    if (p0 < N)
+      op_attn_prefill(cs, kern, ak, c.type, BufferRange(Q, p0 * qrow, T * qrow), K, V, heads,
+                      BufferRange(O, p0 * qrow, T * qrow), T, n_head, n_kv, p0, scale, w);
+    else
+      op_attn_decode(cs, kern, ak, c.type, BufferRange(Q, p0 * qrow, qrow), K, V, heads, part,
+                     BufferRange(O, p0 * qrow, qrow), n_head, n_kv, std::min(p0 + 1, W), p0 + 1, scale, w);
+    cs.barrier();
+  }
+  cs.submit();
+  std::vector<float> got(size_t(total) * n_head * hd), want(hd);
+  O.download(got.data(), got.size() * 4);
+  for (uint32_t h = 0; h < n_head; ++h) {
+    const uint32_t kvh = h / c.group;
+    for (uint32_t p = 0; p < total; ++p) {
+      std::vector<std::vector<float>> keys, vals;
+      for (uint32_t j = p + 1 > W ? p + 1 - W : 0; j <= p; ++j) {
+        keys.push_back(stored(c.type, &nk[(size_t(j) * n_kv + kvh) * hd], hd));
+        vals.push_back(stored(c.type, &nv[(size_t(j) * n_kv + kvh) * hd], hd));
+      }
+      std::vector<const float*> kp, vp;
+      for (size_t j = 0; j < keys.size(); ++j) kp.push_back(keys[j].data()), vp.push_back(vals[j].data());
+      ref::attend(&q[(size_t(p) * n_head + h) * hd], kp.data(), vp.data(), keys.size(), hd, scale, want.data());
+      const float tol = c.type == KvType::Q8_0 ? 5e-4f : 2e-5f;
+      for (uint32_t d = 0; d < hd; ++d)
+        ASSERT_NEAR(got[(size_t(p) * n_head + h) * hd + d], want[d], tol)
+            << kv_type_name(c.type) << (rows_kernel ? " rows" : " tiled") << " head " << h << " position " << p;
+    }
+  }
+}
+
+TEST_P(AttentionKernel, SlidingWindowRingMatchesReference) {
+  sliding_window_ring(ctx(), k(), GetParam(), false);
+  if (GetParam().hd % 4 == 0) sliding_window_ring(ctx(), k(), GetParam(), true);
 }
 
 INSTANTIATE_TEST_SUITE_P(KvTypes, AttentionKernel,

@@ -297,6 +297,19 @@ std::vector<Case> cases() {
   SynthShape q = shape(256, 4, 2);
   q.arch = "qwen2";  // q/k/v biases, NEOX rope
   c.push_back(make_case("qwen2_hd64_g2", q));
+  q.arch = "qwen3";  // no biases, per-head q/k RMSNorm before RoPE, NEOX rope
+  c.push_back(make_case("qwen3_hd64_g2", q));
+  SynthShape q3 = shape(256, 8, 2, GgmlType::F16, 128);  // head_dim 128 != dim / heads, as Qwen3's
+  q3.arch = "qwen3";
+  c.push_back(make_case("qwen3_hd128_g4_qdim1024", q3));
+  // gemma3: 3 layers with pattern 3 (two sliding-window layers, then a global one), window 8 < the
+  // 28-token prompt: rings of 8 + batch - 1 slots wrap (batch 1, 7), or hold all 64 (batch 64).
+  SynthShape g = shape(256, 4, 2);
+  g.arch = "gemma3", g.n_layer = 3, g.sliding_window = 8, g.swa_pattern = 3, g.tied_output = true;
+  c.push_back(make_case("gemma3_hd64_g2_swa8", g));
+  g = shape(128, 2, 1);
+  g.arch = "gemma3", g.n_layer = 6, g.sliding_window = 5, g.tied_output = true;  // Gemma's own pattern: 5 + 1
+  c.push_back(make_case("gemma3_hd64_g2_swa5_pattern6", g));
   SynthShape tied = shape(128, 2, 1);
   tied.tied_output = true;
   tied.embd_type = GgmlType::Q8_0;
@@ -311,6 +324,7 @@ float max_diff(std::span<const float> got, const std::vector<float>& want) {
 }
 
 TEST_P(SynthModelVsRef, PrefillAndDecodeMatchCpuReference) {
+  // (gemma3 cases also cover sliding-window rings, embedding scale, post-norms, GELU)
   const Case& c = GetParam();
   TempDir dir;
   write_synth_gguf(c.shape, dir.file("m.gguf"));
@@ -362,6 +376,65 @@ TEST_P(SynthModelVsRef, PrefillAndDecodeMatchCpuReference) {
 
 INSTANTIATE_TEST_SUITE_P(Synth, SynthModelVsRef, ::testing::ValuesIn(cases()),
                          [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
+
+// Gemma 3 with SnapKV: only the global layer is compacted; the sliding-window layers keep their
+// rings. The first logits come from full attention; decoding then equals the CPU reference whose
+// global layer sees only the retained positions (and whose window layers see their windows).
+struct SynthGemma3 : VkTest {};
+
+TEST_F(SynthGemma3, SnapkvCompactsOnlyGlobalLayers) {
+  TempDir dir;
+  SynthShape g = shape(256, 4, 2);
+  g.arch = "gemma3", g.n_layer = 3, g.sliding_window = 8, g.swa_pattern = 3, g.tied_output = true;
+  write_synth_gguf(g, dir.file("g.gguf"));
+  Model m(k(), dir.file("g.gguf"));
+  const ModelConfig& cfg = m.config();
+  ASSERT_TRUE(cfg.is_swa(0) && cfg.is_swa(1) && !cfg.is_swa(2));
+  const std::vector<int32_t> prompt =
+      m.tokenizer().encode("Once upon a time, there was a little girl named Lily. She loved the red ball.", true);
+  const uint32_t L = uint32_t(prompt.size());
+  ASSERT_GT(L, 24u);
+  for (uint32_t n_batch : {5u, 64u}) {
+    SessionOptions o = session_options(64, n_batch, KvType::F32);
+    o.kv.policy = KvPolicy::SnapKV, o.kv.budget = 12, o.kv.window = 4, o.kv.kernel = 3;
+    o.keep_selection = true;
+    Session s(m, o);
+    std::span<const float> logits = s.prefill(prompt);
+    RefModel ref(m.gguf(), cfg, 64);
+    std::vector<float> want;
+    for (int32_t t : prompt) want = ref.forward(t);
+    EXPECT_LE(max_diff(logits, want), kTolF32Kv) << "prefill, batch " << n_batch;
+    ASSERT_EQ(s.selection().size(), 3u);
+    for (uint32_t h = 0; h < cfg.n_head_kv; ++h) {
+      EXPECT_EQ(s.selection()[2][h].size(), 12u);  // the budget, on the global layer
+      EXPECT_EQ(s.selection()[0][h].size(), 8u);   // the window, on a sliding-window layer
+    }
+    EXPECT_EQ(s.cache().layer(0).ring, std::min(64u, 8 + n_batch - 1));
+    EXPECT_EQ(s.cache().layer(2).ring, 0u);
+    ref.restrict_prompt(L, s.selection());
+    for (int step = 0; step < 6; ++step) {
+      const int32_t next = argmax(logits);
+      logits = s.decode(next);
+      want = ref.forward(next);
+      EXPECT_LE(max_diff(logits, want), kTolF32Kv) << "decode " << step << ", batch " << n_batch;
+    }
+    // The memory model counts both kinds of layer as the cache allocates them.
+    const KvSize size = KvCache::size_after_prompt(cfg, KvType::F32, o.kv, L, 64, n_batch);
+    EXPECT_EQ(s.cache().allocated_bytes() + 3 * 8 * cfg.n_head_kv, size.allocated);  // + the heads tables
+    const uint64_t row = 2ull * cfg.n_head_kv * kv_row_bytes(KvType::F32, cfg.head_dim);
+    EXPECT_EQ(size.retained, row * (12 + (64 - L) + 2 * 8));
+    const KvStats st = s.kv_stats();
+    EXPECT_EQ(st.full_bytes, row * (s.n_past() + 2 * 8));  // global: every position; windows: 8 each
+    EXPECT_EQ(st.retained_bytes, row * (12 + 6 + 2 * 8));
+  }
+  // A full cache: the rings are what the memory model says, and nothing is "compressed".
+  Session full(m, session_options(64, 7, KvType::F16));
+  full.prefill(prompt);
+  const KvSize fs = KvCache::size_after_prompt(cfg, KvType::F16, KvPolicyOptions{}, L, 64, 7);
+  EXPECT_EQ(full.cache().allocated_bytes(), fs.allocated);
+  EXPECT_EQ(fs.retained, KvCache::full_bytes(cfg, KvType::F16, 64));  // dry-run rows of a full cache: ratio 1
+  EXPECT_EQ(full.kv_stats().ratio(), 1.0);
+}
 
 // stories260K re-quantized: K-quants cannot apply to it (its rows are 64 and 172 wide, not
 // multiples of 256), q8_0 converts every matrix but ffn_down (172 wide) and f16 all of them.

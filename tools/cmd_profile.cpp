@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -155,13 +156,13 @@ SynthShape synth_shape(const std::string& name, const std::string& type) {
 
 ModelConfig config_of(const SynthShape& s) {
   ModelConfig c;
-  c.arch = s.arch == "qwen2" ? Arch::Qwen2 : Arch::Llama;
-  c.arch_name = s.arch;
+  c.set_arch(s.arch);
   c.name = "snapvk synth " + s.arch;
   c.n_embd = s.n_embd, c.n_layer = s.n_layer, c.n_head = s.n_head, c.n_head_kv = s.n_head_kv;
   c.head_dim = s.head_size(), c.n_ff = s.n_ff, c.n_vocab = s.n_vocab, c.n_ctx_train = s.n_ctx;
   c.n_rot = c.head_dim;
   c.weight_type = s.weight_type;
+  if (c.arch == Arch::Gemma3) c.set_swa_pattern(s.sliding_window, s.swa_pattern), c.embd_scale = std::sqrt(float(c.n_embd));
   return c;
 }
 

@@ -95,24 +95,26 @@ const Pipeline& variant(const Pipeline (&p)[kKvTypes], KvType kt, const Attentio
 }  // namespace
 
 void op_kv_store(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvType kt, BufferRange src,
-                 BufferRange cache, BufferRange heads, uint32_t T, uint32_t n_kv, uint32_t slot0) {
+                 BufferRange cache, BufferRange heads, uint32_t T, uint32_t n_kv, uint32_t slot0, uint32_t ring) {
   const uint32_t items = kt == KvType::Q8_0 ? (a.head_dim / 32 + 1) / 2 : a.head_dim / 2;
   uint32_t gx, gy;
   items_grid(k, uint64_t(T) * n_kv * items, gx, gy);
-  cs.dispatch(variant(a.kv_store, kt, a), {src, cache, heads}, KvStorePush{T, n_kv, slot0}, gx, gy);
+  cs.dispatch(variant(a.kv_store, kt, a), {src, cache, heads}, KvStorePush{T, n_kv, slot0, ring}, gx, gy);
 }
 
 void op_attn_prefill(CommandStream& cs, const Kernels&, const AttentionKernels& a, KvType kt, BufferRange q,
                      BufferRange kc, BufferRange vc, BufferRange heads, BufferRange o, uint32_t T, uint32_t n_head,
-                     uint32_t n_kv, uint32_t slot0, float scale) {
+                     uint32_t n_kv, uint32_t slot0, float scale, KvWindow w) {
   SNAPVK_ASSERT(n_head == n_kv * a.group, "attn_prefill: head counts do not match the kernel's GQA group");
+  SNAPVK_ASSERT(!w.ring || w.ring >= w.window + T - 1 || slot0 + T <= w.ring,
+                "attn_prefill: the ring is too small for the window and batch");
   if (a.use_prefill_rows) {
     const uint32_t rows = a.prefill_rows_wg * a.prefill_rows_qt;
-    cs.dispatch(variant(a.prefill_rows, kt, a), {q, kc, vc, o, heads}, AttnPrefillPush{T, n_head, n_kv, slot0, scale},
+    cs.dispatch(variant(a.prefill_rows, kt, a), {q, kc, vc, o, heads}, AttnPrefillPush{T, n_head, n_kv, slot0, scale, w.window, w.ring},
                 (T + rows - 1) / rows, n_head);
     return;
   }
-  cs.dispatch(variant(a.prefill, kt, a), {q, kc, vc, o, heads}, AttnPrefillPush{T, n_head, n_kv, slot0, scale},
+  cs.dispatch(variant(a.prefill, kt, a), {q, kc, vc, o, heads}, AttnPrefillPush{T, n_head, n_kv, slot0, scale, w.window, w.ring},
               (T + a.prefill_br - 1) / a.prefill_br, n_head);
 }
 
@@ -122,11 +124,11 @@ uint64_t attn_partial_floats(const AttentionKernels& a, uint32_t n_head, uint32_
 
 void op_attn_decode(CommandStream& cs, const Kernels&, const AttentionKernels& a, KvType kt, BufferRange q,
                     BufferRange kc, BufferRange vc, BufferRange heads, BufferRange part, BufferRange o, uint32_t n_head,
-                    uint32_t n_kv, uint32_t max_len, uint32_t n_appended, float scale) {
+                    uint32_t n_kv, uint32_t max_len, uint32_t n_appended, float scale, KvWindow w) {
   SNAPVK_ASSERT(n_head == n_kv * a.group, "attn_decode: head counts do not match the kernel's GQA group");
   SNAPVK_ASSERT(max_len >= 1, "attn_decode: empty cache");
   const uint32_t n_split = (max_len + a.decode_chunk - 1) / a.decode_chunk;
-  cs.dispatch(variant(a.decode, kt, a), {q, kc, vc, part, heads}, AttnDecodePush{n_appended, n_split, scale}, n_split,
+  cs.dispatch(variant(a.decode, kt, a), {q, kc, vc, part, heads}, AttnDecodePush{n_appended, n_split, scale, w.window, w.ring}, n_split,
               n_kv);
   cs.barrier();
   cs.dispatch(a.combine, {part, o}, AttnCombinePush{n_split}, n_head);

@@ -55,10 +55,17 @@ struct AttentionKernels {
   Pipeline kv_gather;
 };
 
+// A sliding-window layer (Gemma 3): a query at position p sees keys p - window + 1 .. p, and its
+// cache is a ring of `ring` slots per head (position p at slot p % ring, base 0, slot0 the
+// position). {0, 0}: a causal layer over a linear cache.
+struct KvWindow {
+  uint32_t window = 0, ring = 0;
+};
+
 // ---- push constants (one struct per kernel) ----
-struct KvStorePush { uint32_t T, n_kv, slot0; };
-struct AttnPrefillPush { uint32_t T, n_head, n_kv, slot0; float scale; };
-struct AttnDecodePush { uint32_t n_appended, n_split; float scale; };
+struct KvStorePush { uint32_t T, n_kv, slot0, ring; };
+struct AttnPrefillPush { uint32_t T, n_head, n_kv, slot0; float scale; uint32_t window, ring; };
+struct AttnDecodePush { uint32_t n_appended, n_split; float scale; uint32_t window, ring; };
 struct AttnCombinePush { uint32_t n_split; };
 struct WindowStatsPush { uint32_t L, n_q, n_head, n_kv; float scale; };
 struct WindowVotesPush { uint32_t L, n_q, P, n_head; float scale; uint32_t agg; };
@@ -69,18 +76,20 @@ struct AdakvLayoutPush { uint32_t n_kv, P, total, window, room; };
 struct KvGatherPush { uint32_t n_kv, row_words, max_slots, src_stride, P, window; };
 
 // ---- ops ----
-// src [T, n_kv, hd] f32 -> cache rows at slot offset(h) + base(h) + slot0 + t
+// src [T, n_kv, hd] f32 -> cache rows at slot offset(h) + base(h) + slot0 + t (a ring: offset(h) +
+// (slot0 + t) % ring)
 void op_kv_store(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvType kt, BufferRange src,
-                 BufferRange cache, BufferRange heads, uint32_t T, uint32_t n_kv, uint32_t slot0);
+                 BufferRange cache, BufferRange heads, uint32_t T, uint32_t n_kv, uint32_t slot0, uint32_t ring = 0);
 // q [T, n_head, hd] are the appended tokens slot0..slot0+T-1; o [T, n_head*hd]
 void op_attn_prefill(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvType kt, BufferRange q,
                      BufferRange kc, BufferRange vc, BufferRange heads, BufferRange o, uint32_t T, uint32_t n_head,
-                     uint32_t n_kv, uint32_t slot0, float scale);
-// One query per head, q [n_head, hd]; head h holds base(h) + n_appended slots, at most max_len.
-// Records attn_decode, a barrier and attn_combine; part holds attn_partial_floats().
+                     uint32_t n_kv, uint32_t slot0, float scale, KvWindow w = {});
+// One query per head, q [n_head, hd]; head h holds base(h) + n_appended slots (a window: the last
+// `window` of them), at most max_len. Records attn_decode, a barrier and attn_combine; part holds
+// attn_partial_floats().
 void op_attn_decode(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvType kt, BufferRange q,
                     BufferRange kc, BufferRange vc, BufferRange heads, BufferRange part, BufferRange o, uint32_t n_head,
-                    uint32_t n_kv, uint32_t max_len, uint32_t n_appended, float scale);
+                    uint32_t n_kv, uint32_t max_len, uint32_t n_appended, float scale, KvWindow w = {});
 uint64_t attn_partial_floats(const AttentionKernels& a, uint32_t n_head, uint32_t max_len);
 
 // SnapKV scores. q [n_q, n_head, hd]: the last n_q prompt queries (positions L-n_q ..).

@@ -104,10 +104,12 @@ Kernels::Kernels(Context& c) : ctx(c), tuning(Tuning::for_device(c.info())) {
     matvec[v.kind] = make(c, v.mv_name, mv_int64 ? v.mv_i64 : v.mv, 3, sizeof(MatvecPush), mv_spec);
     matmul[v.kind] = make(c, v.mm_name, v.mm, 3, sizeof(MatmulPush), mm_spec);
     matmul_rows[v.kind] = make(c, v.mm_name, v.mm_rows, 3, sizeof(MatmulPush), {t.matmul_rows_wg, t.matmul_rows_tm});
-    get_rows[v.kind] = make(c, "get_rows", v.rows, 3, sizeof(RowsPush), {t.row_wg});
+    get_rows[v.kind] = make(c, "get_rows", v.rows, 3, sizeof(GetRowsPush), {t.row_wg});
   }
   rope = make(c, "rope", spv::rope(), 2, sizeof(RopePush), {t.elementwise_wg});
   swiglu = make(c, "swiglu", spv::swiglu(), 3, sizeof(UnaryPush), {t.elementwise_wg});
+  geglu = make(c, "geglu", spv::geglu(), 3, sizeof(UnaryPush), {t.elementwise_wg});
+  softcap = make(c, "softcap", spv::softcap(), 1, sizeof(SoftcapPush), {t.elementwise_wg});
 }
 
 // Grid for one invocation per item (elementwise kernels index with a 2-D grid).
@@ -115,12 +117,42 @@ void items_grid(const Kernels& k, uint64_t items, uint32_t& gx, uint32_t& gy) {
   grid_2d(k.ctx.info(), (items + k.tuning.elementwise_wg - 1) / k.tuning.elementwise_wg, gx, gy);
 }
 
+namespace {
+// Rows per binding of a weight matrix larger than one binding may be: slices start at multiples
+// of a step that keeps the weight offset (rows of rb bytes) and an f32-per-row output offset aligned.
+uint64_t slice_rows(const DeviceInfo& info, uint64_t max_range, uint64_t rb) {
+  const uint64_t align = std::max<uint64_t>(4, info.min_storage_buffer_offset_alignment);
+  const uint64_t step = std::lcm(align / std::gcd(align, rb), align / std::gcd(align, uint64_t(4)));
+  const uint64_t slice = (max_range - 4) / rb / step * step;  // the range is rounded up to 4 bytes below
+  SNAPVK_ASSERT(slice > 0, "weight rows too long to split within maxStorageBufferRange");
+  return slice;
+}
+}  // namespace
+
 void op_get_rows(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange table, BufferRange ids, BufferRange y,
                  uint32_t rows, uint32_t n) {
   SNAPVK_ASSERT(n % traits_of(wt).block_size == 0, "get_rows: row length is not a multiple of the block size");
+  const DeviceInfo& info = k.ctx.info();
   uint32_t gx, gy;
-  grid_2d(k.ctx.info(), rows, gx, gy);
-  cs.dispatch(k.get_rows[weight_kind(wt)], {table, ids, y}, RowsPush{n, rows}, gx, gy);
+  grid_2d(info, rows, gx, gy);
+  SNAPVK_ASSERT(table.buffer && table.offset <= table.buffer->size(), "get_rows: table range outside its buffer");
+  const uint64_t rb = row_bytes(wt, n), t_size = table.size ? table.size : table.buffer->size() - table.offset;
+  const uint64_t t_rows = t_size / rb;
+  SNAPVK_ASSERT(t_rows > 0 && t_rows <= UINT32_MAX, "get_rows: table holds no whole row");
+  if (t_size <= info.max_storage_buffer_range) {
+    cs.dispatch(k.get_rows[weight_kind(wt)], {table, ids, y}, GetRowsPush{n, rows, 0, uint32_t(t_rows)}, gx, gy);
+    return;
+  }
+  // A table larger than one binding (Gemma 3's 262144-token embeddings: 178 MB against lavapipe's
+  // 128 MiB): one dispatch per slice of rows; each copies the ids that fall in its slice.
+  const uint64_t slice = slice_rows(info, info.max_storage_buffer_range, rb);
+  const uint64_t t_end = table.offset + t_size;
+  for (uint64_t r0 = 0; r0 < t_rows; r0 += slice) {
+    const uint64_t n_rows = std::min(slice, t_rows - r0), off = table.offset + r0 * rb;
+    const uint64_t bytes = std::min((n_rows * rb + 3) / 4 * 4, t_end - off);  // shaders read whole 32-bit words
+    cs.dispatch(k.get_rows[weight_kind(wt)], {BufferRange(*table.buffer, off, bytes), ids, y},
+                GetRowsPush{n, rows, uint32_t(r0), uint32_t(n_rows)}, gx, gy);
+  }
 }
 
 void op_rope(CommandStream& cs, const Kernels& k, BufferRange x, BufferRange factors, bool has_factors, uint32_t T,
@@ -129,13 +161,26 @@ void op_rope(CommandStream& cs, const Kernels& k, BufferRange x, BufferRange fac
   uint32_t gx, gy;
   items_grid(k, uint64_t(T) * n_heads * (p.n_rot / 2), gx, gy);
   cs.dispatch(k.rope, {x, factors},
-              RopePush{T, n_heads, p.head_dim, p.n_rot, p.pos0, p.freq_base, p.mode, has_factors ? 1u : 0u}, gx, gy);
+              RopePush{T, n_heads, p.head_dim, p.n_rot, p.pos0, p.freq_base, p.mode, has_factors ? 1u : 0u, p.freq_scale}, gx, gy);
 }
 
 void op_swiglu(CommandStream& cs, const Kernels& k, BufferRange g, BufferRange u, BufferRange y, uint32_t n) {
   uint32_t gx, gy;
   items_grid(k, n, gx, gy);
   cs.dispatch(k.swiglu, {g, u, y}, UnaryPush{n}, gx, gy);
+}
+
+void op_geglu(CommandStream& cs, const Kernels& k, BufferRange g, BufferRange u, BufferRange y, uint32_t n) {
+  uint32_t gx, gy;
+  items_grid(k, n, gx, gy);
+  cs.dispatch(k.geglu, {g, u, y}, UnaryPush{n}, gx, gy);
+}
+
+void op_softcap(CommandStream& cs, const Kernels& k, BufferRange x, uint32_t n, float cap) {
+  SNAPVK_ASSERT(cap > 0, "softcap: cap must be positive");
+  uint32_t gx, gy;
+  items_grid(k, n, gx, gy);
+  cs.dispatch(k.softcap, {x}, SoftcapPush{n, cap}, gx, gy);
 }
 
 void grid_2d(const DeviceInfo& info, uint64_t groups, uint32_t& gx, uint32_t& gy) {
@@ -208,10 +253,7 @@ void op_matvec(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, 
   // Weights larger than one binding may be (e.g. a 128256 x 4096 Q6_K LM head, 430 MB, against
   // lavapipe's 128 MiB): one dispatch per slice of rows, each binding its own sub-range of W and
   // y. Slices start at multiples of `step` rows so that both offsets stay aligned.
-  const uint64_t align = std::max<uint64_t>(4, info.min_storage_buffer_offset_alignment);
-  const uint64_t step = std::lcm(align / std::gcd(align, rb), align / std::gcd(align, uint64_t(4)));
-  const uint64_t slice = (max_range - 4) / rb / step * step;  // the range is rounded up to 4 bytes below
-  SNAPVK_ASSERT(slice > 0, "matvec: weight rows too long to split within maxStorageBufferRange");
+  const uint64_t slice = slice_rows(info, max_range, rb);
   SNAPVK_ASSERT(y.buffer && y.offset <= y.buffer->size(), "matvec: output range outside its buffer");
   const uint64_t w_end = w.offset + w_size;
   for (uint64_t r0 = 0; r0 < N; r0 += slice) {

@@ -48,6 +48,8 @@ struct Kernels {
   Pipeline get_rows[kWeightKinds];       // embedding lookup
   Pipeline rope;                         // rotary embedding, in place
   Pipeline swiglu;                       // silu(gate) * up
+  Pipeline geglu;                        // gelu_tanh(gate) * up
+  Pipeline softcap;                      // cap * tanh(x / cap), in place
 };
 
 
@@ -57,9 +59,10 @@ struct RmsNormPush { uint32_t n, rows; float eps; };
 struct SoftmaxPush { uint32_t n, rows; float scale; };
 struct MatvecPush { uint32_t K, N; };
 struct MatmulPush { uint32_t M, N, K; };
-struct RowsPush { uint32_t n, rows; };
-struct RopePush { uint32_t T, n_heads, head_dim, n_rot, pos0; float freq_base; uint32_t mode, has_factors; };
+struct GetRowsPush { uint32_t n, rows, row0, table_rows; };  // ids outside [row0, row0 + table_rows) are another slice's
+struct RopePush { uint32_t T, n_heads, head_dim, n_rot, pos0; float freq_base; uint32_t mode, has_factors; float freq_scale; };
 struct UnaryPush { uint32_t n; };
+struct SoftcapPush { uint32_t n; float cap; };
 static_assert(sizeof(BinaryPush) <= 128 && sizeof(RmsNormPush) <= 128 && sizeof(SoftmaxPush) <= 128 &&
               sizeof(MatvecPush) <= 128 && sizeof(MatmulPush) <= 128);
 
@@ -88,12 +91,17 @@ struct RopeParams {
   uint32_t head_dim, n_rot, pos0;
   float freq_base;
   uint32_t mode;  // 0 NORM (adjacent pairs), 2 NEOX (halves)
+  float freq_scale = 1.0f;  // linear scaling: positions times freq_scale
 };
 // x: [T, n_heads, head_dim], in place; factors: [n_rot/2] or any buffer when has_factors is false
 void op_rope(CommandStream& cs, const Kernels& k, BufferRange x, BufferRange factors, bool has_factors, uint32_t T,
              uint32_t n_heads, const RopeParams& p);
 // y = silu(g) * u, n elements
 void op_swiglu(CommandStream& cs, const Kernels& k, BufferRange g, BufferRange u, BufferRange y, uint32_t n);
+// y = gelu(g) * u with GELU's tanh approximation (ggml_gelu), n elements
+void op_geglu(CommandStream& cs, const Kernels& k, BufferRange g, BufferRange u, BufferRange y, uint32_t n);
+// x = cap * tanh(x / cap), n elements in place (cap > 0)
+void op_softcap(CommandStream& cs, const Kernels& k, BufferRange x, uint32_t n, float cap);
 
 // Grid for `groups` workgroups laid out in 2-D when they exceed the x limit (kernels use flat_workgroup()).
 void grid_2d(const DeviceInfo& info, uint64_t groups, uint32_t& gx, uint32_t& gy);

@@ -9,7 +9,12 @@
 
 namespace snapvk {
 
-KvCache::KvCache(const Model& model, KvType type, uint32_t n_ctx) : model_(model), type_(type), n_ctx_(n_ctx) {}
+KvCache::KvCache(const Model& model, KvType type, uint32_t n_ctx, uint32_t n_batch)
+    : model_(model), type_(type), n_ctx_(n_ctx), n_batch_(n_batch) {}
+
+uint32_t KvCache::ring_slots(const ModelConfig& c, uint32_t n_ctx, uint32_t n_batch) {
+  return uint32_t(std::min<uint64_t>(n_ctx, uint64_t(c.n_swa) + std::max(n_batch, 1u) - 1));
+}
 
 std::vector<uint32_t> KvCache::uniform_table(uint32_t n_kv, uint32_t per_head, uint32_t base) {
   std::vector<uint32_t> table(2 * n_kv);
@@ -28,6 +33,7 @@ KvLayer& KvCache::allocate_layer(uint32_t l, uint32_t per_head, uint32_t base, b
   out.v = Buffer(ctx, out.slots * row, BufferKind::Device, "v_cache." + std::to_string(l));
   out.heads = Buffer(ctx, 2ull * n_kv * 4, BufferKind::Device, "kv_heads." + std::to_string(l));
   bytes_ += 2 * out.slots * row;
+  out.window = out.ring = 0;
   const std::vector<uint32_t> table = uniform_table(n_kv, per_head, base);
   out.offset.resize(n_kv);
   out.base.resize(n_kv);
@@ -36,12 +42,21 @@ KvLayer& KvCache::allocate_layer(uint32_t l, uint32_t per_head, uint32_t base, b
   return out;
 }
 
+void KvCache::allocate_ring(uint32_t l) {
+  const ModelConfig& c = model_.config();
+  const uint32_t ring = ring_slots(c, n_ctx_, n_batch_);
+  KvLayer& out = allocate_layer(l, ring, 0, true);
+  out.window = c.n_swa, out.ring = ring;
+}
+
 void KvCache::allocate_full() {
   const ModelConfig& c = model_.config();
   clear();
   layers_.resize(c.n_layer);
   room_ = n_ctx_;
-  for (uint32_t l = 0; l < c.n_layer; ++l) allocate_layer(l, n_ctx_, 0, true);
+  for (uint32_t l = 0; l < c.n_layer; ++l)
+    if (c.is_swa(l)) allocate_ring(l);
+    else allocate_layer(l, n_ctx_, 0, true);
 }
 
 void KvCache::clear() {
@@ -59,10 +74,21 @@ void KvCache::begin_prompt(uint32_t L, bool keep_selection) {
   prompt_len_ = L;
   keep_selection_ = keep_selection;
   selection_.assign(keep_selection ? n_layer : 0, {});
+  const ModelConfig& c = model_.config();
+  for (uint32_t l = 0; l < n_layer; ++l) {
+    if (!c.is_swa(l)) continue;
+    allocate_ring(l);
+    if (!keep_selection) continue;
+    // what the ring holds at the end of the prompt: its last `window` positions
+    std::vector<uint32_t> last;
+    for (uint32_t p = L > c.n_swa ? L - c.n_swa : 0; p < L; ++p) last.push_back(p);
+    selection_[l].assign(c.n_head_kv, last);
+  }
 }
 
 void KvCache::compact_layer(CommandStream& cs, uint32_t l, const PromptLayer& p, const KvPolicyOptions& pol) {
   const ModelConfig& c = model_.config();
+  SNAPVK_ASSERT(!c.is_swa(l), "compact_layer: a sliding-window layer is not compacted");
   const uint32_t n_kv = c.n_head_kv, L = p.L;
   const uint32_t C = pol.layer_budgets(L, c.n_layer)[l];
   const bool compress = L > C;
@@ -101,7 +127,7 @@ void KvCache::compact_layer(CommandStream& cs, uint32_t l, const PromptLayer& p,
 uint32_t KvCache::max_len(uint32_t appended) const {
   uint32_t m = 0;
   for (const auto& L : layers_)
-    for (uint32_t b : L.base) m = std::max(m, b);
+    for (uint32_t b : L.base) m = std::max(m, b);  // rings have base 0
   return m + appended;
 }
 
@@ -109,28 +135,34 @@ uint64_t KvCache::held_bytes(uint32_t n_past) const {
   const uint32_t appended = n_past > prompt_len_ ? n_past - prompt_len_ : 0;  // 0 during a first prefill
   uint64_t rows = 0;
   for (const auto& L : layers_)
-    for (uint32_t b : L.base) rows += b + appended;
+    if (L.window) rows += uint64_t(L.base.size()) * std::min(n_past, L.window);  // what a query still sees
+    else
+      for (uint32_t b : L.base) rows += b + appended;
   return 2 * rows * kv_row_bytes(type_, model_.config().head_dim);
 }
 
 uint64_t KvCache::full_bytes(const ModelConfig& c, KvType t, uint64_t tokens) {
-  return checked_mul(2ull * c.n_layer * c.n_head_kv * kv_row_bytes(t, c.head_dim), tokens, "KV cache bytes");
+  uint32_t n_swa_layers = 0;
+  for (uint32_t l = 0; l < c.n_layer; ++l) n_swa_layers += c.is_swa(l);
+  const uint64_t per_row = 2ull * c.n_head_kv * kv_row_bytes(t, c.head_dim);
+  const uint64_t global = checked_mul(per_row * (c.n_layer - n_swa_layers), tokens, "KV cache bytes");
+  return global + per_row * n_swa_layers * std::min<uint64_t>(tokens, c.n_swa);
 }
 
 KvSize KvCache::size_after_prompt(const ModelConfig& c, KvType t, const KvPolicyOptions& pol, uint32_t L,
-                                  uint32_t n_ctx) {
+                                  uint32_t n_ctx, uint32_t n_batch) {
   KvSize s;
-  if (!pol.compresses()) {
-    s.allocated = s.retained = full_bytes(c, t, n_ctx);
-    return s;
-  }
   const uint64_t row = kv_row_bytes(t, c.head_dim), n_kv = c.n_head_kv;
+  // a sliding-window layer allocates its ring and retains (what attention can still see) its window
+  const uint64_t ring = 2 * n_kv * uint64_t(ring_slots(c, n_ctx, n_batch)) * row;
+  const uint64_t window = 2 * n_kv * uint64_t(std::min(n_ctx, c.n_swa)) * row;
+  const bool compressed = pol.compresses();
   const uint32_t room = n_ctx > L ? n_ctx - L : 0;
-  const std::vector<uint32_t> budgets = pol.layer_budgets(L, c.n_layer);
+  const std::vector<uint32_t> budgets = compressed ? pol.layer_budgets(L, c.n_layer) : std::vector<uint32_t>{};
   for (uint32_t l = 0; l < c.n_layer; ++l) {
-    const uint64_t kv = 2 * n_kv * (uint64_t(std::min(budgets[l], L)) + room) * row;
-    s.retained += kv;
-    s.allocated += kv + 8 * n_kv;  // and the heads table
+    const uint64_t kv = compressed ? 2 * n_kv * (uint64_t(std::min(budgets[l], L)) + room) * row : 2 * n_kv * uint64_t(n_ctx) * row;
+    s.retained += c.is_swa(l) ? window : kv;
+    s.allocated += (c.is_swa(l) ? ring : kv) + (compressed ? 8 * n_kv : 0);  // and a compacted cache's heads table
   }
   return s;
 }

@@ -16,13 +16,16 @@
 namespace snapvk {
 
 // One layer's cache: head h's slots start at offset[h]; its first base[h] slots hold retained
-// prompt entries, the appended tokens follow.
+// prompt entries, the appended tokens follow. A sliding-window layer (window > 0) is a ring of
+// `ring` slots per head instead, position p at slot p % ring, never compacted.
 struct KvLayer {
   Buffer k, v;                   // [slots] rows of kv_row_words(type, head_dim) words
   Buffer heads;                  // [n_kv][2] u32: offset, base (the device copy of the table)
   std::vector<uint32_t> offset;  // [n_kv]
   std::vector<uint32_t> base;    // [n_kv]
   uint32_t slots = 0;
+  uint32_t window = 0, ring = 0;  // a sliding-window layer (KvWindow)
+  KvWindow kv_window() const { return {window, ring}; }
 };
 
 // Retained prompt positions [layer][kv head], ascending, window included.
@@ -41,17 +44,20 @@ struct PromptLayer {
 struct KvSize {
   uint64_t allocated = 0;  // device bytes: K/V rows, and the heads tables of a compacted cache
   uint64_t retained = 0;   // K/V bytes of the prompt's retained entries plus the room for new tokens
+                           // (a sliding-window layer: its window, of a ring of window + n_batch - 1)
 };
 
 class KvCache {
  public:
-  KvCache(const Model& model, KvType type, uint32_t n_ctx);
+  // n_batch: most tokens one forward step appends (sizes the rings of sliding-window layers).
+  KvCache(const Model& model, KvType type, uint32_t n_ctx, uint32_t n_batch);
 
   // A full cache: every head n_ctx slots, nothing retained yet.
   void allocate_full();
   // Drops every layer: a compacted cache is sized by its prompt (begin_prompt).
   void clear();
-  // Starts the compacted cache of an L-token prompt; compact_layer() then fills each layer.
+  // Starts the compacted cache of an L-token prompt (sliding-window layers get their rings now);
+  // compact_layer() then fills each global layer.
   void begin_prompt(uint32_t L, bool keep_selection);
   // Keeps what `pol` selects of layer l's prompt (docs/snapkv.md, steps 3-7): records the
   // selection and the gather into `cs` (begun and submitted here) and allocates the layer.
@@ -74,21 +80,28 @@ class KvCache {
 
   // The table of a uniform layout: head h at h * per_head, `base` retained entries.
   static std::vector<uint32_t> uniform_table(uint32_t n_kv, uint32_t per_head, uint32_t base);
-  // Bytes a full cache of type t needs for `tokens` positions (all layers, K and V).
+  // Slots per head of a sliding-window layer: the window plus a batch of new tokens (a batch's
+  // queries still see the window before it while it is stored; llama.cpp sizes its SWA cache
+  // n_swa + n_ubatch alike), at most n_ctx.
+  static uint32_t ring_slots(const ModelConfig& c, uint32_t n_ctx, uint32_t n_batch);
+  // Bytes a full cache of type t needs for `tokens` positions (all layers, K and V); a
+  // sliding-window layer needs at most its window.
   static uint64_t full_bytes(const ModelConfig& c, KvType t, uint64_t tokens);
-  // What a cache takes after an L-token prompt with n_ctx positions: full, or compacted by `pol`.
+  // What a cache takes after an L-token prompt with n_ctx positions and n_batch-token steps:
+  // full, or compacted by `pol` (global layers only; sliding-window layers hold their rings).
   static KvSize size_after_prompt(const ModelConfig& c, KvType t, const KvPolicyOptions& pol, uint32_t L,
-                                  uint32_t n_ctx);
+                                  uint32_t n_ctx, uint32_t n_batch);
   // Device bytes of the scratch one layer's compaction needs (scores, pooling, selection).
   static uint64_t compaction_scratch_bytes(const ModelConfig& c, const KvPolicyOptions& pol, uint32_t L,
                                            uint32_t budget);
 
  private:
   KvLayer& allocate_layer(uint32_t l, uint32_t per_head, uint32_t base, bool upload_table);
+  void allocate_ring(uint32_t l);
 
   const Model& model_;
   KvType type_;
-  uint32_t n_ctx_;
+  uint32_t n_ctx_, n_batch_;
   std::vector<KvLayer> layers_;
   uint32_t room_ = 0;
   uint32_t prompt_len_ = 0;

@@ -28,7 +28,8 @@ LayerSelection uniform_selection(const SelectArgs& a, uint32_t total) {
   return s;
 }
 
-// votes[h][j] = agg over the group's heads of sum over voting queries of softmax(q k^T / sqrt(d))[j],
+// votes[h][j] = agg over the group's heads of sum over voting queries of softmax(q k^T * scale)[j]
+// (the model's attention scale),
 // then (pool) pooled = pool1d(votes), so neighbours of strong positions come along.
 const Buffer& scores(const SelectArgs& a, LayerSelection& s, bool pool) {
   const ModelConfig& c = a.model.config();
@@ -37,7 +38,7 @@ const Buffer& scores(const SelectArgs& a, LayerSelection& s, bool pool) {
   const AttentionKernels& ak = a.model.attention();
   const PromptLayer& p = a.prompt;
   const uint32_t n_kv = c.n_head_kv;
-  const float scale = 1.0f / std::sqrt(float(c.head_dim));
+  const float scale = c.attention_scale();
   Buffer& stats = s.scratch.emplace_back(ctx, uint64_t(c.n_head) * p.n_q * 2 * 4, BufferKind::Device, "kv_stats");
   Buffer& votes = s.scratch.emplace_back(ctx, uint64_t(n_kv) * a.P * 4, BufferKind::Device, "kv_votes");
   op_window_stats(a.cs, k, ak, a.kv_type, p.q_win, p.k, p.heads, stats, p.L, p.n_q, c.n_head, n_kv, scale);

@@ -1,6 +1,9 @@
 #include "host/model/model.h"
 
+#include <algorithm>
+#include <cmath>
 #include <map>
+#include <variant>
 
 #include "host/gguf/quant.h"
 #include "runtime/checked.h"
@@ -18,15 +21,68 @@ uint32_t checked_dim(const GgufFile& f, const std::string& key, uint64_t v, uint
   return uint32_t(v);
 }
 
+// Linear RoPE scaling as llama.cpp reads it (llama_model::load_hparams): rope.scaling.type
+// (default "linear") and rope.scaling.factor (or the older rope.scale_linear); freq_scale =
+// 1 / factor. Other scaling types (yarn, longrope) are not applied, as before.
+float read_rope_freq_scale(const GgufFile& f, const std::string& a) {
+  const std::string type = f.get_string(a + "rope.scaling.type", "linear");
+  float factor = f.get_float(a + "rope.scaling.factor", 0.0f);
+  if (factor == 0.0f) factor = f.get_float(a + "rope.scale_linear", 0.0f);
+  if (type != "linear" || factor == 0.0f) return 1.0f;
+  if (!(factor > 0) || !std::isfinite(factor))
+    throw Error(ErrorKind::BadModel, f.path() + ": invalid " + a + "rope.scaling.factor " + std::to_string(factor));
+  return 1.0f / factor;
+}
+
+// Gemma 3's hyper-parameters, as llama.cpp's LLM_ARCH_GEMMA3 hparams and llm_build_gemma3 use
+// them (src/llama-model.cpp, src/models/gemma3.cpp, src/llama-hparams.cpp):
+// - sliding window gemma3.attention.sliding_window (n_swa), layers by the pattern
+//   gemma3.attention.sliding_window_pattern (a period, default 6, or one flag per layer):
+//   layer l slides when l % 6 < 5 (LLAMA_SWA_TYPE_STANDARD: key p0 is masked for query p1
+//   when p1 - p0 >= n_swa); without a window every layer is global;
+// - sliding-window layers rotate with base gemma3.rope.freq_base_swa (default 10000) and no
+//   scaling; global layers with rope.freq_base and rope scaling (linear, 1/8 on 4B..27B);
+// - q scaled by f_attention_scale = 1/sqrt(n_embd / n_head) for the 27B (62 layers; Gemma's
+//   query_pre_attn_scalar), else 1/sqrt(head_dim); embeddings times sqrt(n_embd);
+// - final logit soft-capping: not in Gemma 3 (llama.cpp never caps it); applied when a file
+//   declares gemma3.final_logit_softcapping.
+void read_gemma3(const GgufFile& f, ModelConfig& c) {
+  const std::string a = "gemma3.";
+  c.n_swa = uint32_t(std::min<uint64_t>(f.get_uint(a + "attention.sliding_window", 0), kMaxContext));
+  c.rope_base_swa = f.get_float(a + "rope.freq_base_swa", 10000.0f);
+  c.logit_softcap = f.get_float(a + "final_logit_softcapping", 0.0f);
+  if (!(c.rope_base_swa > 0) || !(c.logit_softcap >= 0))
+    throw Error(ErrorKind::BadModel, f.path() + ": invalid rope.freq_base_swa or final_logit_softcapping");
+  c.attn_scale = c.n_layer == 62 ? 1.0f / std::sqrt(float(c.n_embd / c.n_head)) : 1.0f / std::sqrt(float(c.head_dim));
+  c.embd_scale = std::sqrt(float(c.n_embd));
+  const std::string key = a + "attention.sliding_window_pattern";
+  const GgufValue* v = f.find(key);
+  if (!v || v->type != GgufType::Array) {
+    c.set_swa_pattern(c.n_swa, v ? uint32_t(std::min<uint64_t>(f.get_uint(key, 6), ModelConfig::kMaxLayers)) : 6);
+    return;
+  }
+  const GgufArray& arr = std::get<GgufArray>(v->data);
+  std::vector<int32_t> flags;
+  if (arr.elem_type == GgufType::Bool) flags.assign(arr.raw.begin(), arr.raw.end());
+  else flags = f.get_int_array(key);
+  if (flags.size() != c.n_layer)
+    throw Error(ErrorKind::BadModel, f.path() + ": " + key + " has " + std::to_string(flags.size()) + " entries for " +
+                                         std::to_string(c.n_layer) + " layers");
+  c.swa_layers.assign(c.n_layer, false);
+  for (uint32_t l = 0; l < c.n_layer; ++l) c.swa_layers[l] = c.n_swa && flags[l] != 0;
+}
+
 }  // namespace
 
 ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
   ModelConfig c;
   c.arch_name = f.get_string("general.architecture", "");
-  if (c.arch_name == "llama") c.arch = Arch::Llama;
-  else if (c.arch_name == "qwen2") c.arch = Arch::Qwen2;
-  else if (c.arch_name.empty()) throw Error(ErrorKind::BadModel, f.path() + ": no general.architecture key: not a model file");
-  else throw Error(ErrorKind::BadModel, f.path() + ": unsupported architecture '" + c.arch_name + "' (supported: llama, qwen2)");
+  if (c.arch_name.empty()) throw Error(ErrorKind::BadModel, f.path() + ": no general.architecture key: not a model file");
+  try {
+    c.set_arch(c.arch_name);
+  } catch (const Error& e) {
+    throw Error(ErrorKind::BadModel, f.path() + ": " + e.what());
+  }
   const std::string a = c.arch_name + ".";
   c.name = f.get_string("general.name", "");
   c.n_embd = checked_dim(f, a + "embedding_length", f.require_uint(a + "embedding_length"), kMaxEmbd);
@@ -52,8 +108,8 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
   c.rms_eps = f.get_float(a + "attention.layer_norm_rms_epsilon", 1e-5f);
   if (!(c.rope_base > 0) || !(c.rms_eps >= 0) || !(c.rms_eps < 1))
     throw Error(ErrorKind::BadModel, f.path() + ": invalid rope.freq_base or layer_norm_rms_epsilon");
-  c.rope_type = c.arch == Arch::Qwen2 ? RopeType::Neox : RopeType::Norm;
-  c.qkv_bias = c.arch == Arch::Qwen2;
+  c.rope_freq_scale = read_rope_freq_scale(f, a);
+  if (c.arch == Arch::Gemma3) read_gemma3(f, c);
   const GgufTensor* emb = f.find_tensor("token_embd.weight");
   if (!emb) throw Error(ErrorKind::BadModel, f.path() + ": tensor 'token_embd.weight' is missing");
   c.n_vocab = checked_dim(f, "token_embd.weight rows", emb->ne[1], kMaxVocab);
@@ -70,6 +126,33 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
     throw Error(e.kind(), f.path() + ": " + e.what(), e.param());
   }
   return c;
+}
+
+void ModelConfig::set_arch(const std::string& name) {
+  arch_name = name;
+  // llama.cpp (src/llama-model.cpp, src/models/qwen2.cpp, qwen3.cpp): qwen2 and qwen3 use
+  // LLAMA_ROPE_TYPE_NEOX; qwen2 has q/k/v biases; qwen3 has none, and RMS-normalises each head
+  // of q and k with attn_q_norm / attn_k_norm ([head_dim]) after the projections, before RoPE.
+  if (name == "llama") arch = Arch::Llama;
+  else if (name == "qwen2") arch = Arch::Qwen2;
+  else if (name == "qwen3") arch = Arch::Qwen3;
+  // gemma3 (src/models/gemma3.cpp, llama_model_rope_type): NEOX rope; RMSNorm before and after
+  // both attention and FFN (attn_norm, post_attention_norm, ffn_norm, post_ffw_norm); per-head q/k
+  // RMSNorm before RoPE; FFN gelu(gate) * up (LLM_FFN_GELU, LLM_FFN_PAR: ggml_gelu, the tanh
+  // approximation); output tied to token_embd when output.weight is absent. Its norm weights are
+  // used as stored: llama.cpp's converter (Gemma3Model.norm_shift) already added Gemma's 1.
+  else if (name == "gemma3") arch = Arch::Gemma3;
+  else throw Error(ErrorKind::BadModel, "unsupported architecture '" + name + "' (supported: llama, qwen2, qwen3, gemma3)");
+  rope_type = arch == Arch::Llama ? RopeType::Norm : RopeType::Neox;
+  qkv_bias = arch == Arch::Qwen2;
+  qk_norm = arch == Arch::Qwen3 || arch == Arch::Gemma3;
+  post_norms = gelu_ffn = arch == Arch::Gemma3;
+}
+
+void ModelConfig::set_swa_pattern(uint32_t window, uint32_t period) {
+  n_swa = window;
+  swa_layers.assign(window ? n_layer : 0, false);
+  for (uint32_t l = 0; l < swa_layers.size(); ++l) swa_layers[l] = period == 0 || l % period < period - 1;
 }
 
 void ModelConfig::check() const {
@@ -89,6 +172,10 @@ void ModelConfig::check() const {
   if (group() > kMaxGroup)
     throw Error(ErrorKind::BadModel, "model: GQA group n_head / n_head_kv = " + std::to_string(group()) + " is larger than " +
                 std::to_string(kMaxGroup) + ", the most snapvk's attention kernels support");
+  if (!swa_layers.empty() && (swa_layers.size() != n_layer || n_swa == 0))
+    throw Error(ErrorKind::BadModel, "model: sliding-window layers need a window and one flag per layer");
+  if (!(rope_freq_scale > 0) || !(rope_base_swa > 0) || !(logit_softcap >= 0) || !(embd_scale >= 0) || !(attn_scale >= 0))
+    throw Error(ErrorKind::BadModel, "model: invalid rope scaling, sliding-window rope base, logit cap or scale");
   // The kernels index a weight matrix's elements with 32 bits (shaders/weights.glsl).
   const uint32_t qd = checked_mul_u32(n_head, head_dim, "model: q_dim = n_head * head_dim", ErrorKind::BadModel);
   checked_mul_u32(n_vocab, n_embd, "model: token_embd elements n_vocab * n_embd", ErrorKind::BadModel);
@@ -146,11 +233,17 @@ void visit_weights(const GgufFile& f, const ModelConfig& c, ModelWeights& w, Vis
       visit(p + "attn_k.bias", c.kv_dim(), 0, L.bk);
       visit(p + "attn_v.bias", c.kv_dim(), 0, L.bv);
     }
+    if (c.qk_norm) {
+      visit(p + "attn_q_norm.weight", c.head_dim, 0, L.q_norm);
+      visit(p + "attn_k_norm.weight", c.head_dim, 0, L.k_norm);
+    }
     visit(p + "attn_output.weight", c.q_dim(), c.n_embd, L.wo);
+    if (c.post_norms) visit(p + "post_attention_norm.weight", c.n_embd, 0, L.post_attn_norm);
     visit(p + "ffn_norm.weight", c.n_embd, 0, L.ffn_norm);
     visit(p + "ffn_gate.weight", c.n_embd, c.n_ff, L.w_gate);
     visit(p + "ffn_up.weight", c.n_embd, c.n_ff, L.w_up);
     visit(p + "ffn_down.weight", c.n_ff, c.n_embd, L.w_down);
+    if (c.post_norms) visit(p + "post_ffw_norm.weight", c.n_embd, 0, L.post_ffn_norm);
   }
 }
 
@@ -184,11 +277,16 @@ Model::Model(Kernels& kernels, const std::string& path) : k_(kernels), file_(Ggu
     const GgufTensor& t = checked_weight(file_, name, cols, rows);
     slot = rows ? upload_tensor(ctx, t) : upload_f32(ctx, t);
   });
+  if (c.embd_scale > 0) {
+    w_.embd_scale.buf = Buffer(ctx, 4, BufferKind::Device, "embd_scale");
+    w_.embd_scale.buf.upload(&c.embd_scale, 4);
+    w_.embd_scale.cols = 1;
+  }
   // Summed per tensor: the device-wide counter would also count other threads' allocations.
   auto add = [&](const DeviceTensor& t) { w_.bytes += t ? t.buf.size() : 0; };
-  add(w_.tok_embd), add(w_.output_norm), add(w_.output), add(w_.rope_freqs);
+  add(w_.tok_embd), add(w_.output_norm), add(w_.output), add(w_.rope_freqs), add(w_.embd_scale);
   for (const LayerWeights& L : w_.layers)
-    for (const DeviceTensor* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.bq, &L.bk, &L.bv, &L.wo, &L.ffn_norm, &L.w_gate,
+    for (const DeviceTensor* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.bq, &L.bk, &L.bv, &L.q_norm, &L.k_norm, &L.wo, &L.post_attn_norm, &L.post_ffn_norm, &L.ffn_norm, &L.w_gate,
                                   &L.w_up, &L.w_down})
       add(*t);
   attn_ = AttentionKernels(ctx, k_.tuning, c.head_dim, c.group());

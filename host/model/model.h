@@ -1,6 +1,7 @@
 #pragma once
 // A Llama-family model loaded from GGUF: hyper-parameters, device weights in their stored
 // types, the tokenizer, and the kernels specialised for its shape.
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -15,7 +16,7 @@
 
 namespace snapvk {
 
-enum class Arch { Llama, Qwen2 };
+enum class Arch { Llama, Qwen2, Qwen3, Gemma3 };
 enum class RopeType : uint32_t { Norm = 0, Neox = 2 };  // llama.cpp's numbering
 
 struct ModelConfig {
@@ -35,6 +36,17 @@ struct ModelConfig {
   float rms_eps = 1e-5f;
   RopeType rope_type = RopeType::Norm;
   bool qkv_bias = false;      // qwen2
+  bool qk_norm = false;       // qwen3, gemma3: per-head RMSNorm of q and k (attn_q_norm, attn_k_norm) before RoPE
+  // gemma3 (each checked against llama.cpp, see set_arch and read_gemma3 in model.cpp):
+  bool post_norms = false;    // RMSNorm of the attention and FFN outputs (post_attention_norm, post_ffw_norm)
+  bool gelu_ffn = false;      // FFN gate activation GELU (tanh approximation) instead of SiLU
+  float embd_scale = 0.0f;    // token embeddings times this (sqrt(n_embd)); 0: not scaled
+  float attn_scale = 0.0f;    // q k^T scale; 0: 1 / sqrt(head_dim)
+  float logit_softcap = 0.0f; // logits = cap * tanh(logits / cap); 0: none
+  float rope_freq_scale = 1.0f;  // linear RoPE scaling (1 / rope.scaling.factor), global layers only
+  uint32_t n_swa = 0;            // sliding window: a query sees itself and the n_swa - 1 before it
+  float rope_base_swa = 10000.0f;  // RoPE base of the sliding-window layers
+  std::vector<bool> swa_layers;  // [n_layer] true: a sliding-window layer; empty: every layer global
   bool rope_factors = false;  // Llama 3 rope_freqs tensor present
   GgmlType weight_type = GgmlType::F32;  // the most common matrix type (for reports)
 
@@ -42,6 +54,9 @@ struct ModelConfig {
   static constexpr uint32_t kMaxEmbd = 1u << 16, kMaxLayers = 1024, kMaxHeads = 1024, kMaxFf = 1u << 20,
                             kMaxVocab = 1u << 22, kMaxGroup = 16;
 
+  // The architecture from general.architecture, with the features it implies (rope type, biases,
+  // q/k norms). Throws snapvk::Error for an architecture snapvk does not run.
+  void set_arch(const std::string& name);
   // Reads and checks the hyper-parameters (llama.cpp's defaults for missing keys), then check().
   static ModelConfig from_gguf(const GgufFile& f);
   // Throws snapvk::Error ("model: ...") unless every dimension is within the bounds above and
@@ -52,6 +67,11 @@ struct ModelConfig {
   uint32_t q_dim() const { return n_head * head_dim; }
   uint32_t kv_dim() const { return n_head_kv * head_dim; }
   uint32_t group() const { return n_head / n_head_kv; }
+  float attention_scale() const { return attn_scale > 0 ? attn_scale : 1.0f / std::sqrt(float(head_dim)); }
+  bool is_swa(uint32_t l) const { return l < swa_layers.size() && swa_layers[l]; }
+  // Layer l is a sliding-window layer when l % period < period - 1 (llama.cpp's set_swa_pattern:
+  // period 6 is five sliding-window layers, then a global one); period 0 makes every layer one.
+  void set_swa_pattern(uint32_t window, uint32_t period);
 };
 
 // A weight matrix [rows, cols] (cols contiguous, ggml's ne0) or vector on the device.
@@ -67,6 +87,9 @@ struct LayerWeights {
   DeviceTensor attn_norm;            // [n_embd] f32
   DeviceTensor wq, wk, wv;           // [q_dim | kv_dim, n_embd]
   DeviceTensor bq, bk, bv;           // [q_dim | kv_dim] f32, qwen2 only
+  DeviceTensor q_norm, k_norm;       // [head_dim] f32, qwen3 and gemma3
+  DeviceTensor post_attn_norm;       // [n_embd] f32, gemma3
+  DeviceTensor post_ffn_norm;        // [n_embd] f32, gemma3
   DeviceTensor wo;                   // [n_embd, q_dim]
   DeviceTensor ffn_norm;             // [n_embd] f32
   DeviceTensor w_gate, w_up;         // [n_ff, n_embd]
@@ -78,6 +101,7 @@ struct ModelWeights {
   DeviceTensor output_norm;          // [n_embd] f32
   DeviceTensor output;               // [n_vocab, n_embd]; empty when tied to tok_embd
   DeviceTensor rope_freqs;           // [n_rot / 2] f32, Llama 3 only
+  DeviceTensor embd_scale;           // [1] f32: ModelConfig::embd_scale, when set (gemma3)
   std::vector<LayerWeights> layers;
   const DeviceTensor& lm_head() const { return output ? output : tok_embd; }
   uint64_t bytes = 0;                // bytes of all weight tensors on the device

@@ -25,18 +25,21 @@ class RefModel {
   // Rotated queries of every position so far: [pos][n_head][head_dim].
   const std::vector<float>& q_history(uint32_t layer) const { return qh_[layer]; }
   // From now on, positions below L that are not in keep[layer][kv_head] are invisible to
-  // attention: the reference for decoding over a compacted cache.
+  // attention: the reference for decoding over a compacted cache. Sliding-window layers (gemma3)
+  // mask keys older than their window whatever `keep` says.
   void restrict_prompt(uint32_t L, std::vector<std::vector<std::vector<uint32_t>>> keep);
 
  private:
   struct Layer {
-    std::vector<float> attn_norm, wq, wk, wv, bq, bk, bv, wo, ffn_norm, w_gate, w_up, w_down;
+    std::vector<float> attn_norm, wq, wk, wv, bq, bk, bv, q_norm, k_norm, wo, post_attn_norm, ffn_norm, w_gate, w_up,
+        w_down, post_ffn_norm;
   };
   ModelConfig c_;
   uint32_t n_ctx_;
   bool kv_f16_ = false;
   std::vector<float> tok_embd_, output_norm_, output_, rope_freqs_;
   std::vector<Layer> layers_;
+  void attention(uint32_t l, const std::vector<float>& q, std::vector<float>& out);
   std::vector<std::vector<float>> kc_, vc_, att_, qh_;
   uint32_t restrict_len_ = 0;
   std::vector<std::vector<std::vector<bool>>> visible_;  // [layer][kv head][pos < restrict_len_]

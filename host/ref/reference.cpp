@@ -56,12 +56,12 @@ void get_rows(GgmlType wt, const void* table, const int32_t* ids, float* y, size
 }
 
 void rope(float* x, size_t T, size_t n_heads, size_t head_dim, size_t n_rot, size_t pos0, float base, bool neox,
-          const float* factors) {
+          const float* factors, float freq_scale) {
   for (size_t t = 0; t < T; ++t)
     for (size_t h = 0; h < n_heads; ++h) {
       float* v = x + (t * n_heads + h) * head_dim;
       for (size_t i = 0; i < n_rot / 2; ++i) {
-        double theta = double(pos0 + t) * std::pow(double(base), -2.0 * double(i) / double(n_rot));
+        double theta = double(pos0 + t) * freq_scale * std::pow(double(base), -2.0 * double(i) / double(n_rot));
         if (factors) theta /= factors[i];
         const size_t a = neox ? i : 2 * i, b = neox ? i + n_rot / 2 : 2 * i + 1;
         const double x0 = v[a], x1 = v[b];
@@ -73,6 +73,18 @@ void rope(float* x, size_t T, size_t n_heads, size_t head_dim, size_t n_rot, siz
 
 void swiglu(const float* g, const float* u, float* y, size_t n) {
   for (size_t i = 0; i < n; ++i) y[i] = float(double(g[i]) / (1.0 + std::exp(-double(g[i]))) * u[i]);
+}
+
+void geglu(const float* g, const float* u, float* y, size_t n) {
+  const double c = std::sqrt(2.0 / 3.14159265358979323846);
+  for (size_t i = 0; i < n; ++i) {
+    const double x = g[i];
+    y[i] = float(0.5 * x * (1.0 + std::tanh(c * (x + 0.044715 * x * x * x))) * u[i]);
+  }
+}
+
+void softcap(float* x, size_t n, float cap) {
+  for (size_t i = 0; i < n; ++i) x[i] = float(double(cap) * std::tanh(double(x[i]) / cap));
 }
 
 void attend(const float* q, const float* const* keys, const float* const* values, size_t n, size_t hd, float scale,

@@ -314,7 +314,7 @@ ProfileReport run_profile(const Model& m, const ProfileOptions& o) {
         row.ran = false;
         row.error = e.what();
         row.fits = e.kind() != ErrorKind::OutOfMemory;
-        row.kv_bytes = KvCache::size_after_prompt(c, o.kv_type, kv, L, L + o.gen).retained;
+        row.kv_bytes = KvCache::size_after_prompt(c, o.kv_type, kv, L, L + o.gen, o.n_batch).retained;
         row.decode_tok_s = ProfileRow::kNaN;
         if (is_full) ref = Reference{};
       }

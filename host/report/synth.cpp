@@ -72,7 +72,8 @@ std::vector<TensorSpec> tensor_specs(const SynthShape& s) {
   auto inv_sqrt = [](uint64_t fan_in) { return float(1.0 / std::sqrt(double(fan_in))); };
   std::vector<TensorSpec> t;
   // Tied: the embedding rows are also the lm head, whose logits should be O(1).
-  t.push_back({"token_embd.weight", s.embedding_type(), D, s.n_vocab, 0.0f, s.tied_output ? inv_sqrt(D) : 1.0f});
+  const bool gemma = s.arch == "gemma3";
+  t.push_back({"token_embd.weight", s.embedding_type(), D, s.n_vocab, 0.0f, s.tied_output || gemma ? inv_sqrt(D) : 1.0f});
   t.push_back({"output_norm.weight", F32, D, 1, 1.0f, norm_sd});
   if (!s.tied_output) t.push_back({"output.weight", W, D, s.n_vocab, 0.0f, inv_sqrt(D)});
   for (uint32_t l = 0; l < s.n_layer; ++l) {
@@ -86,11 +87,17 @@ std::vector<TensorSpec> tensor_specs(const SynthShape& s) {
       t.push_back({p + "attn_k.bias", F32, KVD, 1, 0.0f, bias_sd});
       t.push_back({p + "attn_v.bias", F32, KVD, 1, 0.0f, bias_sd});
     }
+    if (s.arch == "qwen3" || gemma) {  // per-head q/k norms, [head_dim]
+      t.push_back({p + "attn_q_norm.weight", F32, s.head_size(), 1, 1.0f, norm_sd});
+      t.push_back({p + "attn_k_norm.weight", F32, s.head_size(), 1, 1.0f, norm_sd});
+    }
     t.push_back({p + "attn_output.weight", W, QD, D, 0.0f, inv_sqrt(QD)});
+    if (gemma) t.push_back({p + "post_attention_norm.weight", F32, D, 1, 1.0f, norm_sd});
     t.push_back({p + "ffn_norm.weight", F32, D, 1, 1.0f, norm_sd});
     t.push_back({p + "ffn_gate.weight", W, D, s.n_ff, 0.0f, inv_sqrt(D)});
     t.push_back({p + "ffn_up.weight", W, D, s.n_ff, 0.0f, inv_sqrt(D)});
     t.push_back({p + "ffn_down.weight", W, s.n_ff, D, 0.0f, inv_sqrt(s.n_ff)});
+    if (gemma) t.push_back({p + "post_ffw_norm.weight", F32, D, 1, 1.0f, norm_sd});
   }
   return t;
 }
@@ -187,9 +194,13 @@ GgufWriter synth_writer(const SynthShape& s, bool with_fill) {
     w.set_uint32(a + "attention.key_length", hd);
     w.set_uint32(a + "attention.value_length", hd);
   }
-  w.set_float32(a + "attention.layer_norm_rms_epsilon", s.arch == "qwen2" ? 1e-6f : 1e-5f);
+  w.set_float32(a + "attention.layer_norm_rms_epsilon", s.arch == "llama" ? 1e-5f : 1e-6f);
   w.set_float32(a + "rope.freq_base", s.rope_base);
   w.set_uint32(a + "rope.dimension_count", hd);
+  if (s.arch == "gemma3") {
+    w.set_uint32(a + "attention.sliding_window", s.sliding_window);
+    if (s.swa_pattern != 6) w.set_uint32(a + "attention.sliding_window_pattern", s.swa_pattern);
+  }
   SynthVocab v = synth_vocab(s.n_vocab);
   w.set_string("tokenizer.ggml.model", "llama");
   w.set_string("tokenizer.ggml.pre", "default");
@@ -218,7 +229,10 @@ bool ends_with(std::string_view s, std::string_view suffix) {
 }  // namespace
 
 void check_synth_shape(const SynthShape& s) {
-  if (s.arch != "llama" && s.arch != "qwen2") throw Error(ErrorKind::InvalidArgument, "unsupported architecture '" + s.arch + "' (llama, qwen2)");
+  if (s.arch != "llama" && s.arch != "qwen2" && s.arch != "qwen3" && s.arch != "gemma3")
+    throw Error(ErrorKind::InvalidArgument, "unsupported architecture '" + s.arch + "' (llama, qwen2, qwen3, gemma3)");
+  if (s.arch == "gemma3" && (s.sliding_window == 0 || s.sliding_window > (1u << 24)))
+    throw Error(ErrorKind::InvalidArgument, "gemma3 needs a sliding window (swa=N, 1..16777216)");
   auto positive = [](uint64_t v, const char* what, uint64_t max) {
     if (v == 0 || v > max)
       throw Error(ErrorKind::InvalidArgument, std::string(what) + " = " + std::to_string(v) + " is out of range (1.." + std::to_string(max) + ")");
@@ -311,6 +325,8 @@ SynthShape parse_synth_shape(const std::string& spec) {
     else if (key == "head_dim") s.head_dim = uint32_t(number(key, val, u32));
     else if (key == "seed") s.seed = number(key, val, UINT64_MAX);
     else if (key == "tied") s.tied_output = number(key, val, 1) != 0;
+    else if (key == "swa") s.sliding_window = uint32_t(number(key, val, u32));
+    else if (key == "swa_pattern") s.swa_pattern = uint32_t(number(key, val, 1024));
     else if (key == "arch") s.arch = val;
     else if (key == "rope_base") {
       size_t used = 0;
@@ -322,7 +338,7 @@ SynthShape parse_synth_shape(const std::string& spec) {
       if (val.empty() || used != val.size()) throw Error(ErrorKind::InvalidArgument, "shape: rope_base=" + val + ": not a number");
     } else {
       throw Error(ErrorKind::InvalidArgument, "shape: unknown key '" + key +
-                  "' (keys: dim, layers, heads, kv_heads, ff, vocab, ctx, arch, head_dim, rope_base, tied, seed)");
+                  "' (keys: dim, layers, heads, kv_heads, ff, vocab, ctx, arch, head_dim, rope_base, tied, seed, swa, swa_pattern)");
     }
   }
   for (const auto& [key, seen] : required)

@@ -51,15 +51,17 @@ MemoryEstimate estimate_memory(const ModelConfig& c, uint64_t weight_bytes, cons
   const uint32_t L = q.prompt_len, n_kv = c.n_head_kv;
   e.weights = weight_bytes;
   e.activations = activation_bytes(c, std::min(q.n_batch, q.n_ctx), q.n_ctx, q.decode_chunk);
-  e.kv_full_equivalent = KvCache::full_bytes(c, q.kv_type, q.n_ctx);
-  e.kv_cache = KvCache::size_after_prompt(c, q.kv_type, q.kv, L, q.n_ctx).allocated;
+  // what a full cache allocates (a sliding-window layer: its ring)
+  e.kv_full_equivalent = KvCache::size_after_prompt(c, q.kv_type, KvPolicyOptions{}, L, q.n_ctx, q.n_batch).allocated;
+  e.kv_cache = KvCache::size_after_prompt(c, q.kv_type, q.kv, L, q.n_ctx, q.n_batch).allocated;
   if (!q.kv.compresses()) {
     e.peak = checked_add(e.weights, e.activations + e.kv_cache, "memory model: peak bytes");
     return e;
   }
   uint64_t scratch = 0;
-  for (uint32_t budget : q.kv.layer_budgets(L, c.n_layer))
-    scratch = std::max(scratch, KvCache::compaction_scratch_bytes(c, q.kv, L, budget));
+  const std::vector<uint32_t> budgets = q.kv.layer_budgets(L, c.n_layer);
+  for (uint32_t l = 0; l < c.n_layer; ++l)  // sliding-window layers are not compacted
+    if (!c.is_swa(l)) scratch = std::max(scratch, KvCache::compaction_scratch_bytes(c, q.kv, L, budgets[l]));
   const uint32_t n_q = q.kv.voting_queries(L);
   e.prefill_transient = uint64_t(L) * c.n_embd * 4        // hidden states of the prompt
                         + 2ull * n_kv * L * row + 8ull * n_kv  // one layer's full K/V

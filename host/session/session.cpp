@@ -38,7 +38,7 @@ SessionOptions with_default_ctx(const Model& m, SessionOptions o) {
 uint32_t default_n_ctx(const ModelConfig& c) { return std::min<uint32_t>(c.n_ctx_train, 4096); }
 
 Session::Session(const Model& model, const SessionOptions& opts)
-    : model_(model), opts_(with_default_ctx(model, opts)), cache_(model, opts_.kv_type, opts_.n_ctx), cs_(model.ctx()),
+    : model_(model), opts_(with_default_ctx(model, opts)), cache_(model, opts_.kv_type, opts_.n_ctx, std::min(opts_.n_batch, opts_.n_ctx)), cs_(model.ctx()),
       cs_compress_(model.ctx()) {
   const ModelConfig& c = model.config();
   Context& ctx = model.ctx();
@@ -115,7 +115,9 @@ std::span<const float> Session::prefill(std::span<const int32_t> tokens) {
   }
   } catch (...) {
     // Cancelled or failed part-way: rows written past the old position are never read, so the
-    // session is as it was (a compressed first prompt is dropped whole).
+    // session is as it was (a compressed first prompt is dropped whole). Known limit: a
+    // sliding-window layer's ring (window + n_batch - 1 slots) survives one batch written past
+    // the old position, not two: a cancel later in a long prompt leaves its window overwritten.
     n_past_ = n_past_before;
     if (n_past_before == 0 && opts_.kv.compresses()) reset();
     throw;

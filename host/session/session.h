@@ -88,6 +88,7 @@ class Session {
   void layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uint32_t slot0, uint32_t pos0,
              uint32_t decode_len);                             // host/session/forward.cpp
   void logits_of_row(BufferRange x_row);                       // host/session/forward.cpp
+  void embed(BufferRange x, uint32_t T);                       // host/session/forward.cpp
   void progress(uint64_t done, uint64_t total);  // throws Cancelled when asked to stop
 
   const Model& model_;

@@ -232,7 +232,7 @@ typedef struct snapvk_model_info {
   int32_t eos;
   uint32_t reserved;
   uint64_t weight_bytes; /* device memory of the weights */
-  char arch[64];         /* general.architecture: "llama", "qwen2" */
+  char arch[64];         /* general.architecture: "llama", "qwen2", "qwen3", "gemma3" */
   char name[256];        /* general.name, "" when absent */
 } snapvk_model_info;
 

@@ -1,0 +1,85 @@
+// Gemma 3 270M (Q4_K_M: Q5_0, Q4_K, Q6_K, Q8_0 and F32 tensors, 262K-token SentencePiece vocabulary,
+// sliding-window layers), fetched by tools/fetch-models.sh. It is the base model, not the
+// instruct one: plain completions are what it answers sensibly. A missing file fails the tests,
+// naming the command that fetches it.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "host/model/model.h"
+#include "host/session/generate.h"
+#include "host/session/session.h"
+#include "tests/gpu_fixture.h"
+#include "tests/test_util.h"
+
+namespace snapvk::test {
+namespace {
+
+constexpr const char* kGemma = "gemma-3-270m-q4_k_m.gguf";
+
+struct Gemma3Real : VkTest {
+  static Model* model() {
+    // Never destroyed: at exit the validation layer may already be gone (see gpu_fixture.cpp).
+    static Model* m = fetched_model_path(kGemma).empty() ? nullptr : new Model(kernels(), fetched_model_path(kGemma));
+    return m;
+  }
+  // The greedy continuation of `prompt` (BOS added), n tokens at most.
+  static std::string complete(const std::string& prompt, uint32_t n, const KvPolicyOptions& kv = {},
+                              KvStats* stats = nullptr) {
+    const std::vector<int32_t> tokens = model()->tokenizer().encode(prompt, true);
+    SessionOptions o;
+    o.n_ctx = uint32_t(tokens.size()) + n;
+    o.kv = kv;
+    Session s(*model(), o);
+    GenerateOptions go;
+    go.max_tokens = n;
+    go.decode_last = false;
+    go.choose = [](std::span<const float> lg) { return argmax(lg); };
+    Sampler unused(SamplerParams{});
+    GenerateResult g;
+    generate(s, unused, s.prefill(tokens), go, g);
+    if (stats) *stats = s.kv_stats();
+    return g.text;
+  }
+};
+
+TEST_F(Gemma3Real, LoadsWithItsShape) {
+  ASSERT_NE(model(), nullptr) << fetched_model_missing(kGemma);
+  const ModelConfig& c = model()->config();
+  EXPECT_EQ(c.arch_name, "gemma3");
+  EXPECT_EQ(c.n_layer, 18u);
+  EXPECT_EQ(c.n_head_kv, 1u);
+  EXPECT_EQ(c.head_dim, 256u);
+  EXPECT_EQ(c.n_vocab, 262144u);
+}
+
+TEST_F(Gemma3Real, PlainQuestionsGetSensibleGreedyAnswers) {
+  ASSERT_NE(model(), nullptr) << fetched_model_missing(kGemma);
+  const std::string paris = complete("Question: What is the capital of France?\nAnswer:", 4);
+  EXPECT_NE(paris.find("Paris"), std::string::npos) << paris;
+  const std::string water = complete("Water boils at a temperature of", 6);
+  EXPECT_NE(water.find("100"), std::string::npos) << water;
+  const std::string count = complete("1, 2, 3, 4, 5,", 8);
+  EXPECT_EQ(count.rfind(" 6, 7, 8,", 0), 0u) << "[" << count << "]";
+}
+
+TEST_F(Gemma3Real, LongPromptBeyondTheSlidingWindowWithFullAndSnapkvCaches) {
+  ASSERT_NE(model(), nullptr) << fetched_model_missing(kGemma);
+  std::string prompt;
+  for (int i = 1; i <= 200; ++i) prompt += std::to_string(i) + ", ";  // ~800 tokens: past the 512-token window
+  prompt.pop_back();
+  KvStats full_stats, snap_stats;
+  const std::string full = complete(prompt, 4, {}, &full_stats);
+  KvPolicyOptions snap;
+  snap.policy = KvPolicy::SnapKV;
+  snap.budget = 128;
+  const std::string compressed = complete(prompt, 4, snap, &snap_stats);
+  EXPECT_EQ(full.rfind(" 201", 0), 0u) << "[" << full << "]";
+  EXPECT_EQ(compressed.rfind(" 201", 0), 0u) << compressed;
+  EXPECT_GT(snap_stats.ratio(), 1.5) << "the global layers are compacted";
+  EXPECT_LT(snap_stats.retained_bytes, full_stats.retained_bytes);
+  std::printf("  full: '%s'; snapkv@128: '%s', KV %.2fx smaller\n", full.c_str(), compressed.c_str(), snap_stats.ratio());
+}
+
+}  // namespace
+}  // namespace snapvk::test
