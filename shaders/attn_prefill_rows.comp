@@ -4,6 +4,15 @@
 // online softmax, loading K and V rows four values per load and using each loaded row for all
 // QT queries. No shared memory and no barriers: on lavapipe those cost more than the cache
 // traffic they save. GPUs use the tiled attn_prefill.comp. Same bindings and push constants.
+//
+// Every loop over head_dim is unrolled ([[unroll]]; HD is a specialization constant, so the
+// trip count is known when the pipeline is built), leaving the key loop as the only loop that
+// runs per key. llvmpipe (lavapipe) guards against endless loops with one counter per
+// invocation that every loop back-edge in the shader decrements, starting from 65535
+// (LP_MAX_TGSI_LOOP_ITERATIONS); at zero every loop exits early, silently. With rolled head_dim
+// loops (Mesa unrolls them itself up to head_dim 128, not at 256) a key cost about 2 * HD / 4 + 1
+// of them, so at head_dim 256 rows past ~430 keys stopped early and were left unwritten (Gemma
+// 3's long-prompt bug). Unrolled, a row may see up to ~65000 keys on llvmpipe.
 #include "common.glsl"
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint HD = 64;   // head_dim (a multiple of 4)
@@ -32,7 +41,7 @@ void main() {
   float m[QT], l[QT];
   [[unroll]] for (uint r = 0; r < QT; ++r) {
     const uint t = min(t0 + r, pc.T - 1u);
-    for (uint d = 0; d < D4; ++d) {
+    [[unroll]] for (uint d = 0; d < D4; ++d) {
       q[r][d] = q4[(t * pc.n_head + h) * D4 + d] * pc.scale;
       acc[r][d] = vec4(0.0);
     }
@@ -46,7 +55,7 @@ void main() {
     const uint slot = key_slot(off, j, pc.ring);
     float s[QT];
     [[unroll]] for (uint r = 0; r < QT; ++r) s[r] = 0.0;
-    for (uint d = 0; d < D4; ++d) {
+    [[unroll]] for (uint d = 0; d < D4; ++d) {
       const vec4 k = k_load4(slot, 4u * d);
       [[unroll]] for (uint r = 0; r < QT; ++r) s[r] += dot(q[r][d], k);
     }
@@ -59,12 +68,12 @@ void main() {
       if (m_new != m[r]) {  // a new maximum: rescale what was summed so far (exp(-inf) = 0 at the start)
         const float alpha = exp(m[r] - m_new);
         l[r] *= alpha;
-        for (uint d = 0; d < D4; ++d) acc[r][d] *= alpha;
+        [[unroll]] for (uint d = 0; d < D4; ++d) acc[r][d] *= alpha;
       }
       l[r] += p[r];
       m[r] = m_new;
     }
-    for (uint d = 0; d < D4; ++d) {
+    [[unroll]] for (uint d = 0; d < D4; ++d) {
       const vec4 v = v_load4(slot, 4u * d);
       [[unroll]] for (uint r = 0; r < QT; ++r) acc[r][d] += p[r] * v;
     }
@@ -72,6 +81,6 @@ void main() {
   [[unroll]] for (uint r = 0; r < QT; ++r) {
     if (t0 + r >= pc.T) break;
     const float inv = 1.0 / l[r];
-    for (uint d = 0; d < D4; ++d) o4[((t0 + r) * pc.n_head + h) * D4 + d] = acc[r][d] * inv;
+    [[unroll]] for (uint d = 0; d < D4; ++d) o4[((t0 + r) * pc.n_head + h) * D4 + d] = acc[r][d] * inv;
   }
 }

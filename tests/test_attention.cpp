@@ -274,6 +274,65 @@ TEST_P(AttentionKernel, SlidingWindowRingMatchesReference) {
   if (GetParam().hd % 4 == 0) sliding_window_ring(ctx(), k(), GetParam(), true);
 }
 
+// A long causal prefill at Gemma 3 270M's attention shape (head_dim 256, 4 query heads on 1 KV
+// head): N positions in batches of B against softmax attention on the host. llvmpipe ends every
+// loop of an invocation once 65535 loop iterations have run in it; the row kernel's head_dim
+// loops used to count against that per key, so at head_dim 256 rows past ~430 keys were left
+// unwritten (zeros) and Gemma 3 answered garbage to prompts over ~440 tokens.
+void long_prefill(Context& ctx, Kernels& kern, KvType type, uint32_t N, uint32_t B, bool rows_kernel) {
+  const uint32_t n_kv = 1, group = 4, n_head = n_kv * group, hd = 256;
+  AttentionKernels ak(ctx, kern.tuning, hd, group);
+  ak.use_prefill_rows = rows_kernel;
+  const uint32_t words = kv_row_words(type, hd);
+  Buffer K(ctx, uint64_t(n_kv) * N * words * 4), V(ctx, uint64_t(n_kv) * N * words * 4);
+  Buffer heads = up(ctx, std::vector<uint32_t>{0, 0});
+  auto nk = random_floats(size_t(N) * n_kv * hd, 11), nv = random_floats(size_t(N) * n_kv * hd, 12);
+  auto q = random_floats(size_t(N) * n_head * hd, 13, -2, 2);
+  Buffer NK = up(ctx, nk), NV = up(ctx, nv), Q = up(ctx, q);
+  Buffer O(ctx, size_t(N) * n_head * hd * 4);
+  const float scale = 1.0f / std::sqrt(float(hd));
+  const uint64_t qrow = uint64_t(n_head) * hd * 4, krow = uint64_t(n_kv) * hd * 4;
+  CommandStream cs(ctx);
+  cs.begin();
+  for (uint32_t p0 = 0; p0 < N; p0 += B) {
+    const uint32_t T = std::min(B, N - p0);
+    op_kv_store(cs, kern, ak, type, BufferRange(NK, p0 * krow, T * krow), K, heads, T, n_kv, p0);
+    op_kv_store(cs, kern, ak, type, BufferRange(NV, p0 * krow, T * krow), V, heads, T, n_kv, p0);
+    cs.barrier();
+    op_attn_prefill(cs, kern, ak, type, BufferRange(Q, p0 * qrow, T * qrow), K, V, heads,
+                    BufferRange(O, p0 * qrow, T * qrow), T, n_head, n_kv, p0, scale);
+    cs.barrier();
+  }
+  cs.submit();
+  std::vector<float> got(size_t(N) * n_head * hd), want(hd);
+  O.download(got.data(), got.size() * 4);
+  std::vector<std::vector<float>> keys, vals;
+  std::vector<const float*> kp, vp;
+  for (uint32_t j = 0; j < N; ++j) {
+    keys.push_back(stored(type, &nk[size_t(j) * n_kv * hd], hd));
+    vals.push_back(stored(type, &nv[size_t(j) * n_kv * hd], hd));
+  }
+  for (uint32_t j = 0; j < N; ++j) kp.push_back(keys[j].data()), vp.push_back(vals[j].data());
+  uint32_t bad = 0, first_bad = N;
+  float worst = 0;
+  for (uint32_t p = 0; p < N; ++p)
+    for (uint32_t h = 0; h < n_head; ++h) {
+      ref::attend(&q[(size_t(p) * n_head + h) * hd], kp.data(), vp.data(), p + 1, hd, scale, want.data());
+      float e = 0;
+      for (uint32_t d = 0; d < hd; ++d) e = std::max(e, std::abs(got[(size_t(p) * n_head + h) * hd + d] - want[d]));
+      worst = std::max(worst, e);
+      if (e > 5e-5f) ++bad, first_bad = std::min(first_bad, p);
+    }
+  EXPECT_EQ(bad, 0u) << kv_type_name(type) << (rows_kernel ? " rows" : " tiled") << " batch " << B
+                     << ": first wrong position " << first_bad << ", largest error " << worst;
+}
+
+TEST_F(ModelKernel, LongPrefillAtHeadDim256MatchesReference) {
+  long_prefill(ctx(), k(), KvType::F16, 520, 520, true);  // one batch: rows up to 520 keys
+  long_prefill(ctx(), k(), KvType::F32, 520, 64, true);   // batches of 64 after what is cached
+  long_prefill(ctx(), k(), KvType::F16, 520, 128, false);
+}
+
 INSTANTIATE_TEST_SUITE_P(KvTypes, AttentionKernel,
                          ::testing::Values(AttnCase{KvType::F32, 8, 2}, AttnCase{KvType::F16, 8, 1},
                                            AttnCase{KvType::F32, 64, 4}, AttnCase{KvType::F16, 128, 2},

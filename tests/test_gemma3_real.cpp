@@ -60,7 +60,7 @@ TEST_F(Gemma3Real, PlainQuestionsGetSensibleGreedyAnswers) {
   const std::string water = complete("Water boils at a temperature of", 6);
   EXPECT_NE(water.find("100"), std::string::npos) << water;
   const std::string count = complete("1, 2, 3, 4, 5,", 8);
-  EXPECT_EQ(count.rfind(" 6, 7, 8,", 0), 0u) << "[" << count << "]";
+  EXPECT_EQ(count.rfind(" 6, 7", 0), 0u) << "[" << count << "]";  // 8 tokens: " 6, 7, 8"
 }
 
 TEST_F(Gemma3Real, LongPromptBeyondTheSlidingWindowWithFullAndSnapkvCaches) {
@@ -76,7 +76,10 @@ TEST_F(Gemma3Real, LongPromptBeyondTheSlidingWindowWithFullAndSnapkvCaches) {
   const std::string compressed = complete(prompt, 4, snap, &snap_stats);
   EXPECT_EQ(full.rfind(" 201", 0), 0u) << "[" << full << "]";
   EXPECT_EQ(compressed.rfind(" 201", 0), 0u) << compressed;
-  EXPECT_GT(snap_stats.ratio(), 1.5) << "the global layers are compacted";
+  // Gemma 3 digits are single tokens, so the prompt is ~890 tokens. Its 15 sliding-window layers
+  // hold their 512-position window with either cache; only the 3 global layers compact (~890 ->
+  // ~128 rows): (15 * 512 + 3 * 890) / (15 * 512 + 3 * 128) = 1.28, so 1.5 is out of reach.
+  EXPECT_GT(snap_stats.ratio(), 1.2) << "the global layers are compacted";
   EXPECT_LT(snap_stats.retained_bytes, full_stats.retained_bytes);
   std::printf("  full: '%s'; snapkv@128: '%s', KV %.2fx smaller\n", full.c_str(), compressed.c_str(), snap_stats.ratio());
 }
