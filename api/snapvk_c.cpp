@@ -9,14 +9,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <cstddef>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <cerrno>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -26,10 +26,10 @@
 #include <thread>
 #include <vector>
 
-#include "host/session/generate.h"
 #include "host/kv/kv_policy.h"
 #include "host/model/chat_template.h"
 #include "host/model/model.h"
+#include "host/session/generate.h"
 #include "host/session/sampler.h"
 #include "host/session/session.h"
 #include "runtime/context.h"
@@ -116,7 +116,8 @@ T read_struct(const T* in, const char* what) {
   T out{};
   if (!in) return out;
   if (in->struct_size == 0 || in->struct_size > kMaxStructSize)
-    invalid(std::string(what) + ".struct_size is " + std::to_string(in->struct_size) + ": set it to sizeof(" + what + ")");
+    invalid(std::string(what) + ".struct_size is " + std::to_string(in->struct_size) + ": set it to sizeof(" + what +
+            ")");
   std::memcpy(&out, in, std::min<size_t>(in->struct_size, sizeof(T)));
   return out;
 }
@@ -125,8 +126,8 @@ template <class T>
 void check_out_struct(const T* out, const char* what) {
   if (!out) invalid(std::string(what) + " is NULL");
   if (out->struct_size == 0 || out->struct_size > kMaxStructSize)
-    invalid(std::string(what) + "->struct_size is " + std::to_string(out->struct_size) + ": set it to sizeof(*" +
-            what + ")");
+    invalid(std::string(what) + "->struct_size is " + std::to_string(out->struct_size) + ": set it to sizeof(*" + what +
+            ")");
 }
 
 // Writes as much of `value` as the caller's struct holds, keeping its struct_size.
@@ -174,8 +175,10 @@ class ApiSink final : public spdlog::sinks::base_sink<std::mutex> {
       std::lock_guard<std::mutex> lock(g_log_mutex);
       fn = g_log_fn, user = g_log_user;
     }
-    if (fn) fn(to_api_level(msg.level), line.c_str(), user);
-    else std::fprintf(stderr, "%s\n", line.c_str());
+    if (fn)
+      fn(to_api_level(msg.level), line.c_str(), user);
+    else
+      std::fprintf(stderr, "%s\n", line.c_str());
   }
   void flush_() override { std::fflush(stderr); }
 };
@@ -221,8 +224,8 @@ struct ModelImpl {
   std::shared_ptr<DeviceImpl> device;  // destroyed after the model
   Model model;
   std::optional<ChatTemplate> chat;
-  std::string chat_error;             // why there is no chat template
-  std::vector<int32_t> stop_tokens;   // the template's end of turn, eos, eot
+  std::string chat_error;            // why there is no chat template
+  std::vector<int32_t> stop_tokens;  // the template's end of turn, eos, eot
 };
 
 }  // namespace
@@ -242,10 +245,10 @@ struct snapvk_session {
   uint32_t magic = kSessionMagic;
   std::shared_ptr<ModelImpl> model;  // destroyed after the session
   std::unique_ptr<Session> session;
-  std::vector<float> logits;         // after the last token held (copied: a cancelled prefill may overwrite the session's)
+  std::vector<float> logits;  // after the last token held (copied: a cancelled prefill may overwrite the session's)
   bool have_logits = false;
-  std::vector<int32_t> history;      // every token held, for the repetition penalty
-  ChatHistory chat;                  // the conversation held, when prefilled as chat messages
+  std::vector<int32_t> history;  // every token held, for the repetition penalty
+  ChatHistory chat;              // the conversation held, when prefilled as chat messages
   std::atomic<bool> cancel{false};
   std::atomic<int> phase{Idle};
   std::atomic<std::thread::id> owner{};
@@ -287,9 +290,11 @@ class SessionUse {
     }
     const bool same_thread = s->owner.load() == std::this_thread::get_id();
     if (same_thread && kind == ReadOnly && expected == snapvk_session::InTokenCallback) return;
-    if (same_thread) invalid("the session is running a call on this thread: only snapvk_session_get_kv_stats, "
-                             "snapvk_session_get_logits and snapvk_session_cancel may be called from its token "
-                             "callback, only snapvk_session_cancel from its progress callback");
+    if (same_thread)
+      invalid(
+          "the session is running a call on this thread: only snapvk_session_get_kv_stats, "
+          "snapvk_session_get_logits and snapvk_session_cancel may be called from its token "
+          "callback, only snapvk_session_cancel from its progress callback");
     invalid("the session is in use by another thread (a session is used by one thread at a time)");
   }
   ~SessionUse() {
@@ -323,8 +328,8 @@ int32_t from_kv_type(KvType t) {
   return -1;
 }
 
-constexpr KvPolicy kPolicies[] = {KvPolicy::Full, KvPolicy::SnapKV, KvPolicy::PyramidKV,
-                                  KvPolicy::StreamingLLM, KvPolicy::H2O, KvPolicy::AdaKV};
+constexpr KvPolicy kPolicies[] = {KvPolicy::Full,         KvPolicy::SnapKV, KvPolicy::PyramidKV,
+                                  KvPolicy::StreamingLLM, KvPolicy::H2O,    KvPolicy::AdaKV};
 
 int32_t from_policy(KvPolicy p) {
   for (int32_t i = 0; i < 6; ++i)
@@ -422,7 +427,8 @@ void prefill(snapvk_session* s, std::span<const int32_t> tokens) {
       s->chat.clear();
       s->have_logits = false;
     }
-    if (partial) throw Error(e.kind(), std::string(e.what()) + " (the session held part of the prompt and was reset)", e.param());
+    if (partial)
+      throw Error(e.kind(), std::string(e.what()) + " (the session held part of the prompt and was reset)", e.param());
     throw;
   }
   s->cancel.store(false);  // a request that came too late for this call is dropped with it
@@ -577,8 +583,7 @@ SNAPVK_API void snapvk_device_free(snapvk_device* device) {
   device->magic = 0;
   try {
     delete device;  // the device itself goes with its last model or session
-  } catch (...) {
-  }
+  } catch (...) {}
 }
 
 SNAPVK_API snapvk_status snapvk_device_get_info(const snapvk_device* device, snapvk_device_info* info) {
@@ -622,8 +627,10 @@ SNAPVK_API snapvk_status snapvk_model_load(snapvk_device* device, const char* pa
     const auto st = std::filesystem::status(path, ec);
     if (ec || !std::filesystem::exists(st)) throw ApiError(SNAPVK_IO, std::string(path) + ": no such file");
     if (std::filesystem::is_directory(st)) throw ApiError(SNAPVK_IO, std::string(path) + ": is a directory");
-    if (std::FILE* f = std::fopen(path, "rb")) std::fclose(f);
-    else throw ApiError(SNAPVK_IO, std::string(path) + ": cannot open: " + std::strerror(errno));
+    if (std::FILE* f = std::fopen(path, "rb"))
+      std::fclose(f);
+    else
+      throw ApiError(SNAPVK_IO, std::string(path) + ": cannot open: " + std::strerror(errno));
     auto handle = std::make_unique<snapvk_model>();
     handle->impl = std::make_shared<ModelImpl>(device->impl, path, o.chat_template ? o.chat_template : "");
     *out = handle.release();
@@ -636,8 +643,7 @@ SNAPVK_API void snapvk_model_free(snapvk_model* model) {
   model->magic = 0;
   try {
     delete model;
-  } catch (...) {
-  }
+  } catch (...) {}
 }
 
 SNAPVK_API snapvk_status snapvk_model_get_info(const snapvk_model* model, snapvk_model_info* info) {
@@ -673,12 +679,13 @@ SNAPVK_API snapvk_status snapvk_tokenize(const snapvk_model* model, const char* 
     if (!tokens && capacity) invalid("tokens is NULL but capacity is " + std::to_string(capacity));
     if (flags & ~(SNAPVK_TOKENIZE_ADD_SPECIAL | SNAPVK_TOKENIZE_PARSE_SPECIAL))
       invalid("unknown flags " + std::to_string(flags));
-    const auto ids = m.tokenizer().encode(text, flags & SNAPVK_TOKENIZE_ADD_SPECIAL, flags & SNAPVK_TOKENIZE_PARSE_SPECIAL);
+    const auto ids =
+        m.tokenizer().encode(text, flags & SNAPVK_TOKENIZE_ADD_SPECIAL, flags & SNAPVK_TOKENIZE_PARSE_SPECIAL);
     *n_tokens = ids.size();
     if (!tokens) return SNAPVK_OK;
     if (capacity < ids.size())
-      throw ApiError(SNAPVK_BUFFER_TOO_SMALL, std::to_string(ids.size()) + " tokens do not fit a buffer of " +
-                                                  std::to_string(capacity));
+      throw ApiError(SNAPVK_BUFFER_TOO_SMALL,
+                     std::to_string(ids.size()) + " tokens do not fit a buffer of " + std::to_string(capacity));
     std::copy(ids.begin(), ids.end(), tokens);
     return SNAPVK_OK;
   });
@@ -761,8 +768,7 @@ SNAPVK_API void snapvk_session_free(snapvk_session* session) {
   session->magic = 0;
   try {
     delete session;
-  } catch (...) {
-  }
+  } catch (...) {}
 }
 
 SNAPVK_API snapvk_status snapvk_session_prefill_text(snapvk_session* session, const char* text) {
@@ -800,7 +806,8 @@ SNAPVK_API snapvk_status snapvk_session_prefill_chat(snapvk_session* session, co
   });
 }
 
-SNAPVK_API snapvk_status snapvk_session_prefill_tokens(snapvk_session* session, const int32_t* tokens, size_t n_tokens) {
+SNAPVK_API snapvk_status snapvk_session_prefill_tokens(snapvk_session* session, const int32_t* tokens,
+                                                       size_t n_tokens) {
   return guarded(__func__, [&] {
     SessionUse use(session, SessionUse::Mutating);
     if (!tokens) invalid("tokens is NULL");

@@ -7,9 +7,9 @@
 #include <memory>
 #include <random>
 
+#include "host/gguf/quant.h"
 #include "host/kernels/attention.h"
 #include "host/kernels/ops.h"
-#include "host/gguf/quant.h"
 
 namespace snapvk {
 namespace {
@@ -91,7 +91,8 @@ void BM_matmul(benchmark::State& state) {
   Gpu& g = Gpu::get();
   const GgmlType t = kTypes[state.range(0)];
   const uint32_t M = uint32_t(state.range(1)), N = uint32_t(state.range(2)), K = uint32_t(state.range(3));
-  Buffer W = random_weights(g.ctx, t, N, K), x = random_buffer(g.ctx, uint64_t(M) * K, 1), y(g.ctx, uint64_t(M) * N * 4);
+  Buffer W = random_weights(g.ctx, t, N, K), x = random_buffer(g.ctx, uint64_t(M) * K, 1),
+         y(g.ctx, uint64_t(M) * N * 4);
   const bool saved = g.k.tuning.matmul_rows;
   g.k.tuning.matmul_rows = state.range(4) != 0;
   time_gpu(state, g.ctx, [&](CommandStream& cs) { op_matmul(cs, g.k, t, W, x, y, M, N, K); });
@@ -103,7 +104,8 @@ void BM_matmul(benchmark::State& state) {
 void BM_rms_norm(benchmark::State& state) {
   Gpu& g = Gpu::get();
   const uint32_t rows = uint32_t(state.range(0)), n = uint32_t(state.range(1));
-  Buffer x = random_buffer(g.ctx, uint64_t(rows) * n, 1), w = random_buffer(g.ctx, n, 2), y(g.ctx, uint64_t(rows) * n * 4);
+  Buffer x = random_buffer(g.ctx, uint64_t(rows) * n, 1), w = random_buffer(g.ctx, n, 2),
+         y(g.ctx, uint64_t(rows) * n * 4);
   time_gpu(state, g.ctx, [&](CommandStream& cs) { op_rms_norm(cs, g.k, x, w, y, rows, n, 1e-5f); });
   state.SetBytesProcessed(int64_t(state.iterations() * 8ull * rows * n));
 }
@@ -141,7 +143,9 @@ void BM_rope(benchmark::State& state) {
   Gpu& g = Gpu::get();
   const uint32_t T = uint32_t(state.range(0)), heads = 16, hd = 64;
   Buffer x = random_buffer(g.ctx, uint64_t(T) * heads * hd, 1), f = random_buffer(g.ctx, hd / 2, 2);
-  time_gpu(state, g.ctx, [&](CommandStream& cs) { op_rope(cs, g.k, x, f, false, T, heads, RopeParams{hd, hd, 100, 10000.0f, 0}); });
+  time_gpu(state, g.ctx, [&](CommandStream& cs) {
+    op_rope(cs, g.k, x, f, false, T, heads, RopeParams{hd, hd, 100, 10000.0f, 0});
+  });
 }
 
 void BM_swiglu(benchmark::State& state) {
@@ -186,9 +190,11 @@ void BM_attn_prefill(benchmark::State& state) {
   std::vector<uint32_t> table(2 * AttnBench::kKv);  // the T queries are the last appended slots
   for (uint32_t h = 0; h < AttnBench::kKv; ++h) table[2 * h] = h * L, table[2 * h + 1] = 0;
   c.heads.upload(table.data(), table.size() * 4);
-  Buffer q = random_buffer(g.ctx, uint64_t(T) * AttnBench::kHeads * AttnBench::kHd, 1), o(g.ctx, uint64_t(T) * AttnBench::kHeads * AttnBench::kHd * 4);
+  Buffer q = random_buffer(g.ctx, uint64_t(T) * AttnBench::kHeads * AttnBench::kHd, 1),
+         o(g.ctx, uint64_t(T) * AttnBench::kHeads * AttnBench::kHd * 4);
   time_gpu(state, g.ctx, [&](CommandStream& cs) {
-    op_attn_prefill(cs, g.k, a.ak, KvType::F16, q, c.k, c.v, c.heads, o, T, AttnBench::kHeads, AttnBench::kKv, L - T, 0.17f);
+    op_attn_prefill(cs, g.k, a.ak, KvType::F16, q, c.k, c.v, c.heads, o, T, AttnBench::kHeads, AttnBench::kKv, L - T,
+                    0.17f);
   });
 }
 
@@ -198,12 +204,15 @@ void BM_attn_decode(benchmark::State& state) {
   AttnBench a(g);
   const uint32_t L = uint32_t(state.range(0));
   auto c = AttnBench::cache(g, L);
-  Buffer q = random_buffer(g.ctx, AttnBench::kHeads * AttnBench::kHd, 1), o(g.ctx, AttnBench::kHeads * AttnBench::kHd * 4ull);
+  Buffer q = random_buffer(g.ctx, AttnBench::kHeads * AttnBench::kHd, 1),
+         o(g.ctx, AttnBench::kHeads * AttnBench::kHd * 4ull);
   Buffer part(g.ctx, attn_partial_floats(a.ak, AttnBench::kHeads, L) * 4);
   time_gpu(state, g.ctx, [&](CommandStream& cs) {
-    op_attn_decode(cs, g.k, a.ak, KvType::F16, q, c.k, c.v, c.heads, part, o, AttnBench::kHeads, AttnBench::kKv, L, 0, 0.17f);
+    op_attn_decode(cs, g.k, a.ak, KvType::F16, q, c.k, c.v, c.heads, part, o, AttnBench::kHeads, AttnBench::kKv, L, 0,
+                   0.17f);
   });
-  state.SetBytesProcessed(int64_t(state.iterations() * 2 * uint64_t(AttnBench::kKv) * L * kv_row_bytes(KvType::F16, AttnBench::kHd)));
+  state.SetBytesProcessed(
+      int64_t(state.iterations() * 2 * uint64_t(AttnBench::kKv) * L * kv_row_bytes(KvType::F16, AttnBench::kHd)));
 }
 
 // The SnapKV passes for one layer of a prompt of L tokens: window scores (stats + votes),
@@ -239,7 +248,8 @@ void BM_snapkv(benchmark::State& state) {
       time_gpu(state, g.ctx, [&](CommandStream& cs) {
         op_window_stats(cs, g.k, a.ak, KvType::F16, q, c.k, c.heads, stats, L, W, n_head, n_kv, scale);
         cs.barrier();
-        op_window_votes(cs, g.k, a.ak, KvType::F16, q, c.k, stats, votes, c.heads, L, W, P, n_head, n_kv, scale, GqaAgg::Mean);
+        op_window_votes(cs, g.k, a.ak, KvType::F16, q, c.k, stats, votes, c.heads, L, W, P, n_head, n_kv, scale,
+                        GqaAgg::Mean);
       });
       break;
     case 1:

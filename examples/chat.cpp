@@ -20,7 +20,7 @@
 
 namespace {
 
-volatile std::sig_atomic_t g_busy = 0;         // a turn is running: Ctrl-C stops it
+volatile std::sig_atomic_t g_busy = 0;  // a turn is running: Ctrl-C stops it
 volatile std::sig_atomic_t g_interrupted = 0;
 
 extern "C" void on_sigint(int) {
@@ -68,18 +68,30 @@ Options parse(int argc, char** argv) {
       return argv[++i];
     };
     try {
-      if (a == "-m" || a == "--model") o.model = value();
-      else if (a == "--kv-policy") o.policy = value();
-      else if (a == "--system") o.system = value();
-      else if (a == "--chat-template") o.chat_template = value();
-      else if (a == "--kv-budget") o.budget = uint32_t(std::stoul(value()));
-      else if (a == "--kv-ratio") o.ratio = std::stof(value());
-      else if (a == "--kv-window") o.window = uint32_t(std::stoul(value()));
-      else if (a == "-c" || a == "--ctx-size") o.n_ctx = uint32_t(std::stoul(value()));
-      else if (a == "-n" || a == "--n-predict") o.n_predict = uint32_t(std::stoul(value()));
-      else if (a == "--temp") o.temp = std::stof(value());
-      else if (a == "--seed") o.seed = std::stoull(value());
-      else if (a == "-h" || a == "--help") usage(argv[0], 0);
+      if (a == "-m" || a == "--model")
+        o.model = value();
+      else if (a == "--kv-policy")
+        o.policy = value();
+      else if (a == "--system")
+        o.system = value();
+      else if (a == "--chat-template")
+        o.chat_template = value();
+      else if (a == "--kv-budget")
+        o.budget = uint32_t(std::stoul(value()));
+      else if (a == "--kv-ratio")
+        o.ratio = std::stof(value());
+      else if (a == "--kv-window")
+        o.window = uint32_t(std::stoul(value()));
+      else if (a == "-c" || a == "--ctx-size")
+        o.n_ctx = uint32_t(std::stoul(value()));
+      else if (a == "-n" || a == "--n-predict")
+        o.n_predict = uint32_t(std::stoul(value()));
+      else if (a == "--temp")
+        o.temp = std::stof(value());
+      else if (a == "--seed")
+        o.seed = std::stoull(value());
+      else if (a == "-h" || a == "--help")
+        usage(argv[0], 0);
       else {
         std::fprintf(stderr, "chat: unknown option %s\n", a.c_str());
         usage(argv[0], 2);
@@ -96,8 +108,10 @@ Options parse(int argc, char** argv) {
 
 std::string bytes(uint64_t b) {
   char buf[32];
-  if (b >= (1ull << 20)) std::snprintf(buf, sizeof buf, "%.2f MiB", double(b) / double(1ull << 20));
-  else std::snprintf(buf, sizeof buf, "%.1f KiB", double(b) / 1024.0);
+  if (b >= (1ull << 20))
+    std::snprintf(buf, sizeof buf, "%.2f MiB", double(b) / double(1ull << 20));
+  else
+    std::snprintf(buf, sizeof buf, "%.1f KiB", double(b) / 1024.0);
   return buf;
 }
 

@@ -95,8 +95,9 @@ int main(int argc, char** argv) {
     goto done;
   }
   fprintf(stderr, "\ngenerated %u tokens in %.1f ms\n", (unsigned)result.n_tokens, result.decode_ms);
-  fprintf(stderr, "kv cache: %u tokens (prompt %u compressed), %llu bytes retained, full-cache equivalent %llu bytes, "
-                  "ratio %.2fx, %llu bytes allocated\n",
+  fprintf(stderr,
+          "kv cache: %u tokens (prompt %u compressed), %llu bytes retained, full-cache equivalent %llu bytes, "
+          "ratio %.2fx, %llu bytes allocated\n",
           (unsigned)kv.n_past, (unsigned)kv.prompt_len, (unsigned long long)kv.retained_bytes,
           (unsigned long long)kv.full_bytes, kv.ratio, (unsigned long long)kv.allocated_bytes);
   fprintf(stderr, "compression (GPU): score %.3f ms, pool %.3f ms, select %.3f ms, gather %.3f ms\n", kv.score_ms,

@@ -21,8 +21,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     try {
       for (int32_t id : cli::parse_token_ids(in.substr(1), "tokens"))
         if (id < 0) fuzz::fail("negative token id");
-    } catch (const Error&) {
-    }
+    } catch (const Error&) {}
     return 0;
   }
   std::vector<std::string> args{"snapvk"};

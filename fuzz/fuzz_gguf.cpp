@@ -56,8 +56,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!c.n_head || !c.n_head_kv || c.n_head % c.n_head_kv || !c.head_dim || c.n_rot > c.head_dim)
       fail("accepted an inconsistent config");
     check_model_tensors(f, c);
-  } catch (const Error&) {
-  }
+  } catch (const Error&) {}
 
   try {
     Tokenizer tok(vocab_from_gguf(f));
@@ -74,7 +73,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     h.generated(" A ");
     if (h.next(t, msgs, true).empty()) fail("a new turn rendered no text");
     (void)t.stop_tokens(tok);
-  } catch (const Error&) {
-  }
+  } catch (const Error&) {}
   return 0;
 }

@@ -47,8 +47,9 @@ inline uint32_t checked_mul_u32(uint64_t a, uint64_t b, std::string_view what,
 inline uint64_t checked_range(uint64_t v, uint64_t lo, uint64_t hi, std::string_view what,
                               ErrorKind kind = ErrorKind::InvalidArgument, Param param = Param::None) {
   if (v < lo || v > hi)
-    throw Error(kind, std::string(what) + " " + std::to_string(v) + " is out of range (" + std::to_string(lo) + ".." +
-                          std::to_string(hi) + ")",
+    throw Error(kind,
+                std::string(what) + " " + std::to_string(v) + " is out of range (" + std::to_string(lo) + ".." +
+                    std::to_string(hi) + ")",
                 param);
   return v;
 }

@@ -100,9 +100,10 @@ void CommandStream::dispatch_raw(const Pipeline& p, std::initializer_list<Buffer
                                                     " buffers, got " + std::to_string(buffers.size()));
   SNAPVK_ASSERT(pc_size == p.push_size(), "kernel '" + p.name() + "' push constants are " +
                                               std::to_string(p.push_size()) + " bytes, got " + std::to_string(pc_size));
-  SNAPVK_ASSERT(gx <= info.max_workgroup_count[0] && gy <= info.max_workgroup_count[1] && gz <= info.max_workgroup_count[2],
-                "kernel '" + p.name() + "' grid " + std::to_string(gx) + "x" + std::to_string(gy) + "x" +
-                    std::to_string(gz) + " exceeds the device's workgroup count limits");
+  SNAPVK_ASSERT(
+      gx <= info.max_workgroup_count[0] && gy <= info.max_workgroup_count[1] && gz <= info.max_workgroup_count[2],
+      "kernel '" + p.name() + "' grid " + std::to_string(gx) + "x" + std::to_string(gy) + "x" + std::to_string(gz) +
+          " exceeds the device's workgroup count limits");
   if (gx == 0 || gy == 0 || gz == 0) return;
 
   VkDescriptorBufferInfo infos[16];
@@ -119,10 +120,11 @@ void CommandStream::dispatch_raw(const Pipeline& p, std::initializer_list<Buffer
                       std::to_string(info.min_storage_buffer_offset_alignment));
     SNAPVK_ASSERT(r.offset <= r.buffer->size() && size <= r.buffer->size() - r.offset && size > 0,
                   where + ": range [" + std::to_string(r.offset) + ", +" + std::to_string(size) +
-                      ") is outside buffer '" + r.buffer->name() + "' of " + std::to_string(r.buffer->size()) + " bytes");
-    SNAPVK_ASSERT(size <= info.max_storage_buffer_range,
-                  where + ": range of " + std::to_string(size) + " bytes exceeds maxStorageBufferRange " +
-                      std::to_string(info.max_storage_buffer_range));
+                      ") is outside buffer '" + r.buffer->name() + "' of " + std::to_string(r.buffer->size()) +
+                      " bytes");
+    SNAPVK_ASSERT(size <= info.max_storage_buffer_range, where + ": range of " + std::to_string(size) +
+                                                             " bytes exceeds maxStorageBufferRange " +
+                                                             std::to_string(info.max_storage_buffer_range));
     infos[i] = {r.buffer->handle(), r.offset, size};
     writes[i] = {VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET};
     writes[i].dstSet = set;
@@ -154,7 +156,8 @@ void CommandStream::barrier() {
   vkCmdPipelineBarrier(cb_, stages, stages, 0, 1, &mb, 0, nullptr, 0, nullptr);
 }
 
-void CommandStream::copy(const Buffer& src, uint64_t src_offset, const Buffer& dst, uint64_t dst_offset, uint64_t bytes) {
+void CommandStream::copy(const Buffer& src, uint64_t src_offset, const Buffer& dst, uint64_t dst_offset,
+                         uint64_t bytes) {
   SNAPVK_ASSERT(recording_, "copy outside begin()/submit()");
   SNAPVK_ASSERT(src_offset <= src.size() && bytes <= src.size() - src_offset && dst_offset <= dst.size() &&
                     bytes <= dst.size() - dst_offset,

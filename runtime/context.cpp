@@ -13,15 +13,17 @@ namespace snapvk {
 
 const char* vk_result_name(VkResult r) {
   switch (r) {
-#define CASE(x) case x: return #x;
-    CASE(VK_SUCCESS) CASE(VK_NOT_READY) CASE(VK_TIMEOUT) CASE(VK_INCOMPLETE)
-    CASE(VK_ERROR_OUT_OF_HOST_MEMORY) CASE(VK_ERROR_OUT_OF_DEVICE_MEMORY)
-    CASE(VK_ERROR_INITIALIZATION_FAILED) CASE(VK_ERROR_DEVICE_LOST) CASE(VK_ERROR_MEMORY_MAP_FAILED)
-    CASE(VK_ERROR_LAYER_NOT_PRESENT) CASE(VK_ERROR_EXTENSION_NOT_PRESENT) CASE(VK_ERROR_FEATURE_NOT_PRESENT)
-    CASE(VK_ERROR_INCOMPATIBLE_DRIVER) CASE(VK_ERROR_TOO_MANY_OBJECTS) CASE(VK_ERROR_FORMAT_NOT_SUPPORTED)
-    CASE(VK_ERROR_FRAGMENTED_POOL) CASE(VK_ERROR_OUT_OF_POOL_MEMORY) CASE(VK_ERROR_UNKNOWN)
+#define CASE(x) \
+  case x: return #x;
+    CASE(VK_SUCCESS)
+    CASE(VK_NOT_READY)
+    CASE(VK_TIMEOUT) CASE(VK_INCOMPLETE) CASE(VK_ERROR_OUT_OF_HOST_MEMORY) CASE(VK_ERROR_OUT_OF_DEVICE_MEMORY)
+        CASE(VK_ERROR_INITIALIZATION_FAILED) CASE(VK_ERROR_DEVICE_LOST) CASE(VK_ERROR_MEMORY_MAP_FAILED)
+            CASE(VK_ERROR_LAYER_NOT_PRESENT) CASE(VK_ERROR_EXTENSION_NOT_PRESENT) CASE(VK_ERROR_FEATURE_NOT_PRESENT)
+                CASE(VK_ERROR_INCOMPATIBLE_DRIVER) CASE(VK_ERROR_TOO_MANY_OBJECTS) CASE(VK_ERROR_FORMAT_NOT_SUPPORTED)
+                    CASE(VK_ERROR_FRAGMENTED_POOL) CASE(VK_ERROR_OUT_OF_POOL_MEMORY) CASE(VK_ERROR_UNKNOWN)
 #undef CASE
-    default: return "VkResult(?)";
+                        default : return "VkResult(?)";
   }
 }
 
@@ -29,8 +31,8 @@ void vk_fail(VkResult r, const char* expr, const char* file, int line) {
   std::string what = std::string(vk_result_name(r)) + " from " + expr + " at " + file + ":" + std::to_string(line);
   if (r == VK_ERROR_DEVICE_LOST) what = "Vulkan device lost: " + what;
   if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY) what = "out of device memory: " + what;
-  const bool memory = r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY ||
-                      r == VK_ERROR_OUT_OF_POOL_MEMORY;
+  const bool memory =
+      r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY || r == VK_ERROR_OUT_OF_POOL_MEMORY;
   throw Error(memory ? ErrorKind::OutOfMemory : ErrorKind::Device, what);
 }
 
@@ -123,13 +125,15 @@ DeviceInfo describe(VkPhysicalDevice pd, uint32_t index) {
   DeviceInfo info;
   info.index = index;
   VkPhysicalDeviceSubgroupProperties sg{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
-  VkPhysicalDeviceSubgroupSizeControlProperties sscp{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_PROPERTIES};
+  VkPhysicalDeviceSubgroupSizeControlProperties sscp{
+      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_PROPERTIES};
   VkPhysicalDeviceDriverProperties drv{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES};
   VkPhysicalDeviceProperties2 p2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2};
   auto exts = device_extensions(pd);
   VkPhysicalDeviceProperties base;
   vkGetPhysicalDeviceProperties(pd, &base);
-  const bool ssc_ok = base.apiVersion >= VK_API_VERSION_1_3 || contains(exts, VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME);
+  const bool ssc_ok =
+      base.apiVersion >= VK_API_VERSION_1_3 || contains(exts, VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME);
   p2.pNext = &sg;
   sg.pNext = &drv;
   drv.pNext = ssc_ok ? &sscp : nullptr;
@@ -207,7 +211,9 @@ VkInstance make_instance(bool validation, bool sync_validation) {
   VkValidationFeaturesEXT vf{VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT};
   if (validation) {
     if (!has_layer("VK_LAYER_KHRONOS_validation"))
-      throw Error(ErrorKind::Device, "validation requested but VK_LAYER_KHRONOS_validation is not installed (apt-get install vulkan-validationlayers)");
+      throw Error(ErrorKind::Device,
+                  "validation requested but VK_LAYER_KHRONOS_validation is not installed (apt-get install "
+                  "vulkan-validationlayers)");
     layers.push_back("VK_LAYER_KHRONOS_validation");
     if (!has_instance_ext(VK_EXT_DEBUG_UTILS_EXTENSION_NAME))
       throw Error(ErrorKind::Device, "validation requested but " VK_EXT_DEBUG_UTILS_EXTENSION_NAME " is missing");
@@ -226,8 +232,9 @@ VkInstance make_instance(bool validation, bool sync_validation) {
   VkInstance inst = VK_NULL_HANDLE;
   VkResult r = vkCreateInstance(&ci, nullptr, &inst);
   if (r == VK_ERROR_INCOMPATIBLE_DRIVER || r == VK_ERROR_INITIALIZATION_FAILED)
-    throw Error(ErrorKind::Device, "no Vulkan driver found (" + std::string(vk_result_name(r)) +
-                "): install a GPU driver, or Mesa's lavapipe for the CPU (apt-get install mesa-vulkan-drivers)");
+    throw Error(ErrorKind::Device,
+                "no Vulkan driver found (" + std::string(vk_result_name(r)) +
+                    "): install a GPU driver, or Mesa's lavapipe for the CPU (apt-get install mesa-vulkan-drivers)");
   VK_CHECK(r);
   return inst;
 }
@@ -241,7 +248,8 @@ std::vector<VkPhysicalDevice> physical_devices(VkInstance inst) {
 }
 
 const char* kNoDevice =
-    "no Vulkan device found: install a GPU driver, or Mesa's lavapipe for the CPU (apt-get install mesa-vulkan-drivers)";
+    "no Vulkan device found: install a GPU driver, or Mesa's lavapipe for the CPU (apt-get install "
+    "mesa-vulkan-drivers)";
 
 }  // namespace
 
@@ -282,14 +290,16 @@ Context::Context(const ContextOptions& opts) {
   try {
     if (validation_) {
       VkDebugUtilsMessengerCreateInfoEXT mi{VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT};
-      mi.messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT;
+      mi.messageSeverity =
+          VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT;
       mi.messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT | VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
                        VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT;
       mi.pfnUserCallback = &Context::debug_callback;
       mi.pUserData = this;
       auto create = reinterpret_cast<PFN_vkCreateDebugUtilsMessengerEXT>(
           vkGetInstanceProcAddr(instance_, "vkCreateDebugUtilsMessengerEXT"));
-      if (!create) throw Error(ErrorKind::Device, "validation requested but vkCreateDebugUtilsMessengerEXT is unavailable");
+      if (!create)
+        throw Error(ErrorKind::Device, "validation requested but vkCreateDebugUtilsMessengerEXT is unavailable");
       VK_CHECK(create(instance_, &mi, nullptr, &messenger_));
     }
 
@@ -303,16 +313,22 @@ Context::Context(const ContextOptions& opts) {
       if (const char* e = std::getenv("SNAPVK_DEVICE")) want = e;
     int chosen = -1;
     if (!want.empty()) {
-      const bool numeric = std::all_of(want.begin(), want.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
+      const bool numeric =
+          std::all_of(want.begin(), want.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
       if (numeric) {
         unsigned long idx = std::stoul(want);
         if (idx >= pds.size())
-          throw Error(ErrorKind::Device, "device index " + want + " out of range: " + std::to_string(pds.size()) + " device(s) (see `snapvk devices`)");
+          throw Error(ErrorKind::Device, "device index " + want + " out of range: " + std::to_string(pds.size()) +
+                                             " device(s) (see `snapvk devices`)");
         chosen = int(idx);
       } else {
         for (auto& di : infos)
-          if (lower(di.name).find(lower(want)) != std::string::npos) { chosen = int(di.index); break; }
-        if (chosen < 0) throw Error(ErrorKind::Device, "no Vulkan device matches '" + want + "' (see `snapvk devices`)");
+          if (lower(di.name).find(lower(want)) != std::string::npos) {
+            chosen = int(di.index);
+            break;
+          }
+        if (chosen < 0)
+          throw Error(ErrorKind::Device, "no Vulkan device matches '" + want + "' (see `snapvk devices`)");
       }
     } else {
       for (auto& di : infos) {
@@ -324,16 +340,20 @@ Context::Context(const ContextOptions& opts) {
     phys_ = pds[chosen];
     info_ = infos[chosen];
     if (info_.api_version < VK_API_VERSION_1_2)
-      throw Error(ErrorKind::Device, "device '" + info_.name + "' supports Vulkan " + info_.api_string() + "; snapvk needs 1.2 or newer");
+      throw Error(ErrorKind::Device,
+                  "device '" + info_.name + "' supports Vulkan " + info_.api_string() + "; snapvk needs 1.2 or newer");
     if (!info_.subgroup_arithmetic)
-      throw Error(ErrorKind::Device, "device '" + info_.name + "' lacks subgroup arithmetic in compute shaders, which snapvk's reductions need");
+      throw Error(
+          ErrorKind::Device,
+          "device '" + info_.name + "' lacks subgroup arithmetic in compute shaders, which snapvk's reductions need");
     int qf = compute_queue_family(phys_);
     if (qf < 0) throw Error(ErrorKind::Device, "device '" + info_.name + "' has no compute queue");
     queue_family_ = uint32_t(qf);
 
     // Enable exactly the optional features that are present; kernels pick variants by info_.
     auto exts = device_extensions(phys_);
-    const bool ssc_ok = info_.api_version >= VK_API_VERSION_1_3 || contains(exts, VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME);
+    const bool ssc_ok =
+        info_.api_version >= VK_API_VERSION_1_3 || contains(exts, VK_EXT_SUBGROUP_SIZE_CONTROL_EXTENSION_NAME);
     FeatureChain want_f;
     want_f.link(ssc_ok && info_.subgroup_size_control);
     want_f.v11.storageBuffer16BitAccess = info_.storage16;
@@ -376,7 +396,7 @@ Context::Context(const ContextOptions& opts) {
     VkFenceCreateInfo fci{VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
     VK_CHECK(vkCreateFence(device_, &fci, nullptr, &transfer_fence_));
     log().info("device {}: {} ({}, Vulkan {}, subgroup {}{})", info_.index, info_.name, info_.type_name(),
-              info_.api_string(), info_.subgroup_size, validation_ ? ", validation on" : "");
+               info_.api_string(), info_.subgroup_size, validation_ ? ", validation on" : "");
   } catch (...) {
     destroy();
     throw;
@@ -426,8 +446,8 @@ void Context::destroy() {
 }
 
 VkBool32 VKAPI_CALL Context::debug_callback(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
-                                            VkDebugUtilsMessageTypeFlagsEXT, const VkDebugUtilsMessengerCallbackDataEXT* data,
-                                            void* user) {
+                                            VkDebugUtilsMessageTypeFlagsEXT,
+                                            const VkDebugUtilsMessengerCallbackDataEXT* data, void* user) {
   auto* self = static_cast<Context*>(user);
   const char* msg = data && data->pMessage ? data->pMessage : "(no message)";
   if (severity & VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT) {
@@ -472,18 +492,22 @@ void Context::wait_fence(VkFence fence) const {
     hung_ = true;
     char secs[32];
     std::snprintf(secs, sizeof secs, "%g", double(fence_timeout_ns_) * 1e-9);
-    throw Error(ErrorKind::Device, "GPU work did not finish within " + std::string(secs) + " s on " + info_.name + " (" +
-                fence_timeout_from_ + "); the device may be hung and this context is unusable");
+    throw Error(ErrorKind::Device, "GPU work did not finish within " + std::string(secs) + " s on " + info_.name +
+                                       " (" + fence_timeout_from_ +
+                                       "); the device may be hung and this context is unusable");
   }
-  if (r == VK_ERROR_DEVICE_LOST) lost_ = true;
-  else if (r != VK_SUCCESS) hung_ = true;  // the work may still be pending: nothing may reuse it
+  if (r == VK_ERROR_DEVICE_LOST)
+    lost_ = true;
+  else if (r != VK_SUCCESS)
+    hung_ = true;  // the work may still be pending: nothing may reuse it
   VK_CHECK(r);
 }
 
 void Context::check_usable() const {
   if (hung_ || lost_)
     throw Error(ErrorKind::Device, std::string("the Vulkan device ") + info_.name + " is unusable after " +
-                (hung_ ? "GPU work timed out" : "it was lost") + "; create a new context (or session) to go on");
+                                       (hung_ ? "GPU work timed out" : "it was lost") +
+                                       "; create a new context (or session) to go on");
 }
 
 void Context::submit(VkCommandBuffer cb, VkFence fence) {
@@ -492,7 +516,7 @@ void Context::submit(VkCommandBuffer cb, VkFence fence) {
   si.commandBufferCount = 1;
   si.pCommandBuffers = &cb;
   std::lock_guard<std::mutex> lock(queue_mutex_);  // vkQueueSubmit needs the queue externally synchronized
-  check_usable();  // again: another thread may have timed out meanwhile
+  check_usable();                                  // again: another thread may have timed out meanwhile
   const VkResult r = vkQueueSubmit(queue_, 1, &si, fence);
   if (r == VK_ERROR_DEVICE_LOST) lost_ = true;
   VK_CHECK(r);

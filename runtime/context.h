@@ -21,21 +21,21 @@ struct MemoryHeapInfo {
 };
 
 struct DeviceInfo {
-  uint32_t index = 0;              // position in vkEnumeratePhysicalDevices order
+  uint32_t index = 0;  // position in vkEnumeratePhysicalDevices order
   std::string name;
   VkPhysicalDeviceType type = VK_PHYSICAL_DEVICE_TYPE_OTHER;
-  std::string driver;              // driver name and info string
+  std::string driver;  // driver name and info string
   uint32_t api_version = 0;
-  uint32_t subgroup_size = 0;      // default subgroup size in compute
+  uint32_t subgroup_size = 0;  // default subgroup size in compute
   uint32_t min_subgroup_size = 0, max_subgroup_size = 0;
   bool subgroup_arithmetic = false;  // subgroupAdd/Max in compute shaders
   bool subgroup_size_control = false;
-  bool fp16 = false;               // shaderFloat16
-  bool int8 = false;               // shaderInt8
-  bool storage16 = false;          // storageBuffer16BitAccess
-  bool storage8 = false;           // storageBuffer8BitAccess
-  bool timestamps = false;         // compute queue can write timestamps
-  bool unified_memory = false;     // integrated GPU or CPU: device-local memory is host-visible
+  bool fp16 = false;            // shaderFloat16
+  bool int8 = false;            // shaderInt8
+  bool storage16 = false;       // storageBuffer16BitAccess
+  bool storage8 = false;        // storageBuffer8BitAccess
+  bool timestamps = false;      // compute queue can write timestamps
+  bool unified_memory = false;  // integrated GPU or CPU: device-local memory is host-visible
   float timestamp_period_ns = 1.0f;
   uint64_t max_storage_buffer_range = 0;
   uint64_t min_storage_buffer_offset_alignment = 0;

@@ -12,10 +12,14 @@ namespace snapvk {
 
 std::string format_bytes(uint64_t b) {
   char buf[64];
-  if (b >= (1ull << 30)) std::snprintf(buf, sizeof buf, "%.2f GiB", double(b) / double(1ull << 30));
-  else if (b >= (1ull << 20)) std::snprintf(buf, sizeof buf, "%.2f MiB", double(b) / double(1ull << 20));
-  else if (b >= (1ull << 10)) std::snprintf(buf, sizeof buf, "%.1f KiB", double(b) / double(1ull << 10));
-  else std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(b));
+  if (b >= (1ull << 30))
+    std::snprintf(buf, sizeof buf, "%.2f GiB", double(b) / double(1ull << 30));
+  else if (b >= (1ull << 20))
+    std::snprintf(buf, sizeof buf, "%.2f MiB", double(b) / double(1ull << 20));
+  else if (b >= (1ull << 10))
+    std::snprintf(buf, sizeof buf, "%.1f KiB", double(b) / double(1ull << 10));
+  else
+    std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(b));
   return buf;
 }
 
@@ -23,8 +27,7 @@ void MemoryTracker::on_alloc(uint64_t bytes) {
   uint64_t now = current_.fetch_add(bytes) + bytes;
   count_.fetch_add(1);
   uint64_t prev = peak_.load();
-  while (now > prev && !peak_.compare_exchange_weak(prev, now)) {
-  }
+  while (now > prev && !peak_.compare_exchange_weak(prev, now)) {}
 }
 
 namespace {
@@ -52,16 +55,16 @@ void MemoryTracker::reserve(uint64_t bytes, const std::string& what) {
     const uint64_t now = current_.load() + held_;
     if (rest > limit || now > limit - rest) {  // not now + rest > limit: that sum can wrap
       if (h) h->left_ += from_hold, held_ += from_hold;
-      throw Error(ErrorKind::OutOfMemory, "device memory budget exceeded: " + what + " needs " + format_bytes(bytes) + ", " +
-                  format_bytes(now) + " in use of a budget of " + format_bytes(limit));
+      throw Error(ErrorKind::OutOfMemory, "device memory budget exceeded: " + what + " needs " + format_bytes(bytes) +
+                                              ", " + format_bytes(now) + " in use of a budget of " +
+                                              format_bytes(limit));
     }
     current_.fetch_add(bytes);
   }
   count_.fetch_add(1);
   const uint64_t now = current_.load();
   uint64_t prev = peak_.load();
-  while (now > prev && !peak_.compare_exchange_weak(prev, now)) {
-  }
+  while (now > prev && !peak_.compare_exchange_weak(prev, now)) {}
 }
 
 MemoryTracker::Hold MemoryTracker::hold(uint64_t bytes,
@@ -112,7 +115,8 @@ Buffer::Buffer(Context& ctx, uint64_t bytes, BufferKind kind, std::string name) 
   for (const MemoryHeapInfo& h : ctx.info().heaps) largest_heap = std::max(largest_heap, h.size);
   if (largest_heap && bytes > largest_heap)
     throw Error(ErrorKind::OutOfMemory, "out of device memory: buffer '" + name_ + "' of " + std::to_string(bytes) +
-                " bytes is larger than the device's largest memory heap (" + std::to_string(largest_heap) + " bytes)");
+                                            " bytes is larger than the device's largest memory heap (" +
+                                            std::to_string(largest_heap) + " bytes)");
   const uint64_t create_size = bytes ? bytes : 4;
   VkBufferCreateInfo bi{VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO};
   bi.size = create_size;
@@ -141,8 +145,10 @@ Buffer::Buffer(Context& ctx, uint64_t bytes, BufferKind kind, std::string name) 
   }
   try {
     // The budget is on device memory: staging buffers live in host memory on discrete GPUs.
-    if (kind == BufferKind::Staging) ctx.memory().on_alloc(req.size);
-    else ctx.memory().reserve(req.size, "buffer '" + name_ + "'");
+    if (kind == BufferKind::Staging)
+      ctx.memory().on_alloc(req.size);
+    else
+      ctx.memory().reserve(req.size, "buffer '" + name_ + "'");
   } catch (...) {
     vkDestroyBuffer(ctx.device(), buffer_, nullptr);
     buffer_ = VK_NULL_HANDLE;
@@ -157,9 +163,10 @@ Buffer::Buffer(Context& ctx, uint64_t bytes, BufferKind kind, std::string name) 
     vkDestroyBuffer(ctx.device(), buffer_, nullptr);
     buffer_ = VK_NULL_HANDLE;
     if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY)
-      throw Error(ErrorKind::OutOfMemory, "out of device memory allocating " + std::to_string(req.size) + " bytes for '" + name_ + "' (" +
-                  std::to_string(ctx.memory().current()) + " bytes already allocated, device-local heap " +
-                  std::to_string(ctx.info().device_local_bytes()) + " bytes)");
+      throw Error(ErrorKind::OutOfMemory, "out of device memory allocating " + std::to_string(req.size) +
+                                              " bytes for '" + name_ + "' (" + std::to_string(ctx.memory().current()) +
+                                              " bytes already allocated, device-local heap " +
+                                              std::to_string(ctx.info().device_local_bytes()) + " bytes)");
     VK_CHECK(r);
   }
   alloc_size_ = req.size;
@@ -219,7 +226,7 @@ Buffer& Buffer::operator=(Buffer&& o) noexcept {
 namespace {
 // Uploads through the staging buffer go in bounded chunks so a 4 GB model never needs a 4 GB staging buffer.
 constexpr uint64_t kStagingChunk = 64ull << 20;
-}
+}  // namespace
 
 void Buffer::upload(const void* src, uint64_t bytes, uint64_t offset) {
   SNAPVK_ASSERT(offset + bytes <= size_ && offset + bytes >= offset, "upload past the end of buffer '" + name_ + "'");

@@ -55,13 +55,13 @@ class MemoryTracker {
 
  private:
   std::atomic<uint64_t> current_{0}, peak_{0}, count_{0}, budget_{0};
-  uint64_t held_ = 0;      // bytes of all live holds not yet drawn (budget_mutex_)
+  uint64_t held_ = 0;        // bytes of all live holds not yet drawn (budget_mutex_)
   std::mutex budget_mutex_;  // budget checks, holds and draws are one step each
 };
 
 enum class BufferKind {
-  Device,    // device-local; also host-mapped when the device has unified memory
-  Staging,   // host-visible, coherent: uploads and downloads on discrete GPUs
+  Device,   // device-local; also host-mapped when the device has unified memory
+  Staging,  // host-visible, coherent: uploads and downloads on discrete GPUs
 };
 
 // One VkBuffer with its own memory. Movable, not copyable; frees and un-tracks itself.

@@ -8,10 +8,16 @@
 namespace snapvk {
 
 Pipeline::Pipeline(Context& ctx, const PipelineDesc& d)
-    : ctx_(&ctx), device_(ctx.device()), name_(d.name), bindings_(d.bindings), push_size_(d.push_size), category_(d.category) {
+    : ctx_(&ctx),
+      device_(ctx.device()),
+      name_(d.name),
+      bindings_(d.bindings),
+      push_size_(d.push_size),
+      category_(d.category) {
   ctx.check_usable();
   SNAPVK_ASSERT(!d.spirv.empty(), "pipeline '" + d.name + "' has no SPIR-V");
-  SNAPVK_ASSERT(d.push_size <= 128 && d.push_size % 4 == 0, "pipeline '" + d.name + "' push constants must be <= 128 bytes");
+  SNAPVK_ASSERT(d.push_size <= 128 && d.push_size % 4 == 0,
+                "pipeline '" + d.name + "' push constants must be <= 128 bytes");
   try {
     std::vector<VkDescriptorSetLayoutBinding> binds(d.bindings);
     for (uint32_t i = 0; i < d.bindings; ++i)

@@ -14,13 +14,13 @@ namespace snapvk {
 class Context;
 
 struct PipelineDesc {
-  std::string name;                    // kernel name, used in errors and per-kernel timings
-  std::span<const uint32_t> spirv;     // embedded SPIR-V words
-  uint32_t bindings = 0;               // storage buffers at set 0, bindings 0..bindings-1
-  uint32_t push_size = 0;              // bytes of the push-constant struct (<= 128)
-  std::vector<uint32_t> spec;          // specialization constant i = spec[i] (floats bit-cast)
-  uint32_t subgroup_size = 0;          // require this subgroup size (0: device default)
-  uint32_t category = 0;               // the caller's grouping of kernels in timings (KernelTiming::category)
+  std::string name;                 // kernel name, used in errors and per-kernel timings
+  std::span<const uint32_t> spirv;  // embedded SPIR-V words
+  uint32_t bindings = 0;            // storage buffers at set 0, bindings 0..bindings-1
+  uint32_t push_size = 0;           // bytes of the push-constant struct (<= 128)
+  std::vector<uint32_t> spec;       // specialization constant i = spec[i] (floats bit-cast)
+  uint32_t subgroup_size = 0;       // require this subgroup size (0: device default)
+  uint32_t category = 0;            // the caller's grouping of kernels in timings (KernelTiming::category)
 };
 
 class Pipeline {

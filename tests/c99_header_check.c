@@ -105,5 +105,6 @@ snapvk_status snapvk_c99_header_check(const char* path) {
   (void)snapvk_last_error();
   (void)snapvk_status_name(st);
   (void)snapvk_version_string();
-  return snapvk_abi_version() == SNAPVK_ABI_VERSION && result.stop_reason != SNAPVK_STOP_CANCELLED ? st : SNAPVK_INTERNAL;
+  return snapvk_abi_version() == SNAPVK_ABI_VERSION && result.stop_reason != SNAPVK_STOP_CANCELLED ? st
+                                                                                                   : SNAPVK_INTERNAL;
 }

@@ -36,7 +36,8 @@ CliResult run(const std::vector<std::string>& args, int timeout_s, const std::st
   static int n = 0;
   const fs::path dir = fs::temp_directory_path() / ("snapvk-cli-" + std::to_string(getpid()));
   fs::create_directories(dir);
-  const std::string out = (dir / ("out" + std::to_string(n))).string(), err = (dir / ("err" + std::to_string(n))).string();
+  const std::string out = (dir / ("out" + std::to_string(n))).string(),
+                    err = (dir / ("err" + std::to_string(n))).string();
   ++n;
   std::vector<std::string> all = {cli_path()};
   all.insert(all.end(), args.begin(), args.end());
@@ -47,7 +48,8 @@ CliResult run(const std::vector<std::string>& args, int timeout_s, const std::st
   posix_spawn_file_actions_init(&fa);
   int pipe_fds[2] = {-1, -1};
   if (input) {
-    if (pipe2(pipe_fds, O_CLOEXEC) != 0) throw Error(ErrorKind::InvalidArgument, std::string("pipe: ") + std::strerror(errno));
+    if (pipe2(pipe_fds, O_CLOEXEC) != 0)
+      throw Error(ErrorKind::InvalidArgument, std::string("pipe: ") + std::strerror(errno));
     posix_spawn_file_actions_adddup2(&fa, pipe_fds[0], 0);
     posix_spawn_file_actions_addclose(&fa, pipe_fds[0]);
     posix_spawn_file_actions_addclose(&fa, pipe_fds[1]);

@@ -7,9 +7,9 @@
 namespace snapvk::test {
 
 struct CliResult {
-  bool exited = false;     // normal exit (not a signal)
-  int code = -1;           // exit status when exited
-  int signal = 0;          // the signal that ended it, if any
+  bool exited = false;  // normal exit (not a signal)
+  int code = -1;        // exit status when exited
+  int signal = 0;       // the signal that ended it, if any
   bool timed_out = false;
   std::string out, err;
 };

@@ -14,7 +14,7 @@
 
 namespace snapvk::test {
 
-Context& gpu();        // throws snapvk::Error when there is no usable device
+Context& gpu();  // throws snapvk::Error when there is no usable device
 Kernels& kernels();
 
 // Fails the current test if validation errors were reported since `before`.

@@ -17,9 +17,9 @@
 #include <thread>
 #include <vector>
 
-#include <unistd.h>
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <snapvk/snapvk.h>
 #include <snapvk/snapvk.hpp>
@@ -541,7 +541,8 @@ TEST_F(ApiTest, EachErrorKindReachesTheCallerAsItsStatus) {
   named.device = "no-such-gpu-xyz";
   d = nullptr;
   EXPECT_EQ(snapvk_device_create(&named, &d), SNAPVK_DEVICE) << snapvk_last_error();
-  EXPECT_NE(std::string(snapvk_last_error()).find("no Vulkan device matches"), std::string::npos) << snapvk_last_error();
+  EXPECT_NE(std::string(snapvk_last_error()).find("no Vulkan device matches"), std::string::npos)
+      << snapvk_last_error();
   EXPECT_EQ(d, nullptr);
   // INVALID_ARGUMENT, with the field of snapvk_session_options to change.
   snapvk_session* s = nullptr;
@@ -556,7 +557,8 @@ TEST_F(ApiTest, EachErrorKindReachesTheCallerAsItsStatus) {
   o = session_options(16);
   ASSERT_EQ(snapvk_session_create(model(), &o, &s), SNAPVK_OK) << snapvk_last_error();
   EXPECT_EQ(snapvk_session_prefill_text(s, story(3).c_str()), SNAPVK_INVALID_ARGUMENT);
-  EXPECT_NE(std::string(snapvk_last_error()).find("does not fit the context"), std::string::npos) << snapvk_last_error();
+  EXPECT_NE(std::string(snapvk_last_error()).find("does not fit the context"), std::string::npos)
+      << snapvk_last_error();
   EXPECT_NE(std::string(snapvk_last_error()).find("(snapvk_session_options.n_ctx)"), std::string::npos)
       << snapvk_last_error();
   snapvk_session_free(s);
@@ -654,8 +656,10 @@ TEST_F(ApiTest, ContextLimitsAreReported) {
   snapvk_kv_stats st{};
   st.struct_size = sizeof st;
   ASSERT_EQ(snapvk_session_get_kv_stats(s, &st), SNAPVK_OK);
-  if (r.stop_reason == SNAPVK_STOP_CONTEXT_FULL) EXPECT_EQ(st.n_past, 32u);
-  else EXPECT_EQ(r.stop_reason, SNAPVK_STOP_END_OF_GENERATION);
+  if (r.stop_reason == SNAPVK_STOP_CONTEXT_FULL)
+    EXPECT_EQ(st.n_past, 32u);
+  else
+    EXPECT_EQ(r.stop_reason, SNAPVK_STOP_END_OF_GENERATION);
   EXPECT_EQ(st.n_past, st.prompt_len + r.n_tokens + 5u) << "5 prompt tokens with BOS";
   snapvk_session_free(s);
 }
@@ -711,9 +715,9 @@ TEST_F(ApiTest, TokenizeAndDetokenizeWithCallerBuffers) {
             SNAPVK_BUFFER_TOO_SMALL)
       << "no room for the NUL";
   out.resize(len + 1);
-  ASSERT_EQ(snapvk_detokenize(model(), ids.data(), ids.size(), SNAPVK_DETOKENIZE_STRIP_SPACE, out.data(), out.size(),
-                              &len),
-            SNAPVK_OK);
+  ASSERT_EQ(
+      snapvk_detokenize(model(), ids.data(), ids.size(), SNAPVK_DETOKENIZE_STRIP_SPACE, out.data(), out.size(), &len),
+      SNAPVK_OK);
   EXPECT_STREQ(out.c_str(), text);
   // Feeding the same tokens equals feeding the text (BOS added for an empty session).
   const auto o = session_options(128);
@@ -801,10 +805,12 @@ TEST_F(ApiTest, ApplicationSpdlogDefaultLoggerIsUntouched) {
   snapvk_device* d = nullptr;
   EXPECT_EQ(snapvk_device_create(nullptr, &d), SNAPVK_OK) << snapvk_last_error();
   snapvk_model* m = nullptr;
-  EXPECT_EQ(snapvk_model_load(d, model_path("stories260K.gguf").c_str(), nullptr, &m), SNAPVK_OK) << snapvk_last_error();
+  EXPECT_EQ(snapvk_model_load(d, model_path("stories260K.gguf").c_str(), nullptr, &m), SNAPVK_OK)
+      << snapvk_last_error();
   snapvk_model_free(m);
   snapvk_device_free(d);
-  EXPECT_EQ(spdlog::default_logger()->level(), spdlog::level::off) << "snapvk_set_log_level set the application's level";
+  EXPECT_EQ(spdlog::default_logger()->level(), spdlog::level::off)
+      << "snapvk_set_log_level set the application's level";
   app->set_level(spdlog::level::info);
   spdlog::info("the application's line");
   EXPECT_EQ(snapvk_set_log_level(SNAPVK_LOG_WARN), SNAPVK_OK);

@@ -5,8 +5,8 @@
 
 #include <cmath>
 
-#include "host/kernels/attention.h"
 #include "host/gguf/quant.h"
+#include "host/kernels/attention.h"
 #include "host/ref/reference.h"
 #include "tests/gpu_fixture.h"
 
@@ -205,7 +205,8 @@ void store_prefill_decode(Context& ctx, Kernels& kern, AttnCase c, bool rows_ker
       // q8_0: the GPU's 1/scale may round a value that sits on a .5 boundary the other way
       const float tol = c.type == KvType::Q8_0 ? 5e-4f : 2e-5f;
       for (uint32_t d = 0; d < hd; ++d)
-        ASSERT_NEAR(g[d], want[d], tol) << kv_type_name(c.type) << (rows_kernel ? " rows" : " tiled") << " head " << h << " token " << t << " dim " << d;
+        ASSERT_NEAR(g[d], want[d], tol) << kv_type_name(c.type) << (rows_kernel ? " rows" : " tiled") << " head " << h
+                                        << " token " << t << " dim " << d;
     }
   }
 }

@@ -33,12 +33,10 @@ namespace {
 
 namespace fs = std::filesystem;
 
-
 std::string slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
-
 
 class BadInput : public ::testing::Test {
  protected:
@@ -166,8 +164,9 @@ std::string with_attn_q_as(const fs::path& dir, const std::string& name, GgmlTyp
 
 // Types ggml has and snapvk does not run are refused by name, with the supported list, in one line.
 TEST_F(BadInput, UnsupportedTensorType) {
-  const std::string supported = "(supported: f32, f16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K, "
-                                "iq4_nl, iq4_xs, bf16)";
+  const std::string supported =
+      "(supported: f32, f16, q4_0, q4_1, q5_0, q5_1, q8_0, q2_K, q3_K, q4_K, q5_K, q6_K, "
+      "iq4_nl, iq4_xs, bf16)";
   for (GgmlType t : {GgmlType::IQ2_XXS, GgmlType::IQ3_S, GgmlType::TQ1_0, GgmlType::Q8_K}) {
     const std::string m = with_attn_q_as(dir_, std::string(type_name(t)) + "-shape.gguf", t);
     expect_model_error(m, "'blk.0.attn_q.weight' has type " + std::string(type_name(t)) +
@@ -175,7 +174,8 @@ TEST_F(BadInput, UnsupportedTensorType) {
   }
   // The newly supported types load and run from the same file.
   for (GgmlType t : {GgmlType::Q5_K, GgmlType::IQ4_XS}) {
-    const CliResult r = run({"run", "-m", with_attn_q_as(dir_, std::string(type_name(t)) + "-ok.gguf", t), "-p", "Once", "-n", "2"});
+    const CliResult r =
+        run({"run", "-m", with_attn_q_as(dir_, std::string(type_name(t)) + "-ok.gguf", t), "-p", "Once", "-n", "2"});
     EXPECT_TRUE(r.exited && r.code == 0) << type_name(t) << ": " << r.err;
   }
 }
@@ -249,15 +249,17 @@ TEST_F(BadInput, BadTokensFile) {
   expect_error({"run", "-m", file("good.gguf"), "--tokens-file", write_text("none.txt", " \n")}, "holds no token ids");
   expect_error({"run", "-m", file("good.gguf"), "--tokens-file", file("missing.txt")}, "cannot open");
   // Found by fuzz_cli (fuzz/regressions/cli): a word of 20+ characters overflowed the parser.
-  expect_error({"run", "-m", file("good.gguf"), "--tokens-file", write_text("long.txt", "1 " + std::string(40, '9') + "\n")},
-               "'99999999999999999999999999999999...' is not a token id");
+  expect_error(
+      {"run", "-m", file("good.gguf"), "--tokens-file", write_text("long.txt", "1 " + std::string(40, '9') + "\n")},
+      "'99999999999999999999999999999999...' is not a token id");
   expect_error({"run", "-m", file("good.gguf"), "--tokens-file", "/dev/zero"}, "is larger than 256 MiB");
   expect_error({"run", "-m", file("good.gguf"), "-f", dir_.string()}, "is a directory");
 }
 
 TEST(CliParsers, TokenIdsAreCheckedWithoutOverflow) {
   EXPECT_EQ(cli::parse_token_ids(" 1\t2\n2147483647 0", "t"), (std::vector<int32_t>{1, 2, 2147483647, 0}));
-  for (const std::string& bad : std::vector<std::string>{"2147483648", "99999999999", std::string(25, '7'), "+1", "-1", "0x10", "1e3", "\xff"})
+  for (const std::string& bad :
+       std::vector<std::string>{"2147483648", "99999999999", std::string(25, '7'), "+1", "-1", "0x10", "1e3", "\xff"})
     EXPECT_THROW(cli::parse_token_ids("1 " + bad, "t"), Error) << bad;
   EXPECT_THROW(cli::parse_token_ids("", "t"), Error);
 }
@@ -306,13 +308,17 @@ TEST_F(BadInput, BadCliValues) {
 TEST_F(BadInput, OptionErrorsNameTheFlag) {
   const std::string m = file("good.gguf");
   expect_error({"run", "-m", m, "-p", "hi", "--kv-policy", "snapkv", "--kv-budget", "16", "--kv-window", "32"},
-               "the KV window (32) must be smaller than the KV budget (16); the budget includes the window (option --kv-window)");
+               "the KV window (32) must be smaller than the KV budget (16); the budget includes the window (option "
+               "--kv-window)");
   expect_error({"run", "-m", m, "-p", "hi", "--kv-policy", "snapkv", "--kv-budget", "64", "--kv-kernel", "4"},
                "(option --kv-kernel)");
-  expect_error({"run", "-m", m, "-p", "hi", "--kv-type", "q8_0"}, "multiple of 32 (this model's is 16) (option --kv-type)");
-  expect_error({"run", "-m", m, "-p", "hi", "-c", "99999999"}, "n_ctx 99999999 is out of range (1..16777216) (option --ctx-size)");
-  expect_error({"profile", "-m", m, "--contexts", "64", "--kv-policy", "snapkv", "--kv-budget", "8", "--kv-window", "8"},
-               "(option --kv-window)");
+  expect_error({"run", "-m", m, "-p", "hi", "--kv-type", "q8_0"},
+               "multiple of 32 (this model's is 16) (option --kv-type)");
+  expect_error({"run", "-m", m, "-p", "hi", "-c", "99999999"},
+               "n_ctx 99999999 is out of range (1..16777216) (option --ctx-size)");
+  expect_error(
+      {"profile", "-m", m, "--contexts", "64", "--kv-policy", "snapkv", "--kv-budget", "8", "--kv-window", "8"},
+      "(option --kv-window)");
 }
 
 TEST_F(BadInput, BadSynthAndConvertArguments) {

@@ -20,9 +20,12 @@ namespace {
 
 // llama.cpp's test conversation (tests/test-chat-template.cpp), rendered with add_generation_prompt.
 const std::vector<ChatMessage> kConversation = {
-    {"system", "You are a helpful assistant"}, {"user", "Hello"},
-    {"assistant", "Hi there"},                 {"user", "Who are you"},
-    {"assistant", "   I am an assistant   "},  {"user", "Another question"},
+    {"system", "You are a helpful assistant"},
+    {"user", "Hello"},
+    {"assistant", "Hi there"},
+    {"user", "Who are you"},
+    {"assistant", "   I am an assistant   "},
+    {"user", "Another question"},
 };
 
 struct LlamaCppCase {
@@ -38,7 +41,8 @@ const LlamaCppCase kCases[] = {
     {"teknium/OpenHermes-2.5-Mistral-7B",
      R"({% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %})",
      ChatFormat::ChatML,
-     "<|im_start|>system\nYou are a helpful assistant<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\nHi "
+     "<|im_start|>system\nYou are a helpful "
+     "assistant<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\nHi "
      "there<|im_end|>\n<|im_start|>user\nWho are you<|im_end|>\n<|im_start|>assistant\n   I am an assistant   "
      "<|im_end|>\n<|im_start|>user\nAnother question<|im_end|>\n<|im_start|>assistant\n"},
     {"mistralai/Mistral-7B-Instruct-v0.2 (pre-v1, no system prompt)",
@@ -47,28 +51,40 @@ const LlamaCppCase kCases[] = {
      "[INST] You are a helpful assistant\nHello [/INST]Hi there</s>[INST] Who are you [/INST]   I am an assistant   "
      "</s>[INST] Another question [/INST]"},
     {"TheBloke/FusionNet_34Bx2_MoE-AWQ",
-     "{%- for idx in range(0, messages|length) -%}\n{%- if messages[idx]['role'] == 'user' -%}\n{%- if idx > 1 -%}\n{{- "
-     "bos_token + '[INST] ' + messages[idx]['content'] + ' [/INST]' -}}\n{%- else -%}\n{{- messages[idx]['content'] + ' "
+     "{%- for idx in range(0, messages|length) -%}\n{%- if messages[idx]['role'] == 'user' -%}\n{%- if idx > 1 "
+     "-%}\n{{- "
+     "bos_token + '[INST] ' + messages[idx]['content'] + ' [/INST]' -}}\n{%- else -%}\n{{- messages[idx]['content'] + "
+     "' "
      "[/INST]' -}}\n{%- endif -%}\n{% elif messages[idx]['role'] == 'system' %}\n{{- '[INST] <<SYS>>\\n' + "
-     "messages[idx]['content'] + '\\n<</SYS>>\\n\\n' -}}\n{%- elif messages[idx]['role'] == 'assistant' -%}\n{{- ' '  + "
+     "messages[idx]['content'] + '\\n<</SYS>>\\n\\n' -}}\n{%- elif messages[idx]['role'] == 'assistant' -%}\n{{- ' '  "
+     "+ "
      "messages[idx]['content'] + ' ' + eos_token -}}\n{% endif %}\n{% endfor %}",
      ChatFormat::Llama2SysBos,
-     "[INST] <<SYS>>\nYou are a helpful assistant\n<</SYS>>\n\nHello [/INST]Hi there</s><s>[INST] Who are you [/INST]   I "
+     "[INST] <<SYS>>\nYou are a helpful assistant\n<</SYS>>\n\nHello [/INST]Hi there</s><s>[INST] Who are you [/INST]  "
+     " I "
      "am an assistant   </s><s>[INST] Another question [/INST]"},
     {"bofenghuang/vigogne-2-70b-chat",
-     "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = "
-     "messages[0]['content'] %}{% elif true == true and not '<<SYS>>' in messages[0]['content'] %}{% set loop_messages = "
-     "messages %}{% set system_message = 'Vous \xC3\xAAtes Vigogne, un assistant IA cr\xC3\xA9\xC3\xA9 par Zaion Lab. Vous "
-     "suivez extr\xC3\xAAmement bien les instructions. Aidez autant que vous le pouvez.' %}{% else %}{% set loop_messages = "
-     "messages %}{% set system_message = false %}{% endif %}{% for message in loop_messages %}{% if (message['role'] == "
+     "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set "
+     "system_message = "
+     "messages[0]['content'] %}{% elif true == true and not '<<SYS>>' in messages[0]['content'] %}{% set loop_messages "
+     "= "
+     "messages %}{% set system_message = 'Vous \xC3\xAAtes Vigogne, un assistant IA cr\xC3\xA9\xC3\xA9 par Zaion Lab. "
+     "Vous "
+     "suivez extr\xC3\xAAmement bien les instructions. Aidez autant que vous le pouvez.' %}{% else %}{% set "
+     "loop_messages = "
+     "messages %}{% set system_message = false %}{% endif %}{% for message in loop_messages %}{% if (message['role'] "
+     "== "
      "'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate "
-     "user/assistant/user/assistant/...') }}{% endif %}{% if loop.index0 == 0 and system_message != false %}{% set content = "
+     "user/assistant/user/assistant/...') }}{% endif %}{% if loop.index0 == 0 and system_message != false %}{% set "
+     "content = "
      "'<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}{% set content = "
-     "message['content'] %}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + content.strip() + ' [/INST]' }}{% "
+     "message['content'] %}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + content.strip() + ' [/INST]' "
+     "}}{% "
      "elif message['role'] == 'system' %}{{ '<<SYS>>\\n' + content.strip() + '\\n<</SYS>>\\n\\n' }}{% elif "
      "message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}",
      ChatFormat::Llama2SysStrip,
-     "[INST] <<SYS>>\nYou are a helpful assistant\n<</SYS>>\n\nHello [/INST]Hi there</s>[INST] Who are you [/INST]I am an "
+     "[INST] <<SYS>>\nYou are a helpful assistant\n<</SYS>>\n\nHello [/INST]Hi there</s>[INST] Who are you [/INST]I am "
+     "an "
      "assistant</s>[INST] Another question [/INST]"},
     {"google/gemma-7b-it",
      R"({% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %})",
@@ -78,7 +94,8 @@ const LlamaCppCase kCases[] = {
      "assistant<end_of_turn>\n<start_of_turn>user\nAnother question<end_of_turn>\n<start_of_turn>model\n"},
     {"Llama-3",
      "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
-     "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% "
+     "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 "
+     "%}{% "
      "set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{{ "
      "'<|start_header_id|>assistant<|end_header_id|>\n\n' }}",
      ChatFormat::Llama3,
@@ -98,13 +115,15 @@ const LlamaCppCase kCases[] = {
      "<|end|>\n<|user|>\nAnother question<|end|>\n<|assistant|>\n"},
     {"Phi-3-small",
      "{{ bos_token }}{% for message in messages %}{{'<|' + message['role'] + '|>' + '\n' + message['content'] + "
-     "'<|end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}",
+     "'<|end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif "
+     "%}",
      ChatFormat::Phi3,
      "<|system|>\nYou are a helpful assistant<|end|>\n<|user|>\nHello<|end|>\n<|assistant|>\nHi "
      "there<|end|>\n<|user|>\nWho are you<|end|>\n<|assistant|>\n   I am an assistant   "
      "<|end|>\n<|user|>\nAnother question<|end|>\n<|assistant|>\n"},
     {"Phi-3-vision",
-     "{% for message in messages %}{{'<|' + message['role'] + '|>' + '\n' + message['content'] + '<|end|>\n' }}{% endfor "
+     "{% for message in messages %}{{'<|' + message['role'] + '|>' + '\n' + message['content'] + '<|end|>\n' }}{% "
+     "endfor "
      "%}{% if add_generation_prompt and messages[-1]['role'] != 'assistant' %}{{- '<|assistant|>\n' -}}{% endif %}",
      ChatFormat::Phi3,
      "<|system|>\nYou are a helpful assistant<|end|>\n<|user|>\nHello<|end|>\n<|assistant|>\nHi "
@@ -112,42 +131,54 @@ const LlamaCppCase kCases[] = {
      "<|end|>\n<|user|>\nAnother question<|end|>\n<|assistant|>\n"},
     {"mistralai/Mistral-7B-Instruct-v0.2 (mistralai 'v1' template with a system prompt)",
      "{%- if messages[0]['role'] == 'system' %}\n    {%- set system_message = messages[0]['content'] %}\n    {%- set "
-     "loop_messages = messages[1:] %}\n{%- else %}\n    {%- set loop_messages = messages %}\n{%- endif %}\n\n{{- bos_token "
-     "}}\n{%- for message in loop_messages %}\n    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}\n      "
+     "loop_messages = messages[1:] %}\n{%- else %}\n    {%- set loop_messages = messages %}\n{%- endif %}\n\n{{- "
+     "bos_token "
+     "}}\n{%- for message in loop_messages %}\n    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}\n   "
+     "   "
      "  {{- raise_exception('After the optional system message, conversation roles must alternate "
-     "user/assistant/user/assistant/...') }}\n    {%- endif %}\n    {%- if message['role'] == 'user' %}\n        {%- if "
+     "user/assistant/user/assistant/...') }}\n    {%- endif %}\n    {%- if message['role'] == 'user' %}\n        {%- "
+     "if "
      "loop.first and system_message is defined %}\n            {{- ' [INST] ' + system_message + '\\n\\n' + "
      "message['content'] + ' [/INST]' }}\n        {%- else %}\n            {{- ' [INST] ' + message['content'] + ' "
      "[/INST]' }}\n        {%- endif %}\n    {%- elif message['role'] == 'assistant' %}\n        {{- ' ' + "
-     "message['content'] + eos_token}}\n    {%- else %}\n        {{- raise_exception('Only user and assistant roles are "
+     "message['content'] + eos_token}}\n    {%- else %}\n        {{- raise_exception('Only user and assistant roles "
+     "are "
      "supported, with the exception of an initial optional system message!') }}\n    {%- endif %}\n{%- endfor %}\n",
      ChatFormat::MistralV1,
-     " [INST] You are a helpful assistant\n\nHello [/INST] Hi there</s> [INST] Who are you [/INST]    I am an assistant   "
+     " [INST] You are a helpful assistant\n\nHello [/INST] Hi there</s> [INST] Who are you [/INST]    I am an "
+     "assistant   "
      "</s> [INST] Another question [/INST]"},
     {"Mistral-Large-Instruct-2407 (mistralai 'v3' template; excerpt)",
      "{%- if not tools is defined %}\n    {%- set tools = none %}\n{%- endif %}\n{{- bos_token }}\n{%- for message in "
      "loop_messages %}\n    {%- if message[\"role\"] == \"user\" %}\n        {%- if tools is not none and (message == "
-     "user_messages[-1]) %}\n            {{- \"[AVAILABLE_TOOLS] [\" }}\n        {%- endif %}\n        {%- if loop.last and "
+     "user_messages[-1]) %}\n            {{- \"[AVAILABLE_TOOLS] [\" }}\n        {%- endif %}\n        {%- if "
+     "loop.last and "
      "system_message is defined %}\n            {{- \"[INST] \" + system_message + \"\\n\\n\" + message[\"content\"] + "
-     "\"[/INST]\" }}\n        {%- else %}\n            {{- \"[INST] \" + message[\"content\"] + \"[/INST]\" }}\n        {%- "
+     "\"[/INST]\" }}\n        {%- else %}\n            {{- \"[INST] \" + message[\"content\"] + \"[/INST]\" }}\n       "
+     " {%- "
      "endif %}\n    {%- elif message[\"role\"] == \"assistant\" %}\n        {{- \" \" + message[\"content\"]|trim + "
      "eos_token}}\n    {%- endif %}\n{%- endfor %}\n",
      ChatFormat::MistralV3,
      "[INST] You are a helpful assistant\n\nHello[/INST] Hi there</s>[INST] Who are you[/INST] I am an "
      "assistant</s>[INST] Another question[/INST]"},
     {"Mistral-Nemo-Instruct-2407 (mistralai 'v3-tekken' template; excerpt)",
-     "{{- bos_token }}\n{%- for message in loop_messages %}\n    {%- if message[\"role\"] == \"user\" %}\n        {%- if "
+     "{{- bos_token }}\n{%- for message in loop_messages %}\n    {%- if message[\"role\"] == \"user\" %}\n        {%- "
+     "if "
      "tools is not none and (message == user_messages[-1]) %}\n            {{- \"[AVAILABLE_TOOLS][\" }}\n        {%- "
-     "endif %}\n        {%- if loop.last and system_message is defined %}\n            {{- \"[INST]\" + system_message + "
+     "endif %}\n        {%- if loop.last and system_message is defined %}\n            {{- \"[INST]\" + system_message "
+     "+ "
      "\"\\n\\n\" + message[\"content\"] + \"[/INST]\" }}\n        {%- else %}\n            {{- \"[INST]\" + "
-     "message[\"content\"] + \"[/INST]\" }}\n        {%- endif %}\n    {%- elif message[\"role\"] == \"assistant\" %}\n   "
+     "message[\"content\"] + \"[/INST]\" }}\n        {%- endif %}\n    {%- elif message[\"role\"] == \"assistant\" "
+     "%}\n   "
      "     {{- message[\"content\"] + eos_token}}\n    {%- endif %}\n{%- endfor %}\n",
      ChatFormat::MistralV3Tekken,
      "[INST]You are a helpful assistant\n\nHello[/INST]Hi there</s>[INST]Who are you[/INST]   I am an assistant   "
      "</s>[INST]Another question[/INST]"},
     {"mistralai/Mistral-Large-Instruct-2411 (mistralai 'v7' template)",
-     "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + "
-     "'[/INST]' }}{% elif message['role'] == 'system' %}{{ '[SYSTEM_PROMPT] ' + message['content'] + '[/SYSTEM_PROMPT]' "
+     "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] "
+     "+ "
+     "'[/INST]' }}{% elif message['role'] == 'system' %}{{ '[SYSTEM_PROMPT] ' + message['content'] + "
+     "'[/SYSTEM_PROMPT]' "
      "}}{% elif message['role'] == 'assistant' %}{{ ' ' + message['content'] + eos_token }}{% else %}{{ "
      "raise_exception('Only user, system and assistant roles are supported!') }}{% endif %}{% endfor %}",
      ChatFormat::MistralV7,
@@ -168,7 +199,8 @@ TEST(ChatTemplate, EveryFamilyRendersAsLlamaCpp) {
 TEST(ChatTemplate, GenerationPromptOnlyWhenAsked) {
   const std::vector<ChatMessage> one = {{"user", "Hi"}};
   EXPECT_EQ(ChatTemplate(ChatFormat::ChatML).render(one, false), "<|im_start|>user\nHi<|im_end|>\n");
-  EXPECT_EQ(ChatTemplate(ChatFormat::Llama3).render(one, false), "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>");
+  EXPECT_EQ(ChatTemplate(ChatFormat::Llama3).render(one, false),
+            "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>");
   EXPECT_EQ(ChatTemplate(ChatFormat::Gemma).render(one, false), "<start_of_turn>user\nHi<end_of_turn>\n");
   EXPECT_EQ(ChatTemplate(ChatFormat::Phi3).render(one, true), "<|user|>\nHi<|end|>\n<|assistant|>\n");
   EXPECT_EQ(ChatTemplate(ChatFormat::Llama2).render(one, true), "[INST] Hi [/INST]");  // no generation prompt
@@ -198,8 +230,9 @@ TEST(ChatTemplate, NamesAndErrors) {
   EXPECT_NE(invalid.find("--chat-template NAME (chatml, llama3"), std::string::npos) << invalid;
   // Zephyr's markers: llama.cpp takes it for zephyr, so it is not taken for Phi-3 or ChatML here.
   const std::string zephyr = message([] {
-    ChatTemplate::from_text("{% for message in messages %}{{ '<|' + message['role'] + '|>\\n' + message['content'] + "
-                            "'<|endoftext|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|user|>\\n' }}{% endif %}");
+    ChatTemplate::from_text(
+        "{% for message in messages %}{{ '<|' + message['role'] + '|>\\n' + message['content'] + "
+        "'<|endoftext|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|user|>\\n' }}{% endif %}");
   });
   EXPECT_NE(zephyr.find("llama.cpp's 'zephyr' template"), std::string::npos) << zephyr;
 }
@@ -217,9 +250,10 @@ TEST(ChatTemplate, DefaultSystemMessageFromTheTemplateText) {
   // Rendered when the conversation has no system message, as SmolLM2's Jinja template does.
   const std::vector<ChatMessage> user = {{"user", "Hi"}};
   EXPECT_EQ(smol.render(user, true), std::string("<|im_start|>system\n") + kSmolDefault +
-                                          "<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+                                         "<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
   const std::vector<ChatMessage> with_system = {{"system", "Be brief."}, {"user", "Hi"}};
-  EXPECT_EQ(smol.render(with_system, false), "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n");
+  EXPECT_EQ(smol.render(with_system, false),
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n");
   // A name keeps the default the GGUF's text states in that format's markers.
   EXPECT_EQ(ChatTemplate::from_name("chatml", smollm2_template()).default_system(), kSmolDefault);
   EXPECT_EQ(ChatTemplate::from_name("llama3", smollm2_template()).default_system(), "");
@@ -230,9 +264,11 @@ TEST(ChatTemplate, DefaultSystemMessageFromTheTemplateText) {
     {%- else %}
         {{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n' }}
     {%- endif %})";
-  EXPECT_EQ(ChatTemplate::from_text(qwen).default_system(), "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
+  EXPECT_EQ(ChatTemplate::from_text(qwen).default_system(),
+            "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
   // Llama 3.1's system turn is built from pieces: no literal default.
-  const char* llama31 = R"({{- "<|start_header_id|>system<|end_header_id|>\n\n" }}{{- "Cutting Knowledge Date: December 2023\n" }}{{- system_message }}{{- "<|eot_id|>" }}{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' }})";
+  const char* llama31 =
+      R"({{- "<|start_header_id|>system<|end_header_id|>\n\n" }}{{- "Cutting Knowledge Date: December 2023\n" }}{{- system_message }}{{- "<|eot_id|>" }}{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' }})";
   const ChatTemplate l31 = ChatTemplate::from_text(llama31);
   EXPECT_EQ(l31.format(), ChatFormat::Llama3);
   EXPECT_EQ(l31.default_system(), "");
@@ -249,7 +285,8 @@ TEST(ChatTemplate, SmolLM2ReferenceConversationTokenForToken) {
   const Tokenizer tok = smollm2_tokenizer(f);
   const ChatTemplate t = ChatTemplate::for_model(f, tok);
   EXPECT_EQ(t.source(), "tokenizer.chat_template");
-  std::ifstream txt(model_path("reference/smollm2-prompt-4-chatml.txt"), std::ios::binary), js(model_path("reference/smollm2-prompt-4-chatml.json"));
+  std::ifstream txt(model_path("reference/smollm2-prompt-4-chatml.txt"), std::ios::binary),
+      js(model_path("reference/smollm2-prompt-4-chatml.json"));
   ASSERT_TRUE(txt && js);
   std::stringstream text;
   text << txt.rdbuf();
@@ -277,7 +314,8 @@ TEST(ChatTemplate, EndOfTurnTokensEndGeneration) {
   v.types.assign(v.tokens.size(), int32_t(TokenType::Normal));
   v.bos = v.eos = 0;
   const Tokenizer hand(v);
-  for (ChatFormat fmt : {ChatFormat::ChatML, ChatFormat::Llama3, ChatFormat::Gemma, ChatFormat::Phi3, ChatFormat::MistralV7}) {
+  for (ChatFormat fmt :
+       {ChatFormat::ChatML, ChatFormat::Llama3, ChatFormat::Gemma, ChatFormat::Phi3, ChatFormat::MistralV7}) {
     const ChatTemplate ct(fmt);
     const int32_t id = hand.find_token(ct.end_of_turn());
     ASSERT_GE(id, 0) << ct.name();
@@ -308,7 +346,7 @@ TEST(ChatHistory, EachTurnAppendsOnlyItsOwnText) {
   cache += add;
   EXPECT_EQ(cache, t.render(m, true));  // the cache holds what a full rendering would
   EXPECT_EQ(h.text(), cache);
-  EXPECT_EQ(h.next(t, m, true), "");    // nothing new
+  EXPECT_EQ(h.next(t, m, true), "");  // nothing new
 }
 
 TEST(ChatHistory, TrimmedAnswersStillCloseTheirTurn) {
@@ -329,7 +367,8 @@ TEST(ChatHistory, TrimmedAnswersStillCloseTheirTurn) {
   m3.push_back({"assistant", " partial "});
   m3.push_back({"user", "Q2"});
   EXPECT_EQ(h3.next(l3, m3, true),
-            "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nQ2<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+            "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nQ2<|eot_id|><|start_header_id|>assistant<|end_"
+            "header_id|>\n\n");
 }
 
 TEST(ChatHistory, RejectsWhatDoesNotContinueTheConversation) {

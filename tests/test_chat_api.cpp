@@ -49,16 +49,18 @@ TEST(ChatCli, RunChatPromptIsTheRenderedTurn) {
 }
 
 TEST(ChatCli, RunChatWithoutTemplateSaysWhichItUses) {
-  const CliResult r = run_cli({"run", "-m", model_path("stories260K.gguf"), "--chat", "-p", "Hi", "-n", "4", "--temp", "0"});
+  const CliResult r =
+      run_cli({"run", "-m", model_path("stories260K.gguf"), "--chat", "-p", "Hi", "-n", "4", "--temp", "0"});
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_NE(r.err.find("chat template: chatml (no tokenizer.chat_template; ChatML by default)"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("chat template: chatml (no tokenizer.chat_template; ChatML by default)"), std::string::npos)
+      << r.err;
 }
 
 TEST(ChatCli, BadTemplateNamesAndOptionsAreOneLineErrors) {
   const std::string m = model_path("stories260K.gguf");
-  for (const auto& args : std::vector<std::vector<std::string>>{
-           {"run", "-m", m, "--chat", "-p", "Hi", "--chat-template", "nope"},
-           {"chat", "-m", m, "--chat-template", "nope"}}) {
+  for (const auto& args :
+       std::vector<std::vector<std::string>>{{"run", "-m", m, "--chat", "-p", "Hi", "--chat-template", "nope"},
+                                             {"chat", "-m", m, "--chat-template", "nope"}}) {
     const CliResult r = run_cli(args);
     EXPECT_EQ(r.code, 1) << r.err;
     EXPECT_NE(r.err.find("unknown --chat-template 'nope' (names: chatml, llama3, gemma, mistral (alias llama2), phi3"),
@@ -81,10 +83,10 @@ std::vector<std::pair<int, int>> kv_lines(const std::string& err) {
 }
 
 TEST(ChatCli, ChatThroughAPipeAppendsEachTurnAndResets) {
-  const CliResult r = run_cli_with_input({"chat", "-m", model_path("stories260K.gguf"), "--chat-template", "chatml",
-                                          "--system", "You tell stories.", "--kv-policy", "snapkv", "--kv-budget", "24",
-                                          "--kv-window", "4", "-n", "12", "--temp", "0"},
-                                         "Tell me a story.\nAnd then?\n/reset\nOnce upon a time\n");
+  const CliResult r = run_cli_with_input(
+      {"chat", "-m", model_path("stories260K.gguf"), "--chat-template", "chatml", "--system", "You tell stories.",
+       "--kv-policy", "snapkv", "--kv-budget", "24", "--kv-window", "4", "-n", "12", "--temp", "0"},
+      "Tell me a story.\nAnd then?\n/reset\nOnce upon a time\n");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.err.find("chat template chatml (chosen by name)"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("[new conversation]"), std::string::npos) << r.err;
@@ -153,7 +155,8 @@ TEST_F(ApiChat, ArgumentsAreChecked) {
   EXPECT_STREQ(snapvk::Model(device(), model_path("stories260K.gguf"), mo).chat_template().name, "gemma");
   mo.chat_template = "nope";
   snapvk_model* bad = nullptr;
-  EXPECT_EQ(snapvk_model_load(device().get(), model_path("stories260K.gguf").c_str(), &mo, &bad), SNAPVK_INVALID_ARGUMENT);
+  EXPECT_EQ(snapvk_model_load(device().get(), model_path("stories260K.gguf").c_str(), &mo, &bad),
+            SNAPVK_INVALID_ARGUMENT);
   EXPECT_EQ(bad, nullptr);
   EXPECT_NE(std::string(snapvk_last_error()).find("chatml, llama3, gemma"), std::string::npos) << snapvk_last_error();
 }

@@ -91,7 +91,8 @@ TEST(Errors, MemoryBudgetRefusalsAreOutOfMemory) {
   t.set_budget(1000);
   t.reserve(600, "a");
   EXPECT_EQ(error_of([&] { t.reserve(500, "b"); }).kind(), ErrorKind::OutOfMemory);
-  const Error held = error_of([&] { const MemoryTracker::Hold h = t.hold(500, [](uint64_t, uint64_t) { return "no"; }); });
+  const Error held =
+      error_of([&] { const MemoryTracker::Hold h = t.hold(500, [](uint64_t, uint64_t) { return "no"; }); });
   EXPECT_EQ(held.kind(), ErrorKind::OutOfMemory);
   EXPECT_STREQ(held.what(), "no");
 }

@@ -81,7 +81,8 @@ TEST_F(Gemma3Real, LongPromptBeyondTheSlidingWindowWithFullAndSnapkvCaches) {
   // ~128 rows): (15 * 512 + 3 * 890) / (15 * 512 + 3 * 128) = 1.28, so 1.5 is out of reach.
   EXPECT_GT(snap_stats.ratio(), 1.2) << "the global layers are compacted";
   EXPECT_LT(snap_stats.retained_bytes, full_stats.retained_bytes);
-  std::printf("  full: '%s'; snapkv@128: '%s', KV %.2fx smaller\n", full.c_str(), compressed.c_str(), snap_stats.ratio());
+  std::printf("  full: '%s'; snapkv@128: '%s', KV %.2fx smaller\n", full.c_str(), compressed.c_str(),
+              snap_stats.ratio());
 }
 
 }  // namespace

@@ -15,22 +15,22 @@ namespace {
 TEST(Utf8Stream, HoldsAnIncompleteCharacterUntilItsBytesArrive) {
   Utf8Stream u;
   EXPECT_EQ(u.push("ab"), "ab");
-  EXPECT_EQ(u.push("c\xC3"), "c");           // the lead of a 2-byte character
-  EXPECT_EQ(u.push("\xA9"), "\xC3\xA9");     // é complete
-  EXPECT_EQ(u.push("\xE2\x82"), "");         // 2 of the 3 bytes of €
+  EXPECT_EQ(u.push("c\xC3"), "c");        // the lead of a 2-byte character
+  EXPECT_EQ(u.push("\xA9"), "\xC3\xA9");  // é complete
+  EXPECT_EQ(u.push("\xE2\x82"), "");      // 2 of the 3 bytes of €
   EXPECT_EQ(u.push("\xAC!"), "\xE2\x82\xAC!");
-  EXPECT_EQ(u.push("\xF0\x9F\x98"), "");     // 3 of the 4 bytes of an emoji
+  EXPECT_EQ(u.push("\xF0\x9F\x98"), "");  // 3 of the 4 bytes of an emoji
   EXPECT_EQ(u.push("\x80"), "\xF0\x9F\x98\x80");
   EXPECT_EQ(u.flush(), "");
 }
 
 TEST(Utf8Stream, BytesThatCannotBeCompletedPassAndFlushReturnsTheRest) {
   Utf8Stream u;
-  EXPECT_EQ(u.push("\xFF"), "\xFF");      // never a lead byte
-  EXPECT_EQ(u.push("\x80x"), "\x80x");    // a stray continuation byte
-  EXPECT_EQ(u.push("\xC0"), "\xC0");      // an overlong lead: no character follows it
+  EXPECT_EQ(u.push("\xFF"), "\xFF");    // never a lead byte
+  EXPECT_EQ(u.push("\x80x"), "\x80x");  // a stray continuation byte
+  EXPECT_EQ(u.push("\xC0"), "\xC0");    // an overlong lead: no character follows it
   EXPECT_EQ(u.push("y\xE2"), "y");
-  EXPECT_EQ(u.flush(), "\xE2");           // the end of the stream: what is held comes out as it is
+  EXPECT_EQ(u.flush(), "\xE2");  // the end of the stream: what is held comes out as it is
   EXPECT_EQ(u.flush(), "");
 }
 

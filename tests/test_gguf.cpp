@@ -47,8 +47,7 @@ class GgufFiles : public ::testing::Test {
  protected:
   void SetUp() override {
     static int counter = 0;
-    dir_ = fs::temp_directory_path() /
-           ("snapvk_gguf_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    dir_ = fs::temp_directory_path() / ("snapvk_gguf_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
     fs::create_directories(dir_);
   }
   void TearDown() override {
@@ -70,10 +69,23 @@ class GgufFiles : public ::testing::Test {
 // Builds GGUF bytes by hand, for files the writer would refuse to make.
 struct Bytes {
   std::string b;
-  Bytes& u8(uint8_t v) { b.push_back(char(v)); return *this; }
-  Bytes& u32(uint32_t v) { b.append(reinterpret_cast<const char*>(&v), 4); return *this; }
-  Bytes& u64(uint64_t v) { b.append(reinterpret_cast<const char*>(&v), 8); return *this; }
-  Bytes& str(const std::string& s) { u64(s.size()); b += s; return *this; }
+  Bytes& u8(uint8_t v) {
+    b.push_back(char(v));
+    return *this;
+  }
+  Bytes& u32(uint32_t v) {
+    b.append(reinterpret_cast<const char*>(&v), 4);
+    return *this;
+  }
+  Bytes& u64(uint64_t v) {
+    b.append(reinterpret_cast<const char*>(&v), 8);
+    return *this;
+  }
+  Bytes& str(const std::string& s) {
+    u64(s.size());
+    b += s;
+    return *this;
+  }
   Bytes& header(uint64_t n_tensors, uint64_t n_kv, uint32_t version = 3) {
     b += "GGUF";
     return u32(version).u64(n_tensors).u64(n_kv);
@@ -111,7 +123,7 @@ TEST(GgufRead, Stories260K) {
   EXPECT_EQ(f.get_uint("llama.rope.dimension_count", 0), 8u);
   EXPECT_EQ(f.require_float("llama.attention.layer_norm_rms_epsilon"), 9.999999747378752e-06f);
   EXPECT_EQ(f.get_float("llama.rope.freq_base", 10000.f), 10000.f);  // absent here
-  EXPECT_EQ(f.get_float("llama.block_count", 0.f), 5.f);            // ints convert to float
+  EXPECT_EQ(f.get_float("llama.block_count", 0.f), 5.f);             // ints convert to float
   EXPECT_EQ(f.get_uint("tokenizer.ggml.padding_token_id", 0), 4294967295u);
   EXPECT_EQ(f.get_int("tokenizer.ggml.padding_token_id", 0), 4294967295);
   EXPECT_TRUE(f.get_bool("tokenizer.ggml.add_bos_token", true));  // absent: default
@@ -157,8 +169,11 @@ TEST(GgufRead, Stories260K) {
   for (const GgufTensor& t : f.tensors()) total += t.n_elements();
   EXPECT_EQ(total, 292800u);
 
-  expect_error([&] { f.require_tensor("blk.0.attn_k.weight", {64, 64}); },
-               {"stories260K.gguf", "tensor 'blk.0.attn_k.weight'", "[64, 32]", "expected [64, 64]"});
+  expect_error(
+      [&] {
+        f.require_tensor("blk.0.attn_k.weight", {64, 64});
+      },
+      {"stories260K.gguf", "tensor 'blk.0.attn_k.weight'", "[64, 32]", "expected [64, 64]"});
   expect_error([&] { f.require_tensor("nope.weight", {1}); }, {"missing tensor 'nope.weight'"});
   expect_error([&] { f.require_uint("llama.nope"); }, {"stories260K.gguf", "missing key 'llama.nope'"});
   expect_error([&] { f.get_string("llama.block_count", ""); },
@@ -167,8 +182,7 @@ TEST(GgufRead, Stories260K) {
                {"key 'general.architecture' has type string, expected unsigned integer"});
   expect_error([&] { f.get_float_array("tokenizer.ggml.tokens"); },
                {"has type array[string], expected array of numbers"});
-  expect_error([&] { f.get_string_array("tokenizer.ggml.scores"); },
-               {"has type array[f32], expected array[string]"});
+  expect_error([&] { f.get_string_array("tokenizer.ggml.scores"); }, {"has type array[f32], expected array[string]"});
 
   const std::string d = f.describe();
   for (const char* part : {"GGUF v3", "19 metadata keys", "48 tensors", "architecture 'llama'"})
@@ -351,7 +365,12 @@ TEST_F(GgufFiles, WriterRoundTripsTensorsOfEachSupportedType) {
   std::normal_distribution<float> dist(0.f, 0.5f);
   GgufWriter w;
   w.set_string("general.architecture", "llama");
-  struct Made { std::string name; GgmlType type; std::vector<uint64_t> ne; std::vector<uint8_t> bytes; };
+  struct Made {
+    std::string name;
+    GgmlType type;
+    std::vector<uint64_t> ne;
+    std::vector<uint8_t> bytes;
+  };
   std::vector<Made> made;
   const GgmlType types[] = {GgmlType::F32,  GgmlType::F16,  GgmlType::BF16, GgmlType::Q8_0,   GgmlType::Q4_0,
                             GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q4_1, GgmlType::Q5_0,   GgmlType::Q5_1,
@@ -420,18 +439,14 @@ TEST_F(GgufFiles, WriterHonoursGeneralAlignment) {
 TEST_F(GgufFiles, WriterRejectsBadTensors) {
   GgufWriter w;
   const std::vector<uint8_t> buf(4096);
-  expect_error([&] { w.add_tensor("x", GgmlType::F32, {4}, buf.data(), 15); },
-               {"tensor 'x'", "15 bytes", "takes 16"});
+  expect_error([&] { w.add_tensor("x", GgmlType::F32, {4}, buf.data(), 15); }, {"tensor 'x'", "15 bytes", "takes 16"});
   expect_error([&] { w.add_tensor("x", GgmlType::Q4_K, {100}, buf.data(), 144); },
                {"not a multiple of the q4_K block size 256"});
-  expect_error([&] { w.add_tensor("x", GgmlType::F32, {1, 1, 1, 1, 1}, buf.data(), 4); },
-               {"5 dimensions"});
+  expect_error([&] { w.add_tensor("x", GgmlType::F32, {1, 1, 1, 1, 1}, buf.data(), 4); }, {"5 dimensions"});
   expect_error([&] { w.add_tensor("x", GgmlType::F32, {4, 0}, buf.data(), 0); }, {"dimension 1 is 0"});
-  expect_error([&] { w.add_tensor(std::string(64, 'n'), GgmlType::F32, {1}, buf.data(), 4); },
-               {"64 bytes (max 63)"});
+  expect_error([&] { w.add_tensor(std::string(64, 'n'), GgmlType::F32, {1}, buf.data(), 4); }, {"64 bytes (max 63)"});
   expect_error([&] { w.add_tensor("", GgmlType::F32, {1}, buf.data(), 4); }, {"empty tensor name"});
-  expect_error([&] { w.add_tensor("x", static_cast<GgmlType>(5), {1}, buf.data(), 4); },
-               {"unknown type id 5"});
+  expect_error([&] { w.add_tensor("x", static_cast<GgmlType>(5), {1}, buf.data(), 4); }, {"unknown type id 5"});
   w.add_tensor("x", GgmlType::F32, {1}, buf.data(), 4);
   expect_error([&] { w.add_tensor("x", GgmlType::F32, {1}, buf.data(), 4); }, {"duplicate"});
   GgufArray bad{GgufType::U32, {1, 2, 3}, {}, {}};  // 3 bytes is not a whole u32
@@ -453,7 +468,9 @@ TEST_F(GgufFiles, BadFilesGiveClearErrors) {
   expect_error(open(path("missing.gguf")), {"missing.gguf", "cannot open", "No such file"});
   expect_error(open(dir_.string()), {"not a regular file"});
   expect_error(open(write_bytes("empty.gguf", "")), {"empty.gguf", "not a GGUF file (empty)"});
-  expect_error(open(write_bytes("elf.gguf", "\x7f" "ELF\x02\x01\x01\x00 and more")),
+  expect_error(open(write_bytes("elf.gguf",
+                                "\x7f"
+                                "ELF\x02\x01\x01\x00 and more")),
                {"elf.gguf", "not a GGUF file", "7f 45 4c 46"});
   expect_error(open(write_bytes("short.gguf", Bytes().header(0, 0).b.substr(0, 10))),
                {"short.gguf", "truncated header (tensor count)"});
@@ -468,10 +485,9 @@ TEST_F(GgufFiles, BadFilesGiveClearErrors) {
                {"key of metadata entry 0", "string length 1152921504606846976", "runs past end of file"});
   expect_error(open(write_bytes("str_len.gguf", Bytes().header(0, 1).str("general.name").u32(8).u64(huge).b)),
                {"key 'general.name'", "string length 1152921504606846976", "runs past end of file"});
-  expect_error(open(write_bytes("arr_count.gguf",
-                                Bytes().header(0, 1).str("tokenizer.ggml.tokens").u32(9).u32(8).u64(huge).b)),
-               {"key 'tokenizer.ggml.tokens'", "array of 1152921504606846976 string elements",
-                "runs past end of file"});
+  expect_error(
+      open(write_bytes("arr_count.gguf", Bytes().header(0, 1).str("tokenizer.ggml.tokens").u32(9).u32(8).u64(huge).b)),
+      {"key 'tokenizer.ggml.tokens'", "array of 1152921504606846976 string elements", "runs past end of file"});
   expect_error(open(write_bytes("arr_u8.gguf", Bytes().header(0, 1).str("a").u32(9).u32(0).u64(100).u8(1).b)),
                {"array of 100 u8 elements"});
 
@@ -492,8 +508,7 @@ TEST_F(GgufFiles, BadFilesGiveClearErrors) {
                {"general.alignment", "has type string"});
 
   // Malformed tensor infos. Each file has room for the data, so only the named problem fails.
-  const auto tensor_file = [&](const std::string& name, std::vector<uint64_t> ne, uint32_t type,
-                               uint64_t offset) {
+  const auto tensor_file = [&](const std::string& name, std::vector<uint64_t> ne, uint32_t type, uint64_t offset) {
     Bytes b = Bytes().header(1, 0).tensor("w", ne, type, offset).pad();
     b.b += std::string(4096, '\0');
     return open(write_bytes(name, b.b));
@@ -511,9 +526,10 @@ TEST_F(GgufFiles, BadFilesGiveClearErrors) {
                {"past_end.gguf", "tensor 'w' data [offset 0, 8192 bytes] extends past end of file"});
   expect_error(tensor_file("far_offset.gguf", {4}, 0, uint64_t{1} << 63), {"extends past end of file"});
   expect_error(tensor_file("max_offset.gguf", {4}, 0, ~uint64_t{31}), {"extends past end of file"});
-  expect_error(open(write_bytes("dup_t.gguf", Bytes().header(2, 0).tensor("w", {4}, 0, 0).tensor("w", {4}, 0, 32).pad().b +
-                                                  std::string(64, '\0'))),
-               {"duplicate tensor name 'w'"});
+  expect_error(
+      open(write_bytes("dup_t.gguf", Bytes().header(2, 0).tensor("w", {4}, 0, 0).tensor("w", {4}, 0, 32).pad().b +
+                                         std::string(64, '\0'))),
+      {"duplicate tensor name 'w'"});
 }
 
 TEST_F(GgufFiles, TruncatedWriterFilesFailCleanly) {

@@ -13,9 +13,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "host/model/unicode.h"
 #include "host/report/needle.h"
 #include "host/report/profile.h"
-#include "host/model/unicode.h"
 #include "tests/cli_runner.h"
 #include "tests/test_util.h"
 
@@ -78,17 +78,19 @@ TEST(Json, ProfileReportParsesBackInOrderWithNaNAsNull) {
                                                "weight_bytes", "memory_budget", "kv_type", "gen", "n_batch", "policies",
                                                "contexts", "rows", "notes", "total_s"}));
   EXPECT_EQ(j["model_name"], r.model_name) << "escaped and back";
-  EXPECT_EQ(keys(j["shape"]), (std::vector<std::string>{"n_layer", "n_head", "n_head_kv", "head_dim", "n_embd", "n_vocab"}));
+  EXPECT_EQ(keys(j["shape"]),
+            (std::vector<std::string>{"n_layer", "n_head", "n_head_kv", "head_dim", "n_embd", "n_vocab"}));
   EXPECT_EQ(j["weight_bytes"].get<uint64_t>(), r.weight_bytes);
   EXPECT_EQ(j["memory_budget"].get<uint64_t>(), r.memory_budget) << "64-bit sizes stay exact";
   EXPECT_EQ(j["policies"], ojson({"full", "snapkv"}));
   EXPECT_EQ(j["contexts"], ojson({128}));
   ASSERT_EQ(j["rows"].size(), 2u);
   const ojson& ran = j["rows"][0];
-  EXPECT_EQ(keys(ran), (std::vector<std::string>{"context", "policy", "budget", "ran", "fits", "full_kv_bytes", "kv_bytes",
-                                                 "ratio", "peak_bytes", "est_peak_bytes", "prefill_ms", "score_ms",
-                                                 "pool_ms", "select_ms", "gather_ms", "compress_ms", "decode_tok_s",
-                                                 "steps", "top1", "kl_mean", "kl_max"}));
+  EXPECT_EQ(keys(ran),
+            (std::vector<std::string>{
+                "context",   "policy",      "budget",         "ran",        "fits",     "full_kv_bytes", "kv_bytes",
+                "ratio",     "peak_bytes",  "est_peak_bytes", "prefill_ms", "score_ms", "pool_ms",       "select_ms",
+                "gather_ms", "compress_ms", "decode_tok_s",   "steps",      "top1",     "kl_mean",       "kl_max"}));
   EXPECT_EQ(ran["peak_bytes"], 9000);
   EXPECT_EQ(ran["prefill_ms"].get<double>(), 1.25);
   EXPECT_TRUE(ran["top1"].is_null()) << "full has no fidelity: NaN is null";
@@ -131,7 +133,8 @@ TEST(Json, InvalidUtf8InGeneratedTextBecomesReplacementCharacter) {
   const std::string ok = "caf\xC3\xA9 \xF0\x9F\x98\x80 \"q\" \\ \n\t\x01 end";
   EXPECT_EQ(generated_back(ok), ok);
   // A character cut short (a token may end inside one) is one U+FFFD; a stray byte is one.
-  EXPECT_EQ(generated_back("caf\xC3\xA9 \xE2\x82|\xF0\x9F\x98\x80\xFF"), "caf\xC3\xA9 " + kFffd + "|\xF0\x9F\x98\x80" + kFffd);
+  EXPECT_EQ(generated_back("caf\xC3\xA9 \xE2\x82|\xF0\x9F\x98\x80\xFF"),
+            "caf\xC3\xA9 " + kFffd + "|\xF0\x9F\x98\x80" + kFffd);
   EXPECT_EQ(generated_back("ends inside \xE2\x82"), "ends inside " + kFffd);
   // RFC 3629: overlong forms, surrogates and code points past U+10FFFF are not UTF-8: each of
   // their bytes is refused.
@@ -164,8 +167,8 @@ TEST(JsonCli, TokenizePrintsAnArray) {
 TEST(JsonCli, RunPrintsOneObject) {
   const CliResult r = run_cli({"run", "-m", model_path("stories260K.gguf"), "-p",
                                "Once upon a time, there was a little girl named Lily. She loved to play.", "-n", "4",
-                               "--temp", "0", "-s", "18446744073709551615", "--kv-policy", "streamingllm", "--kv-budget",
-                               "8", "--kv-window", "2", "--json"});
+                               "--temp", "0", "-s", "18446744073709551615", "--kv-policy", "streamingllm",
+                               "--kv-budget", "8", "--kv-window", "2", "--json"});
   ASSERT_EQ(r.code, 0) << r.err;
   ojson j;
   ASSERT_NO_THROW(j = ojson::parse(r.out)) << r.out;
@@ -178,8 +181,9 @@ TEST(JsonCli, RunPrintsOneObject) {
   EXPECT_FALSE(j["text"].get<std::string>().empty());
   EXPECT_EQ(keys(j["timings"]), (std::vector<std::string>{"prefill_ms", "decode_ms", "prefill_tok_s", "decode_tok_s"}));
   EXPECT_GT(j["timings"]["prefill_ms"].get<double>(), 0.0);
-  EXPECT_EQ(keys(j["kv"]), (std::vector<std::string>{"policy", "type", "bytes", "full_bytes", "ratio", "allocated_bytes",
-                                                    "n_ctx", "n_past", "score_ms", "pool_ms", "select_ms", "gather_ms"}));
+  EXPECT_EQ(keys(j["kv"]),
+            (std::vector<std::string>{"policy", "type", "bytes", "full_bytes", "ratio", "allocated_bytes", "n_ctx",
+                                      "n_past", "score_ms", "pool_ms", "select_ms", "gather_ms"}));
   EXPECT_EQ(j["kv"]["policy"], "streamingllm");
   EXPECT_EQ(j["kv"]["type"], "f16");
   EXPECT_GT(j["kv"]["ratio"].get<double>(), 1.0);

@@ -50,7 +50,8 @@ TEST_F(Kernel, RmsNormMatchesReference) {
       cs.submit();
       std::vector<float> want(x.size());
       ref::rms_norm(x.data(), w.data(), want.data(), rows, n, 1e-5f);
-      EXPECT_LE(max_abs_diff(download<float>(Y, x.size()), want), 1e-5f * 3 * 1.5f * 2) << "n=" << n << " rows=" << rows;
+      EXPECT_LE(max_abs_diff(download<float>(Y, x.size()), want), 1e-5f * 3 * 1.5f * 2)
+          << "n=" << n << " rows=" << rows;
     }
   }
 }
@@ -154,7 +155,9 @@ TEST_P(KernelMatvec, MatchesReference) {
       const uint32_t wg = std::max(sg, std::min(sg * subgroups, info.max_workgroup_invocations / sg * sg));
       const uint32_t rows = subgroups == 1 ? 8 : 3;
       const uint32_t one_subgroup = info.min_subgroup_size > 0 && wg <= info.min_subgroup_size;
-      Pipeline p(ctx(), PipelineDesc{"matvec_test", matvec_spirv(wt, int64), 3, sizeof(MatvecPush), {wg, rows, one_subgroup}, 0});
+      Pipeline p(
+          ctx(),
+          PipelineDesc{"matvec_test", matvec_spirv(wt, int64), 3, sizeof(MatvecPush), {wg, rows, one_subgroup}, 0});
       struct Swap {  // the kernels are shared by all tests: put the device's pipeline back
         Kernels& k;
         Pipeline& slot;
@@ -167,7 +170,8 @@ TEST_P(KernelMatvec, MatchesReference) {
       } swap{k(), k().matvec[weight_kind(wt)], p, k().tuning.matvec_rows};
       std::swap(swap.slot, p);
       k().tuning.matvec_rows = rows;
-      check_shapes(std::string(int64 ? "i64" : "portable") + " wg=" + std::to_string(wg) + " rows=" + std::to_string(rows));
+      check_shapes(std::string(int64 ? "i64" : "portable") + " wg=" + std::to_string(wg) +
+                   " rows=" + std::to_string(rows));
     }
   }
 }
@@ -178,7 +182,8 @@ TEST_P(KernelMatvec, SplitsWeightsLargerThanOneBinding) {
   const GgmlType wt = GetParam();
   const uint32_t K = 512;
   const uint64_t rb = row_bytes(wt, K), align = std::max<uint64_t>(4, ctx().info().min_storage_buffer_offset_alignment);
-  const uint64_t step = std::lcm(align / std::gcd(align, rb), align / std::gcd(align, uint64_t(4)));  // rows per aligned slice
+  const uint64_t step =
+      std::lcm(align / std::gcd(align, rb), align / std::gcd(align, uint64_t(4)));  // rows per aligned slice
   const uint32_t N = uint32_t(3 * step + (step + 1) / 2);  // three full slices and a shorter one
   auto w = make_weights(wt, N, K, 11);
   auto x = random_floats(K, 12);
@@ -204,34 +209,34 @@ TEST_P(KernelMatmul, MatchesReference) {
   const GgmlType wt = GetParam();
   const bool saved = k().tuning.matmul_rows;
   for (bool rows_kernel : {false, true}) {  // both the GPU tiling and the CPU variant, whatever the device
-  k().tuning.matmul_rows = rows_kernel;
-  for (uint32_t M : {1u, 7u, 33u, 70u}) {
-    for (uint32_t N : {1u, 33u, 65u, 300u}) {
-      for (uint32_t K : {1u, 7u, 32u, 33u, 100u, 256u, 512u, 1000u}) {
-        if (K % traits_of(wt).block_size) continue;
-        auto w = make_weights(wt, N, K, M * 7 + N * 31 + K);
-        auto x = random_floats(size_t(M) * K, M + K);
-        Buffer Wb = upload(w), X = upload(x), Y(ctx(), size_t(M) * N * 4);
-        CommandStream cs(ctx());
-        cs.begin();
-        op_matmul(cs, k(), wt, Wb, X, Y, M, N, K);
-        cs.submit();
-        std::vector<float> want(size_t(M) * N);
-        ref::matmul(wt, w.data(), x.data(), want.data(), M, N, K);
-        EXPECT_LE(max_abs_diff(download<float>(Y, want.size()), want), matmul_tolerance(K))
-            << type_name(wt) << (rows_kernel ? " rows" : " tiled") << " M=" << M << " N=" << N << " K=" << K;
+    k().tuning.matmul_rows = rows_kernel;
+    for (uint32_t M : {1u, 7u, 33u, 70u}) {
+      for (uint32_t N : {1u, 33u, 65u, 300u}) {
+        for (uint32_t K : {1u, 7u, 32u, 33u, 100u, 256u, 512u, 1000u}) {
+          if (K % traits_of(wt).block_size) continue;
+          auto w = make_weights(wt, N, K, M * 7 + N * 31 + K);
+          auto x = random_floats(size_t(M) * K, M + K);
+          Buffer Wb = upload(w), X = upload(x), Y(ctx(), size_t(M) * N * 4);
+          CommandStream cs(ctx());
+          cs.begin();
+          op_matmul(cs, k(), wt, Wb, X, Y, M, N, K);
+          cs.submit();
+          std::vector<float> want(size_t(M) * N);
+          ref::matmul(wt, w.data(), x.data(), want.data(), M, N, K);
+          EXPECT_LE(max_abs_diff(download<float>(Y, want.size()), want), matmul_tolerance(K))
+              << type_name(wt) << (rows_kernel ? " rows" : " tiled") << " M=" << M << " N=" << N << " K=" << K;
+        }
       }
     }
-  }
   }
   k().tuning.matmul_rows = saved;
 }
 
 std::string type_param_name(const ::testing::TestParamInfo<GgmlType>& info) { return type_name(info.param); }
 
-#define SNAPVK_WEIGHT_TYPES                                                                                  \
-  ::testing::Values(GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K, \
-                    GgmlType::Q6_K, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q2_K, GgmlType::Q3_K,  \
+#define SNAPVK_WEIGHT_TYPES                                                                                         \
+  ::testing::Values(GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K,   \
+                    GgmlType::Q6_K, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q2_K, GgmlType::Q3_K, \
                     GgmlType::Q5_K, GgmlType::IQ4_NL, GgmlType::IQ4_XS)
 INSTANTIATE_TEST_SUITE_P(Weights, KernelMatvec, SNAPVK_WEIGHT_TYPES, type_param_name);
 INSTANTIATE_TEST_SUITE_P(Weights, KernelMatmul, SNAPVK_WEIGHT_TYPES, type_param_name);

@@ -20,9 +20,7 @@ std::vector<int32_t> story_prompt(const Model& m, int repeats) {
   return m.tokenizer().encode(text, true);
 }
 
-MemoryQuery query_for(const Session& s, uint32_t L) {
-  return memory_query(s.model(), s.options(), L);
-}
+MemoryQuery query_for(const Session& s, uint32_t L) { return memory_query(s.model(), s.options(), L); }
 
 // Allocation granularity (alignment of each buffer) is the only slack allowed.
 void expect_close(uint64_t measured, uint64_t predicted, const std::string& what) {
@@ -120,7 +118,10 @@ TEST(Memory, SnapkvFitsLongerPromptsThanFullUnderOneBudget) {
     uint32_t lo = 0, hi = 4096 / 64;
     while (lo < hi) {
       const uint32_t mid = (lo + hi + 1) / 2;
-      if (fits(p, mid * 64)) lo = mid; else hi = mid - 1;
+      if (fits(p, mid * 64))
+        lo = mid;
+      else
+        hi = mid - 1;
     }
     return lo * 64;
   };

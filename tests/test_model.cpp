@@ -38,17 +38,23 @@ std::vector<int32_t> parse_ids(const std::string& line) {
 
 std::vector<ReferenceRun> load_reference_runs() {
   std::ifstream in(model_path("reference/llama2c-stories260K-greedy-tokens.txt"));
-  if (!in) throw Error(ErrorKind::Io, "missing reference/llama2c-stories260K-greedy-tokens.txt under " + models_dir().string());
+  if (!in)
+    throw Error(ErrorKind::Io,
+                "missing reference/llama2c-stories260K-greedy-tokens.txt under " + models_dir().string());
   std::vector<ReferenceRun> runs;
   bool in_run = false;
   for (std::string line; std::getline(in, line);) {
     if (line.rfind("[", 0) == 0) {  // [run] sections, then [tokenize] ones that this test does not read
       in_run = line == "[run]";
       if (in_run) runs.emplace_back();
-    } else if (!in_run) continue;
-    else if (line.rfind("steps:", 0) == 0) runs.back().steps = uint32_t(std::stoul(line.substr(6)));
-    else if (line.rfind("prompt_tokens", 0) == 0) runs.back().prompt_tokens = parse_ids(line);
-    else if (line.rfind("generated_tokens", 0) == 0) runs.back().generated = parse_ids(line);
+    } else if (!in_run)
+      continue;
+    else if (line.rfind("steps:", 0) == 0)
+      runs.back().steps = uint32_t(std::stoul(line.substr(6)));
+    else if (line.rfind("prompt_tokens", 0) == 0)
+      runs.back().prompt_tokens = parse_ids(line);
+    else if (line.rfind("generated_tokens", 0) == 0)
+      runs.back().generated = parse_ids(line);
     else if (line.rfind("prompt:", 0) == 0) {
       const auto a = line.find('"'), b = line.rfind('"');
       runs.back().prompt = line.substr(a + 1, b - a - 1);
@@ -134,7 +140,8 @@ TEST_F(Stories, LogitsMatchLlama2c) {
 // Batched prefill (several chunk sizes) and token-by-token decode give the CPU reference's logits.
 TEST_F(Stories, PrefillChunksAndDecodeMatchCpuReference) {
   const auto& cfg = model().config();
-  std::vector<int32_t> prompt = model().tokenizer().encode("Once upon a time, a little dog ran to the big red ball.", true);
+  std::vector<int32_t> prompt =
+      model().tokenizer().encode("Once upon a time, a little dog ran to the big red ball.", true);
   RefModel ref(model().gguf(), cfg, 512);
   std::vector<std::vector<float>> want;
   for (int32_t t : prompt) want.push_back(ref.forward(t));

@@ -20,12 +20,12 @@
 #include "host/gguf/gguf.h"
 #include "host/gguf/gguf_writer.h"
 #include "host/kv/kv_policy.h"
-#include "host/session/memory_model.h"
 #include "host/model/model.h"
+#include "host/model/tokenizer.h"
 #include "host/report/needle.h"
 #include "host/report/profile.h"
+#include "host/session/memory_model.h"
 #include "host/session/session.h"
-#include "host/model/tokenizer.h"
 #include "runtime/checked.h"
 #include "runtime/commands.h"
 #include "runtime/error.h"
@@ -61,8 +61,8 @@ struct Gguf {
   // A tiny llama config (dim 64, 2 layers, 4/2 heads, ff 128, vocab 300) with `edit` applied;
   // token_embd is [emb_cols, vocab_rows] of `emb_type`, zeros. No other tensors: from_gguf
   // reads only the metadata and token_embd's row count.
-  std::string config(const std::string& name, const std::function<void(GgufWriter&)>& edit,
-                     uint64_t vocab_rows = 300, GgmlType emb_type = GgmlType::F32, uint64_t emb_cols = 64) {
+  std::string config(const std::string& name, const std::function<void(GgufWriter&)>& edit, uint64_t vocab_rows = 300,
+                     GgmlType emb_type = GgmlType::F32, uint64_t emb_cols = 64) {
     GgufWriter w;
     w.set_string("general.architecture", "llama");
     w.set_uint32("llama.embedding_length", 64);
@@ -105,7 +105,8 @@ MemoryQuery tiny_query() {
 
 TEST(Overflow, CheckedHelpersNameTheQuantity) {
   EXPECT_EQ(checked_mul(1ull << 32, 1ull << 31, "x"), 1ull << 63);
-  expect_error([] { checked_mul(1ull << 32, 1ull << 32, "KV bytes"); }, "KV bytes (4294967296 * 4294967296) overflows 64 bits");
+  expect_error([] { checked_mul(1ull << 32, 1ull << 32, "KV bytes"); },
+               "KV bytes (4294967296 * 4294967296) overflows 64 bits");
   EXPECT_EQ(checked_add(kU64Max - 1, 1, "x"), kU64Max);
   expect_error([] { checked_add(kU64Max, 1, "peak"); }, "peak (18446744073709551615 + 1) overflows 64 bits");
   EXPECT_EQ(checked_mul_u32(65535, 65537, "x"), kU32Max);
@@ -121,12 +122,14 @@ TEST(Overflow, GgufHyperParametersAreBoundedBeforeUse) {
   Gguf g;
   EXPECT_EQ(g.load("good.gguf", nullptr).q_dim(), 64u);  // the baseline the cases break
   // 64-bit values that would truncate to small 32-bit ones, and 32-bit maxima.
-  expect_error([&] { g.load("embd.gguf", [](GgufWriter& w) { w.set_uint64("llama.embedding_length", (1ull << 32) + 64); }); },
-               "llama.embedding_length = 4294967360 is out of range (1..65536)");
+  expect_error(
+      [&] { g.load("embd.gguf", [](GgufWriter& w) { w.set_uint64("llama.embedding_length", (1ull << 32) + 64); }); },
+      "llama.embedding_length = 4294967360 is out of range (1..65536)");
   expect_error([&] { g.load("layers.gguf", [](GgufWriter& w) { w.set_uint32("llama.block_count", kU32Max); }); },
                "llama.block_count = 4294967295 is out of range (1..1024)");
-  expect_error([&] { g.load("heads.gguf", [](GgufWriter& w) { w.set_uint64("llama.attention.head_count", 1ull << 40); }); },
-               "llama.attention.head_count = 1099511627776 is out of range (1..1024)");
+  expect_error(
+      [&] { g.load("heads.gguf", [](GgufWriter& w) { w.set_uint64("llama.attention.head_count", 1ull << 40); }); },
+      "llama.attention.head_count = 1099511627776 is out of range (1..1024)");
   expect_error([&] { g.load("kv.gguf", [](GgufWriter& w) { w.set_uint32("llama.attention.head_count_kv", 0); }); },
                "llama.attention.head_count_kv = 0 is out of range (1..1024)");
   expect_error([&] { g.load("ff.gguf", [](GgufWriter& w) { w.set_uint64("llama.feed_forward_length", kU64Max); }); },
@@ -135,16 +138,19 @@ TEST(Overflow, GgufHyperParametersAreBoundedBeforeUse) {
                "llama.context_length = 4294967295 is out of range (1..16777216)");
   expect_error([&] { g.load("hd.gguf", [](GgufWriter& w) { w.set_uint32("llama.attention.key_length", 1u << 31); }); },
                "llama.attention.key_length = 2147483648 is out of range (1..256)");
-  expect_error([&] { g.load("rot.gguf", [](GgufWriter& w) { w.set_uint64("llama.rope.dimension_count", 1ull << 33); }); },
-               "llama.rope.dimension_count = 8589934592 is out of range (1..16)");
+  expect_error(
+      [&] { g.load("rot.gguf", [](GgufWriter& w) { w.set_uint64("llama.rope.dimension_count", 1ull << 33); }); },
+      "llama.rope.dimension_count = 8589934592 is out of range (1..16)");
   // A negative value stored signed is not read as a huge unsigned one.
   expect_error([&] { g.load("neg.gguf", [](GgufWriter& w) { w.set_int32("llama.block_count", -1); }); }, "block_count");
   // The GQA group (n_head / n_head_kv) sizes the attention kernels: refused at load, not by an assert later.
-  expect_error([&] {
-    g.load("group.gguf", [](GgufWriter& w) {
-      w.set_uint32("llama.embedding_length", 128), w.set_uint32("llama.attention.head_count", 64);
-    });
-  }, "model: GQA group n_head / n_head_kv = 32 is larger than 16");
+  expect_error(
+      [&] {
+        g.load("group.gguf", [](GgufWriter& w) {
+          w.set_uint32("llama.embedding_length", 128), w.set_uint32("llama.attention.head_count", 64);
+        });
+      },
+      "model: GQA group n_head / n_head_kv = 32 is larger than 16");
 }
 
 TEST(Overflow, GgufWeightElementCountsFitThirtyTwoBits) {
@@ -152,20 +158,27 @@ TEST(Overflow, GgufWeightElementCountsFitThirtyTwoBits) {
   // elements with 32 bits, so these are refused before any tensor is read or uploaded.
   Gguf g;
   // n_vocab (token_embd rows) * n_embd: 65537 * 65536. q4_0 rows of 32 keep the file at 1.2 MB.
-  expect_error([&] {
-    g.load("vocab.gguf", [](GgufWriter& w) {
-      w.set_uint32("llama.embedding_length", 65536), w.set_uint32("llama.attention.head_count", 1);
-      w.set_uint32("llama.attention.head_count_kv", 1), w.set_uint32("llama.attention.key_length", 256);
-      w.set_uint32("llama.attention.value_length", 256);
-    }, 65537, GgmlType::Q4_0, 32);
-  }, "model: token_embd elements n_vocab * n_embd (65537 * 65536) overflows 32 bits");
+  expect_error(
+      [&] {
+        g.load(
+            "vocab.gguf",
+            [](GgufWriter& w) {
+              w.set_uint32("llama.embedding_length", 65536), w.set_uint32("llama.attention.head_count", 1);
+              w.set_uint32("llama.attention.head_count_kv", 1), w.set_uint32("llama.attention.key_length", 256);
+              w.set_uint32("llama.attention.value_length", 256);
+            },
+            65537, GgmlType::Q4_0, 32);
+      },
+      "model: token_embd elements n_vocab * n_embd (65537 * 65536) overflows 32 bits");
   // n_head * head_dim * n_embd: 1024 * 256 * 65536 = 2^34.
-  expect_error([&] {
-    g.load("q.gguf", [](GgufWriter& w) {
-      w.set_uint32("llama.embedding_length", 65536), w.set_uint32("llama.attention.head_count", 1024);
-      w.set_uint32("llama.attention.head_count_kv", 1024), w.set_uint32("llama.attention.key_length", 256);
-    });
-  }, "model: attn_q elements n_head * head_dim * n_embd (262144 * 65536) overflows 32 bits");
+  expect_error(
+      [&] {
+        g.load("q.gguf", [](GgufWriter& w) {
+          w.set_uint32("llama.embedding_length", 65536), w.set_uint32("llama.attention.head_count", 1024);
+          w.set_uint32("llama.attention.head_count_kv", 1024), w.set_uint32("llama.attention.key_length", 256);
+        });
+      },
+      "model: attn_q elements n_head * head_dim * n_embd (262144 * 65536) overflows 32 bits");
   // n_ff * n_embd: 2^20 * 2^16.
   auto wide = [](uint32_t n_ff) {
     return [n_ff](GgufWriter& w) {
@@ -174,7 +187,8 @@ TEST(Overflow, GgufWeightElementCountsFitThirtyTwoBits) {
       w.set_uint32("llama.feed_forward_length", n_ff);
     };
   };
-  expect_error([&] { g.load("ffn.gguf", wide(1u << 20)); }, "model: ffn elements n_ff * n_embd (1048576 * 65536) overflows 32 bits");
+  expect_error([&] { g.load("ffn.gguf", wide(1u << 20)); },
+               "model: ffn elements n_ff * n_embd (1048576 * 65536) overflows 32 bits");
   expect_error([&] { g.load("ffn2.gguf", wide(65536)); }, "(65536 * 65536) overflows 32 bits");
   // The largest shapes that fit load (what a 405B-class model needs is well inside).
   const ModelConfig c = g.load("edge.gguf", wide(65535));
@@ -259,12 +273,16 @@ TEST(Overflow, VocabularyIdsAndCountsFromGguf) {
   expect_error([&] { vocab("id64.gguf", [](GgufWriter& w) { w.set_uint64("tokenizer.ggml.bos_token_id", kU64Max); }); },
                "tokenizer.ggml.bos_token_id' is 18446744073709551615, out of range for int64");
   // Parallel arrays shorter than the token list are refused (they are indexed by token id).
-  expect_error([&] {
-    Tokenizer{vocab("scores.gguf", [](GgufWriter& w) { w.set_float_array("tokenizer.ggml.scores", {0.0f}); })};
-  }, "tokenizer.ggml.scores has 1 entries for 5 tokens");
-  expect_error([&] {
-    Tokenizer{vocab("types.gguf", [](GgufWriter& w) { w.set_int32_array("tokenizer.ggml.token_type", {1, 1}); })};
-  }, "tokenizer.ggml.token_type has 2 entries for 5 tokens");
+  expect_error(
+      [&] {
+        Tokenizer{vocab("scores.gguf", [](GgufWriter& w) { w.set_float_array("tokenizer.ggml.scores", {0.0f}); })};
+      },
+      "tokenizer.ggml.scores has 1 entries for 5 tokens");
+  expect_error(
+      [&] {
+        Tokenizer{vocab("types.gguf", [](GgufWriter& w) { w.set_int32_array("tokenizer.ggml.token_type", {1, 1}); })};
+      },
+      "tokenizer.ggml.token_type has 2 entries for 5 tokens");
 }
 
 // ---- sizes from options (session shape, memory model, KV policy, profile) ------------------
@@ -284,15 +302,18 @@ TEST(Overflow, SessionShapeProductsFitThirtyTwoBits) {
   c = tiny_config();
   c.n_ff = 1u << 20;
   EXPECT_NO_THROW(check_session_shape(c, 4096, 4095));
-  expect_error([&] { check_session_shape(c, 4096, 4096); }, "activations n_batch * n_ff (4096 * 1048576) overflows 32 bits");
+  expect_error([&] { check_session_shape(c, 4096, 4096); },
+               "activations n_batch * n_ff (4096 * 1048576) overflows 32 bits");
   // n_batch counts only up to n_ctx (a session clamps it).
   EXPECT_NO_THROW(check_session_shape(c, 16, kU32Max));
   c = tiny_config();
   c.n_embd = 65536;
-  expect_error([&] { check_session_shape(c, 1u << 20, 1u << 20); }, "activations n_batch * n_embd (1048576 * 65536) overflows 32 bits");
+  expect_error([&] { check_session_shape(c, 1u << 20, 1u << 20); },
+               "activations n_batch * n_embd (1048576 * 65536) overflows 32 bits");
   c = tiny_config();
   c.n_head = c.n_head_kv = 1024, c.head_dim = 256;
-  expect_error([&] { check_session_shape(c, 1u << 14, 1u << 14); }, "activations n_batch * q_dim (16384 * 262144) overflows 32 bits");
+  expect_error([&] { check_session_shape(c, 1u << 14, 1u << 14); },
+               "activations n_batch * q_dim (16384 * 262144) overflows 32 bits");
 }
 
 TEST(Overflow, MemoryModelRefusesWhatWouldWrapAndIsExactAtTheEdge) {
@@ -303,10 +324,13 @@ TEST(Overflow, MemoryModelRefusesWhatWouldWrapAndIsExactAtTheEdge) {
     expect_error([&] { estimate_memory(c, weights, q); }, what);
   };
   bad([](MemoryQuery& q) { q.n_ctx = kU32Max; }, "n_ctx 4294967295 is out of range");
-  bad([](MemoryQuery& q) { q.prompt_len = kU32Max; }, "memory model: prompt length 4294967295 is out of range (0..16777216)");
-  bad([](MemoryQuery& q) { q.decode_chunk = 0; }, "memory model: decode_chunk must be at least 1");  // was a division by zero
+  bad([](MemoryQuery& q) { q.prompt_len = kU32Max; },
+      "memory model: prompt length 4294967295 is out of range (0..16777216)");
+  bad([](MemoryQuery& q) { q.decode_chunk = 0; },
+      "memory model: decode_chunk must be at least 1");  // was a division by zero
   bad([](MemoryQuery& q) { q.kv_type = KvType(7); }, "memory model: unknown KV type 7");
-  bad([](MemoryQuery& q) { q.kv.policy = KvPolicy::SnapKV, q.kv.budget = 64, q.kv.window = kU32Max; }, "KV window 4294967295 is too large");
+  bad([](MemoryQuery& q) { q.kv.policy = KvPolicy::SnapKV, q.kv.budget = 64, q.kv.window = kU32Max; },
+      "KV window 4294967295 is too large");
   bad([](MemoryQuery&) {}, "memory model: peak bytes (18446744073709551615 + ", kU64Max);
   // The largest legal shape: every figure is the exact product (it would not fit 32 bits, and
   // the old 2^64-bit sums never get near wrapping).
@@ -331,11 +355,13 @@ TEST(Overflow, KvPolicyBudgetsWindowsAndSumsCannotWrap) {
     expect_error([&] { o.validate(); }, what);
   };
   bad([](KvPolicyOptions& o) { o.budget = kU32Max; }, "KV budget 4294967295 is too large (at most 16777216)");
-  bad([](KvPolicyOptions& o) { o.budget = 0, o.ratio = 0.5f, o.window = kU32Max; }, "KV window 4294967295 is too large");
+  bad([](KvPolicyOptions& o) { o.budget = 0, o.ratio = 0.5f, o.window = kU32Max; },
+      "KV window 4294967295 is too large");
   // kernel / 2 is added to a position in a 32-bit int on the GPU (shaders/pool.comp).
   bad([](KvPolicyOptions& o) { o.kernel = kU32Max; }, "pooling kernel size 4294967295 is too large");
   // sinks + window used to wrap past the budget check: 2^32 - 4 + 8 = 4.
-  bad([](KvPolicyOptions& o) { o.policy = KvPolicy::StreamingLLM, o.sinks = kU32Max - 3; }, "sinks 4294967292 is too large");
+  bad([](KvPolicyOptions& o) { o.policy = KvPolicy::StreamingLLM, o.sinks = kU32Max - 3; },
+      "sinks 4294967292 is too large");
   // budget_for: window + 1 with a ratio budget.
   KvPolicyOptions r;
   r.policy = KvPolicy::SnapKV, r.ratio = 0.5f, r.window = kMaxContext;
@@ -359,7 +385,8 @@ TEST(Overflow, ProfileContextListsAndRunLengths) {
   EXPECT_EQ(parse_token_counts("4194303k", "c"), std::vector<uint32_t>{4194303u * 1024});
   expect_error([] { parse_token_counts("4194304k", "c"); }, "'4194304k' is not a positive token count");
   // v * 1024 wrapped to 1024 (2^54 + 1 -> 2^64 + 1024) and to 0 for a negative number.
-  expect_error([] { parse_token_counts("18014398509481985k", "c"); }, "'18014398509481985k' is not a positive token count");
+  expect_error([] { parse_token_counts("18014398509481985k", "c"); },
+               "'18014398509481985k' is not a positive token count");
   expect_error([] { parse_token_counts("-18014398509481984k", "c"); }, "is not a positive token count");
   expect_error([] { parse_token_counts("-1", "c"); }, "is not a positive token count");
   expect_error([] { parse_token_counts("99999999999999999999999", "c"); }, "is not a positive token count");
@@ -409,7 +436,8 @@ TEST_F(OverflowGpu, SessionRefusesHostileOptionsBeforeAllocating) {
   };
   bad([](SessionOptions& o) { o.n_ctx = kU32Max; }, "n_ctx 4294967295 is out of range (1..16777216)");
   bad([](SessionOptions& o) { o.n_ctx = kMaxContext + 1; }, "n_ctx 16777217 is out of range");
-  bad([](SessionOptions& o) { o.kv.policy = KvPolicy::SnapKV, o.kv.budget = kU32Max; }, "KV budget 4294967295 is too large");
+  bad([](SessionOptions& o) { o.kv.policy = KvPolicy::SnapKV, o.kv.budget = kU32Max; },
+      "KV budget 4294967295 is too large");
   bad([](SessionOptions& o) { o.kv.policy = KvPolicy::SnapKV, o.kv.budget = 32, o.kv.kernel = kU32Max; },
       "pooling kernel size 4294967295 is too large");
   // A huge n_batch is clamped to n_ctx, not multiplied.
@@ -432,7 +460,8 @@ TEST_F(OverflowGpu, ContextBeyondTheLargestStorageBindingIsRefusedUpFront) {
     o.kv.policy = p;
     if (p == KvPolicy::SnapKV) o.kv.budget = 64;
     expect_error([&] { Session s(model(), o); }, "maxStorageBufferRange");
-    expect_error([&] { Session s(model(), o); }, "the largest n_ctx for this model and KV type here is " + std::to_string(limit));
+    expect_error([&] { Session s(model(), o); },
+                 "the largest n_ctx for this model and KV type here is " + std::to_string(limit));
     EXPECT_EQ(ctx().memory().current(), before);
   }
 }
@@ -448,7 +477,8 @@ TEST_F(OverflowGpu, PrefillLengthCheckCannotWrap) {
   const std::span<const int32_t> lie(one.data(), std::numeric_limits<size_t>::max());
   expect_error([&] { s.prefill(lie); }, "does not fit the context: 1 used of 64");
   EXPECT_EQ(s.n_past(), 1u);
-  expect_error([&] { s.prefill(std::vector<int32_t>(64, 1)); }, "prompt of 64 tokens does not fit the context: 1 used of 64");
+  expect_error([&] { s.prefill(std::vector<int32_t>(64, 1)); },
+               "prompt of 64 tokens does not fit the context: 1 used of 64");
   EXPECT_NO_THROW(s.prefill(std::vector<int32_t>(63, 1)));
   EXPECT_EQ(s.n_past(), 64u);
 }
@@ -457,7 +487,8 @@ TEST_F(OverflowGpu, NeedleLengthsAreBoundedBeforeBuildingPrompts) {
   const Tokenizer& tok = model().tokenizer();
   const uint32_t n_vocab = model().config().n_vocab;
   // A context of 2^32 - 1 tokens would be built (16 GiB) before any session refused it.
-  expect_error([&] { needle_prompt(tok, n_vocab, kU32Max, 50, 1); }, "needle: context length 4294967295 is out of range (1..16777216)");
+  expect_error([&] { needle_prompt(tok, n_vocab, kU32Max, 50, 1); },
+               "needle: context length 4294967295 is out of range (1..16777216)");
   NeedleOptions o;
   o.depths = {50};
   o.specs = {ProfileSpec{"full", KvPolicyOptions{}}};
@@ -475,8 +506,10 @@ TEST_F(OverflowGpu, NeedleLengthsAreBoundedBeforeBuildingPrompts) {
 TEST_F(OverflowGpu, AbsurdBufferSizeIsRefusedBeforeVulkan) {
   const uint64_t before = ctx().memory().current(), allocs = ctx().memory().allocations();
   expect_error([&] { Buffer b(ctx(), 1ull << 62, BufferKind::Device, "absurd"); },
-               "out of device memory: buffer 'absurd' of 4611686018427387904 bytes is larger than the device's largest memory heap");
-  expect_error([&] { Buffer b(ctx(), kU64Max, BufferKind::Staging, "absurd"); }, "is larger than the device's largest memory heap");
+               "out of device memory: buffer 'absurd' of 4611686018427387904 bytes is larger than the device's largest "
+               "memory heap");
+  expect_error([&] { Buffer b(ctx(), kU64Max, BufferKind::Staging, "absurd"); },
+               "is larger than the device's largest memory heap");
   EXPECT_EQ(ctx().memory().current(), before);
   EXPECT_EQ(ctx().memory().allocations(), allocs);
 }
@@ -499,7 +532,8 @@ TEST_F(OverflowGpu, CApiSessionOptionsAreChecked) {
   snapvk_device* d = nullptr;
   ASSERT_EQ(snapvk_device_create(nullptr, &d), SNAPVK_OK) << snapvk_last_error();
   snapvk_model* m = nullptr;
-  ASSERT_EQ(snapvk_model_load(d, model_path("stories260K.gguf").c_str(), nullptr, &m), SNAPVK_OK) << snapvk_last_error();
+  ASSERT_EQ(snapvk_model_load(d, model_path("stories260K.gguf").c_str(), nullptr, &m), SNAPVK_OK)
+      << snapvk_last_error();
   auto create = [&](const std::function<void(snapvk_session_options&)>& edit, const std::string& what) {
     snapvk_session_options o{};
     o.struct_size = sizeof o;
@@ -523,7 +557,8 @@ TEST_F(OverflowGpu, CApiSessionOptionsAreChecked) {
   const int32_t one = 1;
   ASSERT_EQ(snapvk_session_prefill_tokens(s, &one, 1), SNAPVK_OK) << snapvk_last_error();
   EXPECT_EQ(snapvk_session_prefill_tokens(s, &one, std::numeric_limits<size_t>::max()), SNAPVK_INVALID_ARGUMENT);
-  EXPECT_NE(std::string(snapvk_last_error()).find("does not fit the context"), std::string::npos) << snapvk_last_error();
+  EXPECT_NE(std::string(snapvk_last_error()).find("does not fit the context"), std::string::npos)
+      << snapvk_last_error();
   snapvk_session_free(s);
   snapvk_model_free(m);
   snapvk_device_free(d);

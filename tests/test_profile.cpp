@@ -1,7 +1,7 @@
 // snapvk profile and snapvk eval needle: the engines (host/report/profile.h, host/report/needle.h) on
 // stories260K, their report files, the dry run against the memory model, and the CLI's --json.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,8 +24,8 @@
 #include "host/session/memory_model.h"
 #include "host/session/sampler.h"
 #include "host/session/session.h"
-#include "tests/gpu_fixture.h"
 #include "tests/cli_runner.h"
+#include "tests/gpu_fixture.h"
 #include "tests/test_util.h"
 
 extern char** environ;
@@ -382,7 +382,9 @@ TEST_F(NeedleTest, PromptPutsTheNeedleAtEachDepth) {
     const std::string text = tok.decode(p->tokens);
     EXPECT_NE(text.find("The secret number is " + p->value + "."), std::string::npos) << text;
     EXPECT_NE(text.find("What is the secret number?"), std::string::npos);
-    EXPECT_EQ(tok.decode(std::vector<int32_t>(p->tokens.begin() + p->needle_pos, p->tokens.end())).rfind(" The secret", 0), 0u);
+    EXPECT_EQ(
+        tok.decode(std::vector<int32_t>(p->tokens.begin() + p->needle_pos, p->tokens.end())).rfind(" The secret", 0),
+        0u);
   }
   EXPECT_EQ(p0.needle_pos, 1u);  // right after BOS
   EXPECT_GT(p50.needle_pos, 256u / 2 - 40);
@@ -437,14 +439,16 @@ using CliRun = CliResult;
 
 TEST(ProfileCli, JsonIsExactlyOneObjectAndFilesAreWritten) {
   const fs::path dir = temp_dir("profile-cli");
-  const CliRun r = run_cli({"profile", "-m", model_path("stories260K.gguf"), "--contexts", "64,100", "--kv-budget", "48",
-                            "--kv-window", "8", "--kv-policy", "snapkv,h2o", "--gen", "4", "--json", "--out", dir.string()});
+  const CliRun r =
+      run_cli({"profile", "-m", model_path("stories260K.gguf"), "--contexts", "64,100", "--kv-budget", "48",
+               "--kv-window", "8", "--kv-policy", "snapkv,h2o", "--gen", "4", "--json", "--out", dir.string()});
   ASSERT_EQ(r.code, 0) << r.err;
   json j;
   ASSERT_NO_THROW(j = parse_json(r.out)) << r.out;
   EXPECT_EQ(j.at("rows").size(), 6u);
   EXPECT_EQ(j.at("policies").at(2).get<std::string>(), "h2o");
-  for (const char* f : {"profile.csv", "profile.json", "profile.svg", "profile.html"}) EXPECT_TRUE(fs::exists(dir / f)) << f;
+  for (const char* f : {"profile.csv", "profile.json", "profile.svg", "profile.html"})
+    EXPECT_TRUE(fs::exists(dir / f)) << f;
   fs::remove_all(dir);
 }
 

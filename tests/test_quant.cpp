@@ -26,18 +26,23 @@ float from_bits(uint32_t u) {
 }
 
 TEST(QuantTypes, TraitsMatchGgml) {
-  struct Row { GgmlType t; const char* name; uint32_t block, size; bool supported; };
+  struct Row {
+    GgmlType t;
+    const char* name;
+    uint32_t block, size;
+    bool supported;
+  };
   const Row rows[] = {
-      {GgmlType::F32, "f32", 1, 4, true},      {GgmlType::F16, "f16", 1, 2, true},
-      {GgmlType::BF16, "bf16", 1, 2, true},    {GgmlType::Q8_0, "q8_0", 32, 34, true},
-      {GgmlType::Q4_0, "q4_0", 32, 18, true},  {GgmlType::Q4_K, "q4_K", 256, 144, true},
-      {GgmlType::Q6_K, "q6_K", 256, 210, true}, {GgmlType::Q5_K, "q5_K", 256, 176, true},
-      {GgmlType::Q4_1, "q4_1", 32, 20, true},  {GgmlType::Q5_0, "q5_0", 32, 22, true},
-      {GgmlType::Q5_1, "q5_1", 32, 24, true},  {GgmlType::Q2_K, "q2_K", 256, 84, true},
-      {GgmlType::Q3_K, "q3_K", 256, 110, true}, {GgmlType::IQ4_NL, "iq4_nl", 32, 18, true},
+      {GgmlType::F32, "f32", 1, 4, true},           {GgmlType::F16, "f16", 1, 2, true},
+      {GgmlType::BF16, "bf16", 1, 2, true},         {GgmlType::Q8_0, "q8_0", 32, 34, true},
+      {GgmlType::Q4_0, "q4_0", 32, 18, true},       {GgmlType::Q4_K, "q4_K", 256, 144, true},
+      {GgmlType::Q6_K, "q6_K", 256, 210, true},     {GgmlType::Q5_K, "q5_K", 256, 176, true},
+      {GgmlType::Q4_1, "q4_1", 32, 20, true},       {GgmlType::Q5_0, "q5_0", 32, 22, true},
+      {GgmlType::Q5_1, "q5_1", 32, 24, true},       {GgmlType::Q2_K, "q2_K", 256, 84, true},
+      {GgmlType::Q3_K, "q3_K", 256, 110, true},     {GgmlType::IQ4_NL, "iq4_nl", 32, 18, true},
       {GgmlType::IQ4_XS, "iq4_xs", 256, 136, true}, {GgmlType::IQ2_XXS, "iq2_xxs", 256, 66, false},
-      {GgmlType::IQ3_S, "iq3_s", 256, 110, false}, {GgmlType::TQ1_0, "tq1_0", 256, 54, false},
-      {GgmlType::Q8_1, "q8_1", 32, 36, false},  {GgmlType::MXFP4, "mxfp4", 32, 17, false},
+      {GgmlType::IQ3_S, "iq3_s", 256, 110, false},  {GgmlType::TQ1_0, "tq1_0", 256, 54, false},
+      {GgmlType::Q8_1, "q8_1", 32, 36, false},      {GgmlType::MXFP4, "mxfp4", 32, 17, false},
   };
   for (const Row& r : rows) {
     const TypeTraits* t = type_traits(static_cast<uint32_t>(r.t));
@@ -66,8 +71,7 @@ TEST(QuantTypes, RowBytes) {
     row_bytes(GgmlType::Q4_K, 100);
     FAIL() << "expected an error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("not a multiple of the q4_K block size 256"), std::string::npos)
-        << e.what();
+    EXPECT_NE(std::string(e.what()).find("not a multiple of the q4_K block size 256"), std::string::npos) << e.what();
   }
   EXPECT_THROW(row_bytes(GgmlType::F32, ~uint64_t{0}), Error);  // overflow
   EXPECT_THROW(row_bytes(static_cast<GgmlType>(4), 32), Error);
@@ -94,23 +98,23 @@ TEST(QuantFp16, EdgeCases) {
   EXPECT_EQ(fp32_to_fp16(-0.0f), 0x8000);
   EXPECT_EQ(fp32_to_fp16(1.0f), 0x3c00);
   EXPECT_EQ(fp32_to_fp16(-2.0f), 0xc000);
-  EXPECT_EQ(fp32_to_fp16(65504.0f), 0x7bff);                // largest half
-  EXPECT_EQ(fp32_to_fp16(65519.996f), 0x7bff);              // just below the rounding midpoint
-  EXPECT_EQ(fp32_to_fp16(65520.0f), 0x7c00);                // midpoint ties to even: inf
+  EXPECT_EQ(fp32_to_fp16(65504.0f), 0x7bff);    // largest half
+  EXPECT_EQ(fp32_to_fp16(65519.996f), 0x7bff);  // just below the rounding midpoint
+  EXPECT_EQ(fp32_to_fp16(65520.0f), 0x7c00);    // midpoint ties to even: inf
   EXPECT_EQ(fp32_to_fp16(1e10f), 0x7c00);
   EXPECT_EQ(fp32_to_fp16(INFINITY), 0x7c00);
   EXPECT_EQ(fp32_to_fp16(-INFINITY), 0xfc00);
-  EXPECT_EQ(fp32_to_fp16(1.0f + 0x1p-11f), 0x3c00);         // tie, even stays
-  EXPECT_EQ(fp32_to_fp16(1.0f + 3 * 0x1p-11f), 0x3c02);     // tie, odd rounds up
+  EXPECT_EQ(fp32_to_fp16(1.0f + 0x1p-11f), 0x3c00);      // tie, even stays
+  EXPECT_EQ(fp32_to_fp16(1.0f + 3 * 0x1p-11f), 0x3c02);  // tie, odd rounds up
   EXPECT_EQ(fp32_to_fp16(1.0f + 0x1p-11f + 0x1p-20f), 0x3c01);
-  EXPECT_EQ(fp32_to_fp16(0x1p-14f), 0x0400);                // smallest normal
-  EXPECT_EQ(fp32_to_fp16(0x1p-24f), 0x0001);                // smallest subnormal
-  EXPECT_EQ(fp32_to_fp16(0x1p-25f), 0x0000);                // tie to even: zero
+  EXPECT_EQ(fp32_to_fp16(0x1p-14f), 0x0400);  // smallest normal
+  EXPECT_EQ(fp32_to_fp16(0x1p-24f), 0x0001);  // smallest subnormal
+  EXPECT_EQ(fp32_to_fp16(0x1p-25f), 0x0000);  // tie to even: zero
   EXPECT_EQ(fp32_to_fp16(-0x1p-25f), 0x8000);
-  EXPECT_EQ(fp32_to_fp16(0x1.000002p-25f), 0x0001);         // just above the tie
-  EXPECT_EQ(fp32_to_fp16(3 * 0x1p-25f), 0x0002);            // 1.5 ulp ties to even
-  EXPECT_EQ(fp32_to_fp16(0x1.ff8p-15f), 0x03ff);            // largest subnormal
-  EXPECT_EQ(fp32_to_fp16(0x1.ffcp-15f), 0x0400);            // rounds up into the normals
+  EXPECT_EQ(fp32_to_fp16(0x1.000002p-25f), 0x0001);  // just above the tie
+  EXPECT_EQ(fp32_to_fp16(3 * 0x1p-25f), 0x0002);     // 1.5 ulp ties to even
+  EXPECT_EQ(fp32_to_fp16(0x1.ff8p-15f), 0x03ff);     // largest subnormal
+  EXPECT_EQ(fp32_to_fp16(0x1.ffcp-15f), 0x0400);     // rounds up into the normals
   EXPECT_EQ(fp32_to_fp16(1e-30f), 0x0000);
   // NaN stays NaN, even with a payload only in the low bits that a shift would lose.
   for (uint32_t nan : {0x7fc00000u, 0x7f800001u, 0xffc00001u, 0x7fbfffffu}) {
@@ -188,22 +192,19 @@ std::vector<uint8_t> lcg_bytes(size_t n, uint64_t seed) {
 // expected hashes come from gguf-py's numpy dequantizers (gguf 0.19.0, which follow ggml),
 // run over the same bytes: this pins the layouts and arithmetic to ggml's bit for bit.
 TEST(QuantDequant, MatchesGgufPyOnRandomBlocks) {
-  struct Case { GgmlType t; int64_t n; uint64_t expected; };
+  struct Case {
+    GgmlType t;
+    int64_t n;
+    uint64_t expected;
+  };
   const Case cases[] = {
-      {GgmlType::Q8_0, 3 * 32, 0x9103aa20bae52622ull},
-      {GgmlType::Q4_0, 3 * 32, 0x4610034d0c912328ull},
-      {GgmlType::Q4_K, 3 * 256, 0x29f40b5c1aa01f44ull},
-      {GgmlType::Q6_K, 3 * 256, 0x461b241fdd47021dull},
-      {GgmlType::Q4_1, 3 * 32, 0xcc68f3cb8fd80c93ull},
-      {GgmlType::Q5_0, 3 * 32, 0xeea6cd37d9dc302aull},
-      {GgmlType::Q5_1, 3 * 32, 0x1af1ade93451caf9ull},
-      {GgmlType::IQ4_NL, 3 * 32, 0xecf7ab59f8e834fbull},
-      {GgmlType::Q2_K, 3 * 256, 0x76ac8cf5f7581331ull},
-      {GgmlType::Q3_K, 3 * 256, 0xbeb0236b13c2432dull},
-      {GgmlType::Q5_K, 3 * 256, 0x6e31277471d1b1edull},
-      {GgmlType::IQ4_XS, 3 * 256, 0x56dd8213d5a90c30ull},
-      {GgmlType::F16, 301, 0x78e7c1bae6ffa4acull},
-      {GgmlType::BF16, 301, 0x4c38c8acfc36fb05ull},
+      {GgmlType::Q8_0, 3 * 32, 0x9103aa20bae52622ull},  {GgmlType::Q4_0, 3 * 32, 0x4610034d0c912328ull},
+      {GgmlType::Q4_K, 3 * 256, 0x29f40b5c1aa01f44ull}, {GgmlType::Q6_K, 3 * 256, 0x461b241fdd47021dull},
+      {GgmlType::Q4_1, 3 * 32, 0xcc68f3cb8fd80c93ull},  {GgmlType::Q5_0, 3 * 32, 0xeea6cd37d9dc302aull},
+      {GgmlType::Q5_1, 3 * 32, 0x1af1ade93451caf9ull},  {GgmlType::IQ4_NL, 3 * 32, 0xecf7ab59f8e834fbull},
+      {GgmlType::Q2_K, 3 * 256, 0x76ac8cf5f7581331ull}, {GgmlType::Q3_K, 3 * 256, 0xbeb0236b13c2432dull},
+      {GgmlType::Q5_K, 3 * 256, 0x6e31277471d1b1edull}, {GgmlType::IQ4_XS, 3 * 256, 0x56dd8213d5a90c30ull},
+      {GgmlType::F16, 301, 0x78e7c1bae6ffa4acull},      {GgmlType::BF16, 301, 0x4c38c8acfc36fb05ull},
   };
   for (const Case& c : cases) {
     const TypeTraits& tr = traits_of(c.t);
@@ -212,15 +213,30 @@ TEST(QuantDequant, MatchesGgufPyOnRandomBlocks) {
     for (size_t b = 0; b * tr.type_size < raw.size(); ++b) {
       const size_t o = b * tr.type_size;
       switch (c.t) {
-        case GgmlType::Q8_0: case GgmlType::Q4_0: set16(o, 0x2e66); break;  // d ~ 0.1
-        case GgmlType::Q4_K: set16(o, 0x2e66); set16(o + 2, 0x3155); break;  // d, dmin
+        case GgmlType::Q8_0:
+        case GgmlType::Q4_0: set16(o, 0x2e66); break;  // d ~ 0.1
+        case GgmlType::Q4_K:
+          set16(o, 0x2e66);
+          set16(o + 2, 0x3155);
+          break;  // d, dmin
         case GgmlType::Q6_K: set16(o + 208, 0x2a66); break;
         case GgmlType::Q5_0: set16(o, 0x2e66); break;
-        case GgmlType::Q4_1: case GgmlType::Q5_1: set16(o, 0x2e66); set16(o + 2, 0xb155); break;  // d, m < 0
-        case GgmlType::IQ4_NL: case GgmlType::IQ4_XS: set16(o, 0x2066); break;                 // d ~ 0.008
-        case GgmlType::Q2_K: set16(o + 80, 0x2e66); set16(o + 82, 0x3155); break;
+        case GgmlType::Q4_1:
+        case GgmlType::Q5_1:
+          set16(o, 0x2e66);
+          set16(o + 2, 0xb155);
+          break;  // d, m < 0
+        case GgmlType::IQ4_NL:
+        case GgmlType::IQ4_XS: set16(o, 0x2066); break;  // d ~ 0.008
+        case GgmlType::Q2_K:
+          set16(o + 80, 0x2e66);
+          set16(o + 82, 0x3155);
+          break;
         case GgmlType::Q3_K: set16(o + 108, 0x2a66); break;
-        case GgmlType::Q5_K: set16(o, 0x2e66); set16(o + 2, 0x3155); break;
+        case GgmlType::Q5_K:
+          set16(o, 0x2e66);
+          set16(o + 2, 0x3155);
+          break;
         default: break;
       }
     }
@@ -296,8 +312,8 @@ TEST(QuantDequant, HandBuiltBlocks) {
       for (int l = 0; l < 32; ++l) {
         ql[l] = static_cast<uint8_t>((Lh[l] & 15) | ((Lh[l + 64] & 15) << 4));
         ql[l + 32] = static_cast<uint8_t>((Lh[l + 32] & 15) | ((Lh[l + 96] & 15) << 4));
-        qh[l] = static_cast<uint8_t>((Lh[l] >> 4) | ((Lh[l + 32] >> 4) << 2) |
-                                     ((Lh[l + 64] >> 4) << 4) | ((Lh[l + 96] >> 4) << 6));
+        qh[l] = static_cast<uint8_t>((Lh[l] >> 4) | ((Lh[l + 32] >> 4) << 2) | ((Lh[l + 64] >> 4) << 4) |
+                                     ((Lh[l + 96] >> 4) << 6));
       }
     }
     float y[256];
@@ -473,7 +489,10 @@ TEST(QuantQuantize, MatchesGgmlReferenceBitForBit) {
     if (i >= 512 && i < 768) v = v * 0.25f + 1.5f;
     x[i] = v;
   }
-  struct Case { GgmlType t; uint64_t expected; };
+  struct Case {
+    GgmlType t;
+    uint64_t expected;
+  };
   for (const Case& c : {Case{GgmlType::Q8_0, 0xf55ffc74c81e2f20ull}, Case{GgmlType::Q4_0, 0x41449299ecc791bbull},
                         Case{GgmlType::Q4_K, 0x15bfb5fdf6210a81ull}, Case{GgmlType::Q6_K, 0xe62b3bd0706fb83dull}}) {
     std::vector<uint8_t> q(row_bytes(c.t, n));
@@ -484,8 +503,8 @@ TEST(QuantQuantize, MatchesGgmlReferenceBitForBit) {
 
 struct QualityCase {
   GgmlType type;
-  int64_t n;            // an odd number of blocks
-  double max_rel_rms;   // measured value plus a margin, see the comment on the test
+  int64_t n;           // an odd number of blocks
+  double max_rel_rms;  // measured value plus a margin, see the comment on the test
 };
 
 class QuantRoundTrip : public ::testing::TestWithParam<QualityCase> {};
@@ -516,8 +535,8 @@ TEST_P(QuantRoundTrip, GaussianErrorWithinBound) {
 
   // Quantizing what was decoded again must reproduce it (the grid is a fixed point) for the
   // block types whose scale (and offset) come straight from the block maximum (and minimum).
-  if (c.type == GgmlType::Q8_0 || c.type == GgmlType::Q4_0 || c.type == GgmlType::F16 ||
-      c.type == GgmlType::BF16 || c.type == GgmlType::Q5_0 || c.type == GgmlType::Q4_1 || c.type == GgmlType::Q5_1) {
+  if (c.type == GgmlType::Q8_0 || c.type == GgmlType::Q4_0 || c.type == GgmlType::F16 || c.type == GgmlType::BF16 ||
+      c.type == GgmlType::Q5_0 || c.type == GgmlType::Q4_1 || c.type == GgmlType::Q5_1) {
     std::vector<uint8_t> again(row_bytes(c.type, c.n));
     quantize_row(c.type, y.data(), again.data(), c.n);
     std::vector<float> y2(c.n);
@@ -529,15 +548,13 @@ TEST_P(QuantRoundTrip, GaussianErrorWithinBound) {
 INSTANTIATE_TEST_SUITE_P(
     Quant, QuantRoundTrip,
     ::testing::Values(QualityCase{GgmlType::F32, 333, 0.0}, QualityCase{GgmlType::F16, 333, 0.0005},
-                      QualityCase{GgmlType::BF16, 333, 0.003},
-                      QualityCase{GgmlType::Q8_0, 37 * 32, 0.007},
-                      QualityCase{GgmlType::Q4_0, 37 * 32, 0.10},
-                      QualityCase{GgmlType::Q4_K, 7 * 256, 0.08},
-                      QualityCase{GgmlType::Q6_K, 7 * 256, 0.023},
-                      QualityCase{GgmlType::Q4_1, 37 * 32, 0.09}, QualityCase{GgmlType::Q5_0, 37 * 32, 0.05},
-                      QualityCase{GgmlType::Q5_1, 37 * 32, 0.045}, QualityCase{GgmlType::IQ4_NL, 37 * 32, 0.09},
-                      QualityCase{GgmlType::Q2_K, 7 * 256, 0.32}, QualityCase{GgmlType::Q3_K, 7 * 256, 0.175},
-                      QualityCase{GgmlType::Q5_K, 7 * 256, 0.042}, QualityCase{GgmlType::IQ4_XS, 7 * 256, 0.09}),
+                      QualityCase{GgmlType::BF16, 333, 0.003}, QualityCase{GgmlType::Q8_0, 37 * 32, 0.007},
+                      QualityCase{GgmlType::Q4_0, 37 * 32, 0.10}, QualityCase{GgmlType::Q4_K, 7 * 256, 0.08},
+                      QualityCase{GgmlType::Q6_K, 7 * 256, 0.023}, QualityCase{GgmlType::Q4_1, 37 * 32, 0.09},
+                      QualityCase{GgmlType::Q5_0, 37 * 32, 0.05}, QualityCase{GgmlType::Q5_1, 37 * 32, 0.045},
+                      QualityCase{GgmlType::IQ4_NL, 37 * 32, 0.09}, QualityCase{GgmlType::Q2_K, 7 * 256, 0.32},
+                      QualityCase{GgmlType::Q3_K, 7 * 256, 0.175}, QualityCase{GgmlType::Q5_K, 7 * 256, 0.042},
+                      QualityCase{GgmlType::IQ4_XS, 7 * 256, 0.09}),
     [](const auto& info) { return std::string(type_name(info.param.type)); });
 
 TEST(QuantRoundTripExact, F32IsIdentity) {
@@ -550,8 +567,9 @@ TEST(QuantRoundTripExact, F32IsIdentity) {
 }
 
 TEST(QuantEdge, ZerosAndConstantsStayFinite) {
-  for (GgmlType t : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q4_1, GgmlType::Q5_0,
-                     GgmlType::Q5_1, GgmlType::IQ4_NL, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q5_K, GgmlType::IQ4_XS}) {
+  for (GgmlType t :
+       {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
+        GgmlType::IQ4_NL, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q5_K, GgmlType::IQ4_XS}) {
     for (float value : {0.0f, 1.0f, -3.0f}) {
       std::vector<float> x(512, value), y(512);
       std::vector<uint8_t> q(row_bytes(t, 512));

@@ -73,7 +73,8 @@ TEST_F(Reliability, ThousandSessionsLeaveNoDeviceOrHostMemoryBehind) {
 
 TEST_F(Reliability, TenThousandTokenSoakStaysAtTheModelledMemory) {
   const auto prompt = model().tokenizer().encode(
-      "Once upon a time, there was a little girl named Lily. She loved to play outside in the park with her dog.", true);
+      "Once upon a time, there was a little girl named Lily. She loved to play outside in the park with her dog.",
+      true);
   const uint32_t L = uint32_t(prompt.size()), n_gen = 10000;
   SessionOptions o;
   o.n_ctx = L + n_gen;

@@ -20,7 +20,8 @@ struct SessionTest : VkTest {
   }
   static std::vector<int32_t> prompt(int repeats) {
     std::string text;
-    for (int i = 0; i < repeats; ++i) text += "Once upon a time, there was a little girl named Lily. She loved to play. ";
+    for (int i = 0; i < repeats; ++i)
+      text += "Once upon a time, there was a little girl named Lily. She loved to play. ";
     return model().tokenizer().encode(text, true);
   }
 };

@@ -99,7 +99,8 @@ TEST_F(SmolLM2, GreedyTokensMatchTheFloat64ReferenceWithAnF32Cache) {
       std::printf("  %s: %zu prompt tokens, first %zu of %zu greedy tokens checked (then a near-tie, margin %.3f)\n",
                   stem, r.prompt.size(), r.trusted, r.generated.size(), r.margins[r.trusted]);
     else
-      std::printf("  %s: %zu prompt tokens, all %zu greedy tokens checked\n", stem, r.prompt.size(), r.generated.size());
+      std::printf("  %s: %zu prompt tokens, all %zu greedy tokens checked\n", stem, r.prompt.size(),
+                  r.generated.size());
   }
 }
 

@@ -8,9 +8,9 @@
 #include <set>
 
 #include "host/ref/ref_model.h"
+#include "host/ref/snapkv_ref.h"
 #include "host/session/sampler.h"
 #include "host/session/session.h"
-#include "host/ref/snapkv_ref.h"
 #include "tests/gpu_fixture.h"
 #include "tests/test_util.h"
 
@@ -62,12 +62,14 @@ TEST_P(SnapkvKernels, SelectionAndGatherMatchReference) {
   std::vector<uint32_t> table(2 * s.n_kv);
   for (uint32_t h = 0; h < s.n_kv; ++h) table[2 * h] = h * s.L, table[2 * h + 1] = 0;
   Buffer Q = upload(q), K = upload(keys), V = upload(vals), heads = upload(table);
-  Buffer stats(ctx(), size_t(n_head) * W * 8), votes(ctx(), size_t(s.n_kv) * P * 4), pooled(ctx(), size_t(s.n_kv) * P * 4);
+  Buffer stats(ctx(), size_t(n_head) * W * 8), votes(ctx(), size_t(s.n_kv) * P * 4),
+      pooled(ctx(), size_t(s.n_kv) * P * 4);
   Buffer sel(ctx(), std::max<size_t>(1, size_t(s.n_kv) * count) * 4);
   // compacted cache: count selected + W window rows per head, then 3 spare slots
   const uint32_t per_head = s.C + 3;
   std::vector<uint32_t> out_table(2 * s.n_kv), info(2 * s.n_kv);
-  for (uint32_t h = 0; h < s.n_kv; ++h) out_table[2 * h] = h * per_head, out_table[2 * h + 1] = s.C, info[2 * h] = h * count;
+  for (uint32_t h = 0; h < s.n_kv; ++h)
+    out_table[2 * h] = h * per_head, out_table[2 * h + 1] = s.C, info[2 * h] = h * count;
   Buffer out_heads = upload(out_table), sel_info = upload(info);
   Buffer outK(ctx(), size_t(s.n_kv) * per_head * s.hd * 4), outV(ctx(), size_t(s.n_kv) * per_head * s.hd * 4);
 
@@ -111,13 +113,14 @@ TEST_P(SnapkvKernels, SelectionAndGatherMatchReference) {
 }
 
 // Odd L, W, k and C; C - W = 1; head_dim 8, 64, 128; GQA groups 1, 2, 4, 8; both poolings and every aggregation.
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, SnapkvKernels,
-    ::testing::Values(Shape{8, 2, 4, 101, 7, 5, 33, false, GqaAgg::Mean}, Shape{8, 1, 3, 57, 5, 3, 6, true, GqaAgg::Mean},
-                      Shape{64, 4, 2, 333, 31, 7, 99, false, GqaAgg::Max}, Shape{64, 8, 1, 257, 16, 9, 17, true, GqaAgg::Sum},
-                      Shape{128, 2, 2, 517, 32, 7, 129, false, GqaAgg::Mean},
-                      Shape{128, 1, 4, 1000, 9, 1, 10, true, GqaAgg::Sum}),
-    [](const auto& info) { return "case" + std::to_string(info.index); });
+INSTANTIATE_TEST_SUITE_P(Shapes, SnapkvKernels,
+                         ::testing::Values(Shape{8, 2, 4, 101, 7, 5, 33, false, GqaAgg::Mean},
+                                           Shape{8, 1, 3, 57, 5, 3, 6, true, GqaAgg::Mean},
+                                           Shape{64, 4, 2, 333, 31, 7, 99, false, GqaAgg::Max},
+                                           Shape{64, 8, 1, 257, 16, 9, 17, true, GqaAgg::Sum},
+                                           Shape{128, 2, 2, 517, 32, 7, 129, false, GqaAgg::Mean},
+                                           Shape{128, 1, 4, 1000, 9, 1, 10, true, GqaAgg::Sum}),
+                         [](const auto& info) { return "case" + std::to_string(info.index); });
 
 // Ties: equal scores keep the lower positions, and every kept position is reported in order.
 TEST_F(SnapkvKernels, TopkBreaksTiesTowardLowerPositions) {
@@ -147,8 +150,9 @@ struct SnapkvStories : VkTest {
   static std::vector<int32_t> prompt() {
     std::string text;
     for (int i = 0; i < 3; ++i)
-      text += "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. "
-              "One day, she saw a big red ball and a small cat. ";
+      text +=
+          "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. "
+          "One day, she saw a big red ball and a small cat. ";
     return model().tokenizer().encode(text, true);
   }
   static SessionOptions options(KvPolicy p, uint32_t budget, uint32_t window) {
@@ -207,8 +211,10 @@ TEST_F(SnapkvStories, SelectionMatchesCpuReferenceForEveryPolicy) {
         // one layer-wide selection: compare the union in [n_kv][P] space
         std::vector<uint32_t> g, c;
         for (uint32_t h = 0; h < cfg.n_head_kv; ++h) {
-          for (uint32_t p : s.selection()[l][h]) if (p < P) g.push_back(h * P + p);
-          for (uint32_t p : want[h]) if (p < P) c.push_back(h * P + p);
+          for (uint32_t p : s.selection()[l][h])
+            if (p < P) g.push_back(h * P + p);
+          for (uint32_t p : want[h])
+            if (p < P) c.push_back(h * P + p);
         }
         expect_same_selection(g, c, scores.data(), cfg.n_head_kv * P, uint32_t(c.size()), 1e-4, what);
         continue;
@@ -219,8 +225,10 @@ TEST_F(SnapkvStories, SelectionMatchesCpuReferenceForEveryPolicy) {
           continue;
         }
         std::vector<uint32_t> g, c;
-        for (uint32_t p : s.selection()[l][h]) if (p < P) g.push_back(p);
-        for (uint32_t p : want[h]) if (p < P) c.push_back(p);
+        for (uint32_t p : s.selection()[l][h])
+          if (p < P) g.push_back(p);
+        for (uint32_t p : want[h])
+          if (p < P) c.push_back(p);
         expect_same_selection(g, c, scores.data() + size_t(h) * P, P, C - o.kv.window, 1e-4,
                               what + " head " + std::to_string(h));
       }

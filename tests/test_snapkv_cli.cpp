@@ -25,12 +25,13 @@ TEST(SnapkvCli, DumpedSelectionMatchesCpuReference) {
   fs::create_directories(dir);
   std::string text;
   for (int i = 0; i < 3; ++i)
-    text += "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. "
-            "One day, she saw a big red ball and a small cat. ";
+    text +=
+        "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. "
+        "One day, she saw a big red ball and a small cat. ";
   std::ofstream(dir / "prompt.txt") << text;
-  const CliResult r = run_cli({"run", "-m", model_path("stories260K.gguf"), "-f", (dir / "prompt.txt").string(), "--kv-policy",
-                               "snapkv", "--kv-budget", "64", "--kv-window", "8", "-n", "4", "--temp", "0",
-                               "--dump-kv-selection", (dir / "sel.json").string()});
+  const CliResult r = run_cli({"run", "-m", model_path("stories260K.gguf"), "-f", (dir / "prompt.txt").string(),
+                               "--kv-policy", "snapkv", "--kv-budget", "64", "--kv-window", "8", "-n", "4", "--temp",
+                               "0", "--dump-kv-selection", (dir / "sel.json").string()});
   ASSERT_EQ(r.code, 0) << r.err;
   std::ifstream in(dir / "sel.json");
   std::stringstream ss;
@@ -64,7 +65,8 @@ TEST(SnapkvCli, DumpedSelectionMatchesCpuReference) {
         for (uint32_t d = 0; d < c.head_dim; ++d)
           keys[(size_t(h) * L + p) * c.head_dim + d] = kc[(size_t(p) * c.n_head_kv + h) * c.head_dim + d];
     std::vector<double> scores;
-    const auto want = ref::select_layer(pol, l, c.n_layer, ref.q_history(l), keys, L, c.n_head, c.n_head_kv, c.head_dim, &scores);
+    const auto want =
+        ref::select_layer(pol, l, c.n_layer, ref.q_history(l), keys, L, c.n_head, c.n_head_kv, c.head_dim, &scores);
     ASSERT_EQ(got[l].size(), c.n_head_kv);
     for (uint32_t h = 0; h < c.n_head_kv; ++h) {
       ASSERT_EQ(got[l][h].size(), 64u);
@@ -77,7 +79,8 @@ TEST(SnapkvCli, DumpedSelectionMatchesCpuReference) {
       std::set_symmetric_difference(got[l][h].begin(), got[l][h].end(), want[h].begin(), want[h].end(),
                                     std::back_inserter(diff));
       for (uint32_t p : diff)
-        EXPECT_NEAR(scores[size_t(h) * P + p], boundary, 1e-4 * boundary) << "layer " << l << " head " << h << " position " << p;
+        EXPECT_NEAR(scores[size_t(h) * P + p], boundary, 1e-4 * boundary)
+            << "layer " << l << " head " << h << " position " << p;
     }
   }
 }

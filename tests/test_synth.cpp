@@ -2,19 +2,19 @@
 // whole-model GPU logits against the CPU reference for every architecture feature and weight type.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <unistd.h>
 
 #include "host/gguf/gguf.h"
 #include "host/gguf/gguf_writer.h"
 #include "host/ref/ref_model.h"
+#include "host/report/synth.h"
 #include "host/session/sampler.h"
 #include "host/session/session.h"
-#include "host/report/synth.h"
 #include "tests/gpu_fixture.h"
 #include "tests/test_util.h"
 
@@ -82,7 +82,8 @@ TEST(Synth, PresetsHaveTheDocumentedShapes) {
   EXPECT_EQ(synth_preset("1b")->head_size(), 64u);
   EXPECT_EQ(synth_preset("8b-attn")->head_size(), 128u);
   // tiny: embeddings and lm head 2 * 512 * 64, output norm 64, per layer 2 norms, q/o 64x64, k/v 32x64, 3 * 64x192.
-  EXPECT_EQ(synth_param_count(*synth_preset("tiny")), 2u * 512 * 64 + 64 + 2 * (2 * 64 + 2 * 64 * 64 + 2 * 32 * 64 + 3 * 64 * 192));
+  EXPECT_EQ(synth_param_count(*synth_preset("tiny")),
+            2u * 512 * 64 + 64 + 2 * (2 * 64 + 2 * 64 * 64 + 2 * 32 * 64 + 3 * 64 * 192));
   EXPECT_NEAR(double(synth_param_count(*synth_preset("155m"))), 155.7e6, 0.1e6);
   EXPECT_NEAR(double(synth_param_count(*synth_preset("8b-attn"))), 8.03e9, 0.01e9);  // Llama 3 8B's count
 }
@@ -101,14 +102,21 @@ TEST(Synth, ParseShape) {
   EXPECT_FLOAT_EQ(s.rope_base, 5e5f);
   const std::string base = "layers=1,heads=4,ff=256,vocab=300";
   EXPECT_NE(error_of([&] { parse_synth_shape(base); }).find("missing dim"), std::string::npos);
-  EXPECT_NE(error_of([&] { parse_synth_shape(base + ",dim=12x"); }).find("dim=12x: not a whole number"), std::string::npos);
+  EXPECT_NE(error_of([&] { parse_synth_shape(base + ",dim=12x"); }).find("dim=12x: not a whole number"),
+            std::string::npos);
   EXPECT_NE(error_of([&] { parse_synth_shape(base + ",dim=-4"); }).find("not a whole number"), std::string::npos);
-  EXPECT_NE(error_of([&] { parse_synth_shape(base + ",dim=128,colour=red"); }).find("unknown key 'colour'"), std::string::npos);
-  EXPECT_NE(error_of([&] { parse_synth_shape(base + ",dim=128,oops"); }).find("'oops' is not key=value"), std::string::npos);
+  EXPECT_NE(error_of([&] { parse_synth_shape(base + ",dim=128,colour=red"); }).find("unknown key 'colour'"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { parse_synth_shape(base + ",dim=128,oops"); }).find("'oops' is not key=value"),
+            std::string::npos);
   EXPECT_NE(error_of([&] { parse_synth_shape(base + ",dim=130"); }).find("not a multiple of heads"), std::string::npos);
-  EXPECT_NE(error_of([&] { parse_synth_shape(base + ",dim=128,kv_heads=3"); }).find("not a multiple of kv_heads"), std::string::npos);
-  EXPECT_NE(error_of([&] { parse_synth_shape(base + ",dim=128,arch=gpt2"); }).find("unsupported architecture 'gpt2'"), std::string::npos);
-  EXPECT_NE(error_of([&] { parse_synth_shape("dim=128,layers=1,heads=4,ff=256,vocab=100"); }).find("vocab = 100 is too small"),
+  EXPECT_NE(error_of([&] { parse_synth_shape(base + ",dim=128,kv_heads=3"); }).find("not a multiple of kv_heads"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { parse_synth_shape(base + ",dim=128,arch=gpt2"); }).find("unsupported architecture 'gpt2'"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              parse_synth_shape("dim=128,layers=1,heads=4,ff=256,vocab=100");
+            }).find("vocab = 100 is too small"),
             std::string::npos);
   EXPECT_NE(error_of([&] { parse_synth_shape(base + ",dim=0"); }).find("dim = 0 is out of range"), std::string::npos);
 }
@@ -154,8 +162,8 @@ TEST(Synth, VocabularyTokenizesEnglishIntoWords) {
   auto ids = tok.encode("Once upon a time, there was a little girl", true);
   std::vector<std::string> pieces;
   for (int32_t id : ids) pieces.push_back(tok.token_to_piece(id));
-  EXPECT_EQ(pieces, (std::vector<std::string>{"", " Once", " upon", " a", " time", ",", " there", " was", " a", " little",
-                                              " girl"}));
+  EXPECT_EQ(pieces, (std::vector<std::string>{"", " Once", " upon", " a", " time", ",", " there", " was", " a",
+                                              " little", " girl"}));
 }
 
 TEST(Synth, WritesTheMetadataLlamaCppReads) {

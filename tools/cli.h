@@ -44,7 +44,7 @@ using Runner = std::function<int()>;
 Runner add_devices(CLI::App& app, const Globals& g);
 Runner add_selftest(CLI::App& app, const Globals& g);
 Runner add_run(CLI::App& app, const Globals& g);
-Runner add_chat(CLI::App& app, const Globals& g);     // tools/cmd_chat.cpp
+Runner add_chat(CLI::App& app, const Globals& g);  // tools/cmd_chat.cpp
 Runner add_tokenize(CLI::App& app, const Globals& g);
 Runner add_synth(CLI::App& app, const Globals& g);
 Runner add_convert(CLI::App& app, const Globals& g);

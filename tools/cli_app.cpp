@@ -58,13 +58,15 @@ Cli::Cli() : app_("snapvk: Llama-family inference on any Vulkan GPU, with SnapKV
   app_.add_flag("-v,--verbose", verbose_, "Log progress (same as --log-level info)");
   app_.add_option("--log-level", log_level_, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
-  app_.add_option("--device", g_.device, "Vulkan device: index or name substring (default: $SNAPVK_DEVICE, then the best)");
+  app_.add_option("--device", g_.device,
+                  "Vulkan device: index or name substring (default: $SNAPVK_DEVICE, then the best)");
   // CLI11 reads the size: K, M, G, T, P, E with or without "iB" (all powers of 1024), whole
   // numbers only. What it lets through is a byte count that must still be a plain decimal in
   // [1, 2^64): 0 would mean "no budget", and CLI11 would take "-1" or 2^64 and more as 2^64 - 1,
   // and "010" as octal.
-  app_.add_option("--max-device-memory", g_.max_device_memory,
-                  "Keep device allocations within this many bytes (e.g. 256M, 2G, 2GiB); refuse up front what cannot fit")
+  app_.add_option(
+          "--max-device-memory", g_.max_device_memory,
+          "Keep device allocations within this many bytes (e.g. 256M, 2G, 2GiB); refuse up front what cannot fit")
       ->transform(CLI::AsSizeValue(false))
       ->check(
           [](const std::string& v) {
@@ -87,7 +89,8 @@ Cli::Cli() : app_("snapvk: Llama-family inference on any Vulkan GPU, with SnapKV
   add("tokenize", "Print the token ids of a text", add_tokenize);
   add("synth", "Write a synthetic model (random weights) of a given shape as GGUF", add_synth);
   add("convert", "Re-quantize the weight matrices of a GGUF model", add_convert);
-  add("profile", "Memory savings, speed and fidelity of KV policies per context length (table, CSV, JSON, SVG, HTML)", add_profile);
+  add("profile", "Memory savings, speed and fidelity of KV policies per context length (table, CSV, JSON, SVG, HTML)",
+      add_profile);
   add("eval", "Evaluations: needle (needle in a haystack per KV policy)", add_eval);
 }
 
@@ -114,8 +117,10 @@ int Cli::main(int argc, const char* const* argv) {
     // An option's error names the flag that sets it, where this command has one (profile sets
     // each run's context from --contexts, not --ctx-size).
     const char* flag = option_name(e.param());
-    if (flag && ran && has_option(*ran, flag)) std::fprintf(stderr, "snapvk: error: %s (option %s)\n", e.what(), flag);
-    else std::fprintf(stderr, "snapvk: error: %s\n", e.what());
+    if (flag && ran && has_option(*ran, flag))
+      std::fprintf(stderr, "snapvk: error: %s (option %s)\n", e.what(), flag);
+    else
+      std::fprintf(stderr, "snapvk: error: %s\n", e.what());
     return 1;
   } catch (const std::exception& e) {
     if (g_.check_only) throw;

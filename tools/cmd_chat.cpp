@@ -44,9 +44,13 @@ void on_sigint(int) {
 class TerminalChat {
  public:
   TerminalChat(const ChatOptions& o, const Globals& g, SessionOptions so)
-      : o_(o), ctx_(context_options(g)), kernels_(ctx_), model_(kernels_, o.model),
+      : o_(o),
+        ctx_(context_options(g)),
+        kernels_(ctx_),
+        model_(kernels_, o.model),
         tmpl_(ChatTemplate::for_model(model_.gguf(), model_.tokenizer(), o.chat_template)),
-        session_(model_, with_progress(so)), policy_(kv_policy_name(so.kv.policy)) {
+        session_(model_, with_progress(so)),
+        policy_(kv_policy_name(so.kv.policy)) {
     if (!o.system.empty()) system_ = {{"system", o.system}};
     messages_ = system_;
   }
@@ -97,8 +101,9 @@ class TerminalChat {
     next = history_;
     tokens = tok.encode(next.next(tmpl_, messages_, true), true, true);
     if (tokens.size() >= session_.n_ctx())
-      throw Error(ErrorKind::InvalidArgument, "the turn of " + std::to_string(tokens.size()) + " tokens does not fit the context (" +
-                  std::to_string(session_.n_ctx()) + "); raise -c");
+      throw Error(ErrorKind::InvalidArgument, "the turn of " + std::to_string(tokens.size()) +
+                                                  " tokens does not fit the context (" +
+                                                  std::to_string(session_.n_ctx()) + "); raise -c");
     return tokens;
   }
 
@@ -166,7 +171,8 @@ class TerminalChat {
 
 int chat(const ChatOptions& o, const Globals& g) {
   if (!o.chat_template.empty() && !chat_format_from_name(o.chat_template))
-    throw Error(ErrorKind::InvalidArgument, "unknown --chat-template '" + o.chat_template + "' (names: " + chat_format_names() + ")");
+    throw Error(ErrorKind::InvalidArgument,
+                "unknown --chat-template '" + o.chat_template + "' (names: " + chat_format_names() + ")");
   SessionOptions so;
   apply_kv_options(o.kv, so);
   so.n_ctx = o.n_ctx;
@@ -192,15 +198,21 @@ Runner add_chat(CLI::App& app, const Globals& g) {
   app.add_option("--system", o->system, "System message at the start of the conversation");
   app.add_option("--chat-template", o->chat_template,
                  "Chat template instead of the model's: chatml, llama3, gemma, mistral (llama2), phi3, ...");
-  app.add_option("-n,--n-predict", o->n_predict, "Tokens per answer at most (<= 0: until the context is full)")->capture_default_str();
+  app.add_option("-n,--n-predict", o->n_predict, "Tokens per answer at most (<= 0: until the context is full)")
+      ->capture_default_str();
   app.add_option("-c,--ctx-size", o->n_ctx, "Positions the conversation may hold (default: the model's, at most 4096)");
-  app.add_option("-b,--batch-size", o->n_batch, "Prompt tokens per prefill step")->capture_default_str()->check(CLI::Range(1u, 65536u));
-  app.add_option("--temp", o->sp.temp, "Temperature (0: greedy)")->capture_default_str()->check(CLI::Range(0.0f, 100.0f));
+  app.add_option("-b,--batch-size", o->n_batch, "Prompt tokens per prefill step")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 65536u));
+  app.add_option("--temp", o->sp.temp, "Temperature (0: greedy)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0f, 100.0f));
   app.add_option("--top-k", o->sp.top_k, "Top-k (<= 0: off)")->capture_default_str();
   app.add_option("--top-p", o->sp.top_p, "Top-p (1: off)")->capture_default_str()->check(CLI::Range(0.0f, 1.0f));
   app.add_option("--min-p", o->sp.min_p, "Min-p (0: off)")->capture_default_str()->check(CLI::Range(0.0f, 1.0f));
   app.add_option("--repeat-penalty", o->sp.repeat_penalty, "Repetition penalty (1: off)")->capture_default_str();
-  app.add_option_function<uint64_t>("-s,--seed", [o](uint64_t s) { o->sp.seed = s, o->seed_set = true; }, "Random seed");
+  app.add_option_function<uint64_t>(
+      "-s,--seed", [o](uint64_t s) { o->sp.seed = s, o->seed_set = true; }, "Random seed");
   add_kv_options(app, o->kv);
   return [o, &g] { return chat(*o, g); };
 }

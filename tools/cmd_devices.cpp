@@ -14,10 +14,13 @@ Runner add_devices(CLI::App&, const Globals& g) {
     if (g.check_only) return 0;
     auto devices = Context::list_devices();
     if (devices.empty())
-      throw Error(ErrorKind::Device, "no Vulkan device found: install a GPU driver, or Mesa's lavapipe (apt-get install mesa-vulkan-drivers)");
+      throw Error(
+          ErrorKind::Device,
+          "no Vulkan device found: install a GPU driver, or Mesa's lavapipe (apt-get install mesa-vulkan-drivers)");
     for (const auto& d : devices) {
       std::printf("[%u] %s\n", d.index, d.name.c_str());
-      std::printf("    type: %s   driver: %s   Vulkan %s\n", d.type_name().c_str(), d.driver.c_str(), d.api_string().c_str());
+      std::printf("    type: %s   driver: %s   Vulkan %s\n", d.type_name().c_str(), d.driver.c_str(),
+                  d.api_string().c_str());
       std::printf("    subgroup: %u (min %u, max %u%s)   shared memory: %u B   max workgroup: %u\n", d.subgroup_size,
                   d.min_subgroup_size, d.max_subgroup_size, d.subgroup_size_control ? ", size control" : "",
                   d.max_shared_memory, d.max_workgroup_invocations);
@@ -42,8 +45,8 @@ Runner add_selftest(CLI::App&, const Globals& g) {
     std::printf("%-18s %-14s %12s %12s %10s\n", "kernel", "shape", "max error", "tolerance", "GPU ms");
     int failed = 0;
     for (const auto& r : run_selftest(ctx, k)) {
-      std::printf("%-18s %-14s %12.3g %12.3g %10.3f  %s\n", r.kernel.c_str(), r.shape.c_str(), r.max_error,
-                  r.tolerance, r.ms, r.pass() ? "ok" : "FAIL");
+      std::printf("%-18s %-14s %12.3g %12.3g %10.3f  %s\n", r.kernel.c_str(), r.shape.c_str(), r.max_error, r.tolerance,
+                  r.ms, r.pass() ? "ok" : "FAIL");
       failed += !r.pass();
     }
     if (failed) throw Error(ErrorKind::Device, std::to_string(failed) + " kernel(s) failed the self-check");

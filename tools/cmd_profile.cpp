@@ -11,11 +11,11 @@
 #include <memory>
 
 #include "host/gguf/gguf.h"
-#include "host/session/memory_model.h"
 #include "host/model/model.h"
 #include "host/report/needle.h"
 #include "host/report/profile.h"
 #include "host/report/synth.h"
+#include "host/session/memory_model.h"
 #include "runtime/error.h"
 #include "tools/cli.h"
 
@@ -76,9 +76,12 @@ std::vector<ProfileSpec> make_specs(const KvCliOptions& base, const std::string&
   std::vector<ProfileSpec> specs;
   for (const std::string& p : split(policies)) {
     const auto policy = parse_kv_policy(p);
-    if (!policy) throw Error(ErrorKind::InvalidArgument, "unknown --kv-policy '" + p + "' (full, snapkv, pyramidkv, streamingllm, h2o, adakv)");
+    if (!policy)
+      throw Error(ErrorKind::InvalidArgument,
+                  "unknown --kv-policy '" + p + "' (full, snapkv, pyramidkv, streamingllm, h2o, adakv)");
     if (*policy == KvPolicy::Full) {
-      if (keep_full && std::none_of(specs.begin(), specs.end(), [](const ProfileSpec& s) { return !s.kv.compresses(); }))
+      if (keep_full &&
+          std::none_of(specs.begin(), specs.end(), [](const ProfileSpec& s) { return !s.kv.compresses(); }))
         specs.push_back({"full", KvPolicyOptions{}});
       KvCliOptions k = base;
       k.policy = "full";
@@ -117,10 +120,12 @@ void add_kv_list_options(CLI::App& app, KvCliOptions& kv, std::string& policies,
   app.add_option("--kv-policy", policies, policies_help)->capture_default_str();
   app.add_option("--kv-budget", budgets, budget_help);
   app.add_option("--kv-ratio", kv.ratio, "Budget as a share of each prompt, in (0, 1] (instead of --kv-budget)");
-  app.add_option("--kv-window", kv.window, "Observation window W: the last prompt tokens, always kept")->capture_default_str();
+  app.add_option("--kv-window", kv.window, "Observation window W: the last prompt tokens, always kept")
+      ->capture_default_str();
   app.add_option("--kv-kernel", kv.kernel, "Pooling kernel size (odd)")->capture_default_str();
   app.add_option("--kv-pool", kv.pool, "Pooling: max or avg")->capture_default_str();
-  app.add_option("--kv-gqa", kv.gqa, "Query-head vote aggregation per KV head: mean, max or sum")->capture_default_str();
+  app.add_option("--kv-gqa", kv.gqa, "Query-head vote aggregation per KV head: mean, max or sum")
+      ->capture_default_str();
   app.add_option("--kv-type", kv.type, "KV cache storage: f16, f32 or q8_0")->capture_default_str();
 }
 
@@ -144,11 +149,13 @@ SynthShape synth_shape(const std::string& name, const std::string& type) {
   } else {
     std::string names;
     for (const auto& n : synth_preset_names()) names += (names.empty() ? "" : ", ") + n;
-    throw Error(ErrorKind::InvalidArgument, "unknown --synthetic '" + name + "' (a preset: " + names + "; or a shape such as dim=256,layers=4,heads=8,ff=704,vocab=4096)");
+    throw Error(ErrorKind::InvalidArgument, "unknown --synthetic '" + name + "' (a preset: " + names +
+                                                "; or a shape such as dim=256,layers=4,heads=8,ff=704,vocab=4096)");
   }
   const auto t = parse_type(type);
   if (!t || !type_traits(static_cast<uint32_t>(*t))->supported)
-    throw Error(ErrorKind::InvalidArgument, "unsupported --weight-type '" + type + "' (supported: " + supported_type_names() + ")");
+    throw Error(ErrorKind::InvalidArgument,
+                "unsupported --weight-type '" + type + "' (supported: " + supported_type_names() + ")");
   s.weight_type = *t;
   check_synth_shape(s);
   return s;
@@ -162,13 +169,15 @@ ModelConfig config_of(const SynthShape& s) {
   c.head_dim = s.head_size(), c.n_ff = s.n_ff, c.n_vocab = s.n_vocab, c.n_ctx_train = s.n_ctx;
   c.n_rot = c.head_dim;
   c.weight_type = s.weight_type;
-  if (c.arch == Arch::Gemma3) c.set_swa_pattern(s.sliding_window, s.swa_pattern), c.embd_scale = std::sqrt(float(c.n_embd));
+  if (c.arch == Arch::Gemma3)
+    c.set_swa_pattern(s.sliding_window, s.swa_pattern), c.embd_scale = std::sqrt(float(c.n_embd));
   return c;
 }
 
 // A synthetic model written to a temporary GGUF and loaded (the file is removed afterwards).
 std::unique_ptr<Model> load_synthetic(Kernels& k, const SynthShape& s, TempFile& tmp) {
-  tmp.path = (std::filesystem::temp_directory_path() / ("snapvk-profile-" + std::to_string(getpid()) + ".gguf")).string();
+  tmp.path =
+      (std::filesystem::temp_directory_path() / ("snapvk-profile-" + std::to_string(getpid()) + ".gguf")).string();
   write_synth_gguf(s, tmp.path);
   return std::make_unique<Model>(k, tmp.path);
 }
@@ -198,7 +207,8 @@ struct ProfileCli {
 };
 
 int profile(const ProfileCli& o, const Globals& g) {
-  if (!o.model.empty() && !o.synthetic.empty()) throw Error(ErrorKind::InvalidArgument, "give -m MODEL or --synthetic PRESET, not both");
+  if (!o.model.empty() && !o.synthetic.empty())
+    throw Error(ErrorKind::InvalidArgument, "give -m MODEL or --synthetic PRESET, not both");
   ProfileOptions po;
   po.gen = o.gen;
   po.n_batch = o.n_batch;
@@ -227,9 +237,8 @@ int profile(const ProfileCli& o, const Globals& g) {
     cfg = ModelConfig::from_gguf(*file);
     for (const auto& t : file->tensors()) weight_bytes += (t.nbytes + 3) / 4 * 4;
   }
-  po.contexts = !o.contexts.empty()
-                    ? parse_token_counts(o.contexts, "--contexts")
-                    : default_contexts(kDefaultContexts, o.model.empty() ? 0 : cfg.n_ctx_train);
+  po.contexts = !o.contexts.empty() ? parse_token_counts(o.contexts, "--contexts")
+                                    : default_contexts(kDefaultContexts, o.model.empty() ? 0 : cfg.n_ctx_train);
   const std::string model_label = o.model.empty() ? "synthetic:" + preset + " (" + o.weight_type + ")" : o.model;
 
   ProfileReport r;
@@ -247,7 +256,8 @@ int profile(const ProfileCli& o, const Globals& g) {
     if (!o.json && shape)
       std::fprintf(stderr, "profiling the built-in synthetic model '%s' (random weights) on %s\n", preset.c_str(),
                    ctx.info().name.c_str());
-    std::unique_ptr<Model> model = shape ? load_synthetic(kernels, *shape, tmp) : std::make_unique<Model>(kernels, o.model);
+    std::unique_ptr<Model> model =
+        shape ? load_synthetic(kernels, *shape, tmp) : std::make_unique<Model>(kernels, o.model);
     ProgressBar bar(!o.json);
     po.on_progress = bar.callback();
     r = run_profile(*model, po);
@@ -299,7 +309,8 @@ int needle(const NeedleCli& o, const Globals& g) {
     } catch (...) {
       used = 0;
     }
-    if (used != d.size() || v < 0 || v > 100) throw Error(ErrorKind::InvalidArgument, "--depths: '" + d + "' is not a percentage from 0 to 100");
+    if (used != d.size() || v < 0 || v > 100)
+      throw Error(ErrorKind::InvalidArgument, "--depths: '" + d + "' is not a percentage from 0 to 100");
     no.depths.push_back(uint32_t(v));
   }
   if (g.check_only) {
@@ -343,11 +354,16 @@ Runner add_profile(CLI::App& app, const Globals& g) {
   app.add_option("--contexts", o->contexts,
                  "Prompt lengths in tokens, comma-separated, k = 1024 (default: " + std::string(kDefaultContexts) +
                      "; with -m, those within the model's training context)");
-  add_kv_list_options(app, o->kv, o->policies, o->budgets, "KV policies to compare with the full cache, comma-separated",
-                      "Entries kept per KV head (C), comma-separated for several (default: " + std::string(kDefaultBudget) + ")");
-  app.add_option("--gen", o->gen, "Decode steps per run: timed, and compared with the full cache")->capture_default_str();
-  app.add_option("-b,--batch-size", o->n_batch, "Prompt tokens per prefill step")->capture_default_str()->check(CLI::Range(1u, 65536u));
-  app.add_option("--out", o->out, "Directory for profile.csv, profile.json, profile.svg, profile.html")->capture_default_str();
+  add_kv_list_options(
+      app, o->kv, o->policies, o->budgets, "KV policies to compare with the full cache, comma-separated",
+      "Entries kept per KV head (C), comma-separated for several (default: " + std::string(kDefaultBudget) + ")");
+  app.add_option("--gen", o->gen, "Decode steps per run: timed, and compared with the full cache")
+      ->capture_default_str();
+  app.add_option("-b,--batch-size", o->n_batch, "Prompt tokens per prefill step")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 65536u));
+  app.add_option("--out", o->out, "Directory for profile.csv, profile.json, profile.svg, profile.html")
+      ->capture_default_str();
   app.add_flag("--json", o->json, "Print one JSON object instead of the table");
   app.add_flag("--dry-run", o->dry_run, "Only the memory model's figures for the shape and contexts; runs nothing");
   return [o, &g] { return profile(*o, g); };
@@ -356,17 +372,22 @@ Runner add_profile(CLI::App& app, const Globals& g) {
 Runner add_eval(CLI::App& app, const Globals& g) {
   app.require_subcommand(1);
   app.fallthrough();
-  CLI::App* sub = app.add_subcommand("needle", "Needle in a haystack: find a number hidden at each depth of each context");
+  CLI::App* sub =
+      app.add_subcommand("needle", "Needle in a haystack: find a number hidden at each depth of each context");
   sub->fallthrough();
   auto o = std::make_shared<NeedleCli>();
   sub->add_option("-m,--model", o->model, "GGUF model file")->required();
-  sub->add_option("--contexts", o->contexts, "Prompt lengths in tokens, comma-separated, k = 1024 (default: 1k,2k,4k up to the model's context)");
-  sub->add_option("--depths", o->depths, "Needle positions, percent of the context, comma-separated")->capture_default_str();
+  sub->add_option("--contexts", o->contexts,
+                  "Prompt lengths in tokens, comma-separated, k = 1024 (default: 1k,2k,4k up to the model's context)");
+  sub->add_option("--depths", o->depths, "Needle positions, percent of the context, comma-separated")
+      ->capture_default_str();
   add_kv_list_options(*sub, o->kv, o->policies, o->budgets, "KV policies, comma-separated (full included if listed)",
                       "Entries kept per KV head (C), comma-separated for several (default: 256)");
   sub->add_option("--extra-tokens", o->extra, "Tokens generated beyond the value's own")->capture_default_str();
   sub->add_option("--seed", o->seed, "Picks the hidden numbers")->capture_default_str();
-  sub->add_option("-b,--batch-size", o->n_batch, "Prompt tokens per prefill step")->capture_default_str()->check(CLI::Range(1u, 65536u));
+  sub->add_option("-b,--batch-size", o->n_batch, "Prompt tokens per prefill step")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 65536u));
   sub->add_option("--out", o->out, "Directory for needle.csv, needle.json, needle.svg")->capture_default_str();
   sub->add_flag("--json", o->json, "Print one JSON object instead of the grid");
   return [o, &g, sub] {

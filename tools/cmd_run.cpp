@@ -26,8 +26,8 @@ namespace {
 
 struct RunOptions {
   std::string model, prompt, prompt_file, tokens_file, dump_selection;
-  bool chat = false;                   // --chat: the prompt is one user turn through the chat template
-  std::string system, chat_template;   // --system, --chat-template
+  bool chat = false;                  // --chat: the prompt is one user turn through the chat template
+  std::string system, chat_template;  // --system, --chat-template
   KvCliOptions kv;
   int32_t n_predict = 128;
   uint32_t n_ctx = 0, n_batch = 256;
@@ -47,7 +47,8 @@ std::string read_file(const std::string& path) {
   char chunk[1 << 16];
   while (in.read(chunk, sizeof chunk) || in.gcount() > 0) {
     text.append(chunk, size_t(in.gcount()));
-    if (text.size() > kMaxPromptFile) throw Error(ErrorKind::InvalidArgument, "prompt file '" + path + "' is larger than 256 MiB");
+    if (text.size() > kMaxPromptFile)
+      throw Error(ErrorKind::InvalidArgument, "prompt file '" + path + "' is larger than 256 MiB");
   }
   if (in.bad()) throw Error(ErrorKind::Io, "cannot read prompt file '" + path + "'");
   return text;
@@ -83,8 +84,9 @@ int memory_check(const Model& model, SessionOptions so, uint32_t L, const Contex
   j["peak"] = e.peak, j["budget"] = budget, j["fits"] = fits;
   std::printf("%s\n", j.dump().c_str());
   if (!fits)
-    throw Error(ErrorKind::OutOfMemory, "does not fit: needs " + format_bytes(e.peak) + (budget ? " of a budget of " + format_bytes(budget) : std::string()) +
-                (L > q.n_ctx ? " (prompt longer than the context)" : ""));
+    throw Error(ErrorKind::OutOfMemory, "does not fit: needs " + format_bytes(e.peak) +
+                                            (budget ? " of a budget of " + format_bytes(budget) : std::string()) +
+                                            (L > q.n_ctx ? " (prompt longer than the context)" : ""));
   return 0;
 }
 
@@ -104,10 +106,13 @@ std::vector<int32_t> prompt_tokens(const RunOptions& o, const Model& model, std:
 
 // --chat, --system and --chat-template: checked before anything is loaded.
 void check_chat_options(const RunOptions& o) {
-  if (!o.chat && (!o.system.empty() || !o.chat_template.empty())) throw Error(ErrorKind::InvalidArgument, "--system and --chat-template need --chat");
-  if (o.chat && !o.tokens_file.empty()) throw Error(ErrorKind::InvalidArgument, "--chat takes the prompt as text (-p or -f), not --tokens-file");
+  if (!o.chat && (!o.system.empty() || !o.chat_template.empty()))
+    throw Error(ErrorKind::InvalidArgument, "--system and --chat-template need --chat");
+  if (o.chat && !o.tokens_file.empty())
+    throw Error(ErrorKind::InvalidArgument, "--chat takes the prompt as text (-p or -f), not --tokens-file");
   if (!o.chat_template.empty() && !chat_format_from_name(o.chat_template))
-    throw Error(ErrorKind::InvalidArgument, "unknown --chat-template '" + o.chat_template + "' (names: " + chat_format_names() + ")");
+    throw Error(ErrorKind::InvalidArgument,
+                "unknown --chat-template '" + o.chat_template + "' (names: " + chat_format_names() + ")");
 }
 
 // The prompt as llama.cpp and llama2.c print it: SentencePiece's space before the first word dropped.
@@ -135,7 +140,8 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 
 int run(const RunOptions& o, const Globals& g) {
   const int sources = !o.prompt.empty() + !o.prompt_file.empty() + !o.tokens_file.empty();
-  if (sources != 1) throw Error(ErrorKind::InvalidArgument, "give exactly one of -p PROMPT, -f FILE or --tokens-file FILE");
+  if (sources != 1)
+    throw Error(ErrorKind::InvalidArgument, "give exactly one of -p PROMPT, -f FILE or --tokens-file FILE");
   check_chat_options(o);
   SessionOptions so;
   apply_kv_options(o.kv, so);
@@ -163,8 +169,9 @@ int run(const RunOptions& o, const Globals& g) {
   Session session(model, so);
   const uint32_t room = session.n_ctx() > prompt.size() ? session.n_ctx() - uint32_t(prompt.size()) : 0;
   if (prompt.size() > session.n_ctx())
-    throw Error(ErrorKind::InvalidArgument, "prompt of " + std::to_string(prompt.size()) + " tokens is longer than the context (" +
-                std::to_string(session.n_ctx()) + "); raise -c");
+    throw Error(ErrorKind::InvalidArgument, "prompt of " + std::to_string(prompt.size()) +
+                                                " tokens is longer than the context (" +
+                                                std::to_string(session.n_ctx()) + "); raise -c");
   const uint32_t n_gen = o.n_predict < 0 ? room + 1 : std::min<uint32_t>(uint32_t(o.n_predict), room + 1);
 
   if (tmpl && !o.json) std::fprintf(stderr, "chat template: %s (%s)\n", tmpl->name(), tmpl->source().c_str());
@@ -221,12 +228,13 @@ int run(const RunOptions& o, const Globals& g) {
     std::fprintf(stderr, "\n--- %s on %s\n", o.model.c_str(), ctx.info().name.c_str());
     std::fprintf(stderr, "prompt: %zu tokens, prefill %.1f ms (%.1f tok/s)\n", prompt.size(), prefill_ms, prefill_tps);
     std::fprintf(stderr, "decode: %zu tokens, %.1f ms (%.1f tok/s)\n", generated.size(), decode_ms, decode_tps);
-    std::fprintf(stderr, "kv cache (%s, %s): %s retained for %u tokens, full-cache equivalent %s, ratio %.2fx; %s allocated\n",
+    std::fprintf(stderr,
+                 "kv cache (%s, %s): %s retained for %u tokens, full-cache equivalent %s, ratio %.2fx; %s allocated\n",
                  kv_policy_name(so.kv.policy), kv_type_name(kv_type), bytes_str(kv.retained_bytes).c_str(),
                  session.n_past(), bytes_str(kv.full_bytes).c_str(), kv.ratio(), bytes_str(kv.allocated_bytes).c_str());
     if (so.kv.compresses())
-      std::fprintf(stderr, "compression: score %.2f ms, pool %.2f ms, select %.2f ms, gather %.2f ms (GPU)\n", kv.score_ms,
-                   kv.pool_ms, kv.select_ms, kv.gather_ms);
+      std::fprintf(stderr, "compression: score %.2f ms, pool %.2f ms, select %.2f ms, gather %.2f ms (GPU)\n",
+                   kv.score_ms, kv.pool_ms, kv.select_ms, kv.gather_ms);
     std::fprintf(stderr, "peak device memory: %s (weights %s)\n", bytes_str(peak).c_str(),
                  bytes_str(model.weights().bytes).c_str());
   }
@@ -256,7 +264,8 @@ std::vector<int32_t> parse_token_ids(std::string_view text, const std::string& w
     }
     if (!ok || v > INT32_MAX) {
       const std::string shown(w.substr(0, 32));
-      throw Error(ErrorKind::InvalidArgument, what + ": '" + shown + (w.size() > 32 ? "...'" : "'") + " is not a token id");
+      throw Error(ErrorKind::InvalidArgument,
+                  what + ": '" + shown + (w.size() > 32 ? "...'" : "'") + " is not a token id");
     }
     ids.push_back(int32_t(v));
     i = end;
@@ -273,23 +282,34 @@ Runner add_run(CLI::App& app, const Globals& g) {
   app.add_option("--tokens-file", o->tokens_file, "Prompt as whitespace-separated token ids (no BOS added)");
   app.add_flag("--chat", o->chat, "The prompt is a user's message: render it through the model's chat template");
   app.add_option("--system", o->system, "With --chat: a system message before the user's");
-  app.add_option("--chat-template", o->chat_template,
-                 "With --chat: this template instead of the model's: chatml, llama3, gemma, mistral (llama2), phi3, ...");
-  app.add_option("-n,--n-predict", o->n_predict, "Tokens to generate (-1: until the context is full)")->capture_default_str();
-  app.add_option("-c,--ctx-size", o->n_ctx, "Positions the cache holds, prompt + generated (default: prompt + -n, or the model's context with -n -1)");
-  app.add_option("-b,--batch-size", o->n_batch, "Prompt tokens per prefill step")->capture_default_str()->check(CLI::Range(1u, 65536u));
-  app.add_option("--temp", o->sp.temp, "Temperature (0: greedy)")->capture_default_str()->check(CLI::Range(0.0f, 100.0f));
+  app.add_option(
+      "--chat-template", o->chat_template,
+      "With --chat: this template instead of the model's: chatml, llama3, gemma, mistral (llama2), phi3, ...");
+  app.add_option("-n,--n-predict", o->n_predict, "Tokens to generate (-1: until the context is full)")
+      ->capture_default_str();
+  app.add_option(
+      "-c,--ctx-size", o->n_ctx,
+      "Positions the cache holds, prompt + generated (default: prompt + -n, or the model's context with -n -1)");
+  app.add_option("-b,--batch-size", o->n_batch, "Prompt tokens per prefill step")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 65536u));
+  app.add_option("--temp", o->sp.temp, "Temperature (0: greedy)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0f, 100.0f));
   app.add_option("--top-k", o->sp.top_k, "Top-k (<= 0: off)")->capture_default_str();
   app.add_option("--top-p", o->sp.top_p, "Top-p (1: off)")->capture_default_str()->check(CLI::Range(0.0f, 1.0f));
   app.add_option("--min-p", o->sp.min_p, "Min-p (0: off)")->capture_default_str()->check(CLI::Range(0.0f, 1.0f));
   app.add_option("--repeat-penalty", o->sp.repeat_penalty, "Repetition penalty (1: off)")->capture_default_str();
   app.add_option("--repeat-last-n", o->sp.repeat_last_n, "Tokens the penalty looks back over")->capture_default_str();
-  app.add_option_function<uint64_t>("-s,--seed", [o](uint64_t s) { o->sp.seed = s, o->seed_set = true; }, "Random seed");
+  app.add_option_function<uint64_t>(
+      "-s,--seed", [o](uint64_t s) { o->sp.seed = s, o->seed_set = true; }, "Random seed");
   add_kv_options(app, o->kv);
-  app.add_option("--dump-kv-selection", o->dump_selection, "Write the retained prompt positions per layer and head as JSON");
+  app.add_option("--dump-kv-selection", o->dump_selection,
+                 "Write the retained prompt positions per layer and head as JSON");
   app.add_flag("--json", o->json, "Print one JSON object at the end instead of streaming");
   app.add_flag("--profile", o->profile, "Per-kernel GPU time after the run");
-  app.add_flag("--dry-run", o->dry_run, "Print the memory this run needs (JSON) without running it; exit 1 if over --max-device-memory");
+  app.add_flag("--dry-run", o->dry_run,
+               "Print the memory this run needs (JSON) without running it; exit 1 if over --max-device-memory");
   return [o, &g] { return run(*o, g); };
 }
 

@@ -22,21 +22,25 @@ struct SynthOptions {
 GgmlType parse_weight_type(const std::string& name) {
   const auto t = parse_type(name);
   if (!t || !type_traits(static_cast<uint32_t>(*t))->supported)
-    throw Error(ErrorKind::InvalidArgument, "unsupported --type '" + name + "' (supported: " + supported_type_names() + ")");
+    throw Error(ErrorKind::InvalidArgument,
+                "unsupported --type '" + name + "' (supported: " + supported_type_names() + ")");
   return *t;
 }
 
 std::string count_str(uint64_t n) {
   char buf[32];
-  if (n >= 1000000000ull) std::snprintf(buf, sizeof buf, "%.2fB", double(n) / 1e9);
-  else if (n >= 1000000ull) std::snprintf(buf, sizeof buf, "%.1fM", double(n) / 1e6);
-  else std::snprintf(buf, sizeof buf, "%.1fK", double(n) / 1e3);
+  if (n >= 1000000000ull)
+    std::snprintf(buf, sizeof buf, "%.2fB", double(n) / 1e9);
+  else if (n >= 1000000ull)
+    std::snprintf(buf, sizeof buf, "%.1fM", double(n) / 1e6);
+  else
+    std::snprintf(buf, sizeof buf, "%.1fK", double(n) / 1e3);
   return buf;
 }
 
 int list_presets(GgmlType type) {
-  std::printf("%-10s %6s %6s %6s %8s %6s %7s %8s %9s %10s %12s\n", "preset", "dim", "layers", "heads", "kv_heads",
-              "hd", "ff", "vocab", "ctx", "params", type_name(type));
+  std::printf("%-10s %6s %6s %6s %8s %6s %7s %8s %9s %10s %12s\n", "preset", "dim", "layers", "heads", "kv_heads", "hd",
+              "ff", "vocab", "ctx", "params", type_name(type));
   for (const std::string& name : synth_preset_names()) {
     SynthShape s = *synth_preset(name);
     s.weight_type = type;
@@ -57,7 +61,8 @@ int list_presets(GgmlType type) {
 int synth(const SynthOptions& o, const Globals& g) {
   const GgmlType type = parse_weight_type(o.type);
   if (o.list) return g.check_only ? 0 : list_presets(type);
-  if (o.preset.empty() == o.shape.empty()) throw Error(ErrorKind::InvalidArgument, "give exactly one of --preset NAME or --shape SPEC (or --list)");
+  if (o.preset.empty() == o.shape.empty())
+    throw Error(ErrorKind::InvalidArgument, "give exactly one of --preset NAME or --shape SPEC (or --list)");
   if (o.out.empty()) throw Error(ErrorKind::InvalidArgument, "no output file (-o FILE.gguf)");
   SynthShape s;
   if (!o.preset.empty()) {
@@ -88,9 +93,14 @@ int synth(const SynthOptions& o, const Globals& g) {
 Runner add_synth(CLI::App& app, const Globals& g) {
   auto o = std::make_shared<SynthOptions>();
   app.add_option("--preset", o->preset, "Named shape (see --list)");
-  app.add_option("--shape", o->shape, "Shape, e.g. \"dim=256,layers=4,heads=8,kv_heads=4,ff=704,vocab=4096,ctx=32768\"");
-  app.add_option("--type", o->type, "Matrix type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs")->capture_default_str();
-  app.add_option_function<uint64_t>("--seed", [o](uint64_t s) { o->seed = s, o->seed_set = true; }, "Random seed (default 1)");
+  app.add_option("--shape", o->shape,
+                 "Shape, e.g. \"dim=256,layers=4,heads=8,kv_heads=4,ff=704,vocab=4096,ctx=32768\"");
+  app.add_option(
+         "--type", o->type,
+         "Matrix type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs")
+      ->capture_default_str();
+  app.add_option_function<uint64_t>(
+      "--seed", [o](uint64_t s) { o->seed = s, o->seed_set = true; }, "Random seed (default 1)");
   app.add_option("-o,--output", o->out, "Output GGUF file");
   app.add_flag("--list", o->list, "List the presets with parameter counts and file sizes for --type");
   return [o, &g] { return synth(*o, g); };
@@ -99,7 +109,10 @@ Runner add_synth(CLI::App& app, const Globals& g) {
 Runner add_convert(CLI::App& app, const Globals& g) {
   auto o = std::make_shared<std::tuple<std::string, std::string, std::string>>();
   app.add_option("-m,--model", std::get<0>(*o), "Input GGUF model")->required();
-  app.add_option("--type", std::get<1>(*o), "Matrix type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs")->required();
+  app.add_option(
+         "--type", std::get<1>(*o),
+         "Matrix type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs")
+      ->required();
   app.add_option("-o,--output", std::get<2>(*o), "Output GGUF file")->required();
   return [o, &g] {
     const GgmlType type = parse_weight_type(std::get<1>(*o));

@@ -5,10 +5,12 @@
 namespace snapvk::cli {
 
 void add_kv_options(CLI::App& app, KvCliOptions& o) {
-  app.add_option("--kv-policy", o.policy, "KV policy: full, snapkv, pyramidkv, streamingllm, h2o, adakv")->capture_default_str();
+  app.add_option("--kv-policy", o.policy, "KV policy: full, snapkv, pyramidkv, streamingllm, h2o, adakv")
+      ->capture_default_str();
   app.add_option("--kv-budget", o.budget, "Entries kept per KV head, window included (C)");
   app.add_option("--kv-ratio", o.ratio, "Budget as a share of the prompt length, in (0, 1]");
-  app.add_option("--kv-window", o.window, "Observation window W: the last prompt tokens, always kept")->capture_default_str();
+  app.add_option("--kv-window", o.window, "Observation window W: the last prompt tokens, always kept")
+      ->capture_default_str();
   app.add_option("--kv-kernel", o.kernel, "Pooling kernel size (odd)")->capture_default_str();
   app.add_option("--kv-pool", o.pool, "Pooling: max or avg")->capture_default_str();
   app.add_option("--kv-gqa", o.gqa, "Query-head vote aggregation per KV head: mean, max or sum")->capture_default_str();
@@ -17,17 +19,25 @@ void add_kv_options(CLI::App& app, KvCliOptions& o) {
 
 void apply_kv_options(const KvCliOptions& o, SessionOptions& out) {
   auto policy = parse_kv_policy(o.policy);
-  if (!policy) throw Error(ErrorKind::InvalidArgument, "unknown --kv-policy '" + o.policy + "' (full, snapkv, pyramidkv, streamingllm, h2o, adakv)");
+  if (!policy)
+    throw Error(ErrorKind::InvalidArgument,
+                "unknown --kv-policy '" + o.policy + "' (full, snapkv, pyramidkv, streamingllm, h2o, adakv)");
   auto type = parse_kv_type(o.type);
   if (!type) throw Error(ErrorKind::InvalidArgument, "unknown --kv-type '" + o.type + "' (f16, f32, q8_0)");
-  if (o.pool != "max" && o.pool != "avg") throw Error(ErrorKind::InvalidArgument, "unknown --kv-pool '" + o.pool + "' (max, avg)");
+  if (o.pool != "max" && o.pool != "avg")
+    throw Error(ErrorKind::InvalidArgument, "unknown --kv-pool '" + o.pool + "' (max, avg)");
   KvPolicyOptions& kv = out.kv;
-  if (o.gqa == "mean") kv.gqa = GqaAgg::Mean;
-  else if (o.gqa == "max") kv.gqa = GqaAgg::Max;
-  else if (o.gqa == "sum") kv.gqa = GqaAgg::Sum;
-  else throw Error(ErrorKind::InvalidArgument, "unknown --kv-gqa '" + o.gqa + "' (mean, max, sum)");
+  if (o.gqa == "mean")
+    kv.gqa = GqaAgg::Mean;
+  else if (o.gqa == "max")
+    kv.gqa = GqaAgg::Max;
+  else if (o.gqa == "sum")
+    kv.gqa = GqaAgg::Sum;
+  else
+    throw Error(ErrorKind::InvalidArgument, "unknown --kv-gqa '" + o.gqa + "' (mean, max, sum)");
   if (*policy == KvPolicy::Full && (o.budget || o.ratio > 0))
-    throw Error(ErrorKind::InvalidArgument, "--kv-budget/--kv-ratio need a compressing --kv-policy (snapkv, pyramidkv, streamingllm, h2o, adakv)");
+    throw Error(ErrorKind::InvalidArgument,
+                "--kv-budget/--kv-ratio need a compressing --kv-policy (snapkv, pyramidkv, streamingllm, h2o, adakv)");
   kv.policy = *policy;
   kv.budget = o.budget;
   kv.ratio = o.ratio;

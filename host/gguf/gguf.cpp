@@ -22,7 +22,7 @@ namespace {
 constexpr uint32_t kGgufMagic = 0x46554747;  // "GGUF" as a little-endian u32
 constexpr int kMaxArrayDepth = 8;            // nested arrays deeper than this are refused
 // Smallest possible on-disk sizes, used to bound counts before allocating anything.
-constexpr uint64_t kMinKvBytes = 8 + 4 + 1;           // empty key, type, 1-byte value
+constexpr uint64_t kMinKvBytes = 8 + 4 + 1;              // empty key, type, 1-byte value
 constexpr uint64_t kMinTensorInfoBytes = 8 + 4 + 4 + 8;  // empty name, n_dims 0, type, offset
 
 std::string hex_bytes(const uint8_t* p, size_t n) {
@@ -56,14 +56,13 @@ class GgufParser {
     parse_header();
     const uint64_t n_tensors = n_tensors_, n_kv = n_kv_;
     if (n_kv > remaining() / kMinKvBytes)
-      fail("metadata count " + std::to_string(n_kv) + " cannot fit in the file (size " +
-           std::to_string(size_) + ")");
+      fail("metadata count " + std::to_string(n_kv) + " cannot fit in the file (size " + std::to_string(size_) + ")");
     f_.kvs_.reserve(n_kv);
     for (uint64_t i = 0; i < n_kv; ++i) parse_kv(i);
     read_alignment();
     if (n_tensors > remaining() / kMinTensorInfoBytes)
-      fail("tensor count " + std::to_string(n_tensors) + " cannot fit in the file (size " +
-           std::to_string(size_) + ")");
+      fail("tensor count " + std::to_string(n_tensors) + " cannot fit in the file (size " + std::to_string(size_) +
+           ")");
     f_.tensors_.reserve(n_tensors);
     for (uint64_t i = 0; i < n_tensors; ++i) parse_tensor_info(i);
     // The data section starts at the next aligned offset. For a file without tensors it may
@@ -79,8 +78,8 @@ class GgufParser {
 
   void need(uint64_t n, const std::string& what) const {
     if (n > remaining())
-      fail("truncated " + what + " at offset " + std::to_string(pos_) + " (need " +
-           std::to_string(n) + " bytes, file size " + std::to_string(size_) + ")");
+      fail("truncated " + what + " at offset " + std::to_string(pos_) + " (need " + std::to_string(n) +
+           " bytes, file size " + std::to_string(size_) + ")");
   }
 
   template <typename T>
@@ -125,8 +124,7 @@ class GgufParser {
     std::string key = read_string("key of metadata entry " + std::to_string(index));
     const std::string what = "key '" + key + "'";
     const uint32_t raw_type = read<uint32_t>(what + " type");
-    if (!gguf_type_valid(raw_type))
-      fail(what + " has unknown value type " + std::to_string(raw_type));
+    if (!gguf_type_valid(raw_type)) fail(what + " has unknown value type " + std::to_string(raw_type));
     GgufValue value = read_value(static_cast<GgufType>(raw_type), what, 0);
     if (f_.kv_index_.count(key)) fail("duplicate " + what);
     f_.kv_index_.emplace(key, f_.kvs_.size());
@@ -157,11 +155,9 @@ class GgufParser {
   }
 
   GgufArray read_array(const std::string& what, int depth) {
-    if (depth > kMaxArrayDepth)
-      fail(what + ": arrays nested deeper than " + std::to_string(kMaxArrayDepth));
+    if (depth > kMaxArrayDepth) fail(what + ": arrays nested deeper than " + std::to_string(kMaxArrayDepth));
     const uint32_t raw_type = read<uint32_t>(what + " array type");
-    if (!gguf_type_valid(raw_type))
-      fail(what + " is an array of unknown value type " + std::to_string(raw_type));
+    if (!gguf_type_valid(raw_type)) fail(what + " is an array of unknown value type " + std::to_string(raw_type));
     GgufArray a;
     a.elem_type = static_cast<GgufType>(raw_type);
     const uint64_t at = pos_;
@@ -170,9 +166,8 @@ class GgufParser {
     const size_t scalar = gguf_scalar_size(a.elem_type);
     const uint64_t min_elem = scalar ? scalar : a.elem_type == GgufType::String ? 8 : 12;
     if (count > remaining() / min_elem)
-      fail(what + ": array of " + std::to_string(count) + " " + gguf_type_name(a.elem_type) +
-           " elements at offset " + std::to_string(at) + " runs past end of file (size " +
-           std::to_string(size_) + ")");
+      fail(what + ": array of " + std::to_string(count) + " " + gguf_type_name(a.elem_type) + " elements at offset " +
+           std::to_string(at) + " runs past end of file (size " + std::to_string(size_) + ")");
     if (scalar) {
       a.raw.assign(p_ + pos_, p_ + pos_ + count * scalar);
       if (a.elem_type == GgufType::Bool)
@@ -218,8 +213,8 @@ class GgufParser {
     t.type = static_cast<GgmlType>(raw_type);
     t.offset = read<uint64_t>(what + " offset");
     if (t.ne[0] % traits->block_size != 0)
-      fail(what + " row length " + std::to_string(t.ne[0]) + " is not a multiple of the " +
-           traits->name + " block size " + std::to_string(traits->block_size));
+      fail(what + " row length " + std::to_string(t.ne[0]) + " is not a multiple of the " + traits->name +
+           " block size " + std::to_string(traits->block_size));
     // Bytes = blocks per row * block bytes * rows; n_elements fits int64, so only the byte
     // product can overflow.
     const uint64_t rows = n_elements / t.ne[0];
@@ -238,12 +233,12 @@ class GgufParser {
       fail(what + " offset " + std::to_string(t.offset) + " is not a multiple of the alignment " +
            std::to_string(f_.alignment_));
     uint64_t start = 0, end = 0;
-    const bool overflow = __builtin_add_overflow(f_.data_offset_, t.offset, &start) ||
-                          __builtin_add_overflow(start, t.nbytes, &end);
+    const bool overflow =
+        __builtin_add_overflow(f_.data_offset_, t.offset, &start) || __builtin_add_overflow(start, t.nbytes, &end);
     if (overflow || end > size_)
       fail(what + " data [offset " + std::to_string(t.offset) + ", " + std::to_string(t.nbytes) +
-           " bytes] extends past end of file (size " + std::to_string(size_) +
-           ", data section at " + std::to_string(f_.data_offset_) + ")");
+           " bytes] extends past end of file (size " + std::to_string(size_) + ", data section at " +
+           std::to_string(f_.data_offset_) + ")");
     t.data = p_ + start;
   }
 
@@ -335,9 +330,7 @@ const GgufValue* GgufFile::find(std::string_view key) const {
   return it == kv_index_.end() ? nullptr : &kvs_[it->second].value;
 }
 
-std::string GgufFile::what(std::string_view key) const {
-  return path_ + ": key '" + std::string(key) + "'";
-}
+std::string GgufFile::what(std::string_view key) const { return path_ + ": key '" + std::string(key) + "'"; }
 
 const GgufValue& GgufFile::require(std::string_view key) const {
   const GgufValue* v = find(key);
@@ -382,9 +375,7 @@ uint64_t GgufFile::require_uint(std::string_view key) const { return gguf_as_uin
 int64_t GgufFile::require_int(std::string_view key) const { return gguf_as_int(require(key), what(key)); }
 float GgufFile::require_float(std::string_view key) const { return gguf_as_float(require(key), what(key)); }
 bool GgufFile::require_bool(std::string_view key) const { return gguf_as_bool(require(key), what(key)); }
-std::string GgufFile::require_string(std::string_view key) const {
-  return gguf_as_string(require(key), what(key));
-}
+std::string GgufFile::require_string(std::string_view key) const { return gguf_as_string(require(key), what(key)); }
 std::vector<std::string> GgufFile::require_string_array(std::string_view key) const {
   return gguf_as_string_array(require(key), what(key));
 }
@@ -414,24 +405,21 @@ const GgufTensor& GgufFile::require_tensor(std::string_view name,
   }
   for (int j = 0; ok && j < 4; ++j) ok = want[j] == t->ne[j];
   if (!ok)
-    throw Error(ErrorKind::BadModel, path_ + ": tensor '" + t->name + "' has shape " + t->shape_string() + ", expected " +
-                shape_text(expected_shape.begin(), expected_shape.size()));
+    throw Error(ErrorKind::BadModel, path_ + ": tensor '" + t->name + "' has shape " + t->shape_string() +
+                                         ", expected " + shape_text(expected_shape.begin(), expected_shape.size()));
   return *t;
 }
 
 std::string GgufFile::describe() const {
   uint64_t data_bytes = 0;
   for (const GgufTensor& t : tensors_) data_bytes += t.nbytes;
-  std::string s = path_ + ": GGUF v" + std::to_string(version_) + ", " +
-                  std::to_string(kvs_.size()) + " metadata keys, " +
-                  std::to_string(tensors_.size()) + " tensors (" + std::to_string(data_bytes) +
+  std::string s = path_ + ": GGUF v" + std::to_string(version_) + ", " + std::to_string(kvs_.size()) +
+                  " metadata keys, " + std::to_string(tensors_.size()) + " tensors (" + std::to_string(data_bytes) +
                   " bytes of tensor data, alignment " + std::to_string(alignment_) + ")";
   const GgufValue* arch = find("general.architecture");
-  if (arch && arch->type == GgufType::String)
-    s += ", architecture '" + std::get<std::string>(arch->data) + "'";
+  if (arch && arch->type == GgufType::String) s += ", architecture '" + std::get<std::string>(arch->data) + "'";
   const GgufValue* name = find("general.name");
-  if (name && name->type == GgufType::String)
-    s += ", name '" + std::get<std::string>(name->data) + "'";
+  if (name && name->type == GgufType::String) s += ", name '" + std::get<std::string>(name->data) + "'";
   return s;
 }
 

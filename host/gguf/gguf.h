@@ -33,7 +33,7 @@ struct GgufTensor {
   const uint8_t* data = nullptr;  // into the mapping
 
   uint64_t n_elements() const { return ne[0] * ne[1] * ne[2] * ne[3]; }  // checked at load
-  std::string shape_string() const;  // "[64, 512]"
+  std::string shape_string() const;                                      // "[64, 512]"
 };
 
 class GgufFile {
@@ -71,8 +71,8 @@ class GgufFile {
   std::string get_string(std::string_view key, std::string def) const;
   // Arrays: empty if the key is missing.
   std::vector<std::string> get_string_array(std::string_view key) const;
-  std::vector<float> get_float_array(std::string_view key) const;    // any numeric elements
-  std::vector<int32_t> get_int_array(std::string_view key) const;    // integer elements, range-checked
+  std::vector<float> get_float_array(std::string_view key) const;  // any numeric elements
+  std::vector<int32_t> get_int_array(std::string_view key) const;  // integer elements, range-checked
 
   // As above, but a missing key throws "<path>: missing key 'X'".
   uint64_t require_uint(std::string_view key) const;
@@ -89,8 +89,7 @@ class GgufFile {
   const GgufTensor* find_tensor(std::string_view name) const;
   // Throws if the tensor is missing or its shape differs from expected_shape (ne order,
   // trailing 1s ignored): "<path>: tensor 'X' has shape [64, 32], expected [64, 64]".
-  const GgufTensor& require_tensor(std::string_view name,
-                                   std::initializer_list<uint64_t> expected_shape) const;
+  const GgufTensor& require_tensor(std::string_view name, std::initializer_list<uint64_t> expected_shape) const;
 
   // One line: version, key and tensor counts, data size, architecture and name.
   std::string describe() const;

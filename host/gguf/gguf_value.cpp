@@ -28,26 +28,39 @@ std::string gguf_type_name(GgufType type) {
 
 size_t gguf_scalar_size(GgufType type) {
   switch (type) {
-    case GgufType::U8: case GgufType::I8: case GgufType::Bool: return 1;
-    case GgufType::U16: case GgufType::I16: return 2;
-    case GgufType::U32: case GgufType::I32: case GgufType::F32: return 4;
-    case GgufType::U64: case GgufType::I64: case GgufType::F64: return 8;
-    case GgufType::String: case GgufType::Array: return 0;
+    case GgufType::U8:
+    case GgufType::I8:
+    case GgufType::Bool: return 1;
+    case GgufType::U16:
+    case GgufType::I16: return 2;
+    case GgufType::U32:
+    case GgufType::I32:
+    case GgufType::F32: return 4;
+    case GgufType::U64:
+    case GgufType::I64:
+    case GgufType::F64: return 8;
+    case GgufType::String:
+    case GgufType::Array: return 0;
   }
   return 0;
 }
 
 bool gguf_is_integer(GgufType type) {
   switch (type) {
-    case GgufType::U8: case GgufType::I8: case GgufType::U16: case GgufType::I16:
-    case GgufType::U32: case GgufType::I32: case GgufType::U64: case GgufType::I64: return true;
+    case GgufType::U8:
+    case GgufType::I8:
+    case GgufType::U16:
+    case GgufType::I16:
+    case GgufType::U32:
+    case GgufType::I32:
+    case GgufType::U64:
+    case GgufType::I64: return true;
     default: return false;
   }
 }
 
 bool gguf_is_signed(GgufType type) {
-  return type == GgufType::I8 || type == GgufType::I16 || type == GgufType::I32 ||
-         type == GgufType::I64;
+  return type == GgufType::I8 || type == GgufType::I16 || type == GgufType::I32 || type == GgufType::I64;
 }
 
 bool gguf_type_valid(uint32_t raw) { return raw <= static_cast<uint32_t>(GgufType::F64); }
@@ -64,7 +77,8 @@ uint64_t GgufArray::size() const {
 namespace {
 
 [[noreturn]] void bad_factory(const char* fn, GgufType t) {
-  throw Error(ErrorKind::InvalidArgument, std::string("GgufValue::") + fn + ": type " + gguf_type_name(t) + " does not fit");
+  throw Error(ErrorKind::InvalidArgument,
+              std::string("GgufValue::") + fn + ": type " + gguf_type_name(t) + " does not fit");
 }
 
 // Largest value an integer type of `bytes` bytes can hold (unsigned).
@@ -73,8 +87,7 @@ uint64_t umax_of(size_t bytes) { return bytes >= 8 ? ~uint64_t{0} : (uint64_t{1}
 }  // namespace
 
 GgufValue GgufValue::make_uint(GgufType t, uint64_t v) {
-  if (!gguf_is_integer(t) || gguf_is_signed(t) || v > umax_of(gguf_scalar_size(t)))
-    bad_factory("make_uint", t);
+  if (!gguf_is_integer(t) || gguf_is_signed(t) || v > umax_of(gguf_scalar_size(t))) bad_factory("make_uint", t);
   GgufValue r;
   r.type = t;
   r.data.emplace<uint64_t>(v);
@@ -150,20 +163,47 @@ struct IntElem {
 IntElem int_elem(GgufType t, const uint8_t* p) {
   switch (t) {
     case GgufType::U8: return {false, p[0]};
-    case GgufType::I8: { int8_t v; std::memcpy(&v, p, 1); return {v < 0, static_cast<uint64_t>(int64_t{v})}; }
-    case GgufType::U16: { uint16_t v; std::memcpy(&v, p, 2); return {false, v}; }
-    case GgufType::I16: { int16_t v; std::memcpy(&v, p, 2); return {v < 0, static_cast<uint64_t>(int64_t{v})}; }
-    case GgufType::U32: { uint32_t v; std::memcpy(&v, p, 4); return {false, v}; }
-    case GgufType::I32: { int32_t v; std::memcpy(&v, p, 4); return {v < 0, static_cast<uint64_t>(int64_t{v})}; }
-    case GgufType::U64: { uint64_t v; std::memcpy(&v, p, 8); return {false, v}; }
-    case GgufType::I64: { int64_t v; std::memcpy(&v, p, 8); return {v < 0, static_cast<uint64_t>(v)}; }
+    case GgufType::I8: {
+      int8_t v;
+      std::memcpy(&v, p, 1);
+      return {v < 0, static_cast<uint64_t>(int64_t{v})};
+    }
+    case GgufType::U16: {
+      uint16_t v;
+      std::memcpy(&v, p, 2);
+      return {false, v};
+    }
+    case GgufType::I16: {
+      int16_t v;
+      std::memcpy(&v, p, 2);
+      return {v < 0, static_cast<uint64_t>(int64_t{v})};
+    }
+    case GgufType::U32: {
+      uint32_t v;
+      std::memcpy(&v, p, 4);
+      return {false, v};
+    }
+    case GgufType::I32: {
+      int32_t v;
+      std::memcpy(&v, p, 4);
+      return {v < 0, static_cast<uint64_t>(int64_t{v})};
+    }
+    case GgufType::U64: {
+      uint64_t v;
+      std::memcpy(&v, p, 8);
+      return {false, v};
+    }
+    case GgufType::I64: {
+      int64_t v;
+      std::memcpy(&v, p, 8);
+      return {v < 0, static_cast<uint64_t>(v)};
+    }
     default: return {false, 0};
   }
 }
 
 std::string int_text(const IntElem& e) {
-  return e.negative ? std::to_string(static_cast<int64_t>(e.bits))
-                    : std::to_string(e.bits);
+  return e.negative ? std::to_string(static_cast<int64_t>(e.bits)) : std::to_string(e.bits);
 }
 
 }  // namespace
@@ -171,7 +211,8 @@ std::string int_text(const IntElem& e) {
 uint64_t gguf_as_uint(const GgufValue& v, const std::string& what) {
   if (const auto* u = std::get_if<uint64_t>(&v.data)) return *u;
   if (const auto* i = std::get_if<int64_t>(&v.data)) {
-    if (*i < 0) throw Error(ErrorKind::BadModel, what + " is " + std::to_string(*i) + ", expected a non-negative integer");
+    if (*i < 0)
+      throw Error(ErrorKind::BadModel, what + " is " + std::to_string(*i) + ", expected a non-negative integer");
     return static_cast<uint64_t>(*i);
   }
   wrong_type(v, what, "unsigned integer");
@@ -212,8 +253,7 @@ const std::vector<std::string>& gguf_as_string_array(const GgufValue& v, const s
 
 std::vector<float> gguf_as_float_array(const GgufValue& v, const std::string& what) {
   const GgufArray* a = v.array();
-  if (!a || !(a->elem_type == GgufType::F32 || a->elem_type == GgufType::F64 ||
-              gguf_is_integer(a->elem_type)))
+  if (!a || !(a->elem_type == GgufType::F32 || a->elem_type == GgufType::F64 || gguf_is_integer(a->elem_type)))
     wrong_type(v, what, "array of numbers");
   const size_t w = gguf_scalar_size(a->elem_type);
   std::vector<float> out(a->size());
@@ -227,8 +267,7 @@ std::vector<float> gguf_as_float_array(const GgufValue& v, const std::string& wh
       out[i] = static_cast<float>(d);
     } else {
       const IntElem e = int_elem(a->elem_type, p);
-      out[i] = e.negative ? static_cast<float>(static_cast<int64_t>(e.bits))
-                          : static_cast<float>(e.bits);
+      out[i] = e.negative ? static_cast<float>(static_cast<int64_t>(e.bits)) : static_cast<float>(e.bits);
     }
   }
   return out;
@@ -242,11 +281,10 @@ std::vector<int32_t> gguf_as_int_array(const GgufValue& v, const std::string& wh
   for (size_t i = 0; i < out.size(); ++i) {
     const IntElem e = int_elem(a->elem_type, a->raw.data() + i * w);
     const int64_t lo = std::numeric_limits<int32_t>::min(), hi = std::numeric_limits<int32_t>::max();
-    const bool fits = e.negative ? static_cast<int64_t>(e.bits) >= lo
-                                 : e.bits <= static_cast<uint64_t>(hi);
+    const bool fits = e.negative ? static_cast<int64_t>(e.bits) >= lo : e.bits <= static_cast<uint64_t>(hi);
     if (!fits)
-      throw Error(ErrorKind::BadModel, what + " element " + std::to_string(i) + " is " + int_text(e) +
-                  ", out of range for int32");
+      throw Error(ErrorKind::BadModel,
+                  what + " element " + std::to_string(i) + " is " + int_text(e) + ", out of range for int32");
     out[i] = static_cast<int32_t>(static_cast<int64_t>(e.bits));
   }
   return out;

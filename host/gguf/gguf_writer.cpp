@@ -18,7 +18,9 @@ constexpr size_t kMaxTensorName = 64;  // GGML_MAX_NAME, including the terminati
 
 // Checks that a value is well formed, so write() cannot produce a file readers reject.
 void validate(const GgufValue& v, const std::string& what) {
-  auto bad = [&](const std::string& why) { throw Error(ErrorKind::InvalidArgument, "GgufWriter: " + what + ": " + why); };
+  auto bad = [&](const std::string& why) {
+    throw Error(ErrorKind::InvalidArgument, "GgufWriter: " + what + ": " + why);
+  };
   if (gguf_is_integer(v.type)) {
     // Round-trip through the factories, which do the range check.
     if (gguf_is_signed(v.type)) {
@@ -40,8 +42,8 @@ void validate(const GgufValue& v, const std::string& what) {
     if (!gguf_type_valid(static_cast<uint32_t>(a->elem_type))) bad("array of unknown type");
     const size_t ew = gguf_scalar_size(a->elem_type);
     if (ew && (a->raw.size() % ew != 0 || !a->strings.empty() || !a->arrays.empty()))
-      bad("numeric array with " + std::to_string(a->raw.size()) + " bytes for " +
-          gguf_type_name(a->elem_type) + " elements");
+      bad("numeric array with " + std::to_string(a->raw.size()) + " bytes for " + gguf_type_name(a->elem_type) +
+          " elements");
     if (a->elem_type == GgufType::String && (!a->raw.empty() || !a->arrays.empty()))
       bad("string array with stray elements");
     // GGUF allows arrays of arrays, but llama.cpp's reader refuses them ("invalid GGUF type 9"),
@@ -139,9 +141,7 @@ void GgufWriter::set_int64(std::string_view k, int64_t v) { set(k, GgufValue::ma
 void GgufWriter::set_float32(std::string_view k, float v) { set(k, GgufValue::make_float(GgufType::F32, v)); }
 void GgufWriter::set_float64(std::string_view k, double v) { set(k, GgufValue::make_float(GgufType::F64, v)); }
 void GgufWriter::set_bool(std::string_view k, bool v) { set(k, GgufValue::make_bool(v)); }
-void GgufWriter::set_string(std::string_view k, std::string_view v) {
-  set(k, GgufValue::make_string(std::string(v)));
-}
+void GgufWriter::set_string(std::string_view k, std::string_view v) { set(k, GgufValue::make_string(std::string(v))); }
 
 void GgufWriter::set_string_array(std::string_view key, const std::vector<std::string>& v) {
   GgufArray a;
@@ -168,7 +168,7 @@ uint64_t GgufWriter::check_tensor(std::string_view name, GgmlType type, const st
   if (name.empty()) throw Error(ErrorKind::InvalidArgument, "GgufWriter: empty tensor name");
   if (name.size() >= kMaxTensorName)
     throw Error(ErrorKind::InvalidArgument, what + ": name is " + std::to_string(name.size()) + " bytes (max " +
-                std::to_string(kMaxTensorName - 1) + ")");
+                                                std::to_string(kMaxTensorName - 1) + ")");
   for (const Tensor& t : tensors_)
     if (t.name == name) throw Error(ErrorKind::InvalidArgument, what + ": duplicate tensor name");
   if (ne.empty() || ne.size() > 4)
@@ -178,7 +178,8 @@ uint64_t GgufWriter::check_tensor(std::string_view name, GgmlType type, const st
   uint64_t rows = 1;
   for (size_t i = 0; i < ne.size(); ++i) {
     if (ne[i] == 0) throw Error(ErrorKind::InvalidArgument, what + ": dimension " + std::to_string(i) + " is 0");
-    if (i > 0 && __builtin_mul_overflow(rows, ne[i], &rows)) throw Error(ErrorKind::InvalidArgument, what + ": shape overflows");
+    if (i > 0 && __builtin_mul_overflow(rows, ne[i], &rows))
+      throw Error(ErrorKind::InvalidArgument, what + ": shape overflows");
   }
   uint64_t expected = 0;
   if (__builtin_mul_overflow(row_bytes(type, ne[0]), rows, &expected))  // row_bytes checks blocks
@@ -186,13 +187,14 @@ uint64_t GgufWriter::check_tensor(std::string_view name, GgmlType type, const st
   return expected;
 }
 
-void GgufWriter::add_tensor(std::string_view name, GgmlType type, std::vector<uint64_t> ne,
-                            const void* data, size_t nbytes) {
+void GgufWriter::add_tensor(std::string_view name, GgmlType type, std::vector<uint64_t> ne, const void* data,
+                            size_t nbytes) {
   const uint64_t expected = check_tensor(name, type, ne);
   const std::string what = "GgufWriter: tensor '" + std::string(name) + "'";
   if (nbytes != expected)
-    throw Error(ErrorKind::InvalidArgument, what + ": " + std::to_string(nbytes) + " bytes of data, but a " + type_name(type) +
-                " tensor of this shape takes " + std::to_string(expected));
+    throw Error(ErrorKind::InvalidArgument, what + ": " + std::to_string(nbytes) + " bytes of data, but a " +
+                                                type_name(type) + " tensor of this shape takes " +
+                                                std::to_string(expected));
   if (nbytes && !data) throw Error(ErrorKind::InvalidArgument, what + ": null data");
   Tensor t{std::string(name), type, std::move(ne), {}, nbytes, {}};
   t.data.assign(static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + nbytes);
@@ -201,7 +203,8 @@ void GgufWriter::add_tensor(std::string_view name, GgmlType type, std::vector<ui
 
 void GgufWriter::add_tensor_lazy(std::string_view name, GgmlType type, std::vector<uint64_t> ne, Fill fill) {
   const uint64_t nbytes = check_tensor(name, type, ne);
-  if (!fill) throw Error(ErrorKind::InvalidArgument, "GgufWriter: tensor '" + std::string(name) + "': no fill function");
+  if (!fill)
+    throw Error(ErrorKind::InvalidArgument, "GgufWriter: tensor '" + std::string(name) + "': no fill function");
   tensors_.push_back(Tensor{std::string(name), type, std::move(ne), {}, nbytes, std::move(fill)});
 }
 
@@ -209,10 +212,12 @@ uint32_t GgufWriter::alignment() const {
   for (const auto& kv : kvs_) {
     if (kv.first != "general.alignment") continue;
     if (kv.second.type != GgufType::U32)  // llama.cpp accepts no other type here
-      throw Error(ErrorKind::InvalidArgument, "GgufWriter: general.alignment has type " + kv.second.type_string() + ", expected u32");
+      throw Error(ErrorKind::InvalidArgument,
+                  "GgufWriter: general.alignment has type " + kv.second.type_string() + ", expected u32");
     const uint64_t a = gguf_as_uint(kv.second, "GgufWriter: key 'general.alignment'");
     if (a == 0 || (a & (a - 1)) != 0 || a > (uint64_t{1} << 30))
-      throw Error(ErrorKind::InvalidArgument, "GgufWriter: general.alignment " + std::to_string(a) + " is not a power of two");
+      throw Error(ErrorKind::InvalidArgument,
+                  "GgufWriter: general.alignment " + std::to_string(a) + " is not a power of two");
     return static_cast<uint32_t>(a);
   }
   return kDefaultAlignment;

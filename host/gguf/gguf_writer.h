@@ -47,8 +47,7 @@ class GgufWriter {
   // Adds a tensor; ne[0] is the contiguous dimension (1 to 4 dims, each > 0, ne[0] a multiple
   // of the type's block size). Throws snapvk::Error if the name is empty, 64 bytes or longer
   // (ggml's limit), already used, or nbytes differs from the size the shape and type imply.
-  void add_tensor(std::string_view name, GgmlType type, std::vector<uint64_t> ne, const void* data,
-                  size_t nbytes);
+  void add_tensor(std::string_view name, GgmlType type, std::vector<uint64_t> ne, const void* data, size_t nbytes);
 
   // As add_tensor, but the data is made at write() time: fill(dst) must write all of the
   // tensor's bytes (row_bytes(type, ne[0]) * rows) into dst. Only one such buffer is alive at a
@@ -72,7 +71,7 @@ class GgufWriter {
     std::vector<uint64_t> ne;
     std::vector<uint8_t> data;  // empty for a lazy tensor
     uint64_t nbytes = 0;
-    Fill fill;                  // lazy tensors only
+    Fill fill;  // lazy tensors only
   };
   void set(std::string_view key, GgufValue v);
   uint64_t check_tensor(std::string_view name, GgmlType type, const std::vector<uint64_t>& ne) const;

@@ -73,7 +73,7 @@ float bf16_to_fp32(uint16_t h) { return bits_float(uint32_t(h) << 16); }
 uint16_t fp32_to_bf16(float f) {
   const uint32_t u = float_bits(f);
   if ((u & 0x7fffffff) > 0x7f800000) return static_cast<uint16_t>((u >> 16) | 0x40);  // quiet NaN
-  return static_cast<uint16_t>((u + 0x7fff + ((u >> 16) & 1)) >> 16);  // round to nearest even
+  return static_cast<uint16_t>((u + 0x7fff + ((u >> 16) & 1)) >> 16);                 // round to nearest even
 }
 
 // ---- quantization helpers (after ggml-quants.c) ------------------------------------------------
@@ -90,8 +90,8 @@ int clampi(int v, int lo, int hi) { return std::max(lo, std::min(hi, v)); }
 // Fits x[i] ~ scale * L[i] - the_min with L in 0..nmax, minimising the weighted squared error.
 // Starts from the min/max fit, then tries nstep+1 slightly different inverse scales, each
 // followed by a closed-form least-squares solve for (scale, min). Returns the scale.
-float make_qkx2_quants(int n, int nmax, const float* x, const float* w, uint8_t* L,
-                       float* the_min, uint8_t* Laux, float rmin, float rdelta, int nstep) {
+float make_qkx2_quants(int n, int nmax, const float* x, const float* w, uint8_t* L, float* the_min, uint8_t* Laux,
+                       float rmin, float rdelta, int nstep) {
   float min = x[0], max = x[0];
   float sum_w = w[0], sum_x = w[0] * x[0];
   for (int i = 1; i < n; ++i) {
@@ -252,8 +252,7 @@ void quant_q4_0(const float* x, BlockQ4_0& b) {
     const float t = v * id + 8.5f;
     return static_cast<uint8_t>(t >= 15.f ? 15 : t > 0.f ? static_cast<int>(t) : 0);
   };
-  for (int j = 0; j < kQK4_0 / 2; ++j)
-    b.qs[j] = static_cast<uint8_t>(q(x[j]) | (q(x[j + kQK4_0 / 2]) << 4));
+  for (int j = 0; j < kQK4_0 / 2; ++j) b.qs[j] = static_cast<uint8_t>(q(x[j]) | (q(x[j + kQK4_0 / 2]) << 4));
 }
 
 void dequant_q4_k(const BlockQ4_K& b, float* y) {
@@ -499,8 +498,10 @@ uint8_t nearest_iq4(float v) {
   int lo = 0, hi = 15;  // kValuesIq4nl[lo] < v < kValuesIq4nl[hi]
   while (hi - lo > 1) {
     const int mid = (lo + hi) / 2;
-    if (v < kValuesIq4nl[mid]) hi = mid;
-    else lo = mid;
+    if (v < kValuesIq4nl[mid])
+      hi = mid;
+    else
+      lo = mid;
   }
   return static_cast<uint8_t>(v - kValuesIq4nl[lo] <= kValuesIq4nl[hi] - v ? lo : hi);
 }
@@ -667,8 +668,7 @@ void dequant_q3_k(const BlockQ3_K& b, float* y) {
     for (int shift = 0; shift < 8; shift += 2, m = static_cast<uint8_t>(m << 1)) {
       for (int h = 0; h < 2; ++h) {
         const float dl = d_all * (q3_k_scale(b.scales, is++) - 32);
-        for (int l = 0; l < 16; ++l)
-          *y++ = dl * (((q[16 * h + l] >> shift) & 3) - ((b.hmask[16 * h + l] & m) ? 0 : 4));
+        for (int l = 0; l < 16; ++l) *y++ = dl * (((q[16 * h + l] >> shift) & 3) - ((b.hmask[16 * h + l] & m) ? 0 : 4));
       }
     }
   }
@@ -770,8 +770,9 @@ int64_t check_row(GgmlType type, int64_t n, const char* what) {
   if (!t || !t->supported)
     throw Error(ErrorKind::BadModel, std::string(what) + ": unsupported type " + type_name(type));
   if (n < 0 || n % t->block_size != 0)
-    throw Error(ErrorKind::BadModel, std::string(what) + ": " + std::to_string(n) + " elements is not a multiple of the " +
-                t->name + " block size " + std::to_string(t->block_size));
+    throw Error(ErrorKind::BadModel, std::string(what) + ": " + std::to_string(n) +
+                                         " elements is not a multiple of the " + t->name + " block size " +
+                                         std::to_string(t->block_size));
   return n / t->block_size;
 }
 
@@ -781,9 +782,7 @@ void dequantize_row(GgmlType type, const void* src, float* dst, int64_t n) {
   const int64_t nb = check_row(type, n, "dequantize_row");
   const auto* p = static_cast<const uint8_t*>(src);
   switch (type) {
-    case GgmlType::F32:
-      std::memcpy(dst, src, static_cast<size_t>(n) * 4);
-      return;
+    case GgmlType::F32: std::memcpy(dst, src, static_cast<size_t>(n) * 4); return;
     case GgmlType::F16:
     case GgmlType::BF16:
       for (int64_t i = 0; i < n; ++i) {
@@ -813,9 +812,7 @@ void quantize_row(GgmlType type, const float* src, void* dst, int64_t n) {
   const int64_t nb = check_row(type, n, "quantize_row");
   auto* p = static_cast<uint8_t*>(dst);
   switch (type) {
-    case GgmlType::F32:
-      std::memcpy(dst, src, static_cast<size_t>(n) * 4);
-      return;
+    case GgmlType::F32: std::memcpy(dst, src, static_cast<size_t>(n) * 4); return;
     case GgmlType::F16:
     case GgmlType::BF16:
       for (int64_t i = 0; i < n; ++i) {

@@ -12,21 +12,21 @@
 
 namespace snapvk {
 
-constexpr int kQK8_0 = 32;  // elements per Q8_0 block
-constexpr int kQK4_0 = 32;  // elements per Q4_0 block
-constexpr int kQK4_1 = 32;  // elements per Q4_1 block
-constexpr int kQK5_0 = 32;  // elements per Q5_0 block
-constexpr int kQK5_1 = 32;  // elements per Q5_1 block
+constexpr int kQK8_0 = 32;   // elements per Q8_0 block
+constexpr int kQK4_0 = 32;   // elements per Q4_0 block
+constexpr int kQK4_1 = 32;   // elements per Q4_1 block
+constexpr int kQK5_0 = 32;   // elements per Q5_0 block
+constexpr int kQK5_1 = 32;   // elements per Q5_1 block
 constexpr int kQK4_NL = 32;  // elements per IQ4_NL block
-constexpr int kQK_K = 256;  // elements per K-quant (and IQ4_XS) super-block
+constexpr int kQK_K = 256;   // elements per K-quant (and IQ4_XS) super-block
 
 // The 16 values a 4-bit IQ4_NL / IQ4_XS index selects (ggml's kvalues_iq4nl), before the scale.
 constexpr int8_t kValuesIq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 // All scales are IEEE half-precision bit patterns.
 struct BlockQ8_0 {
-  uint16_t d;          // scale
-  int8_t qs[kQK8_0];   // x = d * q
+  uint16_t d;         // scale
+  int8_t qs[kQK8_0];  // x = d * q
 };
 
 struct BlockQ4_0 {
@@ -35,8 +35,8 @@ struct BlockQ4_0 {
 };
 
 struct BlockQ4_1 {
-  uint16_t d;              // scale
-  uint16_t m;              // offset: x[j] = d * (qs[j] & 15) + m, x[j+16] = d * (qs[j] >> 4) + m
+  uint16_t d;  // scale
+  uint16_t m;  // offset: x[j] = d * (qs[j] & 15) + m, x[j+16] = d * (qs[j] >> 4) + m
   uint8_t qs[kQK4_1 / 2];
 };
 
@@ -81,11 +81,11 @@ struct BlockQ3_K {
 
 // Q4_K with a fifth bit: element 64c + 32h + l takes bit 2c + h of qh[l] as bit 4 (q in 0..31).
 struct BlockQ5_K {
-  uint16_t d;              // super-block scale for the 6-bit scales
-  uint16_t dmin;           // super-block scale for the 6-bit mins
-  uint8_t scales[12];      // as in Q4_K
-  uint8_t qh[kQK_K / 8];   // high bits of the quants
-  uint8_t qs[kQK_K / 2];   // low 4 bits, as in Q4_K
+  uint16_t d;             // super-block scale for the 6-bit scales
+  uint16_t dmin;          // super-block scale for the 6-bit mins
+  uint8_t scales[12];     // as in Q4_K
+  uint8_t qh[kQK_K / 8];  // high bits of the quants
+  uint8_t qs[kQK_K / 2];  // low 4 bits, as in Q4_K
 };
 
 // 8 sub-blocks of 32, each IQ4_NL-coded with a 6-bit scale: x = d * (ls - 32) * kValuesIq4nl[q].
@@ -99,10 +99,10 @@ struct BlockIQ4_XS {
 // 8 sub-blocks of 32 elements, each with a 6-bit scale and a 6-bit min:
 // x = d * sc[j] * q - dmin * m[j], q in 0..15.
 struct BlockQ4_K {
-  uint16_t d;                // super-block scale for the 6-bit scales
-  uint16_t dmin;             // super-block scale for the 6-bit mins
-  uint8_t scales[12];        // sc[0..7] and m[0..7] packed in 6 bits each (see get_scale_min_k4)
-  uint8_t qs[kQK_K / 2];     // 4-bit quants; each 64-element chunk uses 32 bytes, low nibbles first
+  uint16_t d;             // super-block scale for the 6-bit scales
+  uint16_t dmin;          // super-block scale for the 6-bit mins
+  uint8_t scales[12];     // sc[0..7] and m[0..7] packed in 6 bits each (see get_scale_min_k4)
+  uint8_t qs[kQK_K / 2];  // 4-bit quants; each 64-element chunk uses 32 bytes, low nibbles first
 };
 
 // 16 sub-blocks of 16 elements with signed 8-bit scales: x = d * scales[j] * (q - 32), q in 0..63.

@@ -45,7 +45,9 @@ AttentionKernels::AttentionKernels(Context& c, const Tuning& t, uint32_t hd, uin
                   std::vector<uint32_t> spec, KernelCategory cat = kKernelOther) {
     return Pipeline(c, PipelineDesc{name, spv, bindings, push, std::move(spec), 0, cat});
   };
-  auto fit = [&](uint32_t want) { return std::max(t.subgroup, std::min(want, t.subgroup * 64u) / t.subgroup * t.subgroup); };
+  auto fit = [&](uint32_t want) {
+    return std::max(t.subgroup, std::min(want, t.subgroup * 64u) / t.subgroup * t.subgroup);
+  };
   // Tiles sized to fit shared memory: Q tile + one K/V block + scores.
   const uint32_t shared = c.info().max_shared_memory;
   while (prefill_br > 1 && (prefill_br * hd + prefill_bc * hd + prefill_br * prefill_bc + 3 * prefill_br) * 4 > shared)
@@ -59,24 +61,33 @@ AttentionKernels::AttentionKernels(Context& c, const Tuning& t, uint32_t hd, uin
   const uint32_t votes_qb = 16;
 
   const std::span<const uint32_t> store_spv[] = {spv::kv_store_f32(), spv::kv_store_f16(), spv::kv_store_q8_0()};
-  const std::span<const uint32_t> prefill_spv[] = {spv::attn_prefill_f32(), spv::attn_prefill_f16(), spv::attn_prefill_q8_0()};
+  const std::span<const uint32_t> prefill_spv[] = {spv::attn_prefill_f32(), spv::attn_prefill_f16(),
+                                                   spv::attn_prefill_q8_0()};
   const std::span<const uint32_t> prefill_rows_spv[] = {spv::attn_prefill_rows_f32(), spv::attn_prefill_rows_f16(),
                                                         spv::attn_prefill_rows_q8_0()};
   use_prefill_rows = cpu && hd % 4 == 0;
-  const std::span<const uint32_t> decode_spv[] = {spv::attn_decode_f32(), spv::attn_decode_f16(), spv::attn_decode_q8_0()};
-  const std::span<const uint32_t> stats_spv[] = {spv::window_stats_f32(), spv::window_stats_f16(), spv::window_stats_q8_0()};
-  const std::span<const uint32_t> votes_spv[] = {spv::window_votes_f32(), spv::window_votes_f16(), spv::window_votes_q8_0()};
+  const std::span<const uint32_t> decode_spv[] = {spv::attn_decode_f32(), spv::attn_decode_f16(),
+                                                  spv::attn_decode_q8_0()};
+  const std::span<const uint32_t> stats_spv[] = {spv::window_stats_f32(), spv::window_stats_f16(),
+                                                 spv::window_stats_q8_0()};
+  const std::span<const uint32_t> votes_spv[] = {spv::window_votes_f32(), spv::window_votes_f16(),
+                                                 spv::window_votes_q8_0()};
   for (uint32_t i = 0; i < kKvTypes; ++i) {
     if (KvType(i) == KvType::Q8_0 && hd % 32) continue;  // q8_0 rows are whole 32-value blocks
     kv_store[i] = make("kv_store", store_spv[i], 3, sizeof(KvStorePush), {t.elementwise_wg, hd});
-    prefill[i] = make("attn_prefill", prefill_spv[i], 5, sizeof(AttnPrefillPush), {prefill_wg, hd, prefill_br, prefill_bc});
+    prefill[i] =
+        make("attn_prefill", prefill_spv[i], 5, sizeof(AttnPrefillPush), {prefill_wg, hd, prefill_br, prefill_bc});
     if (hd % 4 == 0)
-      prefill_rows[i] = make("attn_prefill_rows", prefill_rows_spv[i], 5, sizeof(AttnPrefillPush), {prefill_rows_wg, hd, prefill_rows_qt});
+      prefill_rows[i] = make("attn_prefill_rows", prefill_rows_spv[i], 5, sizeof(AttnPrefillPush),
+                             {prefill_rows_wg, hd, prefill_rows_qt});
     decode[i] = make("attn_decode", decode_spv[i], 5, sizeof(AttnDecodePush), {decode_wg, hd, g, decode_chunk});
-    window_stats[i] = make("window_stats", stats_spv[i], 4, sizeof(WindowStatsPush), {fit(cpu ? 64 : 256), hd}, kKernelScore);
-    window_votes[i] = make("window_votes", votes_spv[i], 5, sizeof(WindowVotesPush), {votes_wg, hd, g, votes_qb}, kKernelScore);
+    window_stats[i] =
+        make("window_stats", stats_spv[i], 4, sizeof(WindowStatsPush), {fit(cpu ? 64 : 256), hd}, kKernelScore);
+    window_votes[i] =
+        make("window_votes", votes_spv[i], 5, sizeof(WindowVotesPush), {votes_wg, hd, g, votes_qb}, kKernelScore);
   }
-  combine = make("attn_combine", spv::attn_combine(), 2, sizeof(AttnCombinePush), {fit(std::min<uint32_t>(64, hd)), hd});
+  combine =
+      make("attn_combine", spv::attn_combine(), 2, sizeof(AttnCombinePush), {fit(std::min<uint32_t>(64, hd)), hd});
   pool = make("pool", spv::pool(), 2, sizeof(PoolPush), {t.elementwise_wg}, kKernelPool);
   topk = make("topk_select", spv::topk_select(), 2, sizeof(TopkPush), {select_wg}, kKernelSelect);
   adakv_floor = make("adakv_floor", spv::adakv_floor(), 2, sizeof(AdakvFloorPush), {t.elementwise_wg}, kKernelSelect);
@@ -88,8 +99,10 @@ namespace {
 const Pipeline& variant(const Pipeline (&p)[kKvTypes], KvType kt, const AttentionKernels& a) {
   const Pipeline& v = p[uint32_t(kt)];
   if (!v)
-    throw Error(ErrorKind::InvalidArgument, std::string("KV type ") + kv_type_name(kt) +
-                " needs head_dim a multiple of 32 (this model has " + std::to_string(a.head_dim) + ")", Param::KvType);
+    throw Error(ErrorKind::InvalidArgument,
+                std::string("KV type ") + kv_type_name(kt) + " needs head_dim a multiple of 32 (this model has " +
+                    std::to_string(a.head_dim) + ")",
+                Param::KvType);
   return v;
 }
 }  // namespace
@@ -110,12 +123,13 @@ void op_attn_prefill(CommandStream& cs, const Kernels&, const AttentionKernels& 
                 "attn_prefill: the ring is too small for the window and batch");
   if (a.use_prefill_rows) {
     const uint32_t rows = a.prefill_rows_wg * a.prefill_rows_qt;
-    cs.dispatch(variant(a.prefill_rows, kt, a), {q, kc, vc, o, heads}, AttnPrefillPush{T, n_head, n_kv, slot0, scale, w.window, w.ring},
-                (T + rows - 1) / rows, n_head);
+    cs.dispatch(variant(a.prefill_rows, kt, a), {q, kc, vc, o, heads},
+                AttnPrefillPush{T, n_head, n_kv, slot0, scale, w.window, w.ring}, (T + rows - 1) / rows, n_head);
     return;
   }
-  cs.dispatch(variant(a.prefill, kt, a), {q, kc, vc, o, heads}, AttnPrefillPush{T, n_head, n_kv, slot0, scale, w.window, w.ring},
-              (T + a.prefill_br - 1) / a.prefill_br, n_head);
+  cs.dispatch(variant(a.prefill, kt, a), {q, kc, vc, o, heads},
+              AttnPrefillPush{T, n_head, n_kv, slot0, scale, w.window, w.ring}, (T + a.prefill_br - 1) / a.prefill_br,
+              n_head);
 }
 
 uint64_t attn_partial_floats(const AttentionKernels& a, uint32_t n_head, uint32_t max_len) {
@@ -128,8 +142,8 @@ void op_attn_decode(CommandStream& cs, const Kernels&, const AttentionKernels& a
   SNAPVK_ASSERT(n_head == n_kv * a.group, "attn_decode: head counts do not match the kernel's GQA group");
   SNAPVK_ASSERT(max_len >= 1, "attn_decode: empty cache");
   const uint32_t n_split = (max_len + a.decode_chunk - 1) / a.decode_chunk;
-  cs.dispatch(variant(a.decode, kt, a), {q, kc, vc, part, heads}, AttnDecodePush{n_appended, n_split, scale, w.window, w.ring}, n_split,
-              n_kv);
+  cs.dispatch(variant(a.decode, kt, a), {q, kc, vc, part, heads},
+              AttnDecodePush{n_appended, n_split, scale, w.window, w.ring}, n_split, n_kv);
   cs.barrier();
   cs.dispatch(a.combine, {part, o}, AttnCombinePush{n_split}, n_head);
 }
@@ -177,10 +191,10 @@ void op_adakv_layout(CommandStream& cs, const Kernels&, const AttentionKernels& 
   cs.dispatch(a.adakv_layout, {sel, heads, info}, AdakvLayoutPush{n_kv, P, total, window, room}, 1);
 }
 
-void op_kv_gather(CommandStream& cs, const Kernels& k, const AttentionKernels& a, BufferRange src_k,
-                  BufferRange src_v, BufferRange dst_k, BufferRange dst_v, BufferRange sel, BufferRange info,
-                  BufferRange heads, uint32_t n_kv, uint32_t row_words, uint32_t max_slots, uint32_t src_stride,
-                  uint32_t P, uint32_t window) {
+void op_kv_gather(CommandStream& cs, const Kernels& k, const AttentionKernels& a, BufferRange src_k, BufferRange src_v,
+                  BufferRange dst_k, BufferRange dst_v, BufferRange sel, BufferRange info, BufferRange heads,
+                  uint32_t n_kv, uint32_t row_words, uint32_t max_slots, uint32_t src_stride, uint32_t P,
+                  uint32_t window) {
   uint32_t gx, gy;
   items_grid(k, uint64_t(n_kv) * max_slots * row_words, gx, gy);
   cs.dispatch(a.kv_gather, {src_k, src_v, dst_k, dst_v, sel, info, heads},

@@ -40,8 +40,8 @@ struct AttentionKernels {
   uint32_t votes_wg = 64;                     // keys per window_votes workgroup
   uint32_t select_wg = 256;                   // invocations per top-K segment
   Pipeline kv_store[kKvTypes];
-  Pipeline prefill[kKvTypes];           // tiled in shared memory (GPUs)
-  Pipeline prefill_rows[kKvTypes];      // a few query rows per invocation (SIMD CPUs)
+  Pipeline prefill[kKvTypes];       // tiled in shared memory (GPUs)
+  Pipeline prefill_rows[kKvTypes];  // a few query rows per invocation (SIMD CPUs)
   bool use_prefill_rows = false;
   uint32_t prefill_rows_wg = 8, prefill_rows_qt = 2;
   Pipeline decode[kKvTypes];
@@ -63,17 +63,46 @@ struct KvWindow {
 };
 
 // ---- push constants (one struct per kernel) ----
-struct KvStorePush { uint32_t T, n_kv, slot0, ring; };
-struct AttnPrefillPush { uint32_t T, n_head, n_kv, slot0; float scale; uint32_t window, ring; };
-struct AttnDecodePush { uint32_t n_appended, n_split; float scale; uint32_t window, ring; };
-struct AttnCombinePush { uint32_t n_split; };
-struct WindowStatsPush { uint32_t L, n_q, n_head, n_kv; float scale; };
-struct WindowVotesPush { uint32_t L, n_q, P, n_head; float scale; uint32_t agg; };
-struct PoolPush { uint32_t P, n_kv, kernel_size, avg; };
-struct TopkPush { uint32_t seg_len, count; };
-struct AdakvFloorPush { uint32_t P, n_kv, floor_count; };
-struct AdakvLayoutPush { uint32_t n_kv, P, total, window, room; };
-struct KvGatherPush { uint32_t n_kv, row_words, max_slots, src_stride, P, window; };
+struct KvStorePush {
+  uint32_t T, n_kv, slot0, ring;
+};
+struct AttnPrefillPush {
+  uint32_t T, n_head, n_kv, slot0;
+  float scale;
+  uint32_t window, ring;
+};
+struct AttnDecodePush {
+  uint32_t n_appended, n_split;
+  float scale;
+  uint32_t window, ring;
+};
+struct AttnCombinePush {
+  uint32_t n_split;
+};
+struct WindowStatsPush {
+  uint32_t L, n_q, n_head, n_kv;
+  float scale;
+};
+struct WindowVotesPush {
+  uint32_t L, n_q, P, n_head;
+  float scale;
+  uint32_t agg;
+};
+struct PoolPush {
+  uint32_t P, n_kv, kernel_size, avg;
+};
+struct TopkPush {
+  uint32_t seg_len, count;
+};
+struct AdakvFloorPush {
+  uint32_t P, n_kv, floor_count;
+};
+struct AdakvLayoutPush {
+  uint32_t n_kv, P, total, window, room;
+};
+struct KvGatherPush {
+  uint32_t n_kv, row_words, max_slots, src_stride, P, window;
+};
 
 // ---- ops ----
 // src [T, n_kv, hd] f32 -> cache rows at slot offset(h) + base(h) + slot0 + t (a ring: offset(h) +
@@ -111,9 +140,9 @@ void op_adakv_layout(CommandStream& cs, const Kernels& k, const AttentionKernels
                      BufferRange info, uint32_t n_kv, uint32_t P, uint32_t total, uint32_t window, uint32_t room);
 // Copies the retained rows (selected prefix positions, then the window) of each head from a
 // full cache [n_kv][src_stride rows] into the compacted one described by `heads`.
-void op_kv_gather(CommandStream& cs, const Kernels& k, const AttentionKernels& a, BufferRange src_k,
-                  BufferRange src_v, BufferRange dst_k, BufferRange dst_v, BufferRange sel, BufferRange info,
-                  BufferRange heads, uint32_t n_kv, uint32_t row_words, uint32_t max_slots, uint32_t src_stride,
-                  uint32_t P, uint32_t window);
+void op_kv_gather(CommandStream& cs, const Kernels& k, const AttentionKernels& a, BufferRange src_k, BufferRange src_v,
+                  BufferRange dst_k, BufferRange dst_v, BufferRange sel, BufferRange info, BufferRange heads,
+                  uint32_t n_kv, uint32_t row_words, uint32_t max_slots, uint32_t src_stride, uint32_t P,
+                  uint32_t window);
 
 }  // namespace snapvk

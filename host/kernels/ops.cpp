@@ -86,17 +86,17 @@ Kernels::Kernels(Context& c) : ctx(c), tuning(Tuning::for_device(c.info())) {
     const char *mv_name, *mm_name;
     std::span<const uint32_t> mv, mv_i64, mm, mm_rows, rows;
   };
-#define SNAPVK_VARIANT(KIND, w)                                                                                 \
-  Variant {                                                                                                     \
-    KIND, "matvec_" #w "_f32", "matmul_" #w "_f32", spv::matvec_##w##_f32(), spv::matvec_##w##_f32_i64(),        \
-        spv::matmul_##w##_f32(), spv::matmul_rows_##w##_f32(), spv::get_rows_##w()                              \
+#define SNAPVK_VARIANT(KIND, w)                                                                           \
+  Variant {                                                                                               \
+    KIND, "matvec_" #w "_f32", "matmul_" #w "_f32", spv::matvec_##w##_f32(), spv::matvec_##w##_f32_i64(), \
+        spv::matmul_##w##_f32(), spv::matmul_rows_##w##_f32(), spv::get_rows_##w()                        \
   }
   const Variant variants[] = {
-      SNAPVK_VARIANT(kWeightF32, f32),     SNAPVK_VARIANT(kWeightF16, f16),       SNAPVK_VARIANT(kWeightBF16, bf16),
-      SNAPVK_VARIANT(kWeightQ8_0, q8_0),   SNAPVK_VARIANT(kWeightQ4_0, q4_0),     SNAPVK_VARIANT(kWeightQ4_K, q4_k),
-      SNAPVK_VARIANT(kWeightQ6_K, q6_k),   SNAPVK_VARIANT(kWeightQ4_1, q4_1),     SNAPVK_VARIANT(kWeightQ5_0, q5_0),
-      SNAPVK_VARIANT(kWeightQ5_1, q5_1),   SNAPVK_VARIANT(kWeightQ2_K, q2_k),     SNAPVK_VARIANT(kWeightQ3_K, q3_k),
-      SNAPVK_VARIANT(kWeightQ5_K, q5_k),   SNAPVK_VARIANT(kWeightIQ4_NL, iq4_nl), SNAPVK_VARIANT(kWeightIQ4_XS, iq4_xs),
+      SNAPVK_VARIANT(kWeightF32, f32),   SNAPVK_VARIANT(kWeightF16, f16),       SNAPVK_VARIANT(kWeightBF16, bf16),
+      SNAPVK_VARIANT(kWeightQ8_0, q8_0), SNAPVK_VARIANT(kWeightQ4_0, q4_0),     SNAPVK_VARIANT(kWeightQ4_K, q4_k),
+      SNAPVK_VARIANT(kWeightQ6_K, q6_k), SNAPVK_VARIANT(kWeightQ4_1, q4_1),     SNAPVK_VARIANT(kWeightQ5_0, q5_0),
+      SNAPVK_VARIANT(kWeightQ5_1, q5_1), SNAPVK_VARIANT(kWeightQ2_K, q2_k),     SNAPVK_VARIANT(kWeightQ3_K, q3_k),
+      SNAPVK_VARIANT(kWeightQ5_K, q5_k), SNAPVK_VARIANT(kWeightIQ4_NL, iq4_nl), SNAPVK_VARIANT(kWeightIQ4_XS, iq4_xs),
   };
 #undef SNAPVK_VARIANT
   static_assert(std::size(variants) == kWeightKinds);
@@ -160,8 +160,10 @@ void op_rope(CommandStream& cs, const Kernels& k, BufferRange x, BufferRange fac
   SNAPVK_ASSERT(p.n_rot % 2 == 0 && p.n_rot <= p.head_dim, "rope: n_rot must be even and <= head_dim");
   uint32_t gx, gy;
   items_grid(k, uint64_t(T) * n_heads * (p.n_rot / 2), gx, gy);
-  cs.dispatch(k.rope, {x, factors},
-              RopePush{T, n_heads, p.head_dim, p.n_rot, p.pos0, p.freq_base, p.mode, has_factors ? 1u : 0u, p.freq_scale}, gx, gy);
+  cs.dispatch(
+      k.rope, {x, factors},
+      RopePush{T, n_heads, p.head_dim, p.n_rot, p.pos0, p.freq_base, p.mode, has_factors ? 1u : 0u, p.freq_scale}, gx,
+      gy);
 }
 
 void op_swiglu(CommandStream& cs, const Kernels& k, BufferRange g, BufferRange u, BufferRange y, uint32_t n) {

@@ -14,21 +14,35 @@ namespace snapvk {
 struct Tuning {
   uint32_t subgroup = 32;
   uint32_t elementwise_wg = 256;
-  uint32_t row_wg = 256;        // rms_norm, softmax: one workgroup per row
+  uint32_t row_wg = 256;  // rms_norm, softmax: one workgroup per row
   uint32_t matvec_wg = 128;
-  uint32_t matvec_rows = 2;     // rows per matvec workgroup
-  bool matvec_int64 = false;    // CPU devices: the _i64 matvec variants (64-bit loads) where shaderInt64 exists
-  uint64_t matvec_max_range = 0;  // split matvec weights into bindings of at most this many bytes (0: the device's limit)
+  uint32_t matvec_rows = 2;   // rows per matvec workgroup
+  bool matvec_int64 = false;  // CPU devices: the _i64 matvec variants (64-bit loads) where shaderInt64 exists
+  uint64_t matvec_max_range =
+      0;  // split matvec weights into bindings of at most this many bytes (0: the device's limit)
   uint32_t matmul_bm = 64, matmul_bn = 64, matmul_bk = 16;
-  bool matmul_rows = false;     // CPU devices: matmul_rows (uniform activation loads) instead of tiles
+  bool matmul_rows = false;  // CPU devices: matmul_rows (uniform activation loads) instead of tiles
   uint32_t matmul_rows_wg = 16, matmul_rows_tm = 8;
   static Tuning for_device(const DeviceInfo& info);
 };
 
 // Kernels indexed by weight type: the <op>_<wtype>_f32 variants.
 enum WeightKind : uint32_t {
-  kWeightF32 = 0, kWeightF16, kWeightBF16, kWeightQ8_0, kWeightQ4_0, kWeightQ4_K, kWeightQ6_K,
-  kWeightQ4_1, kWeightQ5_0, kWeightQ5_1, kWeightQ2_K, kWeightQ3_K, kWeightQ5_K, kWeightIQ4_NL, kWeightIQ4_XS,
+  kWeightF32 = 0,
+  kWeightF16,
+  kWeightBF16,
+  kWeightQ8_0,
+  kWeightQ4_0,
+  kWeightQ4_K,
+  kWeightQ6_K,
+  kWeightQ4_1,
+  kWeightQ5_0,
+  kWeightQ5_1,
+  kWeightQ2_K,
+  kWeightQ3_K,
+  kWeightQ5_K,
+  kWeightIQ4_NL,
+  kWeightIQ4_XS,
   kWeightKinds
 };
 // The variant that runs a weight of this ggml type; throws for types without kernels.
@@ -38,31 +52,54 @@ struct Kernels {
   explicit Kernels(Context& ctx);
   Context& ctx;
   Tuning tuning;
-  Pipeline add;                          // c = a + b (b broadcast)
-  Pipeline mul;                          // c = a * b (b broadcast)
-  Pipeline rms_norm;                     // y = x / rms(x) * w, per row
-  Pipeline softmax;                      // y = softmax(scale * x), per row
-  Pipeline matvec[kWeightKinds];         // y = W x
-  Pipeline matmul[kWeightKinds];         // Y = X W^T, shared-memory tiles (GPUs)
-  Pipeline matmul_rows[kWeightKinds];    // Y = X W^T, one column per invocation (SIMD CPUs)
-  Pipeline get_rows[kWeightKinds];       // embedding lookup
-  Pipeline rope;                         // rotary embedding, in place
-  Pipeline swiglu;                       // silu(gate) * up
-  Pipeline geglu;                        // gelu_tanh(gate) * up
-  Pipeline softcap;                      // cap * tanh(x / cap), in place
+  Pipeline add;                        // c = a + b (b broadcast)
+  Pipeline mul;                        // c = a * b (b broadcast)
+  Pipeline rms_norm;                   // y = x / rms(x) * w, per row
+  Pipeline softmax;                    // y = softmax(scale * x), per row
+  Pipeline matvec[kWeightKinds];       // y = W x
+  Pipeline matmul[kWeightKinds];       // Y = X W^T, shared-memory tiles (GPUs)
+  Pipeline matmul_rows[kWeightKinds];  // Y = X W^T, one column per invocation (SIMD CPUs)
+  Pipeline get_rows[kWeightKinds];     // embedding lookup
+  Pipeline rope;                       // rotary embedding, in place
+  Pipeline swiglu;                     // silu(gate) * up
+  Pipeline geglu;                      // gelu_tanh(gate) * up
+  Pipeline softcap;                    // cap * tanh(x / cap), in place
 };
 
-
 // ---- push constants (one struct per kernel, <= 128 bytes) ----
-struct BinaryPush { uint32_t n, nb; };
-struct RmsNormPush { uint32_t n, rows; float eps; };
-struct SoftmaxPush { uint32_t n, rows; float scale; };
-struct MatvecPush { uint32_t K, N; };
-struct MatmulPush { uint32_t M, N, K; };
-struct GetRowsPush { uint32_t n, rows, row0, table_rows; };  // ids outside [row0, row0 + table_rows) are another slice's
-struct RopePush { uint32_t T, n_heads, head_dim, n_rot, pos0; float freq_base; uint32_t mode, has_factors; float freq_scale; };
-struct UnaryPush { uint32_t n; };
-struct SoftcapPush { uint32_t n; float cap; };
+struct BinaryPush {
+  uint32_t n, nb;
+};
+struct RmsNormPush {
+  uint32_t n, rows;
+  float eps;
+};
+struct SoftmaxPush {
+  uint32_t n, rows;
+  float scale;
+};
+struct MatvecPush {
+  uint32_t K, N;
+};
+struct MatmulPush {
+  uint32_t M, N, K;
+};
+struct GetRowsPush {
+  uint32_t n, rows, row0, table_rows;
+};  // ids outside [row0, row0 + table_rows) are another slice's
+struct RopePush {
+  uint32_t T, n_heads, head_dim, n_rot, pos0;
+  float freq_base;
+  uint32_t mode, has_factors;
+  float freq_scale;
+};
+struct UnaryPush {
+  uint32_t n;
+};
+struct SoftcapPush {
+  uint32_t n;
+  float cap;
+};
 static_assert(sizeof(BinaryPush) <= 128 && sizeof(RmsNormPush) <= 128 && sizeof(SoftmaxPush) <= 128 &&
               sizeof(MatvecPush) <= 128 && sizeof(MatmulPush) <= 128);
 
@@ -90,7 +127,7 @@ void op_get_rows(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange t
 struct RopeParams {
   uint32_t head_dim, n_rot, pos0;
   float freq_base;
-  uint32_t mode;  // 0 NORM (adjacent pairs), 2 NEOX (halves)
+  uint32_t mode;            // 0 NORM (adjacent pairs), 2 NEOX (halves)
   float freq_scale = 1.0f;  // linear scaling: positions times freq_scale
 };
 // x: [T, n_heads, head_dim], in place; factors: [n_rot/2] or any buffer when has_factors is false

@@ -55,8 +55,10 @@ void KvCache::allocate_full() {
   layers_.resize(c.n_layer);
   room_ = n_ctx_;
   for (uint32_t l = 0; l < c.n_layer; ++l)
-    if (c.is_swa(l)) allocate_ring(l);
-    else allocate_layer(l, n_ctx_, 0, true);
+    if (c.is_swa(l))
+      allocate_ring(l);
+    else
+      allocate_layer(l, n_ctx_, 0, true);
 }
 
 void KvCache::clear() {
@@ -93,8 +95,8 @@ void KvCache::compact_layer(CommandStream& cs, uint32_t l, const PromptLayer& p,
   const uint32_t C = pol.layer_budgets(L, c.n_layer)[l];
   const bool compress = L > C;
   const uint32_t W = compress ? std::min(pol.window, L) : L;  // kept whole: every position is "window"
-  const uint32_t P = L - W;                                    // prefix positions that compete
-  const uint32_t count = compress ? C - W : 0;                 // selected prefix entries per head (uniform)
+  const uint32_t P = L - W;                                   // prefix positions that compete
+  const uint32_t count = compress ? C - W : 0;                // selected prefix entries per head (uniform)
   const bool ada = compress && pol.policy == KvPolicy::AdaKV;
   KvLayer& out = allocate_layer(l, (compress ? C : L) + room_, compress ? C : L, !ada);
 
@@ -135,7 +137,8 @@ uint64_t KvCache::held_bytes(uint32_t n_past) const {
   const uint32_t appended = n_past > prompt_len_ ? n_past - prompt_len_ : 0;  // 0 during a first prefill
   uint64_t rows = 0;
   for (const auto& L : layers_)
-    if (L.window) rows += uint64_t(L.base.size()) * std::min(n_past, L.window);  // what a query still sees
+    if (L.window)
+      rows += uint64_t(L.base.size()) * std::min(n_past, L.window);  // what a query still sees
     else
       for (uint32_t b : L.base) rows += b + appended;
   return 2 * rows * kv_row_bytes(type_, model_.config().head_dim);
@@ -160,7 +163,8 @@ KvSize KvCache::size_after_prompt(const ModelConfig& c, KvType t, const KvPolicy
   const uint32_t room = n_ctx > L ? n_ctx - L : 0;
   const std::vector<uint32_t> budgets = compressed ? pol.layer_budgets(L, c.n_layer) : std::vector<uint32_t>{};
   for (uint32_t l = 0; l < c.n_layer; ++l) {
-    const uint64_t kv = compressed ? 2 * n_kv * (uint64_t(std::min(budgets[l], L)) + room) * row : 2 * n_kv * uint64_t(n_ctx) * row;
+    const uint64_t kv =
+        compressed ? 2 * n_kv * (uint64_t(std::min(budgets[l], L)) + room) * row : 2 * n_kv * uint64_t(n_ctx) * row;
     s.retained += c.is_swa(l) ? window : kv;
     s.allocated += (c.is_swa(l) ? ring : kv) + (compressed ? 8 * n_kv : 0);  // and a compacted cache's heads table
   }

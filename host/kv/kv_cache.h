@@ -33,10 +33,10 @@ using KvSelection = std::vector<std::vector<std::vector<uint32_t>>>;
 
 // One layer's whole prompt as a compressing prefill leaves it: what compaction reads.
 struct PromptLayer {
-  const Buffer& k;       // [n_kv][L] rows, laid out by `heads` (offset h * L, base 0)
+  const Buffer& k;  // [n_kv][L] rows, laid out by `heads` (offset h * L, base 0)
   const Buffer& v;
   const Buffer& heads;
-  const Buffer& q_win;   // [n_q][q_dim] f32: the voting queries (the last n_q rows), rotated
+  const Buffer& q_win;  // [n_q][q_dim] f32: the voting queries (the last n_q rows), rotated
   uint32_t L = 0, n_q = 0;
 };
 

@@ -23,8 +23,8 @@ const char* kv_policy_name(KvPolicy p) {
 std::optional<KvPolicy> parse_kv_policy(std::string_view name) {
   std::string n(name);
   for (auto& c : n) c = char(std::tolower(static_cast<unsigned char>(c)));
-  for (KvPolicy p : {KvPolicy::Full, KvPolicy::SnapKV, KvPolicy::PyramidKV, KvPolicy::StreamingLLM, KvPolicy::H2O,
-                     KvPolicy::AdaKV})
+  for (KvPolicy p :
+       {KvPolicy::Full, KvPolicy::SnapKV, KvPolicy::PyramidKV, KvPolicy::StreamingLLM, KvPolicy::H2O, KvPolicy::AdaKV})
     if (n == kv_policy_name(p)) return p;
   return std::nullopt;
 }
@@ -44,7 +44,8 @@ void KvPolicyOptions::validate() const {
   // (j +- kernel / 2 in 32-bit ints on the GPU) cannot wrap.
   auto at_most = [&](uint64_t v, const char* what, Param p) {
     if (v > kMaxContext)
-      bad(std::string(what) + " " + std::to_string(v) + " is too large (at most " + std::to_string(kMaxContext) + ")", p);
+      bad(std::string(what) + " " + std::to_string(v) + " is too large (at most " + std::to_string(kMaxContext) + ")",
+          p);
   };
   at_most(budget, "the KV budget", Param::KvBudget);
   at_most(window, "the KV window", Param::KvWindow);
@@ -75,7 +76,8 @@ std::vector<uint32_t> KvPolicyOptions::layer_budgets(uint32_t L, uint32_t n_laye
   std::vector<uint32_t> out(n_layer, C);
   // A prompt within the budget is kept whole, as in the reference: no layer is compressed.
   if (policy != KvPolicy::PyramidKV || n_layer < 2 || L <= C) return out;
-  if (pyramid_beta == 0 || window >= C) throw Error(ErrorKind::InvalidArgument, "pyramidkv: beta must be positive and the window smaller than the budget");
+  if (pyramid_beta == 0 || window >= C)
+    throw Error(ErrorKind::InvalidArgument, "pyramidkv: beta must be positive and the window smaller than the budget");
   // As the reference (KVCache-Factory): min = (C-W)/beta, max = 2(C-W) - min, linear steps.
   // In 64 bits (2(C-W) + W exceeds 32 bits for C near 2^32); a budget of L or more keeps the layer whole.
   const uint64_t b = C - window;
@@ -86,9 +88,7 @@ std::vector<uint32_t> KvPolicyOptions::layer_budgets(uint32_t L, uint32_t n_laye
   return out;
 }
 
-uint32_t KvPolicyOptions::voting_queries(uint32_t L) const {
-  return policy == KvPolicy::H2O ? L : std::min(window, L);
-}
+uint32_t KvPolicyOptions::voting_queries(uint32_t L) const { return policy == KvPolicy::H2O ? L : std::min(window, L); }
 
 void KvPolicyOptions::check_prompt(uint32_t L) const {
   if (policy == KvPolicy::H2O && L > h2o_max_prompt)

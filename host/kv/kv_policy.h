@@ -17,15 +17,15 @@ std::optional<KvPolicy> parse_kv_policy(std::string_view name);
 
 struct KvPolicyOptions {
   KvPolicy policy = KvPolicy::Full;
-  uint32_t budget = 0;          // C: entries kept per head, window included (0: use ratio)
-  float ratio = 0.0f;           // C = ceil(ratio * L) when budget is 0
-  uint32_t window = 32;         // W: the observation window, always kept
-  uint32_t kernel = 7;          // pooling kernel (odd)
-  bool avg_pool = false;        // max (default) or avg pooling
-  GqaAgg gqa = GqaAgg::Mean;    // query-head votes -> KV-head vote
-  uint32_t sinks = 4;           // StreamingLLM: first tokens always kept
-  float adakv_floor = 0.2f;     // Ada-KV: per-head minimum share of the budget
-  uint32_t pyramid_beta = 20;   // PyramidKV: last layer keeps (C - W) / beta
+  uint32_t budget = 0;              // C: entries kept per head, window included (0: use ratio)
+  float ratio = 0.0f;               // C = ceil(ratio * L) when budget is 0
+  uint32_t window = 32;             // W: the observation window, always kept
+  uint32_t kernel = 7;              // pooling kernel (odd)
+  bool avg_pool = false;            // max (default) or avg pooling
+  GqaAgg gqa = GqaAgg::Mean;        // query-head votes -> KV-head vote
+  uint32_t sinks = 4;               // StreamingLLM: first tokens always kept
+  float adakv_floor = 0.2f;         // Ada-KV: per-head minimum share of the budget
+  uint32_t pyramid_beta = 20;       // PyramidKV: last layer keeps (C - W) / beta
   uint32_t h2o_max_prompt = 16384;  // H2O scores every query against every key: refuse longer prompts
 
   // Throws snapvk::Error (InvalidArgument, with the option as its param) naming the problem

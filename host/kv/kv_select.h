@@ -18,12 +18,12 @@ struct PromptLayer;
 // What a policy keeps of one layer's prompt, on the device. Head h keeps the prefix positions
 // sel[info[2h] + i] - info[2h + 1] for i < base(h) - W, then the window's W positions.
 struct LayerSelection {
-  Buffer sel;                   // [max(total, 1)] u32 prefix positions, ascending per head
-  Buffer info;                  // [n_kv][2] u32 (Ada-KV: written by the GPU)
-  uint32_t total = 0;           // entries of sel
-  uint32_t max_slots = 0;       // most retained rows of any head
+  Buffer sel;                     // [max(total, 1)] u32 prefix positions, ascending per head
+  Buffer info;                    // [n_kv][2] u32 (Ada-KV: written by the GPU)
+  uint32_t total = 0;             // entries of sel
+  uint32_t max_slots = 0;         // most retained rows of any head
   bool layout_on_device = false;  // the layer's heads table was written by the GPU (Ada-KV)
-  std::vector<Buffer> scratch;  // scores and partial selections: alive until the stream is submitted
+  std::vector<Buffer> scratch;    // scores and partial selections: alive until the stream is submitted
 };
 
 // One layer's selection problem: keep `count` of the P = L - W prefix positions per head (C - W),
@@ -34,7 +34,7 @@ struct SelectArgs {
   KvType kv_type;
   const PromptLayer& prompt;
   const KvPolicyOptions& pol;
-  KvLayer& out;      // the compacted layer (allocated, uniform table; Ada-KV rewrites it)
+  KvLayer& out;  // the compacted layer (allocated, uniform table; Ada-KV rewrites it)
   uint32_t W, P, count, room;
 };
 

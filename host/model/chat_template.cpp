@@ -129,9 +129,12 @@ void render_phi3(std::ostringstream& ss, std::span<const ChatMessage> msgs, bool
 void render_mistral_v7(std::ostringstream& ss, std::span<const ChatMessage> msgs, bool tekken) {
   const char* space = tekken ? "" : " ";
   for (const ChatMessage& m : msgs) {
-    if (m.role == "system") ss << "[SYSTEM_PROMPT]" << space << m.content << "[/SYSTEM_PROMPT]";
-    else if (m.role == "user") ss << "[INST]" << space << m.content << "[/INST]";
-    else ss << space << m.content << "</s>";
+    if (m.role == "system")
+      ss << "[SYSTEM_PROMPT]" << space << m.content << "[/SYSTEM_PROMPT]";
+    else if (m.role == "user")
+      ss << "[INST]" << space << m.content << "[/INST]";
+    else
+      ss << space << m.content << "</s>";
   }
 }
 
@@ -157,7 +160,8 @@ void render_mistral_v1_v3(std::ostringstream& ss, std::span<const ChatMessage> m
 }
 
 void render_llama2(std::ostringstream& ss, std::span<const ChatMessage> msgs, ChatFormat f) {
-  const bool sys = f != ChatFormat::Llama2, bos = f == ChatFormat::Llama2SysBos, strip = f == ChatFormat::Llama2SysStrip;
+  const bool sys = f != ChatFormat::Llama2, bos = f == ChatFormat::Llama2SysBos,
+             strip = f == ChatFormat::Llama2SysStrip;
   bool in_turn = true;  // the first [INST] has no <s>
   ss << "[INST] ";
   for (const ChatMessage& m : msgs) {
@@ -167,8 +171,10 @@ void render_llama2(std::ostringstream& ss, std::span<const ChatMessage> msgs, Ch
       ss << (bos ? "<s>[INST] " : "[INST] ");
     }
     if (m.role == "system") {
-      if (sys) ss << "<<SYS>>\n" << content << "\n<</SYS>>\n\n";
-      else ss << content << "\n";
+      if (sys)
+        ss << "<<SYS>>\n" << content << "\n<</SYS>>\n\n";
+      else
+        ss << content << "\n";
     } else if (m.role == "user") {
       ss << content << " [/INST]";
     } else {
@@ -217,7 +223,8 @@ std::vector<std::string> jinja_texts(std::string_view t) {
   size_t i = 0;
   while (i < t.size()) {
     size_t tag = i;
-    while (tag + 1 < t.size() && !(t[tag] == '{' && (t[tag + 1] == '{' || t[tag + 1] == '%' || t[tag + 1] == '#'))) ++tag;
+    while (tag + 1 < t.size() && !(t[tag] == '{' && (t[tag + 1] == '{' || t[tag + 1] == '%' || t[tag + 1] == '#')))
+      ++tag;
     if (tag + 1 >= t.size()) tag = t.size();
     if (tag > i) out.emplace_back(t.substr(i, tag - i));
     if (tag == t.size()) break;
@@ -225,8 +232,10 @@ std::vector<std::string> jinja_texts(std::string_view t) {
     const std::string_view close = kind == '#' ? "#}" : kind == '{' ? "}}" : "%}";
     i = tag + 2;
     while (i < t.size() && t.compare(i, 2, close) != 0) {
-      if (kind != '#' && (t[i] == '\'' || t[i] == '"')) out.push_back(jinja_literal(t, i));
-      else ++i;
+      if (kind != '#' && (t[i] == '\'' || t[i] == '"'))
+        out.push_back(jinja_literal(t, i));
+      else
+        ++i;
     }
     i = std::min(t.size(), i + 2);
   }
@@ -271,16 +280,20 @@ ChatTemplate::ChatTemplate(ChatFormat format, std::string default_system, std::s
 ChatTemplate ChatTemplate::from_text(std::string_view jinja) {
   const Detected d = detect(jinja);
   if (!d.format) {
-    const std::string what = d.other ? std::string("llama.cpp's '") + d.other + "' template, which snapvk does not render"
-                                     : std::string("not a chat template snapvk recognises");
-    throw Error(ErrorKind::InvalidArgument, "the chat template is " + what + "; choose one with --chat-template NAME (" + chat_format_names() + ")");
+    const std::string what = d.other
+                                 ? std::string("llama.cpp's '") + d.other + "' template, which snapvk does not render"
+                                 : std::string("not a chat template snapvk recognises");
+    throw Error(ErrorKind::InvalidArgument, "the chat template is " + what +
+                                                "; choose one with --chat-template NAME (" + chat_format_names() + ")");
   }
   return ChatTemplate(*d.format, find_default_system(jinja, *d.format), "tokenizer.chat_template");
 }
 
 ChatTemplate ChatTemplate::from_name(std::string_view name, std::string_view jinja) {
   const auto f = chat_format_from_name(name);
-  if (!f) throw Error(ErrorKind::InvalidArgument, "unknown chat template '" + std::string(name) + "' (names: " + chat_format_names() + ")");
+  if (!f)
+    throw Error(ErrorKind::InvalidArgument,
+                "unknown chat template '" + std::string(name) + "' (names: " + chat_format_names() + ")");
   return ChatTemplate(*f, find_default_system(jinja, *f), "chosen by name");
 }
 
@@ -356,7 +369,8 @@ std::string after_answer(const ChatTemplate& t, std::span<const ChatMessage> hel
   const std::string closing = at == std::string::npos ? std::string() : with_mark.substr(at + kMark.size());
   const std::string held_text = t.render(held, false);
   if (!full.starts_with(held_text))
-    throw Error(ErrorKind::InvalidArgument, "the conversation's rendering does not continue the text the session holds: reset the session");
+    throw Error(ErrorKind::InvalidArgument,
+                "the conversation's rendering does not continue the text the session holds: reset the session");
   return closing + full.substr(held_text.size());
 }
 
@@ -364,19 +378,26 @@ std::string after_answer(const ChatTemplate& t, std::span<const ChatMessage> hel
 
 std::string ChatHistory::next(const ChatTemplate& t, std::span<const ChatMessage> messages, bool add_assistant) {
   if (invalid_)
-    throw Error(ErrorKind::InvalidArgument, "the session holds tokens that are not part of the chat: reset it before the chat messages");
+    throw Error(ErrorKind::InvalidArgument,
+                "the session holds tokens that are not part of the chat: reset it before the chat messages");
   const size_t n = messages_.size();
   if (messages.size() < n || !std::equal(messages_.begin(), messages_.end(), messages.begin()))
-    throw Error(ErrorKind::InvalidArgument, "the messages do not continue the conversation the session holds (its first " + std::to_string(n) +
-                " messages must be the same): reset the session to start another");
+    throw Error(ErrorKind::InvalidArgument,
+                "the messages do not continue the conversation the session holds (its first " + std::to_string(n) +
+                    " messages must be the same): reset the session to start another");
   if (answer_ && (messages.size() == n || messages[n].role != "assistant"))
-    throw Error(ErrorKind::InvalidArgument, "the session holds a generated answer: give it as an assistant message after the " +
-                std::to_string(n) + " messages held");
+    throw Error(ErrorKind::InvalidArgument,
+                "the session holds a generated answer: give it as an assistant message after the " + std::to_string(n) +
+                    " messages held");
   const std::string full = t.render(messages, add_assistant);
   std::string add;
-  if (full.starts_with(text_)) add = full.substr(text_.size());
-  else if (answer_) add = after_answer(t, messages.first(n + 1), full);
-  else throw Error(ErrorKind::InvalidArgument, "the conversation's rendering does not continue the text the session holds: reset the session");
+  if (full.starts_with(text_))
+    add = full.substr(text_.size());
+  else if (answer_)
+    add = after_answer(t, messages.first(n + 1), full);
+  else
+    throw Error(ErrorKind::InvalidArgument,
+                "the conversation's rendering does not continue the text the session holds: reset the session");
   messages_.assign(messages.begin(), messages.end());
   text_ += add;
   answer_ = false;

@@ -23,7 +23,7 @@ class GgufFile;
 class Tokenizer;
 
 struct ChatMessage {
-  std::string role;     // "system", "user", "assistant" (others are rendered as the family does)
+  std::string role;  // "system", "user", "assistant" (others are rendered as the family does)
   std::string content;
   bool operator==(const ChatMessage&) const = default;
 };
@@ -33,14 +33,14 @@ enum class ChatFormat {
   Llama3,
   Gemma,
   Phi3,
-  Llama2,           // [INST] without <<SYS>>: a system message is written before the first user's text
-  Llama2Sys,        // [INST] <<SYS>>\n...\n<</SYS>>\n\n
-  Llama2SysBos,     // ... and <s> before each later [INST]
-  Llama2SysStrip,   // ... with message contents trimmed
-  MistralV1,        // " [INST] ", Mistral's official v1 template
+  Llama2,          // [INST] without <<SYS>>: a system message is written before the first user's text
+  Llama2Sys,       // [INST] <<SYS>>\n...\n<</SYS>>\n\n
+  Llama2SysBos,    // ... and <s> before each later [INST]
+  Llama2SysStrip,  // ... with message contents trimmed
+  MistralV1,       // " [INST] ", Mistral's official v1 template
   MistralV3,
   MistralV3Tekken,
-  MistralV7,        // [SYSTEM_PROMPT] ... [/SYSTEM_PROMPT]
+  MistralV7,  // [SYSTEM_PROMPT] ... [/SYSTEM_PROMPT]
   MistralV7Tekken,
 };
 

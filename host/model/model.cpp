@@ -17,7 +17,8 @@ namespace {
 
 uint32_t checked_dim(const GgufFile& f, const std::string& key, uint64_t v, uint64_t max) {
   if (v == 0 || v > max)
-    throw Error(ErrorKind::BadModel, f.path() + ": " + key + " = " + std::to_string(v) + " is out of range (1.." + std::to_string(max) + ")");
+    throw Error(ErrorKind::BadModel, f.path() + ": " + key + " = " + std::to_string(v) + " is out of range (1.." +
+                                         std::to_string(max) + ")");
   return uint32_t(v);
 }
 
@@ -63,8 +64,10 @@ void read_gemma3(const GgufFile& f, ModelConfig& c) {
   }
   const GgufArray& arr = std::get<GgufArray>(v->data);
   std::vector<int32_t> flags;
-  if (arr.elem_type == GgufType::Bool) flags.assign(arr.raw.begin(), arr.raw.end());
-  else flags = f.get_int_array(key);
+  if (arr.elem_type == GgufType::Bool)
+    flags.assign(arr.raw.begin(), arr.raw.end());
+  else
+    flags = f.get_int_array(key);
   if (flags.size() != c.n_layer)
     throw Error(ErrorKind::BadModel, f.path() + ": " + key + " has " + std::to_string(flags.size()) + " entries for " +
                                          std::to_string(c.n_layer) + " layers");
@@ -77,7 +80,8 @@ void read_gemma3(const GgufFile& f, ModelConfig& c) {
 ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
   ModelConfig c;
   c.arch_name = f.get_string("general.architecture", "");
-  if (c.arch_name.empty()) throw Error(ErrorKind::BadModel, f.path() + ": no general.architecture key: not a model file");
+  if (c.arch_name.empty())
+    throw Error(ErrorKind::BadModel, f.path() + ": no general.architecture key: not a model file");
   try {
     c.set_arch(c.arch_name);
   } catch (const Error& e) {
@@ -88,22 +92,28 @@ ModelConfig ModelConfig::from_gguf(const GgufFile& f) {
   c.n_embd = checked_dim(f, a + "embedding_length", f.require_uint(a + "embedding_length"), kMaxEmbd);
   c.n_layer = checked_dim(f, a + "block_count", f.require_uint(a + "block_count"), kMaxLayers);
   c.n_head = checked_dim(f, a + "attention.head_count", f.require_uint(a + "attention.head_count"), kMaxHeads);
-  c.n_head_kv = checked_dim(f, a + "attention.head_count_kv", f.get_uint(a + "attention.head_count_kv", c.n_head), kMaxHeads);
+  c.n_head_kv =
+      checked_dim(f, a + "attention.head_count_kv", f.get_uint(a + "attention.head_count_kv", c.n_head), kMaxHeads);
   c.n_ff = checked_dim(f, a + "feed_forward_length", f.require_uint(a + "feed_forward_length"), kMaxFf);
   c.n_ctx_train = checked_dim(f, a + "context_length", f.get_uint(a + "context_length", 2048), kMaxContext);
   if (c.n_head % c.n_head_kv)
-    throw Error(ErrorKind::BadModel, f.path() + ": head_count " + std::to_string(c.n_head) + " is not a multiple of head_count_kv " +
-                std::to_string(c.n_head_kv));
+    throw Error(ErrorKind::BadModel, f.path() + ": head_count " + std::to_string(c.n_head) +
+                                         " is not a multiple of head_count_kv " + std::to_string(c.n_head_kv));
   if (!f.has(a + "attention.key_length") && c.n_embd % c.n_head)
     throw Error(ErrorKind::BadModel, f.path() + ": " + a + "embedding_length " + std::to_string(c.n_embd) +
-                " is not a multiple of head_count " + std::to_string(c.n_head) + " (and no attention.key_length)");
+                                         " is not a multiple of head_count " + std::to_string(c.n_head) +
+                                         " (and no attention.key_length)");
   const uint64_t hd_default = c.n_embd / c.n_head;
-  c.head_dim = checked_dim(f, a + "attention.key_length", f.get_uint(a + "attention.key_length", hd_default), SNAPVK_MAX_HEAD_DIM);
+  c.head_dim = checked_dim(f, a + "attention.key_length", f.get_uint(a + "attention.key_length", hd_default),
+                           SNAPVK_MAX_HEAD_DIM);
   if (f.get_uint(a + "attention.value_length", c.head_dim) != c.head_dim)
-    throw Error(ErrorKind::BadModel, f.path() + ": attention.value_length differs from key_length, which snapvk does not support");
-  if (c.head_dim % 2) throw Error(ErrorKind::BadModel, f.path() + ": head dimension " + std::to_string(c.head_dim) + " is odd");
+    throw Error(ErrorKind::BadModel,
+                f.path() + ": attention.value_length differs from key_length, which snapvk does not support");
+  if (c.head_dim % 2)
+    throw Error(ErrorKind::BadModel, f.path() + ": head dimension " + std::to_string(c.head_dim) + " is odd");
   c.n_rot = checked_dim(f, a + "rope.dimension_count", f.get_uint(a + "rope.dimension_count", c.head_dim), c.head_dim);
-  if (c.n_rot % 2) throw Error(ErrorKind::BadModel, f.path() + ": rope.dimension_count " + std::to_string(c.n_rot) + " is odd");
+  if (c.n_rot % 2)
+    throw Error(ErrorKind::BadModel, f.path() + ": rope.dimension_count " + std::to_string(c.n_rot) + " is odd");
   c.rope_base = f.get_float(a + "rope.freq_base", 10000.0f);
   c.rms_eps = f.get_float(a + "attention.layer_norm_rms_epsilon", 1e-5f);
   if (!(c.rope_base > 0) || !(c.rms_eps >= 0) || !(c.rms_eps < 1))
@@ -133,16 +143,22 @@ void ModelConfig::set_arch(const std::string& name) {
   // llama.cpp (src/llama-model.cpp, src/models/qwen2.cpp, qwen3.cpp): qwen2 and qwen3 use
   // LLAMA_ROPE_TYPE_NEOX; qwen2 has q/k/v biases; qwen3 has none, and RMS-normalises each head
   // of q and k with attn_q_norm / attn_k_norm ([head_dim]) after the projections, before RoPE.
-  if (name == "llama") arch = Arch::Llama;
-  else if (name == "qwen2") arch = Arch::Qwen2;
-  else if (name == "qwen3") arch = Arch::Qwen3;
+  if (name == "llama")
+    arch = Arch::Llama;
+  else if (name == "qwen2")
+    arch = Arch::Qwen2;
+  else if (name == "qwen3")
+    arch = Arch::Qwen3;
   // gemma3 (src/models/gemma3.cpp, llama_model_rope_type): NEOX rope; RMSNorm before and after
   // both attention and FFN (attn_norm, post_attention_norm, ffn_norm, post_ffw_norm); per-head q/k
   // RMSNorm before RoPE; FFN gelu(gate) * up (LLM_FFN_GELU, LLM_FFN_PAR: ggml_gelu, the tanh
   // approximation); output tied to token_embd when output.weight is absent. Its norm weights are
   // used as stored: llama.cpp's converter (Gemma3Model.norm_shift) already added Gemma's 1.
-  else if (name == "gemma3") arch = Arch::Gemma3;
-  else throw Error(ErrorKind::BadModel, "unsupported architecture '" + name + "' (supported: llama, qwen2, qwen3, gemma3)");
+  else if (name == "gemma3")
+    arch = Arch::Gemma3;
+  else
+    throw Error(ErrorKind::BadModel,
+                "unsupported architecture '" + name + "' (supported: llama, qwen2, qwen3, gemma3)");
   rope_type = arch == Arch::Llama ? RopeType::Norm : RopeType::Neox;
   qkv_bias = arch == Arch::Qwen2;
   qk_norm = arch == Arch::Qwen3 || arch == Arch::Gemma3;
@@ -166,15 +182,19 @@ void ModelConfig::check() const {
   checked_range(head_dim, 2, SNAPVK_MAX_HEAD_DIM, "model: head_dim", ErrorKind::BadModel);
   checked_range(n_rot, 0, head_dim, "model: n_rot", ErrorKind::BadModel);
   if (head_dim % 2 || n_rot % 2)
-    throw Error(ErrorKind::BadModel, "model: head_dim " + std::to_string(head_dim) + " and n_rot " + std::to_string(n_rot) + " must be even");
+    throw Error(ErrorKind::BadModel, "model: head_dim " + std::to_string(head_dim) + " and n_rot " +
+                                         std::to_string(n_rot) + " must be even");
   if (n_head % n_head_kv)
-    throw Error(ErrorKind::BadModel, "model: n_head " + std::to_string(n_head) + " is not a multiple of n_head_kv " + std::to_string(n_head_kv));
+    throw Error(ErrorKind::BadModel, "model: n_head " + std::to_string(n_head) + " is not a multiple of n_head_kv " +
+                                         std::to_string(n_head_kv));
   if (group() > kMaxGroup)
-    throw Error(ErrorKind::BadModel, "model: GQA group n_head / n_head_kv = " + std::to_string(group()) + " is larger than " +
-                std::to_string(kMaxGroup) + ", the most snapvk's attention kernels support");
+    throw Error(ErrorKind::BadModel, "model: GQA group n_head / n_head_kv = " + std::to_string(group()) +
+                                         " is larger than " + std::to_string(kMaxGroup) +
+                                         ", the most snapvk's attention kernels support");
   if (!swa_layers.empty() && (swa_layers.size() != n_layer || n_swa == 0))
     throw Error(ErrorKind::BadModel, "model: sliding-window layers need a window and one flag per layer");
-  if (!(rope_freq_scale > 0) || !(rope_base_swa > 0) || !(logit_softcap >= 0) || !(embd_scale >= 0) || !(attn_scale >= 0))
+  if (!(rope_freq_scale > 0) || !(rope_base_swa > 0) || !(logit_softcap >= 0) || !(embd_scale >= 0) ||
+      !(attn_scale >= 0))
     throw Error(ErrorKind::BadModel, "model: invalid rope scaling, sliding-window rope base, logit cap or scale");
   // The kernels index a weight matrix's elements with 32 bits (shaders/weights.glsl).
   const uint32_t qd = checked_mul_u32(n_head, head_dim, "model: q_dim = n_head * head_dim", ErrorKind::BadModel);
@@ -252,9 +272,10 @@ const GgufTensor& checked_weight(const GgufFile& f, const std::string& name, uin
   const GgufTensor& t = rows ? f.require_tensor(name, {cols, rows}) : f.require_tensor(name, {cols});
   if (!traits_of(t.type).supported)
     throw Error(ErrorKind::BadModel, f.path() + ": tensor '" + t.name + "' has type " + type_name(t.type) +
-                ", which snapvk does not support (supported: " + supported_type_names() + ")");
+                                         ", which snapvk does not support (supported: " + supported_type_names() + ")");
   if (rows && cols % traits_of(t.type).block_size)
-    throw Error(ErrorKind::BadModel, f.path() + ": tensor '" + name + "' rows are not whole " + type_name(t.type) + " blocks");
+    throw Error(ErrorKind::BadModel,
+                f.path() + ": tensor '" + name + "' rows are not whole " + type_name(t.type) + " blocks");
   return t;
 }
 
@@ -286,8 +307,8 @@ Model::Model(Kernels& kernels, const std::string& path) : k_(kernels), file_(Ggu
   auto add = [&](const DeviceTensor& t) { w_.bytes += t ? t.buf.size() : 0; };
   add(w_.tok_embd), add(w_.output_norm), add(w_.output), add(w_.rope_freqs), add(w_.embd_scale);
   for (const LayerWeights& L : w_.layers)
-    for (const DeviceTensor* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.bq, &L.bk, &L.bv, &L.q_norm, &L.k_norm, &L.wo, &L.post_attn_norm, &L.post_ffn_norm, &L.ffn_norm, &L.w_gate,
-                                  &L.w_up, &L.w_down})
+    for (const DeviceTensor* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.bq, &L.bk, &L.bv, &L.q_norm, &L.k_norm, &L.wo,
+                                  &L.post_attn_norm, &L.post_ffn_norm, &L.ffn_norm, &L.w_gate, &L.w_up, &L.w_down})
       add(*t);
   attn_ = AttentionKernels(ctx, k_.tuning, c.head_dim, c.group());
   log().info("model {}: {} ({}), {} layers, dim {}, heads {}/{}, head_dim {}, ffn {}, vocab {}, weights {:.1f} MiB",

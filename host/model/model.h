@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "host/kernels/attention.h"
 #include "host/gguf/gguf.h"
+#include "host/kernels/attention.h"
 #include "host/kernels/ops.h"
 #include "host/model/tokenizer.h"
 #include "runtime/memory.h"
@@ -21,33 +21,33 @@ enum class RopeType : uint32_t { Norm = 0, Neox = 2 };  // llama.cpp's numbering
 
 struct ModelConfig {
   Arch arch = Arch::Llama;
-  std::string arch_name;      // general.architecture
-  std::string name;           // general.name, if any
-  uint32_t n_embd = 0;        // model width (dim)
+  std::string arch_name;  // general.architecture
+  std::string name;       // general.name, if any
+  uint32_t n_embd = 0;    // model width (dim)
   uint32_t n_layer = 0;
-  uint32_t n_head = 0;        // query heads
-  uint32_t n_head_kv = 0;     // key/value heads (GQA when < n_head)
-  uint32_t head_dim = 0;      // n_embd / n_head unless the file says otherwise
-  uint32_t n_ff = 0;          // feed-forward hidden width
+  uint32_t n_head = 0;     // query heads
+  uint32_t n_head_kv = 0;  // key/value heads (GQA when < n_head)
+  uint32_t head_dim = 0;   // n_embd / n_head unless the file says otherwise
+  uint32_t n_ff = 0;       // feed-forward hidden width
   uint32_t n_vocab = 0;
   uint32_t n_ctx_train = 0;
-  uint32_t n_rot = 0;         // rotated dimensions per head (rope.dimension_count)
+  uint32_t n_rot = 0;  // rotated dimensions per head (rope.dimension_count)
   float rope_base = 10000.0f;
   float rms_eps = 1e-5f;
   RopeType rope_type = RopeType::Norm;
-  bool qkv_bias = false;      // qwen2
-  bool qk_norm = false;       // qwen3, gemma3: per-head RMSNorm of q and k (attn_q_norm, attn_k_norm) before RoPE
+  bool qkv_bias = false;  // qwen2
+  bool qk_norm = false;   // qwen3, gemma3: per-head RMSNorm of q and k (attn_q_norm, attn_k_norm) before RoPE
   // gemma3 (each checked against llama.cpp, see set_arch and read_gemma3 in model.cpp):
-  bool post_norms = false;    // RMSNorm of the attention and FFN outputs (post_attention_norm, post_ffw_norm)
-  bool gelu_ffn = false;      // FFN gate activation GELU (tanh approximation) instead of SiLU
-  float embd_scale = 0.0f;    // token embeddings times this (sqrt(n_embd)); 0: not scaled
-  float attn_scale = 0.0f;    // q k^T scale; 0: 1 / sqrt(head_dim)
-  float logit_softcap = 0.0f; // logits = cap * tanh(logits / cap); 0: none
-  float rope_freq_scale = 1.0f;  // linear RoPE scaling (1 / rope.scaling.factor), global layers only
-  uint32_t n_swa = 0;            // sliding window: a query sees itself and the n_swa - 1 before it
+  bool post_norms = false;         // RMSNorm of the attention and FFN outputs (post_attention_norm, post_ffw_norm)
+  bool gelu_ffn = false;           // FFN gate activation GELU (tanh approximation) instead of SiLU
+  float embd_scale = 0.0f;         // token embeddings times this (sqrt(n_embd)); 0: not scaled
+  float attn_scale = 0.0f;         // q k^T scale; 0: 1 / sqrt(head_dim)
+  float logit_softcap = 0.0f;      // logits = cap * tanh(logits / cap); 0: none
+  float rope_freq_scale = 1.0f;    // linear RoPE scaling (1 / rope.scaling.factor), global layers only
+  uint32_t n_swa = 0;              // sliding window: a query sees itself and the n_swa - 1 before it
   float rope_base_swa = 10000.0f;  // RoPE base of the sliding-window layers
-  std::vector<bool> swa_layers;  // [n_layer] true: a sliding-window layer; empty: every layer global
-  bool rope_factors = false;  // Llama 3 rope_freqs tensor present
+  std::vector<bool> swa_layers;    // [n_layer] true: a sliding-window layer; empty: every layer global
+  bool rope_factors = false;       // Llama 3 rope_freqs tensor present
   GgmlType weight_type = GgmlType::F32;  // the most common matrix type (for reports)
 
   // Bounds no real model exceeds; past them a file is corrupt (and would ask for absurd memory).
@@ -84,27 +84,27 @@ struct DeviceTensor {
 };
 
 struct LayerWeights {
-  DeviceTensor attn_norm;            // [n_embd] f32
-  DeviceTensor wq, wk, wv;           // [q_dim | kv_dim, n_embd]
-  DeviceTensor bq, bk, bv;           // [q_dim | kv_dim] f32, qwen2 only
-  DeviceTensor q_norm, k_norm;       // [head_dim] f32, qwen3 and gemma3
-  DeviceTensor post_attn_norm;       // [n_embd] f32, gemma3
-  DeviceTensor post_ffn_norm;        // [n_embd] f32, gemma3
-  DeviceTensor wo;                   // [n_embd, q_dim]
-  DeviceTensor ffn_norm;             // [n_embd] f32
-  DeviceTensor w_gate, w_up;         // [n_ff, n_embd]
-  DeviceTensor w_down;               // [n_embd, n_ff]
+  DeviceTensor attn_norm;       // [n_embd] f32
+  DeviceTensor wq, wk, wv;      // [q_dim | kv_dim, n_embd]
+  DeviceTensor bq, bk, bv;      // [q_dim | kv_dim] f32, qwen2 only
+  DeviceTensor q_norm, k_norm;  // [head_dim] f32, qwen3 and gemma3
+  DeviceTensor post_attn_norm;  // [n_embd] f32, gemma3
+  DeviceTensor post_ffn_norm;   // [n_embd] f32, gemma3
+  DeviceTensor wo;              // [n_embd, q_dim]
+  DeviceTensor ffn_norm;        // [n_embd] f32
+  DeviceTensor w_gate, w_up;    // [n_ff, n_embd]
+  DeviceTensor w_down;          // [n_embd, n_ff]
 };
 
 struct ModelWeights {
-  DeviceTensor tok_embd;             // [n_vocab, n_embd]
-  DeviceTensor output_norm;          // [n_embd] f32
-  DeviceTensor output;               // [n_vocab, n_embd]; empty when tied to tok_embd
-  DeviceTensor rope_freqs;           // [n_rot / 2] f32, Llama 3 only
-  DeviceTensor embd_scale;           // [1] f32: ModelConfig::embd_scale, when set (gemma3)
+  DeviceTensor tok_embd;     // [n_vocab, n_embd]
+  DeviceTensor output_norm;  // [n_embd] f32
+  DeviceTensor output;       // [n_vocab, n_embd]; empty when tied to tok_embd
+  DeviceTensor rope_freqs;   // [n_rot / 2] f32, Llama 3 only
+  DeviceTensor embd_scale;   // [1] f32: ModelConfig::embd_scale, when set (gemma3)
   std::vector<LayerWeights> layers;
   const DeviceTensor& lm_head() const { return output ? output : tok_embd; }
-  uint64_t bytes = 0;                // bytes of all weight tensors on the device
+  uint64_t bytes = 0;  // bytes of all weight tensors on the device
 };
 
 // Checks, without a device, that the file holds every weight tensor the config needs, in the

@@ -210,10 +210,15 @@ size_t run_length(const Fragment& f, size_t pos, bool (*pred)(uint32_t)) {
 // [\p{P}\$\+<=>\^~\|]
 bool is_default_punct(uint32_t c) {
   switch (c) {
-    case '$': case '+': case '<': case '=': case '>': case '^': case '~': case '|':
-      return true;
-    default:
-      return unicode::is_punctuation(c);
+    case '$':
+    case '+':
+    case '<':
+    case '=':
+    case '>':
+    case '^':
+    case '~':
+    case '|': return true;
+    default: return unicode::is_punctuation(c);
   }
 }
 bool is_ascii_digit(uint32_t c) { return c >= '0' && c <= '9'; }
@@ -228,15 +233,9 @@ void split(Text& t, PreTokenizer kind) {
         return run_length(f, pos, is_ascii_digit) >= 3 ? 3 : 0;  // [0-9][0-9][0-9]
       });
       break;
-    case PreTokenizer::Gpt2:
-      refine(t, scan_gpt2);
-      break;
-    case PreTokenizer::Llama3:
-      refine(t, [](Fragment& f) { scan_llama3(f, 3); });
-      break;
-    case PreTokenizer::Qwen2:
-      refine(t, [](Fragment& f) { scan_llama3(f, 1); });
-      break;
+    case PreTokenizer::Gpt2: refine(t, scan_gpt2); break;
+    case PreTokenizer::Llama3: refine(t, [](Fragment& f) { scan_llama3(f, 3); }); break;
+    case PreTokenizer::Qwen2: refine(t, [](Fragment& f) { scan_llama3(f, 1); }); break;
     case PreTokenizer::StarCoder:
       refine_by_matches(t, [](const Fragment& f, size_t pos) -> size_t { return (f.flags(pos) & kN) ? 1 : 0; });
       refine(t, scan_gpt2);

@@ -40,14 +40,41 @@ uint8_t attr_of_type(int32_t type) {
 
 // Token texts llama.cpp takes as end-of-turn (when no eot id is given) and as end of
 // generation; such tokens are also forced to be control tokens.
-const std::set<std::string> kEotTexts = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>", "_<EOT>",
-    "[EOT]", "<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>", "<end_of_utterance>"};
-const std::set<std::string> kEogTexts = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
-    "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
-    "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
-    "<\xEF\xBD\x9C" "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>", "[e~["};
+const std::set<std::string> kEotTexts = {"<|eot_id|>",
+                                         "<|im_end|>",
+                                         "<|end|>",
+                                         "<end_of_turn>",
+                                         "<|endoftext|>",
+                                         "<|end_of_text|>",
+                                         "<EOT>",
+                                         "_<EOT>",
+                                         "[EOT]",
+                                         "<\xEF\xBD\x9C"
+                                         "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>",
+                                         "<end_of_utterance>"};
+const std::set<std::string> kEogTexts = {"<|eot_id|>",
+                                         "<|im_end|>",
+                                         "<|end|>",
+                                         "<|return|>",
+                                         "<|call|>",
+                                         "<|flush|>",
+                                         "<|calls|>",
+                                         "<end_of_turn>",
+                                         "<|endoftext|>",
+                                         "</s>",
+                                         "<|eom_id|>",
+                                         "<EOT>",
+                                         "_<EOT>",
+                                         "[EOT]",
+                                         "[EOS]",
+                                         "<|end_of_text|>",
+                                         "<end_of_utterance>",
+                                         "<eos>",
+                                         "<turn|>",
+                                         "<|tool_response>",
+                                         "<\xEF\xBD\x9C"
+                                         "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>",
+                                         "[e~["};
 
 const std::string kSpace = "\xE2\x96\x81";  // U+2581, SentencePiece's escaped space
 
@@ -95,7 +122,7 @@ struct TokenizerData {
   std::unordered_map<std::string, int32_t> bpe_ranks;  // "left right" -> merge rank
   std::vector<int32_t> special_tokens;                 // control, user-defined, unknown; longest first
   std::set<int32_t> eog;
-  int32_t byte_token[256];  // SPM byte fallback
+  int32_t byte_token[256];          // SPM byte fallback
   std::vector<std::string> pieces;  // token_to_piece(id, special = true) of every token
 
   explicit TokenizerData(Vocab v);
@@ -120,20 +147,22 @@ TokenizerData::TokenizerData(Vocab v) : vocab(std::move(v)) {
     pre = info.kind;
     ignore_merges = info.ignore_merges;
   } else {
-    throw Error(ErrorKind::BadModel, "unsupported tokenizer model '" + vocab.model + "' (tokenizer.ggml.model; want llama or gpt2)");
+    throw Error(ErrorKind::BadModel,
+                "unsupported tokenizer model '" + vocab.model + "' (tokenizer.ggml.model; want llama or gpt2)");
   }
   const size_t n = vocab.tokens.size();
   if (n == 0) throw Error(ErrorKind::BadModel, "tokenizer vocabulary is empty (tokenizer.ggml.tokens)");
   if (n > static_cast<size_t>(INT32_MAX)) throw Error(ErrorKind::BadModel, "tokenizer vocabulary too large");
   if (vocab.merges.size() > static_cast<size_t>(INT32_MAX))  // merge ranks are int32
-    throw Error(ErrorKind::BadModel, "tokenizer.ggml.merges has " + std::to_string(vocab.merges.size()) + " entries (at most 2^31 - 1)");
+    throw Error(ErrorKind::BadModel,
+                "tokenizer.ggml.merges has " + std::to_string(vocab.merges.size()) + " entries (at most 2^31 - 1)");
   if (!vocab.scores.empty() && vocab.scores.size() < n) {
-    throw Error(ErrorKind::BadModel, "tokenizer.ggml.scores has " + std::to_string(vocab.scores.size()) + " entries for " +
-                std::to_string(n) + " tokens");
+    throw Error(ErrorKind::BadModel, "tokenizer.ggml.scores has " + std::to_string(vocab.scores.size()) +
+                                         " entries for " + std::to_string(n) + " tokens");
   }
   if (!vocab.types.empty() && vocab.types.size() < n) {
-    throw Error(ErrorKind::BadModel, "tokenizer.ggml.token_type has " + std::to_string(vocab.types.size()) + " entries for " +
-                std::to_string(n) + " tokens");
+    throw Error(ErrorKind::BadModel, "tokenizer.ggml.token_type has " + std::to_string(vocab.types.size()) +
+                                         " entries for " + std::to_string(n) + " tokens");
   }
 
   attr.resize(n);
@@ -142,8 +171,8 @@ TokenizerData::TokenizerData(Vocab v) : vocab(std::move(v)) {
     std::string& text = vocab.tokens[i];
     if (text.empty()) text = "[EMPTY_" + std::to_string(i) + "]";  // as llama.cpp
     if (!token_to_id.emplace(text, static_cast<int32_t>(i)).second) {
-      throw Error(ErrorKind::BadModel, "duplicate token in vocabulary: '" + text + "' has ids " + std::to_string(token_to_id[text]) +
-                  " and " + std::to_string(i));
+      throw Error(ErrorKind::BadModel, "duplicate token in vocabulary: '" + text + "' has ids " +
+                                           std::to_string(token_to_id[text]) + " and " + std::to_string(i));
     }
     attr[i] = vocab.types.empty() ? uint8_t{kAttrNormal} : attr_of_type(vocab.types[i]);
   }
@@ -151,8 +180,10 @@ TokenizerData::TokenizerData(Vocab v) : vocab(std::move(v)) {
   for (int32_t* id : {&vocab.bos, &vocab.eos, &vocab.eot, &vocab.unk, &vocab.pad}) {
     if (*id < 0 || static_cast<size_t>(*id) >= n) *id = -1;
   }
-  if (vocab.add_bos && vocab.bos < 0) throw Error(ErrorKind::BadModel, "tokenizer adds BOS but has no valid bos token id");
-  if (vocab.add_eos && vocab.eos < 0) throw Error(ErrorKind::BadModel, "tokenizer adds EOS but has no valid eos token id");
+  if (vocab.add_bos && vocab.bos < 0)
+    throw Error(ErrorKind::BadModel, "tokenizer adds BOS but has no valid bos token id");
+  if (vocab.add_eos && vocab.eos < 0)
+    throw Error(ErrorKind::BadModel, "tokenizer adds EOS but has no valid eos token id");
 
   if (!spm) {
     bpe_ranks.reserve(vocab.merges.size());
@@ -182,9 +213,8 @@ TokenizerData::TokenizerData(Vocab v) : vocab(std::move(v)) {
   for (size_t i = 0; i < n; ++i) {
     if (attr[i] & (kAttrControl | kAttrUserDefined | kAttrUnknown)) special_tokens.push_back(static_cast<int32_t>(i));
   }
-  std::stable_sort(special_tokens.begin(), special_tokens.end(), [&](int32_t a, int32_t b) {
-    return vocab.tokens[a].size() > vocab.tokens[b].size();
-  });
+  std::stable_sort(special_tokens.begin(), special_tokens.end(),
+                   [&](int32_t a, int32_t b) { return vocab.tokens[a].size() > vocab.tokens[b].size(); });
 
   // SPM byte fallback: "<0xNN>", else the byte itself as a token; llama.cpp would throw when
   // neither exists, here the unknown token stands in (or the byte is dropped).
@@ -449,8 +479,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special, 
 std::string Tokenizer::token_to_piece(int32_t id, bool special) const {
   const Impl& v = *impl_;
   if (id < 0 || id >= n_vocab()) {
-    throw Error(ErrorKind::InvalidArgument, "token id " + std::to_string(id) + " is out of range (vocabulary has " + std::to_string(n_vocab()) +
-                " tokens)");
+    throw Error(ErrorKind::InvalidArgument, "token id " + std::to_string(id) + " is out of range (vocabulary has " +
+                                                std::to_string(n_vocab()) + " tokens)");
   }
   if (!special && (v.attr[id] & (kAttrUnknown | kAttrControl))) return "";
   return v.pieces[id];
@@ -468,9 +498,7 @@ int32_t Tokenizer::eos() const { return impl_->vocab.eos; }
 bool Tokenizer::is_eog(int32_t id) const { return impl_->eog.count(id) > 0; }
 std::vector<int32_t> Tokenizer::eog_tokens() const { return {impl_->eog.begin(), impl_->eog.end()}; }
 int32_t Tokenizer::find_token(std::string_view text) const { return impl_->find(std::string(text)); }
-bool Tokenizer::is_control(int32_t id) const {
-  return id >= 0 && id < n_vocab() && (impl_->attr[id] & kAttrControl);
-}
+bool Tokenizer::is_control(int32_t id) const { return id >= 0 && id < n_vocab() && (impl_->attr[id] & kAttrControl); }
 bool Tokenizer::add_bos() const { return impl_->vocab.add_bos; }
 const Vocab& Tokenizer::vocab() const { return impl_->vocab; }
 

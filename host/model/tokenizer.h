@@ -18,22 +18,28 @@ class GgufFile;
 
 // tokenizer.ggml.token_type values.
 enum class TokenType : int32_t {
-  Undefined = 0, Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Unused = 5, Byte = 6
+  Undefined = 0,
+  Normal = 1,
+  Unknown = 2,
+  Control = 3,
+  UserDefined = 4,
+  Unused = 5,
+  Byte = 6
 };
 
 // What a GGUF's tokenizer.ggml.* keys hold. vocab_defaults() fills in what llama.cpp assumes
 // when a key is missing; the Tokenizer takes the struct as it is.
 struct Vocab {
-  std::string model;                // "llama" (SentencePiece) or "gpt2" (byte-level BPE)
-  std::string pre = "default";      // tokenizer.ggml.pre
-  std::vector<std::string> tokens;  // tokenizer.ggml.tokens
-  std::vector<float> scores;        // tokenizer.ggml.scores (may be empty: all 0)
-  std::vector<int32_t> types;       // tokenizer.ggml.token_type (may be empty: all normal)
-  std::vector<std::string> merges;  // tokenizer.ggml.merges ("a b"), gpt2 only
+  std::string model;                                         // "llama" (SentencePiece) or "gpt2" (byte-level BPE)
+  std::string pre = "default";                               // tokenizer.ggml.pre
+  std::vector<std::string> tokens;                           // tokenizer.ggml.tokens
+  std::vector<float> scores;                                 // tokenizer.ggml.scores (may be empty: all 0)
+  std::vector<int32_t> types;                                // tokenizer.ggml.token_type (may be empty: all normal)
+  std::vector<std::string> merges;                           // tokenizer.ggml.merges ("a b"), gpt2 only
   int32_t bos = -1, eos = -1, eot = -1, unk = -1, pad = -1;  // -1: none
-  bool add_bos = false;             // encode(add_special=true) prepends bos
-  bool add_eos = false;             // ... and appends eos
-  bool add_space_prefix = true;     // SPM only: a space before the text (and after special tokens)
+  bool add_bos = false;                                      // encode(add_special=true) prepends bos
+  bool add_eos = false;                                      // ... and appends eos
+  bool add_space_prefix = true;  // SPM only: a space before the text (and after special tokens)
 };
 
 // A Vocab with llama.cpp's defaults for the model: for "llama" bos 1, eos 2, unk 0, add_bos,

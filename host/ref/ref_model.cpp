@@ -93,7 +93,8 @@ RefModel::RefModel(const GgufFile& f, const ModelConfig& cfg, uint32_t n_ctx, bo
 }
 
 void RefModel::restrict_prompt(uint32_t L, std::vector<std::vector<std::vector<uint32_t>>> keep) {
-  if (keep.size() != c_.n_layer) throw Error(ErrorKind::InvalidArgument, "reference model: restriction needs one entry per layer");
+  if (keep.size() != c_.n_layer)
+    throw Error(ErrorKind::InvalidArgument, "reference model: restriction needs one entry per layer");
   restrict_len_ = L;
   visible_.assign(c_.n_layer, std::vector<std::vector<bool>>(c_.n_head_kv, std::vector<bool>(L, false)));
   for (uint32_t l = 0; l < c_.n_layer; ++l)
@@ -140,7 +141,8 @@ void RefModel::attention(uint32_t l, const std::vector<float>& q, std::vector<fl
 
 std::vector<float> RefModel::forward(int32_t token) {
   if (pos_ >= n_ctx_) throw Error(ErrorKind::InvalidArgument, "reference model: context full");
-  if (token < 0 || uint32_t(token) >= c_.n_vocab) throw Error(ErrorKind::InvalidArgument, "reference model: token out of range");
+  if (token < 0 || uint32_t(token) >= c_.n_vocab)
+    throw Error(ErrorKind::InvalidArgument, "reference model: token out of range");
   const uint32_t D = c_.n_embd, HD = c_.head_dim, QD = c_.q_dim(), KVD = c_.kv_dim();
   std::vector<float> x(tok_embd_.begin() + size_t(token) * D, tok_embd_.begin() + size_t(token + 1) * D);
   if (c_.embd_scale > 0)
@@ -166,7 +168,8 @@ std::vector<float> RefModel::forward(int32_t token) {
     rope(k.data(), c_.n_head_kv, c_, pos_, rope_freqs_, base, scale);
     qh_[l].insert(qh_[l].end(), q.begin(), q.end());
     if (kv_f16_)
-      for (uint32_t i = 0; i < KVD; ++i) k[i] = fp16_to_fp32(fp32_to_fp16(k[i])), v[i] = fp16_to_fp32(fp32_to_fp16(v[i]));
+      for (uint32_t i = 0; i < KVD; ++i)
+        k[i] = fp16_to_fp32(fp32_to_fp16(k[i])), v[i] = fp16_to_fp32(fp32_to_fp16(v[i]));
     kc_[l].insert(kc_[l].end(), k.begin(), k.end());
     vc_[l].insert(vc_[l].end(), v.begin(), v.end());
     attention(l, q, att_out);
@@ -177,8 +180,10 @@ std::vector<float> RefModel::forward(int32_t token) {
     matvec(g.data(), L.w_gate, xn.data(), c_.n_ff, D);
     matvec(u.data(), L.w_up, xn.data(), c_.n_ff, D);
     std::vector<float> act(c_.n_ff);
-    if (c_.gelu_ffn) ref::geglu(g.data(), u.data(), act.data(), c_.n_ff);
-    else ref::swiglu(g.data(), u.data(), act.data(), c_.n_ff);
+    if (c_.gelu_ffn)
+      ref::geglu(g.data(), u.data(), act.data(), c_.n_ff);
+    else
+      ref::swiglu(g.data(), u.data(), act.data(), c_.n_ff);
     matvec(tmp.data(), L.w_down, act.data(), D, c_.n_ff);
     if (c_.post_norms) rmsnorm(tmp.data(), tmp.data(), L.post_ffn_norm.data(), D, c_.rms_eps);
     for (uint32_t i = 0; i < D; ++i) x[i] += tmp[i];

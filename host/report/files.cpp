@@ -15,7 +15,8 @@ void write_file(const std::string& path, const std::string& contents) {
   if (!out) throw Error(ErrorKind::Io, "error writing '" + path + "'");
 }
 
-std::vector<std::string> write_files(const std::string& dir, const std::vector<std::pair<std::string, std::string>>& files) {
+std::vector<std::string> write_files(const std::string& dir,
+                                     const std::vector<std::pair<std::string, std::string>>& files) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) throw Error(ErrorKind::Io, "cannot create directory '" + dir + "': " + ec.message());

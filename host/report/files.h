@@ -8,7 +8,8 @@
 namespace snapvk {
 
 // Writes each (name, contents) into dir (created if missing); returns the paths written.
-std::vector<std::string> write_files(const std::string& dir, const std::vector<std::pair<std::string, std::string>>& files);
+std::vector<std::string> write_files(const std::string& dir,
+                                     const std::vector<std::pair<std::string, std::string>>& files);
 // Writes one file.
 void write_file(const std::string& path, const std::string& contents);
 

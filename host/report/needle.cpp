@@ -85,8 +85,9 @@ NeedlePrompt needle_prompt(const Tokenizer& tok, uint32_t n_vocab, uint32_t cont
   const bool bos = tok.bos() >= 0 && uint32_t(tok.bos()) < n_vocab;
   const uint64_t fixed = (bos ? 1 : 0) + needle.size() + question.size();
   if (context < fixed + 1)
-    throw Error(ErrorKind::InvalidArgument, "a context of " + std::to_string(context) + " tokens is too short for the needle and the question (" +
-                std::to_string(fixed) + " tokens)");
+    throw Error(ErrorKind::InvalidArgument, "a context of " + std::to_string(context) +
+                                                " tokens is too short for the needle and the question (" +
+                                                std::to_string(fixed) + " tokens)");
   const uint32_t F = uint32_t(context - fixed);
   // Filler of exactly F tokens, remembering where each sentence starts.
   std::vector<std::vector<int32_t>> sentences;
@@ -121,7 +122,9 @@ NeedleReport run_needle(const Model& m, const NeedleOptions& o) {
   if (o.depths.empty()) throw Error(ErrorKind::InvalidArgument, "no depths for the needle test");
   if (o.specs.empty()) throw Error(ErrorKind::InvalidArgument, "no KV policies for the needle test");
   for (uint32_t d : o.depths)
-    if (d > 100) throw Error(ErrorKind::InvalidArgument, "a depth is a percentage of the context, 0 to 100 (got " + std::to_string(d) + ")");
+    if (d > 100)
+      throw Error(ErrorKind::InvalidArgument,
+                  "a depth is a percentage of the context, 0 to 100 (got " + std::to_string(d) + ")");
   for (const auto& s : o.specs) s.kv.validate();
   checked_range(o.extra_tokens, 0, kMaxContext, "needle: extra tokens");
   const auto t_start = std::chrono::steady_clock::now();
@@ -139,8 +142,9 @@ NeedleReport run_needle(const Model& m, const NeedleOptions& o) {
   std::sort(r.depths.begin(), r.depths.end());
   r.depths.erase(std::unique(r.depths.begin(), r.depths.end()), r.depths.end());
   for (const auto& s : o.specs) r.policies.push_back(s.label);
-  r.notes.push_back("scores mean something only on models trained for retrieval over long contexts; "
-                    "small or untrained models miss the needle whatever the KV policy");
+  r.notes.push_back(
+      "scores mean something only on models trained for retrieval over long contexts; "
+      "small or untrained models miss the needle whatever the KV policy");
   if (r.synthetic) r.notes.push_back("synthetic model with random weights: every score here is meaningless");
   for (uint32_t L : r.contexts)
     if (c.n_ctx_train && L > c.n_ctx_train)
@@ -165,7 +169,8 @@ NeedleReport run_needle(const Model& m, const NeedleOptions& o) {
           cell.needle_pos = p.needle_pos;
           const uint32_t n_gen = p.value_tokens + o.extra_tokens;  // both <= kMaxContext
           SessionOptions so;
-          so.n_ctx = uint32_t(checked_range(uint64_t(L) + n_gen, 1, kMaxContext, "needle: context plus generated tokens"));
+          so.n_ctx =
+              uint32_t(checked_range(uint64_t(L) + n_gen, 1, kMaxContext, "needle: context plus generated tokens"));
           so.n_batch = o.n_batch;
           so.kv_type = o.kv_type;
           so.kv = spec.kv;
@@ -205,8 +210,8 @@ NeedleReport run_needle(const Model& m, const NeedleOptions& o) {
 }
 
 std::string needle_grid(const NeedleReport& r) {
-  std::string o = "needle in a haystack: " + r.model + (r.model_name.empty() ? "" : " (" + r.model_name + ")") + " on " +
-                  r.device + "\n";
+  std::string o = "needle in a haystack: " + r.model + (r.model_name.empty() ? "" : " (" + r.model_name + ")") +
+                  " on " + r.device + "\n";
   for (const auto& p : r.policies) {
     uint32_t found = 0, ran = 0;
     for (const auto& c : r.cells)
@@ -309,13 +314,13 @@ std::string needle_svg(const NeedleReport& r) {
   std::string sub = std::filesystem::path(r.model).filename().string();
   if (!r.model_name.empty() && r.model_name != sub) sub += " (" + r.model_name + ")";
   sub += " · " + r.device + " · scores mean something only on models trained for retrieval";
-  return svg::heat_maps("snapvk needle in a haystack: found (green) or missed (red)", grids,
-                        "context (tokens)", "needle depth", sub);
+  return svg::heat_maps("snapvk needle in a haystack: found (green) or missed (red)", grids, "context (tokens)",
+                        "needle depth", sub);
 }
 
 std::vector<std::string> write_needle_files(const NeedleReport& r, const std::string& dir) {
-  return write_files(dir, {{"needle.csv", needle_csv(r)}, {"needle.json", needle_json(r) + "\n"},
-                           {"needle.svg", needle_svg(r)}});
+  return write_files(
+      dir, {{"needle.csv", needle_csv(r)}, {"needle.json", needle_json(r) + "\n"}, {"needle.svg", needle_svg(r)}});
 }
 
 }  // namespace snapvk

@@ -15,21 +15,21 @@
 namespace snapvk {
 
 struct NeedleOptions {
-  std::vector<uint32_t> contexts;   // prompt lengths, in tokens
-  std::vector<uint32_t> depths;     // needle position, percent of the filler (0: start, 100: end)
-  std::vector<ProfileSpec> specs;   // KV configurations, the full cache included if wanted
+  std::vector<uint32_t> contexts;  // prompt lengths, in tokens
+  std::vector<uint32_t> depths;    // needle position, percent of the filler (0: start, 100: end)
+  std::vector<ProfileSpec> specs;  // KV configurations, the full cache included if wanted
   KvType kv_type = KvType::F16;
   uint32_t n_batch = 256;
-  uint32_t extra_tokens = 4;        // generated beyond the value's own token count
-  uint64_t seed = 1;                // picks the value of each cell
+  uint32_t extra_tokens = 4;  // generated beyond the value's own token count
+  uint64_t seed = 1;          // picks the value of each cell
   std::function<void(double fraction, const std::string& what)> on_progress;
 };
 
 struct NeedlePrompt {
-  std::vector<int32_t> tokens;      // exactly the context length
-  uint32_t needle_pos = 0;          // token index where the needle sentence starts
-  std::string value;                // the digits to find
-  uint32_t value_tokens = 0;        // tokens of the value on its own
+  std::vector<int32_t> tokens;  // exactly the context length
+  uint32_t needle_pos = 0;      // token index where the needle sentence starts
+  std::string value;            // the digits to find
+  uint32_t value_tokens = 0;    // tokens of the value on its own
 };
 
 // The prompt of one cell. Throws snapvk::Error when the context is too short for the needle
@@ -42,7 +42,7 @@ struct NeedleCell {
   uint32_t needle_pos = 0;
   std::string value, generated;
   bool found = false;
-  std::string error;                // the cell did not run (e.g. does not fit)
+  std::string error;  // the cell did not run (e.g. does not fit)
 };
 
 struct NeedleReport {
@@ -50,7 +50,7 @@ struct NeedleReport {
   bool synthetic = false;
   std::vector<std::string> policies;
   std::vector<uint32_t> contexts, depths;
-  std::vector<NeedleCell> cells;    // policy-major, then context, then depth
+  std::vector<NeedleCell> cells;  // policy-major, then context, then depth
   double total_s = 0;
   std::vector<std::string> notes;
   const NeedleCell* cell(const std::string& policy, uint32_t context, uint32_t depth) const;
@@ -61,7 +61,7 @@ NeedleReport run_needle(const Model& m, const NeedleOptions& o);
 std::string needle_grid(const NeedleReport& r);  // text: one grid per policy
 std::string needle_csv(const NeedleReport& r);
 std::string needle_json(const NeedleReport& r);
-std::string needle_svg(const NeedleReport& r);   // one heat map per policy
+std::string needle_svg(const NeedleReport& r);  // one heat map per policy
 // Writes needle.csv, needle.json and needle.svg into `dir`; returns their paths.
 std::vector<std::string> write_needle_files(const NeedleReport& r, const std::string& dir);
 

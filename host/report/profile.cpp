@@ -62,14 +62,18 @@ void fill_shape(ProfileReport& r, const ModelConfig& c) {
 void check_options(const ProfileOptions& o) {
   if (o.contexts.empty()) throw Error(ErrorKind::InvalidArgument, "no context lengths to profile");
   for (uint32_t L : o.contexts) {
-    if (L < 2) throw Error(ErrorKind::InvalidArgument, "a context length must be at least 2 tokens (got " + std::to_string(L) + ")");
+    if (L < 2)
+      throw Error(ErrorKind::InvalidArgument,
+                  "a context length must be at least 2 tokens (got " + std::to_string(L) + ")");
     // Each run holds n_ctx = L + gen positions (a 32-bit sum).
     if (uint64_t(L) + o.gen > kMaxContext)
       throw Error(ErrorKind::InvalidArgument, "context length " + std::to_string(L) + " plus " + std::to_string(o.gen) +
-                  " generated tokens is more than the " + std::to_string(kMaxContext) + " positions a session may hold");
+                                                  " generated tokens is more than the " + std::to_string(kMaxContext) +
+                                                  " positions a session may hold");
   }
   for (const auto& s : o.specs) {
-    if (!s.kv.compresses()) throw Error(ErrorKind::InvalidArgument, "profile spec '" + s.label + "' is the full cache, which always runs");
+    if (!s.kv.compresses())
+      throw Error(ErrorKind::InvalidArgument, "profile spec '" + s.label + "' is the full cache, which always runs");
     s.kv.validate();
   }
   if (o.n_batch == 0) throw Error(ErrorKind::InvalidArgument, "n_batch must be at least 1", Param::NBatch);
@@ -280,8 +284,9 @@ ProfileReport run_profile(const Model& m, const ProfileOptions& o) {
   r.memory_budget = ctx.memory().budget();
   describe_run(r, o);
   if (r.synthetic)
-    r.notes.push_back("synthetic model with random weights: fidelity figures (top-1, KL) are meaningless here; "
-                      "memory and speed are real");
+    r.notes.push_back(
+        "synthetic model with random weights: fidelity figures (top-1, KL) are meaningless here; "
+        "memory and speed are real");
 
   // Progress in tokens: every run processes L + gen of them.
   double total_units = 0, done_units = 0;
@@ -307,7 +312,8 @@ ProfileReport run_profile(const Model& m, const ProfileOptions& o) {
       const double base_units = done_units;
       report(base_units, what);
       try {
-        measure_run(m, o, kv, prompt, ref, [&](double units) { report(base_units + units, what); }, row);
+        measure_run(
+            m, o, kv, prompt, ref, [&](double units) { report(base_units + units, what); }, row);
       } catch (const Cancelled&) {
         throw;
       } catch (const Error& e) {
@@ -417,7 +423,8 @@ std::string header_line(const ProfileReport& r) {
   std::string s = "model: " + r.model;
   if (!r.model_name.empty()) s += " (" + r.model_name + ")";
   s += "; " + std::to_string(r.n_layer) + " layers, " + std::to_string(r.n_head) + " heads, " +
-       std::to_string(r.n_head_kv) + " KV heads of " + std::to_string(r.head_dim) + "; weights " + format_bytes(r.weight_bytes);
+       std::to_string(r.n_head_kv) + " KV heads of " + std::to_string(r.head_dim) + "; weights " +
+       format_bytes(r.weight_bytes);
   return s;
 }
 
@@ -434,11 +441,12 @@ std::string profile_table(const ProfileReport& r) {
   std::vector<std::vector<std::string>> rows;
   if (r.dry_run) {
     for (const auto& x : r.rows)
-      rows.push_back({ctx_str(x.context), x.policy, x.budget ? std::to_string(x.budget) : "-", format_bytes(x.full_kv_bytes),
-                      format_bytes(x.kv_bytes), str(x.ratio, 2) + "x", format_bytes(x.est_peak_bytes),
-                      format_bytes(x.est_peak_bytes + r.weight_bytes),
+      rows.push_back({ctx_str(x.context), x.policy, x.budget ? std::to_string(x.budget) : "-",
+                      format_bytes(x.full_kv_bytes), format_bytes(x.kv_bytes), str(x.ratio, 2) + "x",
+                      format_bytes(x.est_peak_bytes), format_bytes(x.est_peak_bytes + r.weight_bytes),
                       r.memory_budget ? (x.fits ? "yes" : "NO: does not fit") : "-"});
-    o += table({"context", "policy", "budget", "KV full", "KV cache", "ratio", "session peak", "with weights", "fits"}, rows, 2);
+    o += table({"context", "policy", "budget", "KV full", "KV cache", "ratio", "session peak", "with weights", "fits"},
+               rows, 2);
   } else {
     for (const auto& x : r.rows) {
       std::vector<std::string> row = {ctx_str(x.context), x.policy, x.budget ? std::to_string(x.budget) : "-",
@@ -473,11 +481,11 @@ std::string profile_csv(const ProfileReport& r) {
          (x.ran ? "1" : "0") + "," + (x.fits ? "1" : "0") + "," + std::to_string(x.full_kv_bytes) + "," +
          std::to_string(x.kv_bytes) + "," + fmt_g(x.ratio) + "," + (x.ran ? std::to_string(x.peak_bytes) : "") + "," +
          std::to_string(x.est_peak_bytes) + "," + (x.ran ? fmt_g(x.prefill_ms) : "") + "," +
-         (x.ran ? fmt_g(x.score_ms) + "," + fmt_g(x.pool_ms) + "," + fmt_g(x.select_ms) + "," + fmt_g(x.gather_ms) + "," +
-                      fmt_g(x.compress_ms())
+         (x.ran ? fmt_g(x.score_ms) + "," + fmt_g(x.pool_ms) + "," + fmt_g(x.select_ms) + "," + fmt_g(x.gather_ms) +
+                      "," + fmt_g(x.compress_ms())
                 : std::string(",,,,")) +
-         "," + fmt_g(x.decode_tok_s) + "," + std::to_string(x.steps) + "," + fmt_g(x.top1) + "," + fmt_g(x.kl_mean) + "," +
-         fmt_g(x.kl_max) + "," + csv_field(x.error) + "\n";
+         "," + fmt_g(x.decode_tok_s) + "," + std::to_string(x.steps) + "," + fmt_g(x.top1) + "," + fmt_g(x.kl_mean) +
+         "," + fmt_g(x.kl_max) + "," + csv_field(x.error) + "\n";
   }
   return o;
 }
@@ -485,8 +493,8 @@ std::string profile_csv(const ProfileReport& r) {
 std::string profile_json(const ProfileReport& r) {
   nlohmann::ordered_json j;
   j["model"] = r.model, j["model_name"] = r.model_name;
-  j["shape"] = {{"n_layer", r.n_layer}, {"n_head", r.n_head}, {"n_head_kv", r.n_head_kv}, {"head_dim", r.head_dim},
-                {"n_embd", r.n_embd}, {"n_vocab", r.n_vocab}};
+  j["shape"] = {{"n_layer", r.n_layer},   {"n_head", r.n_head}, {"n_head_kv", r.n_head_kv},
+                {"head_dim", r.head_dim}, {"n_embd", r.n_embd}, {"n_vocab", r.n_vocab}};
   j["synthetic"] = r.synthetic, j["dry_run"] = r.dry_run, j["device"] = r.device;
   j["weight_bytes"] = r.weight_bytes, j["memory_budget"] = r.memory_budget, j["kv_type"] = r.kv_type;
   j["gen"] = r.gen, j["n_batch"] = r.n_batch;
@@ -498,8 +506,10 @@ std::string profile_json(const ProfileReport& r) {
     row["context"] = x.context, row["policy"] = x.policy, row["budget"] = x.budget;
     row["ran"] = x.ran, row["fits"] = x.fits;
     row["full_kv_bytes"] = x.full_kv_bytes, row["kv_bytes"] = x.kv_bytes, row["ratio"] = x.ratio;
-    if (x.ran) row["peak_bytes"] = x.peak_bytes;
-    else row["peak_bytes"] = nullptr;
+    if (x.ran)
+      row["peak_bytes"] = x.peak_bytes;
+    else
+      row["peak_bytes"] = nullptr;
     row["est_peak_bytes"] = x.est_peak_bytes;
     if (x.ran) {
       row["prefill_ms"] = x.prefill_ms, row["score_ms"] = x.score_ms, row["pool_ms"] = x.pool_ms;
@@ -527,7 +537,8 @@ std::string profile_svg(const ProfileReport& r) {
              "bytes, weights excluded (log scale)"};
   peak.y_units = Units::Bytes, peak.log_y = true;
   Panel speed{"Decode speed at depth L", "prompt length L (tokens, log scale)", "decode tokens/s"};
-  Panel fid{"Fidelity: top-1 agreement with full", "prompt length L (tokens, log scale)", "agreement over decode steps"};
+  Panel fid{"Fidelity: top-1 agreement with full", "prompt length L (tokens, log scale)",
+            "agreement over decode steps"};
   fid.y_units = Units::Percent;
   bool any_est = false;
   for (size_t pi = 0; pi < r.policies.size(); ++pi) {
@@ -549,7 +560,9 @@ std::string profile_svg(const ProfileReport& r) {
     if (pi > 0) fid.series.push_back(sfid);
   }
   if (any_est) kv.note = peak.note = "hollow markers: did not fit, estimated by the memory model";
-  if (r.dry_run) peak.note = "estimated by the memory model (dry run)" + std::string(r.memory_budget ? "; above the red line: does not fit" : "");
+  if (r.dry_run)
+    peak.note = "estimated by the memory model (dry run)" +
+                std::string(r.memory_budget ? "; above the red line: does not fit" : "");
   if (r.memory_budget) {
     const uint64_t left = r.memory_budget > r.weight_bytes ? r.memory_budget - r.weight_bytes : 0;
     peak.hlines.push_back({double(left), "device memory budget minus weights: " + format_bytes(left)});
@@ -559,8 +572,10 @@ std::string profile_svg(const ProfileReport& r) {
   if (!r.dry_run) panels.push_back(speed), panels.push_back(fid);
   std::string sub = std::filesystem::path(r.model).filename().string();
   if (!r.model_name.empty() && r.model_name != sub) sub += " (" + r.model_name + ")";
-  if (r.dry_run) sub += " · KV " + r.kv_type + " · dry run: the memory model's estimates, nothing ran";
-  else sub += " · " + r.device + " · KV " + r.kv_type + " · " + std::to_string(r.gen) + " decode steps per run";
+  if (r.dry_run)
+    sub += " · KV " + r.kv_type + " · dry run: the memory model's estimates, nothing ran";
+  else
+    sub += " · " + r.device + " · KV " + r.kv_type + " · " + std::to_string(r.gen) + " decode steps per run";
   return svg::line_charts("snapvk profile: KV memory, speed and fidelity vs context", panels, 2, sub);
 }
 
@@ -568,7 +583,8 @@ std::string profile_html(const ProfileReport& r) {
   std::string o =
       "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>snapvk profile</title>\n"
       "<style>body{font-family:Helvetica,Arial,sans-serif;margin:24px;color:#222}"
-      "table{border-collapse:collapse;font-size:13px}th,td{padding:3px 10px;border-bottom:1px solid #ddd;text-align:right}"
+      "table{border-collapse:collapse;font-size:13px}th,td{padding:3px 10px;border-bottom:1px solid "
+      "#ddd;text-align:right}"
       "th{background:#f3f3f3}td.l,th.l{text-align:left}tr.full td{background:#fafafa}.note{color:#a33}"
       ".bad{color:#a33}</style></head><body>\n";
   o += "<h1>snapvk profile</h1>\n<p>" + svg::escape(header_line(r)) + "<br>" + svg::escape(setup_line(r)) + "</p>\n";
@@ -576,37 +592,44 @@ std::string profile_html(const ProfileReport& r) {
   o += profile_svg(r);
   o += "<table>\n<tr><th>context</th><th class=\"l\">policy</th><th>budget</th><th>KV full</th><th>KV kept</th>"
        "<th>ratio</th><th>peak mem</th>";
-  if (r.dry_run) o += "<th>with weights</th><th>fits</th></tr>\n";
-  else o += "<th>prefill ms</th><th>compress ms</th><th>decode tok/s</th><th>top-1</th><th>KL mean</th></tr>\n";
+  if (r.dry_run)
+    o += "<th>with weights</th><th>fits</th></tr>\n";
+  else
+    o += "<th>prefill ms</th><th>compress ms</th><th>decode tok/s</th><th>top-1</th><th>KL mean</th></tr>\n";
   for (const auto& x : r.rows) {
     o += std::string("<tr") + (x.policy == "full" ? " class=\"full\"" : "") + "><td>" + std::to_string(x.context) +
          "</td><td class=\"l\">" + svg::escape(x.policy) + "</td><td>" + (x.budget ? std::to_string(x.budget) : "-") +
          "</td><td>" + format_bytes(x.full_kv_bytes) + "</td>";
     if (r.dry_run) {
-      o += "<td>" + format_bytes(x.kv_bytes) + "</td><td>" + str(x.ratio, 2) + "x</td><td>" + format_bytes(x.est_peak_bytes) +
-           "</td><td>" + format_bytes(x.est_peak_bytes + r.weight_bytes) + "</td><td" + (x.fits ? ">yes" : " class=\"bad\">no") +
-           "</td></tr>\n";
+      o += "<td>" + format_bytes(x.kv_bytes) + "</td><td>" + str(x.ratio, 2) + "x</td><td>" +
+           format_bytes(x.est_peak_bytes) + "</td><td>" + format_bytes(x.est_peak_bytes + r.weight_bytes) + "</td><td" +
+           (x.fits ? ">yes" : " class=\"bad\">no") + "</td></tr>\n";
     } else if (!x.ran) {
       o += "<td colspan=\"8\" class=\"l bad\">" +
            svg::escape(x.fits ? "error: " + x.error : "does not fit: " + x.error) + "</td></tr>\n";
     } else {
-      o += "<td>" + format_bytes(x.kv_bytes) + "</td><td>" + str(x.ratio, 2) + "x</td><td>" + format_bytes(x.peak_bytes) +
-           "</td><td>" + str(x.prefill_ms, 1) + "</td><td>" + (x.policy == "full" ? "-" : str(x.compress_ms(), 2)) +
-           "</td><td>" + str(x.decode_tok_s, 1) + "</td><td>" + (x.steps ? str(x.top1 * 100, 1) + "%" : "n/a") +
-           "</td><td>" + (x.steps ? str(x.kl_mean, 4) : "n/a") + "</td></tr>\n";
+      o += "<td>" + format_bytes(x.kv_bytes) + "</td><td>" + str(x.ratio, 2) + "x</td><td>" +
+           format_bytes(x.peak_bytes) + "</td><td>" + str(x.prefill_ms, 1) + "</td><td>" +
+           (x.policy == "full" ? "-" : str(x.compress_ms(), 2)) + "</td><td>" + str(x.decode_tok_s, 1) + "</td><td>" +
+           (x.steps ? str(x.top1 * 100, 1) + "%" : "n/a") + "</td><td>" + (x.steps ? str(x.kl_mean, 4) : "n/a") +
+           "</td></tr>\n";
     }
   }
   o += "</table>\n<p>KV bytes are for the whole context (L prompt tokens + " + std::to_string(r.gen) +
        " generated). Peak memory is what the session allocated at its peak, weights excluded. Fidelity compares each "
-       "policy's next-token predictions with the full cache's over " + std::to_string(r.gen) +
-       " decode steps, teacher-forced on the full run's greedy tokens: top-1 is the share of steps with the same argmax, "
+       "policy's next-token predictions with the full cache's over " +
+       std::to_string(r.gen) +
+       " decode steps, teacher-forced on the full run's greedy tokens: top-1 is the share of steps with the same "
+       "argmax, "
        "KL is KL(full || policy) in nats, averaged over the steps. See docs/profile.md.</p>\n</body></html>\n";
   return o;
 }
 
 std::vector<std::string> write_profile_files(const ProfileReport& r, const std::string& dir) {
-  return write_files(dir, {{"profile.csv", profile_csv(r)}, {"profile.json", profile_json(r) + "\n"},
-                           {"profile.svg", profile_svg(r)}, {"profile.html", profile_html(r)}});
+  return write_files(dir, {{"profile.csv", profile_csv(r)},
+                           {"profile.json", profile_json(r) + "\n"},
+                           {"profile.svg", profile_svg(r)},
+                           {"profile.html", profile_html(r)}});
 }
 
 std::vector<std::string> split_list(const std::string& list) {
@@ -638,7 +661,8 @@ std::vector<uint32_t> parse_token_counts(const std::string& list, const std::str
       used = 0;
     }
     if (item.empty() || used != item.size() || v == 0 || v > 0xFFFFFFFFull / mul)
-      throw Error(ErrorKind::InvalidArgument, what + ": '" + original + "' is not a positive token count (examples: 512, 4k)");
+      throw Error(ErrorKind::InvalidArgument,
+                  what + ": '" + original + "' is not a positive token count (examples: 512, 4k)");
     out.push_back(uint32_t(v * mul));
   }
   return out;

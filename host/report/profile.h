@@ -22,15 +22,15 @@ namespace snapvk {
 
 // One KV configuration to compare with the full cache.
 struct ProfileSpec {
-  std::string label;   // "snapkv", or "snapkv@256" when several budgets are profiled
+  std::string label;  // "snapkv", or "snapkv@256" when several budgets are profiled
   KvPolicyOptions kv;
 };
 
 struct ProfileOptions {
-  std::vector<uint32_t> contexts;   // prompt lengths L, in tokens
-  std::vector<ProfileSpec> specs;   // compressing configurations; "full" always runs first
+  std::vector<uint32_t> contexts;  // prompt lengths L, in tokens
+  std::vector<ProfileSpec> specs;  // compressing configurations; "full" always runs first
   KvType kv_type = KvType::F16;
-  uint32_t gen = 16;                // decode steps per run (timed and compared); n_ctx = L + gen
+  uint32_t gen = 16;  // decode steps per run (timed and compared); n_ctx = L + gen
   uint32_t n_batch = 256;
   // Progress: fraction of the whole profile done (by token-layers) and what runs now.
   std::function<void(double fraction, const std::string& what)> on_progress;
@@ -38,33 +38,33 @@ struct ProfileOptions {
 
 struct ProfileRow {
   static constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-  uint32_t context = 0;        // L: prompt tokens
-  std::string policy;          // "full" or the spec's label
-  uint32_t budget = 0;         // C for this L (0 for full; == L when the budget covers the prompt)
-  bool ran = false;            // false: not run (dry run, or it did not fit: see error)
-  bool fits = true;            // false: does not fit the device memory budget
-  std::string error;           // why it did not run
+  uint32_t context = 0;  // L: prompt tokens
+  std::string policy;    // "full" or the spec's label
+  uint32_t budget = 0;   // C for this L (0 for full; == L when the budget covers the prompt)
+  bool ran = false;      // false: not run (dry run, or it did not fit: see error)
+  bool fits = true;      // false: does not fit the device memory budget
+  std::string error;     // why it did not run
   // Bytes for the whole context n_ctx = L + gen, after the run (or estimated): what a full
   // cache holds for those tokens, and what this run's cache holds for them.
   uint64_t full_kv_bytes = 0;
   uint64_t kv_bytes = 0;
-  double ratio = 1.0;          // full_kv_bytes / kv_bytes
-  uint64_t peak_bytes = 0;     // measured: device bytes the session allocated at its peak (weights excluded)
-  uint64_t est_peak_bytes = 0; // the memory model's peak for the session (weights excluded)
-  double prefill_ms = 0;       // wall time of the prompt (compression included)
+  double ratio = 1.0;           // full_kv_bytes / kv_bytes
+  uint64_t peak_bytes = 0;      // measured: device bytes the session allocated at its peak (weights excluded)
+  uint64_t est_peak_bytes = 0;  // the memory model's peak for the session (weights excluded)
+  double prefill_ms = 0;        // wall time of the prompt (compression included)
   double score_ms = 0, pool_ms = 0, select_ms = 0, gather_ms = 0;  // GPU time of the compression passes
   double compress_ms() const { return score_ms + pool_ms + select_ms + gather_ms; }
-  double decode_tok_s = kNaN;  // `gen` decode steps after the prompt (NaN: not run)
-  uint32_t steps = 0;          // decode steps compared with the full run (0: no fidelity)
-  double top1 = kNaN;          // share of steps whose argmax equals the full run's (NaN: n/a)
+  double decode_tok_s = kNaN;            // `gen` decode steps after the prompt (NaN: not run)
+  uint32_t steps = 0;                    // decode steps compared with the full run (0: no fidelity)
+  double top1 = kNaN;                    // share of steps whose argmax equals the full run's (NaN: n/a)
   double kl_mean = kNaN, kl_max = kNaN;  // KL(full || this) in nats per step (NaN: n/a)
 };
 
 struct ProfileReport {
-  std::string model;           // path, or "synthetic:<preset>"
-  std::string model_name;      // general.name
+  std::string model;       // path, or "synthetic:<preset>"
+  std::string model_name;  // general.name
   uint32_t n_layer = 0, n_head = 0, n_head_kv = 0, head_dim = 0, n_embd = 0, n_vocab = 0;
-  bool synthetic = false;      // random weights: fidelity figures mean nothing
+  bool synthetic = false;  // random weights: fidelity figures mean nothing
   bool dry_run = false;
   std::string device;
   uint64_t weight_bytes = 0;
@@ -73,9 +73,9 @@ struct ProfileReport {
   uint32_t gen = 0, n_batch = 0;
   std::vector<std::string> policies;  // "full", then the spec labels, in order
   std::vector<uint32_t> contexts;
-  std::vector<ProfileRow> rows;       // per context: full, then each spec
+  std::vector<ProfileRow> rows;  // per context: full, then each spec
   double total_s = 0;
-  std::vector<std::string> notes;     // lines printed with the table (e.g. the random-weights warning)
+  std::vector<std::string> notes;  // lines printed with the table (e.g. the random-weights warning)
 };
 
 // A deterministic prompt of exactly L tokens: BOS, then story sentences in a fixed
@@ -97,11 +97,11 @@ ProfileReport dry_run_profile(const ModelConfig& c, uint64_t weight_bytes, uint6
                               const ProfileOptions& o, uint32_t decode_chunk = 256);
 
 // Reports.
-std::string profile_table(const ProfileReport& r);   // aligned, for a terminal
+std::string profile_table(const ProfileReport& r);  // aligned, for a terminal
 std::string profile_csv(const ProfileReport& r);
-std::string profile_json(const ProfileReport& r);    // one object
+std::string profile_json(const ProfileReport& r);  // one object
 std::string profile_svg(const ProfileReport& r);
-std::string profile_html(const ProfileReport& r);    // table + the SVG, self-contained
+std::string profile_html(const ProfileReport& r);  // table + the SVG, self-contained
 // Writes profile.csv, profile.json, profile.svg and profile.html into `dir` (created if needed);
 // returns their paths.
 std::vector<std::string> write_profile_files(const ProfileReport& r, const std::string& dir);

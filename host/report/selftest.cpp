@@ -61,9 +61,11 @@ std::vector<SelfTestResult> run_selftest(Context& ctx, const Kernels& k) {
   std::vector<float> want(a.size());
 
   ref::add(a.data(), b.data(), want.data(), a.size(), n);
-  out.push_back(check(ctx, "add", "7x4099", 0, C, want, [&](CommandStream& cs) { op_add(cs, k, A, B, C, n * rows, n); }));
+  out.push_back(
+      check(ctx, "add", "7x4099", 0, C, want, [&](CommandStream& cs) { op_add(cs, k, A, B, C, n * rows, n); }));
   ref::mul(a.data(), b.data(), want.data(), a.size(), n);
-  out.push_back(check(ctx, "mul", "7x4099", 0, C, want, [&](CommandStream& cs) { op_mul(cs, k, A, B, C, n * rows, n); }));
+  out.push_back(
+      check(ctx, "mul", "7x4099", 0, C, want, [&](CommandStream& cs) { op_mul(cs, k, A, B, C, n * rows, n); }));
   ref::rms_norm(a.data(), w.data(), want.data(), rows, n, 1e-5f);
   out.push_back(check(ctx, "rms_norm", "7x4099", 1e-5, C, want,
                       [&](CommandStream& cs) { op_rms_norm(cs, k, A, W, C, rows, n, 1e-5f); }));

@@ -45,7 +45,8 @@ std::vector<double> nice_ticks(double lo, double hi, int want) {
       break;
     }
   std::vector<double> t;
-  for (double v = std::floor(lo / step) * step; v <= hi + step * 1e-9; v += step) t.push_back(std::abs(v) < step * 1e-9 ? 0 : v);
+  for (double v = std::floor(lo / step) * step; v <= hi + step * 1e-9; v += step)
+    t.push_back(std::abs(v) < step * 1e-9 ? 0 : v);
   return t;
 }
 
@@ -120,22 +121,25 @@ std::string marker(size_t shape, double cx, double cy, double r, const std::stri
   const std::string tip = title.empty() ? "" : "<title>" + escape(title) + "</title>";
   std::string o;
   switch (shape % 4) {
-    case 0:
-      o = "<circle cx=\"" + num(cx) + "\" cy=\"" + num(cy) + "\" r=\"" + num(r) + "\" " + style;
-      break;
+    case 0: o = "<circle cx=\"" + num(cx) + "\" cy=\"" + num(cy) + "\" r=\"" + num(r) + "\" " + style; break;
     case 1:
-      o = "<rect x=\"" + num(cx - r * 0.9) + "\" y=\"" + num(cy - r * 0.9) + "\" width=\"" + num(r * 1.8) + "\" height=\"" +
-          num(r * 1.8) + "\" " + style;
+      o = "<rect x=\"" + num(cx - r * 0.9) + "\" y=\"" + num(cy - r * 0.9) + "\" width=\"" + num(r * 1.8) +
+          "\" height=\"" + num(r * 1.8) + "\" " + style;
       break;
     case 2:
-      o = "<path d=\"M" + num(cx) + "," + num(cy - r * 1.2) + " L" + num(cx + r * 1.1) + "," + num(cy + r * 0.8) + " L" +
-          num(cx - r * 1.1) + "," + num(cy + r * 0.8) + " Z\" " + style;
+      o = "<path d=\"M" + num(cx) + "," + num(cy - r * 1.2) + " L" + num(cx + r * 1.1) + "," + num(cy + r * 0.8) +
+          " L" + num(cx - r * 1.1) + "," + num(cy + r * 0.8) + " Z\" " + style;
       break;
     default:
-      o = "<path d=\"M" + num(cx) + "," + num(cy - r * 1.25) + " L" + num(cx + r * 1.25) + "," + num(cy) + " L" + num(cx) +
-          "," + num(cy + r * 1.25) + " L" + num(cx - r * 1.25) + "," + num(cy) + " Z\" " + style;
+      o = "<path d=\"M" + num(cx) + "," + num(cy - r * 1.25) + " L" + num(cx + r * 1.25) + "," + num(cy) + " L" +
+          num(cx) + "," + num(cy + r * 1.25) + " L" + num(cx - r * 1.25) + "," + num(cy) + " Z\" " + style;
   }
-  return tip.empty() ? o + "/>\n" : o + ">" + tip + "</" + (shape % 4 == 0 ? "circle" : shape % 4 == 1 ? "rect" : "path") + ">\n";
+  return tip.empty() ? o + "/>\n"
+                     : o + ">" + tip + "</" +
+                           (shape % 4 == 0   ? "circle"
+                            : shape % 4 == 1 ? "rect"
+                                             : "path") +
+                           ">\n";
 }
 
 }  // namespace
@@ -220,8 +224,8 @@ std::string series_svg(const Series& s, const Panel& p, const std::vector<Legend
     pen = true;
   }
   if (!path.empty())
-    o += "<path d=\"" + path.substr(1) + "\" fill=\"none\" stroke=\"" + s.color + "\" stroke-width=\"" + num(lw) + "\"" +
-         (s.dashed ? " stroke-dasharray=\"6,4\"" : "") + "/>\n";
+    o += "<path d=\"" + path.substr(1) + "\" fill=\"none\" stroke=\"" + s.color + "\" stroke-width=\"" + num(lw) +
+         "\"" + (s.dashed ? " stroke-dasharray=\"6,4\"" : "") + "/>\n";
   for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
     if (!finite(s.y[i]) || (ay.log && s.y[i] <= 0) || (ax.log && s.x[i] <= 0)) continue;
     const bool hollow = i < s.hollow.size() && s.hollow[i];
@@ -277,8 +281,9 @@ std::string panel_svg(const Panel& p, int ox, int oy, int pw, int ph, const std:
   o += "<text x=\"" + std::to_string((x0 + x1) / 2) + "\" y=\"" + std::to_string(y1 + 40) +
        "\" text-anchor=\"middle\">" + escape(p.x_label) + "</text>\n";
   const int ly = (y0 + y1) / 2, lx = ox + 16;
-  o += "<text x=\"" + std::to_string(lx) + "\" y=\"" + std::to_string(ly) + "\" text-anchor=\"middle\" transform=\"rotate(-90 " +
-       std::to_string(lx) + " " + std::to_string(ly) + ")\">" + escape(p.y_label) + "</text>\n";
+  o += "<text x=\"" + std::to_string(lx) + "\" y=\"" + std::to_string(ly) +
+       "\" text-anchor=\"middle\" transform=\"rotate(-90 " + std::to_string(lx) + " " + std::to_string(ly) + ")\">" +
+       escape(p.y_label) + "</text>\n";
   for (const auto& h : p.hlines) {
     if (!finite(h.y) || (ay.log && h.y <= 0)) continue;
     const double yy = py(h.y);
@@ -300,7 +305,7 @@ std::string panel_svg(const Panel& p, int ox, int oy, int pw, int ph, const std:
 
 std::string line_charts(const std::string& title, const std::vector<Panel>& panels, int columns,
                         const std::string& subtitle) {
-  const int pw = 540, ph = 370;                 // one panel
+  const int pw = 540, ph = 370;  // one panel
   columns = std::max(1, std::min<int>(columns, int(panels.size())));
   const int rows = int((panels.size() + columns - 1) / columns);
 
@@ -379,11 +384,12 @@ std::string heat_maps(const std::string& title, const std::vector<HeatGrid>& gri
       o += "<text x=\"" + std::to_string(gx - 6) + "\" y=\"" + std::to_string(gy + int(r) * ch + ch / 2 + 4) +
            "\" text-anchor=\"end\">" + escape(g.row_labels[r]) + "</text>\n";
       for (size_t c = 0; c < g.col_labels.size(); ++c) {
-        const double v = r < g.value.size() && c < g.value[r].size() ? g.value[r][c]
-                                                                      : std::numeric_limits<double>::quiet_NaN();
+        const double v =
+            r < g.value.size() && c < g.value[r].size() ? g.value[r][c] : std::numeric_limits<double>::quiet_NaN();
         const int x = gx + int(c) * cw, y = gy + int(r) * ch;
         o += "<rect x=\"" + std::to_string(x) + "\" y=\"" + std::to_string(y) + "\" width=\"" + std::to_string(cw) +
-             "\" height=\"" + std::to_string(ch) + "\" fill=\"" + color(v) + "\" stroke=\"white\" stroke-width=\"2\"/>\n";
+             "\" height=\"" + std::to_string(ch) + "\" fill=\"" + color(v) +
+             "\" stroke=\"white\" stroke-width=\"2\"/>\n";
         const std::string t = r < g.text.size() && c < g.text[r].size() ? g.text[r][c] : "";
         if (!t.empty())
           o += "<text x=\"" + std::to_string(x + cw / 2) + "\" y=\"" + std::to_string(y + ch / 2 + 4) +
@@ -396,11 +402,12 @@ std::string heat_maps(const std::string& title, const std::vector<HeatGrid>& gri
     for (size_t c = 0; c < g.col_labels.size(); ++c)
       o += "<text x=\"" + std::to_string(gx + int(c) * cw + cw / 2) + "\" y=\"" + std::to_string(bottom + 16) +
            "\" text-anchor=\"middle\">" + escape(g.col_labels[c]) + "</text>\n";
-    o += "<text x=\"" + std::to_string(gx + int(g.col_labels.size()) * cw / 2) + "\" y=\"" + std::to_string(bottom + 36) +
-         "\" text-anchor=\"middle\">" + escape(x_label) + "</text>\n";
+    o += "<text x=\"" + std::to_string(gx + int(g.col_labels.size()) * cw / 2) + "\" y=\"" +
+         std::to_string(bottom + 36) + "\" text-anchor=\"middle\">" + escape(x_label) + "</text>\n";
     const int lx = ox[gi] + 14, ly = gy + int(g.row_labels.size()) * ch / 2;
-    o += "<text x=\"" + std::to_string(lx) + "\" y=\"" + std::to_string(ly) + "\" text-anchor=\"middle\" transform=\"rotate(-90 " +
-         std::to_string(lx) + " " + std::to_string(ly) + ")\">" + escape(y_label) + "</text>\n</g>\n";
+    o += "<text x=\"" + std::to_string(lx) + "\" y=\"" + std::to_string(ly) +
+         "\" text-anchor=\"middle\" transform=\"rotate(-90 " + std::to_string(lx) + " " + std::to_string(ly) + ")\">" +
+         escape(y_label) + "</text>\n</g>\n";
   }
   o += "</svg>\n";
   return o;

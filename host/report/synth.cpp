@@ -50,8 +50,9 @@ struct Rng {
   // blow up a quantization block's scale.
   float normal() {
     const uint64_t r = next();
-    const uint32_t sum = uint32_t(r & 0xFFFF) + uint32_t((r >> 16) & 0xFFFF) + uint32_t((r >> 32) & 0xFFFF) + uint32_t(r >> 48);
-    constexpr float kScale = 1.7320508f / 65536.0f;  // sqrt(3): the sum of 4 U(0,1) has variance 1/3
+    const uint32_t sum =
+        uint32_t(r & 0xFFFF) + uint32_t((r >> 16) & 0xFFFF) + uint32_t((r >> 32) & 0xFFFF) + uint32_t(r >> 48);
+    constexpr float kScale = 1.7320508f / 65536.0f;   // sqrt(3): the sum of 4 U(0,1) has variance 1/3
     return (float(sum) + 2.0f - 131072.0f) * kScale;  // +2: each uniform is (k + 0.5) / 65536
   }
 };
@@ -73,7 +74,8 @@ std::vector<TensorSpec> tensor_specs(const SynthShape& s) {
   std::vector<TensorSpec> t;
   // Tied: the embedding rows are also the lm head, whose logits should be O(1).
   const bool gemma = s.arch == "gemma3";
-  t.push_back({"token_embd.weight", s.embedding_type(), D, s.n_vocab, 0.0f, s.tied_output || gemma ? inv_sqrt(D) : 1.0f});
+  t.push_back(
+      {"token_embd.weight", s.embedding_type(), D, s.n_vocab, 0.0f, s.tied_output || gemma ? inv_sqrt(D) : 1.0f});
   t.push_back({"output_norm.weight", F32, D, 1, 1.0f, norm_sd});
   if (!s.tied_output) t.push_back({"output.weight", W, D, s.n_vocab, 0.0f, inv_sqrt(D)});
   for (uint32_t l = 0; l < s.n_layer; ++l) {
@@ -140,21 +142,21 @@ void fill_tensor(const TensorSpec& t, uint64_t seed, uint8_t* dst) {
 // llama.cpp's general.file_type (enum llama_ftype) for a model whose matrices are `type`.
 uint32_t llama_ftype(GgmlType type) {
   switch (type) {
-    case GgmlType::F32: return 0;    // ALL_F32
-    case GgmlType::F16: return 1;    // MOSTLY_F16
-    case GgmlType::Q4_0: return 2;    // MOSTLY_Q4_0
-    case GgmlType::Q4_1: return 3;    // MOSTLY_Q4_1
-    case GgmlType::Q8_0: return 7;    // MOSTLY_Q8_0
-    case GgmlType::Q5_0: return 8;    // MOSTLY_Q5_0
-    case GgmlType::Q5_1: return 9;    // MOSTLY_Q5_1
-    case GgmlType::Q2_K: return 10;   // MOSTLY_Q2_K
-    case GgmlType::Q3_K: return 11;   // MOSTLY_Q3_K_S (every matrix q3_K)
-    case GgmlType::Q4_K: return 14;   // MOSTLY_Q4_K_S (every matrix q4_K)
-    case GgmlType::Q5_K: return 16;   // MOSTLY_Q5_K_S (every matrix q5_K)
-    case GgmlType::Q6_K: return 18;   // MOSTLY_Q6_K
-    case GgmlType::IQ4_NL: return 25; // MOSTLY_IQ4_NL
-    case GgmlType::IQ4_XS: return 30; // MOSTLY_IQ4_XS
-    case GgmlType::BF16: return 32;   // MOSTLY_BF16
+    case GgmlType::F32: return 0;      // ALL_F32
+    case GgmlType::F16: return 1;      // MOSTLY_F16
+    case GgmlType::Q4_0: return 2;     // MOSTLY_Q4_0
+    case GgmlType::Q4_1: return 3;     // MOSTLY_Q4_1
+    case GgmlType::Q8_0: return 7;     // MOSTLY_Q8_0
+    case GgmlType::Q5_0: return 8;     // MOSTLY_Q5_0
+    case GgmlType::Q5_1: return 9;     // MOSTLY_Q5_1
+    case GgmlType::Q2_K: return 10;    // MOSTLY_Q2_K
+    case GgmlType::Q3_K: return 11;    // MOSTLY_Q3_K_S (every matrix q3_K)
+    case GgmlType::Q4_K: return 14;    // MOSTLY_Q4_K_S (every matrix q4_K)
+    case GgmlType::Q5_K: return 16;    // MOSTLY_Q5_K_S (every matrix q5_K)
+    case GgmlType::Q6_K: return 18;    // MOSTLY_Q6_K
+    case GgmlType::IQ4_NL: return 25;  // MOSTLY_IQ4_NL
+    case GgmlType::IQ4_XS: return 30;  // MOSTLY_IQ4_XS
+    case GgmlType::BF16: return 32;    // MOSTLY_BF16
     default: throw Error(ErrorKind::InvalidArgument, std::string("no llama.cpp file type for ") + type_name(type));
   }
 }
@@ -162,15 +164,16 @@ uint32_t llama_ftype(GgmlType type) {
 void check_type(GgmlType t, const char* what) {
   const TypeTraits* tr = type_traits(static_cast<uint32_t>(t));
   if (!tr || !tr->supported)
-    throw Error(ErrorKind::InvalidArgument, std::string(what) + " " + (tr ? tr->name : "unknown") + " is not supported (supported: " +
-                supported_type_names() + ")");
+    throw Error(ErrorKind::InvalidArgument, std::string(what) + " " + (tr ? tr->name : "unknown") +
+                                                " is not supported (supported: " + supported_type_names() + ")");
 }
 
 void check_rows(GgmlType t, uint64_t n, const char* what) {
   const uint32_t bs = traits_of(t).block_size;
   if (n % bs)
-    throw Error(ErrorKind::InvalidArgument, std::string(type_name(t)) + " needs rows that are multiples of " + std::to_string(bs) + ": " + what +
-                " = " + std::to_string(n) + " is not");
+    throw Error(ErrorKind::InvalidArgument, std::string(type_name(t)) + " needs rows that are multiples of " +
+                                                std::to_string(bs) + ": " + what + " = " + std::to_string(n) +
+                                                " is not");
 }
 
 GgufWriter synth_writer(const SynthShape& s, bool with_fill) {
@@ -235,7 +238,8 @@ void check_synth_shape(const SynthShape& s) {
     throw Error(ErrorKind::InvalidArgument, "gemma3 needs a sliding window (swa=N, 1..16777216)");
   auto positive = [](uint64_t v, const char* what, uint64_t max) {
     if (v == 0 || v > max)
-      throw Error(ErrorKind::InvalidArgument, std::string(what) + " = " + std::to_string(v) + " is out of range (1.." + std::to_string(max) + ")");
+      throw Error(ErrorKind::InvalidArgument,
+                  std::string(what) + " = " + std::to_string(v) + " is out of range (1.." + std::to_string(max) + ")");
   };
   // The bounds host/model/model.cpp accepts.
   positive(s.n_embd, "dim", 1u << 16);
@@ -246,17 +250,21 @@ void check_synth_shape(const SynthShape& s) {
   positive(s.n_vocab, "vocab", 1u << 22);
   positive(s.n_ctx, "ctx", 1u << 24);
   if (s.n_head % s.n_head_kv)
-    throw Error(ErrorKind::InvalidArgument, "heads = " + std::to_string(s.n_head) + " is not a multiple of kv_heads = " + std::to_string(s.n_head_kv));
+    throw Error(ErrorKind::InvalidArgument, "heads = " + std::to_string(s.n_head) +
+                                                " is not a multiple of kv_heads = " + std::to_string(s.n_head_kv));
   if (!s.head_dim && s.n_embd % s.n_head)
-    throw Error(ErrorKind::InvalidArgument, "dim = " + std::to_string(s.n_embd) + " is not a multiple of heads = " + std::to_string(s.n_head) +
-                " (give head_dim)");
+    throw Error(ErrorKind::InvalidArgument, "dim = " + std::to_string(s.n_embd) + " is not a multiple of heads = " +
+                                                std::to_string(s.n_head) + " (give head_dim)");
   const uint32_t hd = s.head_size();
   if (hd % 2 || hd > SNAPVK_MAX_HEAD_DIM)
-    throw Error(ErrorKind::InvalidArgument, "head_dim = " + std::to_string(hd) + " must be even and at most " + std::to_string(SNAPVK_MAX_HEAD_DIM));
+    throw Error(ErrorKind::InvalidArgument, "head_dim = " + std::to_string(hd) + " must be even and at most " +
+                                                std::to_string(SNAPVK_MAX_HEAD_DIM));
   if (s.n_vocab < kSynthMinVocab)
-    throw Error(ErrorKind::InvalidArgument, "vocab = " + std::to_string(s.n_vocab) + " is too small (at least " + std::to_string(kSynthMinVocab) +
-                ": 3 special tokens, 256 byte tokens and a few pieces)");
-  if (!(s.rope_base > 0) || !std::isfinite(s.rope_base)) throw Error(ErrorKind::InvalidArgument, "rope_base must be positive");
+    throw Error(ErrorKind::InvalidArgument, "vocab = " + std::to_string(s.n_vocab) + " is too small (at least " +
+                                                std::to_string(kSynthMinVocab) +
+                                                ": 3 special tokens, 256 byte tokens and a few pieces)");
+  if (!(s.rope_base > 0) || !std::isfinite(s.rope_base))
+    throw Error(ErrorKind::InvalidArgument, "rope_base must be positive");
   check_type(s.weight_type, "weight type");
   check_type(s.embedding_type(), "embedding type");
   check_rows(s.embedding_type(), s.n_embd, "dim");
@@ -269,7 +277,8 @@ const SynthShape* synth_preset(std::string_view name) {
   auto make = [](uint32_t dim, uint32_t layers, uint32_t heads, uint32_t kv, uint32_t ff, uint32_t vocab, uint32_t ctx,
                  uint32_t head_dim, float rope_base) {
     SynthShape s;
-    s.n_embd = dim, s.n_layer = layers, s.n_head = heads, s.n_head_kv = kv, s.n_ff = ff, s.n_vocab = vocab, s.n_ctx = ctx;
+    s.n_embd = dim, s.n_layer = layers, s.n_head = heads, s.n_head_kv = kv, s.n_ff = ff, s.n_vocab = vocab,
+    s.n_ctx = ctx;
     s.head_dim = head_dim, s.rope_base = rope_base;
     return s;
   };
@@ -290,7 +299,8 @@ std::vector<std::string> synth_preset_names() { return {"tiny", "small-gqa", "15
 SynthShape parse_synth_shape(const std::string& spec) {
   SynthShape s;
   bool have_kv = false, have_ctx = false;
-  std::map<std::string, bool> required = {{"dim", false}, {"layers", false}, {"heads", false}, {"ff", false}, {"vocab", false}};
+  std::map<std::string, bool> required = {
+      {"dim", false}, {"layers", false}, {"heads", false}, {"ff", false}, {"vocab", false}};
   auto number = [&](const std::string& key, const std::string& val, uint64_t max) {
     size_t used = 0;
     unsigned long long v = 0;
@@ -300,7 +310,8 @@ SynthShape parse_synth_shape(const std::string& spec) {
       used = 0;
     }
     if (val.empty() || used != val.size() || v > max)
-      throw Error(ErrorKind::InvalidArgument, "shape: " + key + "=" + val + ": not a whole number in 0.." + std::to_string(max));
+      throw Error(ErrorKind::InvalidArgument,
+                  "shape: " + key + "=" + val + ": not a whole number in 0.." + std::to_string(max));
     return v;
   };
   size_t pos = 0;
@@ -315,19 +326,32 @@ SynthShape parse_synth_shape(const std::string& spec) {
     const std::string key = item.substr(0, eq), val = item.substr(eq + 1);
     const uint64_t u32 = UINT32_MAX;
     if (required.count(key)) required[key] = true;
-    if (key == "dim") s.n_embd = uint32_t(number(key, val, u32));
-    else if (key == "layers") s.n_layer = uint32_t(number(key, val, u32));
-    else if (key == "heads") s.n_head = uint32_t(number(key, val, u32));
-    else if (key == "kv_heads") s.n_head_kv = uint32_t(number(key, val, u32)), have_kv = true;
-    else if (key == "ff") s.n_ff = uint32_t(number(key, val, u32));
-    else if (key == "vocab") s.n_vocab = uint32_t(number(key, val, u32));
-    else if (key == "ctx") s.n_ctx = uint32_t(number(key, val, u32)), have_ctx = true;
-    else if (key == "head_dim") s.head_dim = uint32_t(number(key, val, u32));
-    else if (key == "seed") s.seed = number(key, val, UINT64_MAX);
-    else if (key == "tied") s.tied_output = number(key, val, 1) != 0;
-    else if (key == "swa") s.sliding_window = uint32_t(number(key, val, u32));
-    else if (key == "swa_pattern") s.swa_pattern = uint32_t(number(key, val, 1024));
-    else if (key == "arch") s.arch = val;
+    if (key == "dim")
+      s.n_embd = uint32_t(number(key, val, u32));
+    else if (key == "layers")
+      s.n_layer = uint32_t(number(key, val, u32));
+    else if (key == "heads")
+      s.n_head = uint32_t(number(key, val, u32));
+    else if (key == "kv_heads")
+      s.n_head_kv = uint32_t(number(key, val, u32)), have_kv = true;
+    else if (key == "ff")
+      s.n_ff = uint32_t(number(key, val, u32));
+    else if (key == "vocab")
+      s.n_vocab = uint32_t(number(key, val, u32));
+    else if (key == "ctx")
+      s.n_ctx = uint32_t(number(key, val, u32)), have_ctx = true;
+    else if (key == "head_dim")
+      s.head_dim = uint32_t(number(key, val, u32));
+    else if (key == "seed")
+      s.seed = number(key, val, UINT64_MAX);
+    else if (key == "tied")
+      s.tied_output = number(key, val, 1) != 0;
+    else if (key == "swa")
+      s.sliding_window = uint32_t(number(key, val, u32));
+    else if (key == "swa_pattern")
+      s.swa_pattern = uint32_t(number(key, val, 1024));
+    else if (key == "arch")
+      s.arch = val;
     else if (key == "rope_base") {
       size_t used = 0;
       try {
@@ -335,14 +359,17 @@ SynthShape parse_synth_shape(const std::string& spec) {
       } catch (...) {
         used = 0;
       }
-      if (val.empty() || used != val.size()) throw Error(ErrorKind::InvalidArgument, "shape: rope_base=" + val + ": not a number");
+      if (val.empty() || used != val.size())
+        throw Error(ErrorKind::InvalidArgument, "shape: rope_base=" + val + ": not a number");
     } else {
       throw Error(ErrorKind::InvalidArgument, "shape: unknown key '" + key +
-                  "' (keys: dim, layers, heads, kv_heads, ff, vocab, ctx, arch, head_dim, rope_base, tied, seed, swa, swa_pattern)");
+                                                  "' (keys: dim, layers, heads, kv_heads, ff, vocab, ctx, arch, "
+                                                  "head_dim, rope_base, tied, seed, swa, swa_pattern)");
     }
   }
   for (const auto& [key, seen] : required)
-    if (!seen) throw Error(ErrorKind::InvalidArgument, "shape: missing " + key + "=N (needs dim, layers, heads, ff and vocab)");
+    if (!seen)
+      throw Error(ErrorKind::InvalidArgument, "shape: missing " + key + "=N (needs dim, layers, heads, ff and vocab)");
   if (!have_kv) s.n_head_kv = s.n_head;
   if (!have_ctx) s.n_ctx = 4096;
   try {

@@ -9,11 +9,10 @@
 //
 // Weights are scaled so the network is numerically sane at any depth: matrices N(0, 1/fan_in)
 // (unit-variance outputs for unit-variance inputs), norms 1 + N(0, 0.1^2), embeddings N(0, 1)
-// (N(0, 1/n_embd) when tied to the output, so logits stay of order 1), qwen2 biases N(0, 0.2^2), qwen3 and gemma3 q/k norms as the other norms; gemma3 embeddings
-// N(0, 1/n_embd) (Gemma scales them by sqrt(n_embd)).
-// "N" is a bounded integer-only approximation (synth.cpp), so the bytes are the same on every
-// platform. Each row draws from its own generator seeded by (seed, tensor name, row), so a file
-// is also the same whatever the thread count.
+// (N(0, 1/n_embd) when tied to the output, so logits stay of order 1), qwen2 biases N(0, 0.2^2), qwen3 and gemma3 q/k
+// norms as the other norms; gemma3 embeddings N(0, 1/n_embd) (Gemma scales them by sqrt(n_embd)). "N" is a bounded
+// integer-only approximation (synth.cpp), so the bytes are the same on every platform. Each row draws from its own
+// generator seeded by (seed, tensor name, row), so a file is also the same whatever the thread count.
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -27,16 +26,16 @@ namespace snapvk {
 class GgufFile;
 
 struct SynthShape {
-  std::string arch = "llama";  // or "qwen2" (q/k/v biases, NEOX rope), "qwen3" (per-head q/k norms, NEOX rope),
-                               // "gemma3" (q/k norms, post-norms, GELU, sliding-window layers)
+  std::string arch = "llama";   // or "qwen2" (q/k/v biases, NEOX rope), "qwen3" (per-head q/k norms, NEOX rope),
+                                // "gemma3" (q/k norms, post-norms, GELU, sliding-window layers)
   uint32_t sliding_window = 0;  // gemma3: attention.sliding_window (required there)
   uint32_t swa_pattern = 6;     // gemma3: layer l slides when l % swa_pattern < swa_pattern - 1
   uint32_t n_embd = 0, n_layer = 0, n_head = 0, n_head_kv = 0, n_ff = 0, n_vocab = 0, n_ctx = 0;
   uint32_t head_dim = 0;  // 0: n_embd / n_head
   float rope_base = 10000.0f;
-  GgmlType weight_type = GgmlType::F16;     // matrices; norms and biases are always f32
-  std::optional<GgmlType> embd_type;        // token_embd; unset: weight_type
-  bool tied_output = false;                 // no output.weight: the lm head is token_embd
+  GgmlType weight_type = GgmlType::F16;  // matrices; norms and biases are always f32
+  std::optional<GgmlType> embd_type;     // token_embd; unset: weight_type
+  bool tied_output = false;              // no output.weight: the lm head is token_embd
   uint64_t seed = 1;
 
   uint32_t head_size() const { return head_dim ? head_dim : (n_head ? n_embd / n_head : 0); }
@@ -57,9 +56,9 @@ const SynthShape* synth_preset(std::string_view name);
 std::vector<std::string> synth_preset_names();
 
 // "dim=256,layers=4,heads=8,kv_heads=4,ff=704,vocab=4096,ctx=32768,arch=llama,head_dim=64,
-// rope_base=10000,tied=1,seed=7" (gemma3 also swa=N, swa_pattern=N). dim, layers, heads, ff and vocab are required; kv_heads
-// defaults to heads, ctx to 4096. Throws snapvk::Error for an unknown key, a malformed value or
-// a shape that check_synth_shape rejects.
+// rope_base=10000,tied=1,seed=7" (gemma3 also swa=N, swa_pattern=N). dim, layers, heads, ff and vocab are required;
+// kv_heads defaults to heads, ctx to 4096. Throws snapvk::Error for an unknown key, a malformed value or a shape that
+// check_synth_shape rejects.
 SynthShape parse_synth_shape(const std::string& spec);
 
 // Parameters (elements of all tensors) and the GGUF file size in bytes, metadata included.

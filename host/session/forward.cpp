@@ -29,15 +29,21 @@ void Session::layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uin
   const float scale = c.attention_scale();
   // sliding-window layers rotate with their own base and no scaling (gemma3)
   const bool swa = c.is_swa(l);
-  const RopeParams rope{c.head_dim, c.n_rot, pos0, swa ? c.rope_base_swa : c.rope_base, uint32_t(c.rope_type),
+  const RopeParams rope{c.head_dim,
+                        c.n_rot,
+                        pos0,
+                        swa ? c.rope_base_swa : c.rope_base,
+                        uint32_t(c.rope_type),
                         swa ? 1.0f : c.rope_freq_scale};
   const Buffer& rope_factors = w.rope_freqs ? w.rope_freqs.buf : w.output_norm.buf;  // unread when absent
   CommandStream& cs = cs_;
   Activations& a = act_;
   // Projection y = W x for each of the T rows: matrix-vector for one token, matrix-matrix for a batch.
   auto project = [&](const DeviceTensor& W, BufferRange in, BufferRange out) {
-    if (T == 1) op_matvec(cs, k, W.type, W.buf, in, out, W.rows, W.cols);
-    else op_matmul(cs, k, W.type, W.buf, in, out, T, W.rows, W.cols);
+    if (T == 1)
+      op_matvec(cs, k, W.type, W.buf, in, out, W.rows, W.cols);
+    else
+      op_matmul(cs, k, W.type, W.buf, in, out, T, W.rows, W.cols);
   };
 
   // xn = rmsnorm(x); q, k, v = projections of xn
@@ -89,8 +95,10 @@ void Session::layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uin
   project(L.w_gate, a.xn, a.gate);
   project(L.w_up, a.xn, a.up);
   cs.barrier();
-  if (c.gelu_ffn) op_geglu(cs, k, a.gate, a.up, a.gate, T * c.n_ff);
-  else op_swiglu(cs, k, a.gate, a.up, a.gate, T * c.n_ff);
+  if (c.gelu_ffn)
+    op_geglu(cs, k, a.gate, a.up, a.gate, T * c.n_ff);
+  else
+    op_swiglu(cs, k, a.gate, a.up, a.gate, T * c.n_ff);
   cs.barrier();
   project(L.w_down, a.gate, a.xn);
   cs.barrier();
@@ -122,7 +130,8 @@ void Session::logits_of_row(BufferRange x_row) {
   op_rms_norm(cs_, model_.kernels(), x_row, w.output_norm.buf, BufferRange(act_.xn, 0, row), 1, c.n_embd, c.rms_eps);
   cs_.barrier();
   const DeviceTensor& head = w.lm_head();
-  op_matvec(cs_, model_.kernels(), head.type, head.buf, BufferRange(act_.xn, 0, row), act_.logits, head.rows, head.cols);
+  op_matvec(cs_, model_.kernels(), head.type, head.buf, BufferRange(act_.xn, 0, row), act_.logits, head.rows,
+            head.cols);
   if (c.logit_softcap > 0) {
     // logits = cap * tanh(logits / cap)
     cs_.barrier();

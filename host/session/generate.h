@@ -9,9 +9,9 @@
 #include <string_view>
 #include <vector>
 
+#include "host/model/tokenizer.h"
 #include "host/session/sampler.h"
 #include "host/session/session.h"
-#include "host/model/tokenizer.h"
 
 namespace snapvk {
 
@@ -19,8 +19,8 @@ enum class StopReason { EndOfGeneration, MaxTokens, ContextFull, Callback, Cance
 const char* stop_reason_name(StopReason r);
 
 struct GenerateOptions {
-  uint32_t max_tokens = 0;   // 0: until the context is full
-  bool stop_at_eog = true;   // an end-of-generation token ends the loop (it is neither emitted nor decoded)
+  uint32_t max_tokens = 0;  // 0: until the context is full
+  bool stop_at_eog = true;  // an end-of-generation token ends the loop (it is neither emitted nor decoded)
   // More tokens that end generation as the vocabulary's own (Tokenizer::is_eog) do: a chat
   // template's end of turn (ChatTemplate::stop_tokens).
   std::vector<int32_t> stop_tokens;
@@ -45,17 +45,16 @@ struct GenerateResult {
   std::vector<int32_t> tokens;  // emitted tokens (an end-of-generation token is not one)
   std::string text;             // their pieces
   StopReason stop = StopReason::MaxTokens;
-  int32_t last_token = -1;      // the last token chosen (the end-of-generation one when it stopped there)
-  uint32_t decoded = 0;         // tokens fed back into the cache
-  double decode_ms = 0;         // time in Session::decode
-  double wall_ms = 0;           // time in the loop
+  int32_t last_token = -1;  // the last token chosen (the end-of-generation one when it stopped there)
+  uint32_t decoded = 0;     // tokens fed back into the cache
+  double decode_ms = 0;     // time in Session::decode
+  double wall_ms = 0;       // time in the loop
 };
 
 // Generates after `logits` (those of the session's last token). Fills `r` as it goes, so that a
 // caller still sees what was generated when a decode throws; Cancelled from the session ends the
 // loop with StopReason::Cancelled.
-void generate(Session& s, Sampler& sampler, std::span<const float> logits, const GenerateOptions& o,
-              GenerateResult& r);
+void generate(Session& s, Sampler& sampler, std::span<const float> logits, const GenerateOptions& o, GenerateResult& r);
 
 // Splits a byte stream into whole UTF-8 characters: push() returns what is complete, holding back
 // the start of a character whose bytes have not all arrived; bytes that cannot start or continue

@@ -21,7 +21,8 @@ void check_session_shape(const ModelConfig& c, uint32_t n_ctx, uint32_t n_batch)
 uint64_t activation_bytes(const ModelConfig& c, uint32_t n_batch, uint32_t n_ctx, uint32_t decode_chunk) {
   if (decode_chunk == 0) throw Error(ErrorKind::InvalidArgument, "memory model: decode_chunk must be at least 1");
   const uint64_t B = n_batch;
-  const uint64_t per_row = 2ull * c.n_embd + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * c.n_ff;  // x, xn, q+attn, k+v, gate+up
+  const uint64_t per_row =
+      2ull * c.n_embd + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * c.n_ff;  // x, xn, q+attn, k+v, gate+up
   const uint64_t part = uint64_t(c.n_head) * ((uint64_t(n_ctx) + decode_chunk - 1) / decode_chunk) * (c.head_dim + 2);
   return 4 * (B * per_row + part + B + c.n_vocab);
 }
@@ -45,7 +46,9 @@ MemoryEstimate estimate_memory(const ModelConfig& c, uint64_t weight_bytes, cons
   check_session_shape(c, q.n_ctx, q.n_batch);
   checked_range(q.prompt_len, 0, kMaxContext, "memory model: prompt length");
   q.kv.validate();
-  if (uint32_t(q.kv_type) >= kKvTypes) throw Error(ErrorKind::InvalidArgument, "memory model: unknown KV type " + std::to_string(uint32_t(q.kv_type)), Param::KvType);
+  if (uint32_t(q.kv_type) >= kKvTypes)
+    throw Error(ErrorKind::InvalidArgument, "memory model: unknown KV type " + std::to_string(uint32_t(q.kv_type)),
+                Param::KvType);
   MemoryEstimate e;
   const uint64_t row = kv_row_bytes(q.kv_type, c.head_dim);
   const uint32_t L = q.prompt_len, n_kv = c.n_head_kv;
@@ -63,7 +66,7 @@ MemoryEstimate estimate_memory(const ModelConfig& c, uint64_t weight_bytes, cons
   for (uint32_t l = 0; l < c.n_layer; ++l)  // sliding-window layers are not compacted
     if (!c.is_swa(l)) scratch = std::max(scratch, KvCache::compaction_scratch_bytes(c, q.kv, L, budgets[l]));
   const uint32_t n_q = q.kv.voting_queries(L);
-  e.prefill_transient = uint64_t(L) * c.n_embd * 4        // hidden states of the prompt
+  e.prefill_transient = uint64_t(L) * c.n_embd * 4             // hidden states of the prompt
                         + 2ull * n_kv * L * row + 8ull * n_kv  // one layer's full K/V
                         + uint64_t(n_q) * c.q_dim() * 4        // the voting queries
                         + scratch;

@@ -14,20 +14,20 @@ namespace snapvk {
 
 struct MemoryEstimate {
   uint64_t weights = 0;
-  uint64_t activations = 0;        // per-batch activations, decode partials, ids, logits
-  uint64_t kv_cache = 0;           // the session's KV cache after the prompt (compacted or full)
-  uint64_t kv_full_equivalent = 0; // what a full cache of n_ctx positions would take
-  uint64_t prefill_transient = 0;  // compressed prefill only: prompt hidden states, one layer's full K/V, scores
-  uint64_t peak = 0;               // the largest total at any time
+  uint64_t activations = 0;         // per-batch activations, decode partials, ids, logits
+  uint64_t kv_cache = 0;            // the session's KV cache after the prompt (compacted or full)
+  uint64_t kv_full_equivalent = 0;  // what a full cache of n_ctx positions would take
+  uint64_t prefill_transient = 0;   // compressed prefill only: prompt hidden states, one layer's full K/V, scores
+  uint64_t peak = 0;                // the largest total at any time
 };
 
 struct MemoryQuery {
-  uint32_t prompt_len = 0;        // L
-  uint32_t n_ctx = 0;             // positions held: prompt + generated
+  uint32_t prompt_len = 0;  // L
+  uint32_t n_ctx = 0;       // positions held: prompt + generated
   uint32_t n_batch = 256;
   KvType kv_type = KvType::F16;
   KvPolicyOptions kv;
-  uint32_t decode_chunk = 256;    // AttentionKernels::decode_chunk of the device
+  uint32_t decode_chunk = 256;  // AttentionKernels::decode_chunk of the device
 };
 
 // Throws snapvk::Error naming the quantity for a config that ModelConfig::check() rejects, a query

@@ -42,7 +42,9 @@ int32_t Sampler::sample(std::span<const float> logits) {
       l = l > 0 ? l / p_.repeat_penalty : l * p_.repeat_penalty;
     }
   }
-  auto by_logit = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
+  auto by_logit = [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
   if (p_.temp <= 0) return std::min_element(cand_.begin(), cand_.end(), by_logit)->second;
 
   size_t n = cand_.size();

@@ -11,11 +11,11 @@ namespace snapvk {
 
 struct SamplerParams {
   float temp = 0.8f;
-  int32_t top_k = 40;            // <= 0: off
-  float top_p = 0.95f;           // >= 1: off
-  float min_p = 0.05f;           // <= 0: off
-  float repeat_penalty = 1.0f;   // 1: off
-  int32_t repeat_last_n = 64;    // tokens the penalty looks back over
+  int32_t top_k = 40;           // <= 0: off
+  float top_p = 0.95f;          // >= 1: off
+  float min_p = 0.05f;          // <= 0: off
+  float repeat_penalty = 1.0f;  // 1: off
+  int32_t repeat_last_n = 64;   // tokens the penalty looks back over
   uint64_t seed = 0;
 };
 

@@ -14,15 +14,17 @@ namespace {
 // Refuses, before allocating anything, what the memory model says cannot fit the context's
 // budget, and holds those bytes for this thread's allocations until the hold ends (so another
 // session created at the same time cannot take them in between).
-MemoryTracker::Hold hold_budget(const Model& m, const SessionOptions& o, uint32_t prompt_len, uint64_t already_counted) {
+MemoryTracker::Hold hold_budget(const Model& m, const SessionOptions& o, uint32_t prompt_len,
+                                uint64_t already_counted) {
   if (!m.ctx().memory().budget()) return {};
   MemoryEstimate e = estimate_memory(m.config(), 0, memory_query(m, o, prompt_len));
   if (prompt_len == 0) e.peak = e.activations, e.kv_cache = e.prefill_transient = 0;  // a compressed cache comes later
-  const uint64_t need = e.peak > already_counted ? e.peak - already_counted : 0;  // weights are already counted
+  const uint64_t need = e.peak > already_counted ? e.peak - already_counted : 0;      // weights are already counted
   return m.ctx().memory().hold(need, [&](uint64_t in_use, uint64_t budget) {
     return "does not fit the device memory budget: " +
-           (o.kv.compresses() ? std::to_string(prompt_len) + "-token prompt with KV policy " + kv_policy_name(o.kv.policy)
-                              : std::string("a full KV cache")) +
+           (o.kv.compresses()
+                ? std::to_string(prompt_len) + "-token prompt with KV policy " + kv_policy_name(o.kv.policy)
+                : std::string("a full KV cache")) +
            " and n_ctx " + std::to_string(o.n_ctx) + " needs " + format_bytes(need) + " more (KV cache " +
            format_bytes(e.kv_cache) + ", prefill buffers " + format_bytes(e.prefill_transient) + ", activations " +
            format_bytes(e.activations) + "); " + format_bytes(in_use) + " in use of " + format_bytes(budget);
@@ -38,7 +40,10 @@ SessionOptions with_default_ctx(const Model& m, SessionOptions o) {
 uint32_t default_n_ctx(const ModelConfig& c) { return std::min<uint32_t>(c.n_ctx_train, 4096); }
 
 Session::Session(const Model& model, const SessionOptions& opts)
-    : model_(model), opts_(with_default_ctx(model, opts)), cache_(model, opts_.kv_type, opts_.n_ctx, std::min(opts_.n_batch, opts_.n_ctx)), cs_(model.ctx()),
+    : model_(model),
+      opts_(with_default_ctx(model, opts)),
+      cache_(model, opts_.kv_type, opts_.n_ctx, std::min(opts_.n_batch, opts_.n_ctx)),
+      cs_(model.ctx()),
       cs_compress_(model.ctx()) {
   const ModelConfig& c = model.config();
   Context& ctx = model.ctx();
@@ -46,18 +51,22 @@ Session::Session(const Model& model, const SessionOptions& opts)
   c.check();
   check_session_shape(c, opts_.n_ctx, opts_.n_batch);
   if (opts_.kv_type == KvType::Q8_0 && c.head_dim % 32)
-    throw Error(ErrorKind::InvalidArgument, "the q8_0 KV type needs a head dimension that is a multiple of 32 (this model's is " +
-                std::to_string(c.head_dim) + ")", Param::KvType);
+    throw Error(ErrorKind::InvalidArgument,
+                "the q8_0 KV type needs a head dimension that is a multiple of 32 (this model's is " +
+                    std::to_string(c.head_dim) + ")",
+                Param::KvType);
   opts_.kv.validate();
   // A layer's K (and V) for n_ctx positions is one storage binding (the cache, or a compressing
   // prefill's transient layer): it must fit the device's largest binding.
   const uint64_t kv_row = uint64_t(c.n_head_kv) * kv_row_bytes(opts_.kv_type, c.head_dim);
   const uint64_t max_range = ctx.info().max_storage_buffer_range;
   if (max_range && kv_row * opts_.n_ctx > max_range)
-    throw Error(ErrorKind::InvalidArgument, "n_ctx " + std::to_string(opts_.n_ctx) + " needs K and V buffers of " + format_bytes(kv_row * opts_.n_ctx) +
-                " per layer, more than " + ctx.info().name + " binds at once (maxStorageBufferRange " +
-                format_bytes(max_range) + "); the largest n_ctx for this model and KV type here is " +
-                std::to_string(max_range / kv_row), Param::NCtx);
+    throw Error(ErrorKind::InvalidArgument,
+                "n_ctx " + std::to_string(opts_.n_ctx) + " needs K and V buffers of " +
+                    format_bytes(kv_row * opts_.n_ctx) + " per layer, more than " + ctx.info().name +
+                    " binds at once (maxStorageBufferRange " + format_bytes(max_range) +
+                    "); the largest n_ctx for this model and KV type here is " + std::to_string(max_range / kv_row),
+                Param::NCtx);
   opts_.n_batch = std::min(opts_.n_batch, opts_.n_ctx);
   // A full cache is allocated now; a compressed one is checked again when its prompt arrives.
   const MemoryTracker::Hold hold = hold_budget(model, opts_, opts_.kv.compresses() ? 0 : opts_.n_ctx, 0);
@@ -73,7 +82,8 @@ Session::Session(const Model& model, const SessionOptions& opts)
   act_.attn = Buffer(ctx, B * c.q_dim() * f, BufferKind::Device, "attn");
   act_.gate = Buffer(ctx, B * c.n_ff * f, BufferKind::Device, "gate");
   act_.up = Buffer(ctx, B * c.n_ff * f, BufferKind::Device, "up");
-  act_.part = Buffer(ctx, attn_partial_floats(model.attention(), c.n_head, opts_.n_ctx) * f, BufferKind::Device, "attn_part");
+  act_.part =
+      Buffer(ctx, attn_partial_floats(model.attention(), c.n_head, opts_.n_ctx) * f, BufferKind::Device, "attn_part");
   act_.ids = Buffer(ctx, B * 4, BufferKind::Staging, "ids");
   act_.logits = Buffer(ctx, uint64_t(c.n_vocab) * f, BufferKind::Staging, "logits");
   logits_.resize(c.n_vocab);
@@ -89,30 +99,34 @@ void Session::reset() {
 std::span<const float> Session::prefill(std::span<const int32_t> tokens) {
   if (tokens.empty()) throw Error(ErrorKind::InvalidArgument, "empty prompt");
   if (tokens.size() > opts_.n_ctx - n_past_)  // n_past_ <= n_ctx; a sum could wrap for a huge size
-    throw Error(ErrorKind::InvalidArgument, "prompt of " + std::to_string(tokens.size()) + " tokens does not fit the context: " +
-                std::to_string(n_past_) + " used of " + std::to_string(opts_.n_ctx) + " (raise the context size)", Param::NCtx);
+    throw Error(ErrorKind::InvalidArgument,
+                "prompt of " + std::to_string(tokens.size()) + " tokens does not fit the context: " +
+                    std::to_string(n_past_) + " used of " + std::to_string(opts_.n_ctx) + " (raise the context size)",
+                Param::NCtx);
   const int32_t n_vocab = int32_t(model_.config().n_vocab);
   for (int32_t t : tokens)
     if (t < 0 || t >= n_vocab)
-      throw Error(ErrorKind::InvalidArgument, "token id " + std::to_string(t) + " is outside the vocabulary (0.." + std::to_string(n_vocab - 1) + ")");
+      throw Error(ErrorKind::InvalidArgument, "token id " + std::to_string(t) + " is outside the vocabulary (0.." +
+                                                  std::to_string(n_vocab - 1) + ")");
   const auto t0 = std::chrono::steady_clock::now();
   const uint32_t n_past_before = n_past_;
   try {
-  if (cancel_requested_.exchange(false)) throw Cancelled();  // a cancel sent before this call stops it
-  if (n_past_ == 0 && opts_.kv.compresses()) {
-    const ModelConfig& c = model_.config();
-    const MemoryTracker::Hold hold = hold_budget(model_, opts_, uint32_t(tokens.size()),
-                                                 activation_bytes(c, opts_.n_batch, opts_.n_ctx, model_.attention().decode_chunk));
-    prefill_compressed(tokens);
-  } else {
-    const uint64_t total = tokens.size() * uint64_t(model_.config().n_layer);
-    for (size_t i = 0; i < tokens.size(); i += opts_.n_batch) {
-      const uint32_t T = uint32_t(std::min<size_t>(opts_.n_batch, tokens.size() - i));
-      if (tokens.size() > 1) progress(i * model_.config().n_layer, total);
-      forward(tokens.data() + i, T, i + T == tokens.size());
+    if (cancel_requested_.exchange(false)) throw Cancelled();  // a cancel sent before this call stops it
+    if (n_past_ == 0 && opts_.kv.compresses()) {
+      const ModelConfig& c = model_.config();
+      const MemoryTracker::Hold hold =
+          hold_budget(model_, opts_, uint32_t(tokens.size()),
+                      activation_bytes(c, opts_.n_batch, opts_.n_ctx, model_.attention().decode_chunk));
+      prefill_compressed(tokens);
+    } else {
+      const uint64_t total = tokens.size() * uint64_t(model_.config().n_layer);
+      for (size_t i = 0; i < tokens.size(); i += opts_.n_batch) {
+        const uint32_t T = uint32_t(std::min<size_t>(opts_.n_batch, tokens.size() - i));
+        if (tokens.size() > 1) progress(i * model_.config().n_layer, total);
+        forward(tokens.data() + i, T, i + T == tokens.size());
+      }
+      if (tokens.size() > 1) progress(total, total);
     }
-    if (tokens.size() > 1) progress(total, total);
-  }
   } catch (...) {
     // Cancelled or failed part-way: rows written past the old position are never read, so the
     // session is as it was (a compressed first prompt is dropped whole). Known limit: a

@@ -23,9 +23,9 @@ struct SessionOptions {
   uint32_t n_ctx = 0;      // positions (prompt + generated); 0: the model's training context, at most 4096
   uint32_t n_batch = 256;  // prompt tokens per prefill step
   KvType kv_type = KvType::F16;
-  KvPolicyOptions kv;      // full cache by default
+  KvPolicyOptions kv;           // full cache by default
   bool keep_selection = false;  // remember the retained positions (for --dump-kv-selection and tests)
-  bool profile = false;    // per-kernel GPU timestamps of every dispatch
+  bool profile = false;         // per-kernel GPU timestamps of every dispatch
   // Called during prefill with work done and total (in token-layers); return false to cancel.
   std::function<bool(uint64_t done, uint64_t total)> on_progress;
 };
@@ -40,7 +40,7 @@ struct KvStats {
   uint64_t allocated_bytes = 0;
   double ratio() const { return retained_bytes ? double(full_bytes) / double(retained_bytes) : 1.0; }
   double score_ms = 0, pool_ms = 0, select_ms = 0, gather_ms = 0;  // GPU time of the compression passes
-  double prefill_ms = 0;  // wall time of the last prefill
+  double prefill_ms = 0;                                           // wall time of the last prefill
 };
 
 // Per-step activations, f32 unless noted; B = n_batch.
@@ -84,11 +84,11 @@ class Session {
  private:
   struct KvView;
   void forward(const int32_t* tokens, uint32_t T, bool logits);  // host/session/forward.cpp
-  void prefill_compressed(std::span<const int32_t> tokens);    // host/session/forward.cpp
+  void prefill_compressed(std::span<const int32_t> tokens);      // host/session/forward.cpp
   void layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uint32_t slot0, uint32_t pos0,
-             uint32_t decode_len);                             // host/session/forward.cpp
-  void logits_of_row(BufferRange x_row);                       // host/session/forward.cpp
-  void embed(BufferRange x, uint32_t T);                       // host/session/forward.cpp
+             uint32_t decode_len);               // host/session/forward.cpp
+  void logits_of_row(BufferRange x_row);         // host/session/forward.cpp
+  void embed(BufferRange x, uint32_t T);         // host/session/forward.cpp
   void progress(uint64_t done, uint64_t total);  // throws Cancelled when asked to stop
 
   const Model& model_;
