@@ -29,7 +29,9 @@ void main() {
   float m = -1.0 / 0.0, l = 0.0;
   for (uint j = gl_LocalInvocationID.x; j < visible; j += gl_WorkGroupSize.x) {
     float s = 0.0;
-    for (uint d = 0; d < HD; d += 2u) {
+    // unrolled (HD is a specialization constant): llvmpipe ends every loop of an invocation after
+    // 65535 iterations in all, which a rolled head_dim loop reached at 32K keys of head_dim 256
+    [[unroll]] for (uint d = 0; d < HD; d += 2u) {
       const vec2 k = k_load2(off + j, d);
       s += qs[d] * k.x + qs[d + 1u] * k.y;
     }

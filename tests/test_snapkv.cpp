@@ -119,7 +119,10 @@ INSTANTIATE_TEST_SUITE_P(Shapes, SnapkvKernels,
                                            Shape{64, 4, 2, 333, 31, 7, 99, false, GqaAgg::Max},
                                            Shape{64, 8, 1, 257, 16, 9, 17, true, GqaAgg::Sum},
                                            Shape{128, 2, 2, 517, 32, 7, 129, false, GqaAgg::Mean},
-                                           Shape{128, 1, 4, 1000, 9, 1, 10, true, GqaAgg::Sum}),
+                                           Shape{128, 1, 4, 1000, 9, 1, 10, true, GqaAgg::Sum},
+                                           // 33K keys at head_dim 256: past llvmpipe's per-invocation loop limit
+                                           // when the head_dim loop of window_stats was not unrolled
+                                           Shape{256, 4, 1, 33001, 32, 7, 257, false, GqaAgg::Mean}),
                          [](const auto& info) { return "case" + std::to_string(info.index); });
 
 // Ties: equal scores keep the lower positions, and every kept position is reported in order.
