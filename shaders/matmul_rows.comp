@@ -26,6 +26,19 @@ uint bytes4(uint o) {
 uint spread4(uint b) { return ((b & 0xFu) * 0x00204081u) & 0x01010101u; }
 #endif
 
+#if defined(W_Q4_K) || defined(W_Q5_K)
+// The 6-bit scale and min of sub-block g (0..7) of the Q4_K/Q5_K block at byte blk, from the
+// three words of its 12-byte scales (weights.glsl's k_scale_min reads bytes): scales[k] for k = g, g + 4
+// and (g >= 4) g - 4.
+uvec2 k_scale_min_words(uint blk, uint g) {
+  const uint s0 = wdata[(blk >> 2) + 1u], s1 = wdata[(blk >> 2) + 2u], s2 = wdata[(blk >> 2) + 3u];
+  const uint lo = g < 4u ? s0 : s1, hi = g < 4u ? s1 : s2, sh = (g % 4u) * 8u;
+  const uint b_g = (lo >> sh) & 0xFFu, b_g4 = (hi >> sh) & 0xFFu, b_gm4 = (s0 >> sh) & 0xFFu;
+  return g < 4u ? uvec2(b_g & 63u, b_g4 & 63u)
+                : uvec2((b_g4 & 0xFu) | ((b_gm4 >> 6) << 4), (b_g4 >> 4) | ((b_g >> 6) << 4));
+}
+#endif
+
 // Four consecutive weights starting at element i (i % 4 == 0).
 #if defined(W_F32)
 layout(std430, binding = 0) readonly buffer W4 { vec4 w4[]; };
@@ -56,12 +69,8 @@ vec4 w_load4(uint i) {
 vec4 w_load4(uint i) {
   const uint blk = (i / 256u) * 144u, j = i % 256u, g = j / 32u;
   const vec2 dm = unpackHalf2x16(wdata[blk >> 2]);  // d, dmin
-  const uint s0 = wdata[(blk >> 2) + 1u], s1 = wdata[(blk >> 2) + 2u], s2 = wdata[(blk >> 2) + 3u];
-  // scales[k] for k = g, g + 4, and (for g >= 4) g - 4: bytes of s0 (0-3), s1 (4-7), s2 (8-11)
-  const uint lo = g < 4u ? s0 : s1, hi = g < 4u ? s1 : s2, sh = (g % 4u) * 8u;
-  const uint b_g = (lo >> sh) & 0xFFu, b_g4 = (hi >> sh) & 0xFFu, b_gm4 = (s0 >> sh) & 0xFFu;
-  const uint sc = g < 4u ? (b_g & 63u) : ((b_g4 & 0xFu) | ((b_gm4 >> 6) << 4));
-  const uint mn = g < 4u ? (b_g4 & 63u) : ((b_g4 >> 4) | ((b_g >> 6) << 4));
+  const uvec2 sm = k_scale_min_words(blk, g);
+  const uint sc = sm.x, mn = sm.y;
   const uint q = wdata[(blk + 16u + (j / 64u) * 32u + j % 32u) >> 2] >> (((j % 64u) / 32u) * 4u);
   const vec4 v = vec4(q & 0xFu, (q >> 8) & 0xFu, (q >> 16) & 0xFu, (q >> 24) & 0xFu);
   return v * (dm.x * float(sc)) - dm.y * float(mn);
@@ -155,11 +164,8 @@ vec4 w_load4(uint i) {
 vec4 w_load4(uint i) {
   const uint blk = (i / 256u) * 176u, j = i % 256u, g = j / 32u;
   const vec2 dm = unpackHalf2x16(wdata[blk >> 2]);  // d, dmin
-  const uint s0 = wdata[(blk >> 2) + 1u], s1 = wdata[(blk >> 2) + 2u], s2 = wdata[(blk >> 2) + 3u];
-  const uint lo = g < 4u ? s0 : s1, hi = g < 4u ? s1 : s2, sh = (g % 4u) * 8u;
-  const uint b_g = (lo >> sh) & 0xFFu, b_g4 = (hi >> sh) & 0xFFu, b_gm4 = (s0 >> sh) & 0xFFu;
-  const uint sc = g < 4u ? (b_g & 63u) : ((b_g4 & 0xFu) | ((b_gm4 >> 6) << 4));
-  const uint mn = g < 4u ? (b_g4 & 63u) : ((b_g4 >> 4) | ((b_g >> 6) << 4));
+  const uvec2 sm = k_scale_min_words(blk, g);
+  const uint sc = sm.x, mn = sm.y;
   const uint ql = (wdata[(blk + 48u + (j / 64u) * 32u + j % 32u) >> 2] >> (((j % 64u) / 32u) * 4u)) & 0x0F0F0F0Fu;
   const uint qh = (wdata[(blk + 16u + j % 32u) >> 2] >> g) & 0x01010101u;
   const uint q = ql | (qh << 4);

@@ -14,6 +14,16 @@ uint w_u16(uint b) { return (wdata[b >> 2] >> ((b & 2u) * 8u)) & 0xFFFFu; }  // 
 float w_half(uint b) { return unpackHalf2x16(w_u16(b)).x; }
 int w_i8(uint b) { return int(w_byte(b) << 24) >> 24; }
 
+#if defined(W_Q4_K) || defined(W_Q5_K)
+// The 6-bit scale and min of sub-block g (0..7) of the Q4_K/Q5_K block at byte b (its 12-byte
+// scales follow d and dmin).
+uvec2 k_scale_min(uint b, uint g) {
+  if (g < 4u) return uvec2(w_byte(b + 4u + g) & 63u, w_byte(b + 8u + g) & 63u);
+  return uvec2((w_byte(b + 8u + g) & 0xFu) | ((w_byte(b + g) >> 6) << 4),
+               (w_byte(b + 8u + g) >> 4) | ((w_byte(b + 4u + g) >> 6) << 4));
+}
+#endif
+
 #if defined(W_F16)
 float w_load(uint i) { return unpackHalf2x16(wdata[i >> 1])[i & 1u]; }
 #elif defined(W_BF16)
@@ -36,14 +46,8 @@ float w_load(uint i) {
 float w_load(uint i) {
   const uint b = (i / 256u) * 144u, j = i % 256u;
   const uint g = j / 32u;  // sub-block of 32 elements
-  uint sc, mn;
-  if (g < 4u) {
-    sc = w_byte(b + 4u + g) & 63u;
-    mn = w_byte(b + 8u + g) & 63u;
-  } else {
-    sc = (w_byte(b + 8u + g) & 0xFu) | ((w_byte(b + g) >> 6) << 4);
-    mn = (w_byte(b + 8u + g) >> 4) | ((w_byte(b + 4u + g) >> 6) << 4);
-  }
+  const uvec2 sm = k_scale_min(b, g);
+  const uint sc = sm.x, mn = sm.y;
   const uint within = j % 64u;
   const uint q = (w_byte(b + 16u + (j / 64u) * 32u + within % 32u) >> ((within / 32u) * 4u)) & 0xFu;
   return w_half(b) * float(sc) * float(q) - w_half(b + 2u) * float(mn);
@@ -145,14 +149,8 @@ float w_load(uint i) {
 float w_load(uint i) {
   const uint b = (i / 256u) * 176u, j = i % 256u;
   const uint g = j / 32u;  // sub-block of 32 elements
-  uint sc, mn;
-  if (g < 4u) {
-    sc = w_byte(b + 4u + g) & 63u;
-    mn = w_byte(b + 8u + g) & 63u;
-  } else {
-    sc = (w_byte(b + 8u + g) & 0xFu) | ((w_byte(b + g) >> 6) << 4);
-    mn = (w_byte(b + 8u + g) >> 4) | ((w_byte(b + 4u + g) >> 6) << 4);
-  }
+  const uvec2 sm = k_scale_min(b, g);
+  const uint sc = sm.x, mn = sm.y;
   const uint within = j % 64u;
   const uint lo = (w_byte(b + 48u + (j / 64u) * 32u + within % 32u) >> ((within / 32u) * 4u)) & 0xFu;
   const uint hi = (w_byte(b + 16u + j % 32u) >> g) & 1u;

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "host/model/unicode.h"
 #include "host/session/generate.h"
 #include "host/session/session.h"
 #include "tests/gpu_fixture.h"
@@ -162,15 +163,25 @@ TEST_F(GenerateTest, CancelFlagStopsBeforeTheNextToken) {
 }
 
 TEST_F(GenerateTest, StreamedTextIsTheGeneratedTextInWholeCharacters) {
+  // stories260K's byte tokens are byte + 3: "é" (C3 A9) and "€" (E2 82 AC) split over five tokens
+  const std::vector<int32_t> bytes = {0xC3 + 3, 0xA9 + 3, 0xE2 + 3, 0x82 + 3, 0xAC + 3};
   Session s(model(), options(256));
   GenerateOptions o;
-  o.max_tokens = 40;
-  std::string streamed;
-  o.on_text = [&](std::string_view t) {
-    EXPECT_FALSE(t.empty());
-    streamed += t;
-  };
+  o.max_tokens = uint32_t(bytes.size());
+  o.stop_at_eog = false;
+  size_t step = 0;
+  o.choose = [&](std::span<const float>) { return bytes[step++]; };
+  std::vector<std::string> chunks;
+  o.on_text = [&](std::string_view t) { chunks.emplace_back(t); };
   const GenerateResult r = run(s, o);
+  EXPECT_EQ(r.text, "\xC3\xA9\xE2\x82\xAC") << "the pieces are the raw bytes";
+  EXPECT_EQ(chunks, (std::vector<std::string>{"\xC3\xA9", "\xE2\x82\xAC"})) << "each chunk is whole characters";
+  std::string streamed;
+  for (const auto& c : chunks) {
+    for (size_t i = 0; i < c.size(); i += unicode::utf8_valid_len(c, i))
+      ASSERT_GT(unicode::utf8_valid_len(c, i), 0u) << "a chunk ends inside a character";
+    streamed += c;
+  }
   EXPECT_EQ(streamed, r.text);
 }
 

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "host/session/sampler.h"
 #include "host/session/session.h"
 #include "runtime/context.h"
 
@@ -34,6 +35,10 @@ struct KvCliOptions {
 void add_kv_options(CLI::App& app, KvCliOptions& o);
 // Checked conversion into session options (throws snapvk::Error with a one-line message).
 void apply_kv_options(const KvCliOptions& o, SessionOptions& out);
+
+// The sampling options of every command that generates (--temp, --top-k, --top-p, --min-p,
+// --repeat-penalty, --repeat-last-n, -s/--seed); seed_set says whether --seed was given.
+void add_sampler_options(CLI::App& app, SamplerParams& sp, bool& seed_set);
 
 // Whitespace-separated token ids (a --tokens-file): each in [0, 2^31), at least one.
 // `what` names the source in errors.

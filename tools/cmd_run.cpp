@@ -293,16 +293,7 @@ Runner add_run(CLI::App& app, const Globals& g) {
   app.add_option("-b,--batch-size", o->n_batch, "Prompt tokens per prefill step")
       ->capture_default_str()
       ->check(CLI::Range(1u, 65536u));
-  app.add_option("--temp", o->sp.temp, "Temperature (0: greedy)")
-      ->capture_default_str()
-      ->check(CLI::Range(0.0f, 100.0f));
-  app.add_option("--top-k", o->sp.top_k, "Top-k (<= 0: off)")->capture_default_str();
-  app.add_option("--top-p", o->sp.top_p, "Top-p (1: off)")->capture_default_str()->check(CLI::Range(0.0f, 1.0f));
-  app.add_option("--min-p", o->sp.min_p, "Min-p (0: off)")->capture_default_str()->check(CLI::Range(0.0f, 1.0f));
-  app.add_option("--repeat-penalty", o->sp.repeat_penalty, "Repetition penalty (1: off)")->capture_default_str();
-  app.add_option("--repeat-last-n", o->sp.repeat_last_n, "Tokens the penalty looks back over")->capture_default_str();
-  app.add_option_function<uint64_t>(
-      "-s,--seed", [o](uint64_t s) { o->sp.seed = s, o->seed_set = true; }, "Random seed");
+  add_sampler_options(app, o->sp, o->seed_set);
   add_kv_options(app, o->kv);
   app.add_option("--dump-kv-selection", o->dump_selection,
                  "Write the retained prompt positions per layer and head as JSON");

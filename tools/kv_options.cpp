@@ -48,4 +48,15 @@ void apply_kv_options(const KvCliOptions& o, SessionOptions& out) {
   kv.validate();
 }
 
+void add_sampler_options(CLI::App& app, SamplerParams& sp, bool& seed_set) {
+  app.add_option("--temp", sp.temp, "Temperature (0: greedy)")->capture_default_str()->check(CLI::Range(0.0f, 100.0f));
+  app.add_option("--top-k", sp.top_k, "Top-k (<= 0: off)")->capture_default_str();
+  app.add_option("--top-p", sp.top_p, "Top-p (1: off)")->capture_default_str()->check(CLI::Range(0.0f, 1.0f));
+  app.add_option("--min-p", sp.min_p, "Min-p (0: off)")->capture_default_str()->check(CLI::Range(0.0f, 1.0f));
+  app.add_option("--repeat-penalty", sp.repeat_penalty, "Repetition penalty (1: off)")->capture_default_str();
+  app.add_option("--repeat-last-n", sp.repeat_last_n, "Tokens the penalty looks back over")->capture_default_str();
+  app.add_option_function<uint64_t>(
+      "-s,--seed", [&sp, &seed_set](uint64_t s) { sp.seed = s, seed_set = true; }, "Random seed");
+}
+
 }  // namespace snapvk::cli
