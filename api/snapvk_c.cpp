@@ -371,6 +371,8 @@ SessionOptions to_session_options(const snapvk_session_options& o) {
     invalid("kv_budget/kv_ratio need a compressing kv_policy (snapkv, pyramidkv, streamingllm, h2o, adakv)");
   if (o.kv_pool != SNAPVK_KV_POOL_MAX && o.kv_pool != SNAPVK_KV_POOL_AVG)
     invalid("kv_pool " + std::to_string(o.kv_pool) + " is not a snapvk_kv_pool (0 max, 1 avg)");
+  if (o.kv_pool_ahead < -1)
+    invalid("kv_pool_ahead " + std::to_string(o.kv_pool_ahead) + " must be -1 (none), 0 (the default) or positive");
   if (o.kv_gqa < 0 || o.kv_gqa > 2)
     invalid("kv_gqa " + std::to_string(o.kv_gqa) + " is not a snapvk_kv_gqa (0 mean, 1 max, 2 sum)");
   kv.budget = o.kv_budget;
@@ -378,6 +380,9 @@ SessionOptions to_session_options(const snapvk_session_options& o) {
   kv.window = o.kv_window ? o.kv_window : 32;
   kv.kernel = o.kv_kernel ? o.kv_kernel : 7;
   kv.avg_pool = o.kv_pool == SNAPVK_KV_POOL_AVG;
+  kv.pool_ahead = o.kv_pool_ahead == 0  ? KvPolicyOptions{}.pool_ahead
+                  : o.kv_pool_ahead < 0 ? 0
+                                        : uint32_t(o.kv_pool_ahead);
   kv.gqa = o.kv_gqa == SNAPVK_KV_GQA_MAX ? GqaAgg::Max : o.kv_gqa == SNAPVK_KV_GQA_SUM ? GqaAgg::Sum : GqaAgg::Mean;
   kv.validate();
   return so;

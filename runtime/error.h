@@ -42,6 +42,7 @@ enum class Param {
   KvRatio,
   KvWindow,
   KvKernel,
+  KvPoolAhead,
   KvPool,
   KvGqa,
   KvType,
@@ -58,6 +59,7 @@ constexpr const char* param_name(Param p) {
     case Param::KvRatio: return "kv_ratio";
     case Param::KvWindow: return "kv_window";
     case Param::KvKernel: return "kv_kernel";
+    case Param::KvPoolAhead: return "kv_pool_ahead";
     case Param::KvPool: return "kv_pool";
     case Param::KvGqa: return "kv_gqa";
     case Param::KvType: return "kv_type";

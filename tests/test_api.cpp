@@ -451,6 +451,8 @@ TEST_F(ApiTest, EveryFunctionRejectsNullAndInvalidArguments) {
   expect_invalid(snapvk_session_create(model(), &bad, &s2), "session_create(even kernel)");
   bad = session_options(128, "snapkv", 32), bad.kv_pool = 3;
   expect_invalid(snapvk_session_create(model(), &bad, &s2), "session_create(pool 3)");
+  bad = session_options(128, "snapkv", 32), bad.kv_pool_ahead = -2;
+  expect_invalid(snapvk_session_create(model(), &bad, &s2), "session_create(pool_ahead -2)");
   bad = session_options(128, "snapkv", 32), bad.kv_gqa = -1;
   expect_invalid(snapvk_session_create(model(), &bad, &s2), "session_create(gqa -1)");
   EXPECT_EQ(s2, nullptr);

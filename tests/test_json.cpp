@@ -87,10 +87,11 @@ TEST(Json, ProfileReportParsesBackInOrderWithNaNAsNull) {
   ASSERT_EQ(j["rows"].size(), 2u);
   const ojson& ran = j["rows"][0];
   EXPECT_EQ(keys(ran),
-            (std::vector<std::string>{
-                "context",   "policy",      "budget",         "ran",        "fits",     "full_kv_bytes", "kv_bytes",
-                "ratio",     "peak_bytes",  "est_peak_bytes", "prefill_ms", "score_ms", "pool_ms",       "select_ms",
-                "gather_ms", "compress_ms", "decode_tok_s",   "steps",      "top1",     "kl_mean",       "kl_max"}));
+            (std::vector<std::string>{"context",       "policy",       "budget",  "ran",        "fits",
+                                      "full_kv_bytes", "kv_bytes",     "ratio",   "peak_bytes", "est_peak_bytes",
+                                      "prefill_ms",    "score_ms",     "pool_ms", "select_ms",  "gather_ms",
+                                      "compress_ms",   "decode_tok_s", "steps",   "top1",       "kl_mean",
+                                      "kl_max",        "needle"}));
   EXPECT_EQ(ran["peak_bytes"], 9000);
   EXPECT_EQ(ran["prefill_ms"].get<double>(), 1.25);
   EXPECT_TRUE(ran["top1"].is_null()) << "full has no fidelity: NaN is null";
@@ -121,8 +122,8 @@ std::string generated_back(const std::string& generated) {
   EXPECT_NO_THROW(text = needle_json(needle_with_text(generated))) << "bytes: " << generated.size();
   EXPECT_TRUE(valid_utf8(text));
   const ojson j = ojson::parse(text);
-  EXPECT_EQ(keys(j), (std::vector<std::string>{"model", "model_name", "device", "synthetic", "policies", "contexts",
-                                               "depths", "cells", "notes", "total_s"}));
+  EXPECT_EQ(keys(j), (std::vector<std::string>{"task", "model", "model_name", "device", "synthetic", "policies",
+                                               "contexts", "depths", "cells", "notes", "total_s"}));
   EXPECT_EQ(keys(j["cells"][0]),
             (std::vector<std::string>{"policy", "context", "depth", "needle_pos", "value", "found", "generated"}));
   return j["cells"][0]["generated"].get<std::string>();

@@ -172,7 +172,9 @@ TEST_F(ProfileEngine, StoriesRowsRatiosFidelityAndReportFiles) {
       so.n_ctx = x.context + o.gen, so.n_batch = o.n_batch, so.kv_type = o.kv_type, so.kv = kv;
       return so;
     };
-    const std::vector<int32_t> prompt = profile_prompt(m, x.context);
+    std::string needle;
+    const std::vector<int32_t> prompt = profile_prompt(m, x.context, &needle);
+    if (x.context >= 400) EXPECT_EQ(needle.size(), 5u) << "a real model's long enough profile prompt hides a number";
     Session full(m, session_options(KvPolicyOptions{}));
     std::vector<int32_t> tokens{argmax(full.prefill(prompt))};
     std::vector<std::vector<float>> full_logits;
@@ -182,16 +184,18 @@ TEST_F(ProfileEngine, StoriesRowsRatiosFidelityAndReportFiles) {
       tokens.push_back(argmax(l));
     }
     Session s(m, session_options(o.specs[k % 4 - 1].kv));
-    s.prefill(prompt);
+    std::vector<int32_t> own{argmax(s.prefill(prompt))};  // its argmax at each step: its greedy answer
     uint32_t agree = 0;
     double kl_sum = 0, kl_max = 0;
     for (uint32_t i = 0; i < o.gen; ++i) {
       const std::span<const float> l = s.decode(tokens[i]);
+      own.push_back(argmax(l));
       agree += argmax(l) == tokens[i + 1];
       const double kl = kl_divergence(full_logits[i], l);
       kl_sum += kl, kl_max = std::max(kl_max, kl);
     }
     EXPECT_EQ(x.top1, double(agree) / o.gen);
+    EXPECT_EQ(x.needle, needle.empty() ? -1 : m.tokenizer().decode(own).find(needle) != std::string::npos ? 1 : 0);
     EXPECT_NEAR(x.kl_mean, kl_sum / o.gen, 1e-6 + 1e-4 * kl_sum / o.gen);
     EXPECT_NEAR(x.kl_max, kl_max, 1e-6 + 1e-4 * kl_max);
     std::printf("  L=%u %s: top-1 %.4f (%u of %u), KL mean %.6f max %.6f\n", x.context, x.policy.c_str(), x.top1, agree,

@@ -47,6 +47,7 @@ struct Shape {
   uint32_t hd, group, n_kv, L, W, kernel, C;
   bool avg;
   GqaAgg agg;
+  uint32_t ahead = 0;  // pooling reach after a voted position (0: the paper's)
 };
 
 class SnapkvKernels : public VkTest, public ::testing::WithParamInterface<Shape> {};
@@ -80,7 +81,7 @@ TEST_P(SnapkvKernels, SelectionAndGatherMatchReference) {
   cs.barrier();
   op_window_votes(cs, k(), ak, KvType::F32, Q, K, stats, votes, heads, s.L, W, P, n_head, s.n_kv, scale, s.agg);
   cs.barrier();
-  op_pool(cs, k(), ak, votes, pooled, P, s.n_kv, s.kernel, s.avg);
+  op_pool(cs, k(), ak, votes, pooled, P, s.n_kv, s.kernel, s.avg, s.ahead);
   cs.barrier();
   op_topk(cs, k(), ak, pooled, sel, s.n_kv, P, count);
   cs.barrier();
@@ -88,7 +89,7 @@ TEST_P(SnapkvKernels, SelectionAndGatherMatchReference) {
   cs.submit();
 
   auto want_votes = ref::window_votes(q, keys, s.L, W, P, n_head, s.n_kv, s.hd, s.agg);
-  auto want_pooled = ref::pool1d(want_votes, P, s.n_kv, s.kernel, s.avg);
+  auto want_pooled = ref::pool1d(want_votes, P, s.n_kv, s.kernel, s.avg, s.ahead);
   auto got_votes = download<float>(votes, want_votes.size());
   auto got_pooled = download<float>(pooled, want_pooled.size());
   for (size_t i = 0; i < want_votes.size(); ++i) {
@@ -120,10 +121,30 @@ INSTANTIATE_TEST_SUITE_P(Shapes, SnapkvKernels,
                                            Shape{64, 8, 1, 257, 16, 9, 17, true, GqaAgg::Sum},
                                            Shape{128, 2, 2, 517, 32, 7, 129, false, GqaAgg::Mean},
                                            Shape{128, 1, 4, 1000, 9, 1, 10, true, GqaAgg::Sum},
+                                           // pooling that reaches ahead of a vote, both kinds, odd reach
+                                           Shape{64, 3, 3, 411, 13, 7, 77, false, GqaAgg::Mean, 9},
+                                           Shape{8, 2, 2, 93, 5, 5, 21, true, GqaAgg::Max, 3},
                                            // 33K keys at head_dim 256: past llvmpipe's per-invocation loop limit
                                            // when the head_dim loop of window_stats was not unrolled
                                            Shape{256, 4, 1, 33001, 32, 7, 257, false, GqaAgg::Mean}),
                          [](const auto& info) { return "case" + std::to_string(info.index); });
+
+// The reach ahead of pool1d itself: a lone vote at j lends to j - k/2 .. j + k/2 + ahead, and
+// avg divides by k + ahead.
+TEST(PoolReference, ReachAheadExtendsAfterAVote) {
+  const uint32_t P = 40, j = 10;
+  std::vector<double> v(P, 0.0);
+  v[j] = 1.0;
+  for (bool avg : {false, true}) {
+    const auto sym = ref::pool1d(v, P, 1, 5, avg), fwd = ref::pool1d(v, P, 1, 5, avg, 6);
+    for (uint32_t i = 0; i < P; ++i) {
+      const bool in_sym = i + 2 >= j && i <= j + 2, in_fwd = i + 2 >= j && i <= j + 2 + 6;
+      EXPECT_EQ(sym[i] > 0, in_sym) << i;
+      EXPECT_EQ(fwd[i] > 0, in_fwd) << i;
+      if (in_fwd) EXPECT_DOUBLE_EQ(fwd[i], avg ? 1.0 / 11 : 1.0) << i;
+    }
+  }
+}
 
 // Ties: equal scores keep the lower positions, and every kept position is reported in order.
 TEST_F(SnapkvKernels, TopkBreaksTiesTowardLowerPositions) {

@@ -29,7 +29,7 @@ std::string bytes_str(uint64_t b);
 // The KV-cache options of every command that builds a session (--kv-policy, --kv-budget, ...).
 struct KvCliOptions {
   std::string policy = "full", type = "f16", pool = "max", gqa = "mean";
-  uint32_t budget = 0, window = 32, kernel = 7;
+  uint32_t budget = 0, window = 32, kernel = 7, pool_ahead = 0;
   float ratio = 0.0f;
 };
 void add_kv_options(CLI::App& app, KvCliOptions& o);
@@ -53,8 +53,9 @@ Runner add_chat(CLI::App& app, const Globals& g);  // tools/cmd_chat.cpp
 Runner add_tokenize(CLI::App& app, const Globals& g);
 Runner add_synth(CLI::App& app, const Globals& g);
 Runner add_convert(CLI::App& app, const Globals& g);
-Runner add_profile(CLI::App& app, const Globals& g);  // tools/cmd_profile.cpp
-Runner add_eval(CLI::App& app, const Globals& g);
+Runner add_profile(CLI::App& app, const Globals& g);     // tools/cmd_profile.cpp
+Runner add_eval(CLI::App& app, const Globals& g);        // tools/cmd_eval.cpp
+Runner add_perplexity(CLI::App& app, const Globals& g);  // tools/cmd_eval.cpp
 
 // The whole command line: the global options and every subcommand.
 class Cli {

@@ -33,6 +33,7 @@ const char* option_name(Param p) {
     case Param::KvRatio: return "--kv-ratio";
     case Param::KvWindow: return "--kv-window";
     case Param::KvKernel: return "--kv-kernel";
+    case Param::KvPoolAhead: return "--kv-pool-ahead";
     case Param::KvPool: return "--kv-pool";
     case Param::KvGqa: return "--kv-gqa";
     case Param::KvType: return "--kv-type";
@@ -91,7 +92,12 @@ Cli::Cli() : app_("snapvk: Llama-family inference on any Vulkan GPU, with SnapKV
   add("convert", "Re-quantize the weight matrices of a GGUF model", add_convert);
   add("profile", "Memory savings, speed and fidelity of KV policies per context length (table, CSV, JSON, SVG, HTML)",
       add_profile);
-  add("eval", "Evaluations: needle (needle in a haystack per KV policy)", add_eval);
+  add("eval",
+      "Fidelity of KV policies on a model: needle, needle-word, needle-phrase, multi-needle, passkey, docqa, or the "
+      "whole suite",
+      add_eval);
+  add("perplexity", "Perplexity over a text in chunks, per KV policy (each chunk's second half after its first)",
+      add_perplexity);
 }
 
 int Cli::main(int argc, const char* const* argv) {

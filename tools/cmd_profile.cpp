@@ -1,7 +1,6 @@
 // snapvk profile: memory savings, speed and fidelity of KV policies per context length, with
 // a table, CSV, JSON, an SVG chart and an HTML page (host/report/profile.h). --dry-run prints the
 // memory model's figures for any shape without a device.
-// snapvk eval needle: the needle-in-a-haystack grid per KV policy (host/report/needle.h).
 #include <unistd.h>
 
 #include <chrono>
@@ -12,12 +11,12 @@
 
 #include "host/gguf/gguf.h"
 #include "host/model/model.h"
-#include "host/report/needle.h"
 #include "host/report/profile.h"
 #include "host/report/synth.h"
 #include "host/session/memory_model.h"
 #include "runtime/error.h"
 #include "tools/cli.h"
+#include "tools/report_cli.h"
 
 namespace snapvk::cli {
 
@@ -28,106 +27,6 @@ namespace {
 constexpr const char* kDefaultPreset = "small-gqa";
 constexpr const char* kDefaultContexts = "512,1k,2k,4k";
 constexpr const char* kDefaultBudget = "256";
-
-// The non-empty items of a comma-separated list.
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  for (std::string& item : split_list(s))
-    if (!item.empty()) out.push_back(std::move(item));
-  return out;
-}
-
-// A progress bar on stderr, only when stderr is a terminal (and never with --json).
-class ProgressBar {
- public:
-  explicit ProgressBar(bool wanted) : on_(wanted && isatty(fileno(stderr))) {}
-  ~ProgressBar() { finish(); }
-  void update(double f, const std::string& what) {
-    if (!on_) return;
-    const auto now = std::chrono::steady_clock::now();
-    if (shown_ && now - last_ < std::chrono::milliseconds(100) && f < 1.0) return;
-    last_ = now;
-    shown_ = true;
-    const int width = 30, filled = int(f * width + 0.5);
-    std::string bar(size_t(filled), '#');
-    bar += std::string(size_t(width - filled), '.');
-    std::fprintf(stderr, "\r[%s] %3d%%  %s\x1b[K", bar.c_str(), int(f * 100 + 0.5), what.c_str());
-    std::fflush(stderr);
-  }
-  void finish() {
-    if (on_ && shown_) std::fprintf(stderr, "\r\x1b[K");
-    shown_ = false;
-  }
-  std::function<void(double, const std::string&)> callback() {
-    return [this](double f, const std::string& w) { update(f, w); };
-  }
-
- private:
-  bool on_ = false, shown_ = false;
-  std::chrono::steady_clock::time_point last_{};
-};
-
-// The KV configurations: each compressing policy of the list at each budget (or at --kv-ratio).
-std::vector<ProfileSpec> make_specs(const KvCliOptions& base, const std::string& policies, const std::string& budgets,
-                                    bool keep_full, KvType& kv_type) {
-  std::vector<uint32_t> bs;
-  if (!budgets.empty()) bs = parse_token_counts(budgets, "--kv-budget");
-  if (bs.empty()) bs.push_back(0);  // --kv-ratio (checked by apply_kv_options)
-  std::vector<ProfileSpec> specs;
-  for (const std::string& p : split(policies)) {
-    const auto policy = parse_kv_policy(p);
-    if (!policy)
-      throw Error(ErrorKind::InvalidArgument,
-                  "unknown --kv-policy '" + p + "' (full, snapkv, pyramidkv, streamingllm, h2o, adakv)");
-    if (*policy == KvPolicy::Full) {
-      if (keep_full &&
-          std::none_of(specs.begin(), specs.end(), [](const ProfileSpec& s) { return !s.kv.compresses(); }))
-        specs.push_back({"full", KvPolicyOptions{}});
-      KvCliOptions k = base;
-      k.policy = "full";
-      SessionOptions so;
-      apply_kv_options(k, so);
-      kv_type = so.kv_type;
-      continue;
-    }
-    for (uint32_t b : bs) {
-      KvCliOptions k = base;
-      k.policy = p;
-      k.budget = b;
-      if (b) k.ratio = 0;
-      SessionOptions so;
-      apply_kv_options(k, so);
-      kv_type = so.kv_type;
-      std::string label = kv_policy_name(*policy);
-      if (bs.size() > 1) label += "@" + std::to_string(b);
-      if (std::any_of(specs.begin(), specs.end(), [&](const ProfileSpec& s) { return s.label == label; })) continue;
-      specs.push_back({label, so.kv});
-    }
-  }
-  if (specs.empty() && !keep_full) {
-    // Only "full" was asked for: still check the type.
-    KvCliOptions k = base;
-    k.policy = "full";
-    SessionOptions so;
-    apply_kv_options(k, so);
-    kv_type = so.kv_type;
-  }
-  return specs;
-}
-
-void add_kv_list_options(CLI::App& app, KvCliOptions& kv, std::string& policies, std::string& budgets,
-                         const std::string& policies_help, const std::string& budget_help) {
-  app.add_option("--kv-policy", policies, policies_help)->capture_default_str();
-  app.add_option("--kv-budget", budgets, budget_help);
-  app.add_option("--kv-ratio", kv.ratio, "Budget as a share of each prompt, in (0, 1] (instead of --kv-budget)");
-  app.add_option("--kv-window", kv.window, "Observation window W: the last prompt tokens, always kept")
-      ->capture_default_str();
-  app.add_option("--kv-kernel", kv.kernel, "Pooling kernel size (odd)")->capture_default_str();
-  app.add_option("--kv-pool", kv.pool, "Pooling: max or avg")->capture_default_str();
-  app.add_option("--kv-gqa", kv.gqa, "Query-head vote aggregation per KV head: mean, max or sum")
-      ->capture_default_str();
-  app.add_option("--kv-type", kv.type, "KV cache storage: f16, f32 or q8_0")->capture_default_str();
-}
 
 // Removes a temporary file when it goes out of scope.
 struct TempFile {
@@ -180,20 +79,6 @@ std::unique_ptr<Model> load_synthetic(Kernels& k, const SynthShape& s, TempFile&
       (std::filesystem::temp_directory_path() / ("snapvk-profile-" + std::to_string(getpid()) + ".gguf")).string();
   write_synth_gguf(s, tmp.path);
   return std::make_unique<Model>(k, tmp.path);
-}
-
-std::vector<uint32_t> default_contexts(const char* list, uint32_t n_ctx_train) {
-  std::vector<uint32_t> v = parse_token_counts(list, "contexts"), out;
-  for (uint32_t L : v)
-    if (!n_ctx_train || L <= n_ctx_train) out.push_back(L);
-  if (out.empty()) out.push_back(std::min<uint32_t>(v.front(), n_ctx_train));
-  return out;
-}
-
-void print_files(const std::vector<std::string>& paths) {
-  std::fprintf(stderr, "wrote");
-  for (const auto& p : paths) std::fprintf(stderr, " %s", p.c_str());
-  std::fprintf(stderr, "\n");
 }
 
 // ---- profile ----
@@ -282,62 +167,6 @@ int profile(const ProfileCli& o, const Globals& g) {
   return 0;
 }
 
-// ---- eval needle ----
-
-struct NeedleCli {
-  std::string model, contexts, depths = "0,25,50,75,100", policies = "full,snapkv", budgets, out = "needle-out";
-  KvCliOptions kv;
-  uint32_t extra = 4, n_batch = 256;
-  uint64_t seed = 1;
-  bool json = false;
-};
-
-int needle(const NeedleCli& o, const Globals& g) {
-  NeedleOptions no;
-  no.n_batch = o.n_batch;
-  no.extra_tokens = o.extra;
-  no.seed = o.seed;
-  std::string budgets = o.budgets;
-  if (budgets.empty() && !(o.kv.ratio > 0)) budgets = "256";
-  no.specs = make_specs(o.kv, o.policies, budgets, true, no.kv_type);
-  if (no.specs.empty()) throw Error(ErrorKind::InvalidArgument, "no KV policies to evaluate (--kv-policy)");
-  for (const std::string& d : split(o.depths)) {
-    size_t used = 0;
-    long v = -1;
-    try {
-      v = std::stol(d, &used);
-    } catch (...) {
-      used = 0;
-    }
-    if (used != d.size() || v < 0 || v > 100)
-      throw Error(ErrorKind::InvalidArgument, "--depths: '" + d + "' is not a percentage from 0 to 100");
-    no.depths.push_back(uint32_t(v));
-  }
-  if (g.check_only) {
-    if (!o.contexts.empty()) parse_token_counts(o.contexts, "--contexts");
-    return 0;
-  }
-  Context ctx(context_options(g));
-  Kernels kernels(ctx);
-  Model model(kernels, o.model);
-  no.contexts = !o.contexts.empty() ? parse_token_counts(o.contexts, "--contexts")
-                                    : default_contexts("1k,2k,4k", model.config().n_ctx_train);
-  ProgressBar bar(!o.json);
-  no.on_progress = bar.callback();
-  NeedleReport r = run_needle(model, no);
-  bar.finish();
-  const auto paths = write_needle_files(r, o.out);
-  if (o.json) {
-    std::printf("%s\n", needle_json(r).c_str());
-  } else {
-    std::fputs(needle_grid(r).c_str(), stdout);
-    std::fflush(stdout);
-    std::fprintf(stderr, "needle grid took %.1f s\n", r.total_s);
-    print_files(paths);
-  }
-  return 0;
-}
-
 }  // namespace
 
 Runner add_profile(CLI::App& app, const Globals& g) {
@@ -367,33 +196,6 @@ Runner add_profile(CLI::App& app, const Globals& g) {
   app.add_flag("--json", o->json, "Print one JSON object instead of the table");
   app.add_flag("--dry-run", o->dry_run, "Only the memory model's figures for the shape and contexts; runs nothing");
   return [o, &g] { return profile(*o, g); };
-}
-
-Runner add_eval(CLI::App& app, const Globals& g) {
-  app.require_subcommand(1);
-  app.fallthrough();
-  CLI::App* sub =
-      app.add_subcommand("needle", "Needle in a haystack: find a number hidden at each depth of each context");
-  sub->fallthrough();
-  auto o = std::make_shared<NeedleCli>();
-  sub->add_option("-m,--model", o->model, "GGUF model file")->required();
-  sub->add_option("--contexts", o->contexts,
-                  "Prompt lengths in tokens, comma-separated, k = 1024 (default: 1k,2k,4k up to the model's context)");
-  sub->add_option("--depths", o->depths, "Needle positions, percent of the context, comma-separated")
-      ->capture_default_str();
-  add_kv_list_options(*sub, o->kv, o->policies, o->budgets, "KV policies, comma-separated (full included if listed)",
-                      "Entries kept per KV head (C), comma-separated for several (default: 256)");
-  sub->add_option("--extra-tokens", o->extra, "Tokens generated beyond the value's own")->capture_default_str();
-  sub->add_option("--seed", o->seed, "Picks the hidden numbers")->capture_default_str();
-  sub->add_option("-b,--batch-size", o->n_batch, "Prompt tokens per prefill step")
-      ->capture_default_str()
-      ->check(CLI::Range(1u, 65536u));
-  sub->add_option("--out", o->out, "Directory for needle.csv, needle.json, needle.svg")->capture_default_str();
-  sub->add_flag("--json", o->json, "Print one JSON object instead of the grid");
-  return [o, &g, sub] {
-    if (*sub) return needle(*o, g);
-    throw Error(ErrorKind::InvalidArgument, "eval: give a test (needle)");
-  };
 }
 
 }  // namespace snapvk::cli

@@ -13,6 +13,9 @@ void add_kv_options(CLI::App& app, KvCliOptions& o) {
       ->capture_default_str();
   app.add_option("--kv-kernel", o.kernel, "Pooling kernel size (odd)")->capture_default_str();
   app.add_option("--kv-pool", o.pool, "Pooling: max or avg")->capture_default_str();
+  app.add_option("--kv-pool-ahead", o.pool_ahead,
+                 "Pooling also keeps this many positions after each voted one (0: the paper's symmetric pooling)")
+      ->capture_default_str();
   app.add_option("--kv-gqa", o.gqa, "Query-head vote aggregation per KV head: mean, max or sum")->capture_default_str();
   app.add_option("--kv-type", o.type, "KV cache storage: f16, f32 or q8_0")->capture_default_str();
 }
@@ -44,6 +47,7 @@ void apply_kv_options(const KvCliOptions& o, SessionOptions& out) {
   kv.window = o.window;
   kv.kernel = o.kernel;
   kv.avg_pool = o.pool == "avg";
+  kv.pool_ahead = o.pool_ahead;
   out.kv_type = *type;
   kv.validate();
 }

@@ -165,11 +165,11 @@ void op_window_votes(CommandStream& cs, const Kernels&, const AttentionKernels& 
 }
 
 void op_pool(CommandStream& cs, const Kernels& k, const AttentionKernels& a, BufferRange votes, BufferRange pooled,
-             uint32_t P, uint32_t n_kv, uint32_t kernel_size, bool avg) {
+             uint32_t P, uint32_t n_kv, uint32_t kernel_size, bool avg, uint32_t ahead) {
   SNAPVK_ASSERT(kernel_size % 2 == 1, "pool: kernel size must be odd");
   uint32_t gx, gy;
   items_grid(k, uint64_t(P) * n_kv, gx, gy);
-  cs.dispatch(a.pool, {votes, pooled}, PoolPush{P, n_kv, kernel_size, avg ? 1u : 0u}, gx, gy);
+  cs.dispatch(a.pool, {votes, pooled}, PoolPush{P, n_kv, kernel_size, avg ? 1u : 0u, ahead}, gx, gy);
 }
 
 void op_topk(CommandStream& cs, const Kernels&, const AttentionKernels& a, BufferRange scores, BufferRange sel,

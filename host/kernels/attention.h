@@ -89,7 +89,7 @@ struct WindowVotesPush {
   uint32_t agg;
 };
 struct PoolPush {
-  uint32_t P, n_kv, kernel_size, avg;
+  uint32_t P, n_kv, kernel_size, avg, ahead;
 };
 struct TopkPush {
   uint32_t seg_len, count;
@@ -130,7 +130,7 @@ void op_window_votes(CommandStream& cs, const Kernels& k, const AttentionKernels
                      BufferRange kc, BufferRange stats, BufferRange votes, BufferRange heads, uint32_t L, uint32_t n_q,
                      uint32_t P, uint32_t n_head, uint32_t n_kv, float scale, GqaAgg agg);
 void op_pool(CommandStream& cs, const Kernels& k, const AttentionKernels& a, BufferRange votes, BufferRange pooled,
-             uint32_t P, uint32_t n_kv, uint32_t kernel_size, bool avg);
+             uint32_t P, uint32_t n_kv, uint32_t kernel_size, bool avg, uint32_t ahead = 0);
 // Per segment of seg_len scores: the `count` best positions, ascending, ties to the lower one.
 void op_topk(CommandStream& cs, const Kernels& k, const AttentionKernels& a, BufferRange scores, BufferRange sel,
              uint32_t segments, uint32_t seg_len, uint32_t count);

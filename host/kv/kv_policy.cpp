@@ -50,6 +50,7 @@ void KvPolicyOptions::validate() const {
   at_most(budget, "the KV budget", Param::KvBudget);
   at_most(window, "the KV window", Param::KvWindow);
   at_most(kernel, "the pooling kernel size", Param::KvKernel);
+  at_most(pool_ahead, "the pooling reach ahead", Param::KvPoolAhead);
   if (policy == KvPolicy::StreamingLLM) at_most(sinks, "sinks", Param::None);
   if (budget && window >= budget)
     bad("the KV window (" + std::to_string(window) + ") must be smaller than the KV budget (" + std::to_string(budget) +

@@ -48,7 +48,7 @@ const Buffer& scores(const SelectArgs& a, LayerSelection& s, bool pool) {
   a.cs.barrier();
   if (!pool) return votes;
   Buffer& pooled = s.scratch.emplace_back(ctx, uint64_t(n_kv) * a.P * 4, BufferKind::Device, "kv_pooled");
-  op_pool(a.cs, k, ak, votes, pooled, a.P, n_kv, a.pol.kernel, a.pol.avg_pool);
+  op_pool(a.cs, k, ak, votes, pooled, a.P, n_kv, a.pol.kernel, a.pol.avg_pool, a.pol.pool_ahead);
   a.cs.barrier();
   return pooled;
 }

@@ -39,18 +39,19 @@ std::vector<double> window_votes(const std::vector<float>& q, const std::vector<
   return votes;
 }
 
-std::vector<double> pool1d(const std::vector<double>& v, uint32_t P, uint32_t n_kv, uint32_t kernel, bool avg) {
+std::vector<double> pool1d(const std::vector<double>& v, uint32_t P, uint32_t n_kv, uint32_t kernel, bool avg,
+                           uint32_t ahead) {
   std::vector<double> out(v.size());
   const int half = int(kernel / 2);
   for (uint32_t h = 0; h < n_kv; ++h)
     for (int j = 0; j < int(P); ++j) {
       double acc = avg ? 0.0 : -INFINITY;
-      for (int t = j - half; t <= j + half; ++t) {
+      for (int t = j - half - int(ahead); t <= j + half; ++t) {
         if (t < 0 || t >= int(P)) continue;  // padding: zero for avg (still divided by k), ignored by max
         const double x = v[size_t(h) * P + t];
         acc = avg ? acc + x : std::max(acc, x);
       }
-      out[size_t(h) * P + j] = avg ? acc / kernel : acc;
+      out[size_t(h) * P + j] = avg ? acc / (kernel + ahead) : acc;
     }
   return out;
 }
@@ -87,7 +88,7 @@ std::vector<std::vector<uint32_t>> select_layer(const KvPolicyOptions& pol, uint
     const uint32_t n_q = pol.policy == KvPolicy::H2O ? L : W;
     const std::vector<float> qv(q.end() - ptrdiff_t(size_t(n_q) * n_head * hd), q.end());
     scores = window_votes(qv, k, L, n_q, P, n_head, n_kv, hd, pol.gqa);
-    if (pol.policy != KvPolicy::H2O) scores = pool1d(scores, P, n_kv, pol.kernel, pol.avg_pool);
+    if (pol.policy != KvPolicy::H2O) scores = pool1d(scores, P, n_kv, pol.kernel, pol.avg_pool, pol.pool_ahead);
     if (pol.policy != KvPolicy::AdaKV) {
       for (uint32_t h = 0; h < n_kv; ++h) keep[h] = topk(scores.data() + size_t(h) * P, P, count);
     } else {

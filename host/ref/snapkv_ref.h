@@ -13,7 +13,9 @@ namespace snapvk::ref {
 std::vector<double> window_votes(const std::vector<float>& q, const std::vector<float>& k, uint32_t L, uint32_t n_q,
                                  uint32_t P, uint32_t n_head, uint32_t n_kv, uint32_t hd, GqaAgg agg);
 // 1-D pooling along positions per head (odd kernel, stride 1, padding k/2; avg counts the padding).
-std::vector<double> pool1d(const std::vector<double>& v, uint32_t P, uint32_t n_kv, uint32_t kernel, bool avg);
+// ahead: the window also reaches `ahead` positions further back (a vote lends to what follows it).
+std::vector<double> pool1d(const std::vector<double>& v, uint32_t P, uint32_t n_kv, uint32_t kernel, bool avg,
+                           uint32_t ahead = 0);
 // The `count` largest of scores[0..n), ties to the lower position, ascending.
 std::vector<uint32_t> topk(const double* scores, uint32_t n, uint32_t count);
 

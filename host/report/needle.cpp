@@ -23,29 +23,6 @@ namespace snapvk {
 
 namespace {
 
-// The haystack: one fixed paragraph, repeated.
-const char* const kFiller[] = {
-    "The grass in the valley is green and the sky above it is blue.",
-    "A small river runs past the old mill, and the water is cold and clear.",
-    "In the morning the baker opens his shop and the town smells of bread.",
-    "Children walk to school along the river, talking about the day ahead.",
-    "In the evening the lights come on one by one, and the streets grow quiet.",
-};
-const char* const kQuestion = "What is the secret number? The secret number is";
-
-uint64_t mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
-
-std::vector<int32_t> encode(const Tokenizer& tok, uint32_t n_vocab, const std::string& s) {
-  auto ids = tok.encode(s, false);
-  std::erase_if(ids, [&](int32_t t) { return t < 0 || uint32_t(t) >= n_vocab; });
-  return ids;
-}
-
 std::string pct(uint32_t d) { return std::to_string(d) + "%"; }
 
 // Generated text may end inside a multi-byte character (byte tokens): keep reports valid UTF-8.
@@ -76,61 +53,32 @@ const NeedleCell* NeedleReport::cell(const std::string& policy, uint32_t context
 }
 
 NeedlePrompt needle_prompt(const Tokenizer& tok, uint32_t n_vocab, uint32_t context, uint32_t depth, uint64_t seed) {
-  checked_range(context, 1, kMaxContext, "needle: context length");  // before building `context` tokens
-  NeedlePrompt p;
-  p.value = std::to_string(10000 + mix(seed * 1000003ull + context * 131ull + depth) % 90000);
-  const auto needle = encode(tok, n_vocab, "The secret number is " + p.value + ".");
-  const auto question = encode(tok, n_vocab, kQuestion);
-  p.value_tokens = uint32_t(encode(tok, n_vocab, p.value).size());
-  const bool bos = tok.bos() >= 0 && uint32_t(tok.bos()) < n_vocab;
-  const uint64_t fixed = (bos ? 1 : 0) + needle.size() + question.size();
-  if (context < fixed + 1)
-    throw Error(ErrorKind::InvalidArgument, "a context of " + std::to_string(context) +
-                                                " tokens is too short for the needle and the question (" +
-                                                std::to_string(fixed) + " tokens)");
-  const uint32_t F = uint32_t(context - fixed);
-  // Filler of exactly F tokens, remembering where each sentence starts.
-  std::vector<std::vector<int32_t>> sentences;
-  for (const char* s : kFiller) sentences.push_back(encode(tok, n_vocab, s));
-  std::vector<int32_t> filler;
-  std::vector<uint32_t> starts;
-  for (size_t i = 0; filler.size() < F; i = (i + 1) % sentences.size()) {
-    if (sentences[i].empty()) continue;
-    starts.push_back(uint32_t(filler.size()));
-    for (int32_t t : sentences[i]) {
-      if (filler.size() == F) break;
-      filler.push_back(t);
-    }
-  }
-  starts.push_back(F);
-  // The sentence boundary nearest to depth% of the filler.
-  const double want = double(std::min<uint32_t>(depth, 100)) / 100.0 * F;
-  uint32_t at = starts.front();
-  for (uint32_t s : starts)
-    if (std::abs(double(s) - want) < std::abs(double(at) - want)) at = s;
-  if (bos) p.tokens.push_back(tok.bos());
-  p.tokens.insert(p.tokens.end(), filler.begin(), filler.begin() + at);
-  p.needle_pos = uint32_t(p.tokens.size());
-  p.tokens.insert(p.tokens.end(), needle.begin(), needle.end());
-  p.tokens.insert(p.tokens.end(), filler.begin() + at, filler.end());
-  p.tokens.insert(p.tokens.end(), question.begin(), question.end());
-  return p;
+  return task_prompt(EvalTask::Needle, tok, n_vocab, context, depth, seed);
+}
+
+std::pair<uint32_t, uint32_t> needle_score(const NeedleReport& r, const std::string& policy, uint32_t context) {
+  uint32_t found = 0, ran = 0;
+  for (const auto& c : r.cells)
+    if (c.policy == policy && c.error.empty() && (context == 0 || c.context == context)) ran += 1, found += c.found;
+  return {found, ran};
 }
 
 NeedleReport run_needle(const Model& m, const NeedleOptions& o) {
   if (o.contexts.empty()) throw Error(ErrorKind::InvalidArgument, "no context lengths for the needle test");
   if (o.depths.empty()) throw Error(ErrorKind::InvalidArgument, "no depths for the needle test");
   if (o.specs.empty()) throw Error(ErrorKind::InvalidArgument, "no KV policies for the needle test");
+  const std::string task = eval_task_name(o.task);
   for (uint32_t d : o.depths)
     if (d > 100)
       throw Error(ErrorKind::InvalidArgument,
                   "a depth is a percentage of the context, 0 to 100 (got " + std::to_string(d) + ")");
   for (const auto& s : o.specs) s.kv.validate();
-  checked_range(o.extra_tokens, 0, kMaxContext, "needle: extra tokens");
+  checked_range(o.extra_tokens, 0, kMaxContext, task + ": extra tokens");
   const auto t_start = std::chrono::steady_clock::now();
   const ModelConfig& c = m.config();
   const Tokenizer& tok = m.tokenizer();
   NeedleReport r;
+  r.task = o.task;
   r.model = m.gguf().path();
   r.model_name = c.name;
   r.device = m.ctx().info().name;
@@ -164,13 +112,13 @@ NeedleReport run_needle(const Model& m, const NeedleOptions& o) {
         const std::string what = spec.label + " L=" + std::to_string(L) + " depth " + pct(d);
         if (o.on_progress) o.on_progress(done / total, what);
         try {
-          const NeedlePrompt p = needle_prompt(tok, c.n_vocab, L, d, o.seed);
+          const TaskPrompt p = task_prompt(o.task, tok, c.n_vocab, L, d, o.seed);
           cell.value = p.value;
           cell.needle_pos = p.needle_pos;
           const uint32_t n_gen = p.value_tokens + o.extra_tokens;  // both <= kMaxContext
           SessionOptions so;
           so.n_ctx =
-              uint32_t(checked_range(uint64_t(L) + n_gen, 1, kMaxContext, "needle: context plus generated tokens"));
+              uint32_t(checked_range(uint64_t(L) + n_gen, 1, kMaxContext, task + ": context plus generated tokens"));
           so.n_batch = o.n_batch;
           so.kv_type = o.kv_type;
           so.kv = spec.kv;
@@ -190,7 +138,7 @@ NeedleReport run_needle(const Model& m, const NeedleOptions& o) {
           generate(s, greedy, logits, go, gen);
           if (gen.stop == StopReason::Cancelled) throw Cancelled();
           cell.generated = valid_utf8(tok.decode(gen.tokens));
-          cell.found = cell.generated.find(p.value) != std::string::npos;
+          cell.found = task_answered(p, cell.generated);
         } catch (const Cancelled&) {
           throw;
         } catch (const Error& e) {
@@ -210,12 +158,10 @@ NeedleReport run_needle(const Model& m, const NeedleOptions& o) {
 }
 
 std::string needle_grid(const NeedleReport& r) {
-  std::string o = "needle in a haystack: " + r.model + (r.model_name.empty() ? "" : " (" + r.model_name + ")") +
-                  " on " + r.device + "\n";
+  std::string o = std::string(eval_task_name(r.task)) + ": " + r.model +
+                  (r.model_name.empty() ? "" : " (" + r.model_name + ")") + " on " + r.device + "\n";
   for (const auto& p : r.policies) {
-    uint32_t found = 0, ran = 0;
-    for (const auto& c : r.cells)
-      if (c.policy == p && c.error.empty()) ran += 1, found += c.found;
+    const auto [found, ran] = needle_score(r, p);
     char head[160];
     std::snprintf(head, sizeof head, "\n%s: found %u of %u\n", p.c_str(), found, ran);
     o += head;
@@ -266,6 +212,7 @@ std::string needle_csv(const NeedleReport& r) {
 
 std::string needle_json(const NeedleReport& r) {
   nlohmann::ordered_json j;
+  j["task"] = eval_task_name(r.task);
   j["model"] = r.model, j["model_name"] = r.model_name, j["device"] = r.device, j["synthetic"] = r.synthetic;
   j["policies"] = r.policies;
   j["contexts"] = r.contexts;
@@ -314,13 +261,14 @@ std::string needle_svg(const NeedleReport& r) {
   std::string sub = std::filesystem::path(r.model).filename().string();
   if (!r.model_name.empty() && r.model_name != sub) sub += " (" + r.model_name + ")";
   sub += " · " + r.device + " · scores mean something only on models trained for retrieval";
-  return svg::heat_maps("snapvk needle in a haystack: found (green) or missed (red)", grids, "context (tokens)",
-                        "needle depth", sub);
+  return svg::heat_maps(std::string("snapvk eval ") + eval_task_name(r.task) + ": found (green) or missed (red)", grids,
+                        "context (tokens)", "needle depth", sub);
 }
 
 std::vector<std::string> write_needle_files(const NeedleReport& r, const std::string& dir) {
-  return write_files(
-      dir, {{"needle.csv", needle_csv(r)}, {"needle.json", needle_json(r) + "\n"}, {"needle.svg", needle_svg(r)}});
+  const std::string t = eval_task_name(r.task);
+  return write_files(dir,
+                     {{t + ".csv", needle_csv(r)}, {t + ".json", needle_json(r) + "\n"}, {t + ".svg", needle_svg(r)}});
 }
 
 }  // namespace snapvk

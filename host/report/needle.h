@@ -1,20 +1,22 @@
 #pragma once
-// Needle-in-a-haystack evaluation (`snapvk eval needle`): filler text to each context length,
-// a key/value sentence ("The secret number is 48213.") inserted at each depth, a question at
-// the end; greedy generation, scored by whether the generated text contains the value. One
-// grid (depth x context) per KV configuration. Scores mean something only on models trained
-// for retrieval; on any other model (stories260K, random weights) the grid still runs.
+// The retrieval evaluations (`snapvk eval needle`, `eval passkey`, ...; host/report/eval_tasks.h
+// builds their prompts): text to each context length, what must be found inserted at each
+// depth, a question at the end; greedy generation, scored by whether the generated text holds
+// the answer. One grid (depth x context) per KV configuration. Scores mean something only on
+// models trained for retrieval; on any other model (stories260K, random weights) the grid runs.
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "host/model/model.h"
+#include "host/report/eval_tasks.h"
 #include "host/report/profile.h"
 
 namespace snapvk {
 
 struct NeedleOptions {
+  EvalTask task = EvalTask::Needle;
   std::vector<uint32_t> contexts;  // prompt lengths, in tokens
   std::vector<uint32_t> depths;    // needle position, percent of the filler (0: start, 100: end)
   std::vector<ProfileSpec> specs;  // KV configurations, the full cache included if wanted
@@ -25,15 +27,10 @@ struct NeedleOptions {
   std::function<void(double fraction, const std::string& what)> on_progress;
 };
 
-struct NeedlePrompt {
-  std::vector<int32_t> tokens;  // exactly the context length
-  uint32_t needle_pos = 0;      // token index where the needle sentence starts
-  std::string value;            // the digits to find
-  uint32_t value_tokens = 0;    // tokens of the value on its own
-};
+using NeedlePrompt = TaskPrompt;
 
-// The prompt of one cell. Throws snapvk::Error when the context is too short for the needle
-// and the question.
+// The prompt of one `needle` cell. Throws snapvk::Error when the context is too short for the
+// needle and the question.
 NeedlePrompt needle_prompt(const Tokenizer& tok, uint32_t n_vocab, uint32_t context, uint32_t depth, uint64_t seed);
 
 struct NeedleCell {
@@ -46,6 +43,7 @@ struct NeedleCell {
 };
 
 struct NeedleReport {
+  EvalTask task = EvalTask::Needle;
   std::string model, model_name, device;
   bool synthetic = false;
   std::vector<std::string> policies;
@@ -62,7 +60,9 @@ std::string needle_grid(const NeedleReport& r);  // text: one grid per policy
 std::string needle_csv(const NeedleReport& r);
 std::string needle_json(const NeedleReport& r);
 std::string needle_svg(const NeedleReport& r);  // one heat map per policy
-// Writes needle.csv, needle.json and needle.svg into `dir`; returns their paths.
+// Found cells of `policy`, of those that ran, at one context (0: all contexts).
+std::pair<uint32_t, uint32_t> needle_score(const NeedleReport& r, const std::string& policy, uint32_t context = 0);
+// Writes <task>.csv, <task>.json and <task>.svg into `dir`; returns their paths.
 std::vector<std::string> write_needle_files(const NeedleReport& r, const std::string& dir);
 
 }  // namespace snapvk

@@ -119,7 +119,7 @@ struct Reference {
 
 bool is_synthetic_model(const Model& m) { return m.config().name.rfind("snapvk synth", 0) == 0; }
 
-std::vector<int32_t> profile_prompt(const Model& m, uint32_t L) {
+std::vector<int32_t> profile_prompt(const Model& m, uint32_t L, std::string* needle) {
   checked_range(L, 0, kMaxContext, "profile prompt length");
   std::vector<int32_t> out;
   out.reserve(L);
@@ -141,16 +141,36 @@ std::vector<int32_t> profile_prompt(const Model& m, uint32_t L) {
     while (out.size() < L) out.push_back(lo + int32_t(lcg(seed) % uint64_t(n_vocab - lo)));
     return out;
   }
+  // The needle and its question, when they fit with room to spare: the rest is story text.
+  const std::string value = std::to_string(10000 + (L * 2654435761ull) % 90000);
+  auto encode = [&](const std::string& text) {
+    auto ids = tok.encode(text, false);
+    std::erase_if(ids, [&](int32_t t) { return t < 0 || t >= n_vocab; });
+    return ids;
+  };
+  const auto sentence = encode(" The secret number is " + value + ".");
+  const auto question = encode(" What is the secret number? The secret number is");
+  const bool with_needle = needle && L >= 4 * (sentence.size() + question.size());
+  const size_t end = with_needle ? L - question.size() : L;
+  const size_t middle = with_needle ? (L - sentence.size() - question.size()) / 2 : L;
   size_t prev = sentences.size();
-  while (out.size() < L) {
+  bool placed = false;
+  while (out.size() < end) {
     size_t i = lcg(seed) % sentences.size();
     if (i == prev) i = (i + 1) % sentences.size();  // no sentence twice in a row
     prev = i;
+    if (with_needle && !placed && out.size() >= middle && out.size() + sentence.size() <= end) {
+      out.insert(out.end(), sentence.begin(), sentence.end());  // at the first sentence boundary past the middle
+      placed = true;
+    }
     for (int32_t t : sentences[i]) {
-      if (out.size() == L) break;
+      if (out.size() == end) break;
       out.push_back(t);
     }
   }
+  if (!with_needle) return out;
+  out.insert(out.end(), question.begin(), question.end());
+  if (placed) *needle = value;
   return out;
 }
 
@@ -206,7 +226,8 @@ void warm_up(const Model& m, const ProfileOptions& o, uint32_t first_context) {
 // greedy for the full cache (which fills `ref`), teacher-forced on the full run's tokens for the
 // others (compared with `ref` when it holds a run). `progress` takes tokens done in this run.
 void measure_run(const Model& m, const ProfileOptions& o, const KvPolicyOptions& kv, const std::vector<int32_t>& prompt,
-                 Reference& ref, const std::function<void(double)>& progress, ProfileRow& row) {
+                 const std::string& needle, Reference& ref, const std::function<void(double)>& progress,
+                 ProfileRow& row) {
   const uint32_t L = uint32_t(prompt.size());
   const bool is_full = !kv.compresses(), compare = !is_full && !ref.logits.empty() && o.gen > 0;
   SessionOptions so;
@@ -228,6 +249,7 @@ void measure_run(const Model& m, const ProfileOptions& o, const KvPolicyOptions&
   if (is_full) ref = Reference{};
   double kl_sum = 0, kl_max = 0;
   uint32_t agree = 0, step = 0;
+  std::vector<int32_t> own;  // this run's argmax at each step: its greedy answer while it agrees with the full run
   GenerateOptions go;
   go.max_tokens = o.gen + 1;  // the last choice reads the last step's logits and is not decoded
   go.stop_at_eog = false;
@@ -235,6 +257,7 @@ void measure_run(const Model& m, const ProfileOptions& o, const KvPolicyOptions&
   go.choose = [&](std::span<const float> lg) {
     const uint32_t i = step++;  // lg follows decode step i - 1 (i = 0: the prompt)
     const int32_t top = argmax(lg);
+    own.push_back(top);
     if (i > 0) progress(L + i);
     if (is_full) {
       if (i > 0) ref.logits.emplace_back(lg.begin(), lg.end());
@@ -254,6 +277,8 @@ void measure_run(const Model& m, const ProfileOptions& o, const KvPolicyOptions&
   generate(s, greedy, logits, go, gen);
   if (gen.stop == StopReason::Cancelled) throw Cancelled();
   if (o.gen > 0) row.decode_tok_s = o.gen / (gen.decode_ms / 1e3);
+  if (!needle.empty() && o.gen + 1 >= needle.size() + 2)
+    row.needle = m.tokenizer().decode(own).find(needle) != std::string::npos ? 1 : 0;
   if (compare) {
     row.steps = o.gen;
     row.top1 = double(agree) / o.gen;
@@ -297,7 +322,8 @@ ProfileReport run_profile(const Model& m, const ProfileOptions& o) {
   warm_up(m, o, r.contexts.front());
 
   for (uint32_t L : r.contexts) {
-    const std::vector<int32_t> prompt = profile_prompt(m, L);
+    std::string needle;
+    const std::vector<int32_t> prompt = profile_prompt(m, L, r.synthetic ? nullptr : &needle);
     Reference ref;  // the full run's, when it ran
     for (size_t si = 0; si <= o.specs.size(); ++si) {
       const bool is_full = si == 0;
@@ -313,7 +339,7 @@ ProfileReport run_profile(const Model& m, const ProfileOptions& o) {
       report(base_units, what);
       try {
         measure_run(
-            m, o, kv, prompt, ref, [&](double units) { report(base_units + units, what); }, row);
+            m, o, kv, prompt, needle, ref, [&](double units) { report(base_units + units, what); }, row);
       } catch (const Cancelled&) {
         throw;
       } catch (const Error& e) {
@@ -459,12 +485,15 @@ std::string profile_table(const ProfileReport& r) {
         const bool compressed = x.policy != "full";
         row.insert(row.end(), {format_bytes(x.kv_bytes), str(x.ratio, 2) + "x", format_bytes(x.peak_bytes),
                                str(x.prefill_ms, 1), compressed ? str(x.compress_ms(), 2) : "-", str(x.decode_tok_s, 1),
-                               x.steps ? str(x.top1 * 100, 1) + "%" : "n/a", x.steps ? str(x.kl_mean, 4) : "n/a"});
+                               x.steps ? str(x.top1 * 100, 1) + "%" : "n/a", x.steps ? str(x.kl_mean, 4) : "n/a",
+                               x.needle < 0 ? "-"
+                               : x.needle   ? "found"
+                                            : "missed"});
       }
       rows.push_back(std::move(row));
     }
     o += table({"context", "policy", "budget", "KV full", "KV kept", "ratio", "peak mem", "prefill ms", "compress ms",
-                "decode tok/s", "top-1", "KL mean"},
+                "decode tok/s", "top-1", "KL mean", "needle"},
                rows, 2);
   }
   if (!r.notes.empty()) o += "\n";
@@ -475,7 +504,7 @@ std::string profile_table(const ProfileReport& r) {
 std::string profile_csv(const ProfileReport& r) {
   std::string o =
       "context,policy,budget,ran,fits,full_kv_bytes,kv_bytes,ratio,peak_bytes,est_peak_bytes,prefill_ms,score_ms,"
-      "pool_ms,select_ms,gather_ms,compress_ms,decode_tok_s,steps,top1,kl_mean,kl_max,error\n";
+      "pool_ms,select_ms,gather_ms,compress_ms,decode_tok_s,steps,top1,kl_mean,kl_max,needle,error\n";
   for (const auto& x : r.rows) {
     o += std::to_string(x.context) + "," + csv_field(x.policy) + "," + std::to_string(x.budget) + "," +
          (x.ran ? "1" : "0") + "," + (x.fits ? "1" : "0") + "," + std::to_string(x.full_kv_bytes) + "," +
@@ -485,7 +514,7 @@ std::string profile_csv(const ProfileReport& r) {
                       "," + fmt_g(x.compress_ms())
                 : std::string(",,,,")) +
          "," + fmt_g(x.decode_tok_s) + "," + std::to_string(x.steps) + "," + fmt_g(x.top1) + "," + fmt_g(x.kl_mean) +
-         "," + fmt_g(x.kl_max) + "," + csv_field(x.error) + "\n";
+         "," + fmt_g(x.kl_max) + "," + (x.needle < 0 ? "" : std::to_string(x.needle)) + "," + csv_field(x.error) + "\n";
   }
   return o;
 }
@@ -517,6 +546,10 @@ std::string profile_json(const ProfileReport& r) {
     }
     row["decode_tok_s"] = x.decode_tok_s, row["steps"] = x.steps;  // NaN (not run, no fidelity) dumps as null
     row["top1"] = x.top1, row["kl_mean"] = x.kl_mean, row["kl_max"] = x.kl_max;
+    if (x.needle < 0)
+      row["needle"] = nullptr;
+    else
+      row["needle"] = x.needle == 1;
     if (!x.error.empty()) row["error"] = x.error;
     j["rows"].push_back(std::move(row));
   }
@@ -595,7 +628,8 @@ std::string profile_html(const ProfileReport& r) {
   if (r.dry_run)
     o += "<th>with weights</th><th>fits</th></tr>\n";
   else
-    o += "<th>prefill ms</th><th>compress ms</th><th>decode tok/s</th><th>top-1</th><th>KL mean</th></tr>\n";
+    o += "<th>prefill ms</th><th>compress ms</th><th>decode tok/s</th><th>top-1</th><th>KL "
+         "mean</th><th>needle</th></tr>\n";
   for (const auto& x : r.rows) {
     o += std::string("<tr") + (x.policy == "full" ? " class=\"full\"" : "") + "><td>" + std::to_string(x.context) +
          "</td><td class=\"l\">" + svg::escape(x.policy) + "</td><td>" + (x.budget ? std::to_string(x.budget) : "-") +
@@ -605,13 +639,17 @@ std::string profile_html(const ProfileReport& r) {
            format_bytes(x.est_peak_bytes) + "</td><td>" + format_bytes(x.est_peak_bytes + r.weight_bytes) + "</td><td" +
            (x.fits ? ">yes" : " class=\"bad\">no") + "</td></tr>\n";
     } else if (!x.ran) {
-      o += "<td colspan=\"8\" class=\"l bad\">" +
+      o += "<td colspan=\"9\" class=\"l bad\">" +
            svg::escape(x.fits ? "error: " + x.error : "does not fit: " + x.error) + "</td></tr>\n";
     } else {
       o += "<td>" + format_bytes(x.kv_bytes) + "</td><td>" + str(x.ratio, 2) + "x</td><td>" +
            format_bytes(x.peak_bytes) + "</td><td>" + str(x.prefill_ms, 1) + "</td><td>" +
            (x.policy == "full" ? "-" : str(x.compress_ms(), 2)) + "</td><td>" + str(x.decode_tok_s, 1) + "</td><td>" +
            (x.steps ? str(x.top1 * 100, 1) + "%" : "n/a") + "</td><td>" + (x.steps ? str(x.kl_mean, 4) : "n/a") +
+           "</td><td" +
+           (x.needle == 0   ? " class=\"bad\">missed"
+            : x.needle == 1 ? ">found"
+                            : ">-") +
            "</td></tr>\n";
     }
   }
@@ -621,7 +659,9 @@ std::string profile_html(const ProfileReport& r) {
        std::to_string(r.gen) +
        " decode steps, teacher-forced on the full run's greedy tokens: top-1 is the share of steps with the same "
        "argmax, "
-       "KL is KL(full || policy) in nats, averaged over the steps. See docs/profile.md.</p>\n</body></html>\n";
+       "KL is KL(full || policy) in nats, averaged over the steps. The prompt hides a secret number in its middle "
+       "and asks for it at its end: needle says whether the greedy answer holds it (the fidelity suite's headline; "
+       "see docs/fidelity.md). See docs/profile.md.</p>\n</body></html>\n";
   return o;
 }
 

@@ -58,6 +58,7 @@ struct ProfileRow {
   uint32_t steps = 0;                    // decode steps compared with the full run (0: no fidelity)
   double top1 = kNaN;                    // share of steps whose argmax equals the full run's (NaN: n/a)
   double kl_mean = kNaN, kl_max = kNaN;  // KL(full || this) in nats per step (NaN: n/a)
+  int needle = -1;                       // the suite's headline: 1 the greedy answer holds the number, 0 not, -1 n/a
 };
 
 struct ProfileReport {
@@ -79,8 +80,10 @@ struct ProfileReport {
 };
 
 // A deterministic prompt of exactly L tokens: BOS, then story sentences in a fixed
-// pseudo-random order (synthetic models: pseudo-random token ids).
-std::vector<int32_t> profile_prompt(const Model& m, uint32_t L);
+// pseudo-random order (synthetic models: pseudo-random token ids). With `needle` (real models,
+// L long enough), a secret number is hidden in the middle of the text and asked for at its end:
+// *needle gets the number (left as it was when there is none).
+std::vector<int32_t> profile_prompt(const Model& m, uint32_t L, std::string* needle = nullptr);
 // True for models written by write_synth_gguf (random weights).
 bool is_synthetic_model(const Model& m);
 

@@ -139,7 +139,24 @@ void Session::logits_of_row(BufferRange x_row) {
   }
 }
 
-void Session::forward(const int32_t* tokens, uint32_t T, bool want_logits) {
+// rows[i] = lm_head rmsnorm(x[i]) for every row of the batch
+void Session::logits_of_rows(uint32_t T) {
+  const ModelConfig& c = model_.config();
+  const ModelWeights& w = model_.weights();
+  op_rms_norm(cs_, model_.kernels(), act_.x, w.output_norm.buf, act_.xn, T, c.n_embd, c.rms_eps);
+  cs_.barrier();
+  const DeviceTensor& head = w.lm_head();
+  if (T == 1)
+    op_matvec(cs_, model_.kernels(), head.type, head.buf, act_.xn, act_.rows, head.rows, head.cols);
+  else
+    op_matmul(cs_, model_.kernels(), head.type, head.buf, act_.xn, act_.rows, T, head.rows, head.cols);
+  if (c.logit_softcap > 0) {
+    cs_.barrier();
+    op_softcap(cs_, model_.kernels(), act_.rows, T * c.n_vocab, c.logit_softcap);
+  }
+}
+
+void Session::forward(const int32_t* tokens, uint32_t T, bool want_logits, const RowLogitsFn* rows) {
   const ModelConfig& c = model_.config();
   const uint32_t appended = n_past_ - cache_.prompt_len();  // slots used after each head's retained entries
   std::memcpy(act_.ids.mapped(), tokens, T * sizeof(int32_t));
@@ -153,10 +170,18 @@ void Session::forward(const int32_t* tokens, uint32_t T, bool want_logits) {
       layer(l, T, act_.x, KvView{L.k, L.v, L.heads, {}}, appended, n_past_, cache_.max_len(appended + T));
   }
   const uint64_t row = uint64_t(c.n_embd) * 4;
-  if (want_logits) logits_of_row(BufferRange(act_.x, (T - 1) * row, row));  // only the prompt's last batch needs them
+  if (rows)
+    logits_of_rows(T);
+  else if (want_logits)
+    logits_of_row(BufferRange(act_.x, (T - 1) * row, row));  // only the prompt's last batch needs them
   cs_.submit();
   n_past_ += T;
-  if (want_logits) act_.logits.download(logits_.data(), logits_.size() * 4);
+  if (want_logits && !rows) act_.logits.download(logits_.data(), logits_.size() * 4);
+  if (rows) {
+    const float* all = static_cast<const float*>(act_.rows.mapped());
+    for (uint32_t i = 0; i < T; ++i) (*rows)(i, std::span<const float>(all + uint64_t(i) * c.n_vocab, c.n_vocab));
+    std::memcpy(logits_.data(), all + uint64_t(T - 1) * c.n_vocab, logits_.size() * 4);
+  }
 }
 
 void Session::prefill_compressed(std::span<const int32_t> tokens) {

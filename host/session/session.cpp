@@ -86,6 +86,7 @@ Session::Session(const Model& model, const SessionOptions& opts)
       Buffer(ctx, attn_partial_floats(model.attention(), c.n_head, opts_.n_ctx) * f, BufferKind::Device, "attn_part");
   act_.ids = Buffer(ctx, B * 4, BufferKind::Staging, "ids");
   act_.logits = Buffer(ctx, uint64_t(c.n_vocab) * f, BufferKind::Staging, "logits");
+  if (opts_.row_logits) act_.rows = Buffer(ctx, B * c.n_vocab * f, BufferKind::Staging, "row_logits");
   logits_.resize(c.n_vocab);
   if (!opts_.kv.compresses()) cache_.allocate_full();
 }
@@ -96,7 +97,7 @@ void Session::reset() {
   if (opts_.kv.compresses()) cache_.clear();  // the next prompt is compressed into a newly sized cache
 }
 
-std::span<const float> Session::prefill(std::span<const int32_t> tokens) {
+void Session::check_tokens(std::span<const int32_t> tokens) const {
   if (tokens.empty()) throw Error(ErrorKind::InvalidArgument, "empty prompt");
   if (tokens.size() > opts_.n_ctx - n_past_)  // n_past_ <= n_ctx; a sum could wrap for a huge size
     throw Error(ErrorKind::InvalidArgument,
@@ -108,6 +109,30 @@ std::span<const float> Session::prefill(std::span<const int32_t> tokens) {
     if (t < 0 || t >= n_vocab)
       throw Error(ErrorKind::InvalidArgument, "token id " + std::to_string(t) + " is outside the vocabulary (0.." +
                                                   std::to_string(n_vocab - 1) + ")");
+}
+
+void Session::prefill_rows(std::span<const int32_t> tokens, const RowLogitsFn& on_row) {
+  if (!opts_.row_logits)
+    throw Error(ErrorKind::InvalidArgument, "prefill_rows needs a session made with SessionOptions::row_logits");
+  if (n_past_ == 0 && opts_.kv.compresses())
+    throw Error(ErrorKind::InvalidArgument, "prefill_rows appends to a prompt: prefill the compressed prompt first");
+  check_tokens(tokens);
+  if (cancel_requested_.exchange(false)) throw Cancelled();
+  const uint32_t n_past_before = n_past_;
+  try {
+    for (size_t i = 0; i < tokens.size(); i += opts_.n_batch) {
+      const uint32_t T = uint32_t(std::min<size_t>(opts_.n_batch, tokens.size() - i));
+      const RowLogitsFn rows = [&](uint32_t r, std::span<const float> lg) { on_row(uint32_t(i) + r, lg); };
+      forward(tokens.data() + i, T, true, &rows);
+    }
+  } catch (...) {
+    n_past_ = n_past_before;  // rows written past the old position are never read
+    throw;
+  }
+}
+
+std::span<const float> Session::prefill(std::span<const int32_t> tokens) {
+  check_tokens(tokens);
   const auto t0 = std::chrono::steady_clock::now();
   const uint32_t n_past_before = n_past_;
   try {

@@ -26,6 +26,7 @@ struct SessionOptions {
   KvPolicyOptions kv;           // full cache by default
   bool keep_selection = false;  // remember the retained positions (for --dump-kv-selection and tests)
   bool profile = false;         // per-kernel GPU timestamps of every dispatch
+  bool row_logits = false;      // allocate [n_batch][n_vocab] logits so prefill_rows() can score every token
   // Called during prefill with work done and total (in token-layers); return false to cancel.
   std::function<bool(uint64_t done, uint64_t total)> on_progress;
 };
@@ -55,7 +56,11 @@ struct Activations {
   Buffer part;    // decode attention partials
   Buffer ids;     // [B] int32 token ids, host-visible
   Buffer logits;  // [n_vocab], host-visible
+  Buffer rows;    // [B, n_vocab], host-visible, only with SessionOptions::row_logits
 };
+
+// The logits after prompt token i (i counts from the first token of the call).
+using RowLogitsFn = std::function<void(uint32_t i, std::span<const float> logits)>;
 
 class Session {
  public:
@@ -63,6 +68,10 @@ class Session {
 
   // Appends tokens at the current position and returns the logits after the last one.
   std::span<const float> prefill(std::span<const int32_t> tokens);
+  // Appends tokens like prefill() (never compressing them: the session must hold a prompt
+  // already, or use the full cache) and hands the logits after every one of them to `on_row`,
+  // in order: what perplexity needs. Requires SessionOptions::row_logits.
+  void prefill_rows(std::span<const int32_t> tokens, const RowLogitsFn& on_row);
   // Appends one token and returns the logits after it.
   std::span<const float> decode(int32_t token);
   // Forgets every token; the next prefill starts a new prompt (and is compressed again).
@@ -83,11 +92,13 @@ class Session {
 
  private:
   struct KvView;
-  void forward(const int32_t* tokens, uint32_t T, bool logits);  // host/session/forward.cpp
-  void prefill_compressed(std::span<const int32_t> tokens);      // host/session/forward.cpp
+  void forward(const int32_t* tokens, uint32_t T, bool logits, const RowLogitsFn* rows = nullptr);  // forward.cpp
+  void check_tokens(std::span<const int32_t> tokens) const;
+  void prefill_compressed(std::span<const int32_t> tokens);  // host/session/forward.cpp
   void layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uint32_t slot0, uint32_t pos0,
              uint32_t decode_len);               // host/session/forward.cpp
   void logits_of_row(BufferRange x_row);         // host/session/forward.cpp
+  void logits_of_rows(uint32_t T);               // host/session/forward.cpp
   void embed(BufferRange x, uint32_t T);         // host/session/forward.cpp
   void progress(uint64_t done, uint64_t total);  // throws Cancelled when asked to stop
 

@@ -348,7 +348,8 @@ typedef struct snapvk_session_options {
   uint32_t kv_kernel;          /* pooling kernel size, odd; 0: 7 */
   int32_t kv_pool;             /* snapvk_kv_pool; 0: max */
   int32_t kv_gqa;              /* snapvk_kv_gqa: query-head votes -> KV-head vote; 0: mean */
-  uint32_t reserved;
+  int32_t kv_pool_ahead;       /* pooling also keeps this many positions after a voted one;
+                                  0: the default (4), -1: none (the paper's symmetric pooling) */
   snapvk_progress_fn on_progress; /* may be NULL */
   void* progress_user_data;
 } snapvk_session_options;

@@ -1,0 +1,94 @@
+#include "tools/report_cli.h"
+
+#include <algorithm>
+
+#include "runtime/error.h"
+
+namespace snapvk::cli {
+
+std::vector<std::string> split_items(const std::string& s) {
+  std::vector<std::string> out;
+  for (std::string& item : split_list(s))
+    if (!item.empty()) out.push_back(std::move(item));
+  return out;
+}
+
+std::vector<ProfileSpec> make_specs(const KvCliOptions& base, const std::string& policies, const std::string& budgets,
+                                    bool keep_full, KvType& kv_type) {
+  std::vector<uint32_t> bs;
+  if (!budgets.empty()) bs = parse_token_counts(budgets, "--kv-budget");
+  if (bs.empty()) bs.push_back(0);  // --kv-ratio (checked by apply_kv_options)
+  std::vector<ProfileSpec> specs;
+  for (const std::string& p : split_items(policies)) {
+    const auto policy = parse_kv_policy(p);
+    if (!policy)
+      throw Error(ErrorKind::InvalidArgument,
+                  "unknown --kv-policy '" + p + "' (full, snapkv, pyramidkv, streamingllm, h2o, adakv)");
+    if (*policy == KvPolicy::Full) {
+      if (keep_full &&
+          std::none_of(specs.begin(), specs.end(), [](const ProfileSpec& s) { return !s.kv.compresses(); }))
+        specs.push_back({"full", KvPolicyOptions{}});
+      KvCliOptions k = base;
+      k.policy = "full";
+      SessionOptions so;
+      apply_kv_options(k, so);
+      kv_type = so.kv_type;
+      continue;
+    }
+    for (uint32_t b : bs) {
+      KvCliOptions k = base;
+      k.policy = p;
+      k.budget = b;
+      if (b) k.ratio = 0;
+      SessionOptions so;
+      apply_kv_options(k, so);
+      kv_type = so.kv_type;
+      std::string label = kv_policy_name(*policy);
+      if (bs.size() > 1) label += "@" + std::to_string(b);
+      if (std::any_of(specs.begin(), specs.end(), [&](const ProfileSpec& s) { return s.label == label; })) continue;
+      specs.push_back({label, so.kv});
+    }
+  }
+  if (specs.empty() && !keep_full) {
+    // Only "full" was asked for: still check the type.
+    KvCliOptions k = base;
+    k.policy = "full";
+    SessionOptions so;
+    apply_kv_options(k, so);
+    kv_type = so.kv_type;
+  }
+  return specs;
+}
+
+void add_kv_list_options(CLI::App& app, KvCliOptions& kv, std::string& policies, std::string& budgets,
+                         const std::string& policies_help, const std::string& budget_help) {
+  app.add_option("--kv-policy", policies, policies_help)->capture_default_str();
+  app.add_option("--kv-budget", budgets, budget_help);
+  app.add_option("--kv-ratio", kv.ratio, "Budget as a share of each prompt, in (0, 1] (instead of --kv-budget)");
+  app.add_option("--kv-window", kv.window, "Observation window W: the last prompt tokens, always kept")
+      ->capture_default_str();
+  app.add_option("--kv-kernel", kv.kernel, "Pooling kernel size (odd)")->capture_default_str();
+  app.add_option("--kv-pool", kv.pool, "Pooling: max or avg")->capture_default_str();
+  app.add_option("--kv-pool-ahead", kv.pool_ahead,
+                 "Pooling also keeps this many positions after each voted one (0: the paper's symmetric pooling)")
+      ->capture_default_str();
+  app.add_option("--kv-gqa", kv.gqa, "Query-head vote aggregation per KV head: mean, max or sum")
+      ->capture_default_str();
+  app.add_option("--kv-type", kv.type, "KV cache storage: f16, f32 or q8_0")->capture_default_str();
+}
+
+std::vector<uint32_t> default_contexts(const char* list, uint32_t n_ctx_train) {
+  std::vector<uint32_t> v = parse_token_counts(list, "contexts"), out;
+  for (uint32_t L : v)
+    if (!n_ctx_train || L <= n_ctx_train) out.push_back(L);
+  if (out.empty()) out.push_back(std::min<uint32_t>(v.front(), n_ctx_train));
+  return out;
+}
+
+void print_files(const std::vector<std::string>& paths) {
+  std::fprintf(stderr, "wrote");
+  for (const auto& p : paths) std::fprintf(stderr, " %s", p.c_str());
+  std::fprintf(stderr, "\n");
+}
+
+}  // namespace snapvk::cli
