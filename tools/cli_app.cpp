@@ -92,6 +92,7 @@ Cli::Cli() : app_("snapvk: Llama-family inference on any Vulkan GPU, with SnapKV
   add("profile", "Memory savings, speed and fidelity of KV policies per context length (table, CSV, JSON, SVG, HTML)",
       add_profile);
   add("eval", "Evaluations: needle (needle in a haystack per KV policy)", add_eval);
+  add("serve", "OpenAI-compatible HTTP server: many conversations in one device budget (docs/server.md)", add_serve);
 }
 
 int Cli::main(int argc, const char* const* argv) {
