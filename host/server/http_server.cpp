@@ -14,6 +14,7 @@ namespace snapvk::server {
 namespace {
 
 constexpr auto kPoll = std::chrono::milliseconds(250);        // a stream's wait for new text
+constexpr int kListenBacklog = 1024;                          // connections waiting to be accepted
 constexpr auto kKeepAlive = std::chrono::milliseconds(1000);  // a comment line while nothing comes: finds a gone client
 
 void send_error(httplib::Response& res, const ApiError& e) {
@@ -44,6 +45,7 @@ struct StreamState {
 
 struct HttpServer::Impl {
   httplib::Server http;
+  int listen_fd = -1;  // the listening socket (httplib gives it a backlog of 5)
   std::atomic<uint64_t> next_id{1};
 };
 
@@ -58,6 +60,11 @@ HttpServer::HttpServer(const Model& model, const ServerOptions& o)
       o_.http_threads ? o_.http_threads : size_t(o_.scheduler.parallel) + o_.scheduler.queue_size + 8;
   http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   http.set_payload_max_length(o_.max_body_bytes);
+  http.set_socket_options([impl = impl_.get()](socket_t sock) {
+    const int yes = 1;  // httplib's default options, which this replaces
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    impl->listen_fd = int(sock);
+  });
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (o_.api_key.empty() || req.get_header_value("Authorization") == "Bearer " + o_.api_key)
       return httplib::Server::HandlerResponse::Unhandled;
@@ -97,6 +104,9 @@ int HttpServer::bind() {
   if (port_ <= 0)
     throw Error(ErrorKind::Io, "cannot listen on " + o_.host + ":" + std::to_string(o_.port) +
                                    " (in use, or not an address of this machine)");
+  // httplib listens with a backlog of 5: a burst of clients connecting at once would find their
+  // connections dropped. Listening again on the socket raises it.
+  if (impl_->listen_fd >= 0) ::listen(impl_->listen_fd, kListenBacklog);
   return port_;
 }
 
