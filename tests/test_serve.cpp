@@ -482,6 +482,31 @@ TEST(Serve, TwoHundredConcurrentRequestsWithBadOnesAmongThem) {
   EXPECT_EQ(ts.client().Get("/health")->status, 200);
 }
 
+TEST(Serve, ConcurrentStreamsDecodeTogetherAndAnswerAsAlone) {
+  TestServer ts(kStories);  // 4 slots, batched decode of up to 4 sequences
+  const std::vector<std::string> prompts = {"Once upon a time", "Lily saw a big dog", "Tom had a red ball",
+                                            "The sun was hot and"};
+  std::vector<std::string> alone;
+  for (const std::string& p : prompts)
+    alone.push_back(ts.post("/v1/completions", {{"prompt", p}, {"max_tokens", 24}})["choices"][0]["text"]);
+  const uint64_t steps0 = std::stoull(ts.metric("snapvk_decode_steps_total"));
+  const uint64_t seqs0 = std::stoull(ts.metric("snapvk_decode_sequences_total"));
+  std::vector<std::string> together(prompts.size());
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < prompts.size(); ++i)
+    clients.emplace_back([&, i] {
+      together[i] = stream_text(
+          ts.stream("/v1/completions", {{"prompt", prompts[i]}, {"max_tokens", 24}, {"stream", true}}), false);
+    });
+  for (auto& t : clients) t.join();
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(together[i], alone[i]) << prompts[i];
+  // Some passes decoded several sequences at once.
+  const uint64_t steps = std::stoull(ts.metric("snapvk_decode_steps_total")) - steps0;
+  const uint64_t seqs = std::stoull(ts.metric("snapvk_decode_sequences_total")) - seqs0;
+  EXPECT_GT(seqs, steps);
+  EXPECT_EQ(seqs, 4u * 24u);  // every answer token enters its cache (a next turn continues from it)
+}
+
 TEST(Serve, SigtermFinishesTheStreamInFlightAndExits) {
   const std::string log = testing::TempDir() + "serve_sigterm.log";
   const std::vector<std::string> args = {cli_path(), "serve", "-m", model_path(kStories), "--port", "0", "--temp", "0"};

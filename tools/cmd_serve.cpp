@@ -113,6 +113,10 @@ Runner add_serve(CLI::App& app, const Globals& g) {
   app.add_option("--queue-timeout", s.scheduler.queue_timeout_s, "Seconds a request may wait before a 503")
       ->capture_default_str()
       ->check(CLI::Range(0.001, 86400.0));
+  app.add_option("--decode-batch", s.scheduler.decode_batch,
+                 "Sequences one batched decode pass takes at most (0 or 1: each slot decodes alone)")
+      ->capture_default_str()
+      ->check(CLI::Range(0u, 1024u));
   app.add_option("--api-key", s.api_key, "Require Authorization: Bearer KEY on every request");
   app.add_option("--max-body", s.max_body_bytes, "Largest request body in bytes (more: 413)")
       ->capture_default_str()

@@ -312,6 +312,8 @@ std::string HttpServer::metrics_text() {
   metric("snapvk_memory_available_bytes", "gauge", "Device bytes for sessions (budget less weights; 0: no budget)",
          st.available_bytes);
   metric("snapvk_device_memory_used_bytes", "gauge", "Device bytes allocated", model_.ctx().memory().current());
+  metric("snapvk_decode_steps_total", "counter", "Batched decode passes", st.decode_steps);
+  metric("snapvk_decode_sequences_total", "counter", "Tokens decoded in batched passes", st.decode_sequences);
   metric("snapvk_slots", "gauge", "Slots (--parallel)", st.slots);
   metric("snapvk_slots_processing", "gauge", "Slots running a request", st.active);
   metric("snapvk_sessions", "gauge", "Sessions held (running or kept for their conversation)", st.sessions);

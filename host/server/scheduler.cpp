@@ -28,20 +28,27 @@ void Job::push_text(const std::string& text) {
   cv_.notify_all();
 }
 
-void Job::finish(const Outcome& o) {
+void Job::set_outcome(const Outcome& o) {
   std::lock_guard<std::mutex> lk(m_);
   const double ttft = outcome_.ttft_ms;
   outcome_ = o;
   outcome_.ttft_ms = ttft;
+}
+
+void Job::set_error(const ApiError& e) {
+  std::lock_guard<std::mutex> lk(m_);
+  error_ = e;
+}
+
+void Job::close() {
+  std::lock_guard<std::mutex> lk(m_);
   state_ = State::Done;
   cv_.notify_all();
 }
 
 void Job::fail(const ApiError& e) {
-  std::lock_guard<std::mutex> lk(m_);
-  error_ = e;
-  state_ = State::Done;
-  cv_.notify_all();
+  set_error(e);
+  close();
 }
 
 bool Job::wait_started(std::chrono::milliseconds timeout) {
@@ -120,6 +127,9 @@ Scheduler::Scheduler(const Model& model, const ChatTemplate& tmpl, const Schedul
     : model_(model), tmpl_(tmpl), o_(o) {
   if (o_.parallel == 0) throw Error(ErrorKind::InvalidArgument, "the server needs at least one slot (--parallel)");
   if (o_.session.n_ctx == 0) o_.session.n_ctx = default_n_ctx(model.config());
+  // The batch buffers come first: the sessions get what is left of the budget.
+  if (std::min(o_.decode_batch, o_.parallel) > 1 && DecodeBatch::fits(model))
+    batcher_ = std::make_unique<DecodeBatcher>(model, std::min(o_.decode_batch, o_.parallel));
   const MemoryTracker& mem = model.ctx().memory();
   if (mem.budget()) available_ = mem.budget() > mem.current() ? mem.budget() - mem.current() : 0;
   stop_tokens_ = tmpl.stop_tokens(model.tokenizer());
@@ -308,6 +318,7 @@ void Scheduler::slot_loop(Slot& s) {
     lk.lock();
     s.job.reset();
     s.last_used = ++tick_;
+    job->close();  // now that its slot is idle, so that a next turn sent at once finds it
     try_admit();
     idle_cv_.notify_all();
   }
@@ -344,12 +355,12 @@ void Scheduler::run_job(Slot& s, Job& job, const Plan& plan) {
       std::lock_guard<std::mutex> lk(mu_);
       evict(s);  // a failed session is not trusted again
     }
-    job.fail(err);
+    job.set_error(err);
   } catch (const std::exception& e) {
     log().error("serve: slot {}: {}", s.id, e.what());
     std::lock_guard<std::mutex> lk(mu_);
     evict(s);
-    job.fail(ApiError(500, e.what(), "", "internal_error"));
+    job.set_error(ApiError(500, e.what(), "", "internal_error"));
   }
 }
 
@@ -361,6 +372,16 @@ void Scheduler::generate_answer(Slot& s, Job& job, const Plan& plan, std::span<c
   go.max_tokens = job.req.max_tokens;
   if (job.req.chat) go.stop_tokens = stop_tokens_;
   go.cancel = &job.gen_cancel;
+  struct Member {  // while generating, the batcher waits for this slot's tokens
+    DecodeBatcher* b;
+    explicit Member(DecodeBatcher* b_) : b(b_) {
+      if (b) b->join();
+    }
+    ~Member() {
+      if (b) b->leave();
+    }
+  } member(batcher_.get());
+  if (batcher_) go.decode = [&](int32_t token) { return batcher_->decode(*s.session, token); };
   go.on_text = [&](std::string_view text) {
     if (const std::string shown = stops.push(text); !shown.empty()) job.push_text(shown);
   };
@@ -385,7 +406,7 @@ void Scheduler::generate_answer(Slot& s, Job& job, const Plan& plan, std::span<c
     std::lock_guard<std::mutex> lk(mu_);
     s.kv_stats = kv;
   }
-  job.finish(o);
+  job.set_outcome(o);
 }
 
 void Scheduler::stop() {
@@ -412,6 +433,7 @@ SchedulerStats Scheduler::stats() {
   st.queued = uint32_t(queue_.size());
   st.available_bytes = available_;
   st.prefill_tokens_saved = saved_tokens_;
+  if (batcher_) st.decode_steps = batcher_->steps(), st.decode_sequences = batcher_->sequences();
   for (const auto& s : slots_) {
     st.active += s->job ? 1 : 0;
     st.sessions += s->session ? 1 : 0;

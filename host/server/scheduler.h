@@ -20,6 +20,7 @@
 
 #include "host/model/chat_template.h"
 #include "host/model/model.h"
+#include "host/server/batcher.h"
 #include "host/server/openai.h"
 #include "host/session/session.h"
 
@@ -32,6 +33,7 @@ struct SchedulerOptions {
   uint32_t queue_size = 64;      // requests waiting for a slot or memory at most (more: 503)
   double queue_timeout_s = 300;  // a request waits this long at most, then 503
   SessionOptions session;        // n_ctx, n_batch, KV type of every slot (the KV policy is per request)
+  uint32_t decode_batch = 16;    // sequences one batched decode pass takes at most (0 or 1: each slot decodes alone)
 };
 
 // One request from submission to its last token: shared by the HTTP thread that waits for it or
@@ -47,8 +49,10 @@ struct Job {
   // Slot thread: text as it is generated, then the end.
   void start(int slot);
   void push_text(const std::string& text);
-  void finish(const Outcome& o);
-  void fail(const ApiError& e);
+  void set_outcome(const Outcome& o);  // the result, seen once close() ends the job
+  void set_error(const ApiError& e);
+  void close();
+  void fail(const ApiError& e);  // set_error and close
 
   // HTTP thread: waits until the job runs or ends (false: `timeout` passed first).
   bool wait_started(std::chrono::milliseconds timeout);
@@ -74,6 +78,7 @@ struct SchedulerStats {
   uint64_t kv_bytes = 0, kv_bytes_full = 0, kv_bytes_allocated = 0;  // over every slot's session
   uint64_t reserved_bytes = 0, available_bytes = 0;                  // the memory model's accounting
   uint64_t prefill_tokens_saved = 0;                                 // tokens a slot's cache already held
+  uint64_t decode_steps = 0, decode_sequences = 0;  // batched decode: passes run and tokens decoded in them
 };
 
 class Scheduler {
@@ -115,6 +120,7 @@ class Scheduler {
   SchedulerOptions o_;
   uint64_t available_ = 0;  // device bytes the slots may use (the budget less weights; 0: no budget)
   std::vector<int32_t> stop_tokens_;
+  std::unique_ptr<DecodeBatcher> batcher_;  // null: each slot decodes on its own
   std::vector<std::unique_ptr<Slot>> slots_;
   std::deque<std::shared_ptr<Job>> queue_;
   std::mutex mu_;
