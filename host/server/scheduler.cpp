@@ -110,8 +110,8 @@ struct Scheduler::Plan {
   std::vector<int32_t> tokens;  // to prefill
   ChatHistory history;          // the slot's chat history once the prompt is in (chat)
   uint32_t cached = 0;          // tokens the slot already held
-  uint64_t reserve = 0;         // bytes while prefilling
-  uint64_t steady = 0;          // bytes after it
+  uint64_t steady = 0;          // bytes of the session: activations and its cache
+  uint64_t transient = 0;       // more bytes while its prompt is compressed (prefill_transient)
 };
 
 namespace {
@@ -205,6 +205,7 @@ void Scheduler::cancel(const std::shared_ptr<Job>& job) {
   job->gen_cancel.store(true);
   for (auto& s : slots_)
     if (s->job == job) s->cancel.store(true);
+  transient_cv_.notify_all();
 }
 
 uint64_t Scheduler::reserved_except(const Slot* x) const {
@@ -242,7 +243,7 @@ std::optional<Scheduler::Plan> Scheduler::continuation(const Slot& s, const Job&
     p.tokens.assign(job.tokens.begin() + s.tokens.size(), job.tokens.end());
   }
   if (p.tokens.empty() || s.session->n_past() + p.tokens.size() >= s.session->n_ctx()) return std::nullopt;
-  p.reserve = p.steady = s.reserved;  // the cache is allocated already
+  p.steady = s.reserved;  // the cache is allocated already
   return p;
 }
 
@@ -269,11 +270,12 @@ bool Scheduler::admit(const std::shared_ptr<Job>& job) {
     plan.emplace();
     plan->tokens = job->tokens;
     if (job->req.chat) plan->history.next(tmpl_, job->req.messages, true);
-    plan->reserve = e.peak;
     plan->steady = e.activations + e.kv_cache;
+    plan->transient = e.prefill_transient;
     if (available_) {
-      // Evict idle sessions, least recently used first, until the request fits.
-      while (reserved_except(target) + plan->reserve > available_) {
+      // Evict idle sessions, least recently used first, until the request fits: its session, and
+      // its prefill's buffers (other prefills' wait in prefill_memory()).
+      while (reserved_except(target) + plan->steady + plan->transient > available_) {
         Slot* lru = nullptr;
         for (auto& s : slots_)
           if (s.get() != target && !s->job && s->session && (!lru || s->last_used < lru->last_used)) lru = s.get();
@@ -285,7 +287,7 @@ bool Scheduler::admit(const std::shared_ptr<Job>& job) {
   }
   target->job = job;
   target->kv = job->req.kv;
-  target->reserved = std::max(target->reserved, plan->reserve);
+  target->reserved = plan->steady;
   target->plan = std::make_unique<Plan>(std::move(*plan));
   target->cancel.store(false);
   target->cv.notify_one();
@@ -324,6 +326,24 @@ void Scheduler::slot_loop(Slot& s) {
   }
 }
 
+Scheduler::PrefillMemory::PrefillMemory(Scheduler& sch, Slot& s, uint64_t bytes) : sch_(sch), bytes_(bytes) {
+  if (!bytes_ || !sch.available_) return;
+  std::unique_lock<std::mutex> lk(sch.mu_);
+  sch.transient_cv_.wait(
+      lk, [&] { return s.cancel.load() || sch.reserved_except(nullptr) + sch.transients_ + bytes_ <= sch.available_; });
+  if (s.cancel.load()) throw Cancelled();
+  sch.transients_ += bytes_;
+}
+
+Scheduler::PrefillMemory::~PrefillMemory() {
+  if (!bytes_ || !sch_.available_) return;
+  {
+    std::lock_guard<std::mutex> lk(sch_.mu_);
+    sch_.transients_ -= bytes_;
+  }
+  sch_.transient_cv_.notify_all();
+}
+
 // Runs a job on its slot's thread (no lock held but to publish the slot's accounting).
 void Scheduler::run_job(Slot& s, Job& job, const Plan& plan) {
   try {
@@ -333,7 +353,11 @@ void Scheduler::run_job(Slot& s, Job& job, const Plan& plan) {
       s.session->reset();
     }
     if (plan.fresh) s.history.clear(), s.tokens.clear();
-    const std::span<const float> logits = s.session->prefill(plan.tokens);
+    std::span<const float> logits;
+    {
+      const PrefillMemory hold(*this, s, plan.transient);  // only while the prompt is compressed
+      logits = s.session->prefill(plan.tokens);
+    }
     s.tokens.insert(s.tokens.end(), plan.tokens.begin(), plan.tokens.end());
     if (job.req.chat) {
       s.history = plan.history;
@@ -343,7 +367,6 @@ void Scheduler::run_job(Slot& s, Job& job, const Plan& plan) {
     }
     {
       std::lock_guard<std::mutex> lk(mu_);
-      s.reserved = plan.steady;
       s.kv_stats = s.session->kv_stats();
       saved_tokens_ += plan.cached;
     }

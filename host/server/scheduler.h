@@ -113,7 +113,20 @@ class Scheduler {
   std::optional<Plan> continuation(const Slot& s, const Job& job) const;
   SessionOptions session_options(const KvPolicyOptions& kv, Slot& s) const;
   uint64_t reserved_except(const Slot* s) const;  // under mu_
-  void evict(Slot& s);                            // under mu_: frees an idle slot's session
+  // A compressing prefill's transient buffers: admission counts each session's own size (and
+  // that its prefill fits alone); prefills that would not fit together wait here for each other.
+  class PrefillMemory {
+   public:
+    PrefillMemory(Scheduler& sch, Slot& s, uint64_t bytes);  // throws Cancelled if cancelled meanwhile
+    ~PrefillMemory();
+    PrefillMemory(const PrefillMemory&) = delete;
+    PrefillMemory& operator=(const PrefillMemory&) = delete;
+
+   private:
+    Scheduler& sch_;
+    uint64_t bytes_;
+  };
+  void evict(Slot& s);  // under mu_: frees an idle slot's session
 
   const Model& model_;
   const ChatTemplate& tmpl_;
@@ -124,7 +137,9 @@ class Scheduler {
   std::vector<std::unique_ptr<Slot>> slots_;
   std::deque<std::shared_ptr<Job>> queue_;
   std::mutex mu_;
-  std::condition_variable idle_cv_;  // a job finished
+  std::condition_variable idle_cv_;       // a job finished
+  std::condition_variable transient_cv_;  // a prefill's transient buffers were freed, or a job cancelled
+  uint64_t transients_ = 0;               // bytes of the prefills running now (PrefillMemory)
   bool stopping_ = false, exiting_ = false;
   uint64_t tick_ = 0, saved_tokens_ = 0;
 };
