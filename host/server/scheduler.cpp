@@ -459,7 +459,7 @@ SchedulerStats Scheduler::stats() {
   if (batcher_) st.decode_steps = batcher_->steps(), st.decode_sequences = batcher_->sequences();
   for (const auto& s : slots_) {
     st.active += s->job ? 1 : 0;
-    st.sessions += s->session ? 1 : 0;
+    st.sessions += s->job || s->session ? 1 : 0;  // a busy slot's session is its thread's to touch
     st.kv_bytes += s->kv_stats.retained_bytes;
     st.kv_bytes_full += s->kv_stats.full_bytes;
     st.kv_bytes_allocated += s->kv_stats.allocated_bytes;
