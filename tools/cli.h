@@ -56,6 +56,7 @@ Runner add_convert(CLI::App& app, const Globals& g);
 Runner add_profile(CLI::App& app, const Globals& g);     // tools/cmd_profile.cpp
 Runner add_eval(CLI::App& app, const Globals& g);        // tools/cmd_eval.cpp
 Runner add_perplexity(CLI::App& app, const Globals& g);  // tools/cmd_eval.cpp
+Runner add_serve(CLI::App& app, const Globals& g);       // tools/cmd_serve.cpp
 
 // The whole command line: the global options and every subcommand.
 class Cli {

@@ -98,6 +98,7 @@ Cli::Cli() : app_("snapvk: Llama-family inference on any Vulkan GPU, with SnapKV
       add_eval);
   add("perplexity", "Perplexity over a text in chunks, per KV policy (each chunk's second half after its first)",
       add_perplexity);
+  add("serve", "OpenAI-compatible HTTP server: many conversations in one device budget (docs/server.md)", add_serve);
 }
 
 int Cli::main(int argc, const char* const* argv) {

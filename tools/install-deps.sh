@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   libvulkan-dev glslc spirv-tools
-  libspdlog-dev libcli11-dev nlohmann-json3-dev
+  libspdlog-dev libcli11-dev nlohmann-json3-dev libcpp-httplib-dev  # the server: snapvk serve
   libgtest-dev libbenchmark-dev
   mesa-vulkan-drivers vulkan-validationlayers vulkan-tools
   clang libclang-rt-14-dev llvm  # sanitizer build and libFuzzer (tools/test-sanitizers.sh)

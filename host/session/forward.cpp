@@ -16,28 +16,68 @@ struct Session::KvView {
   const Buffer& v;
   const Buffer& heads;
   KvWindow w;  // a sliding-window layer's window and ring (slot0 is then the position)
+  KvType type;
+};
+
+// One sequence's attention inside a layer: its rows of q, k, v and attn, and its cache.
+struct Session::SeqAttention {
+  BufferRange q, k, v, attn;  // [T] rows each
+  BufferRange part;           // decode attention partials of its session
+  KvView kv;
+  uint32_t slot0 = 0, pos0 = 0, decode_len = 0;
 };
 
 void Session::layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uint32_t slot0, uint32_t pos0,
                     uint32_t decode_len) {
-  const ModelConfig& c = model_.config();
-  const LayerWeights& L = model_.weights().layers[l];
-  const ModelWeights& w = model_.weights();
-  const Kernels& k = model_.kernels();
-  const AttentionKernels& ak = model_.attention();
-  const KvType kt = cache_.type();
-  const float scale = c.attention_scale();
+  const SeqAttention seq{act_.q, act_.k, act_.v, act_.attn, act_.part, kv, slot0, pos0, decode_len};
+  record_layer(model_, cs_, act_, l, T, x, std::span<const SeqAttention>(&seq, 1));
+}
+
+// Rotates each sequence's q and k by its positions, appends its k and v to its cache and runs its
+// attention: T rows of one sequence (forward), or one row of each of several (decode_batch).
+void Session::record_attention(const Model& m, CommandStream& cs, uint32_t l, uint32_t T,
+                               std::span<const SeqAttention> seqs) {
+  const ModelConfig& c = m.config();
+  const ModelWeights& w = m.weights();
+  const Kernels& k = m.kernels();
+  const AttentionKernels& ak = m.attention();
+  const KvType kt = seqs[0].kv.type;
   // sliding-window layers rotate with their own base and no scaling (gemma3)
   const bool swa = c.is_swa(l);
-  const RopeParams rope{c.head_dim,
-                        c.n_rot,
-                        pos0,
-                        swa ? c.rope_base_swa : c.rope_base,
-                        uint32_t(c.rope_type),
-                        swa ? 1.0f : c.rope_freq_scale};
   const Buffer& rope_factors = w.rope_freqs ? w.rope_freqs.buf : w.output_norm.buf;  // unread when absent
-  CommandStream& cs = cs_;
-  Activations& a = act_;
+  for (const SeqAttention& s : seqs) {
+    const RopeParams rope{c.head_dim,
+                          c.n_rot,
+                          s.pos0,
+                          swa ? c.rope_base_swa : c.rope_base,
+                          uint32_t(c.rope_type),
+                          swa ? 1.0f : c.rope_freq_scale};
+    op_rope(cs, k, s.q, rope_factors, bool(w.rope_freqs), T, c.n_head, rope);
+    op_rope(cs, k, s.k, rope_factors, bool(w.rope_freqs), T, c.n_head_kv, rope);
+  }
+  cs.barrier();
+  // append k, v to the cache after each head's entries (a sliding-window layer: into its ring)
+  for (const SeqAttention& s : seqs) {
+    op_kv_store(cs, k, ak, kt, s.k, s.kv.k, s.kv.heads, T, c.n_head_kv, s.slot0, s.kv.w.ring);
+    op_kv_store(cs, k, ak, kt, s.v, s.kv.v, s.kv.heads, T, c.n_head_kv, s.slot0, s.kv.w.ring);
+  }
+  cs.barrier();
+  // attn = softmax(q k^T * scale) v over what each query may see (causal, GQA, its window)
+  for (const SeqAttention& s : seqs)
+    if (T == 1)
+      op_attn_decode(cs, k, ak, kt, s.q, s.kv.k, s.kv.v, s.kv.heads, s.part, s.attn, c.n_head, c.n_head_kv,
+                     s.decode_len, s.slot0 + 1, c.attention_scale(), s.kv.w);
+    else
+      op_attn_prefill(cs, k, ak, kt, s.q, s.kv.k, s.kv.v, s.kv.heads, s.attn, T, c.n_head, c.n_head_kv, s.slot0,
+                      c.attention_scale(), s.kv.w);
+  cs.barrier();
+}
+
+void Session::record_layer(const Model& m, CommandStream& cs, Activations& a, uint32_t l, uint32_t T, BufferRange x,
+                           std::span<const SeqAttention> seqs) {
+  const ModelConfig& c = m.config();
+  const LayerWeights& L = m.weights().layers[l];
+  const Kernels& k = m.kernels();
   // Projection y = W x for each of the T rows: matrix-vector for one token, matrix-matrix for a batch.
   auto project = [&](const DeviceTensor& W, BufferRange in, BufferRange out) {
     if (T == 1)
@@ -65,21 +105,8 @@ void Session::layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uin
     op_rms_norm(cs, k, a.k, L.k_norm.buf, a.k, T * c.n_head_kv, c.head_dim, c.rms_eps);
     cs.barrier();
   }
-  // rotate q and k by position
-  op_rope(cs, k, a.q, rope_factors, bool(w.rope_freqs), T, c.n_head, rope);
-  op_rope(cs, k, a.k, rope_factors, bool(w.rope_freqs), T, c.n_head_kv, rope);
-  cs.barrier();
-  // append k, v to the cache after each head's entries (a sliding-window layer: into its ring)
-  op_kv_store(cs, k, ak, kt, a.k, kv.k, kv.heads, T, c.n_head_kv, slot0, kv.w.ring);
-  op_kv_store(cs, k, ak, kt, a.v, kv.v, kv.heads, T, c.n_head_kv, slot0, kv.w.ring);
-  cs.barrier();
-  // attn = softmax(q k^T * scale) v over what each query may see (causal, GQA, its window)
-  if (T == 1)
-    op_attn_decode(cs, k, ak, kt, a.q, kv.k, kv.v, kv.heads, a.part, a.attn, c.n_head, c.n_head_kv, decode_len,
-                   slot0 + 1, scale, kv.w);
-  else
-    op_attn_prefill(cs, k, ak, kt, a.q, kv.k, kv.v, kv.heads, a.attn, T, c.n_head, c.n_head_kv, slot0, scale, kv.w);
-  cs.barrier();
+  // one sequence of T rows, or T sequences of one row each
+  record_attention(m, cs, l, seqs.size() == 1 ? T : 1, seqs);
   // x = x + wo attn (gemma3: + rmsnorm(wo attn))
   project(L.wo, a.attn, a.xn);
   cs.barrier();
@@ -165,9 +192,11 @@ void Session::forward(const int32_t* tokens, uint32_t T, bool want_logits, const
   for (uint32_t l = 0; l < c.n_layer; ++l) {
     const KvLayer& L = cache_.layer(l);
     if (L.window)  // a ring: slots by position, the query sees at most the window
-      layer(l, T, act_.x, KvView{L.k, L.v, L.heads, L.kv_window()}, n_past_, n_past_, std::min(n_past_ + T, L.window));
+      layer(l, T, act_.x, KvView{L.k, L.v, L.heads, L.kv_window(), cache_.type()}, n_past_, n_past_,
+            std::min(n_past_ + T, L.window));
     else
-      layer(l, T, act_.x, KvView{L.k, L.v, L.heads, {}}, appended, n_past_, cache_.max_len(appended + T));
+      layer(l, T, act_.x, KvView{L.k, L.v, L.heads, {}, cache_.type()}, appended, n_past_,
+            cache_.max_len(appended + T));
   }
   const uint64_t row = uint64_t(c.n_embd) * 4;
   if (rows)
@@ -221,7 +250,7 @@ void Session::prefill_compressed(std::span<const int32_t> tokens) {
       cs_.begin();
       for (uint32_t r0 = 0; r0 < L; r0 += opts_.n_batch)
         layer(l, std::min(opts_.n_batch, L - r0), BufferRange(X, r0 * xrow, std::min(opts_.n_batch, L - r0) * xrow),
-              KvView{R.k, R.v, R.heads, R.kv_window()}, r0, r0, 0);
+              KvView{R.k, R.v, R.heads, R.kv_window(), cache_.type()}, r0, r0, 0);
       cs_.submit();
       continue;
     }
@@ -229,7 +258,8 @@ void Session::prefill_compressed(std::span<const int32_t> tokens) {
     cs_.begin();
     for (uint32_t r0 = 0; r0 < L; r0 += opts_.n_batch) {
       const uint32_t T = std::min(opts_.n_batch, L - r0);
-      layer(l, T, BufferRange(X, r0 * xrow, T * xrow), KvView{full_k, full_v, full_heads, {}}, r0, r0, 0);
+      layer(l, T, BufferRange(X, r0 * xrow, T * xrow), KvView{full_k, full_v, full_heads, {}, cache_.type()}, r0, r0,
+            0);
       // keep the voting queries (rotated) of rows L - n_q .. L - 1 for the score pass
       const uint32_t first = std::max(r0, L - n_q);
       if (first < r0 + T) {
@@ -251,6 +281,106 @@ void Session::prefill_compressed(std::span<const int32_t> tokens) {
   cs_.submit();
   n_past_ = L;
   act_.logits.download(logits_.data(), logits_.size() * 4);
+}
+
+}  // namespace snapvk
+
+namespace snapvk {
+
+DecodeBatch::DecodeBatch(const Model& m, uint32_t max_seqs_) : max_seqs(max_seqs_), cs(m.ctx()) {
+  const ModelConfig& c = m.config();
+  Context& ctx = m.ctx();
+  if (max_seqs == 0) throw Error(ErrorKind::InvalidArgument, "a decode batch needs room for at least one sequence");
+  const uint64_t B = max_seqs, f = 4;
+  act.x = Buffer(ctx, B * c.n_embd * f, BufferKind::Device, "batch_x");
+  act.xn = Buffer(ctx, B * c.n_embd * f, BufferKind::Device, "batch_xn");
+  act.q = Buffer(ctx, B * c.q_dim() * f, BufferKind::Device, "batch_q");
+  act.k = Buffer(ctx, B * c.kv_dim() * f, BufferKind::Device, "batch_k");
+  act.v = Buffer(ctx, B * c.kv_dim() * f, BufferKind::Device, "batch_v");
+  act.attn = Buffer(ctx, B * c.q_dim() * f, BufferKind::Device, "batch_attn");
+  act.gate = Buffer(ctx, B * c.n_ff * f, BufferKind::Device, "batch_gate");
+  act.up = Buffer(ctx, B * c.n_ff * f, BufferKind::Device, "batch_up");
+  act.ids = Buffer(ctx, B * 4, BufferKind::Staging, "batch_ids");
+  act.logits = Buffer(ctx, B * c.n_vocab * f, BufferKind::Staging, "batch_logits");
+}
+
+uint64_t DecodeBatch::bytes(const ModelConfig& c, uint32_t max_seqs) {
+  const uint64_t per_row = 2ull * c.n_embd + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * c.n_ff + 1 + c.n_vocab;
+  return 4 * uint64_t(max_seqs) * per_row;
+}
+
+bool DecodeBatch::fits(const Model& m) {
+  // Each sequence's rows are bound at their own offset: those must meet the device's alignment.
+  const ModelConfig& c = m.config();
+  const uint64_t align = std::max<uint64_t>(1, m.ctx().info().min_storage_buffer_offset_alignment);
+  for (uint64_t row : {uint64_t(c.q_dim()) * 4, uint64_t(c.kv_dim()) * 4})
+    if (row % align) return false;
+  return true;
+}
+
+void Session::decode_batch(DecodeBatch& b, std::span<Session* const> ss, std::span<const int32_t> tokens) {
+  if (ss.empty() || ss.size() != tokens.size() || ss.size() > b.max_seqs)
+    throw Error(ErrorKind::InvalidArgument, "decode_batch: " + std::to_string(ss.size()) + " sessions for " +
+                                                std::to_string(tokens.size()) + " tokens, room for " +
+                                                std::to_string(b.max_seqs));
+  if (ss.size() == 1) {  // one sequence: the session's own matrix-vector pass
+    ss[0]->decode(tokens[0]);
+    return;
+  }
+  const Model& m = ss[0]->model_;
+  const ModelConfig& c = m.config();
+  const uint32_t N = uint32_t(ss.size());
+  for (uint32_t i = 0; i < N; ++i) {
+    Session& s = *ss[i];
+    if (&s.model_ != &m) throw Error(ErrorKind::InvalidArgument, "decode_batch: the sessions' models differ");
+    if (s.n_past_ == 0 || s.n_past_ >= s.opts_.n_ctx)
+      throw Error(ErrorKind::InvalidArgument, "decode_batch: a session has no prompt or no room left", Param::NCtx);
+    if (tokens[i] < 0 || uint32_t(tokens[i]) >= c.n_vocab)
+      throw Error(ErrorKind::InvalidArgument, "token id " + std::to_string(tokens[i]) + " is outside the vocabulary");
+  }
+  Activations& a = b.act;
+  CommandStream& cs = b.cs;
+  std::memcpy(a.ids.mapped(), tokens.data(), N * sizeof(int32_t));
+  cs.begin();
+  const ModelWeights& w = m.weights();
+  op_get_rows(cs, m.kernels(), w.tok_embd.type, w.tok_embd.buf, a.ids, a.x, N, c.n_embd);
+  cs.barrier();
+  if (w.embd_scale) {
+    op_mul(cs, m.kernels(), a.x, w.embd_scale.buf, a.x, N * c.n_embd, 1);
+    cs.barrier();
+  }
+  const uint64_t qrow = uint64_t(c.q_dim()) * 4, kvrow = uint64_t(c.kv_dim()) * 4;
+  std::vector<SeqAttention> seqs;
+  for (uint32_t l = 0; l < c.n_layer; ++l) {
+    seqs.clear();
+    for (uint32_t i = 0; i < N; ++i) {
+      Session& s = *ss[i];
+      const KvLayer& L = s.cache_.layer(l);
+      const uint32_t appended = s.n_past_ - s.cache_.prompt_len();
+      // as forward(): a ring is addressed by position, a compacted or full layer after its retained rows
+      const KvView kv{L.k, L.v, L.heads, L.window ? L.kv_window() : KvWindow{}, s.cache_.type()};
+      seqs.push_back({BufferRange(a.q, i * qrow, qrow), BufferRange(a.k, i * kvrow, kvrow),
+                      BufferRange(a.v, i * kvrow, kvrow), BufferRange(a.attn, i * qrow, qrow), s.act_.part, kv,
+                      L.window ? s.n_past_ : appended, s.n_past_,
+                      L.window ? std::min(s.n_past_ + 1, L.window) : s.cache_.max_len(appended + 1)});
+    }
+    record_layer(m, cs, a, l, N, a.x, seqs);
+  }
+  // logits of every row = lm_head rmsnorm(x)
+  op_rms_norm(cs, m.kernels(), a.x, w.output_norm.buf, a.xn, N, c.n_embd, c.rms_eps);
+  cs.barrier();
+  const DeviceTensor& head = w.lm_head();
+  op_matmul(cs, m.kernels(), head.type, head.buf, a.xn, a.logits, N, head.rows, head.cols);
+  if (c.logit_softcap > 0) {
+    cs.barrier();
+    op_softcap(cs, m.kernels(), a.logits, N * c.n_vocab, c.logit_softcap);
+  }
+  cs.submit();
+  for (uint32_t i = 0; i < N; ++i) {
+    Session& s = *ss[i];
+    ++s.n_past_;
+    a.logits.download(s.logits_.data(), uint64_t(c.n_vocab) * 4, uint64_t(i) * c.n_vocab * 4);
+  }
 }
 
 }  // namespace snapvk

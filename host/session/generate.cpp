@@ -67,7 +67,7 @@ void generate(Session& s, Sampler& sampler, std::span<const float> logits, const
         }
       }
       const auto d0 = Clock::now();
-      logits = s.decode(next);
+      logits = o.decode ? o.decode(next) : s.decode(next);
       r.decode_ms += ms_since(d0);
       ++r.decoded;
       if (o.on_decoded) o.on_decoded(next, logits);

@@ -39,6 +39,9 @@ struct GenerateOptions {
   std::function<void(int32_t token, std::span<const float> logits)> on_decoded;
   // Set by another thread to stop before the next token (cleared when seen).
   std::atomic<bool>* cancel = nullptr;
+  // Feeds a token back instead of Session::decode, returning the logits after it (a server
+  // decodes the tokens of several sessions in one forward pass: Session::decode_batch).
+  std::function<std::span<const float>(int32_t token)> decode;
 };
 
 struct GenerateResult {

@@ -61,6 +61,22 @@ struct Activations {
 
 // The logits after prompt token i (i counts from the first token of the call).
 using RowLogitsFn = std::function<void(uint32_t i, std::span<const float> logits)>;
+class Session;
+
+// Buffers for decoding one token of each of several sessions of one model in one forward pass
+// (Session::decode_batch): activations for max_seqs rows and their logits. Allocated once (a
+// server holds one); each session's own cache and attention partials are used in place.
+struct DecodeBatch {
+  DecodeBatch(const Model& m, uint32_t max_seqs);
+  // Device bytes it allocates (for the memory model).
+  static uint64_t bytes(const ModelConfig& c, uint32_t max_seqs);
+  // Whether this device can bind each sequence's rows at their offsets (alignment).
+  static bool fits(const Model& m);
+
+  uint32_t max_seqs = 0;
+  Activations act;  // [max_seqs] rows; act.part is unused (each session has its own)
+  CommandStream cs;
+};
 
 class Session {
  public:
@@ -74,6 +90,13 @@ class Session {
   void prefill_rows(std::span<const int32_t> tokens, const RowLogitsFn& on_row);
   // Appends one token and returns the logits after it.
   std::span<const float> decode(int32_t token);
+  // Appends tokens[i] to sessions[i], all in one forward pass: the projections and the FFN run as
+  // matrix products over the rows, each row attends to its own session's cache. Then each
+  // session's logits() are those after its token. The sessions must share a model and have a
+  // prompt and room for one more token; a batch of one runs the session's own decode().
+  static void decode_batch(DecodeBatch& b, std::span<Session* const> sessions, std::span<const int32_t> tokens);
+  // The logits after the last token prefilled or decoded.
+  std::span<const float> logits() const { return logits_; }
   // Forgets every token; the next prefill starts a new prompt (and is compressed again).
   void reset();
   // Asks a running prefill (on another thread) to stop at its next batch, or the next call to
@@ -92,9 +115,16 @@ class Session {
 
  private:
   struct KvView;
+  struct SeqAttention;
+  // One transformer block over T rows of x into cs with activations a; seqs: one sequence of T
+  // rows, or T sequences of one row each (decode_batch).
+  static void record_layer(const Model& m, CommandStream& cs, Activations& a, uint32_t l, uint32_t T, BufferRange x,
+                           std::span<const SeqAttention> seqs);
+  static void record_attention(const Model& m, CommandStream& cs, uint32_t l, uint32_t T,
+                               std::span<const SeqAttention> seqs);
   void forward(const int32_t* tokens, uint32_t T, bool logits, const RowLogitsFn* rows = nullptr);  // forward.cpp
   void check_tokens(std::span<const int32_t> tokens) const;
-  void prefill_compressed(std::span<const int32_t> tokens);  // host/session/forward.cpp
+  void prefill_compressed(std::span<const int32_t> tokens);      // host/session/forward.cpp
   void layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uint32_t slot0, uint32_t pos0,
              uint32_t decode_len);               // host/session/forward.cpp
   void logits_of_row(BufferRange x_row);         // host/session/forward.cpp

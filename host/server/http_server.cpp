@@ -1,0 +1,324 @@
+#include "host/server/http_server.h"
+
+#include <httplib.h>
+
+#include <ctime>
+#include <sstream>
+#include <thread>
+
+#include "runtime/log.h"
+#include "runtime/memory.h"
+
+namespace snapvk::server {
+
+namespace {
+
+constexpr auto kPoll = std::chrono::milliseconds(250);        // a stream's wait for new text
+constexpr int kListenBacklog = 1024;                          // connections waiting to be accepted
+constexpr auto kKeepAlive = std::chrono::milliseconds(1000);  // a comment line while nothing comes: finds a gone client
+
+void send_error(httplib::Response& res, const ApiError& e) {
+  res.status = e.status;
+  res.set_content(error_json(e).dump(), "application/json");
+}
+
+bool write_event(httplib::DataSink& sink, const std::string& data) {
+  const std::string event = "data: " + data + "\n\n";
+  return sink.write(event.data(), event.size());
+}
+
+ChatTemplate template_for(const Model& m, const std::string& name) {
+  return ChatTemplate::for_model(m.gguf(), m.tokenizer(), name);
+}
+
+// One streamed response: what the event-stream provider keeps between its calls.
+struct StreamState {
+  std::shared_ptr<Job> job;
+  std::string id, model;
+  int64_t created = 0;
+  bool first = true;
+  bool ended = false;  // [DONE] sent
+  Clock::time_point last_write = Clock::now();
+};
+
+}  // namespace
+
+struct HttpServer::Impl {
+  httplib::Server http;
+  int listen_fd = -1;  // the listening socket (httplib gives it a backlog of 5)
+  std::atomic<uint64_t> next_id{1};
+};
+
+HttpServer::HttpServer(const Model& model, const ServerOptions& o)
+    : model_(model),
+      o_(o),
+      tmpl_(template_for(model, o.chat_template)),
+      scheduler_(std::make_unique<Scheduler>(model, tmpl_, o.scheduler)),
+      impl_(std::make_unique<Impl>()) {
+  httplib::Server& http = impl_->http;
+  const size_t threads =
+      o_.http_threads ? o_.http_threads : size_t(o_.scheduler.parallel) + o_.scheduler.queue_size + 8;
+  http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  http.set_payload_max_length(o_.max_body_bytes);
+  http.set_socket_options([impl = impl_.get()](socket_t sock) {
+    const int yes = 1;  // httplib's default options, which this replaces
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    impl->listen_fd = int(sock);
+  });
+  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (o_.api_key.empty() || req.get_header_value("Authorization") == "Bearer " + o_.api_key)
+      return httplib::Server::HandlerResponse::Unhandled;
+    send_error(res, ApiError(401, "a valid API key is required: Authorization: Bearer <key>", "", "invalid_api_key"));
+    metrics_.requests[4]++;
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;  // a handler's own error
+    std::string msg = res.status == 404 ? "no endpoint " + req.method + " " + req.path
+                      : res.status == 413
+                          ? "the request body is larger than " + std::to_string(o_.max_body_bytes) + " bytes"
+                          : "bad request (HTTP status " + std::to_string(res.status) + ")";
+    send_error(res, ApiError(res.status, msg, "", res.status == 413 ? "body_too_large" : ""));
+    metrics_.requests[std::min(res.status / 100, 5)]++;
+  });
+  http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "internal error";
+    try {
+      std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {}
+    send_error(res, ApiError(500, what, "", "internal_error"));
+  });
+  register_routes();
+}
+
+HttpServer::~HttpServer() {
+  stop();
+  if (scheduler_) scheduler_->stop();
+}
+
+int HttpServer::bind() {
+  httplib::Server& http = impl_->http;
+  port_ = o_.port == 0 ? http.bind_to_any_port(o_.host) : (http.bind_to_port(o_.host, o_.port) ? o_.port : -1);
+  if (port_ <= 0)
+    throw Error(ErrorKind::Io, "cannot listen on " + o_.host + ":" + std::to_string(o_.port) +
+                                   " (in use, or not an address of this machine)");
+  // httplib listens with a backlog of 5: a burst of clients connecting at once would find their
+  // connections dropped. Listening again on the socket raises it.
+  if (impl_->listen_fd >= 0) ::listen(impl_->listen_fd, kListenBacklog);
+  return port_;
+}
+
+void HttpServer::listen() { impl_->http.listen_after_bind(); }
+
+void HttpServer::stop() {
+  stopping_.store(true);
+  impl_->http.stop();
+}
+
+void HttpServer::drain() {
+  stopping_.store(true);
+  while (inflight_.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  impl_->http.stop();
+}
+
+void HttpServer::shutdown() { scheduler_->stop(); }
+
+}  // namespace snapvk::server
+
+// ---- routes ----
+
+namespace snapvk::server {
+
+void HttpServer::count(int status) { metrics_.requests[std::clamp(status / 100, 0, 5)]++; }
+
+void HttpServer::count_outcome(const Outcome& o) {
+  metrics_.prompt_tokens += o.prompt_tokens;
+  metrics_.completion_tokens += o.completion_tokens;
+  metrics_.cached_tokens += o.cached_tokens;
+  if (o.ttft_ms > 0) metrics_.ttft_us_sum += uint64_t(o.ttft_ms * 1000), metrics_.ttft_count++;
+}
+
+template <class F>
+void HttpServer::guarded(void* res_, F&& body) {
+  auto& res = *static_cast<httplib::Response*>(res_);
+  try {
+    body();
+    return;
+  } catch (const ApiError& e) {
+    send_error(res, e);
+  } catch (const Error& e) {
+    send_error(res, api_error_from(e));
+  }
+  count(res.status);
+}
+
+void HttpServer::register_routes() {
+  httplib::Server& http = impl_->http;
+  http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    const SchedulerStats st = scheduler_->stats();
+    const bool up = !stopping_.load();
+    res.status = up ? 200 : 503;
+    res.set_content(json{{"status", up ? "ok" : "shutting down"},
+                         {"slots_idle", st.slots - st.active},
+                         {"slots_processing", st.active},
+                         {"queue", st.queued}}
+                        .dump(),
+                    "application/json");
+    count(res.status);
+  });
+  http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    const ModelConfig& c = model_.config();
+    json m = {{"id", o_.defaults.model_id},
+              {"object", "model"},
+              {"created", int64_t(std::time(nullptr))},
+              {"owned_by", "snapvk"},
+              {"meta",
+               {{"n_ctx", scheduler_->options().session.n_ctx},
+                {"n_ctx_train", c.n_ctx_train},
+                {"n_vocab", c.n_vocab},
+                {"chat_template", tmpl_.name()}}}};
+    res.set_content(json{{"object", "list"}, {"data", json::array({m})}}.dump(), "application/json");
+    count(200);
+  });
+  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(metrics_text(), "text/plain; version=0.0.4");
+    count(200);
+  });
+  http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    guarded(&res, [&] { generation(req.body, &res, true); });
+  });
+  http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
+    guarded(&res, [&] { generation(req.body, &res, false); });
+  });
+}
+
+void HttpServer::generation(const std::string& body, void* res_, bool chat) {
+  auto& res = *static_cast<httplib::Response*>(res_);
+  // Counted before the check, so that drain() either sees this request or it sees stopping_.
+  struct InFlight {
+    std::atomic<int>& n;
+    bool handed_over = false;  // a stream ends later, in its releaser
+    ~InFlight() {
+      if (!handed_over) n--;
+    }
+  };
+  ++inflight_;
+  InFlight inflight{inflight_};
+  if (stopping_.load()) throw ApiError(503, "the server is shutting down", "", "shutting_down");
+  auto job = std::make_shared<Job>();
+  job->req = chat ? parse_chat_request(body, o_.defaults) : parse_completion_request(body, o_.defaults);
+  scheduler_->submit(job);
+  const auto timeout = std::chrono::milliseconds(int64_t(o_.scheduler.queue_timeout_s * 1000));
+  if (!job->wait_started(timeout) && scheduler_->withdraw(job))
+    throw ApiError(
+        503, "no slot or device memory came free within " + std::to_string(int(o_.scheduler.queue_timeout_s)) + " s",
+        "", "queue_timeout");
+  if (job->req.stream) {
+    // A failure before the first token (the prompt did not fit, a device error) keeps its status.
+    if (job->state() == Job::State::Done && job->error()) throw *job->error();
+    stream(job, &res);
+    inflight.handed_over = true;
+    count(200);
+    return;
+  }
+  job->wait_done(std::chrono::hours(24 * 365));
+  if (auto e = job->error()) throw *e;
+  const Outcome o = job->outcome();
+  count_outcome(o);
+  const std::string id = std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(impl_->next_id++);
+  res.set_content(completion_response(job->req, o, id, o_.defaults.model_id, std::time(nullptr)).dump(),
+                  "application/json");
+  count(200);
+}
+
+void HttpServer::stream(const std::shared_ptr<Job>& job, void* res_) {
+  auto& res = *static_cast<httplib::Response*>(res_);
+  auto st = std::make_shared<StreamState>();
+  st->job = job;
+  st->id = std::string(job->req.chat ? "chatcmpl-" : "cmpl-") + std::to_string(impl_->next_id++);
+  st->model = o_.defaults.model_id;
+  st->created = std::time(nullptr);
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [this, st](size_t, httplib::DataSink& sink) {
+        const GenerationRequest& r = st->job->req;
+        std::string text;
+        const bool done = st->job->next(text, kPoll);
+        bool ok = true;
+        if (!text.empty()) {
+          ok = write_event(sink, stream_chunk(r, st->id, st->model, st->created, text, std::nullopt, st->first).dump());
+          st->first = false, st->last_write = Clock::now();
+        } else if (!done && Clock::now() - st->last_write > kKeepAlive) {
+          ok = sink.write(": keep-alive\n\n", 14);
+          st->last_write = Clock::now();
+        }
+        if (!ok) return false;  // the client is gone: the releaser cancels the job
+        if (!done) return true;
+        if (auto e = st->job->error()) {
+          write_event(sink, error_json(*e).dump());
+        } else {
+          const Outcome o = st->job->outcome();
+          count_outcome(o);
+          json last = stream_chunk(r, st->id, st->model, st->created, "", o.finish_reason, st->first);
+          last["snapvk"] = snapvk_json(o);
+          write_event(sink, last.dump());
+          if (r.include_usage) {
+            json u = stream_chunk(r, st->id, st->model, st->created, "", std::nullopt, false);
+            u["choices"] = json::array();
+            u["usage"] = usage_json(o);
+            write_event(sink, u.dump());
+          }
+        }
+        write_event(sink, "[DONE]");
+        st->ended = true;
+        sink.done();
+        return true;
+      },
+      [this, st](bool success) {
+        if (!success || !st->ended) {
+          scheduler_->cancel(st->job);
+          metrics_.cancelled++;
+        }
+        inflight_--;
+      });
+}
+
+std::string HttpServer::metrics_text() {
+  const SchedulerStats st = scheduler_->stats();
+  std::ostringstream out;
+  auto metric = [&](const char* name, const char* type, const char* help, auto value) {
+    out << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n'
+        << name << ' ' << value << '\n';
+  };
+  out << "# HELP snapvk_requests_total HTTP requests answered, by status class\n# TYPE snapvk_requests_total counter\n";
+  for (int c : {2, 4, 5}) out << "snapvk_requests_total{status=\"" << c << "xx\"} " << metrics_.requests[c] << '\n';
+  metric("snapvk_requests_cancelled_total", "counter", "Streams whose client went away", metrics_.cancelled.load());
+  metric("snapvk_prompt_tokens_total", "counter", "Prompt tokens of answered requests", metrics_.prompt_tokens.load());
+  metric("snapvk_prompt_tokens_cached_total", "counter", "Prompt tokens a slot's cache held already (not prefilled)",
+         metrics_.cached_tokens.load());
+  metric("snapvk_completion_tokens_total", "counter", "Generated tokens", metrics_.completion_tokens.load());
+  metric("snapvk_time_to_first_token_seconds_sum", "counter", "Arrival to first token, summed",
+         double(metrics_.ttft_us_sum.load()) / 1e6);
+  metric("snapvk_time_to_first_token_seconds_count", "counter", "Requests in the sum", metrics_.ttft_count.load());
+  metric("snapvk_kv_bytes_in_use", "gauge", "KV bytes the sessions hold for their tokens", st.kv_bytes);
+  metric("snapvk_kv_bytes_full_equivalent", "gauge", "What full caches would need for the same tokens",
+         st.kv_bytes_full);
+  metric("snapvk_kv_bytes_allocated", "gauge", "Device bytes of the sessions' KV buffers", st.kv_bytes_allocated);
+  metric("snapvk_memory_reserved_bytes", "gauge", "Device bytes the memory model counts for the slots",
+         st.reserved_bytes);
+  metric("snapvk_memory_available_bytes", "gauge", "Device bytes for sessions (budget less weights; 0: no budget)",
+         st.available_bytes);
+  metric("snapvk_device_memory_used_bytes", "gauge", "Device bytes allocated", model_.ctx().memory().current());
+  metric("snapvk_decode_steps_total", "counter", "Batched decode passes", st.decode_steps);
+  metric("snapvk_decode_sequences_total", "counter", "Tokens decoded in batched passes", st.decode_sequences);
+  metric("snapvk_slots", "gauge", "Slots (--parallel)", st.slots);
+  metric("snapvk_slots_processing", "gauge", "Slots running a request", st.active);
+  metric("snapvk_sessions", "gauge", "Sessions held (running or kept for their conversation)", st.sessions);
+  metric("snapvk_queue_length", "gauge", "Requests waiting for a slot or memory", st.queued);
+  return out.str();
+}
+
+}  // namespace snapvk::server

@@ -1,0 +1,284 @@
+#include "host/server/openai.h"
+
+#include <cmath>
+#include <limits>
+
+namespace snapvk::server {
+
+namespace {
+
+const char* type_of_status(int status) {
+  switch (status) {
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
+    case 404: return "not_found_error";
+    case 413: return "invalid_request_error";
+    case 429: return "rate_limit_error";
+    case 503: return "service_unavailable_error";
+  }
+  return status < 500 ? "invalid_request_error" : "server_error";
+}
+
+[[noreturn]] void bad(const std::string& field, const std::string& message, const std::string& code = "invalid_value") {
+  throw ApiError(400, message, field, code);
+}
+
+json parse_object(const std::string& body) {
+  json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) throw ApiError(400, "the request body is not valid JSON", "", "invalid_json");
+  if (!j.is_object()) throw ApiError(400, "the request body must be a JSON object", "", "invalid_json");
+  return j;
+}
+
+// The field's value when present and not null.
+const json* field(const json& j, const char* name) {
+  auto it = j.find(name);
+  return it == j.end() || it->is_null() ? nullptr : &*it;
+}
+
+std::optional<int64_t> get_int(const json& j, const char* name, int64_t lo, int64_t hi) {
+  const json* v = field(j, name);
+  if (!v) return std::nullopt;
+  if (!v->is_number_integer()) bad(name, std::string(name) + " must be an integer", "invalid_type");
+  // An unsigned beyond int64 reads as negative: it is out of range either way.
+  const int64_t x = v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(INT64_MAX) ? INT64_MAX : v->get<int64_t>();
+  if (x < lo || x > hi)
+    bad(name, std::string(name) + " must be between " + std::to_string(lo) + " and " + std::to_string(hi) + " (got " +
+                  std::to_string(x) + ")");
+  return x;
+}
+
+std::optional<double> get_number(const json& j, const char* name, double lo, double hi) {
+  const json* v = field(j, name);
+  if (!v) return std::nullopt;
+  if (!v->is_number()) bad(name, std::string(name) + " must be a number", "invalid_type");
+  const double x = v->get<double>();
+  if (!(x >= lo && x <= hi))
+    bad(name, std::string(name) + " must be between " + std::to_string(lo) + " and " + std::to_string(hi));
+  return x;
+}
+
+std::optional<bool> get_bool(const json& j, const char* name) {
+  const json* v = field(j, name);
+  if (!v) return std::nullopt;
+  if (!v->is_boolean()) bad(name, std::string(name) + " must be true or false", "invalid_type");
+  return v->get<bool>();
+}
+
+std::optional<std::string> get_string(const json& j, const char* name) {
+  const json* v = field(j, name);
+  if (!v) return std::nullopt;
+  if (!v->is_string()) bad(name, std::string(name) + " must be a string", "invalid_type");
+  return v->get<std::string>();
+}
+
+std::vector<std::string> parse_stop(const json& j) {
+  const json* v = field(j, "stop");
+  if (!v) return {};
+  std::vector<std::string> out;
+  if (v->is_string())
+    out.push_back(v->get<std::string>());
+  else if (v->is_array() && v->size() <= 4)
+    for (const json& s : *v) {
+      if (!s.is_string()) bad("stop", "stop must be a string or an array of at most 4 strings", "invalid_type");
+      out.push_back(s.get<std::string>());
+    }
+  else
+    bad("stop", "stop must be a string or an array of at most 4 strings", "invalid_type");
+  for (const std::string& s : out)
+    if (s.empty()) bad("stop", "a stop sequence must not be empty");
+  return out;
+}
+
+void parse_kv(const json& j, GenerationRequest& r) {
+  if (auto p = get_string(j, "kv_policy")) {
+    const auto policy = parse_kv_policy(*p);
+    if (!policy) bad("kv_policy", "unknown kv_policy '" + *p + "' (full, snapkv, pyramidkv, streamingllm, h2o, adakv)");
+    if (*policy != r.kv.policy) r.kv.budget = 0, r.kv.ratio = 0;  // the server's budget belongs to its own policy
+    r.kv.policy = *policy;
+  }
+  if (auto b = get_int(j, "kv_budget", 1, kMaxContext)) r.kv.budget = uint32_t(*b), r.kv.ratio = 0;
+  if (auto x = get_number(j, "kv_ratio", 0, 1)) {
+    if (*x <= 0) bad("kv_ratio", "kv_ratio must be in (0, 1]");
+    r.kv.ratio = float(*x), r.kv.budget = 0;
+  }
+  if (auto w = get_int(j, "kv_window", 1, kMaxContext)) r.kv.window = uint32_t(*w);
+  if (r.kv.policy == KvPolicy::Full && (field(j, "kv_budget") || field(j, "kv_ratio")))
+    bad("kv_budget",
+        "kv_budget and kv_ratio need a compressing kv_policy (snapkv, pyramidkv, streamingllm, h2o, adakv)");
+  if (r.kv.policy == KvPolicy::Full) r.kv.budget = 0, r.kv.ratio = 0;
+  try {
+    r.kv.validate();
+  } catch (const Error& e) {
+    throw ApiError(400, e.what(), param_name(e.param()), "invalid_value");
+  }
+}
+
+// The fields both endpoints share.
+GenerationRequest parse_common(const json& j, const RequestDefaults& d) {
+  GenerationRequest r;
+  if (auto m = get_string(j, "model"); m && *m != d.model_id)
+    throw ApiError(404, "the model '" + *m + "' does not exist (this server has '" + d.model_id + "')", "model",
+                   "model_not_found");
+  if (field(j, "pack")) bad("pack", "packs are not supported by this build", "unsupported");
+  if (auto n = get_int(j, "n", 1, INT32_MAX); n && *n != 1)
+    bad("n", "n must be 1: this server generates one choice per request", "unsupported");
+  if (get_bool(j, "logprobs").value_or(false) || (field(j, "logprobs") && field(j, "logprobs")->is_number()))
+    bad("logprobs", "logprobs are not supported", "unsupported");
+  if (const json* t = field(j, "tools"); t && !(t->is_array() && t->empty()))
+    bad("tools", "tool calls are not supported", "unsupported");
+  for (const char* p : {"presence_penalty", "frequency_penalty"})
+    if (get_number(j, p, -2, 2).value_or(0) != 0)
+      bad(p, std::string(p) + " is not supported (use repeat_penalty)", "unsupported");
+  r.max_tokens = d.max_tokens;
+  for (const char* name : {"max_tokens", "max_completion_tokens"})
+    if (auto m = get_int(j, name, 1, kMaxContext)) r.max_tokens = uint32_t(*m);
+  r.sampler = d.sampler;
+  if (auto t = get_number(j, "temperature", 0, 2)) r.sampler.temp = float(*t);
+  if (auto p = get_number(j, "top_p", 0, 1)) r.sampler.top_p = float(*p);
+  if (auto k = get_int(j, "top_k", -1, INT32_MAX)) r.sampler.top_k = int32_t(*k);
+  if (auto p = get_number(j, "min_p", 0, 1)) r.sampler.min_p = float(*p);
+  if (auto p = get_number(j, "repeat_penalty", 0.01, 100)) r.sampler.repeat_penalty = float(*p);
+  if (auto s = get_int(j, "seed", INT64_MIN, INT64_MAX)) r.sampler.seed = uint64_t(*s);
+  r.stop = parse_stop(j);
+  r.stream = get_bool(j, "stream").value_or(false);
+  if (const json* so = field(j, "stream_options")) {
+    if (!so->is_object()) bad("stream_options", "stream_options must be an object", "invalid_type");
+    r.include_usage = get_bool(*so, "include_usage").value_or(false);
+  }
+  r.kv = d.kv;
+  parse_kv(j, r);
+  return r;
+}
+
+// A message's content: a string, or an array of text parts ({"type": "text", "text": ...}).
+std::string message_content(const json& c) {
+  if (c.is_null()) return {};
+  if (c.is_string()) return c.get<std::string>();
+  if (!c.is_array()) bad("messages", "a message's content must be a string or an array of text parts", "invalid_type");
+  std::string out;
+  for (const json& part : c) {
+    if (!part.is_object() || part.value("type", json()) != "text" || !part.contains("text") ||
+        !part["text"].is_string())
+      bad("messages", "only text content parts ({\"type\": \"text\", \"text\": ...}) are supported", "unsupported");
+    out += part["text"].get<std::string>();
+  }
+  return out;
+}
+
+}  // namespace
+
+ApiError::ApiError(int status_, const std::string& message, std::string param_, std::string code_)
+    : std::runtime_error(message),
+      status(status_),
+      type(type_of_status(status_)),
+      param(std::move(param_)),
+      code(std::move(code_)) {}
+
+json error_json(const ApiError& e) {
+  json err = {{"message", e.what()}, {"type", e.type}, {"param", nullptr}, {"code", nullptr}};
+  if (!e.param.empty()) err["param"] = e.param;
+  if (!e.code.empty()) err["code"] = e.code;
+  return {{"error", err}};
+}
+
+ApiError api_error_from(const Error& e) {
+  switch (e.kind()) {
+    case ErrorKind::InvalidArgument: return ApiError(400, e.what(), param_name(e.param()), "invalid_value");
+    case ErrorKind::OutOfMemory: return ApiError(503, e.what(), "", "out_of_memory");
+    case ErrorKind::Cancelled: return ApiError(499, e.what(), "", "cancelled");
+    case ErrorKind::Io:
+    case ErrorKind::BadModel:
+    case ErrorKind::Device:
+    case ErrorKind::Internal: break;
+  }
+  return ApiError(500, e.what(), "", error_kind_name(e.kind()));
+}
+
+GenerationRequest parse_chat_request(const std::string& body, const RequestDefaults& d) {
+  const json j = parse_object(body);
+  GenerationRequest r = parse_common(j, d);
+  r.chat = true;
+  const json* msgs = field(j, "messages");
+  if (!msgs) bad("messages", "messages is required", "missing_field");
+  if (!msgs->is_array() || msgs->empty()) bad("messages", "messages must be a non-empty array", "invalid_type");
+  for (const json& m : *msgs) {
+    if (!m.is_object()) bad("messages", "each message must be an object with role and content", "invalid_type");
+    const auto role = get_string(m, "role");
+    if (!role) bad("messages", "each message needs a role", "missing_field");
+    if (*role != "system" && *role != "user" && *role != "assistant" && *role != "developer")
+      bad("messages", "unknown role '" + *role + "' (system, developer, user, assistant)");
+    r.messages.push_back({*role == "developer" ? "system" : *role, message_content(m.value("content", json()))});
+  }
+  return r;
+}
+
+GenerationRequest parse_completion_request(const std::string& body, const RequestDefaults& d) {
+  const json j = parse_object(body);
+  GenerationRequest r = parse_common(j, d);
+  const json* p = field(j, "prompt");
+  if (!p) bad("prompt", "prompt is required", "missing_field");
+  if (p->is_array() && p->size() == 1 && (*p)[0].is_string())
+    r.prompt = (*p)[0].get<std::string>();
+  else if (p->is_string())
+    r.prompt = p->get<std::string>();
+  else
+    bad("prompt", "prompt must be a string (or an array of one string)", "invalid_type");
+  if (r.prompt.empty()) bad("prompt", "prompt must not be empty");
+  return r;
+}
+
+json usage_json(const Outcome& o) {
+  return {{"prompt_tokens", o.prompt_tokens},
+          {"completion_tokens", o.completion_tokens},
+          {"total_tokens", o.prompt_tokens + o.completion_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", o.cached_tokens}}}};
+}
+
+json snapvk_json(const Outcome& o) {
+  return {{"kv_policy", o.kv_policy},
+          {"kv_bytes", o.kv_bytes},
+          {"kv_bytes_full", o.kv_bytes_full},
+          {"kv_bytes_allocated", o.kv_bytes_allocated},
+          {"kv_ratio", o.kv_bytes ? double(o.kv_bytes_full) / double(o.kv_bytes) : 1.0},
+          {"cached_tokens", o.cached_tokens},
+          {"slot", o.slot},
+          {"time_to_first_token_ms", o.ttft_ms}};
+}
+
+json completion_response(const GenerationRequest& r, const Outcome& o, const std::string& id, const std::string& model,
+                         int64_t created) {
+  json choice = {{"index", 0}, {"finish_reason", o.finish_reason}, {"logprobs", nullptr}};
+  if (r.chat)
+    choice["message"] = {{"role", "assistant"}, {"content", o.text}};
+  else
+    choice["text"] = o.text;
+  return {{"id", id},
+          {"object", r.chat ? "chat.completion" : "text_completion"},
+          {"created", created},
+          {"model", model},
+          {"choices", json::array({choice})},
+          {"usage", usage_json(o)},
+          {"snapvk", snapvk_json(o)}};
+}
+
+json stream_chunk(const GenerationRequest& r, const std::string& id, const std::string& model, int64_t created,
+                  const std::string& text, const std::optional<std::string>& finish_reason, bool first) {
+  json choice = {{"index", 0}, {"logprobs", nullptr}};
+  choice["finish_reason"] = finish_reason ? json(*finish_reason) : json(nullptr);
+  if (r.chat) {
+    json delta = json::object();
+    if (first) delta["role"] = "assistant";
+    if (!text.empty() || (first && !finish_reason)) delta["content"] = text;
+    choice["delta"] = delta;
+  } else {
+    choice["text"] = text;
+  }
+  return {{"id", id},
+          {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", created},
+          {"model", model},
+          {"choices", json::array({choice})}};
+}
+
+}  // namespace snapvk::server

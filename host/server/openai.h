@@ -1,0 +1,82 @@
+#pragma once
+// The OpenAI API's JSON as snapvk reads and writes it: request bodies of /v1/chat/completions and
+// /v1/completions checked field by field into a GenerationRequest (every problem is an ApiError
+// naming the field, never an exception from the JSON library), and the response, stream chunk
+// and error objects. No model or device work here.
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "host/kv/kv_policy.h"
+#include "host/model/chat_template.h"
+#include "host/session/sampler.h"
+#include "runtime/error.h"
+
+namespace snapvk::server {
+
+using json = nlohmann::json;
+
+// A request the server refuses: the HTTP status and OpenAI's error object.
+struct ApiError : std::runtime_error {
+  ApiError(int status, const std::string& message, std::string param = {}, std::string code = {});
+  int status;         // 4xx or 5xx
+  std::string type;   // OpenAI's type: invalid_request_error, authentication_error, ...
+  std::string param;  // the request field it is about ("" when none)
+  std::string code;   // a machine-readable code ("" when none)
+};
+
+// {"error": {"message", "type", "param", "code"}} (param and code null when empty).
+json error_json(const ApiError& e);
+// The status and error of a snapvk::Error, by its kind (never by its text).
+ApiError api_error_from(const Error& e);
+
+// What the server uses for a field the request leaves out.
+struct RequestDefaults {
+  SamplerParams sampler;      // --temp, --top-k, ... of `snapvk serve`
+  uint32_t max_tokens = 512;  // --n-predict: a request without max_tokens
+  KvPolicyOptions kv;         // --kv-policy, --kv-budget, ... of `snapvk serve`
+  std::string model_id;       // what /v1/models lists and requests name
+};
+
+// One generation request, checked.
+struct GenerationRequest {
+  bool chat = false;                  // /v1/chat/completions (messages) or /v1/completions (prompt)
+  std::vector<ChatMessage> messages;  // chat
+  std::string prompt;                 // completion
+  uint32_t max_tokens = 0;            // tokens to generate at most (the context may end it sooner)
+  SamplerParams sampler;
+  std::vector<std::string> stop;  // generation ends before any of these texts
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage: a last chunk with usage
+  KvPolicyOptions kv;          // the cache policy of the session that serves it
+};
+
+// Throws ApiError (400 with the field as param; 404 for an unknown model) for anything OpenAI's
+// API or snapvk's extensions (kv_policy, kv_budget, kv_ratio, kv_window) would not accept.
+GenerationRequest parse_chat_request(const std::string& body, const RequestDefaults& d);
+GenerationRequest parse_completion_request(const std::string& body, const RequestDefaults& d);
+
+// Why generation ended, in OpenAI's terms: "stop" or "length".
+struct Outcome {
+  std::string text;
+  std::string finish_reason;  // "stop", "length"
+  uint32_t prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
+  uint64_t kv_bytes = 0, kv_bytes_full = 0, kv_bytes_allocated = 0;  // the session's cache after the request
+  std::string kv_policy;
+  int slot = -1;
+  double ttft_ms = 0;  // from arrival to the first token
+};
+
+// The whole response object (non-streamed), and one stream chunk's object.
+json completion_response(const GenerationRequest& r, const Outcome& o, const std::string& id, const std::string& model,
+                         int64_t created);
+json stream_chunk(const GenerationRequest& r, const std::string& id, const std::string& model, int64_t created,
+                  const std::string& text, const std::optional<std::string>& finish_reason, bool first);
+json usage_json(const Outcome& o);
+json snapvk_json(const Outcome& o);
+
+}  // namespace snapvk::server

@@ -1,0 +1,632 @@
+// `snapvk serve` over real HTTP on a free loopback port (cpp-httplib's client): the endpoints,
+// streamed and not, against the generation loop run directly; conversations that continue from
+// a slot's cache; admission by the memory model and the bounded queue; bad requests; a client
+// that disconnects mid-stream; 200 concurrent requests with bad ones among them; SIGTERM.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <fcntl.h>
+#include <atomic>
+#include <chrono>
+
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "host/server/http_server.h"
+#include "host/server/stop_text.h"
+#include "host/session/generate.h"
+#include "host/session/memory_model.h"
+#include "tests/cli_runner.h"
+#include "tests/test_util.h"
+
+extern char** environ;
+
+namespace snapvk::test {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+const std::string kStories = "stories260K.gguf";
+
+// A server on its own device context, listening on a free loopback port in a thread.
+struct TestServer {
+  // spare: device bytes the sessions may use beyond the weights, from the model (none: no budget).
+  explicit TestServer(const std::string& model_file, server::ServerOptions o = {},
+                      std::function<uint64_t(const Model&)> spare = {})
+      : ctx(ContextOptions{}), kernels(ctx), model(kernels, model_path(model_file)) {
+    o.port = 0;
+    if (o.defaults.model_id.empty()) o.defaults.model_id = "test-model";
+    o.defaults.sampler.temp = 0;  // greedy unless a request says otherwise
+    if (spare) ctx.memory().set_budget(ctx.memory().current() + spare(model));
+    srv = std::make_unique<server::HttpServer>(model, o);
+    port = srv->bind();
+    thread = std::thread([this] { srv->listen(); });
+  }
+  ~TestServer() {
+    srv->drain();
+    thread.join();
+    srv->shutdown();
+    EXPECT_EQ(ctx.validation_errors(), 0u) << ctx.last_validation_message();
+  }
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(300s);
+    c.set_write_timeout(60s);
+    return c;
+  }
+  json post(const std::string& path, const json& body, int expect_status = 200) const {
+    auto res = client().Post(path.c_str(), body.dump(), "application/json");
+    EXPECT_TRUE(res) << "no response from " << path;
+    if (!res) return {};
+    EXPECT_EQ(res->status, expect_status) << res->body;
+    return json::parse(res->body, nullptr, false);
+  }
+  // A streamed request: the data: payloads in order ("[DONE]" included).
+  std::vector<std::string> stream(const std::string& path, const json& body) const {
+    auto res = client().Post(path.c_str(), body.dump(), "application/json");
+    EXPECT_TRUE(res && res->status == 200) << (res ? res->body : "no response");
+    std::vector<std::string> events;
+    if (!res) return events;
+    std::istringstream in(res->body);
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind("data: ", 0) == 0) events.push_back(line.substr(6));
+    return events;
+  }
+  std::string metric(const std::string& name) const {
+    auto res = client().Get("/metrics");
+    std::smatch m;
+    const std::regex re("\n" + name + " ([0-9.e+]+)\n");
+    return res && std::regex_search(res->body, m, re) ? m[1].str() : "";
+  }
+
+  Context ctx;
+  Kernels kernels;
+  Model model;
+  std::unique_ptr<server::HttpServer> srv;
+  int port = 0;
+  std::thread thread;
+};
+
+// The text the generation loop produces greedily for `text` on a fresh session (no server).
+std::string direct_greedy(const Model& m, const std::string& text, uint32_t max_tokens, bool chat_special = false) {
+  Session s(m, SessionOptions{});
+  const std::vector<int32_t> tokens = m.tokenizer().encode(text, true, chat_special);
+  SamplerParams sp;
+  sp.temp = 0;
+  Sampler sampler(sp);
+  GenerateOptions go;
+  go.max_tokens = max_tokens;
+  GenerateResult r;
+  generate(s, sampler, s.prefill(tokens), go, r);
+  return r.text;
+}
+
+// Concatenated stream text and the chunk objects.
+std::string stream_text(const std::vector<std::string>& events, bool chat, json* last = nullptr) {
+  std::string text;
+  for (const std::string& e : events) {
+    if (e == "[DONE]") break;
+    const json j = json::parse(e);
+    if (j["choices"].empty()) continue;
+    const json& c = j["choices"][0];
+    text += chat ? c["delta"].value("content", "") : c["text"].get<std::string>();
+    if (last && !c["finish_reason"].is_null()) *last = j;
+  }
+  return text;
+}
+
+TEST(Serve, EndpointsHealthModelsMetrics) {
+  TestServer ts(kStories);
+  auto c = ts.client();
+  auto health = c.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  EXPECT_EQ(json::parse(health->body)["status"], "ok");
+  auto models = c.Get("/v1/models");
+  ASSERT_TRUE(models);
+  const json m = json::parse(models->body);
+  EXPECT_EQ(m["object"], "list");
+  EXPECT_EQ(m["data"][0]["id"], "test-model");
+  auto missing = c.Get("/v1/nothing");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404);
+  EXPECT_EQ(json::parse(missing->body)["error"]["type"], "not_found_error");
+  EXPECT_EQ(ts.metric("snapvk_slots"), "4");
+  EXPECT_EQ(ts.metric("snapvk_queue_length"), "0");
+  EXPECT_EQ(ts.metric("snapvk_kv_bytes_in_use"), "0");
+}
+
+TEST(Serve, CompletionMatchesTheGenerationLoop) {
+  TestServer ts(kStories);
+  const std::string prompt = "Once upon a time, there was a little";
+  const std::string expect = direct_greedy(ts.model, prompt, 24);
+  const json r = ts.post("/v1/completions", {{"model", "test-model"}, {"prompt", prompt}, {"max_tokens", 24}});
+  EXPECT_EQ(r["object"], "text_completion");
+  EXPECT_EQ(r["choices"][0]["text"], expect);
+  EXPECT_EQ(r["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(r["usage"]["prompt_tokens"], ts.model.tokenizer().encode(prompt, true).size());
+  EXPECT_EQ(r["usage"]["completion_tokens"], 24);
+  // A full cache keeps every token: its bytes are the full-cache equivalent.
+  EXPECT_GT(r["snapvk"]["kv_bytes"].get<uint64_t>(), 0u);
+  EXPECT_EQ(r["snapvk"]["kv_bytes"], r["snapvk"]["kv_bytes_full"]);
+  // Streamed: the same text in pieces, then the finish chunk and [DONE].
+  const auto events = ts.stream("/v1/completions", {{"prompt", prompt}, {"max_tokens", 24}, {"stream", true}});
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  json last;
+  EXPECT_EQ(stream_text(events, false, &last), expect);
+  EXPECT_EQ(last["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(std::stoull(ts.metric("snapvk_completion_tokens_total")), 48u);
+}
+
+TEST(Serve, ChatStreamedEqualsNotStreamed) {
+  TestServer ts(kStories);
+  const json body = {
+      {"messages",
+       {{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "Tell me a story."}}}},
+      {"max_tokens", 20}};
+  const json whole = ts.post("/v1/chat/completions", body);
+  EXPECT_EQ(whole["object"], "chat.completion");
+  EXPECT_EQ(whole["choices"][0]["message"]["role"], "assistant");
+  const std::string text = whole["choices"][0]["message"]["content"];
+  EXPECT_FALSE(text.empty());
+  json sbody = body;
+  sbody["stream"] = true;
+  sbody["stream_options"] = {{"include_usage", true}};
+  const auto events = ts.stream("/v1/chat/completions", sbody);
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(json::parse(events[0])["choices"][0]["delta"]["role"], "assistant");
+  json last;
+  EXPECT_EQ(stream_text(events, true, &last), text);
+  EXPECT_EQ(last["object"], "chat.completion.chunk");
+  // include_usage: a chunk with no choices and the usage, before [DONE].
+  const json usage = json::parse(events[events.size() - 2]);
+  EXPECT_TRUE(usage["choices"].empty());
+  EXPECT_EQ(usage["usage"]["completion_tokens"], whole["usage"]["completion_tokens"]);
+}
+
+TEST(Serve, ConversationContinuesFromTheSlotCache) {
+  for (const char* policy : {"full", "snapkv"}) {
+    SCOPED_TRACE(policy);
+    TestServer ts(kStories);
+    json body = {
+        {"messages",
+         {{{"role", "user"},
+           {"content", "Once upon a time there was a girl named Lily who liked to play in the park with her dog."}}}},
+        {"max_tokens", 12},
+        {"kv_policy", policy}};
+    if (std::string(policy) == "snapkv") body["kv_budget"] = 24, body["kv_window"] = 8;
+    const json first = ts.post("/v1/chat/completions", body);
+    EXPECT_EQ(first["snapvk"]["cached_tokens"], 0);
+    body["messages"].push_back({{"role", "assistant"}, {"content", first["choices"][0]["message"]["content"]}});
+    body["messages"].push_back({{"role", "user"}, {"content", "What happened next?"}});
+    const json second = ts.post("/v1/chat/completions", body);
+    // The slot held the first turn and its answer: only the new messages were prefilled.
+    const uint32_t held =
+        first["usage"]["prompt_tokens"].get<uint32_t>() + first["usage"]["completion_tokens"].get<uint32_t>();
+    EXPECT_EQ(second["snapvk"]["cached_tokens"], held);
+    EXPECT_EQ(second["snapvk"]["slot"], first["snapvk"]["slot"]);
+    EXPECT_GT(second["usage"]["prompt_tokens"].get<uint32_t>(), first["usage"]["prompt_tokens"].get<uint32_t>());
+    if (std::string(policy) == "snapkv") {  // the first prompt was compacted to 24 entries per head
+      EXPECT_LT(second["snapvk"]["kv_bytes"].get<uint64_t>(), second["snapvk"]["kv_bytes_full"].get<uint64_t>());
+    }
+    // Another conversation does not continue it: a fresh start.
+    body["messages"] = {{{"role", "user"}, {"content", "Hello"}}};
+    EXPECT_EQ(ts.post("/v1/chat/completions", body)["snapvk"]["cached_tokens"], 0);
+  }
+}
+
+TEST(Serve, StopSequencesEndTheAnswerBeforeThem) {
+  server::StopText st({"END", "xy"});
+  EXPECT_EQ(st.push("abcE"), "abc");  // "E" may start "END"
+  EXPECT_EQ(st.push("Nx"), "EN");     // "N" ends no start of "END"; "x" may start "xy"
+  EXPECT_EQ(st.push("q"), "xq");
+  EXPECT_EQ(st.push("zzEN"), "zz");
+  EXPECT_EQ(st.push("D tail"), "");
+  EXPECT_TRUE(st.matched());
+  EXPECT_EQ(st.flush(), "");
+
+  TestServer ts(kStories);
+  const std::string prompt = "Once upon a time";
+  const std::string full = ts.post("/v1/completions", {{"prompt", prompt}, {"max_tokens", 30}})["choices"][0]["text"];
+  ASSERT_GT(full.size(), 20u);
+  const std::string stop = full.substr(12, 4);
+  const json r = ts.post("/v1/completions", {{"prompt", prompt}, {"max_tokens", 30}, {"stop", {stop}}});
+  EXPECT_EQ(r["choices"][0]["text"], full.substr(0, full.find(stop)));
+  EXPECT_EQ(r["choices"][0]["finish_reason"], "stop");
+  const auto events =
+      ts.stream("/v1/completions", {{"prompt", prompt}, {"max_tokens", 30}, {"stop", stop}, {"stream", true}});
+  EXPECT_EQ(stream_text(events, false), full.substr(0, full.find(stop)));
+}
+
+TEST(Serve, BadRequestsGet4xxWithTheirReason) {
+  server::ServerOptions o;
+  o.max_body_bytes = 64 << 10;
+  TestServer ts(kStories, o);
+  struct Case {
+    std::string path, body;
+    int status;
+    std::string param;
+  };
+  const std::string chat = "/v1/chat/completions", cmpl = "/v1/completions";
+  const std::string msgs = R"("messages": [{"role": "user", "content": "hi"}])";
+  const std::vector<Case> cases = {
+      {chat, "{not json", 400, ""},
+      {chat, "[1, 2]", 400, ""},
+      {chat, "{}", 400, "messages"},
+      {chat, R"({"messages": []})", 400, "messages"},
+      {chat, R"({"messages": "hi"})", 400, "messages"},
+      {chat, R"({"messages": [{"role": "wizard", "content": "hi"}]})", 400, "messages"},
+      {chat, R"({"messages": [{"content": "hi"}]})", 400, "messages"},
+      {chat, R"({"messages": [{"role": "user", "content": 5}]})", 400, "messages"},
+      {chat, "{" + msgs + R"(, "max_tokens": "ten"})", 400, "max_tokens"},
+      {chat, "{" + msgs + R"(, "max_tokens": -1})", 400, "max_tokens"},
+      {chat, "{" + msgs + R"(, "max_tokens": 1.5})", 400, "max_tokens"},
+      {chat, "{" + msgs + R"(, "temperature": 7})", 400, "temperature"},
+      {chat, "{" + msgs + R"(, "top_p": "high"})", 400, "top_p"},
+      {chat, "{" + msgs + R"(, "seed": "x"})", 400, "seed"},
+      {chat, "{" + msgs + R"(, "stop": [1]})", 400, "stop"},
+      {chat, "{" + msgs + R"(, "stop": ["a", "b", "c", "d", "e"]})", 400, "stop"},
+      {chat, "{" + msgs + R"(, "n": 2})", 400, "n"},
+      {chat, "{" + msgs + R"(, "stream": "yes"})", 400, "stream"},
+      {chat, "{" + msgs + R"(, "model": "gpt-4"})", 404, "model"},
+      {chat, "{" + msgs + R"(, "kv_policy": "magic"})", 400, "kv_policy"},
+      {chat, "{" + msgs + R"(, "kv_policy": "snapkv"})", 400, "kv_budget"},
+      {chat, "{" + msgs + R"(, "kv_policy": "snapkv", "kv_budget": 8, "kv_window": 8})", 400, "kv_window"},
+      {chat, "{" + msgs + R"(, "kv_budget": 64})", 400, "kv_budget"},
+      {chat, "{" + msgs + R"(, "kv_policy": "snapkv", "kv_ratio": 2})", 400, "kv_ratio"},
+      {chat, "{" + msgs + R"(, "pack": "docs"})", 400, "pack"},
+      {cmpl, R"({"prompt": 42})", 400, "prompt"},
+      {cmpl, R"({"prompt": ""})", 400, "prompt"},
+      {cmpl, R"({"prompt": "hi", "logprobs": 3})", 400, "logprobs"},
+      {cmpl, R"({"prompt": ")" + std::string(70000, 'a') + R"("})", 413, ""},
+  };
+  auto c = ts.client();
+  for (const Case& k : cases) {
+    SCOPED_TRACE(k.body.substr(0, 80));
+    auto res = c.Post(k.path.c_str(), k.body, "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, k.status) << res->body;
+    const json e = json::parse(res->body, nullptr, false);
+    ASSERT_TRUE(e.is_object() && e.contains("error")) << res->body;
+    EXPECT_FALSE(e["error"]["message"].get<std::string>().empty());
+    EXPECT_TRUE(e["error"]["type"].is_string());
+    if (!k.param.empty()) {
+      EXPECT_EQ(e["error"]["param"], k.param);
+    }
+  }
+  // A prompt longer than the context (stories260K: 2048 positions): 400 context_length_exceeded.
+  std::string words;
+  for (int i = 0; i < 2000; ++i) words += "the cat ";
+  ASSERT_GE(ts.model.tokenizer().encode(words, true).size(), 2048u);
+  auto res = c.Post("/v1/completions", json{{"prompt", words}}.dump(), "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400) << res->body;
+  EXPECT_EQ(json::parse(res->body)["error"]["code"], "context_length_exceeded");
+  // Still serving.
+  EXPECT_EQ(ts.post("/v1/completions", {{"prompt", "a"}, {"max_tokens", 2}})["usage"]["completion_tokens"], 2);
+}
+
+TEST(Serve, ApiKeyIsRequiredOnEveryRequest) {
+  server::ServerOptions o;
+  o.api_key = "sekrit";
+  TestServer ts(kStories, o);
+  auto c = ts.client();
+  auto none = c.Get("/v1/models");
+  ASSERT_TRUE(none);
+  EXPECT_EQ(none->status, 401);
+  EXPECT_EQ(json::parse(none->body)["error"]["code"], "invalid_api_key");
+  c.set_bearer_token_auth("wrong");
+  EXPECT_EQ(c.Post("/v1/completions", R"({"prompt": "a"})", "application/json")->status, 401);
+  c.set_bearer_token_auth("sekrit");
+  EXPECT_EQ(c.Get("/v1/models")->status, 200);
+  EXPECT_EQ(c.Post("/v1/completions", R"({"prompt": "a", "max_tokens": 2})", "application/json")->status, 200);
+}
+
+// A streamed request on its own thread that reads until told to hang up (it then closes the
+// connection, as a client that goes away does).
+struct HangingStream {
+  HangingStream(const TestServer& ts, const json& body) {
+    thread = std::thread([this, &ts, body] {
+      httplib::Client c = ts.client();
+      httplib::Request req;
+      req.method = "POST";
+      req.path = "/v1/completions";
+      req.body = body.dump();
+      req.set_header("Content-Type", "application/json");
+      req.content_receiver = [this](const char* data, size_t n, uint64_t, uint64_t) {
+        received += n;
+        if (std::string_view(data, n).find("[DONE]") != std::string_view::npos) finished = true;
+        return !hang_up.load();
+      };
+      c.send(req);
+    });
+  }
+  ~HangingStream() {
+    hang_up = true;
+    thread.join();
+  }
+  void wait_for_text() const {
+    for (int i = 0; i < 6000 && received.load() == 0; ++i) std::this_thread::sleep_for(10ms);
+    ASSERT_GT(received.load(), 0u) << "the stream never started";
+  }
+  std::atomic<size_t> received{0};
+  std::atomic<bool> hang_up{false}, finished{false};
+  std::thread thread;
+};
+
+// Polls a metric until it has `value` (or 60 s pass).
+bool wait_metric(const TestServer& ts, const std::string& name, const std::string& value) {
+  for (int i = 0; i < 600; ++i) {
+    if (ts.metric(name) == value) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return false;
+}
+
+const json kLong = {{"prompt", "Once upon a time"}, {"max_tokens", 2000}, {"stream", true}, {"stop", "zzzz"}};
+
+TEST(Serve, FullQueueGets503AndAClientThatLeavesFreesItsSlot) {
+  server::ServerOptions o;
+  o.scheduler.parallel = 1;
+  o.scheduler.queue_size = 1;
+  TestServer ts(kStories, o);
+  auto a = std::make_unique<HangingStream>(ts, kLong);
+  a->wait_for_text();
+  std::thread b([&] {  // waits in the queue until the slot is free
+    const json r = ts.post("/v1/completions", {{"prompt", "Lily"}, {"max_tokens", 4}});
+    EXPECT_EQ(r["usage"]["completion_tokens"], 4);
+  });
+  ASSERT_TRUE(wait_metric(ts, "snapvk_queue_length", "1"));
+  const json full = ts.post("/v1/completions", {{"prompt", "Tom"}, {"max_tokens", 4}}, 503);
+  EXPECT_EQ(full["error"]["code"], "queue_full");
+  EXPECT_EQ(full["error"]["type"], "service_unavailable_error");
+  const auto t0 = std::chrono::steady_clock::now();
+  a.reset();  // hangs up: the server cancels its 2000 tokens, and b gets the slot
+  b.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 30s);
+  EXPECT_EQ(ts.metric("snapvk_requests_cancelled_total"), "1");
+  EXPECT_TRUE(wait_metric(ts, "snapvk_slots_processing", "0"));
+  // The cancelled stream's tokens were never counted as an answer: only b's 4.
+  EXPECT_EQ(ts.metric("snapvk_completion_tokens_total"), "4");
+}
+
+uint64_t full_session_bytes(const Model& m) {
+  return estimate_memory(m.config(), 0, memory_query(m, SessionOptions{}, 8)).peak;
+}
+
+TEST(Serve, MemoryModelAdmitsWhatFitsAndQueuesTheRest) {
+  server::ServerOptions o;
+  o.scheduler.parallel = 4;
+  // Room for one full-cache session, not two: the second request waits although slots are free.
+  TestServer ts(kStories, o, [](const Model& m) { return full_session_bytes(m) * 3 / 2; });
+  auto a = std::make_unique<HangingStream>(ts, kLong);
+  a->wait_for_text();
+  std::thread b([&] {
+    const json r = ts.post("/v1/completions", {{"prompt", "Lily"}, {"max_tokens", 4}});
+    EXPECT_EQ(r["usage"]["completion_tokens"], 4);
+  });
+  ASSERT_TRUE(wait_metric(ts, "snapvk_queue_length", "1"));
+  EXPECT_EQ(ts.metric("snapvk_slots_processing"), "1");
+  a.reset();
+  b.join();
+  EXPECT_TRUE(wait_metric(ts, "snapvk_queue_length", "0"));
+  EXPECT_LE(std::stoull(ts.metric("snapvk_device_memory_used_bytes")), ts.ctx.memory().budget());
+}
+
+TEST(Serve, ARequestThatCanNeverFitGets503AtOnce) {
+  TestServer ts(kStories, {}, [](const Model& m) { return full_session_bytes(m) / 2; });
+  const json r = ts.post("/v1/completions", {{"prompt", "Lily"}, {"max_tokens", 4}}, 503);
+  EXPECT_EQ(r["error"]["code"], "out_of_memory");
+  EXPECT_NE(r["error"]["message"].get<std::string>().find("device memory"), std::string::npos);
+}
+
+TEST(Serve, CompressedSessionsRunManyAtOnceWithinTheBudget) {
+  server::ServerOptions o;
+  o.scheduler.parallel = 8;
+  o.scheduler.session.n_ctx = 512;
+  o.scheduler.session.n_batch = 64;
+  // Room for two full-cache sessions of 512 positions (and one compressing prefill).
+  auto spare = [](const Model& m) {
+    SessionOptions so;
+    so.n_ctx = 512, so.n_batch = 64;
+    const uint64_t full = estimate_memory(m.config(), 0, memory_query(m, so, 8)).peak;
+    return 2 * full + full / 2 + DecodeBatch::bytes(m.config(), 8);
+  };
+  TestServer ts(kStories, o, spare);
+  std::string prompt;
+  for (int i = 0; prompt.size() < 800; ++i) prompt += "Lily saw " + std::to_string(i) + " birds. ";
+  const size_t L = ts.model.tokenizer().encode(prompt, true).size();
+  ASSERT_GT(L, 300u);
+  ASSERT_LT(L, 480u);
+  std::atomic<uint32_t> most{0};
+  std::atomic<bool> done{false};
+  std::thread watch([&] {  // the most sessions processing at once
+    while (!done) {
+      const std::string v = ts.metric("snapvk_slots_processing");
+      if (!v.empty()) most = std::max<uint32_t>(most, std::stoul(v));
+      std::this_thread::sleep_for(20ms);
+    }
+  });
+  for (const char* policy : {"full", "snapkv"}) {
+    SCOPED_TRACE(policy);
+    most = 0;
+    std::vector<std::thread> clients;
+    std::atomic<int> ok{0};
+    for (int i = 0; i < 8; ++i)
+      clients.emplace_back([&, i] {
+        json body = {{"prompt", std::to_string(i) + prompt}, {"max_tokens", 40}, {"kv_policy", policy}};
+        if (std::string(policy) == "snapkv") body["kv_budget"] = 32, body["kv_window"] = 8;
+        if (ts.post("/v1/completions", body)["usage"]["completion_tokens"] == 40) ok++;
+      });
+    for (auto& t : clients) t.join();
+    EXPECT_EQ(ok.load(), 8);  // none refused for memory: the admitted ones fit, the rest waited
+    if (std::string(policy) == "full") {
+      EXPECT_LE(most.load(), 2u);
+    } else {
+      EXPECT_GT(most.load(), 2u);
+    }
+  }
+  done = true;
+  watch.join();
+  EXPECT_LE(ts.ctx.memory().peak(), ts.ctx.memory().budget());
+}
+
+TEST(Serve, TwoHundredConcurrentRequestsWithBadOnesAmongThem) {
+  server::ServerOptions o;
+  o.scheduler.parallel = 4;
+  o.scheduler.queue_size = 256;
+  o.max_body_bytes = 16 << 10;
+  TestServer ts(kStories, o);
+  constexpr int kN = 200;
+  std::vector<int> status(kN, 0);
+  std::vector<std::string> body(kN);
+  auto request = [&](int i) -> std::pair<std::string, std::string> {
+    switch (i % 8) {
+      case 0: return {"/v1/chat/completions", "{\"messages\": [{\"role\": \"user\""};  // truncated JSON
+      case 1: return {"/v1/completions", R"({"prompt": "a", "max_tokens": "many"})"};
+      case 2: return {"/v1/completions", R"({"prompt": "a", "model": "nope"})"};
+      case 3: return {"/v1/completions", R"({"prompt": ")" + std::string(20000, 'x') + R"("})"};
+      case 4:
+        return {"/v1/chat/completions", json{{"messages", {{{"role", "user"}, {"content", "Hi " + std::to_string(i)}}}},
+                                             {"max_tokens", 4},
+                                             {"stream", true}}
+                                            .dump()};
+      default:
+        return {"/v1/completions", json{{"prompt", "Once upon a time " + std::to_string(i)}, {"max_tokens", 4}}.dump()};
+    }
+  };
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kN; ++i)
+    clients.emplace_back([&, i] {
+      auto [path, b] = request(i);
+      auto res = ts.client().Post(path.c_str(), b, "application/json");
+      if (res)
+        status[i] = res->status, body[i] = res->body;
+      else
+        body[i] = "no response: " + httplib::to_string(res.error());
+    });
+  for (auto& t : clients) t.join();
+  for (int i = 0; i < kN; ++i) {
+    SCOPED_TRACE("request " + std::to_string(i) + ": " + body[i].substr(0, 200));
+    const int expect = i % 8 == 0 || i % 8 == 1 ? 400 : i % 8 == 2 ? 404 : i % 8 == 3 ? 413 : 200;
+    EXPECT_EQ(status[i], expect);
+    if (status[i] != expect) continue;
+    if (expect != 200) {
+      EXPECT_FALSE(json::parse(body[i])["error"]["message"].get<std::string>().empty());
+    } else if (i % 8 == 4) {
+      EXPECT_NE(body[i].find("data: [DONE]"), std::string::npos);
+    } else {
+      EXPECT_EQ(json::parse(body[i])["usage"]["completion_tokens"], 4);
+    }
+  }
+  EXPECT_EQ(ts.metric("snapvk_queue_length"), "0");
+  EXPECT_EQ(ts.metric("snapvk_slots_processing"), "0");
+  EXPECT_EQ(ts.client().Get("/health")->status, 200);
+}
+
+TEST(Serve, ConcurrentStreamsDecodeTogetherAndAnswerAsAlone) {
+  TestServer ts(kStories);  // 4 slots, batched decode of up to 4 sequences
+  const std::vector<std::string> prompts = {"Once upon a time", "Lily saw a big dog", "Tom had a red ball",
+                                            "The sun was hot and"};
+  std::vector<std::string> alone;
+  for (const std::string& p : prompts)
+    alone.push_back(ts.post("/v1/completions", {{"prompt", p}, {"max_tokens", 24}})["choices"][0]["text"]);
+  const uint64_t steps0 = std::stoull(ts.metric("snapvk_decode_steps_total"));
+  const uint64_t seqs0 = std::stoull(ts.metric("snapvk_decode_sequences_total"));
+  std::vector<std::string> together(prompts.size());
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < prompts.size(); ++i)
+    clients.emplace_back([&, i] {
+      together[i] = stream_text(
+          ts.stream("/v1/completions", {{"prompt", prompts[i]}, {"max_tokens", 24}, {"stream", true}}), false);
+    });
+  for (auto& t : clients) t.join();
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(together[i], alone[i]) << prompts[i];
+  // Some passes decoded several sequences at once.
+  const uint64_t steps = std::stoull(ts.metric("snapvk_decode_steps_total")) - steps0;
+  const uint64_t seqs = std::stoull(ts.metric("snapvk_decode_sequences_total")) - seqs0;
+  EXPECT_GT(seqs, steps);
+  EXPECT_EQ(seqs, 4u * 24u);  // every answer token enters its cache (a next turn continues from it)
+}
+
+TEST(Serve, SigtermFinishesTheStreamInFlightAndExits) {
+  const std::string log = testing::TempDir() + "serve_sigterm.log";
+  const std::vector<std::string> args = {cli_path(), "serve", "-m", model_path(kStories), "--port", "0", "--temp", "0"};
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  pid_t pid = 0;
+  ASSERT_EQ(posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ), 0);
+  posix_spawn_file_actions_destroy(&fa);
+  int port = 0;
+  for (int i = 0; i < 600 && !port; ++i) {
+    std::ifstream in(log);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    std::smatch m;
+    const std::string text = ss.str();
+    if (std::regex_search(text, m, std::regex("http://127\\.0\\.0\\.1:([0-9]+)"))) port = std::stoi(m[1]);
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_GT(port, 0) << "the server did not start";
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(300s);
+  std::atomic<size_t> got{0};
+  std::string stream;
+  std::thread reader([&] {
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.body = json{{"prompt", "Once upon a time"}, {"max_tokens", 300}, {"stream", true}}.dump();
+    req.content_receiver = [&](const char* d, size_t n, uint64_t, uint64_t) {
+      stream.append(d, n);
+      got += n;
+      return true;
+    };
+    c.send(req);
+  });
+  for (int i = 0; i < 6000 && got.load() == 0; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  reader.join();
+  int wstatus = 0;
+  for (int i = 0; i < 600 && waitpid(pid, &wstatus, WNOHANG) == 0; ++i) std::this_thread::sleep_for(100ms);
+  EXPECT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) << "status " << wstatus;
+  // The stream ran to its end: its finish chunk and [DONE].
+  EXPECT_NE(stream.find("\"finish_reason\":\"length\""), std::string::npos);
+  EXPECT_NE(stream.find("data: [DONE]"), std::string::npos);
+  if (!WIFEXITED(wstatus)) kill(pid, SIGKILL), waitpid(pid, &wstatus, 0);
+}
+
+TEST(Serve, SmolLM2ChatStreamedAndNot) {
+  TestServer ts("SmolLM2-135M-Instruct.Q4_1.gguf");
+  const json body = {{"messages", {{{"role", "user"}, {"content", "What is the capital of France?"}}}},
+                     {"max_tokens", 8}};
+  const json whole = ts.post("/v1/chat/completions", body);
+  const std::string text = whole["choices"][0]["message"]["content"];
+  EXPECT_NE(text.find("Paris"), std::string::npos) << text;
+  json sbody = body;
+  sbody["stream"] = true;
+  EXPECT_EQ(stream_text(ts.stream("/v1/chat/completions", sbody), true), text);
+  // With SnapKV the answer streams too, from a compacted cache.
+  sbody["kv_policy"] = "snapkv";
+  sbody["kv_budget"] = 32;
+  sbody["kv_window"] = 8;
+  json last;
+  EXPECT_FALSE(stream_text(ts.stream("/v1/chat/completions", sbody), true, &last).empty());
+  EXPECT_EQ(last["snapvk"]["kv_policy"], "snapkv");
+}
+
+}  // namespace
+}  // namespace snapvk::test
