@@ -69,6 +69,10 @@ void Session::layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uin
   op_rope(cs, k, a.q, rope_factors, bool(w.rope_freqs), T, c.n_head, rope);
   op_rope(cs, k, a.k, rope_factors, bool(w.rope_freqs), T, c.n_head_kv, rope);
   cs.barrier();
+  if (opts_.endless && !swa) {  // the window that votes when the turn ends
+    keep_queries(l, T, pos0);
+    cs.barrier();
+  }
   // append k, v to the cache after each head's entries (a sliding-window layer: into its ring)
   op_kv_store(cs, k, ak, kt, a.k, kv.k, kv.heads, T, c.n_head_kv, slot0, kv.w.ring);
   op_kv_store(cs, k, ak, kt, a.v, kv.v, kv.heads, T, c.n_head_kv, slot0, kv.w.ring);

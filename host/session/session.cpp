@@ -87,7 +87,108 @@ Session::Session(const Model& model, const SessionOptions& opts)
   act_.ids = Buffer(ctx, B * 4, BufferKind::Staging, "ids");
   act_.logits = Buffer(ctx, uint64_t(c.n_vocab) * f, BufferKind::Staging, "logits");
   logits_.resize(c.n_vocab);
+  if (opts_.endless) allocate_endless();
   if (!opts_.kv.compresses()) cache_.allocate_full();
+}
+
+void Session::allocate_endless() {
+  const ModelConfig& c = model_.config();
+  Context& ctx = model_.ctx();
+  const KvPolicyOptions& kv = opts_.kv;
+  if (kv.policy != KvPolicy::SnapKV && kv.policy != KvPolicy::PyramidKV && kv.policy != KvPolicy::StreamingLLM)
+    throw Error(ErrorKind::InvalidArgument,
+                std::string("an endless chat compacts with snapkv, pyramidkv or streamingllm, not ") +
+                    kv_policy_name(kv.policy),
+                Param::KvPolicy);
+  if (kv.budget == 0)
+    throw Error(ErrorKind::InvalidArgument, "an endless chat needs a KV budget (entries per head), not a ratio",
+                Param::KvBudget);
+  if (kv.budget >= opts_.n_ctx)
+    throw Error(ErrorKind::InvalidArgument,
+                "the KV budget " + std::to_string(kv.budget) + " leaves no room for a turn in a context of " +
+                    std::to_string(opts_.n_ctx) + " entries per head",
+                Param::NCtx);
+  const uint64_t W = kv.window, qrow = uint64_t(c.q_dim()) * 4;
+  const uint64_t rows = uint64_t(c.n_head_kv) * opts_.n_ctx * kv_row_bytes(opts_.kv_type, c.head_dim);
+  q_ring_ = Buffer(ctx, c.n_layer * W * qrow, BufferKind::Device, "endless_q_ring");
+  q_win_ = Buffer(ctx, W * qrow, BufferKind::Device, "endless_q_window");
+  scratch_k_ = Buffer(ctx, rows, BufferKind::Device, "endless_k");
+  scratch_v_ = Buffer(ctx, rows, BufferKind::Device, "endless_v");
+  scratch_heads_ = Buffer(ctx, 8ull * c.n_head_kv, BufferKind::Device, "endless_heads");
+  cache_.set_fixed_slots(opts_.n_ctx);
+}
+
+void Session::keep_queries(uint32_t l, uint32_t T, uint32_t pos0) {
+  const uint32_t W = opts_.kv.window;
+  const uint64_t qrow = uint64_t(model_.config().q_dim()) * 4, layer0 = uint64_t(l) * W * qrow;
+  // only the last W of the T rows can still be in the window
+  for (uint32_t i = T > W ? T - W : 0; i < T; ++i)
+    cs_.copy(act_.q, i * qrow, q_ring_, layer0 + ((pos0 + i) % W) * qrow, qrow);
+}
+
+bool Session::end_turn() {
+  if (!opts_.endless || cache_.empty()) return false;
+  const uint32_t appended = n_past_ - cache_.prompt_len();
+  if (cache_.max_len(appended) <= opts_.kv.budget) return false;
+  const ModelConfig& c = model_.config();
+  const uint32_t W = std::min(opts_.kv.window, n_past_), s0 = n_past_ % opts_.kv.window;
+  const uint64_t qrow = uint64_t(c.q_dim()) * 4;
+  for (uint32_t l = 0; l < c.n_layer; ++l) {
+    if (c.is_swa(l)) continue;
+    // the window's queries in position order: ring rows s0.., then 0..s0
+    const uint64_t layer0 = uint64_t(l) * opts_.kv.window * qrow;
+    cs_.begin();
+    if (W == opts_.kv.window) {
+      cs_.copy(q_ring_, layer0 + s0 * qrow, q_win_, 0, (W - s0) * qrow);
+      cs_.copy(q_ring_, layer0, q_win_, (W - s0) * qrow, s0 * qrow);
+    } else {
+      cs_.copy(q_ring_, layer0, q_win_, 0, W * qrow);
+    }
+    cs_.submit();
+    cache_.recompress_layer(cs_compress_, l, appended, q_win_, W, opts_.kv, scratch_k_, scratch_v_, scratch_heads_);
+  }
+  cache_.end_recompress(n_past_);
+  return true;
+}
+
+void Session::restore_state(const KvImage& img, std::span<const float> logits) {
+  if (!logits.empty() && logits.size() != logits_.size())
+    throw Error(ErrorKind::InvalidArgument, "saved logits of " + std::to_string(logits.size()) +
+                                                " entries for a vocabulary of " + std::to_string(logits_.size()));
+  if (img.n_past == 0) throw Error(ErrorKind::InvalidArgument, "saved state holds no tokens");
+  try {
+    cache_.restore(img);
+  } catch (...) {
+    n_past_ = 0;
+    if (opts_.kv.compresses()) cache_.clear();
+    throw;
+  }
+  n_past_ = img.n_past;
+  last_ = KvStats{};
+  if (logits.empty())
+    std::fill(logits_.begin(), logits_.end(), 0.0f);
+  else
+    std::copy(logits.begin(), logits.end(), logits_.begin());
+}
+
+void Session::drop_prompt_tail(uint32_t n) {
+  if (!opts_.kv.compresses() || n_past_ != cache_.prompt_len() || n >= n_past_)
+    throw Error(ErrorKind::InvalidArgument, "only a compressed first prompt's last tokens can be dropped");
+  cache_.drop_prompt_tail(n);
+  n_past_ -= n;
+  std::fill(logits_.begin(), logits_.end(), 0.0f);  // the logits were the dropped token's
+}
+
+void Session::check_fits(size_t T) const {
+  // an endless session's positions go on; its cache holds n_ctx rows per head
+  const uint32_t used = opts_.endless && !cache_.empty() ? cache_.max_len(n_past_ - cache_.prompt_len()) : n_past_;
+  if (T > opts_.n_ctx - used)  // used <= n_ctx; a sum could wrap for a huge size
+    throw Error(ErrorKind::InvalidArgument,
+                "prompt of " + std::to_string(T) + " tokens does not fit the context: " + std::to_string(used) +
+                    " used of " + std::to_string(opts_.n_ctx) + " (raise the context size)",
+                Param::NCtx);
+  if (opts_.endless && T > kMaxContext - n_past_)
+    throw Error(ErrorKind::InvalidArgument, "the conversation has reached the last position snapvk handles");
 }
 
 void Session::reset() {
@@ -98,11 +199,7 @@ void Session::reset() {
 
 std::span<const float> Session::prefill(std::span<const int32_t> tokens) {
   if (tokens.empty()) throw Error(ErrorKind::InvalidArgument, "empty prompt");
-  if (tokens.size() > opts_.n_ctx - n_past_)  // n_past_ <= n_ctx; a sum could wrap for a huge size
-    throw Error(ErrorKind::InvalidArgument,
-                "prompt of " + std::to_string(tokens.size()) + " tokens does not fit the context: " +
-                    std::to_string(n_past_) + " used of " + std::to_string(opts_.n_ctx) + " (raise the context size)",
-                Param::NCtx);
+  check_fits(tokens.size());
   const int32_t n_vocab = int32_t(model_.config().n_vocab);
   for (int32_t t : tokens)
     if (t < 0 || t >= n_vocab)
