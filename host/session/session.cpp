@@ -179,9 +179,14 @@ void Session::drop_prompt_tail(uint32_t n) {
   std::fill(logits_.begin(), logits_.end(), 0.0f);  // the logits were the dropped token's
 }
 
-void Session::check_fits(size_t T) const {
+uint32_t Session::free_slots() const {
   // an endless session's positions go on; its cache holds n_ctx rows per head
   const uint32_t used = opts_.endless && !cache_.empty() ? cache_.max_len(n_past_ - cache_.prompt_len()) : n_past_;
+  return opts_.n_ctx - used;
+}
+
+void Session::check_fits(size_t T) const {
+  const uint32_t used = opts_.n_ctx - free_slots();
   if (T > opts_.n_ctx - used)  // used <= n_ctx; a sum could wrap for a huge size
     throw Error(ErrorKind::InvalidArgument,
                 "prompt of " + std::to_string(T) + " tokens does not fit the context: " + std::to_string(used) +

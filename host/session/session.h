@@ -91,6 +91,8 @@ class Session {
   void cancel() { cancel_requested_.store(true); }
 
   uint32_t n_past() const { return n_past_; }
+  // Tokens the next prefill may still append (an endless session: to its cache's rows).
+  uint32_t free_slots() const;
   uint32_t n_ctx() const { return opts_.n_ctx; }
   const Model& model() const { return model_; }
   const SessionOptions& options() const { return opts_; }
