@@ -34,8 +34,7 @@ void check(const Pack& p) {
 void try_read(const uint8_t* data, size_t size) {
   try {
     check(read_pack(std::span<const uint8_t>(data, size), "fuzz.svkv"));
-  } catch (const Error&) {
-  }
+  } catch (const Error&) {}
 }
 
 }  // namespace

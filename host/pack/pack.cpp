@@ -114,7 +114,7 @@ void append(std::vector<uint8_t>& out, const std::vector<T>& v) {
 template <class T>
 void take(const uint8_t*& at, std::vector<T>& v, size_t n) {
   v.resize(n);
-  std::memcpy(v.data(), at, n * sizeof(T));
+  if (n) std::memcpy(v.data(), at, n * sizeof(T));  // an empty vector's data() may be null
   at += n * sizeof(T);
 }
 
