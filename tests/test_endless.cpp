@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 
+#include "host/pack/pack.h"
 #include "host/session/session.h"
 #include "tests/gpu_fixture.h"
 #include "tests/test_util.h"
@@ -93,6 +95,29 @@ TEST_F(EndlessTest, HundredTurnsStayWithinTheBudgetWithFlatMemory) {
   }
   EXPECT_GT(s.n_past(), 10 * n_ctx);  // positions went on
   EXPECT_GT(compactions, 50u);
+}
+
+// A pack holds no queries: the first compaction after loading one votes with the few tokens
+// since (fewer than W), and the cache comes out within the budget with finite logits after it.
+TEST_F(EndlessTest, FirstCompactionAfterAPackVotesWithTheQueriesItHas) {
+  std::string text;
+  for (int i = 0; i < 3; ++i) text += "Once upon a time, there was a little girl named Lily. She loved to play. ";
+  const std::vector<int32_t> doc = stories().tokenizer().encode(text, true);
+  ASSERT_GT(doc.size(), 48u);
+  SessionOptions full = options(false, 128);
+  full.kv.policy = KvPolicy::Full, full.kv.budget = 0;
+  Session a(stories(), full);
+  a.prefill(doc);
+  const Pack p = read_pack(write_pack(pack_of(a, doc)), "doc");
+  Session s(stories(), options(true, 128));
+  load_pack(s, p, "doc");
+  const std::vector<int32_t> turn = stories().tokenizer().encode(" She", false);
+  ASSERT_LT(turn.size(), s.options().kv.window);
+  s.prefill(turn);
+  EXPECT_TRUE(s.end_turn());
+  EXPECT_LE(rows(s), 48u);
+  const auto logits = s.decode(300);
+  for (float v : logits) ASSERT_TRUE(std::isfinite(v));
 }
 
 TEST_F(EndlessTest, RefusesWhatItCannotKeepWithinABudget) {

@@ -131,21 +131,20 @@ bool Session::end_turn() {
   const uint32_t appended = n_past_ - cache_.prompt_len();
   if (cache_.max_len(appended) <= opts_.kv.budget) return false;
   const ModelConfig& c = model_.config();
-  const uint32_t W = std::min(opts_.kv.window, n_past_), s0 = n_past_ % opts_.kv.window;
+  // the voters: the last positions whose queries the ring holds (fewer than W right after a
+  // pack was loaded: its queries are not in the pack)
+  const uint32_t W = opts_.kv.window, n_q = std::min(queries_held_, W);
+  if (n_q == 0) return false;
   const uint64_t qrow = uint64_t(c.q_dim()) * 4;
   for (uint32_t l = 0; l < c.n_layer; ++l) {
     if (c.is_swa(l)) continue;
-    // the window's queries in position order: ring rows s0.., then 0..s0
-    const uint64_t layer0 = uint64_t(l) * opts_.kv.window * qrow;
+    // the window's queries in position order (the ring holds position p at row p % W)
+    const uint64_t layer0 = uint64_t(l) * W * qrow;
     cs_.begin();
-    if (W == opts_.kv.window) {
-      cs_.copy(q_ring_, layer0 + s0 * qrow, q_win_, 0, (W - s0) * qrow);
-      cs_.copy(q_ring_, layer0, q_win_, (W - s0) * qrow, s0 * qrow);
-    } else {
-      cs_.copy(q_ring_, layer0, q_win_, 0, W * qrow);
-    }
+    for (uint32_t i = 0; i < n_q; ++i)
+      cs_.copy(q_ring_, layer0 + ((n_past_ - n_q + i) % W) * qrow, q_win_, i * qrow, qrow);
     cs_.submit();
-    cache_.recompress_layer(cs_compress_, l, appended, q_win_, W, opts_.kv, scratch_k_, scratch_v_, scratch_heads_);
+    cache_.recompress_layer(cs_compress_, l, appended, q_win_, n_q, opts_.kv, scratch_k_, scratch_v_, scratch_heads_);
   }
   cache_.end_recompress(n_past_);
   return true;
@@ -164,6 +163,7 @@ void Session::restore_state(const KvImage& img, std::span<const float> logits) {
     throw;
   }
   n_past_ = img.n_past;
+  queries_held_ = 0;
   last_ = KvStats{};
   if (logits.empty())
     std::fill(logits_.begin(), logits_.end(), 0.0f);
@@ -176,6 +176,7 @@ void Session::drop_prompt_tail(uint32_t n) {
     throw Error(ErrorKind::InvalidArgument, "only a compressed first prompt's last tokens can be dropped");
   cache_.drop_prompt_tail(n);
   n_past_ -= n;
+  queries_held_ = 0;
   std::fill(logits_.begin(), logits_.end(), 0.0f);  // the logits were the dropped token's
 }
 
@@ -198,6 +199,7 @@ void Session::check_fits(size_t T) const {
 
 void Session::reset() {
   n_past_ = 0;
+  queries_held_ = 0;
   last_ = KvStats{};
   if (opts_.kv.compresses()) cache_.clear();  // the next prompt is compressed into a newly sized cache
 }
@@ -238,6 +240,7 @@ std::span<const float> Session::prefill(std::span<const int32_t> tokens) {
     if (n_past_before == 0 && opts_.kv.compresses()) reset();
     throw;
   }
+  queries_held_ = uint32_t(std::min<size_t>(opts_.kv.window, queries_held_ + tokens.size()));
   if (tokens.size() > 1)
     last_.prefill_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return logits_;

@@ -126,6 +126,7 @@ class Session {
   // from ([n_kv][n_ctx] K and V rows, its heads table).
   Buffer q_ring_, q_win_, scratch_k_, scratch_v_, scratch_heads_;
   uint32_t n_past_ = 0;
+  uint32_t queries_held_ = 0;  // endless: latest positions whose queries q_ring_ holds (at most W)
   std::vector<float> logits_;
   KvStats last_;
   std::atomic<bool> cancel_requested_{false};
