@@ -5,9 +5,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <tuple>
+
+#include <regex>
 
 #include "host/pack/pack.h"
 #include "host/session/session.h"
+#include "tests/cli_runner.h"
 #include "tests/gpu_fixture.h"
 #include "tests/test_util.h"
 
@@ -129,6 +134,57 @@ TEST_F(EndlessTest, RefusesWhatItCannotKeepWithinABudget) {
   EXPECT_THROW(Session(stories(), o), Error);
   o = options(true, 48);
   EXPECT_THROW(Session(stories(), o), Error);  // no room for a turn
+}
+
+// "[kv snapkv: X retained for N tokens (first K compressed), ...]" -> (bytes text, N, K) per turn.
+std::vector<std::tuple<std::string, int, int>> kv_lines(const std::string& err) {
+  std::vector<std::tuple<std::string, int, int>> out;
+  const std::regex re(R"(\[kv snapkv: (.*) retained for (\d+) tokens \(first (\d+) compressed\))");
+  for (auto it = std::sregex_iterator(err.begin(), err.end(), re); it != std::sregex_iterator(); ++it)
+    out.emplace_back((*it)[1], std::stoi((*it)[2]), std::stoi((*it)[3]));
+  return out;
+}
+
+// snapvk chat with a --kv-budget: each turn's end compacts the cache, which then holds the
+// budget; the conversation goes on past n_ctx.
+TEST(EndlessCli, ChatWithABudgetCompactsAtEachTurnsEnd) {
+  std::string input;
+  for (int i = 0; i < 12; ++i) input += "Tell me about Lily and her dog number " + std::to_string(i) + ".\n";
+  const CliResult r =
+      run_cli_with_input({"chat", "-m", model_path("stories260K.gguf"), "--chat-template", "chatml", "--kv-policy",
+                          "snapkv", "--kv-budget", "24", "--kv-window", "4", "-c", "96", "-n", "16", "--temp", "0"},
+                         input, 120);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("endless chat: the cache keeps 24 entries per head"), std::string::npos) << r.err;
+  const auto turns = kv_lines(r.err);
+  ASSERT_EQ(turns.size(), 12u) << r.err;
+  for (const auto& [bytes, n_past, compressed] : turns) {
+    EXPECT_EQ(n_past, compressed);            // compacted at the turn's end: every position is "prompt" now
+    EXPECT_EQ(bytes, std::get<0>(turns[0]));  // the same budget's bytes each turn
+  }
+  EXPECT_GT(std::get<1>(turns.back()), 96);  // past -c
+  EXPECT_EQ(r.err.find("context is full"), std::string::npos) << r.err;
+}
+
+// snapvk chat --pack: the conversation follows the pack's document, which is not prefilled.
+TEST(EndlessCli, ChatAfterAPack) {
+  const std::string m = model_path("stories260K.gguf");
+  const std::string pack =
+      (std::filesystem::temp_directory_path() / ("snapvk_chat_" + std::to_string(::getpid()) + ".svkv")).string();
+  const CliResult made = run_cli({"pack", "-m", m, "-p", "Lily had a red ball and a small dog named Max.", "-o", pack,
+                                  "--kv-policy", "snapkv", "--kv-budget", "8", "--kv-window", "4"});
+  ASSERT_EQ(made.code, 0) << made.err;
+  const CliResult r =
+      run_cli_with_input({"chat", "-m", m, "--chat-template", "chatml", "--pack", pack, "-n", "8", "--temp", "0"},
+                         "What did Lily have?\n/reset\nAnd the dog?\n");
+  std::filesystem::remove(pack);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("tokens of document loaded"), std::string::npos) << r.err;
+  const auto turns = kv_lines(r.err);
+  ASSERT_EQ(turns.size(), 2u) << r.err;
+  const int doc = std::get<2>(turns[0]);  // the pack's compressed document, before the turns
+  EXPECT_GT(doc, 8);
+  EXPECT_EQ(std::get<2>(turns[1]), doc);  // /reset starts again from the pack
 }
 
 }  // namespace
