@@ -77,6 +77,8 @@ void KvCache::check_image(const KvImage& img) const {
                                      uint64_t(L.base[h]) + appended == L.rows[h];
       if (!ok) bad_image(at + "head " + std::to_string(h) + "'s row counts are inconsistent");
       if (fixed_slots_ && !L.window && L.rows[h] > fixed_slots_) bad_image(at + "more rows than the cache's slots");
+      if (fixed_slots_ && !L.window && L.base[h] != L.base[0])  // recompress_layer compacts uniform heads
+        bad_image(at + "an endless session needs the same retained rows in every head (not an Ada-KV cache)");
       total += L.rows[h];
     }
     if (L.k.size() != total * row || L.v.size() != total * row) bad_image(at + "K/V byte count differs");
