@@ -317,5 +317,27 @@ TEST_F(PackTest, CliPackThenRunEqualsOneRun) {
   std::filesystem::remove_all(dir);
 }
 
+// The CLI refuses a pack of another model and one of another --kv-type, in one line each.
+TEST_F(PackTest, CliRefusesAnotherModelAndKvType) {
+  const std::string m = model_path("stories260K.gguf");
+  const std::string pack =
+      (std::filesystem::temp_directory_path() / ("snapvk_pack_m" + std::to_string(::getpid()) + ".svkv")).string();
+  ASSERT_EQ(run_cli({"pack", "-m", m, "-p", "Once upon a time", "--kv-type", "f32", "-o", pack}).code, 0);
+  const CliResult other =
+      run_cli({"run", "-m", model_path("SmolLM2-135M-Instruct.Q4_1.gguf"), "--pack", pack, "-p", "x"});
+  EXPECT_EQ(other.code, 1);
+  EXPECT_NE(other.err.find("made with another model"), std::string::npos) << other.err;
+  EXPECT_EQ(std::count(other.err.begin(), other.err.end(), '\n'), 1) << other.err;
+  const CliResult type = run_cli({"run", "-m", m, "--pack", pack, "-p", "x", "--kv-type", "f16"});
+  EXPECT_EQ(type.code, 1);
+  EXPECT_NE(type.err.find("holds a f32 KV cache"), std::string::npos) << type.err;
+  const CliResult adopted = run_cli({"run", "-m", m, "--pack", pack, "-p", " there", "-n", "2"});
+  EXPECT_EQ(adopted.code, 0) << adopted.err;  // without --kv-type the pack's is taken
+  const CliResult query = run_cli({"pack", "-m", m, "-p", "x", "--pack-query", "y", "-o", pack});
+  EXPECT_EQ(query.code, 1);
+  EXPECT_NE(query.err.find("--pack-query needs a compressing --kv-policy"), std::string::npos) << query.err;
+  std::filesystem::remove(pack);
+}
+
 }  // namespace
 }  // namespace snapvk::test
