@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "host/pack/pack.h"
+#include "host/report/synth.h"
 #include "host/session/session.h"
 #include "tests/cli_runner.h"
 #include "tests/gpu_fixture.h"
@@ -163,6 +164,44 @@ TEST_F(PackTest, QuestionAwarePackDropsTheQuestionAndAnswersAsInSession) {
   Session agnostic(stories(), options(KvPolicy::SnapKV, KvType::F32, 256));
   agnostic.prefill(d);
   EXPECT_NE(agnostic.save_state().layers[0].k, loaded.save_state().layers[0].k);
+}
+
+// Gemma 3's sliding-window layers: a pack stores each ring's last positions in order, so it loads
+// into a session whose ring has another size (another batch); the same size continues bit for bit.
+TEST_F(PackTest, SlidingWindowRingsRestoreIntoAnyRingSize) {
+  SynthShape g;
+  g.arch = "gemma3", g.n_embd = 256, g.n_layer = 3, g.n_head = 4, g.n_head_kv = 2, g.n_ff = 512, g.n_vocab = 384;
+  g.n_ctx = 256, g.sliding_window = 8, g.swa_pattern = 3, g.tied_output = true;
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("snapvk_pack_g3_" + std::to_string(::getpid()) + ".gguf")).string();
+  write_synth_gguf(g, path);
+  Model m(k(), path);
+  ASSERT_TRUE(m.config().is_swa(0) && !m.config().is_swa(2));
+  const std::vector<int32_t> d = m.tokenizer().encode("Once upon a time, there was a little girl named Lily.", true);
+  for (KvPolicy pol : {KvPolicy::Full, KvPolicy::SnapKV}) {
+    SessionOptions o = options(pol, KvType::F32, 64);
+    o.n_batch = 5;  // a ring of 8 + 5 - 1 slots that has wrapped
+    if (pol == KvPolicy::SnapKV) o.kv.budget = 12, o.kv.window = 4, o.kv.kernel = 3;
+    Session a(m, o);
+    a.prefill(d);
+    const Pack p = round_trip(a, d);
+    Session same(m, o);
+    load_pack(same, p, "g3");
+    expect_same_image(a.save_state(), same.save_state());
+    o.n_batch = 64;  // a ring of 64 slots
+    Session wide(m, o);
+    load_pack(wide, p, "g3");
+    EXPECT_EQ(wide.cache().layer(0).ring, 64u);
+    expect_same_image(a.save_state(), wide.save_state());
+    std::vector<int32_t> t1, t2, t3;
+    const auto l1 = answer(a, question(m), 6, t1), l2 = answer(same, question(m), 6, t2),
+               l3 = answer(wide, question(m), 6, t3);
+    for (size_t i = 0; i < l1.size(); ++i) {
+      EXPECT_TRUE(same_bits(l1[i], l2[i])) << kv_policy_name(pol) << " step " << i;
+      EXPECT_LE(max_abs_diff(l3[i], l1[i]), 1e-4f) << kv_policy_name(pol) << " step " << i;
+    }
+  }
+  std::filesystem::remove(path);
 }
 
 // ---- bad packs: one-line errors, the session unchanged ----
