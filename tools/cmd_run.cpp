@@ -125,6 +125,68 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// What a run did, for its report.
+struct RunReport {
+  const RunOptions& o;
+  const Context& ctx;
+  const Model& model;
+  const Session& session;
+  const std::vector<int32_t>& prompt;
+  const std::optional<ChatTemplate>& tmpl;
+  std::vector<int32_t> generated;  // the end-of-generation token included
+  std::string text;
+  double prefill_ms, decode_ms, load_ms;  // load_ms: the pack's (--pack)
+  uint32_t decoded, held;                 // held: the pack's tokens before the prompt
+  uint64_t seed;
+  double prefill_tps() const { return prompt.size() / (prefill_ms / 1e3); }
+  double decode_tps() const { return decoded ? decoded / (decode_ms / 1e3) : 0.0; }
+};
+
+void print_json(const RunReport& r) {
+  const SessionOptions& so = r.session.options();
+  const KvStats kv = r.session.kv_stats();
+  nlohmann::ordered_json j;
+  j["prompt_tokens"] = r.prompt;
+  if (r.tmpl) j["chat_template"] = r.tmpl->name(), j["chat_template_source"] = r.tmpl->source();
+  j["generated_tokens"] = r.generated;
+  j["text"] = r.text;  // may end inside a UTF-8 character: such bytes become U+FFFD (dump below)
+  if (!r.o.pack.empty()) j["pack_tokens"] = r.held;
+  nlohmann::ordered_json& t = j["timings"];
+  t["prefill_ms"] = r.prefill_ms, t["decode_ms"] = r.decode_ms;
+  if (!r.o.pack.empty()) t["pack_load_ms"] = r.load_ms;
+  t["prefill_tok_s"] = r.prefill_tps(), t["decode_tok_s"] = r.decode_tps();
+  nlohmann::ordered_json& k = j["kv"];
+  k["policy"] = kv_policy_name(so.kv.policy), k["type"] = kv_type_name(so.kv_type);
+  k["bytes"] = kv.retained_bytes, k["full_bytes"] = kv.full_bytes, k["ratio"] = kv.ratio();
+  k["allocated_bytes"] = kv.allocated_bytes, k["n_ctx"] = r.session.n_ctx(), k["n_past"] = r.session.n_past();
+  k["score_ms"] = kv.score_ms, k["pool_ms"] = kv.pool_ms, k["select_ms"] = kv.select_ms;
+  k["gather_ms"] = kv.gather_ms;
+  j["peak_device_bytes"] = r.ctx.memory().peak();
+  j["device"] = r.ctx.info().name;
+  j["seed"] = r.seed;
+  std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
+}
+
+void print_summary(const RunReport& r) {
+  const SessionOptions& so = r.session.options();
+  const KvStats kv = r.session.kv_stats();
+  std::printf("\n");
+  std::fprintf(stderr, "\n--- %s on %s\n", r.o.model.c_str(), r.ctx.info().name.c_str());
+  if (!r.o.pack.empty()) std::fprintf(stderr, "pack: %u tokens loaded in %.1f ms\n", r.held, r.load_ms);
+  std::fprintf(stderr, "prompt: %zu tokens, prefill %.1f ms (%.1f tok/s)\n", r.prompt.size(), r.prefill_ms,
+               r.prefill_tps());
+  std::fprintf(stderr, "decode: %zu tokens, %.1f ms (%.1f tok/s)\n", r.generated.size(), r.decode_ms, r.decode_tps());
+  std::fprintf(stderr,
+               "kv cache (%s, %s): %s retained for %u tokens, full-cache equivalent %s, ratio %.2fx; %s allocated\n",
+               kv_policy_name(so.kv.policy), kv_type_name(so.kv_type), bytes_str(kv.retained_bytes).c_str(),
+               r.session.n_past(), bytes_str(kv.full_bytes).c_str(), kv.ratio(), bytes_str(kv.allocated_bytes).c_str());
+  if (so.kv.compresses())
+    std::fprintf(stderr, "compression: score %.2f ms, pool %.2f ms, select %.2f ms, gather %.2f ms (GPU)\n",
+                 kv.score_ms, kv.pool_ms, kv.select_ms, kv.gather_ms);
+  std::fprintf(stderr, "peak device memory: %s (weights %s)\n", bytes_str(r.ctx.memory().peak()).c_str(),
+               bytes_str(r.model.weights().bytes).c_str());
+}
+
 int run(const RunOptions& o, const Globals& g) {
   const int sources = !o.prompt.empty() + !o.prompt_file.empty() + !o.tokens_file.empty();
   if (sources != 1)
@@ -198,54 +260,14 @@ int run(const RunOptions& o, const Globals& g) {
     };
   GenerateResult gen;
   if (n_gen > 0) generate(session, sampler, logits, go, gen);
-  std::vector<int32_t> generated = gen.tokens;
-  if (gen.stop == StopReason::EndOfGeneration) generated.push_back(gen.last_token);  // listed, as llama.cpp does
-  const std::string& text = gen.text;
-  const double decode_ms = gen.wall_ms;
-  const uint32_t decoded = gen.decoded;
-  const double prefill_tps = prompt.size() / (prefill_ms / 1e3);
-  const double decode_tps = decoded ? decoded / (decode_ms / 1e3) : 0.0;
-  const KvStats kv = session.kv_stats();
-  const uint64_t peak = ctx.memory().peak();
+  RunReport r{o,        ctx,        model,       session, prompt,      tmpl, gen.tokens,
+              gen.text, prefill_ms, gen.wall_ms, load_ms, gen.decoded, held, sp.seed};
+  if (gen.stop == StopReason::EndOfGeneration) r.generated.push_back(gen.last_token);  // listed, as llama.cpp does
   if (!o.dump_selection.empty()) write_selection(o.dump_selection, session, uint32_t(prompt.size()));
-
-  if (o.json) {
-    nlohmann::ordered_json j;
-    j["prompt_tokens"] = prompt;
-    if (tmpl) j["chat_template"] = tmpl->name(), j["chat_template_source"] = tmpl->source();
-    j["generated_tokens"] = generated;
-    j["text"] = text;  // may end inside a UTF-8 character: such bytes become U+FFFD (dump below)
-    if (pack) j["pack_tokens"] = held;
-    nlohmann::ordered_json& t = j["timings"];
-    t["prefill_ms"] = prefill_ms, t["decode_ms"] = decode_ms;
-    if (pack) t["pack_load_ms"] = load_ms;
-    t["prefill_tok_s"] = prefill_tps, t["decode_tok_s"] = decode_tps;
-    nlohmann::ordered_json& k = j["kv"];
-    k["policy"] = kv_policy_name(so.kv.policy), k["type"] = kv_type_name(kv_type);
-    k["bytes"] = kv.retained_bytes, k["full_bytes"] = kv.full_bytes, k["ratio"] = kv.ratio();
-    k["allocated_bytes"] = kv.allocated_bytes, k["n_ctx"] = session.n_ctx(), k["n_past"] = session.n_past();
-    k["score_ms"] = kv.score_ms, k["pool_ms"] = kv.pool_ms, k["select_ms"] = kv.select_ms;
-    k["gather_ms"] = kv.gather_ms;
-    j["peak_device_bytes"] = peak;
-    j["device"] = ctx.info().name;
-    j["seed"] = sp.seed;
-    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
-  } else {
-    std::printf("\n");
-    std::fprintf(stderr, "\n--- %s on %s\n", o.model.c_str(), ctx.info().name.c_str());
-    if (pack) std::fprintf(stderr, "pack: %u tokens loaded in %.1f ms\n", held, load_ms);
-    std::fprintf(stderr, "prompt: %zu tokens, prefill %.1f ms (%.1f tok/s)\n", prompt.size(), prefill_ms, prefill_tps);
-    std::fprintf(stderr, "decode: %zu tokens, %.1f ms (%.1f tok/s)\n", generated.size(), decode_ms, decode_tps);
-    std::fprintf(stderr,
-                 "kv cache (%s, %s): %s retained for %u tokens, full-cache equivalent %s, ratio %.2fx; %s allocated\n",
-                 kv_policy_name(so.kv.policy), kv_type_name(kv_type), bytes_str(kv.retained_bytes).c_str(),
-                 session.n_past(), bytes_str(kv.full_bytes).c_str(), kv.ratio(), bytes_str(kv.allocated_bytes).c_str());
-    if (so.kv.compresses())
-      std::fprintf(stderr, "compression: score %.2f ms, pool %.2f ms, select %.2f ms, gather %.2f ms (GPU)\n",
-                   kv.score_ms, kv.pool_ms, kv.select_ms, kv.gather_ms);
-    std::fprintf(stderr, "peak device memory: %s (weights %s)\n", bytes_str(peak).c_str(),
-                 bytes_str(model.weights().bytes).c_str());
-  }
+  if (o.json)
+    print_json(r);
+  else
+    print_summary(r);
   if (o.profile) print_kernel_times(session);
   return 0;
 }
