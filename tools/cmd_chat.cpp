@@ -198,8 +198,9 @@ int chat(const ChatOptions& o, const Globals& g) {
   apply_kv_options(o.kv, so);
   so.n_ctx = o.n_ctx;
   so.n_batch = o.n_batch;
-  // a budget keeps a conversation of any length within it (docs/packs.md, endless chat)
-  so.endless = so.kv.compresses() && so.kv.budget > 0;
+  // a budget keeps a conversation of any length within it (docs/packs.md, endless chat); h2o and
+  // adakv compress the first prompt only, as before
+  so.endless = compacts_again(so.kv.policy) && so.kv.budget > 0;
   if (g.check_only) return 0;
   ChatOptions opts = o;
   if (!opts.seed_set) opts.sp.seed = std::random_device{}();

@@ -37,6 +37,10 @@ SessionOptions with_default_ctx(const Model& m, SessionOptions o) {
 }
 }  // namespace
 
+bool compacts_again(KvPolicy p) {
+  return p == KvPolicy::SnapKV || p == KvPolicy::PyramidKV || p == KvPolicy::StreamingLLM;
+}
+
 uint32_t default_n_ctx(const ModelConfig& c) { return std::min<uint32_t>(c.n_ctx_train, 4096); }
 
 Session::Session(const Model& model, const SessionOptions& opts)
@@ -95,7 +99,7 @@ void Session::allocate_endless() {
   const ModelConfig& c = model_.config();
   Context& ctx = model_.ctx();
   const KvPolicyOptions& kv = opts_.kv;
-  if (kv.policy != KvPolicy::SnapKV && kv.policy != KvPolicy::PyramidKV && kv.policy != KvPolicy::StreamingLLM)
+  if (!compacts_again(kv.policy))
     throw Error(ErrorKind::InvalidArgument,
                 std::string("an endless chat compacts with snapkv, pyramidkv or streamingllm, not ") +
                     kv_policy_name(kv.policy),

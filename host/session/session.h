@@ -35,6 +35,10 @@ struct SessionOptions {
   std::function<bool(uint64_t done, uint64_t total)> on_progress;
 };
 
+// Whether an endless session can compact its cache again with this policy (uniform heads, votes
+// of the window alone): snapkv, pyramidkv, streamingllm.
+bool compacts_again(KvPolicy p);
+
 // The positions a session holds when SessionOptions::n_ctx is 0.
 uint32_t default_n_ctx(const ModelConfig& c);
 
