@@ -29,6 +29,7 @@
 #include "host/kv/kv_policy.h"
 #include "host/model/chat_template.h"
 #include "host/model/model.h"
+#include "host/pack/pack.h"
 #include "host/session/generate.h"
 #include "host/session/sampler.h"
 #include "host/session/session.h"
@@ -384,6 +385,8 @@ SessionOptions to_session_options(const snapvk_session_options& o) {
                   : o.kv_pool_ahead < 0 ? 0
                                         : uint32_t(o.kv_pool_ahead);
   kv.gqa = o.kv_gqa == SNAPVK_KV_GQA_MAX ? GqaAgg::Max : o.kv_gqa == SNAPVK_KV_GQA_SUM ? GqaAgg::Sum : GqaAgg::Mean;
+  if (o.kv_endless > 1) invalid("kv_endless must be 0 or 1");
+  so.endless = o.kv_endless == 1;
   kv.validate();
   return so;
 }
@@ -408,6 +411,28 @@ SamplerParams to_sampler_params(const snapvk_sampling_params& p) {
 // Takes a cancel request, if any, and stops the call.
 void take_cancel(snapvk_session* s) {
   if (s->cancel.exchange(false)) throw Cancelled();
+}
+
+std::vector<uint8_t> pack_bytes(snapvk_session* s) {
+  if (s->session->n_past() == 0) invalid("the session is empty: nothing to save");
+  return write_pack(pack_of(*s->session, s->history));
+}
+
+// Everything is checked before the session changes; a load that fails later (out of memory)
+// leaves it empty.
+void load_pack_bytes(snapvk_session* s, std::span<const uint8_t> bytes, const std::string& name) {
+  const Pack p = read_pack(bytes, name);
+  try {
+    load_pack(*s->session, p, name);
+  } catch (...) {
+    if (s->session->n_past() == 0) s->history.clear(), s->chat.clear(), s->have_logits = false;
+    throw;
+  }
+  s->history = p.tokens;
+  s->chat.clear();  // a conversation may follow the document
+  s->logits = p.logits;
+  s->have_logits = !p.logits.empty();
+  s->cancel.store(false);
 }
 
 void prefill(snapvk_session* s, std::span<const int32_t> tokens) {
@@ -882,6 +907,7 @@ SNAPVK_API snapvk_status snapvk_session_generate(snapvk_session* session, const 
     }
     s->cancel.store(false);
     record_answer();
+    sess.end_turn();  // an endless chat over its budget compacts at the end of each answer
     if (result) write_struct(result, result_of());
     if (g.stop == StopReason::Cancelled) throw Cancelled();
     return SNAPVK_OK;
@@ -937,6 +963,50 @@ SNAPVK_API snapvk_status snapvk_session_reset(snapvk_session* session) {
     session->chat.clear();
     session->have_logits = false;
     session->cancel.store(false);
+    return SNAPVK_OK;
+  });
+}
+
+SNAPVK_API snapvk_status snapvk_session_save(snapvk_session* session, const char* path) {
+  return guarded(__func__, [&] {
+    SessionUse use(session, SessionUse::Mutating);
+    if (!path) invalid("path is NULL");
+    write_pack_file(path, pack_bytes(session));
+    return SNAPVK_OK;
+  });
+}
+
+SNAPVK_API snapvk_status snapvk_session_save_to_memory(snapvk_session* session, void* buffer, size_t capacity,
+                                                       size_t* size) {
+  return guarded(__func__, [&] {
+    SessionUse use(session, SessionUse::Mutating);
+    if (!size) invalid("size is NULL");
+    if (!buffer && capacity) invalid("buffer is NULL with a non-zero capacity");
+    const std::vector<uint8_t> bytes = pack_bytes(session);
+    *size = bytes.size();
+    if (capacity == 0 && !buffer) return SNAPVK_OK;
+    if (capacity < bytes.size())
+      throw ApiError(SNAPVK_BUFFER_TOO_SMALL, "the pack needs " + std::to_string(bytes.size()) +
+                                                  " bytes, the buffer holds " + std::to_string(capacity));
+    std::memcpy(buffer, bytes.data(), bytes.size());
+    return SNAPVK_OK;
+  });
+}
+
+SNAPVK_API snapvk_status snapvk_session_load(snapvk_session* session, const char* path) {
+  return guarded(__func__, [&] {
+    SessionUse use(session, SessionUse::Mutating);
+    if (!path) invalid("path is NULL");
+    load_pack_bytes(session, read_pack_file(path), path);
+    return SNAPVK_OK;
+  });
+}
+
+SNAPVK_API snapvk_status snapvk_session_load_from_memory(snapvk_session* session, const void* data, size_t size) {
+  return guarded(__func__, [&] {
+    SessionUse use(session, SessionUse::Mutating);
+    if (!data) invalid("data is NULL");
+    load_pack_bytes(session, std::span<const uint8_t>(static_cast<const uint8_t*>(data), size), "memory");
     return SNAPVK_OK;
   });
 }

@@ -85,7 +85,7 @@ std::vector<std::pair<int, int>> kv_lines(const std::string& err) {
 TEST(ChatCli, ChatThroughAPipeAppendsEachTurnAndResets) {
   const CliResult r = run_cli_with_input(
       {"chat", "-m", model_path("stories260K.gguf"), "--chat-template", "chatml", "--system", "You tell stories.",
-       "--kv-policy", "snapkv", "--kv-budget", "24", "--kv-window", "4", "-n", "12", "--temp", "0"},
+       "--kv-policy", "snapkv", "--kv-ratio", "0.5", "--kv-window", "4", "-n", "12", "--temp", "0"},
       "Tell me a story.\nAnd then?\n/reset\nOnce upon a time\n");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.err.find("chat template chatml (chosen by name)"), std::string::npos) << r.err;
@@ -93,7 +93,8 @@ TEST(ChatCli, ChatThroughAPipeAppendsEachTurnAndResets) {
   const auto turns = kv_lines(r.err);
   ASSERT_EQ(turns.size(), 3u) << r.err;
   // The first turn is compressed; the second is appended after it (the same compressed prompt,
-  // more tokens held), not prefilled again; /reset starts a new conversation.
+  // more tokens held), not prefilled again; /reset starts a new conversation. (With a --kv-budget
+  // the chat is endless and compacts at each turn's end: tests/test_endless.cpp.)
   const int first_prompt = int(chatml_tokens("You tell stories.", "Tell me a story.").size());
   EXPECT_EQ(turns[0].second, first_prompt);
   EXPECT_EQ(turns[1].second, first_prompt);

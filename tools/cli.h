@@ -40,6 +40,9 @@ void apply_kv_options(const KvCliOptions& o, SessionOptions& out);
 // --repeat-penalty, --repeat-last-n, -s/--seed); seed_set says whether --seed was given.
 void add_sampler_options(CLI::App& app, SamplerParams& sp, bool& seed_set);
 
+// A prompt or token file (a pipe such as /dev/stdin too), read up to 256 MiB.
+std::string read_prompt_file(const std::string& path);
+
 // Whitespace-separated token ids (a --tokens-file): each in [0, 2^31), at least one.
 // `what` names the source in errors.
 std::vector<int32_t> parse_token_ids(std::string_view text, const std::string& what);
@@ -49,6 +52,7 @@ using Runner = std::function<int()>;
 Runner add_devices(CLI::App& app, const Globals& g);
 Runner add_selftest(CLI::App& app, const Globals& g);
 Runner add_run(CLI::App& app, const Globals& g);
+Runner add_pack(CLI::App& app, const Globals& g);  // tools/cmd_pack.cpp
 Runner add_chat(CLI::App& app, const Globals& g);  // tools/cmd_chat.cpp
 Runner add_tokenize(CLI::App& app, const Globals& g);
 Runner add_synth(CLI::App& app, const Globals& g);

@@ -86,6 +86,7 @@ Cli::Cli() : app_("snapvk: Llama-family inference on any Vulkan GPU, with SnapKV
   add("devices", "List Vulkan devices and the features snapvk uses", add_devices);
   add("selftest", "Check every kernel against its CPU reference on the device", add_selftest);
   add("run", "Generate text from a GGUF model", add_run);
+  add("pack", "Prefill (and compress) a document once and save its KV cache as a pack for run/chat --pack", add_pack);
   add("chat", "Chat with an instruct model in the terminal (the model's chat template; stdin may be a pipe)", add_chat);
   add("tokenize", "Print the token ids of a text", add_tokenize);
   add("synth", "Write a synthetic model (random weights) of a given shape as GGUF", add_synth);

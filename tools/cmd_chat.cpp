@@ -10,10 +10,12 @@
 #include <cstdio>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <random>
 
 #include "host/model/chat_template.h"
 #include "host/model/model.h"
+#include "host/pack/pack.h"
 #include "host/session/generate.h"
 #include "host/session/sampler.h"
 #include "host/session/session.h"
@@ -26,6 +28,7 @@ namespace {
 
 struct ChatOptions {
   std::string model, system, chat_template;
+  std::string pack;  // --pack: the conversation follows a pack's document
   KvCliOptions kv;
   int32_t n_predict = 512;
   uint32_t n_ctx = 0, n_batch = 256;
@@ -49,16 +52,22 @@ class TerminalChat {
         kernels_(ctx_),
         model_(kernels_, o.model),
         tmpl_(ChatTemplate::for_model(model_.gguf(), model_.tokenizer(), o.chat_template)),
-        session_(model_, with_progress(so)),
-        policy_(kv_policy_name(so.kv.policy)) {
+        pack_(o.pack.empty() ? std::optional<Pack>() : read_pack(read_pack_file(o.pack), o.pack)),
+        session_(model_, with_progress(pack_ ? options_for(*pack_, so) : so)),
+        policy_(kv_policy_name(session_.options().kv.policy)) {
     if (!o.system.empty()) system_ = {{"system", o.system}};
     messages_ = system_;
+    if (pack_) load_pack(session_, *pack_, o_.pack);
   }
 
   int loop() {
     const bool tty = isatty(STDIN_FILENO);
     std::fprintf(stderr, "snapvk chat: %s on %s; chat template %s (%s); kv policy %s\n", o_.model.c_str(),
                  ctx_.info().name.c_str(), tmpl_.name(), tmpl_.source().c_str(), policy_.c_str());
+    if (pack_) std::fprintf(stderr, "pack %s: %u tokens of document loaded\n", o_.pack.c_str(), pack_->state.n_past);
+    if (session_.options().endless)
+      std::fprintf(stderr, "endless chat: the cache keeps %u entries per head plus the current turn\n",
+                   session_.options().kv.budget);
     std::fprintf(stderr, "/reset starts over, Ctrl-C stops an answer, Ctrl-D (end of input) quits\n");
     std::string line;
     for (;;) {
@@ -78,6 +87,14 @@ class TerminalChat {
   }
 
  private:
+  // An endless chat keeps its own policy and budget (the pack's cache is compacted to it at the
+  // first turn's end); otherwise the pack's policy describes the cache.
+  static SessionOptions options_for(const Pack& p, SessionOptions so) {
+    if (!so.endless) return pack_session_options(p, so);
+    so.kv_type = p.kv_type;
+    return so;
+  }
+
   static SessionOptions with_progress(SessionOptions so) {
     so.on_progress = [](uint64_t, uint64_t) { return !g_stop.load(); };
     return so;
@@ -85,6 +102,7 @@ class TerminalChat {
 
   void start_over() {
     session_.reset();
+    if (pack_) load_pack(session_, *pack_, o_.pack);  // a new conversation about the same document
     history_.clear();
     messages_ = system_;
   }
@@ -93,14 +111,14 @@ class TerminalChat {
   std::vector<int32_t> turn_tokens(ChatHistory& next) {
     const Tokenizer& tok = model_.tokenizer();
     auto tokens = tok.encode(next.next(tmpl_, messages_, true), session_.n_past() == 0, true);
-    if (session_.n_past() + tokens.size() < session_.n_ctx()) return tokens;
+    if (tokens.size() < session_.free_slots()) return tokens;
     std::fprintf(stderr, "[the context is full: starting a new conversation]\n");
     const ChatMessage user = messages_.back();
     start_over();
     messages_.push_back(user);
     next = history_;
-    tokens = tok.encode(next.next(tmpl_, messages_, true), true, true);
-    if (tokens.size() >= session_.n_ctx())
+    tokens = tok.encode(next.next(tmpl_, messages_, true), session_.n_past() == 0, true);
+    if (tokens.size() >= session_.free_slots())
       throw Error(ErrorKind::InvalidArgument, "the turn of " + std::to_string(tokens.size()) +
                                                   " tokens does not fit the context (" +
                                                   std::to_string(session_.n_ctx()) + "); raise -c");
@@ -143,19 +161,21 @@ class TerminalChat {
     generate(session_, sampler, logits, go, gen);
     history_.generated(gen.text);
     messages_.push_back({"assistant", gen.text});
+    const bool compacted = session_.end_turn();  // an endless chat over its budget compacts here
     std::fputs("\n", stdout);
     std::fflush(stdout);
     if (gen.stop == StopReason::Cancelled) std::fprintf(stderr, "[stopped]\n");
-    show_kv(gen);
+    show_kv(gen, compacted);
   }
 
-  void show_kv(const GenerateResult& gen) {
+  void show_kv(const GenerateResult& gen, bool compacted) {
     const KvStats kv = session_.kv_stats();
     const uint32_t compressed = session_.cache().prompt_len();
     const std::string first = compressed ? " (first " + std::to_string(compressed) + " compressed)" : "";
-    std::fprintf(stderr, "[kv %s: %s retained for %u tokens%s, full cache %s, ratio %.2fx; answer %zu tokens, %s]\n",
+    std::fprintf(stderr, "[kv %s: %s retained for %u tokens%s, full cache %s, ratio %.2fx; answer %zu tokens, %s%s]\n",
                  policy_.c_str(), bytes_str(kv.retained_bytes).c_str(), session_.n_past(), first.c_str(),
-                 bytes_str(kv.full_bytes).c_str(), kv.ratio(), gen.tokens.size(), stop_reason_name(gen.stop));
+                 bytes_str(kv.full_bytes).c_str(), kv.ratio(), gen.tokens.size(), stop_reason_name(gen.stop),
+                 compacted ? "; compacted to the budget" : "");
   }
 
   const ChatOptions& o_;
@@ -163,6 +183,7 @@ class TerminalChat {
   Kernels kernels_;
   Model model_;
   ChatTemplate tmpl_;
+  std::optional<Pack> pack_;
   Session session_;
   std::string policy_;
   std::vector<ChatMessage> system_, messages_;
@@ -177,6 +198,9 @@ int chat(const ChatOptions& o, const Globals& g) {
   apply_kv_options(o.kv, so);
   so.n_ctx = o.n_ctx;
   so.n_batch = o.n_batch;
+  // a budget keeps a conversation of any length within it (docs/packs.md, endless chat); h2o and
+  // adakv compress the first prompt only, as before
+  so.endless = compacts_again(so.kv.policy) && so.kv.budget > 0;
   if (g.check_only) return 0;
   ChatOptions opts = o;
   if (!opts.seed_set) opts.sp.seed = std::random_device{}();
@@ -206,6 +230,7 @@ Runner add_chat(CLI::App& app, const Globals& g) {
       ->check(CLI::Range(1u, 65536u));
   add_sampler_options(app, o->sp, o->seed_set);
   add_kv_options(app, o->kv);
+  app.add_option("--pack", o->pack, "Chat about a pack's document (snapvk pack): loaded, not prefilled");
   return [o, &g] { return chat(*o, g); };
 }
 

@@ -88,7 +88,7 @@ struct ProfileCli {
                                 out = "profile-out";
   KvCliOptions kv;
   uint32_t gen = 16, n_batch = 256;
-  bool json = false, dry_run = false;
+  bool json = false, dry_run = false, packs = false;
 };
 
 int profile(const ProfileCli& o, const Globals& g) {
@@ -97,6 +97,7 @@ int profile(const ProfileCli& o, const Globals& g) {
   ProfileOptions po;
   po.gen = o.gen;
   po.n_batch = o.n_batch;
+  po.packs = o.packs;
   const bool builtin = o.model.empty() && o.synthetic.empty();
   const std::string preset = builtin ? kDefaultPreset : o.synthetic;
   std::string budgets = o.budgets;
@@ -194,6 +195,8 @@ Runner add_profile(CLI::App& app, const Globals& g) {
   app.add_option("--out", o->out, "Directory for profile.csv, profile.json, profile.svg, profile.html")
       ->capture_default_str();
   app.add_flag("--json", o->json, "Print one JSON object instead of the table");
+  app.add_flag("--packs", o->packs,
+               "Also save each run's prompt as a pack: its size, load time and time to first token with it");
   app.add_flag("--dry-run", o->dry_run, "Only the memory model's figures for the shape and contexts; runs nothing");
   return [o, &g] { return profile(*o, g); };
 }

@@ -12,6 +12,7 @@
 
 #include "host/model/chat_template.h"
 #include "host/model/model.h"
+#include "host/pack/pack.h"
 #include "host/report/files.h"
 #include "host/session/generate.h"
 #include "host/session/memory_model.h"
@@ -26,6 +27,8 @@ namespace {
 
 struct RunOptions {
   std::string model, prompt, prompt_file, tokens_file, dump_selection;
+  std::string pack;                   // --pack: continue from a pack's document (the prompt follows it, no BOS)
+  bool kv_type_given = false;         // --kv-type was given (with --pack it must match the pack's)
   bool chat = false;                  // --chat: the prompt is one user turn through the chat template
   std::string system, chat_template;  // --system, --chat-template
   KvCliOptions kv;
@@ -34,25 +37,6 @@ struct RunOptions {
   SamplerParams sp;
   bool seed_set = false, json = false, profile = false, dry_run = false;
 };
-
-// A prompt or token file (a pipe such as /dev/stdin too), read up to 256 MiB: more than the
-// longest context needs, and a bound for a source that never ends (/dev/zero).
-std::string read_file(const std::string& path) {
-  constexpr size_t kMaxPromptFile = size_t{256} << 20;
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) throw Error(ErrorKind::Io, "prompt file '" + path + "' is a directory");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(ErrorKind::Io, "cannot open prompt file '" + path + "'");
-  std::string text;
-  char chunk[1 << 16];
-  while (in.read(chunk, sizeof chunk) || in.gcount() > 0) {
-    text.append(chunk, size_t(in.gcount()));
-    if (text.size() > kMaxPromptFile)
-      throw Error(ErrorKind::InvalidArgument, "prompt file '" + path + "' is larger than 256 MiB");
-  }
-  if (in.bad()) throw Error(ErrorKind::Io, "cannot read prompt file '" + path + "'");
-  return text;
-}
 
 // {"prompt_len": L, "policy": ..., "window": W, "budget": C, "layers": [[[positions of head 0], ...], ...]}
 void write_selection(const std::string& path, const Session& s, uint32_t L) {
@@ -94,9 +78,9 @@ int memory_check(const Model& model, SessionOptions so, uint32_t L, const Contex
 // --chat the text as one user turn (after --system) through the chat template, special tokens parsed.
 std::vector<int32_t> prompt_tokens(const RunOptions& o, const Model& model, std::optional<ChatTemplate>& tmpl) {
   const Tokenizer& tok = model.tokenizer();
-  if (!o.tokens_file.empty()) return parse_token_ids(read_file(o.tokens_file), "'" + o.tokens_file + "'");
-  const std::string text = o.prompt_file.empty() ? o.prompt : read_file(o.prompt_file);
-  if (!o.chat) return tok.encode(text, true);
+  if (!o.tokens_file.empty()) return parse_token_ids(read_prompt_file(o.tokens_file), "'" + o.tokens_file + "'");
+  const std::string text = o.prompt_file.empty() ? o.prompt : read_prompt_file(o.prompt_file);
+  if (!o.chat) return tok.encode(text, o.pack.empty());  // after a pack's document: no BOS
   tmpl = ChatTemplate::for_model(model.gguf(), tok, o.chat_template);
   std::vector<ChatMessage> messages;
   if (!o.system.empty()) messages.push_back({"system", o.system});
@@ -110,6 +94,9 @@ void check_chat_options(const RunOptions& o) {
     throw Error(ErrorKind::InvalidArgument, "--system and --chat-template need --chat");
   if (o.chat && !o.tokens_file.empty())
     throw Error(ErrorKind::InvalidArgument, "--chat takes the prompt as text (-p or -f), not --tokens-file");
+  if (!o.pack.empty() && (o.chat || !o.dump_selection.empty() || o.dry_run))
+    throw Error(ErrorKind::InvalidArgument,
+                "--pack does not go with --chat (use snapvk chat --pack), --dump-kv-selection or --dry-run");
   if (!o.chat_template.empty() && !chat_format_from_name(o.chat_template))
     throw Error(ErrorKind::InvalidArgument,
                 "unknown --chat-template '" + o.chat_template + "' (names: " + chat_format_names() + ")");
@@ -138,6 +125,68 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// What a run did, for its report.
+struct RunReport {
+  const RunOptions& o;
+  const Context& ctx;
+  const Model& model;
+  const Session& session;
+  const std::vector<int32_t>& prompt;
+  const std::optional<ChatTemplate>& tmpl;
+  std::vector<int32_t> generated;  // the end-of-generation token included
+  std::string text;
+  double prefill_ms, decode_ms, load_ms;  // load_ms: the pack's (--pack)
+  uint32_t decoded, held;                 // held: the pack's tokens before the prompt
+  uint64_t seed;
+  double prefill_tps() const { return prompt.size() / (prefill_ms / 1e3); }
+  double decode_tps() const { return decoded ? decoded / (decode_ms / 1e3) : 0.0; }
+};
+
+void print_json(const RunReport& r) {
+  const SessionOptions& so = r.session.options();
+  const KvStats kv = r.session.kv_stats();
+  nlohmann::ordered_json j;
+  j["prompt_tokens"] = r.prompt;
+  if (r.tmpl) j["chat_template"] = r.tmpl->name(), j["chat_template_source"] = r.tmpl->source();
+  j["generated_tokens"] = r.generated;
+  j["text"] = r.text;  // may end inside a UTF-8 character: such bytes become U+FFFD (dump below)
+  if (!r.o.pack.empty()) j["pack_tokens"] = r.held;
+  nlohmann::ordered_json& t = j["timings"];
+  t["prefill_ms"] = r.prefill_ms, t["decode_ms"] = r.decode_ms;
+  if (!r.o.pack.empty()) t["pack_load_ms"] = r.load_ms;
+  t["prefill_tok_s"] = r.prefill_tps(), t["decode_tok_s"] = r.decode_tps();
+  nlohmann::ordered_json& k = j["kv"];
+  k["policy"] = kv_policy_name(so.kv.policy), k["type"] = kv_type_name(so.kv_type);
+  k["bytes"] = kv.retained_bytes, k["full_bytes"] = kv.full_bytes, k["ratio"] = kv.ratio();
+  k["allocated_bytes"] = kv.allocated_bytes, k["n_ctx"] = r.session.n_ctx(), k["n_past"] = r.session.n_past();
+  k["score_ms"] = kv.score_ms, k["pool_ms"] = kv.pool_ms, k["select_ms"] = kv.select_ms;
+  k["gather_ms"] = kv.gather_ms;
+  j["peak_device_bytes"] = r.ctx.memory().peak();
+  j["device"] = r.ctx.info().name;
+  j["seed"] = r.seed;
+  std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
+}
+
+void print_summary(const RunReport& r) {
+  const SessionOptions& so = r.session.options();
+  const KvStats kv = r.session.kv_stats();
+  std::printf("\n");
+  std::fprintf(stderr, "\n--- %s on %s\n", r.o.model.c_str(), r.ctx.info().name.c_str());
+  if (!r.o.pack.empty()) std::fprintf(stderr, "pack: %u tokens loaded in %.1f ms\n", r.held, r.load_ms);
+  std::fprintf(stderr, "prompt: %zu tokens, prefill %.1f ms (%.1f tok/s)\n", r.prompt.size(), r.prefill_ms,
+               r.prefill_tps());
+  std::fprintf(stderr, "decode: %zu tokens, %.1f ms (%.1f tok/s)\n", r.generated.size(), r.decode_ms, r.decode_tps());
+  std::fprintf(stderr,
+               "kv cache (%s, %s): %s retained for %u tokens, full-cache equivalent %s, ratio %.2fx; %s allocated\n",
+               kv_policy_name(so.kv.policy), kv_type_name(so.kv_type), bytes_str(kv.retained_bytes).c_str(),
+               r.session.n_past(), bytes_str(kv.full_bytes).c_str(), kv.ratio(), bytes_str(kv.allocated_bytes).c_str());
+  if (so.kv.compresses())
+    std::fprintf(stderr, "compression: score %.2f ms, pool %.2f ms, select %.2f ms, gather %.2f ms (GPU)\n",
+                 kv.score_ms, kv.pool_ms, kv.select_ms, kv.gather_ms);
+  std::fprintf(stderr, "peak device memory: %s (weights %s)\n", bytes_str(r.ctx.memory().peak()).c_str(),
+               bytes_str(r.model.weights().bytes).c_str());
+}
+
 int run(const RunOptions& o, const Globals& g) {
   const int sources = !o.prompt.empty() + !o.prompt_file.empty() + !o.tokens_file.empty();
   if (sources != 1)
@@ -154,6 +203,9 @@ int run(const RunOptions& o, const Globals& g) {
   if (!o.seed_set) sp.seed = std::random_device{}();
   if (g.check_only) return 0;
 
+  // a pack is read and checked before the model is loaded: a bad one fails fast
+  std::optional<Pack> pack;
+  if (!o.pack.empty()) pack = read_pack(read_pack_file(o.pack), o.pack);
   Context ctx(context_options(g));
   Kernels kernels(ctx);
   Model model(kernels, o.model);
@@ -161,17 +213,32 @@ int run(const RunOptions& o, const Globals& g) {
   std::optional<ChatTemplate> tmpl;
   std::vector<int32_t> prompt = prompt_tokens(o, model, tmpl);
   if (prompt.empty()) throw Error(ErrorKind::InvalidArgument, "the prompt is empty");
+  const uint32_t held = pack ? pack->state.n_past : 0;  // the pack's document comes first
+  if (pack) {
+    check_pack_model(*pack, model, o.pack);
+    so = pack_session_options(*pack, so);
+    if (o.kv_type_given) so.kv_type = kv_type;  // a different one is refused by load_pack
+  }
   // Without -c the cache holds what this run needs: the prompt and the tokens to generate
   // (so a compressed prompt's savings are not spent on unused room).
   if (so.n_ctx == 0 && o.n_predict >= 0)
-    so.n_ctx = std::min<uint64_t>(model.config().n_ctx_train, prompt.size() + uint64_t(o.n_predict));
+    so.n_ctx = std::min<uint64_t>(model.config().n_ctx_train, held + prompt.size() + uint64_t(o.n_predict));
   if (o.dry_run) return memory_check(model, so, uint32_t(prompt.size()), ctx);
   Session session(model, so);
-  const uint32_t room = session.n_ctx() > prompt.size() ? session.n_ctx() - uint32_t(prompt.size()) : 0;
-  if (prompt.size() > session.n_ctx())
-    throw Error(ErrorKind::InvalidArgument, "prompt of " + std::to_string(prompt.size()) +
-                                                " tokens is longer than the context (" +
-                                                std::to_string(session.n_ctx()) + "); raise -c");
+  double load_ms = 0;
+  if (pack) {
+    const auto t0 = std::chrono::steady_clock::now();
+    load_pack(session, *pack, o.pack);
+    load_ms = ms_since(t0);
+  }
+  const uint64_t used = held + prompt.size();
+  const uint32_t room = session.n_ctx() > used ? session.n_ctx() - uint32_t(used) : 0;
+  if (used > session.n_ctx())
+    throw Error(ErrorKind::InvalidArgument,
+                "prompt of " + std::to_string(prompt.size()) + " tokens" +
+                    (pack ? " after the pack's " + std::to_string(held) : std::string()) +
+                    " is longer than the context (" + std::to_string(session.n_ctx()) + "); raise -c",
+                Param::NCtx);
   const uint32_t n_gen = o.n_predict < 0 ? room + 1 : std::min<uint32_t>(uint32_t(o.n_predict), room + 1);
 
   if (tmpl && !o.json) std::fprintf(stderr, "chat template: %s (%s)\n", tmpl->name(), tmpl->source().c_str());
@@ -193,56 +260,38 @@ int run(const RunOptions& o, const Globals& g) {
     };
   GenerateResult gen;
   if (n_gen > 0) generate(session, sampler, logits, go, gen);
-  std::vector<int32_t> generated = gen.tokens;
-  if (gen.stop == StopReason::EndOfGeneration) generated.push_back(gen.last_token);  // listed, as llama.cpp does
-  const std::string& text = gen.text;
-  const double decode_ms = gen.wall_ms;
-  const uint32_t decoded = gen.decoded;
-  const double prefill_tps = prompt.size() / (prefill_ms / 1e3);
-  const double decode_tps = decoded ? decoded / (decode_ms / 1e3) : 0.0;
-  const KvStats kv = session.kv_stats();
-  const uint64_t peak = ctx.memory().peak();
+  RunReport r{o,        ctx,        model,       session, prompt,      tmpl, gen.tokens,
+              gen.text, prefill_ms, gen.wall_ms, load_ms, gen.decoded, held, sp.seed};
+  if (gen.stop == StopReason::EndOfGeneration) r.generated.push_back(gen.last_token);  // listed, as llama.cpp does
   if (!o.dump_selection.empty()) write_selection(o.dump_selection, session, uint32_t(prompt.size()));
-
-  if (o.json) {
-    nlohmann::ordered_json j;
-    j["prompt_tokens"] = prompt;
-    if (tmpl) j["chat_template"] = tmpl->name(), j["chat_template_source"] = tmpl->source();
-    j["generated_tokens"] = generated;
-    j["text"] = text;  // may end inside a UTF-8 character: such bytes become U+FFFD (dump below)
-    nlohmann::ordered_json& t = j["timings"];
-    t["prefill_ms"] = prefill_ms, t["decode_ms"] = decode_ms;
-    t["prefill_tok_s"] = prefill_tps, t["decode_tok_s"] = decode_tps;
-    nlohmann::ordered_json& k = j["kv"];
-    k["policy"] = kv_policy_name(so.kv.policy), k["type"] = kv_type_name(kv_type);
-    k["bytes"] = kv.retained_bytes, k["full_bytes"] = kv.full_bytes, k["ratio"] = kv.ratio();
-    k["allocated_bytes"] = kv.allocated_bytes, k["n_ctx"] = session.n_ctx(), k["n_past"] = session.n_past();
-    k["score_ms"] = kv.score_ms, k["pool_ms"] = kv.pool_ms, k["select_ms"] = kv.select_ms;
-    k["gather_ms"] = kv.gather_ms;
-    j["peak_device_bytes"] = peak;
-    j["device"] = ctx.info().name;
-    j["seed"] = sp.seed;
-    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace).c_str());
-  } else {
-    std::printf("\n");
-    std::fprintf(stderr, "\n--- %s on %s\n", o.model.c_str(), ctx.info().name.c_str());
-    std::fprintf(stderr, "prompt: %zu tokens, prefill %.1f ms (%.1f tok/s)\n", prompt.size(), prefill_ms, prefill_tps);
-    std::fprintf(stderr, "decode: %zu tokens, %.1f ms (%.1f tok/s)\n", generated.size(), decode_ms, decode_tps);
-    std::fprintf(stderr,
-                 "kv cache (%s, %s): %s retained for %u tokens, full-cache equivalent %s, ratio %.2fx; %s allocated\n",
-                 kv_policy_name(so.kv.policy), kv_type_name(kv_type), bytes_str(kv.retained_bytes).c_str(),
-                 session.n_past(), bytes_str(kv.full_bytes).c_str(), kv.ratio(), bytes_str(kv.allocated_bytes).c_str());
-    if (so.kv.compresses())
-      std::fprintf(stderr, "compression: score %.2f ms, pool %.2f ms, select %.2f ms, gather %.2f ms (GPU)\n",
-                   kv.score_ms, kv.pool_ms, kv.select_ms, kv.gather_ms);
-    std::fprintf(stderr, "peak device memory: %s (weights %s)\n", bytes_str(peak).c_str(),
-                 bytes_str(model.weights().bytes).c_str());
-  }
+  if (o.json)
+    print_json(r);
+  else
+    print_summary(r);
   if (o.profile) print_kernel_times(session);
   return 0;
 }
 
 }  // namespace
+
+// A prompt or token file (a pipe such as /dev/stdin too), read up to 256 MiB: more than the
+// longest context needs, and a bound for a source that never ends (/dev/zero).
+std::string read_prompt_file(const std::string& path) {
+  constexpr size_t kMaxPromptFile = size_t{256} << 20;
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw Error(ErrorKind::Io, "prompt file '" + path + "' is a directory");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(ErrorKind::Io, "cannot open prompt file '" + path + "'");
+  std::string text;
+  char chunk[1 << 16];
+  while (in.read(chunk, sizeof chunk) || in.gcount() > 0) {
+    text.append(chunk, size_t(in.gcount()));
+    if (text.size() > kMaxPromptFile)
+      throw Error(ErrorKind::InvalidArgument, "prompt file '" + path + "' is larger than 256 MiB");
+  }
+  if (in.bad()) throw Error(ErrorKind::Io, "cannot read prompt file '" + path + "'");
+  return text;
+}
 
 std::vector<int32_t> parse_token_ids(std::string_view text, const std::string& what) {
   std::vector<int32_t> ids;
@@ -280,6 +329,8 @@ Runner add_run(CLI::App& app, const Globals& g) {
   app.add_option("-p,--prompt", o->prompt, "Prompt text");
   app.add_option("-f,--file", o->prompt_file, "Read the prompt from a file");
   app.add_option("--tokens-file", o->tokens_file, "Prompt as whitespace-separated token ids (no BOS added)");
+  app.add_option("--pack", o->pack,
+                 "Continue from a pack (snapvk pack): its document is loaded, not prefilled; the prompt follows it");
   app.add_flag("--chat", o->chat, "The prompt is a user's message: render it through the model's chat template");
   app.add_option("--system", o->system, "With --chat: a system message before the user's");
   app.add_option(
@@ -301,7 +352,11 @@ Runner add_run(CLI::App& app, const Globals& g) {
   app.add_flag("--profile", o->profile, "Per-kernel GPU time after the run");
   app.add_flag("--dry-run", o->dry_run,
                "Print the memory this run needs (JSON) without running it; exit 1 if over --max-device-memory");
-  return [o, &g] { return run(*o, g); };
+  const CLI::Option* kv_type = app.get_option("--kv-type");
+  return [o, &g, kv_type] {
+    o->kv_type_given = kv_type->count() > 0;
+    return run(*o, g);
+  };
 }
 
 Runner add_tokenize(CLI::App& app, const Globals& g) {

@@ -2,7 +2,8 @@
 # Runs the libFuzzer targets (fuzz/): first replays fuzz/regressions/<target> (inputs that once
 # crashed), then fuzzes each target for FUZZ_SECONDS (default 60) from a seed corpus: the
 # fixture GGUFs in ../shared/models and small synthetic models (fuzz_gguf), the tokenizer test
-# vectors there (fuzz_tokenizer), fuzz/seeds/cli.txt (fuzz_cli). Any crash, leak, sanitizer
+# vectors there (fuzz_tokenizer), fuzz/seeds/cli.txt (fuzz_cli), packs of stories260K made by
+# `snapvk pack` with each KV type and a few policies (fuzz_pack). Any crash, leak, sanitizer
 # report or broken invariant fails the script; the input is kept in fuzz-out/ and printed in hex.
 #   tools/fuzz.sh [BUILD_DIR]     (a build with -DSNAPVK_FUZZ=ON; tools/test-sanitizers.sh makes one)
 set -euo pipefail
@@ -14,7 +15,7 @@ export SNAPVK_TEST_MODELS=$MODELS
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
-for t in gguf tokenizer cli; do
+for t in gguf tokenizer cli pack; do
   [ -x "$BUILD/fuzz/fuzz_$t" ] || { echo "fuzz: $BUILD/fuzz/fuzz_$t is missing (configure with -DSNAPVK_FUZZ=ON)" >&2; exit 1; }
 done
 [ -f "$MODELS/stories260K.gguf" ] || { echo "fuzz: no fixture models in $MODELS (set SNAPVK_TEST_MODELS)" >&2; exit 1; }
@@ -53,10 +54,19 @@ while IFS= read -r line; do
   n=$((n + 1))
 done < fuzz/seeds/cli.txt
 printf '\0011 2 3\n 4000000000 17' > "$work/seed-cli/tokens"
+mkdir -p "$work/seed-pack"
+cp fuzz/regressions/pack/* "$work/seed-pack/"
+for kv in "--kv-type f16" "--kv-type f32 --kv-policy snapkv --kv-budget 6 --kv-window 2" \
+          "--kv-type f16 --kv-policy adakv --kv-budget 6 --kv-window 2" "--kv-type f32 --kv-policy snapkv --kv-budget 6 --kv-window 2 --pack-query Lily"; do
+  # (needs a Vulkan device; without one the regression seed is the corpus)
+  ASAN_OPTIONS=detect_leaks=0 "$BUILD/snapvk" pack -m "$MODELS/stories260K.gguf" -p "Once upon a time, Lily" $kv \
+    -o "$work/seed-pack/p$i.svkv" 2> /dev/null || echo "fuzz: no pack seed made with $kv" >&2
+  i=$((i + 1))
+done
 
 # ---- regressions, then a bounded run of each target ----
 status=0
-for t in gguf tokenizer cli; do
+for t in gguf tokenizer cli pack; do
   echo "== fuzz_$t: replaying fuzz/regressions/$t"
   "$BUILD/fuzz/fuzz_$t" -runs=0 -artifact_prefix="$out/$t-replay-" fuzz/regressions/$t > "$work/$t-replay.log" 2>&1 || {
     tail -40 "$work/$t-replay.log"; echo "fuzz_$t: a regression input fails again" >&2; status=1; continue; }
@@ -64,6 +74,7 @@ for t in gguf tokenizer cli; do
   mkdir -p "$work/corpus-$t"
   max_len=4096
   [ "$t" = gguf ] && max_len=2097152  # the fixture vocabularies whole (1.8 MB at most)
+  [ "$t" = pack ] && max_len=65536    # the seed packs whole
   if ! "$BUILD/fuzz/fuzz_$t" "$work/corpus-$t" "$work/seed-$t" -max_total_time="$SECONDS_EACH" -max_len=$max_len \
         -rss_limit_mb=4096 -timeout=30 -close_fd_mask=1 -print_final_stats=1 -artifact_prefix="$out/$t-" \
         > "$work/$t.log" 2>&1; then

@@ -22,24 +22,37 @@ std::vector<uint32_t> KvCache::uniform_table(uint32_t n_kv, uint32_t per_head, u
   return table;
 }
 
-KvLayer& KvCache::allocate_layer(uint32_t l, uint32_t per_head, uint32_t base, bool upload_table) {
+KvLayer& KvCache::allocate_layer(uint32_t l, uint32_t per_head, uint32_t base, bool upload) {
+  const uint32_t n_kv = model_.config().n_head_kv;
+  KvLayer& out = allocate_heads(l, std::vector<uint32_t>(n_kv, per_head), std::vector<uint32_t>(n_kv, base));
+  if (upload) upload_table(out);
+  return out;
+}
+
+KvLayer& KvCache::allocate_heads(uint32_t l, const std::vector<uint32_t>& cap, const std::vector<uint32_t>& base) {
   const ModelConfig& c = model_.config();
   Context& ctx = model_.ctx();
   const uint32_t n_kv = c.n_head_kv;
   const uint64_t row = kv_row_bytes(type_, c.head_dim);
   KvLayer& out = layers_[l];
-  out.slots = n_kv * per_head;
+  out.offset.resize(n_kv);
+  out.base = base;
+  uint64_t slots = 0;
+  for (uint32_t h = 0; h < n_kv; ++h) out.offset[h] = uint32_t(slots), slots += cap[h];
+  if (slots > UINT32_MAX) throw Error(ErrorKind::InvalidArgument, "KV cache layer of more than 2^32 rows");
+  out.slots = uint32_t(slots);
   out.k = Buffer(ctx, out.slots * row, BufferKind::Device, "k_cache." + std::to_string(l));
   out.v = Buffer(ctx, out.slots * row, BufferKind::Device, "v_cache." + std::to_string(l));
   out.heads = Buffer(ctx, 2ull * n_kv * 4, BufferKind::Device, "kv_heads." + std::to_string(l));
   bytes_ += 2 * out.slots * row;
   out.window = out.ring = 0;
-  const std::vector<uint32_t> table = uniform_table(n_kv, per_head, base);
-  out.offset.resize(n_kv);
-  out.base.resize(n_kv);
-  for (uint32_t h = 0; h < n_kv; ++h) out.offset[h] = table[2 * h], out.base[h] = table[2 * h + 1];
-  if (upload_table) out.heads.upload(table.data(), table.size() * 4);
   return out;
+}
+
+void KvCache::upload_table(KvLayer& L) {
+  std::vector<uint32_t> table(2 * L.offset.size());
+  for (size_t h = 0; h < L.offset.size(); ++h) table[2 * h] = L.offset[h], table[2 * h + 1] = L.base[h];
+  L.heads.upload(table.data(), table.size() * 4);
 }
 
 void KvCache::allocate_ring(uint32_t l) {
@@ -98,7 +111,8 @@ void KvCache::compact_layer(CommandStream& cs, uint32_t l, const PromptLayer& p,
   const uint32_t P = L - W;                                   // prefix positions that compete
   const uint32_t count = compress ? C - W : 0;                // selected prefix entries per head (uniform)
   const bool ada = compress && pol.policy == KvPolicy::AdaKV;
-  KvLayer& out = allocate_layer(l, (compress ? C : L) + room_, compress ? C : L, !ada);
+  const uint32_t kept = compress ? C : L;
+  KvLayer& out = allocate_layer(l, fixed_slots_ ? fixed_slots_ : kept + room_, kept, !ada);
 
   cs.begin();
   const SelectArgs args{cs, model_, type_, p, pol, out, W, P, count, room_};

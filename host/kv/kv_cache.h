@@ -40,6 +40,21 @@ struct PromptLayer {
   uint32_t L = 0, n_q = 0;
 };
 
+// A cache's contents in host memory, as a pack stores them (docs/packs.md): per layer, each
+// head's rows in use, head after head. Independent of n_ctx, so a cache restores into a session
+// of any context that holds it.
+struct KvLayerImage {
+  uint32_t window = 0;         // a sliding-window layer's window (0: a global layer)
+  std::vector<uint32_t> base;  // [n_kv] retained prompt rows (a full cache or a ring: 0)
+  std::vector<uint32_t> rows;  // [n_kv] rows held: base + appended (a ring: the last positions, oldest first)
+  std::vector<uint8_t> k, v;   // [sum(rows)] rows of kv_row_bytes(type, head_dim)
+};
+struct KvImage {
+  uint32_t prompt_len = 0;           // KvCache::prompt_len(): 0 for a full cache
+  uint32_t n_past = 0;               // positions held
+  std::vector<KvLayerImage> layers;  // [n_layer]
+};
+
 // Sizes of a cache after an L-token prompt with n_ctx positions in all.
 struct KvSize {
   uint64_t allocated = 0;  // device bytes: K/V rows, and the heads tables of a compacted cache
@@ -62,6 +77,28 @@ class KvCache {
   // Keeps what `pol` selects of layer l's prompt (docs/snapkv.md, steps 3-7): records the
   // selection and the gather into `cs` (begun and submitted here) and allocates the layer.
   void compact_layer(CommandStream& cs, uint32_t l, const PromptLayer& p, const KvPolicyOptions& pol);
+
+  // The contents for n_past positions (downloaded from the device).
+  KvImage save(uint32_t n_past) const;
+  // Replaces the contents by `img`, checked against this cache's model and context first (throws
+  // InvalidArgument, nothing changed). A full cache keeps its buffers; a compacted one is
+  // allocated for img's retained rows plus the room the context leaves.
+  void restore(const KvImage& img);
+  // Forgets the last n rows of every head of a compacted prompt with nothing appended yet (a
+  // question-aware pack drops its question, the observation window, after selection).
+  void drop_prompt_tail(uint32_t n);
+  // Endless chat: compacts global layer l (uniform heads, rows[h] = base[h] + appended) again to
+  // `pol`'s budget, with q_win (the last n_q rows' rotated queries) voting. Reads through
+  // scratch_k/v ([n_kv * rows] each, allocated once by the caller), writes in place: no allocation
+  // of the cache itself. Call for every global layer, then end_recompress().
+  void recompress_layer(CommandStream& cs, uint32_t l, uint32_t appended, const Buffer& q_win, uint32_t n_q,
+                        const KvPolicyOptions& pol, const Buffer& scratch_k, const Buffer& scratch_v,
+                        Buffer& scratch_heads);
+  // After recompress_layer over every global layer: n_past positions are now the "prompt".
+  void end_recompress(uint32_t n_past);
+  // Starts a compacted cache whose global layers hold `per_head` slots per head for good (endless
+  // chat: the budget plus a turn), so recompression never reallocates.
+  void set_fixed_slots(uint32_t per_head) { fixed_slots_ = per_head; }
 
   KvType type() const { return type_; }
   uint32_t n_ctx() const { return n_ctx_; }
@@ -97,6 +134,10 @@ class KvCache {
 
  private:
   KvLayer& allocate_layer(uint32_t l, uint32_t per_head, uint32_t base, bool upload_table);
+  // Head h gets cap[h] slots, base[h] of them retained.
+  KvLayer& allocate_heads(uint32_t l, const std::vector<uint32_t>& cap, const std::vector<uint32_t>& base);
+  void upload_table(KvLayer& L);
+  void check_image(const KvImage& img) const;
   void allocate_ring(uint32_t l);
 
   const Model& model_;
@@ -107,6 +148,7 @@ class KvCache {
   uint32_t prompt_len_ = 0;
   uint64_t bytes_ = 0;
   bool keep_selection_ = false;
+  uint32_t fixed_slots_ = 0;  // endless chat: slots per head of every global layer (0: sized by the prompt)
   KvSelection selection_;
 };
 

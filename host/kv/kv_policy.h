@@ -42,6 +42,25 @@ struct KvPolicyOptions {
   uint32_t voting_queries(uint32_t L) const;
   // Throws snapvk::Error when this policy cannot compress a prompt of L tokens (H2O's limit).
   void check_prompt(uint32_t L) const;
+
+  // Calls f(name, field) for every field, in a fixed order: the one list that serialisation
+  // (packs, docs/packs.md) writes and reads. A new field is one line here; a pack without it
+  // reads as its default.
+  template <class Self, class F>
+  static void visit_fields(Self& o, F&& f) {
+    f("policy", o.policy);
+    f("budget", o.budget);
+    f("ratio", o.ratio);
+    f("window", o.window);
+    f("kernel", o.kernel);
+    f("avg_pool", o.avg_pool);
+    f("pool_ahead", o.pool_ahead);
+    f("gqa", o.gqa);
+    f("sinks", o.sinks);
+    f("adakv_floor", o.adakv_floor);
+    f("pyramid_beta", o.pyramid_beta);
+    f("h2o_max_prompt", o.h2o_max_prompt);
+  }
 };
 
 }  // namespace snapvk

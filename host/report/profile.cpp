@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "host/pack/pack.h"
 #include "host/report/svg_chart.h"
 #include "host/session/memory_model.h"
 #include "host/session/sampler.h"
@@ -91,6 +92,7 @@ void describe_run(ProfileReport& r, const ProfileOptions& o) {
   r.kv_type = kv_type_name(o.kv_type);
   r.gen = o.gen;
   r.n_batch = o.n_batch;
+  r.packs = o.packs;
   r.contexts = sorted_contexts(o.contexts);
   r.policies.push_back("full");
   for (const auto& s : o.specs) r.policies.push_back(s.label);
@@ -222,6 +224,21 @@ void warm_up(const Model& m, const ProfileOptions& o, uint32_t first_context) {
   }
 }
 
+// The prompt's state as a pack: its size, and the time a new session takes to load it and have
+// the logits after one more token (time to first token with a pack; without, it is prefill_ms).
+void measure_pack(const Model& m, const SessionOptions& so, const Session& s, const std::vector<int32_t>& prompt,
+                  ProfileRow& row) {
+  const std::vector<uint8_t> bytes = write_pack(pack_of(s, prompt));
+  row.pack_bytes = bytes.size();
+  Session fresh(m, so);
+  const int32_t question = prompt.back();  // any token: one prefill step after the document
+  const auto t0 = Clock::now();
+  load_pack(fresh, read_pack(bytes, "profile"), "profile");
+  row.pack_load_ms = ms_since(t0);
+  fresh.prefill(std::span<const int32_t>(&question, 1));
+  row.pack_ttft_ms = ms_since(t0);
+}
+
 // One measured run: a session of this KV configuration over the prompt and `gen` decode steps,
 // greedy for the full cache (which fills `ref`), teacher-forced on the full run's tokens for the
 // others (compared with `ref` when it holds a run). `progress` takes tokens done in this run.
@@ -246,6 +263,12 @@ void measure_run(const Model& m, const ProfileOptions& o, const KvPolicyOptions&
   auto t0 = Clock::now();
   std::span<const float> logits = s.prefill(prompt);
   row.prefill_ms = ms_since(t0);
+  if (o.packs) {
+    SessionOptions fresh = so;
+    fresh.on_progress = nullptr;
+    measure_pack(m, fresh, s, prompt, row);
+    logits = s.logits();
+  }
   if (is_full) ref = Reference{};
   double kl_sum = 0, kl_max = 0;
   uint32_t agree = 0, step = 0;
@@ -489,12 +512,16 @@ std::string profile_table(const ProfileReport& r) {
                                x.needle < 0 ? "-"
                                : x.needle   ? "found"
                                             : "missed"});
+        if (r.packs)
+          row.insert(row.end(), {format_bytes(x.pack_bytes), str(x.pack_load_ms, 1), str(x.pack_ttft_ms, 1)});
       }
       rows.push_back(std::move(row));
     }
-    o += table({"context", "policy", "budget", "KV full", "KV kept", "ratio", "peak mem", "prefill ms", "compress ms",
-                "decode tok/s", "top-1", "KL mean", "needle"},
-               rows, 2);
+    std::vector<std::string> head = {"context", "policy",   "budget",     "KV full",     "KV kept",
+                                     "ratio",   "peak mem", "prefill ms", "compress ms", "decode tok/s",
+                                     "top-1",   "KL mean",  "needle"};
+    if (r.packs) head.insert(head.end(), {"pack", "pack load ms", "TTFT w/ pack ms"});
+    o += table(head, rows, 2);
   }
   if (!r.notes.empty()) o += "\n";
   for (const auto& n : r.notes) o += "note: " + n + "\n";
@@ -550,6 +577,8 @@ std::string profile_json(const ProfileReport& r) {
       row["needle"] = nullptr;
     else
       row["needle"] = x.needle == 1;
+    if (r.packs)
+      row["pack_bytes"] = x.pack_bytes, row["pack_load_ms"] = x.pack_load_ms, row["pack_ttft_ms"] = x.pack_ttft_ms;
     if (!x.error.empty()) row["error"] = x.error;
     j["rows"].push_back(std::move(row));
   }

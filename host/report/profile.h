@@ -32,6 +32,7 @@ struct ProfileOptions {
   KvType kv_type = KvType::F16;
   uint32_t gen = 16;  // decode steps per run (timed and compared); n_ctx = L + gen
   uint32_t n_batch = 256;
+  bool packs = false;  // also save each run's state as a pack and time loading it (docs/packs.md)
   // Progress: fraction of the whole profile done (by token-layers) and what runs now.
   std::function<void(double fraction, const std::string& what)> on_progress;
 };
@@ -59,6 +60,10 @@ struct ProfileRow {
   double top1 = kNaN;                    // share of steps whose argmax equals the full run's (NaN: n/a)
   double kl_mean = kNaN, kl_max = kNaN;  // KL(full || this) in nats per step (NaN: n/a)
   int needle = -1;                       // the suite's headline: 1 the greedy answer holds the number, 0 not, -1 n/a
+  // ProfileOptions::packs: the prompt's pack, and a new session's time to its first token with it
+  uint64_t pack_bytes = 0;
+  double pack_load_ms = kNaN;  // read (checksum, model fingerprint) and load into a new session
+  double pack_ttft_ms = kNaN;  // load, then one token (the question) prefilled: logits ready
 };
 
 struct ProfileReport {
@@ -72,6 +77,7 @@ struct ProfileReport {
   uint64_t memory_budget = 0;  // --max-device-memory (0: none)
   std::string kv_type;
   uint32_t gen = 0, n_batch = 0;
+  bool packs = false;
   std::vector<std::string> policies;  // "full", then the spec labels, in order
   std::vector<uint32_t> contexts;
   std::vector<ProfileRow> rows;  // per context: full, then each spec

@@ -25,11 +25,18 @@ struct Session::SeqAttention {
   BufferRange part;           // decode attention partials of its session
   KvView kv;
   uint32_t slot0 = 0, pos0 = 0, decode_len = 0;
+  const Buffer* q_ring = nullptr;  // endless: [n_layer][W] rotated queries, position p at row p % W
+  uint32_t ring_rows = 0;          // W
 };
 
 void Session::layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uint32_t slot0, uint32_t pos0,
                     uint32_t decode_len) {
-  const SeqAttention seq{act_.q, act_.k, act_.v, act_.attn, act_.part, kv, slot0, pos0, decode_len};
+  const SeqAttention seq{act_.q,         act_.k,
+                         act_.v,         act_.attn,
+                         act_.part,      kv,
+                         slot0,          pos0,
+                         decode_len,     opts_.endless ? &q_ring_ : nullptr,
+                         opts_.kv.window};
   record_layer(model_, cs_, act_, l, T, x, std::span<const SeqAttention>(&seq, 1));
 }
 
@@ -56,6 +63,16 @@ void Session::record_attention(const Model& m, CommandStream& cs, uint32_t l, ui
     op_rope(cs, k, s.k, rope_factors, bool(w.rope_freqs), T, c.n_head_kv, rope);
   }
   cs.barrier();
+  // endless: keep the last W rotated queries, the window that votes when the turn ends
+  bool kept = false;
+  for (const SeqAttention& s : seqs) {
+    if (!s.q_ring || swa) continue;
+    const uint64_t qrow = uint64_t(c.q_dim()) * 4, layer0 = uint64_t(l) * s.ring_rows * qrow;
+    for (uint32_t i = T > s.ring_rows ? T - s.ring_rows : 0; i < T; ++i)  // only the last W rows can still vote
+      cs.copy(*s.q.buffer, s.q.offset + i * qrow, *s.q_ring, layer0 + ((s.pos0 + i) % s.ring_rows) * qrow, qrow);
+    kept = true;
+  }
+  if (kept) cs.barrier();
   // append k, v to the cache after each head's entries (a sliding-window layer: into its ring)
   for (const SeqAttention& s : seqs) {
     op_kv_store(cs, k, ak, kt, s.k, s.kv.k, s.kv.heads, T, c.n_head_kv, s.slot0, s.kv.w.ring);
@@ -362,7 +379,8 @@ void Session::decode_batch(DecodeBatch& b, std::span<Session* const> ss, std::sp
       seqs.push_back({BufferRange(a.q, i * qrow, qrow), BufferRange(a.k, i * kvrow, kvrow),
                       BufferRange(a.v, i * kvrow, kvrow), BufferRange(a.attn, i * qrow, qrow), s.act_.part, kv,
                       L.window ? s.n_past_ : appended, s.n_past_,
-                      L.window ? std::min(s.n_past_ + 1, L.window) : s.cache_.max_len(appended + 1)});
+                      L.window ? std::min(s.n_past_ + 1, L.window) : s.cache_.max_len(appended + 1),
+                      s.opts_.endless ? &s.q_ring_ : nullptr, s.opts_.kv.window});
     }
     record_layer(m, cs, a, l, N, a.x, seqs);
   }
@@ -379,6 +397,7 @@ void Session::decode_batch(DecodeBatch& b, std::span<Session* const> ss, std::sp
   for (uint32_t i = 0; i < N; ++i) {
     Session& s = *ss[i];
     ++s.n_past_;
+    if (s.opts_.endless) s.queries_held_ = std::min(s.opts_.kv.window, s.queries_held_ + 1);
     a.logits.download(s.logits_.data(), uint64_t(c.n_vocab) * 4, uint64_t(i) * c.n_vocab * 4);
   }
 }

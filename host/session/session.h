@@ -27,9 +27,18 @@ struct SessionOptions {
   bool keep_selection = false;  // remember the retained positions (for --dump-kv-selection and tests)
   bool profile = false;         // per-kernel GPU timestamps of every dispatch
   bool row_logits = false;      // allocate [n_batch][n_vocab] logits so prefill_rows() can score every token
+  // Endless chat: the cache holds kv.budget entries per head plus one turn (n_ctx slots per head,
+  // allocated once); end_turn() compacts it again when it holds more, with the last kv.window
+  // tokens voting. Positions go on past n_ctx. Needs snapkv, pyramidkv or streamingllm and a
+  // --kv-budget (not a ratio).
+  bool endless = false;
   // Called during prefill with work done and total (in token-layers); return false to cancel.
   std::function<bool(uint64_t done, uint64_t total)> on_progress;
 };
+
+// Whether an endless session can compact its cache again with this policy (uniform heads, votes
+// of the window alone): snapkv, pyramidkv, streamingllm.
+bool compacts_again(KvPolicy p);
 
 // The positions a session holds when SessionOptions::n_ctx is 0.
 uint32_t default_n_ctx(const ModelConfig& c);
@@ -99,11 +108,26 @@ class Session {
   std::span<const float> logits() const { return logits_; }
   // Forgets every token; the next prefill starts a new prompt (and is compressed again).
   void reset();
+  // End of a conversation turn: an endless session over its budget compacts its cache again
+  // (every global layer, in place; kept keys keep their positions and RoPE). Returns whether it
+  // did. Without `endless`, does nothing.
+  bool end_turn();
+  // The cache's contents and position (a pack's payload; docs/packs.md).
+  KvImage save_state() const { return cache_.save(n_past_); }
+  // Replaces the session's state by `img` and the logits after its last token (empty: zeros, a
+  // prefill must come before generating). Checked before anything changes; a failure part-way
+  // (out of memory) leaves the session empty.
+  void restore_state(const KvImage& img, std::span<const float> logits);
+  // Forgets the last n tokens of a compressed first prompt, right after its prefill (a
+  // question-aware pack keeps the document and drops the question that voted).
+  void drop_prompt_tail(uint32_t n);
   // Asks a running prefill (on another thread) to stop at its next batch, or the next call to
   // start if none is running; that call throws Cancelled.
   void cancel() { cancel_requested_.store(true); }
 
   uint32_t n_past() const { return n_past_; }
+  // Tokens the next prefill may still append (an endless session: to its cache's rows).
+  uint32_t free_slots() const;
   uint32_t n_ctx() const { return opts_.n_ctx; }
   const Model& model() const { return model_; }
   const SessionOptions& options() const { return opts_; }
@@ -124,13 +148,15 @@ class Session {
                                std::span<const SeqAttention> seqs);
   void forward(const int32_t* tokens, uint32_t T, bool logits, const RowLogitsFn* rows = nullptr);  // forward.cpp
   void check_tokens(std::span<const int32_t> tokens) const;
-  void prefill_compressed(std::span<const int32_t> tokens);      // host/session/forward.cpp
+  void prefill_compressed(std::span<const int32_t> tokens);  // host/session/forward.cpp
   void layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uint32_t slot0, uint32_t pos0,
              uint32_t decode_len);               // host/session/forward.cpp
   void logits_of_row(BufferRange x_row);         // host/session/forward.cpp
   void logits_of_rows(uint32_t T);               // host/session/forward.cpp
   void embed(BufferRange x, uint32_t T);         // host/session/forward.cpp
   void progress(uint64_t done, uint64_t total);  // throws Cancelled when asked to stop
+  void allocate_endless();
+  void check_fits(size_t T) const;  // throws when T more tokens do not fit
 
   const Model& model_;
   SessionOptions opts_;
@@ -138,7 +164,12 @@ class Session {
   Activations act_;
   CommandStream cs_;
   CommandStream cs_compress_;  // always timed: the compression report needs its GPU times
+  // Endless chat, allocated once: each global layer's last W rotated queries ([n_layer][W][q_dim]
+  // f32, position p at row p % W), them in order ([W][q_dim]), and a layer's rows to compact
+  // from ([n_kv][n_ctx] K and V rows, its heads table).
+  Buffer q_ring_, q_win_, scratch_k_, scratch_v_, scratch_heads_;
   uint32_t n_past_ = 0;
+  uint32_t queries_held_ = 0;  // endless: latest positions whose queries q_ring_ holds (at most W)
   std::vector<float> logits_;
   KvStats last_;
   std::atomic<bool> cancel_requested_{false};

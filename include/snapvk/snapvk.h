@@ -352,6 +352,12 @@ typedef struct snapvk_session_options {
                                   0: the default (4), -1: none (the paper's symmetric pooling) */
   snapvk_progress_fn on_progress; /* may be NULL */
   void* progress_user_data;
+  uint32_t kv_endless;         /* 1: endless chat: the cache keeps kv_budget entries per head
+                                  plus the current turn (n_ctx slots per head, allocated once);
+                                  each snapvk_session_generate compacts it again at its end when
+                                  it holds more. Positions go on past n_ctx. Needs snapkv,
+                                  pyramidkv or streamingllm and kv_budget < n_ctx. */
+  uint32_t reserved2;
 } snapvk_session_options;
 
 /* A session of `model` (options may be NULL: full f16 cache, default n_ctx). A full cache is
@@ -463,6 +469,24 @@ SNAPVK_API snapvk_status snapvk_session_get_kv_stats(snapvk_session* session, sn
 /* Forgets every token: the next prefill starts a new conversation (and is compressed again).
  * Also drops a pending cancel request. */
 SNAPVK_API snapvk_status snapvk_session_reset(snapvk_session* session);
+
+/* ---- Packs: a session's state saved and loaded (docs/packs.md) ----
+ * A pack holds the session's KV cache as it is (full or compressed, in its KV type), its
+ * positions, its token ids, the KV policy and a fingerprint of the model. Loading one replaces
+ * what a session holds, without any prefill: a question prefilled after it gives the same tokens
+ * and logits as prefilling the document and the question in one session (bit for bit with a full
+ * cache). A pack loads into a session of the same model and KV type whose n_ctx holds it; the
+ * session's own policy does not matter (the pack's cache is loaded as it is). A chat may follow a
+ * loaded pack (snapvk_session_prefill_chat). Errors: SNAPVK_IO (file), SNAPVK_INVALID_ARGUMENT
+ * with a one-line message for a pack that is truncated, corrupted (checksum), of another format
+ * version, model or KV type, or too long for n_ctx; the session is then unchanged. */
+SNAPVK_API snapvk_status snapvk_session_save(snapvk_session* session, const char* path);
+SNAPVK_API snapvk_status snapvk_session_load(snapvk_session* session, const char* path);
+/* The pack into `buffer` of `capacity` bytes; *size gets its size. buffer may be NULL with
+ * capacity 0 to ask for the size; too small a capacity gives SNAPVK_BUFFER_TOO_SMALL. */
+SNAPVK_API snapvk_status snapvk_session_save_to_memory(snapvk_session* session, void* buffer, size_t capacity,
+                                                       size_t* size);
+SNAPVK_API snapvk_status snapvk_session_load_from_memory(snapvk_session* session, const void* data, size_t size);
 
 /* Asks the session's running prefill or generate call (on another thread) to stop: it returns
  * SNAPVK_CANCELLED at its next check (each prefill batch or layer, each generated token). A

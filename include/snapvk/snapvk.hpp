@@ -263,6 +263,19 @@ class Session {
     return s;
   }
   void reset() { check(snapvk_session_reset(h_.get())); }
+  // Packs (docs/packs.md): the session's state to a file or bytes, and back.
+  void save(const std::string& path) { check(snapvk_session_save(h_.get(), path.c_str())); }
+  void load(const std::string& path) { check(snapvk_session_load(h_.get(), path.c_str())); }
+  std::vector<uint8_t> save_to_memory() {
+    size_t n = 0;
+    check(snapvk_session_save_to_memory(h_.get(), nullptr, 0, &n));
+    std::vector<uint8_t> bytes(n);
+    check(snapvk_session_save_to_memory(h_.get(), bytes.data(), bytes.size(), &n));
+    return bytes;
+  }
+  void load_from_memory(const void* data, size_t size) {
+    check(snapvk_session_load_from_memory(h_.get(), data, size));
+  }
   // From any thread: the running (or next) prefill/generate stops with Error::cancelled().
   void cancel() noexcept { snapvk_session_cancel(h_.get()); }
   snapvk_session* get() const noexcept { return h_.get(); }

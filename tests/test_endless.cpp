@@ -1,0 +1,191 @@
+// Endless chat (SessionOptions::endless): at a turn's end a cache over its budget is compacted
+// again, in place, with the last W tokens voting; it stays within the budget plus one turn for
+// any number of turns, with the device memory flat.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <tuple>
+
+#include <regex>
+
+#include "host/pack/pack.h"
+#include "host/session/session.h"
+#include "tests/cli_runner.h"
+#include "tests/gpu_fixture.h"
+#include "tests/test_util.h"
+
+namespace snapvk::test {
+namespace {
+
+struct EndlessTest : VkTest {
+  static Model& stories() {
+    static Model* m = new Model(kernels(), model_path("stories260K.gguf"));  // never destroyed (gpu_fixture.cpp)
+    return *m;
+  }
+  static SessionOptions options(bool endless, uint32_t n_ctx) {
+    SessionOptions o;
+    o.n_ctx = n_ctx;
+    o.n_batch = 32;
+    o.kv_type = KvType::F16;
+    o.kv.policy = KvPolicy::SnapKV;
+    o.kv.budget = 48;
+    o.kv.window = 8;
+    o.endless = endless;
+    return o;
+  }
+  // Most rows any head holds now.
+  static uint32_t rows(const Session& s) { return s.cache().max_len(s.n_past() - s.cache().prompt_len()); }
+};
+
+// Compacting again at a turn's end is the compressing prefill of the same tokens: the same cache,
+// byte for byte.
+TEST_F(EndlessTest, RecompressionEqualsACompressingPrefill) {
+  std::string text;
+  for (int i = 0; i < 6; ++i) text += "Once upon a time, there was a little girl named Lily. She loved to play. ";
+  const std::vector<int32_t> all = stories().tokenizer().encode(text, true);
+  ASSERT_GT(all.size(), 90u);
+  const std::vector<int32_t> first(all.begin(), all.begin() + 40), rest(all.begin() + 40, all.begin() + 90);
+  Session endless(stories(), options(true, 128));
+  endless.prefill(first);  // within the budget: kept whole
+  EXPECT_FALSE(endless.end_turn());
+  endless.prefill(rest);
+  EXPECT_EQ(rows(endless), 90u);
+  EXPECT_TRUE(endless.end_turn());
+  EXPECT_EQ(rows(endless), 48u);
+
+  Session once(stories(), options(false, 128));
+  once.prefill(std::span<const int32_t>(all.data(), 90));
+  const KvImage a = endless.save_state(), b = once.save_state();
+  ASSERT_EQ(a.layers.size(), b.layers.size());
+  EXPECT_EQ(a.prompt_len, b.prompt_len);
+  for (size_t l = 0; l < a.layers.size(); ++l) {
+    EXPECT_EQ(a.layers[l].base, b.layers[l].base);
+    EXPECT_TRUE(a.layers[l].k == b.layers[l].k) << "layer " << l;
+    EXPECT_TRUE(a.layers[l].v == b.layers[l].v) << "layer " << l;
+  }
+  // and both go on alike
+  const int32_t t = 300;
+  auto la = endless.decode(t);
+  const std::vector<float> la_copy(la.begin(), la.end());
+  auto lb = once.decode(t);
+  EXPECT_EQ(la_copy, std::vector<float>(lb.begin(), lb.end()));
+}
+
+// 100 turns: the cache never holds more than the budget plus the turn, its positions run past
+// n_ctx, and the device memory is the same after every turn.
+TEST_F(EndlessTest, HundredTurnsStayWithinTheBudgetWithFlatMemory) {
+  const uint32_t n_ctx = 96;
+  Session s(stories(), options(true, n_ctx));
+  const Tokenizer& tok = stories().tokenizer();
+  uint64_t memory = 0, allocated = 0;
+  uint32_t compactions = 0;
+  for (int turn = 0; turn < 100; ++turn) {
+    const std::string line = " Lily said hello to friend " + std::to_string(turn) + ".";
+    auto logits = s.prefill(tok.encode(line, turn == 0));
+    for (int i = 0; i < 8; ++i) {
+      const int32_t next = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      logits = s.decode(next);
+    }
+    EXPECT_LE(rows(s), s.options().kv.budget + 8 + tok.encode(line, turn == 0).size()) << "turn " << turn;
+    compactions += s.end_turn();
+    ASSERT_LE(rows(s), s.options().kv.budget) << "turn " << turn;
+    if (turn == 0) {
+      memory = ctx().memory().current();
+      allocated = s.cache().allocated_bytes();
+    }
+    ASSERT_EQ(ctx().memory().current(), memory) << "turn " << turn;
+    ASSERT_EQ(s.cache().allocated_bytes(), allocated) << "turn " << turn;
+  }
+  EXPECT_GT(s.n_past(), 10 * n_ctx);  // positions went on
+  EXPECT_GT(compactions, 50u);
+}
+
+// A pack holds no queries: the first compaction after loading one votes with the few tokens
+// since (fewer than W), and the cache comes out within the budget with finite logits after it.
+TEST_F(EndlessTest, FirstCompactionAfterAPackVotesWithTheQueriesItHas) {
+  std::string text;
+  for (int i = 0; i < 3; ++i) text += "Once upon a time, there was a little girl named Lily. She loved to play. ";
+  const std::vector<int32_t> doc = stories().tokenizer().encode(text, true);
+  ASSERT_GT(doc.size(), 48u);
+  SessionOptions full = options(false, 128);
+  full.kv.policy = KvPolicy::Full, full.kv.budget = 0;
+  Session a(stories(), full);
+  a.prefill(doc);
+  const Pack p = read_pack(write_pack(pack_of(a, doc)), "doc");
+  Session s(stories(), options(true, 128));
+  load_pack(s, p, "doc");
+  const std::vector<int32_t> turn = stories().tokenizer().encode(" She", false);
+  ASSERT_LT(turn.size(), s.options().kv.window);
+  s.prefill(turn);
+  EXPECT_TRUE(s.end_turn());
+  EXPECT_LE(rows(s), 48u);
+  const auto logits = s.decode(300);
+  for (float v : logits) ASSERT_TRUE(std::isfinite(v));
+}
+
+TEST_F(EndlessTest, RefusesWhatItCannotKeepWithinABudget) {
+  SessionOptions o = options(true, 128);
+  o.kv.policy = KvPolicy::AdaKV;
+  EXPECT_THROW(Session(stories(), o), Error);
+  o = options(true, 128);
+  o.kv.budget = 0, o.kv.ratio = 0.5f;
+  EXPECT_THROW(Session(stories(), o), Error);
+  o = options(true, 48);
+  EXPECT_THROW(Session(stories(), o), Error);  // no room for a turn
+}
+
+// "[kv snapkv: X retained for N tokens (first K compressed), ...]" -> (bytes text, N, K) per turn.
+std::vector<std::tuple<std::string, int, int>> kv_lines(const std::string& err) {
+  std::vector<std::tuple<std::string, int, int>> out;
+  const std::regex re(R"(\[kv snapkv: (.*) retained for (\d+) tokens \(first (\d+) compressed\))");
+  for (auto it = std::sregex_iterator(err.begin(), err.end(), re); it != std::sregex_iterator(); ++it)
+    out.emplace_back((*it)[1], std::stoi((*it)[2]), std::stoi((*it)[3]));
+  return out;
+}
+
+// snapvk chat with a --kv-budget: each turn's end compacts the cache, which then holds the
+// budget; the conversation goes on past n_ctx.
+TEST(EndlessCli, ChatWithABudgetCompactsAtEachTurnsEnd) {
+  std::string input;
+  for (int i = 0; i < 12; ++i) input += "Tell me about Lily and her dog number " + std::to_string(i) + ".\n";
+  const CliResult r =
+      run_cli_with_input({"chat", "-m", model_path("stories260K.gguf"), "--chat-template", "chatml", "--kv-policy",
+                          "snapkv", "--kv-budget", "24", "--kv-window", "4", "-c", "96", "-n", "16", "--temp", "0"},
+                         input, 120);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("endless chat: the cache keeps 24 entries per head"), std::string::npos) << r.err;
+  const auto turns = kv_lines(r.err);
+  ASSERT_EQ(turns.size(), 12u) << r.err;
+  for (const auto& [bytes, n_past, compressed] : turns) {
+    EXPECT_EQ(n_past, compressed);            // compacted at the turn's end: every position is "prompt" now
+    EXPECT_EQ(bytes, std::get<0>(turns[0]));  // the same budget's bytes each turn
+  }
+  EXPECT_GT(std::get<1>(turns.back()), 96);  // past -c
+  EXPECT_EQ(r.err.find("context is full"), std::string::npos) << r.err;
+}
+
+// snapvk chat --pack: the conversation follows the pack's document, which is not prefilled.
+TEST(EndlessCli, ChatAfterAPack) {
+  const std::string m = model_path("stories260K.gguf");
+  const std::string pack =
+      (std::filesystem::temp_directory_path() / ("snapvk_chat_" + std::to_string(::getpid()) + ".svkv")).string();
+  const CliResult made = run_cli({"pack", "-m", m, "-p", "Lily had a red ball and a small dog named Max.", "-o", pack,
+                                  "--kv-policy", "snapkv", "--kv-budget", "8", "--kv-window", "4"});
+  ASSERT_EQ(made.code, 0) << made.err;
+  const CliResult r =
+      run_cli_with_input({"chat", "-m", m, "--chat-template", "chatml", "--pack", pack, "-n", "8", "--temp", "0"},
+                         "What did Lily have?\n/reset\nAnd the dog?\n");
+  std::filesystem::remove(pack);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("tokens of document loaded"), std::string::npos) << r.err;
+  const auto turns = kv_lines(r.err);
+  ASSERT_EQ(turns.size(), 2u) << r.err;
+  const int doc = std::get<2>(turns[0]);  // the pack's compressed document, before the turns
+  EXPECT_GT(doc, 8);
+  EXPECT_EQ(std::get<2>(turns[1]), doc);  // /reset starts again from the pack
+}
+
+}  // namespace
+}  // namespace snapvk::test
