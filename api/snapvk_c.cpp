@@ -378,7 +378,7 @@ SessionOptions to_session_options(const snapvk_session_options& o) {
     invalid("kv_gqa " + std::to_string(o.kv_gqa) + " is not a snapvk_kv_gqa (0 mean, 1 max, 2 sum)");
   kv.budget = o.kv_budget;
   kv.ratio = o.kv_ratio;
-  kv.window = o.kv_window ? o.kv_window : 32;
+  kv.window = o.kv_window ? o.kv_window : KvPolicyOptions{}.window;
   kv.kernel = o.kv_kernel ? o.kv_kernel : 7;
   kv.avg_pool = o.kv_pool == SNAPVK_KV_POOL_AVG;
   kv.pool_ahead = o.kv_pool_ahead == 0  ? KvPolicyOptions{}.pool_ahead

@@ -29,7 +29,8 @@ std::string bytes_str(uint64_t b);
 // The KV-cache options of every command that builds a session (--kv-policy, --kv-budget, ...).
 struct KvCliOptions {
   std::string policy = "full", type = "f16", pool = "max", gqa = "mean";
-  uint32_t budget = 0, window = 32, kernel = 7, pool_ahead = 0;
+  // The defaults are KvPolicyOptions' (docs/fidelity.md says why W 16 and pool-ahead 4).
+  uint32_t budget = 0, window = KvPolicyOptions{}.window, kernel = 7, pool_ahead = KvPolicyOptions{}.pool_ahead;
   float ratio = 0.0f;
 };
 void add_kv_options(CLI::App& app, KvCliOptions& o);

@@ -19,10 +19,10 @@ struct KvPolicyOptions {
   KvPolicy policy = KvPolicy::Full;
   uint32_t budget = 0;              // C: entries kept per head, window included (0: use ratio)
   float ratio = 0.0f;               // C = ceil(ratio * L) when budget is 0
-  uint32_t window = 32;             // W: the observation window, always kept
+  uint32_t window = 16;             // W: the observation window, always kept (docs/fidelity.md: why 16)
   uint32_t kernel = 7;              // pooling kernel (odd)
   bool avg_pool = false;            // max (default) or avg pooling
-  uint32_t pool_ahead = 0;          // pooling also lends a vote to this many positions after it (0: the paper's)
+  uint32_t pool_ahead = 4;          // pooling also lends a vote to this many positions after it (0: the paper's)
   GqaAgg gqa = GqaAgg::Mean;        // query-head votes -> KV-head vote
   uint32_t sinks = 4;               // StreamingLLM: first tokens always kept
   float adakv_floor = 0.2f;         // Ada-KV: per-head minimum share of the budget

@@ -344,7 +344,7 @@ typedef struct snapvk_session_options {
                                   "h2o" or "adakv", overriding kv_policy */
   float kv_ratio;              /* C = ceil(ratio * prompt length), ratio in (0, 1], when
                                   kv_budget is 0 */
-  uint32_t kv_window;          /* W: the last prompt tokens, always kept; 0: 32 */
+  uint32_t kv_window;          /* W: the last prompt tokens, always kept; 0: 16 */
   uint32_t kv_kernel;          /* pooling kernel size, odd; 0: 7 */
   int32_t kv_pool;             /* snapvk_kv_pool; 0: max */
   int32_t kv_gqa;              /* snapvk_kv_gqa: query-head votes -> KV-head vote; 0: mean */
