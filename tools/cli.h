@@ -34,6 +34,9 @@ struct KvCliOptions {
   float ratio = 0.0f;
 };
 void add_kv_options(CLI::App& app, KvCliOptions& o);
+// The options both add_kv_options and the report commands' lists take: window, kernel, pool,
+// pool-ahead, GQA aggregation, KV type.
+void add_kv_tuning_options(CLI::App& app, KvCliOptions& o);
 // Checked conversion into session options (throws snapvk::Error with a one-line message).
 void apply_kv_options(const KvCliOptions& o, SessionOptions& out);
 

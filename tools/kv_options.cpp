@@ -4,11 +4,7 @@
 
 namespace snapvk::cli {
 
-void add_kv_options(CLI::App& app, KvCliOptions& o) {
-  app.add_option("--kv-policy", o.policy, "KV policy: full, snapkv, pyramidkv, streamingllm, h2o, adakv")
-      ->capture_default_str();
-  app.add_option("--kv-budget", o.budget, "Entries kept per KV head, window included (C)");
-  app.add_option("--kv-ratio", o.ratio, "Budget as a share of the prompt length, in (0, 1]");
+void add_kv_tuning_options(CLI::App& app, KvCliOptions& o) {
   app.add_option("--kv-window", o.window, "Observation window W: the last prompt tokens, always kept")
       ->capture_default_str();
   app.add_option("--kv-kernel", o.kernel, "Pooling kernel size (odd)")->capture_default_str();
@@ -18,6 +14,14 @@ void add_kv_options(CLI::App& app, KvCliOptions& o) {
       ->capture_default_str();
   app.add_option("--kv-gqa", o.gqa, "Query-head vote aggregation per KV head: mean, max or sum")->capture_default_str();
   app.add_option("--kv-type", o.type, "KV cache storage: f16, f32 or q8_0")->capture_default_str();
+}
+
+void add_kv_options(CLI::App& app, KvCliOptions& o) {
+  app.add_option("--kv-policy", o.policy, "KV policy: full, snapkv, pyramidkv, streamingllm, h2o, adakv")
+      ->capture_default_str();
+  app.add_option("--kv-budget", o.budget, "Entries kept per KV head, window included (C)");
+  app.add_option("--kv-ratio", o.ratio, "Budget as a share of the prompt length, in (0, 1]");
+  add_kv_tuning_options(app, o);
 }
 
 void apply_kv_options(const KvCliOptions& o, SessionOptions& out) {

@@ -65,16 +65,7 @@ void add_kv_list_options(CLI::App& app, KvCliOptions& kv, std::string& policies,
   app.add_option("--kv-policy", policies, policies_help)->capture_default_str();
   app.add_option("--kv-budget", budgets, budget_help);
   app.add_option("--kv-ratio", kv.ratio, "Budget as a share of each prompt, in (0, 1] (instead of --kv-budget)");
-  app.add_option("--kv-window", kv.window, "Observation window W: the last prompt tokens, always kept")
-      ->capture_default_str();
-  app.add_option("--kv-kernel", kv.kernel, "Pooling kernel size (odd)")->capture_default_str();
-  app.add_option("--kv-pool", kv.pool, "Pooling: max or avg")->capture_default_str();
-  app.add_option("--kv-pool-ahead", kv.pool_ahead,
-                 "Pooling also keeps this many positions after each voted one (0: the paper's symmetric pooling)")
-      ->capture_default_str();
-  app.add_option("--kv-gqa", kv.gqa, "Query-head vote aggregation per KV head: mean, max or sum")
-      ->capture_default_str();
-  app.add_option("--kv-type", kv.type, "KV cache storage: f16, f32 or q8_0")->capture_default_str();
+  add_kv_tuning_options(app, kv);
 }
 
 std::vector<uint32_t> default_contexts(const char* list, uint32_t n_ctx_train) {

@@ -309,15 +309,7 @@ DecodeBatch::DecodeBatch(const Model& m, uint32_t max_seqs_) : max_seqs(max_seqs
   Context& ctx = m.ctx();
   if (max_seqs == 0) throw Error(ErrorKind::InvalidArgument, "a decode batch needs room for at least one sequence");
   const uint64_t B = max_seqs, f = 4;
-  act.x = Buffer(ctx, B * c.n_embd * f, BufferKind::Device, "batch_x");
-  act.xn = Buffer(ctx, B * c.n_embd * f, BufferKind::Device, "batch_xn");
-  act.q = Buffer(ctx, B * c.q_dim() * f, BufferKind::Device, "batch_q");
-  act.k = Buffer(ctx, B * c.kv_dim() * f, BufferKind::Device, "batch_k");
-  act.v = Buffer(ctx, B * c.kv_dim() * f, BufferKind::Device, "batch_v");
-  act.attn = Buffer(ctx, B * c.q_dim() * f, BufferKind::Device, "batch_attn");
-  act.gate = Buffer(ctx, B * c.n_ff * f, BufferKind::Device, "batch_gate");
-  act.up = Buffer(ctx, B * c.n_ff * f, BufferKind::Device, "batch_up");
-  act.ids = Buffer(ctx, B * 4, BufferKind::Staging, "batch_ids");
+  allocate_rows(act, ctx, c, B, "batch_");
   act.logits = Buffer(ctx, B * c.n_vocab * f, BufferKind::Staging, "batch_logits");
 }
 

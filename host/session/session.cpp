@@ -78,17 +78,9 @@ Session::Session(const Model& model, const SessionOptions& opts)
   cs_compress_.set_profiling(true);
 
   const uint64_t B = opts_.n_batch, f = 4;
-  act_.x = Buffer(ctx, B * c.n_embd * f, BufferKind::Device, "x");
-  act_.xn = Buffer(ctx, B * c.n_embd * f, BufferKind::Device, "xn");
-  act_.q = Buffer(ctx, B * c.q_dim() * f, BufferKind::Device, "q");
-  act_.k = Buffer(ctx, B * c.kv_dim() * f, BufferKind::Device, "k");
-  act_.v = Buffer(ctx, B * c.kv_dim() * f, BufferKind::Device, "v");
-  act_.attn = Buffer(ctx, B * c.q_dim() * f, BufferKind::Device, "attn");
-  act_.gate = Buffer(ctx, B * c.n_ff * f, BufferKind::Device, "gate");
-  act_.up = Buffer(ctx, B * c.n_ff * f, BufferKind::Device, "up");
+  allocate_rows(act_, ctx, c, B, "");
   act_.part =
       Buffer(ctx, attn_partial_floats(model.attention(), c.n_head, opts_.n_ctx) * f, BufferKind::Device, "attn_part");
-  act_.ids = Buffer(ctx, B * 4, BufferKind::Staging, "ids");
   act_.logits = Buffer(ctx, uint64_t(c.n_vocab) * f, BufferKind::Staging, "logits");
   if (opts_.row_logits) act_.rows = Buffer(ctx, B * c.n_vocab * f, BufferKind::Staging, "row_logits");
   logits_.resize(c.n_vocab);
@@ -192,6 +184,19 @@ void Session::check_fits(size_t T) const {
                 Param::NCtx);
   if (opts_.endless && T > kMaxContext - n_past_)
     throw Error(ErrorKind::InvalidArgument, "the conversation has reached the last position snapvk handles");
+}
+
+void allocate_rows(Activations& a, Context& ctx, const ModelConfig& c, uint64_t B, const std::string& prefix) {
+  const uint64_t f = 4;
+  a.x = Buffer(ctx, B * c.n_embd * f, BufferKind::Device, prefix + "x");
+  a.xn = Buffer(ctx, B * c.n_embd * f, BufferKind::Device, prefix + "xn");
+  a.q = Buffer(ctx, B * c.q_dim() * f, BufferKind::Device, prefix + "q");
+  a.k = Buffer(ctx, B * c.kv_dim() * f, BufferKind::Device, prefix + "k");
+  a.v = Buffer(ctx, B * c.kv_dim() * f, BufferKind::Device, prefix + "v");
+  a.attn = Buffer(ctx, B * c.q_dim() * f, BufferKind::Device, prefix + "attn");
+  a.gate = Buffer(ctx, B * c.n_ff * f, BufferKind::Device, prefix + "gate");
+  a.up = Buffer(ctx, B * c.n_ff * f, BufferKind::Device, prefix + "up");
+  a.ids = Buffer(ctx, B * 4, BufferKind::Staging, prefix + "ids");
 }
 
 void Session::reset() {

@@ -68,6 +68,10 @@ struct Activations {
   Buffer rows;    // [B, n_vocab], host-visible, only with SessionOptions::row_logits
 };
 
+// The row buffers of `a` for B rows (x, xn, q, k, v, attn, gate, up, ids), names prefixed: a
+// session's prefill batch or a decode batch's sequences.
+void allocate_rows(Activations& a, Context& ctx, const ModelConfig& c, uint64_t B, const std::string& prefix);
+
 // The logits after prompt token i (i counts from the first token of the call).
 using RowLogitsFn = std::function<void(uint32_t i, std::span<const float> logits)>;
 class Session;
