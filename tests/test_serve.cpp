@@ -852,6 +852,36 @@ TEST(Serve, BadPacksGet4xxAndTheServerKeepsServing) {
             4);
 }
 
+TEST(Serve, AdmissionCountsThePacksCache) {
+  // A snapkv pack's cache is a fraction of a full session's; the budget holds exactly one
+  // session with it (activations and the pack's cache), so a full-cache request never fits.
+  for (const int64_t slack : {0, -1}) {
+    SCOPED_TRACE(slack);
+    const auto dir = pack_dir("memory");
+    server::ServerOptions o;
+    o.packs_dir = dir.string();
+    o.scheduler.parallel = 1;  // no batch buffers: the sessions get all of the budget
+    Pack p;
+    TestServer ts(kStories, o, [&](const Model& m) {
+      p = write_doc_pack(m, dir, "story", kStoryDoc, policy_named("snapkv"));
+      const MemoryQuery q = memory_query(m, SessionOptions{}, 0);
+      const uint32_t n_ctx = default_n_ctx(m.config());
+      return activation_bytes(m.config(), q.n_batch, q.n_ctx, q.decode_chunk) +
+             server::pack_cache_bytes(m.config(), p, n_ctx, 256) + slack;
+    });
+    const json body = {{"prompt", " Then"}, {"pack", "story"}, {"max_tokens", 4}};
+    if (slack < 0) {  // one byte short: it can never fit
+      EXPECT_EQ(ts.post("/v1/completions", body, 503)["error"]["code"], "out_of_memory");
+      continue;
+    }
+    EXPECT_EQ(ts.post("/v1/completions", body)["usage"]["completion_tokens"], 4);
+    EXPECT_EQ(ts.post("/v1/completions", {{"prompt", "Lily"}, {"max_tokens", 4}}, 503)["error"]["code"],
+              "out_of_memory");
+    EXPECT_EQ(std::stoull(ts.metric("snapvk_memory_reserved_bytes")), std::stoull(ts.metric("snapvk_memory_available_bytes")));
+    EXPECT_LE(std::stoull(ts.metric("snapvk_device_memory_used_bytes")), ts.ctx.memory().budget());
+  }
+}
+
 TEST(Serve, PacksOptionNeedsADirectoryAndAServerWithoutItRefusesPack) {
   const CliResult r = run_cli({"serve", "-m", model_path(kStories), "--port", "0", "--packs", "/nonexistent/packs"});
   EXPECT_TRUE(r.exited);
