@@ -1,7 +1,8 @@
 // `snapvk serve` over real HTTP on a free loopback port (cpp-httplib's client): the endpoints,
 // streamed and not, against the generation loop run directly; conversations that continue from
 // a slot's cache; admission by the memory model and the bounded queue; bad requests; a client
-// that disconnects mid-stream; 200 concurrent requests with bad ones among them; SIGTERM.
+// that disconnects mid-stream; 200 concurrent requests with bad ones among them; SIGTERM;
+// knowledge packs (--packs) against a session that loads the same pack directly.
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <signal.h>
@@ -12,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -19,6 +21,7 @@
 #include <sstream>
 #include <thread>
 
+#include "host/pack/pack.h"
 #include "host/server/http_server.h"
 #include "host/server/stop_text.h"
 #include "host/session/generate.h"
@@ -626,6 +629,269 @@ TEST(Serve, SmolLM2ChatStreamedAndNot) {
   json last;
   EXPECT_FALSE(stream_text(ts.stream("/v1/chat/completions", sbody), true, &last).empty());
   EXPECT_EQ(last["snapvk"]["kv_policy"], "snapkv");
+}
+
+// ---- knowledge packs (--packs DIR) ----
+
+const std::string kStoryDoc =
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun with her "
+    "dog Max. One day, she saw a big red ball in the park. She ran to the ball and kicked it very high.";
+const std::string kOtherDoc =
+    "Tom was a small boy who liked to build towers with his blocks. His mom gave him a new box of blocks.";
+
+// A fresh directory for packs.
+std::filesystem::path pack_dir(const std::string& name) {
+  const std::filesystem::path d = std::filesystem::path(testing::TempDir()) / ("serve_packs_" + name);
+  std::filesystem::remove_all(d);
+  std::filesystem::create_directories(d);
+  return d;
+}
+
+KvPolicyOptions policy_named(const std::string& name) {
+  KvPolicyOptions kv;
+  kv.policy = *parse_kv_policy(name);
+  if (kv.compresses()) kv.budget = 24, kv.window = 8;
+  return kv;
+}
+
+// The pack of `doc` (BOS included), as `snapvk pack` makes it, written to dir/name.svkv.
+Pack write_doc_pack(const Model& m, const std::filesystem::path& dir, const std::string& name, const std::string& doc,
+                    const KvPolicyOptions& kv, KvType type = KvType::F16) {
+  SessionOptions so;
+  so.kv = kv;
+  so.kv_type = type;
+  Pack p = make_pack(m, so, m.tokenizer().encode(doc, true), {});
+  write_pack_file((dir / (name + ".svkv")).string(), write_pack(p));
+  return p;
+}
+
+// What a session that loads `p` (as `run --pack`) answers greedily to `tokens`.
+std::string direct_after_pack(const Model& m, const Pack& p, const std::vector<int32_t>& tokens, uint32_t max_tokens,
+                              const std::vector<int32_t>& stop = {}) {
+  Session s(m, pack_session_options(p, SessionOptions{}));
+  load_pack(s, p, "reference");
+  SamplerParams sp;
+  sp.temp = 0;
+  Sampler sampler(sp);
+  GenerateOptions go;
+  go.max_tokens = max_tokens;
+  go.stop_tokens = stop;
+  GenerateResult r;
+  generate(s, sampler, s.prefill(tokens), go, r);
+  return r.text;
+}
+
+TEST(Serve, PackCompletionEqualsASessionThatLoadsThePack) {
+  for (const char* policy : {"full", "snapkv"}) {
+    SCOPED_TRACE(policy);
+    const auto dir = pack_dir(policy);
+    server::ServerOptions o;
+    o.packs_dir = dir.string();
+    o.scheduler.parallel = 1;  // one slot: every request below reuses the same session
+    TestServer ts(kStories, o);
+    // Written after the server started: a pack is read on its first use.
+    const Pack p = write_doc_pack(ts.model, dir, "story", kStoryDoc, policy_named(policy));
+    const uint32_t n = p.state.n_past;
+    if (std::string(policy) == "snapkv") ASSERT_GT(p.state.prompt_len, 0u);  // compacted
+    const std::string prompt = " Then Lily and Max went home and";
+    const auto prompt_tokens = ts.model.tokenizer().encode(prompt, false);
+    const std::string expect = direct_after_pack(ts.model, p, prompt_tokens, 24);
+    ASSERT_FALSE(expect.empty());
+    const json r = ts.post("/v1/completions", {{"prompt", prompt}, {"pack", "story"}, {"max_tokens", 24}});
+    EXPECT_EQ(r["choices"][0]["text"], expect);
+    EXPECT_EQ(r["usage"]["prompt_tokens"], n + prompt_tokens.size());  // the document counts, as cached
+    EXPECT_EQ(r["usage"]["prompt_tokens_details"]["cached_tokens"], n);
+    EXPECT_EQ(r["snapvk"]["pack"], "story");
+    EXPECT_EQ(r["snapvk"]["pack_tokens"], n);
+    EXPECT_EQ(r["snapvk"]["kv_policy"], policy);
+    // Admission counted what the session's cache then took.
+    const uint32_t n_ctx = default_n_ctx(ts.model.config());
+    // (The memory model counts a compacted cache's heads tables, 8 bytes per layer and KV head,
+    // which KvStats's allocated_bytes, the K/V rows, leaves out.)
+    const ModelConfig& c = ts.model.config();
+    const uint64_t tables = p.state.prompt_len ? 8ull * c.n_layer * c.n_head_kv : 0;
+    EXPECT_EQ(r["snapvk"]["kv_bytes_allocated"].get<uint64_t>() + tables, server::pack_cache_bytes(c, p, n_ctx, 256));
+    // Streamed: the same text.
+    const auto events =
+        ts.stream("/v1/completions", {{"prompt", prompt}, {"pack", "story"}, {"max_tokens", 24}, {"stream", true}});
+    json last;
+    EXPECT_EQ(stream_text(events, false, &last), expect);
+    EXPECT_EQ(last["snapvk"]["pack"], "story");
+    // The same prompt without the pack: the slot's session starts over (no document before it).
+    const json plain = ts.post("/v1/completions", {{"prompt", prompt}, {"max_tokens", 24}});
+    EXPECT_EQ(plain["choices"][0]["text"], direct_greedy(ts.model, prompt, 24));
+    EXPECT_EQ(plain["snapvk"]["cached_tokens"], 0);
+    EXPECT_TRUE(plain["snapvk"]["pack"].is_null());
+    // And with the pack again, after a request without it.
+    EXPECT_EQ(ts.post("/v1/completions", {{"prompt", prompt}, {"pack", "story"}, {"max_tokens", 24}})["choices"][0]
+                     ["text"],
+              expect);
+  }
+}
+
+TEST(Serve, PackChatEqualsChatPackAndContinuesOnlyWithTheSamePack) {
+  const auto dir = pack_dir("chat");
+  server::ServerOptions o;
+  o.packs_dir = dir.string();
+  o.scheduler.parallel = 1;  // one slot: a request with another pack gets the session that held this one
+  TestServer ts(kStories, o);
+  const Pack story = write_doc_pack(ts.model, dir, "story", kStoryDoc, policy_named("snapkv"));
+  const Pack other = write_doc_pack(ts.model, dir, "other", kOtherDoc, policy_named("snapkv"));
+  const Tokenizer& tok = ts.model.tokenizer();
+  const ChatTemplate tmpl = ChatTemplate::for_model(ts.model.gguf(), tok);
+  // As `chat --pack`: the conversation rendered by the template after the document, no BOS.
+  auto turn_tokens = [&](const std::vector<ChatMessage>& msgs) {
+    return tok.encode(ChatHistory().next(tmpl, msgs, true), false, true);
+  };
+  std::vector<ChatMessage> msgs = {{"user", "Who is Lily?"}};
+  const std::string expect = direct_after_pack(ts.model, story, turn_tokens(msgs), 16, tmpl.stop_tokens(tok));
+  json body = {{"messages", {{{"role", "user"}, {"content", "Who is Lily?"}}}}, {"pack", "story"}, {"max_tokens", 16}};
+  const json first = ts.post("/v1/chat/completions", body);
+  const std::string answer = first["choices"][0]["message"]["content"];
+  EXPECT_EQ(answer, expect);
+  EXPECT_EQ(first["snapvk"]["cached_tokens"], story.state.n_past);
+  json sbody = body;
+  sbody["stream"] = true;
+  EXPECT_EQ(stream_text(ts.stream("/v1/chat/completions", sbody), true), expect);
+  // The next turn: these messages continue what the slot holds after `first` (the stream left it
+  // the same: greedy, the same answer).
+  json next = body;
+  next["messages"].push_back({{"role", "assistant"}, {"content", answer}});
+  next["messages"].push_back({{"role", "user"}, {"content", "What did she do?"}});
+  msgs = {{"user", "Who is Lily?"}, {"assistant", answer}, {"user", "What did she do?"}};
+  // About another pack it does not continue: that pack's document, then the whole conversation.
+  next["pack"] = "other";
+  const json about_other = ts.post("/v1/chat/completions", next);
+  EXPECT_EQ(about_other["snapvk"]["cached_tokens"], other.state.n_past);
+  EXPECT_EQ(about_other["choices"][0]["message"]["content"],
+            direct_after_pack(ts.model, other, turn_tokens(msgs), 16, tmpl.stop_tokens(tok)));
+  // Nor without a pack.
+  EXPECT_EQ(ts.post("/v1/chat/completions", body)["choices"][0]["message"]["content"], answer);  // the slot holds it again
+  next.erase("pack");
+  next["kv_policy"] = "snapkv", next["kv_budget"] = 24, next["kv_window"] = 8;  // the packs' policy
+  EXPECT_EQ(ts.post("/v1/chat/completions", next)["snapvk"]["cached_tokens"], 0);
+  next.erase("kv_policy"), next.erase("kv_budget"), next.erase("kv_window");
+  // With the same pack it continues from the slot: only the new messages are prefilled.
+  EXPECT_EQ(ts.post("/v1/chat/completions", body)["choices"][0]["message"]["content"], answer);
+  next["pack"] = "story";
+  const json second = ts.post("/v1/chat/completions", next);
+  EXPECT_EQ(second["snapvk"]["cached_tokens"],
+            first["usage"]["prompt_tokens"].get<uint32_t>() + first["usage"]["completion_tokens"].get<uint32_t>());
+  EXPECT_EQ(second["snapvk"]["pack_tokens"], story.state.n_past);
+}
+
+TEST(Serve, BadPacksGet4xxAndTheServerKeepsServing) {
+  const auto dir = pack_dir("bad");
+  server::ServerOptions o;
+  o.packs_dir = dir.string();
+  TestServer ts(kStories, o);
+  const Pack good = write_doc_pack(ts.model, dir, "good", kStoryDoc, policy_named("full"));
+  write_doc_pack(ts.model, dir, "f32", kStoryDoc, policy_named("full"), KvType::F32);  // the server's cache is f16
+  Pack alien = good;
+  alien.model.tensor_hash ^= 1;  // made with other weights
+  write_pack_file((dir / "alien.svkv").string(), write_pack(alien));
+  std::vector<uint8_t> bytes = write_pack(good);
+  bytes[bytes.size() - 5] ^= 0x40;  // a flipped bit in the payload
+  write_pack_file((dir / "broken.svkv").string(), bytes);
+  write_pack_file((dir.parent_path() / "outside.svkv").string(), write_pack(good));  // beside DIR, not in it
+  struct Case {
+    json pack;
+    int status;
+    std::string param, code, says;
+  };
+  const std::vector<Case> cases = {
+      {"nope", 404, "pack", "pack_not_found", "nope"},
+      {"../outside", 400, "pack", "invalid_value", "/"},
+      {"a..b", 400, "pack", "invalid_value", ".."},
+      {"..", 400, "pack", "invalid_value", ".."},
+      {"sub/good", 400, "pack", "invalid_value", "/"},
+      {"/tmp/good", 400, "pack", "invalid_value", "/"},
+      {"..\\good", 400, "pack", "invalid_value", ""},
+      {".hidden", 400, "pack", "invalid_value", ""},
+      {"", 400, "pack", "invalid_value", ""},
+      {42, 400, "pack", "invalid_type", ""},
+      {"f32", 400, "pack", "pack_mismatch", "f32"},
+      {"alien", 400, "pack", "invalid_pack", "another model"},
+      {"broken", 400, "pack", "invalid_pack", "checksum"},
+  };
+  auto c = ts.client();
+  for (const Case& k : cases)
+    for (const char* path : {"/v1/completions", "/v1/chat/completions"}) {
+      SCOPED_TRACE(k.pack.dump() + " " + path);
+      json body = {{"pack", k.pack}, {"max_tokens", 4}};
+      if (std::string(path) == "/v1/completions")
+        body["prompt"] = " and then";
+      else
+        body["messages"] = {{{"role", "user"}, {"content", "hi"}}};
+      auto res = c.Post(path, body.dump(), "application/json");
+      ASSERT_TRUE(res);
+      EXPECT_EQ(res->status, k.status) << res->body;
+      const json e = json::parse(res->body, nullptr, false);
+      ASSERT_TRUE(e.is_object() && e.contains("error")) << res->body;
+      EXPECT_EQ(e["error"]["param"], k.param);
+      EXPECT_EQ(e["error"]["code"], k.code);
+      EXPECT_NE(e["error"]["message"].get<std::string>().find(k.says), std::string::npos) << res->body;
+    }
+  // A pack keeps the policy it was made with.
+  const json kv = ts.post("/v1/completions", {{"prompt", "a"}, {"pack", "good"}, {"kv_policy", "full"}}, 400);
+  EXPECT_EQ(kv["error"]["param"], "kv_policy");
+  // /v1/models names the packs there are (good or not: they are checked when used).
+  auto models = c.Get("/v1/models");
+  ASSERT_TRUE(models);
+  EXPECT_EQ(json::parse(models->body)["data"][0]["meta"]["packs"],
+            json::array({"alien", "broken", "f32", "good"}));
+  // Still serving, with the good pack and without one.
+  const json r = ts.post("/v1/completions", {{"prompt", " and then"}, {"pack", "good"}, {"max_tokens", 4}});
+  EXPECT_EQ(r["usage"]["completion_tokens"], 4);
+  EXPECT_EQ(r["snapvk"]["pack_tokens"], good.state.n_past);
+  EXPECT_EQ(ts.post("/v1/completions", {{"prompt", "a"}, {"max_tokens", 2}})["usage"]["completion_tokens"], 2);
+  // A pack replaced on disk is read again: now it loads.
+  write_pack_file((dir / "broken.svkv").string(), write_pack(good));
+  EXPECT_EQ(ts.post("/v1/completions", {{"prompt", " and then"}, {"pack", "broken"}, {"max_tokens", 4}})["usage"]
+                   ["completion_tokens"],
+            4);
+}
+
+TEST(Serve, AdmissionCountsThePacksCache) {
+  // A snapkv pack's cache is a fraction of a full session's; the budget holds exactly one
+  // session with it (activations and the pack's cache), so a full-cache request never fits.
+  for (const int64_t slack : {0, -1}) {
+    SCOPED_TRACE(slack);
+    const auto dir = pack_dir("memory");
+    server::ServerOptions o;
+    o.packs_dir = dir.string();
+    o.scheduler.parallel = 1;  // no batch buffers: the sessions get all of the budget
+    Pack p;
+    TestServer ts(kStories, o, [&](const Model& m) {
+      p = write_doc_pack(m, dir, "story", kStoryDoc, policy_named("snapkv"));
+      const MemoryQuery q = memory_query(m, SessionOptions{}, 0);
+      const uint32_t n_ctx = default_n_ctx(m.config());
+      return activation_bytes(m.config(), q.n_batch, q.n_ctx, q.decode_chunk) +
+             server::pack_cache_bytes(m.config(), p, n_ctx, 256) + slack;
+    });
+    const json body = {{"prompt", " Then"}, {"pack", "story"}, {"max_tokens", 4}};
+    if (slack < 0) {  // one byte short: it can never fit
+      EXPECT_EQ(ts.post("/v1/completions", body, 503)["error"]["code"], "out_of_memory");
+      continue;
+    }
+    EXPECT_EQ(ts.post("/v1/completions", body)["usage"]["completion_tokens"], 4);
+    EXPECT_EQ(ts.post("/v1/completions", {{"prompt", "Lily"}, {"max_tokens", 4}}, 503)["error"]["code"],
+              "out_of_memory");
+    EXPECT_EQ(std::stoull(ts.metric("snapvk_memory_reserved_bytes")), std::stoull(ts.metric("snapvk_memory_available_bytes")));
+    EXPECT_LE(std::stoull(ts.metric("snapvk_device_memory_used_bytes")), ts.ctx.memory().budget());
+  }
+}
+
+TEST(Serve, PacksOptionNeedsADirectoryAndAServerWithoutItRefusesPack) {
+  const CliResult r = run_cli({"serve", "-m", model_path(kStories), "--port", "0", "--packs", "/nonexistent/packs"});
+  EXPECT_TRUE(r.exited);
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("--packs: '/nonexistent/packs' is not a directory"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;  // one line
+  TestServer ts(kStories);
+  const json e = ts.post("/v1/completions", {{"prompt", "a"}, {"pack", "story"}}, 400);
+  EXPECT_EQ(e["error"]["param"], "pack");
+  EXPECT_EQ(e["error"]["code"], "packs_disabled");
 }
 
 }  // namespace

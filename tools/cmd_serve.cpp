@@ -60,8 +60,12 @@ std::thread signal_watcher(server::HttpServer& srv, std::atomic<bool>& done) {
 }
 
 int serve(ServeOptions& o, const Globals& g) {
-  if (!o.packs.empty())
-    throw Error(ErrorKind::InvalidArgument, "--packs: knowledge packs are not supported by this build");
+  if (!o.packs.empty()) {  // before the model loads: a wrong directory fails fast
+    std::error_code ec;
+    if (!std::filesystem::is_directory(o.packs, ec))
+      throw Error(ErrorKind::InvalidArgument, "--packs: '" + o.packs + "' is not a directory");
+    o.server.packs_dir = o.packs;
+  }
   SessionOptions so;
   apply_kv_options(o.kv, so);
   so.n_ctx = o.n_ctx;
@@ -81,10 +85,11 @@ int serve(ServeOptions& o, const Globals& g) {
   const int port = srv.bind();
   std::atomic<bool> done{false};
   std::thread watcher = signal_watcher(srv, done);
-  std::fprintf(stderr, "snapvk serve: %s as '%s' on http://%s:%d/v1 (%u slots, KV policy %s%s)\n", o.model.c_str(),
+  std::fprintf(stderr, "snapvk serve: %s as '%s' on http://%s:%d/v1 (%u slots, KV policy %s%s%s)\n", o.model.c_str(),
                o.server.defaults.model_id.c_str(), o.server.host.c_str(), port, o.server.scheduler.parallel,
                kv_policy_name(so.kv.policy),
-               g.max_device_memory ? (", budget " + bytes_str(g.max_device_memory)).c_str() : "");
+               g.max_device_memory ? (", budget " + bytes_str(g.max_device_memory)).c_str() : "",
+               o.packs.empty() ? "" : (", packs from " + o.packs).c_str());
   std::fflush(stderr);
   srv.listen();
   done.store(true);
@@ -122,7 +127,8 @@ Runner add_serve(CLI::App& app, const Globals& g) {
       ->capture_default_str()
       ->check(CLI::Range(size_t(1), size_t(1) << 32));
   app.add_option("--chat-template", s.chat_template, "Chat template instead of the model's: chatml, llama3, ...");
-  app.add_option("--packs", o->packs, "Knowledge packs directory (not supported by this build)");
+  app.add_option("--packs", o->packs,
+                 "Directory of knowledge packs (snapvk pack, *.svkv): a request's \"pack\" names one by its file stem");
   app.add_option("-n,--n-predict", o->n_predict,
                  "Tokens per answer when a request gives no max_tokens (<= 0: until the context is full)")
       ->capture_default_str();

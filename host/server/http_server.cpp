@@ -55,6 +55,10 @@ HttpServer::HttpServer(const Model& model, const ServerOptions& o)
       tmpl_(template_for(model, o.chat_template)),
       scheduler_(std::make_unique<Scheduler>(model, tmpl_, o.scheduler)),
       impl_(std::make_unique<Impl>()) {
+  if (!o_.packs_dir.empty()) {
+    const SessionOptions& so = scheduler_->options().session;  // n_ctx resolved
+    packs_ = std::make_unique<PackLibrary>(model, o_.packs_dir, so.kv_type, so.n_ctx, so.n_batch);
+  }
   httplib::Server& http = impl_->http;
   const size_t threads =
       o_.http_threads ? o_.http_threads : size_t(o_.scheduler.parallel) + o_.scheduler.queue_size + 8;
@@ -179,6 +183,7 @@ void HttpServer::register_routes() {
                 {"n_ctx_train", c.n_ctx_train},
                 {"n_vocab", c.n_vocab},
                 {"chat_template", tmpl_.name()}}}};
+    if (packs_) m["meta"]["packs"] = packs_->names();  // what a request's "pack" may name
     res.set_content(json{{"object", "list"}, {"data", json::array({m})}}.dump(), "application/json");
     count(200);
   });
@@ -209,6 +214,15 @@ void HttpServer::generation(const std::string& body, void* res_, bool chat) {
   if (stopping_.load()) throw ApiError(503, "the server is shutting down", "", "shutting_down");
   auto job = std::make_shared<Job>();
   job->req = chat ? parse_chat_request(body, o_.defaults) : parse_completion_request(body, o_.defaults);
+  if (!job->req.pack.empty()) {
+    if (!packs_) throw ApiError(400, "this server has no packs (start it with --packs DIR)", "pack", "packs_disabled");
+    // The pack's cache was made with its policy; a request cannot give it another.
+    if (!job->req.kv_field.empty())
+      throw ApiError(400, job->req.kv_field + " does not go with pack: a pack keeps the KV policy it was made with",
+                     job->req.kv_field, "invalid_value");
+    job->pack = packs_->get(job->req.pack);
+    job->req.kv = job->pack->pack.policy;
+  }
   scheduler_->submit(job);
   const auto timeout = std::chrono::milliseconds(int64_t(o_.scheduler.queue_timeout_s * 1000));
   if (!job->wait_started(timeout) && scheduler_->withdraw(job))

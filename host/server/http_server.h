@@ -10,6 +10,7 @@
 #include "host/model/chat_template.h"
 #include "host/model/model.h"
 #include "host/server/openai.h"
+#include "host/server/packs.h"
 #include "host/server/scheduler.h"
 
 namespace snapvk::server {
@@ -21,6 +22,7 @@ struct ServerOptions {
   size_t max_body_bytes = 8u << 20;  // larger request bodies get 413
   uint32_t http_threads = 0;         // 0: slots + queue + 8 (a waiting request holds a thread)
   std::string chat_template;         // a template name instead of the model's (empty: the model's)
+  std::string packs_dir;             // --packs: the knowledge packs requests may name (empty: none)
   SchedulerOptions scheduler;
   RequestDefaults defaults;  // defaults.model_id: the name /v1/models lists
 };
@@ -69,6 +71,7 @@ class HttpServer {
   ServerOptions o_;
   ChatTemplate tmpl_;
   std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<PackLibrary> packs_;  // null without packs_dir
   std::unique_ptr<Impl> impl_;
   ServerMetrics metrics_;
   int port_ = 0;

@@ -91,6 +91,8 @@ std::vector<std::string> parse_stop(const json& j) {
 }
 
 void parse_kv(const json& j, GenerationRequest& r) {
+  for (const char* name : {"kv_policy", "kv_budget", "kv_ratio", "kv_window"})
+    if (r.kv_field.empty() && field(j, name)) r.kv_field = name;
   if (auto p = get_string(j, "kv_policy")) {
     const auto policy = parse_kv_policy(*p);
     if (!policy) bad("kv_policy", "unknown kv_policy '" + *p + "' (full, snapkv, pyramidkv, streamingllm, h2o, adakv)");
@@ -120,7 +122,10 @@ GenerationRequest parse_common(const json& j, const RequestDefaults& d) {
   if (auto m = get_string(j, "model"); m && *m != d.model_id)
     throw ApiError(404, "the model '" + *m + "' does not exist (this server has '" + d.model_id + "')", "model",
                    "model_not_found");
-  if (field(j, "pack")) bad("pack", "packs are not supported by this build", "unsupported");
+  if (auto p = get_string(j, "pack")) {
+    check_pack_name(*p);
+    r.pack = *p;
+  }
   if (auto n = get_int(j, "n", 1, INT32_MAX); n && *n != 1)
     bad("n", "n must be 1: this server generates one choice per request", "unsupported");
   if (get_bool(j, "logprobs").value_or(false) || (field(j, "logprobs") && field(j, "logprobs")->is_number()))
@@ -195,6 +200,19 @@ ApiError api_error_from(const Error& e) {
   return ApiError(500, e.what(), "", error_kind_name(e.kind()));
 }
 
+void check_pack_name(const std::string& name) {
+  auto refuse = [&](const std::string& why) {
+    throw ApiError(400, "pack must be the name of a pack in --packs (" + why + ")", "pack", "invalid_value");
+  };
+  if (name.empty()) refuse("it is empty");
+  if (name.size() > 255) refuse("longer than a file name");
+  if (name.find_first_of("/\\") != std::string::npos) refuse("a name, not a path: no '/' or '\\'");
+  if (name.find("..") != std::string::npos) refuse("no '..'");
+  if (name[0] == '.') refuse("it must not start with '.'");
+  for (unsigned char ch : name)
+    if (ch < 0x20 || ch == 0x7f) refuse("no control characters");
+}
+
 GenerationRequest parse_chat_request(const std::string& body, const RequestDefaults& d) {
   const json j = parse_object(body);
   GenerationRequest r = parse_common(j, d);
@@ -242,6 +260,8 @@ json snapvk_json(const Outcome& o) {
           {"kv_bytes_allocated", o.kv_bytes_allocated},
           {"kv_ratio", o.kv_bytes ? double(o.kv_bytes_full) / double(o.kv_bytes) : 1.0},
           {"cached_tokens", o.cached_tokens},
+          {"pack", o.pack.empty() ? json(nullptr) : json(o.pack)},
+          {"pack_tokens", o.pack_tokens},
           {"slot", o.slot},
           {"time_to_first_token_ms", o.ttft_ms}};
 }

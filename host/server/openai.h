@@ -53,12 +53,19 @@ struct GenerationRequest {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage: a last chunk with usage
   KvPolicyOptions kv;          // the cache policy of the session that serves it
+  std::string kv_field;        // the first kv_* field the request gave ("" when none): a pack keeps its own policy
+  std::string pack;            // a knowledge pack by name (--packs DIR): its document comes before the prompt
 };
 
 // Throws ApiError (400 with the field as param; 404 for an unknown model) for anything OpenAI's
-// API or snapvk's extensions (kv_policy, kv_budget, kv_ratio, kv_window) would not accept.
+// API or snapvk's extensions (kv_policy, kv_budget, kv_ratio, kv_window, pack) would not accept.
+// A pack's name is checked here (a name, never a path); whether it exists, by the PackLibrary.
 GenerationRequest parse_chat_request(const std::string& body, const RequestDefaults& d);
 GenerationRequest parse_completion_request(const std::string& body, const RequestDefaults& d);
+
+// Throws ApiError (400, param "pack") unless `name` is a plain file stem: not empty, no path
+// separator, no "..", no leading dot, no control characters.
+void check_pack_name(const std::string& name);
 
 // Why generation ended, in OpenAI's terms: "stop" or "length".
 struct Outcome {
@@ -67,6 +74,8 @@ struct Outcome {
   uint32_t prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
   uint64_t kv_bytes = 0, kv_bytes_full = 0, kv_bytes_allocated = 0;  // the session's cache after the request
   std::string kv_policy;
+  std::string pack;          // the request's pack ("" when none)
+  uint32_t pack_tokens = 0;  // its positions: counted in prompt_tokens and cached_tokens
   int slot = -1;
   double ttft_ms = 0;  // from arrival to the first token
 };

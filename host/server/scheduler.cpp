@@ -93,7 +93,8 @@ struct Scheduler::Slot {
   std::unique_ptr<Session> session;  // kept between requests: a conversation continues from it
   KvPolicyOptions kv;                // the session's policy
   ChatHistory history;               // what the session holds of a chat (inactive: a plain prompt)
-  std::vector<int32_t> tokens;       // the tokens the session holds
+  std::shared_ptr<const ServedPack> pack;  // the pack the session holds first (null: none)
+  std::vector<int32_t> tokens;       // the tokens the session holds after the pack's
   std::shared_ptr<Job> job;          // running (null: idle)
   std::unique_ptr<Plan> plan;
   uint64_t reserved = 0;            // device bytes the memory model counts for this slot's session
@@ -109,7 +110,7 @@ struct Scheduler::Plan {
   bool fresh = true;            // a new conversation (the session is reset or created)
   std::vector<int32_t> tokens;  // to prefill
   ChatHistory history;          // the slot's chat history once the prompt is in (chat)
-  uint32_t cached = 0;          // tokens the slot already held
+  uint32_t cached = 0;          // tokens the slot already held (a pack's positions included)
   uint64_t steady = 0;          // bytes of the session: activations and its cache
   uint64_t transient = 0;       // more bytes while its prompt is compressed (prefill_transient)
 };
@@ -142,6 +143,20 @@ Scheduler::Scheduler(const Model& model, const ChatTemplate& tmpl, const Schedul
 
 Scheduler::~Scheduler() { stop(); }
 
+MemoryEstimate Scheduler::fresh_estimate(const KvPolicyOptions& kv, uint32_t L) const {
+  SessionOptions so = o_.session;
+  so.kv = kv;
+  kv.check_prompt(L);
+  return estimate_memory(model_.config(), 0, memory_query(model_, so, L));
+}
+
+uint64_t Scheduler::pack_steady_bytes(const ServedPack& p) const {
+  // The pack's cache and the session's activations; nothing transient: what follows the
+  // document is appended to the cache, never compressed.
+  const MemoryQuery q = memory_query(model_, o_.session, 0);
+  return activation_bytes(model_.config(), q.n_batch, q.n_ctx, q.decode_chunk) + p.cache_bytes;
+}
+
 SessionOptions Scheduler::session_options(const KvPolicyOptions& kv, Slot& s) const {
   SessionOptions so = o_.session;
   so.kv = kv;
@@ -153,21 +168,21 @@ void Scheduler::submit(const std::shared_ptr<Job>& job) {
   const GenerationRequest& r = job->req;
   const Tokenizer& tok = model_.tokenizer();
   const std::string text = r.chat ? ChatHistory().next(tmpl_, r.messages, true) : r.prompt;
-  job->tokens = tok.encode(text, true, r.chat);
+  // After a pack's document no BOS: the document had it (as `run --pack` and `chat --pack`).
+  job->tokens = tok.encode(text, !job->pack, r.chat);
   const uint32_t n_ctx = o_.session.n_ctx;
+  const uint64_t held = job->pack ? job->pack->pack.state.n_past : 0;
   if (job->tokens.empty()) throw ApiError(400, "the prompt has no tokens", r.chat ? "messages" : "prompt");
-  if (job->tokens.size() >= n_ctx)
+  if (held + job->tokens.size() >= n_ctx)
     throw ApiError(400,
-                   "the prompt is " + std::to_string(job->tokens.size()) + " tokens; this server's context holds " +
-                       std::to_string(n_ctx) + " (prompt and answer together)",
+                   "the prompt is " + std::to_string(job->tokens.size()) + " tokens" +
+                       (job->pack ? " after the pack's " + std::to_string(held) : std::string()) +
+                       "; this server's context holds " + std::to_string(n_ctx) + " (prompt and answer together)",
                    r.chat ? "messages" : "prompt", "context_length_exceeded");
   const uint32_t L = uint32_t(job->tokens.size());
-  SessionOptions so = o_.session;
-  so.kv = r.kv;
   uint64_t need = 0;
   try {
-    r.kv.check_prompt(L);
-    need = estimate_memory(model_.config(), 0, memory_query(model_, so, L)).peak;
+    need = job->pack ? pack_steady_bytes(*job->pack) : fresh_estimate(r.kv, L).peak;
   } catch (const Error& e) {
     throw api_error_from(e);
   }
@@ -217,6 +232,7 @@ uint64_t Scheduler::reserved_except(const Slot* x) const {
 
 void Scheduler::evict(Slot& s) {
   s.session.reset();  // idle: no thread uses it (a Vulkan object may be freed from any thread)
+  s.pack.reset();
   s.history.clear();
   s.tokens.clear();
   s.reserved = 0;
@@ -225,9 +241,12 @@ void Scheduler::evict(Slot& s) {
 
 std::optional<Scheduler::Plan> Scheduler::continuation(const Slot& s, const Job& job) const {
   if (!s.session || !same_kv(s.kv, job.req.kv) || s.tokens.empty()) return std::nullopt;
+  // Only the same pack object: another pack (or the same name read again after the file
+  // changed) or none means another document before the conversation.
+  if (s.pack != job.pack) return std::nullopt;
   Plan p;
   p.fresh = false;
-  p.cached = uint32_t(s.tokens.size());
+  p.cached = uint32_t(s.tokens.size()) + (s.pack ? s.pack->pack.state.n_past : 0);
   if (job.req.chat) {
     if (!s.history.active()) return std::nullopt;
     p.history = s.history;
@@ -263,15 +282,17 @@ bool Scheduler::admit(const std::shared_ptr<Job>& job) {
           (!target || rank(*s) > rank(*target) || (rank(*s) == rank(*target) && s->last_used < target->last_used)))
         target = s.get();
     if (!target) return false;
-    SessionOptions so = o_.session;
-    so.kv = job->req.kv;
-    const MemoryEstimate e =
-        estimate_memory(model_.config(), 0, memory_query(model_, so, uint32_t(job->tokens.size())));
     plan.emplace();
     plan->tokens = job->tokens;
     if (job->req.chat) plan->history.next(tmpl_, job->req.messages, true);
-    plan->steady = e.activations + e.kv_cache;
-    plan->transient = e.prefill_transient;
+    if (job->pack) {
+      plan->steady = pack_steady_bytes(*job->pack);
+      plan->cached = job->pack->pack.state.n_past;  // loaded, not prefilled
+    } else {
+      const MemoryEstimate e = fresh_estimate(job->req.kv, uint32_t(job->tokens.size()));
+      plan->steady = e.activations + e.kv_cache;
+      plan->transient = e.prefill_transient;
+    }
     if (available_) {
       // Evict idle sessions, least recently used first, until the request fits: its session, and
       // its prefill's buffers (other prefills' wait in prefill_memory()).
@@ -352,7 +373,15 @@ void Scheduler::run_job(Slot& s, Job& job, const Plan& plan) {
     } else if (plan.fresh) {
       s.session->reset();
     }
-    if (plan.fresh) s.history.clear(), s.tokens.clear();
+    if (plan.fresh) {
+      s.history.clear(), s.tokens.clear(), s.pack.reset();
+      if (job.pack) {
+        // The library checked the pack against this model, KV type and context when it read it
+        // (load_pack would hash the model's weights again on every request).
+        s.session->restore_state(job.pack->pack.state, job.pack->pack.logits);
+        s.pack = job.pack;
+      }
+    }
     std::span<const float> logits;
     {
       const PrefillMemory hold(*this, s, plan.transient);  // only while the prompt is compressed
@@ -418,10 +447,14 @@ void Scheduler::generate_answer(Slot& s, Job& job, const Plan& plan, std::span<c
   if (gen.stop == StopReason::Cancelled) throw Cancelled();
   Outcome o;
   o.finish_reason = gen.stop == StopReason::MaxTokens || gen.stop == StopReason::ContextFull ? "length" : "stop";
-  o.prompt_tokens = uint32_t(job.tokens.size());
+  // As OpenAI counts: prompt_tokens is the whole prompt (the pack's document included), of which
+  // cached_tokens were not prefilled for this request.
+  o.pack_tokens = job.pack ? job.pack->pack.state.n_past : 0;
+  o.prompt_tokens = o.pack_tokens + uint32_t(job.tokens.size());
   o.completion_tokens = uint32_t(gen.tokens.size());
   o.cached_tokens = plan.cached;
   o.kv_policy = kv_policy_name(job.req.kv.policy);
+  if (job.pack) o.pack = job.pack->name;
   o.slot = s.id;
   const KvStats kv = s.session->kv_stats();
   o.kv_bytes = kv.retained_bytes, o.kv_bytes_full = kv.full_bytes, o.kv_bytes_allocated = kv.allocated_bytes;

@@ -4,7 +4,9 @@
 // wait for or stream their text. A job is admitted when a slot is free and the memory model says
 // its session (the compacted size for a compressing policy) fits what the other slots leave of
 // the device budget; otherwise it waits in a bounded queue. A conversation that extends what an
-// idle slot holds continues from that slot's cache: only the new messages are prefilled.
+// idle slot holds continues from that slot's cache: only the new messages are prefilled. A job
+// with a knowledge pack starts from the pack's cache (loaded, not prefilled; admission counts its
+// size) and continues only a slot that holds the very same pack.
 // Slots run concurrently, so one request's prefill never stalls another's stream for a whole
 // prompt (prefill goes in n_batch steps; the device queue interleaves the slots' submissions).
 #include <chrono>
@@ -22,6 +24,8 @@
 #include "host/model/model.h"
 #include "host/server/batcher.h"
 #include "host/server/openai.h"
+#include "host/server/packs.h"
+#include "host/session/memory_model.h"
 #include "host/session/session.h"
 
 namespace snapvk::server {
@@ -42,7 +46,8 @@ struct Job {
   enum class State { Queued, Running, Done };
 
   GenerationRequest req;
-  std::vector<int32_t> tokens;  // the whole prompt tokenized (chat: rendered by the template)
+  std::shared_ptr<const ServedPack> pack;  // req.pack's (null: none); req.kv is then its policy
+  std::vector<int32_t> tokens;             // the whole prompt tokenized (chat: rendered by the template), after the pack
   Clock::time_point arrived = Clock::now();
   std::atomic<bool> gen_cancel{false};  // the generation loop's cancel flag
 
@@ -112,6 +117,10 @@ class Scheduler {
   bool admit(const std::shared_ptr<Job>& job);  // under mu_
   std::optional<Plan> continuation(const Slot& s, const Job& job) const;
   SessionOptions session_options(const KvPolicyOptions& kv, Slot& s) const;
+  // The memory model of a new session compressing (or not) an L-token prompt; throws Error.
+  MemoryEstimate fresh_estimate(const KvPolicyOptions& kv, uint32_t L) const;
+  // Device bytes of a session holding `p`: its cache and the activations.
+  uint64_t pack_steady_bytes(const ServedPack& p) const;
   uint64_t reserved_except(const Slot* s) const;  // under mu_
   // A compressing prefill's transient buffers: admission counts each session's own size (and
   // that its prefill fits alone); prefills that would not fit together wait here for each other.

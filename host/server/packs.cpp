@@ -1,0 +1,92 @@
+#include "host/server/packs.h"
+
+#include <algorithm>
+
+#include "host/kv/kv_cache.h"
+
+namespace snapvk::server {
+
+namespace fs = std::filesystem;
+
+uint64_t pack_cache_bytes(const ModelConfig& c, const Pack& p, uint32_t n_ctx, uint32_t n_batch) {
+  // The full cache's allocation per layer (a sliding-window layer: its ring, also in a compacted cache).
+  const uint64_t full = KvCache::size_after_prompt(c, p.kv_type, KvPolicyOptions{}, 0, n_ctx, n_batch).allocated;
+  if (p.state.prompt_len == 0) return full;
+  const uint64_t row = kv_row_bytes(p.kv_type, c.head_dim), n_kv = c.n_head_kv;
+  const uint64_t room = n_ctx > p.state.prompt_len ? n_ctx - p.state.prompt_len : 0;
+  uint64_t bytes = full;
+  for (uint32_t l = 0; l < c.n_layer && l < p.state.layers.size(); ++l) {
+    bytes += 8 * n_kv;  // the heads table
+    if (c.is_swa(l)) continue;
+    bytes -= 2 * n_kv * uint64_t(n_ctx) * row;
+    for (uint32_t b : p.state.layers[l].base) bytes += 2 * (uint64_t(b) + room) * row;
+  }
+  return bytes;
+}
+
+PackLibrary::PackLibrary(const Model& model, fs::path dir, KvType kv_type, uint32_t n_ctx, uint32_t n_batch)
+    : model_(model), dir_(std::move(dir)), kv_type_(kv_type), n_ctx_(n_ctx), n_batch_(n_batch) {
+  std::error_code ec;
+  if (!fs::is_directory(dir_, ec))
+    throw Error(ErrorKind::InvalidArgument, "--packs: '" + dir_.string() + "' is not a directory");
+}
+
+std::vector<std::string> PackLibrary::names() const {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(dir_, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const fs::path& f = it->path();
+    std::error_code fec;
+    if (f.extension() == kPackExtension && it->is_regular_file(fec) && f.stem().string()[0] != '.')
+      out.push_back(f.stem().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::shared_ptr<const ServedPack> PackLibrary::get(const std::string& name) {
+  check_pack_name(name);
+  const fs::path file = dir_ / (name + kPackExtension);
+  std::error_code ec;
+  const auto status = fs::status(file, ec);
+  if (ec || !fs::is_regular_file(status))
+    throw ApiError(404, "no pack '" + name + "' in --packs (GET /v1/models lists them)", "pack", "pack_not_found");
+  const auto mtime = fs::last_write_time(file, ec);
+  const uintmax_t size = ec ? 0 : fs::file_size(file, ec);
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto it = cache_.find(name);
+    if (it != cache_.end() && it->second.mtime == mtime && it->second.size == size) return it->second.pack;
+  }
+  // Read and checked outside the lock: other packs' requests do not wait for this file.
+  auto sp = std::make_shared<ServedPack>();
+  sp->name = name;
+  try {
+    const std::string label = name + kPackExtension;
+    sp->pack = read_pack(read_pack_file(file.string()), label);
+    check_pack_model(sp->pack, model_, label);
+    if (sp->pack.kv_type != kv_type_)
+      throw ApiError(400,
+                     "pack '" + label + "': holds a " + kv_type_name(sp->pack.kv_type) + " KV cache, this server's is " +
+                         kv_type_name(kv_type_) + " (--kv-type)",
+                     "pack", "pack_mismatch");
+    if (sp->pack.state.n_past >= n_ctx_)
+      throw ApiError(400,
+                     "pack '" + label + "': holds " + std::to_string(sp->pack.state.n_past) +
+                         " positions, this server's context holds " + std::to_string(n_ctx_) +
+                         " (prompt and answer too; raise -c)",
+                     "pack", "context_length_exceeded");
+    sp->cache_bytes = pack_cache_bytes(model_.config(), sp->pack, n_ctx_, n_batch_);
+  } catch (const Error& e) {
+    // What the pack reader refuses (InvalidArgument: truncated, corrupted, another model or
+    // version) is the request's pack; a file that cannot be read is the server's problem.
+    if (e.kind() == ErrorKind::InvalidArgument) throw ApiError(400, e.what(), "pack", "invalid_pack");
+    if (e.kind() == ErrorKind::OutOfMemory) throw api_error_from(e);
+    throw ApiError(500, e.what(), "pack", error_kind_name(e.kind()));
+  }
+  std::lock_guard<std::mutex> lk(mu_);
+  cache_[name] = Entry{mtime, size, sp};
+  return sp;
+}
+
+}  // namespace snapvk::server

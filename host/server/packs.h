@@ -1,0 +1,65 @@
+#pragma once
+// The knowledge packs `snapvk serve --packs DIR` offers: the `*.svkv` files in DIR (what
+// `snapvk pack` writes, docs/packs.md), by name = file stem. A pack is read and checked (format,
+// checksum, model fingerprint, KV type, that the slots' context holds it) on its first use and
+// kept in memory, so a request naming it loads the bytes of a Pack already parsed; a file
+// changed on disk (size or modification time) is read again. Every refusal is an ApiError with
+// param "pack": a name is never a path, so no request reaches a file outside DIR.
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "host/model/model.h"
+#include "host/pack/pack.h"
+#include "host/server/openai.h"
+
+namespace snapvk::server {
+
+inline constexpr const char* kPackExtension = ".svkv";
+
+// A pack as the server holds it: read and checked once, shared by the jobs and the slot that
+// hold it (a slot continues a conversation only with the very same object).
+struct ServedPack {
+  std::string name;
+  Pack pack;
+  uint64_t cache_bytes = 0;  // device bytes of a slot's KV cache holding it (KvCache::restore's allocation)
+};
+
+// Device bytes of a session's KV cache after loading `p` into a context of n_ctx positions: a full
+// pack takes the full cache; a compacted one, per global layer and KV head, its retained rows and
+// room for n_ctx - prompt_len more (what KvCache::restore allocates), plus the heads tables.
+uint64_t pack_cache_bytes(const ModelConfig& c, const Pack& p, uint32_t n_ctx, uint32_t n_batch);
+
+class PackLibrary {
+ public:
+  // Throws snapvk::Error (InvalidArgument) when `dir` is not a directory. kv_type, n_ctx,
+  // n_batch: the slots' sessions (a pack must fit them).
+  PackLibrary(const Model& model, std::filesystem::path dir, KvType kv_type, uint32_t n_ctx, uint32_t n_batch);
+
+  // The pack `name`: 404 when DIR has no such pack, 400 for a bad name or a pack that does not
+  // load here (corrupted, another model, another KV type, longer than the context), 500 when
+  // the file cannot be read.
+  std::shared_ptr<const ServedPack> get(const std::string& name);
+  // The names of the packs in DIR now, sorted.
+  std::vector<std::string> names() const;
+  const std::filesystem::path& dir() const { return dir_; }
+
+ private:
+  struct Entry {
+    std::filesystem::file_time_type mtime;
+    uintmax_t size = 0;
+    std::shared_ptr<const ServedPack> pack;
+  };
+  const Model& model_;
+  std::filesystem::path dir_;
+  KvType kv_type_;
+  uint32_t n_ctx_, n_batch_;
+  std::mutex mu_;
+  std::map<std::string, Entry> cache_;  // checked packs by name
+};
+
+}  // namespace snapvk::server
