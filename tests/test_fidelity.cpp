@@ -238,6 +238,25 @@ TEST_F(Fidelity, SuiteSumsUpEveryTaskAndPerplexity) {
   fs::remove_all(dir);
 }
 
+TEST_F(Fidelity, SuiteHandsOverEachTaskBeforeALaterPartFails) {
+  const Model& m = stories();
+  SuiteOptions o;
+  o.tasks = {EvalTask::Needle, EvalTask::Passkey};
+  o.contexts = {160};
+  o.depths = {50};
+  o.specs = {ProfileSpec{"full", KvPolicyOptions{}}};
+  o.text_name = "short";
+  o.text_tokens = perplexity_tokens(m, "A text shorter than one chunk.");  // perplexity throws, after the tasks
+  o.ppl_ctx = 160;
+  std::vector<EvalTask> done;
+  o.on_task = [&](const NeedleReport& t) {
+    EXPECT_EQ(t.cells.size(), 1u);
+    done.push_back(t.task);
+  };
+  EXPECT_THROW(run_suite(m, o), Error);
+  EXPECT_EQ(done, o.tasks);
+}
+
 TEST(FidelityCli, EvalTasksAndPerplexityRun) {
   const std::string model = model_path("stories260K.gguf");
   const fs::path dir = fs::temp_directory_path() / ("snapvk-evalcli-" + std::to_string(getpid()));
@@ -256,6 +275,11 @@ TEST(FidelityCli, EvalTasksAndPerplexityRun) {
   r = run_cli({"perplexity", "-m", model, "-f", "/nonexistent/text.txt"});
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.err.find("cannot read the text"), std::string::npos) << r.err;
+  r = run_cli({"eval", "suite", "-m", model, "--tasks", "needle", "--contexts", "160", "--ppl-ctx", "100000", "--out",
+               dir.string() + "-long"});
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("--ppl-ctx 100000"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(dir.string() + "-long")) << "refused before any task ran";
   r = run_cli({"eval", "suite", "-m", model, "--tasks", "needle,bogus"});
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.err.find("unknown task 'bogus'"), std::string::npos) << r.err;

@@ -145,11 +145,18 @@ int eval_suite(const EvalCli& o, const Globals& g) {
   so.contexts = !o.contexts.empty() ? parse_token_counts(o.contexts, "--contexts")
                                     : default_contexts("1k,2k", model.config().n_ctx_train);
   if (!o.text.empty() && o.text != "none") so.text_tokens = perplexity_tokens(model, read_text(o.text, so.text_name));
+  // Refused before the tasks run rather than after them (run_perplexity checks it again).
+  if (!so.text_tokens.empty() && so.text_tokens.size() < so.ppl_ctx)
+    throw Error(ErrorKind::InvalidArgument, "--ppl-ctx " + std::to_string(so.ppl_ctx) + ": the text '" + so.text_name +
+                                                "' has " + std::to_string(so.text_tokens.size()) +
+                                                " tokens, fewer than one chunk (use a longer text or a smaller --ppl-ctx)");
   ProgressBar bar(!o.json);
   so.on_progress = bar.callback();
+  const std::string out = o.out.empty() ? "suite-out" : o.out;
+  so.on_task = [&](const NeedleReport& t) { write_needle_files(t, out); };  // kept if a later part fails
   SuiteReport r = run_suite(model, so);
   bar.finish();
-  const auto paths = write_suite_files(r, o.out.empty() ? "suite-out" : o.out);
+  const auto paths = write_suite_files(r, out);
   if (o.json) {
     std::printf("%s\n", suite_json(r).c_str());
   } else {

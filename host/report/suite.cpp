@@ -43,6 +43,7 @@ SuiteReport run_suite(const Model& m, const SuiteOptions& o) {
     no.kv_type = o.kv_type, no.n_batch = o.n_batch, no.seed = o.seed;
     no.on_progress = progress(eval_task_name(t));
     r.tasks.push_back(run_needle(m, no));
+    if (o.on_task) o.on_task(r.tasks.back());
     part += 1;
   }
   if (!o.text_tokens.empty()) {

@@ -24,6 +24,9 @@ struct SuiteOptions {
   std::vector<int32_t> text_tokens;
   uint32_t ppl_ctx = 1024, ppl_chunks = 4;
   std::function<void(double fraction, const std::string& what)> on_progress;
+  // Called with each task's report as soon as it is done: a caller writes it out, so that what
+  // ran is kept when a later part fails (a model whose logits do not fit the device, Ctrl-C).
+  std::function<void(const NeedleReport&)> on_task;
 };
 
 struct SuiteReport {
