@@ -21,6 +21,7 @@
 #include <sstream>
 #include <thread>
 
+#include "host/kv/kv_cache.h"
 #include "host/pack/pack.h"
 #include "host/server/http_server.h"
 #include "host/server/stop_text.h"
@@ -710,7 +711,7 @@ TEST(Serve, PackCompletionEqualsASessionThatLoadsThePack) {
     // which KvStats's allocated_bytes, the K/V rows, leaves out.)
     const ModelConfig& c = ts.model.config();
     const uint64_t tables = p.state.prompt_len ? 8ull * c.n_layer * c.n_head_kv : 0;
-    EXPECT_EQ(r["snapvk"]["kv_bytes_allocated"].get<uint64_t>() + tables, server::pack_cache_bytes(c, p, n_ctx, 256));
+    EXPECT_EQ(r["snapvk"]["kv_bytes_allocated"].get<uint64_t>() + tables, KvCache::bytes_after_restore(c, p.kv_type, p.state, n_ctx, 256));
     // Streamed: the same text.
     const auto events =
         ts.stream("/v1/completions", {{"prompt", prompt}, {"pack", "story"}, {"max_tokens", 24}, {"stream", true}});
@@ -867,7 +868,7 @@ TEST(Serve, AdmissionCountsThePacksCache) {
       const MemoryQuery q = memory_query(m, SessionOptions{}, 0);
       const uint32_t n_ctx = default_n_ctx(m.config());
       return activation_bytes(m.config(), q.n_batch, q.n_ctx, q.decode_chunk) +
-             server::pack_cache_bytes(m.config(), p, n_ctx, 256) + slack;
+             KvCache::bytes_after_restore(m.config(), p.kv_type, p.state, n_ctx, 256) + slack;
     });
     const json body = {{"prompt", " Then"}, {"pack", "story"}, {"max_tokens", 4}};
     if (slack < 0) {  // one byte short: it can never fit

@@ -13,6 +13,7 @@
 
 #include "host/model/model.h"
 #include "host/server/http_server.h"
+#include "host/server/packs.h"
 #include "runtime/error.h"
 #include "tools/cli.h"
 
@@ -61,9 +62,7 @@ std::thread signal_watcher(server::HttpServer& srv, std::atomic<bool>& done) {
 
 int serve(ServeOptions& o, const Globals& g) {
   if (!o.packs.empty()) {  // before the model loads: a wrong directory fails fast
-    std::error_code ec;
-    if (!std::filesystem::is_directory(o.packs, ec))
-      throw Error(ErrorKind::InvalidArgument, "--packs: '" + o.packs + "' is not a directory");
+    server::PackLibrary::check_dir(o.packs);
     o.server.packs_dir = o.packs;
   }
   SessionOptions so;

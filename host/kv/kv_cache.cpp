@@ -185,6 +185,22 @@ KvSize KvCache::size_after_prompt(const ModelConfig& c, KvType t, const KvPolicy
   return s;
 }
 
+uint64_t KvCache::bytes_after_restore(const ModelConfig& c, KvType t, const KvImage& img, uint32_t n_ctx,
+                                      uint32_t n_batch) {
+  const uint64_t full = size_after_prompt(c, t, KvPolicyOptions{}, 0, n_ctx, n_batch).allocated;
+  if (img.prompt_len == 0) return full;
+  const uint64_t row = kv_row_bytes(t, c.head_dim), n_kv = c.n_head_kv;
+  const uint64_t room = n_ctx > img.prompt_len ? n_ctx - img.prompt_len : 0;
+  uint64_t bytes = full;
+  for (uint32_t l = 0; l < c.n_layer && l < img.layers.size(); ++l) {
+    bytes += 8 * n_kv;  // the heads table
+    if (c.is_swa(l)) continue;
+    bytes -= 2 * n_kv * uint64_t(n_ctx) * row;
+    for (uint32_t b : img.layers[l].base) bytes += 2 * (uint64_t(b) + room) * row;
+  }
+  return bytes;
+}
+
 uint64_t KvCache::compaction_scratch_bytes(const ModelConfig& c, const KvPolicyOptions& pol, uint32_t L,
                                            uint32_t budget) {
   if (L <= budget) return 0;

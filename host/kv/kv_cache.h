@@ -128,6 +128,11 @@ class KvCache {
   // full, or compacted by `pol` (global layers only; sliding-window layers hold their rings).
   static KvSize size_after_prompt(const ModelConfig& c, KvType t, const KvPolicyOptions& pol, uint32_t L,
                                   uint32_t n_ctx, uint32_t n_batch);
+  // Device bytes restore(img) allocates in a cache of n_ctx positions: a full image the full
+  // cache; a compacted one, per global layer and KV head, its retained rows and room for
+  // n_ctx - prompt_len more, plus the heads tables (counted as size_after_prompt counts them).
+  static uint64_t bytes_after_restore(const ModelConfig& c, KvType t, const KvImage& img, uint32_t n_ctx,
+                                      uint32_t n_batch);
   // Device bytes of the scratch one layer's compaction needs (scores, pooling, selection).
   static uint64_t compaction_scratch_bytes(const ModelConfig& c, const KvPolicyOptions& pol, uint32_t L,
                                            uint32_t budget);

@@ -30,6 +30,9 @@ struct PackModelId {
 };
 PackModelId pack_model_id(const Model& model);
 
+// The file name ending of a pack (what docs/packs.md and `snapvk serve --packs DIR` expect).
+inline constexpr const char* kPackExtension = ".svkv";
+
 struct Pack {
   PackModelId model;
   KvType kv_type = KvType::F16;

@@ -8,27 +8,15 @@ namespace snapvk::server {
 
 namespace fs = std::filesystem;
 
-uint64_t pack_cache_bytes(const ModelConfig& c, const Pack& p, uint32_t n_ctx, uint32_t n_batch) {
-  // The full cache's allocation per layer (a sliding-window layer: its ring, also in a compacted cache).
-  const uint64_t full = KvCache::size_after_prompt(c, p.kv_type, KvPolicyOptions{}, 0, n_ctx, n_batch).allocated;
-  if (p.state.prompt_len == 0) return full;
-  const uint64_t row = kv_row_bytes(p.kv_type, c.head_dim), n_kv = c.n_head_kv;
-  const uint64_t room = n_ctx > p.state.prompt_len ? n_ctx - p.state.prompt_len : 0;
-  uint64_t bytes = full;
-  for (uint32_t l = 0; l < c.n_layer && l < p.state.layers.size(); ++l) {
-    bytes += 8 * n_kv;  // the heads table
-    if (c.is_swa(l)) continue;
-    bytes -= 2 * n_kv * uint64_t(n_ctx) * row;
-    for (uint32_t b : p.state.layers[l].base) bytes += 2 * (uint64_t(b) + room) * row;
-  }
-  return bytes;
-}
-
 PackLibrary::PackLibrary(const Model& model, fs::path dir, KvType kv_type, uint32_t n_ctx, uint32_t n_batch)
     : model_(model), dir_(std::move(dir)), kv_type_(kv_type), n_ctx_(n_ctx), n_batch_(n_batch) {
+  check_dir(dir_);
+}
+
+void PackLibrary::check_dir(const fs::path& dir) {
   std::error_code ec;
-  if (!fs::is_directory(dir_, ec))
-    throw Error(ErrorKind::InvalidArgument, "--packs: '" + dir_.string() + "' is not a directory");
+  if (!fs::is_directory(dir, ec))
+    throw Error(ErrorKind::InvalidArgument, "--packs: '" + dir.string() + "' is not a directory");
 }
 
 std::vector<std::string> PackLibrary::names() const {
@@ -76,7 +64,7 @@ std::shared_ptr<const ServedPack> PackLibrary::get(const std::string& name) {
                          " positions, this server's context holds " + std::to_string(n_ctx_) +
                          " (prompt and answer too; raise -c)",
                      "pack", "context_length_exceeded");
-    sp->cache_bytes = pack_cache_bytes(model_.config(), sp->pack, n_ctx_, n_batch_);
+    sp->cache_bytes = KvCache::bytes_after_restore(model_.config(), sp->pack.kv_type, sp->pack.state, n_ctx_, n_batch_);
   } catch (const Error& e) {
     // What the pack reader refuses (InvalidArgument: truncated, corrupted, another model or
     // version) is the request's pack; a file that cannot be read is the server's problem.

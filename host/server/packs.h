@@ -19,26 +19,22 @@
 
 namespace snapvk::server {
 
-inline constexpr const char* kPackExtension = ".svkv";
-
 // A pack as the server holds it: read and checked once, shared by the jobs and the slot that
 // hold it (a slot continues a conversation only with the very same object).
 struct ServedPack {
   std::string name;
   Pack pack;
-  uint64_t cache_bytes = 0;  // device bytes of a slot's KV cache holding it (KvCache::restore's allocation)
+  uint64_t cache_bytes = 0;  // device bytes of a slot's KV cache holding it (KvCache::bytes_after_restore)
 };
-
-// Device bytes of a session's KV cache after loading `p` into a context of n_ctx positions: a full
-// pack takes the full cache; a compacted one, per global layer and KV head, its retained rows and
-// room for n_ctx - prompt_len more (what KvCache::restore allocates), plus the heads tables.
-uint64_t pack_cache_bytes(const ModelConfig& c, const Pack& p, uint32_t n_ctx, uint32_t n_batch);
 
 class PackLibrary {
  public:
   // Throws snapvk::Error (InvalidArgument) when `dir` is not a directory. kv_type, n_ctx,
   // n_batch: the slots' sessions (a pack must fit them).
   PackLibrary(const Model& model, std::filesystem::path dir, KvType kv_type, uint32_t n_ctx, uint32_t n_batch);
+  // Throws snapvk::Error (InvalidArgument) when `dir` is not a directory: the CLI calls it before
+  // the model loads, so a wrong --packs fails fast.
+  static void check_dir(const std::filesystem::path& dir);
 
   // The pack `name`: 404 when DIR has no such pack, 400 for a bad name or a pack that does not
   // load here (corrupted, another model, another KV type, longer than the context), 500 when
