@@ -1,5 +1,6 @@
 #version 450
-// Y[m, n] = sum_k X[m, k] * W[n, k]: the prefill projection of M tokens at once.
+// Y[m, n] = sum_k X[m, k] * W[n, k]: the prefill projection of M tokens at once. Rows of Y lie ldy
+// floats apart, so that a dispatch can write a slice of the columns (an LM head split by rows).
 // Tiled: each workgroup stages a BM x BK tile of X and a BN x BK tile of W in shared memory
 // (W converted to f32 on load), and each invocation accumulates a TM x TN block in registers.
 #include "common.glsl"
@@ -12,7 +13,7 @@ const uint TM = 4;
 const uint TN = 4;
 layout(std430, binding = 1) readonly buffer X { float x[]; };
 layout(std430, binding = 2) writeonly buffer Y { float y[]; };
-layout(push_constant) uniform PC { uint M; uint N; uint K; } pc;
+layout(push_constant) uniform PC { uint M; uint N; uint K; uint ldy; } pc;
 
 shared float xs[BK * BM];  // [k][m]: a thread reads TM consecutive m
 shared float ws[BK * BN];  // [k][n]
@@ -55,7 +56,7 @@ void main() {
     if (gm >= pc.M) continue;
     [[unroll]] for (uint j = 0; j < TN; ++j) {
       const uint gn = n0 + tn * TN + j;
-      if (gn < pc.N) y[gm * pc.N + gn] = acc[i][j];
+      if (gn < pc.N) y[gm * pc.ldy + gn] = acc[i][j];
     }
   }
 }

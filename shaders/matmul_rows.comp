@@ -4,7 +4,8 @@
 // GPU), four k at a time. On lavapipe every non-uniform load is a per-invocation scalar loop,
 // so what counts is loads per multiply: one vec4 load brings 4 values, and each loaded vec4
 // feeds TN (or TM) dot products. GPUs use the tiled matmul.comp (these loads would not coalesce).
-// Needs K % 4 == 0 (op_matmul falls back to matmul.comp otherwise).
+// Needs K % 4 == 0 (op_matmul falls back to matmul.comp otherwise). Rows of Y lie ldy floats apart,
+// as in matmul.comp.
 #include "common.glsl"
 #include "weights.glsl"
 layout(local_size_x_id = 0) in;
@@ -12,7 +13,7 @@ layout(constant_id = 1) const uint TM = 4;  // token rows per invocation
 const uint TN = 4;                          // output columns per invocation
 layout(std430, binding = 1) readonly buffer X { vec4 x4[]; };
 layout(std430, binding = 2) writeonly buffer Y { float y[]; };
-layout(push_constant) uniform PC { uint M; uint N; uint K; } pc;
+layout(push_constant) uniform PC { uint M; uint N; uint K; uint ldy; } pc;
 
 #if !defined(W_F32)
 // Four bytes starting at an even offset o (ggml blocks of 18, 22, 34, 110, 210 bytes are only 2-byte aligned).
@@ -197,6 +198,6 @@ void main() {
   [[unroll]] for (uint i = 0; i < TM; ++i) {
     if (m0 + i >= pc.M) break;
     [[unroll]] for (uint j = 0; j < TN; ++j)
-      if (n0 + j < pc.N) y[(m0 + i) * pc.N + n0 + j] = acc[i][j];
+      if (n0 + j < pc.N) y[(m0 + i) * pc.ldy + n0 + j] = acc[i][j];
   }
 }

@@ -85,5 +85,50 @@ TEST_F(Gemma3Real, LongPromptBeyondTheSlidingWindowWithFullAndSnapkvCaches) {
               snap_stats.ratio());
 }
 
+// Scoring every row (perplexity) runs the LM head as a matrix product over the batch: 262144
+// columns, a 178 MB head and 256 MiB of logits for 256 rows, which lavapipe binds in slices
+// (maxStorageBufferRange 128 MiB). Each row must equal what one token at a time gives (matvec).
+TEST_F(Gemma3Real, EveryRowsLogitsOfABatchEqualThoseOfOneTokenAtATime) {
+  ASSERT_NE(model(), nullptr) << fetched_model_missing(kGemma);
+  std::string text;
+  for (int i = 0; i < 3; ++i)  // 200 rows: their logits (200 MiB) are split too on lavapipe
+    text +=
+        "The GNU General Public License is a free, copyleft license for software and other kinds of works. "
+        "The licenses for most software and other practical works are designed to take away your freedom "
+        "to share and change the works. By contrast, the GNU General Public License is intended to "
+        "guarantee your freedom to share and change all versions of a program. ";
+  const std::vector<int32_t> tokens = model()->tokenizer().encode(text, true);
+  ASSERT_GT(tokens.size() * model()->config().n_vocab * 4, 128ull << 20);
+  // Per row: the argmax and the logits of a spread of token ids (a whole row is 1 MiB).
+  struct Row {
+    int32_t top;
+    std::vector<float> picks;
+  };
+  auto rows_of = [&](uint32_t n_batch) {
+    SessionOptions o;
+    o.n_ctx = 512;
+    o.n_batch = n_batch;
+    o.row_logits = true;
+    Session s(*model(), o);
+    std::vector<Row> rows;
+    s.prefill_rows(tokens, [&](uint32_t, std::span<const float> lg) {
+      Row r{argmax(lg), {}};
+      for (size_t id = 7; id < lg.size(); id += 4099) r.picks.push_back(lg[id]);
+      rows.push_back(std::move(r));
+    });
+    return rows;
+  };
+  const std::vector<Row> batch = rows_of(256), single = rows_of(1);
+  ASSERT_EQ(batch.size(), tokens.size());
+  ASSERT_EQ(single.size(), tokens.size());
+  float worst = 0;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    EXPECT_EQ(batch[i].top, single[i].top) << "row " << i;
+    worst = std::max(worst, max_abs_diff(batch[i].picks, single[i].picks));
+  }
+  EXPECT_LT(worst, 0.05f) << "largest logit difference between a batch of rows and one row at a time";
+  std::printf("  %zu rows, largest logit difference %.5f\n", tokens.size(), worst);
+}
+
 }  // namespace
 }  // namespace snapvk::test

@@ -177,7 +177,7 @@ TEST_P(KernelMatvec, MatchesReference) {
 }
 
 // Weights larger than a storage-buffer binding may be are split into row slices, each bound at
-// an aligned offset: forced here by a small matvec_max_range.
+// an aligned offset: forced here by a small max_binding_range.
 TEST_P(KernelMatvec, SplitsWeightsLargerThanOneBinding) {
   const GgmlType wt = GetParam();
   const uint32_t K = 512;
@@ -191,8 +191,8 @@ TEST_P(KernelMatvec, SplitsWeightsLargerThanOneBinding) {
   struct Restore {  // the kernels are shared by all tests
     uint64_t &value, saved;
     ~Restore() { value = saved; }
-  } restore{k().tuning.matvec_max_range, k().tuning.matvec_max_range};
-  k().tuning.matvec_max_range = step * rb + 4;
+  } restore{k().tuning.max_binding_range, k().tuning.max_binding_range};
+  k().tuning.max_binding_range = step * rb + 4;
   CommandStream cs(ctx());
   cs.begin();
   op_matvec(cs, k(), wt, Wb, X, Y, N, K);
@@ -230,6 +230,36 @@ TEST_P(KernelMatmul, MatchesReference) {
     }
   }
   k().tuning.matmul_rows = saved;
+}
+
+// Operands larger than one binding (a 262144-token LM head and its logits for a batch of rows) are
+// split into tiles of X/Y rows by W rows, each bound at an aligned offset: forced here by a small
+// max_binding_range that splits W in about four and X and Y in several row slices.
+TEST_P(KernelMatmul, SplitsOperandsLargerThanOneBinding) {
+  const GgmlType wt = GetParam();
+  const uint32_t M = 37, K = 256;
+  const uint64_t range = 8 * K * 4 + 4;  // eight rows of X
+  const uint32_t N = uint32_t((range * 7 / 2 + row_bytes(wt, K) - 1) / row_bytes(wt, K));
+  auto w = make_weights(wt, N, K, 21);
+  auto x = random_floats(size_t(M) * K, 22);
+  Buffer Wb = upload(w), X = upload(x), Y(ctx(), size_t(M) * N * 4);
+  std::vector<float> want(size_t(M) * N);
+  ref::matmul(wt, w.data(), x.data(), want.data(), M, N, K);
+  struct Restore {  // the kernels are shared by all tests
+    Tuning &value, saved;
+    ~Restore() { value = saved; }
+  } restore{k().tuning, k().tuning};
+  k().tuning.max_binding_range = range;
+  for (bool rows_kernel : {false, true}) {
+    k().tuning.matmul_rows = rows_kernel;
+    CommandStream cs(ctx());
+    cs.begin();
+    op_matmul(cs, k(), wt, Wb, X, Y, M, N, K);
+    cs.submit();
+    EXPECT_GE(cs.dispatches(), 4u * (M / 8));
+    EXPECT_LE(max_abs_diff(download<float>(Y, want.size()), want), matmul_tolerance(K))
+        << type_name(wt) << (rows_kernel ? " rows" : " tiled") << " N=" << N;
+  }
 }
 
 std::string type_param_name(const ::testing::TestParamInfo<GgmlType>& info) { return type_name(info.param); }

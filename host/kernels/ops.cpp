@@ -119,13 +119,20 @@ void items_grid(const Kernels& k, uint64_t items, uint32_t& gx, uint32_t& gy) {
 
 namespace {
 // Rows per binding of a weight matrix larger than one binding may be: slices start at multiples
-// of a step that keeps the weight offset (rows of rb bytes) and an f32-per-row output offset aligned.
+// of a step that keeps the weight offset (rows of rb bytes) and an f32-per-row output offset aligned;
+// a slice's rows and its f32 outputs each fit in max_range.
 uint64_t slice_rows(const DeviceInfo& info, uint64_t max_range, uint64_t rb) {
   const uint64_t align = std::max<uint64_t>(4, info.min_storage_buffer_offset_alignment);
   const uint64_t step = std::lcm(align / std::gcd(align, rb), align / std::gcd(align, uint64_t(4)));
-  const uint64_t slice = (max_range - 4) / rb / step * step;  // the range is rounded up to 4 bytes below
+  const uint64_t slice = (max_range - 4) / std::max<uint64_t>(rb, 4) / step * step;  // ranges round up to 4 bytes
   SNAPVK_ASSERT(slice > 0, "weight rows too long to split within maxStorageBufferRange");
   return slice;
+}
+
+// Bytes one binding of a matvec/matmul operand may span (lowered by the tuning to test the split).
+uint64_t max_binding_range(const Kernels& k) {
+  const uint64_t device = k.ctx.info().max_storage_buffer_range;
+  return k.tuning.max_binding_range ? std::min(k.tuning.max_binding_range, device) : device;
 }
 }  // namespace
 
@@ -242,9 +249,7 @@ void op_matvec(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, 
     grid_2d(info, (uint64_t(rows) + k.tuning.matvec_rows - 1) / k.tuning.matvec_rows, gx, gy);
     cs.dispatch(p, {wr, x, yr}, MatvecPush{K, rows}, gx, gy);
   };
-  const uint64_t max_range = k.tuning.matvec_max_range
-                                 ? std::min(k.tuning.matvec_max_range, info.max_storage_buffer_range)
-                                 : info.max_storage_buffer_range;
+  const uint64_t max_range = max_binding_range(k);
   SNAPVK_ASSERT(w.buffer && w.offset <= w.buffer->size(), "matvec: weight range outside its buffer");
   const uint64_t rb = row_bytes(wt, K), w_size = w.size ? w.size : w.buffer->size() - w.offset;
   SNAPVK_ASSERT(w_size >= N * rb, "matvec: weight range smaller than N rows");
@@ -268,16 +273,57 @@ void op_matvec(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, 
 void op_matmul(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, BufferRange x, BufferRange y,
                uint32_t M, uint32_t N, uint32_t K) {
   SNAPVK_ASSERT(M > 0 && N > 0 && K > 0, "matmul: empty matrix");
-  if (k.tuning.matmul_rows && K % 4 == 0) {
-    const uint32_t cols = k.tuning.matmul_rows_wg * 4;  // 4 output columns per invocation
-    const uint32_t gx = (N + cols - 1) / cols;
-    const uint32_t gy = (M + k.tuning.matmul_rows_tm - 1) / k.tuning.matmul_rows_tm;
-    cs.dispatch(k.matmul_rows[weight_kind(wt)], {w, x, y}, MatmulPush{M, N, K}, gx, gy);
+  SNAPVK_ASSERT(K % traits_of(wt).block_size == 0, "matmul: row length is not a multiple of the block size");
+  const DeviceInfo& info = k.ctx.info();
+  const bool rows_kernel = k.tuning.matmul_rows && K % 4 == 0;
+  const Pipeline& p = rows_kernel ? k.matmul_rows[weight_kind(wt)] : k.matmul[weight_kind(wt)];
+  // One dispatch: ms rows of X times ns rows of W into Y's rows of stride N.
+  auto dispatch = [&](BufferRange wr, BufferRange xr, BufferRange yr, uint32_t ms, uint32_t ns) {
+    uint32_t gx, gy;
+    if (rows_kernel) {
+      const uint32_t cols = k.tuning.matmul_rows_wg * 4;  // 4 output columns per invocation
+      gx = (ns + cols - 1) / cols;
+      gy = (ms + k.tuning.matmul_rows_tm - 1) / k.tuning.matmul_rows_tm;
+    } else {
+      gx = (ns + k.tuning.matmul_bn - 1) / k.tuning.matmul_bn;
+      gy = (ms + k.tuning.matmul_bm - 1) / k.tuning.matmul_bm;
+    }
+    cs.dispatch(p, {wr, xr, yr}, MatmulPush{ms, ns, K, N}, gx, gy);
+  };
+  const uint64_t max_range = max_binding_range(k);
+  SNAPVK_ASSERT(w.buffer && w.offset <= w.buffer->size(), "matmul: weight range outside its buffer");
+  SNAPVK_ASSERT(x.buffer && y.buffer, "matmul: no activation buffer");
+  const uint64_t rb = row_bytes(wt, K), w_size = w.size ? w.size : w.buffer->size() - w.offset;
+  SNAPVK_ASSERT(w_size >= N * rb, "matmul: weight range smaller than N rows");
+  const uint64_t x_row = uint64_t(K) * 4, y_row = uint64_t(N) * 4;
+  if (w_size <= max_range && M * x_row <= max_range && M * y_row <= max_range) {
+    dispatch(w, x, y, M, N);
     return;
   }
-  const uint32_t gx = (N + k.tuning.matmul_bn - 1) / k.tuning.matmul_bn;
-  const uint32_t gy = (M + k.tuning.matmul_bm - 1) / k.tuning.matmul_bm;
-  cs.dispatch(k.matmul[weight_kind(wt)], {w, x, y}, MatmulPush{M, N, K}, gx, gy);
+  // An operand larger than one binding may be (Gemma 3's 262144-token LM head, 178 MB, and its
+  // logits for 256 rows, 256 MiB, against lavapipe's 128 MiB): tiles of ms rows of X and Y by ns
+  // rows of W, each bound at an aligned offset; a tile writes its columns of Y's whole rows.
+  const uint64_t ns =
+      w_size <= max_range && y_row <= max_range ? N : std::min<uint64_t>(N, slice_rows(info, max_range, rb));
+  const uint64_t align = std::max<uint64_t>(4, info.min_storage_buffer_offset_alignment);
+  const uint64_t m_step = std::lcm(align / std::gcd(align, x_row), align / std::gcd(align, y_row));
+  uint64_t ms = std::min<uint64_t>(M, std::min(max_range / x_row, (max_range - ns * 4) / y_row + 1));
+  if (ms < M) ms = ms / m_step * m_step;
+  SNAPVK_ASSERT(ms > 0, "matmul: activation rows too long to split within maxStorageBufferRange");
+  SNAPVK_ASSERT(x.offset + M * x_row <= x.buffer->size() && y.offset + M * y_row <= y.buffer->size(),
+                "matmul: activation range outside its buffer");
+  const uint64_t w_end = w.offset + w_size;
+  for (uint64_t m0 = 0; m0 < M; m0 += ms) {
+    const uint64_t rows = std::min<uint64_t>(ms, M - m0);
+    const BufferRange xr(*x.buffer, x.offset + m0 * x_row, rows * x_row);
+    for (uint64_t n0 = 0; n0 < N; n0 += ns) {
+      const uint64_t cols = std::min<uint64_t>(ns, N - n0), off = w.offset + n0 * rb;
+      const uint64_t bytes = std::min((cols * rb + 3) / 4 * 4, w_end - off);  // shaders read whole 32-bit words
+      dispatch(BufferRange(*w.buffer, off, bytes), xr,
+               BufferRange(*y.buffer, y.offset + m0 * y_row + n0 * 4, (rows - 1) * y_row + cols * 4), uint32_t(rows),
+               uint32_t(cols));
+    }
+  }
 }
 
 }  // namespace snapvk

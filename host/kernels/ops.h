@@ -18,8 +18,8 @@ struct Tuning {
   uint32_t matvec_wg = 128;
   uint32_t matvec_rows = 2;   // rows per matvec workgroup
   bool matvec_int64 = false;  // CPU devices: the _i64 matvec variants (64-bit loads) where shaderInt64 exists
-  uint64_t matvec_max_range =
-      0;  // split matvec weights into bindings of at most this many bytes (0: the device's limit)
+  uint64_t max_binding_range =
+      0;  // split matvec/matmul operands into bindings of at most this many bytes (0: the device's limit)
   uint32_t matmul_bm = 64, matmul_bn = 64, matmul_bk = 16;
   bool matmul_rows = false;  // CPU devices: matmul_rows (uniform activation loads) instead of tiles
   uint32_t matmul_rows_wg = 16, matmul_rows_tm = 8;
@@ -83,6 +83,7 @@ struct MatvecPush {
 };
 struct MatmulPush {
   uint32_t M, N, K;
+  uint32_t ldy;  // Y's row stride in floats: N, or the whole row when this dispatch writes a slice of columns
 };
 struct GetRowsPush {
   uint32_t n, rows, row0, table_rows;
