@@ -374,6 +374,9 @@ SessionOptions to_session_options(const snapvk_session_options& o) {
     invalid("kv_pool " + std::to_string(o.kv_pool) + " is not a snapvk_kv_pool (0 max, 1 avg)");
   if (o.kv_pool_ahead < -1)
     invalid("kv_pool_ahead " + std::to_string(o.kv_pool_ahead) + " must be -1 (none), 0 (the default) or positive");
+  if (o.kv_complete_words < -1)
+    invalid("kv_complete_words " + std::to_string(o.kv_complete_words) +
+            " must be -1 (none), 0 (the default) or positive");
   if (o.kv_gqa < 0 || o.kv_gqa > 2)
     invalid("kv_gqa " + std::to_string(o.kv_gqa) + " is not a snapvk_kv_gqa (0 mean, 1 max, 2 sum)");
   kv.budget = o.kv_budget;
@@ -384,6 +387,9 @@ SessionOptions to_session_options(const snapvk_session_options& o) {
   kv.pool_ahead = o.kv_pool_ahead == 0  ? KvPolicyOptions{}.pool_ahead
                   : o.kv_pool_ahead < 0 ? 0
                                         : uint32_t(o.kv_pool_ahead);
+  kv.complete_words = o.kv_complete_words == 0  ? KvPolicyOptions{}.complete_words
+                      : o.kv_complete_words < 0 ? 0
+                                                : uint32_t(o.kv_complete_words);
   kv.gqa = o.kv_gqa == SNAPVK_KV_GQA_MAX ? GqaAgg::Max : o.kv_gqa == SNAPVK_KV_GQA_SUM ? GqaAgg::Sum : GqaAgg::Mean;
   if (o.kv_endless > 1) invalid("kv_endless must be 0 or 1");
   so.endless = o.kv_endless == 1;

@@ -48,6 +48,7 @@ enum class Param {
   KvType,
   NCtx,
   NBatch,
+  KvCompleteWords,
 };
 
 // The option's name in SessionOptions (and in the C API's snapvk_session_options): "kv_window".
@@ -65,6 +66,7 @@ constexpr const char* param_name(Param p) {
     case Param::KvType: return "kv_type";
     case Param::NCtx: return "n_ctx";
     case Param::NBatch: return "n_batch";
+    case Param::KvCompleteWords: return "kv_complete_words";
   }
   return "";
 }

@@ -27,6 +27,7 @@ foreach(kv f32 f16 q8_0)
 endforeach()
 # SnapKV selection: independent of the KV type
 snapvk_shader(pool pool.comp)
+snapvk_shader(complete_words complete_words.comp)
 snapvk_shader(topk_select topk_select.comp)
 snapvk_shader(adakv_floor adakv_floor.comp)
 snapvk_shader(adakv_layout adakv_layout.comp)

@@ -453,6 +453,8 @@ TEST_F(ApiTest, EveryFunctionRejectsNullAndInvalidArguments) {
   expect_invalid(snapvk_session_create(model(), &bad, &s2), "session_create(pool 3)");
   bad = session_options(128, "snapkv", 32), bad.kv_pool_ahead = -2;
   expect_invalid(snapvk_session_create(model(), &bad, &s2), "session_create(pool_ahead -2)");
+  bad = session_options(128, "snapkv", 32), bad.kv_complete_words = -2;
+  expect_invalid(snapvk_session_create(model(), &bad, &s2), "session_create(complete_words -2)");
   bad = session_options(128, "snapkv", 32), bad.kv_gqa = -1;
   expect_invalid(snapvk_session_create(model(), &bad, &s2), "session_create(gqa -1)");
   EXPECT_EQ(s2, nullptr);

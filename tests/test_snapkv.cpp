@@ -48,6 +48,7 @@ struct Shape {
   bool avg;
   GqaAgg agg;
   uint32_t ahead = 0;  // pooling reach after a voted position (0: the paper's)
+  uint32_t words = 0;  // word completion reach (0: none), over random words
 };
 
 class SnapkvKernels : public VkTest, public ::testing::WithParamInterface<Shape> {};
@@ -64,7 +65,16 @@ TEST_P(SnapkvKernels, SelectionAndGatherMatchReference) {
   for (uint32_t h = 0; h < s.n_kv; ++h) table[2 * h] = h * s.L, table[2 * h + 1] = 0;
   Buffer Q = upload(q), K = upload(keys), V = upload(vals), heads = upload(table);
   Buffer stats(ctx(), size_t(n_head) * W * 8), votes(ctx(), size_t(s.n_kv) * P * 4),
-      pooled(ctx(), size_t(s.n_kv) * P * 4);
+      pooled(ctx(), size_t(s.n_kv) * P * 4), completed(ctx(), size_t(s.n_kv) * P * 4);
+  // words of 1 to 6 tokens
+  std::vector<uint32_t> words(s.L, 0);
+  std::mt19937 rng(s.L);
+  for (uint32_t i = 0; i < s.L;) {
+    const uint32_t len = 1 + rng() % 6;
+    for (uint32_t j = 1; j < len && i + j < s.L; ++j) words[i + j] = 1;
+    i += len;
+  }
+  Buffer Words = upload(words);
   Buffer sel(ctx(), std::max<size_t>(1, size_t(s.n_kv) * count) * 4);
   // compacted cache: count selected + W window rows per head, then 3 spare slots
   const uint32_t per_head = s.C + 3;
@@ -83,7 +93,11 @@ TEST_P(SnapkvKernels, SelectionAndGatherMatchReference) {
   cs.barrier();
   op_pool(cs, k(), ak, votes, pooled, P, s.n_kv, s.kernel, s.avg, s.ahead);
   cs.barrier();
-  op_topk(cs, k(), ak, pooled, sel, s.n_kv, P, count);
+  if (s.words) {
+    op_complete_words(cs, k(), ak, pooled, Words, completed, P, s.n_kv, s.words);
+    cs.barrier();
+  }
+  op_topk(cs, k(), ak, s.words ? completed : pooled, sel, s.n_kv, P, count);
   cs.barrier();
   op_kv_gather(cs, k(), ak, K, V, outK, outV, sel, sel_info, out_heads, s.n_kv, s.hd, s.C, s.L, P, W);
   cs.submit();
@@ -95,6 +109,12 @@ TEST_P(SnapkvKernels, SelectionAndGatherMatchReference) {
   for (size_t i = 0; i < want_votes.size(); ++i) {
     ASSERT_NEAR(got_votes[i], want_votes[i], 1e-5 + 1e-4 * std::fabs(want_votes[i])) << "vote " << i;
     ASSERT_NEAR(got_pooled[i], want_pooled[i], 1e-5 + 1e-4 * std::fabs(want_pooled[i])) << "pooled " << i;
+  }
+  if (s.words) {  // the completed scores rank the selection from here on
+    want_pooled = ref::complete_words(want_pooled, P, s.n_kv, words, s.words);
+    auto got = download<float>(completed, want_pooled.size());
+    for (size_t i = 0; i < want_pooled.size(); ++i)
+      ASSERT_NEAR(got[i], want_pooled[i], 1e-5 + 1e-4 * std::fabs(want_pooled[i])) << "completed " << i;
   }
   auto got_sel = download<uint32_t>(sel, size_t(s.n_kv) * count);
   auto gk = download<float>(outK, size_t(s.n_kv) * per_head * s.hd), gv = download<float>(outV, gk.size());
@@ -124,6 +144,10 @@ INSTANTIATE_TEST_SUITE_P(Shapes, SnapkvKernels,
                                            // pooling that reaches ahead of a vote, both kinds, odd reach
                                            Shape{64, 3, 3, 411, 13, 7, 77, false, GqaAgg::Mean, 9},
                                            Shape{8, 2, 2, 93, 5, 5, 21, true, GqaAgg::Max, 3},
+                                           // word completion, with and without reaching ahead, reach 1 to 8
+                                           Shape{64, 3, 3, 411, 13, 7, 77, false, GqaAgg::Mean, 4, 3},
+                                           Shape{8, 1, 3, 57, 5, 3, 6, true, GqaAgg::Mean, 0, 8},
+                                           Shape{128, 1, 4, 1001, 9, 1, 10, false, GqaAgg::Sum, 0, 1},
                                            // 33K keys at head_dim 256: past llvmpipe's per-invocation loop limit
                                            // when the head_dim loop of window_stats was not unrolled
                                            Shape{256, 4, 1, 33001, 32, 7, 257, false, GqaAgg::Mean}),
@@ -144,6 +168,26 @@ TEST(PoolReference, ReachAheadExtendsAfterAVote) {
       if (in_fwd) EXPECT_DOUBLE_EQ(fwd[i], avg ? 1.0 / 11 : 1.0) << i;
     }
   }
+}
+
+// Word completion: a position takes the best score of its word, at most `reach` either way;
+// words do not reach across a position that starts a word.
+TEST(CompleteWordsReference, AWordTakesItsBestScoreWithinReach) {
+  //                          0  1  2  3  4  5  6  7  8  9
+  const std::vector<uint32_t> w{0, 0, 1, 1, 1, 1, 0, 1, 0, 0};  // words: 0 | 1-5 | 6-7 | 8 | 9
+  std::vector<double> v(10, 0.0);
+  v[3] = 1.0, v[6] = 0.5, v[0] = 0.25;
+  const auto all = ref::complete_words(v, 10, 1, w, 8);
+  EXPECT_EQ(all, (std::vector<double>{0.25, 1, 1, 1, 1, 1, 0.5, 0.5, 0, 0}));
+  const auto one = ref::complete_words(v, 10, 1, w, 1);
+  EXPECT_EQ(one, (std::vector<double>{0.25, 0, 1, 1, 1, 0, 0.5, 0.5, 0, 0}));
+  EXPECT_EQ(ref::complete_words(v, 10, 1, w, 0), v);
+  // two heads are independent rows
+  std::vector<double> two(20, 0.0);
+  two[13] = 2.0;
+  const auto t = ref::complete_words(two, 10, 2, w, 8);
+  EXPECT_EQ(std::vector<double>(t.begin(), t.begin() + 10), std::vector<double>(10, 0.0));
+  EXPECT_EQ(std::vector<double>(t.begin() + 10, t.end()), (std::vector<double>{0, 2, 2, 2, 2, 2, 0, 0, 0, 0}));
 }
 
 // Ties: equal scores keep the lower positions, and every kept position is reported in order.
@@ -205,15 +249,19 @@ TEST_F(SnapkvStories, SelectionMatchesCpuReferenceForEveryPolicy) {
     uint32_t kernel;
     bool avg;
     GqaAgg agg;
+    uint32_t words = 0;
   };
+  const std::vector<uint32_t> words = model().tokenizer().word_continuations(tokens);
   for (Case cs : {Case{KvPolicy::SnapKV, 7, false, GqaAgg::Mean}, Case{KvPolicy::SnapKV, 5, true, GqaAgg::Max},
                   Case{KvPolicy::SnapKV, 3, false, GqaAgg::Sum}, Case{KvPolicy::PyramidKV, 7, false, GqaAgg::Mean},
                   Case{KvPolicy::H2O, 7, false, GqaAgg::Mean}, Case{KvPolicy::StreamingLLM, 7, false, GqaAgg::Mean},
-                  Case{KvPolicy::AdaKV, 7, false, GqaAgg::Mean}}) {
+                  Case{KvPolicy::AdaKV, 7, false, GqaAgg::Mean}, Case{KvPolicy::SnapKV, 7, false, GqaAgg::Mean, 4},
+                  Case{KvPolicy::AdaKV, 5, true, GqaAgg::Mean, 2}}) {
     SessionOptions o = options(cs.policy, 64, 8);
     o.kv.kernel = cs.kernel;
     o.kv.avg_pool = cs.avg;
     o.kv.gqa = cs.agg;
+    o.kv.complete_words = cs.words;
     Session s(model(), o);
     s.prefill(tokens);
     ASSERT_EQ(s.selection().size(), cfg.n_layer);
@@ -227,7 +275,7 @@ TEST_F(SnapkvStories, SelectionMatchesCpuReferenceForEveryPolicy) {
             keys[(size_t(h) * L + p) * cfg.head_dim + d] = kc[(size_t(p) * cfg.n_head_kv + h) * cfg.head_dim + d];
       std::vector<double> scores;
       auto want = ref::select_layer(o.kv, l, cfg.n_layer, ref.q_history(l), keys, L, cfg.n_head, cfg.n_head_kv,
-                                    cfg.head_dim, &scores);
+                                    cfg.head_dim, &scores, &words);
       const uint32_t C = o.kv.layer_budgets(L, cfg.n_layer)[l];
       const uint32_t P = L - o.kv.window;
       const std::string what = std::string(kv_policy_name(cs.policy)) + " layer " + std::to_string(l);
@@ -377,6 +425,7 @@ TEST(SnapkvOptions, InvalidCombinationsAreRejected) {
   bad([](KvPolicyOptions& o) { o.budget = 0, o.ratio = 1.5f; }, "KV ratio");
   bad([](KvPolicyOptions& o) { o.window = 0; }, "at least 1");
   bad([](KvPolicyOptions& o) { o.policy = KvPolicy::StreamingLLM, o.budget = 10; }, "sink");
+  bad([](KvPolicyOptions& o) { o.complete_words = 1u << 30; }, "word completion reach");
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 // pre-tokenizer splits, hand-built vocabularies and bad input.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <map>
 #include <random>
@@ -448,6 +450,37 @@ TEST(TokenizerHandBuilt, RejectsBadVocabularies) {
   Vocab no_bos = tiny_spm();
   no_bos.bos = -1;
   EXPECT_THROW(Tokenizer{no_bos}, Error);
+}
+
+// Word continuations group tokens into the words and numbers of the text, whatever the
+// tokenizer: SentencePiece, GPT-2's byte-level BPE, and SmolLM2's (digits one token each).
+TEST(TokenizerWords, ContinuationsGroupTokensIntoWordsAndNumbers) {
+  const std::string text = "The secret number is 99360. Internationalization, na\xc3\xafve caf\xc3\xa9 42x!";
+  const std::vector<std::string> want = {"The", "secret", "number", "is", "99360", "Internationalization",
+                                         "na\xc3\xafve", "caf\xc3\xa9", "42x"};
+  for (const char* file : {"ggml-vocab-llama-spm.gguf", "ggml-vocab-gpt-2.gguf", "SmolLM2-135M-Instruct.Q4_1.gguf"}) {
+    const Tokenizer& tok = load_tokenizer(file);
+    const std::vector<int32_t> ids = tok.encode(text, true);
+    const std::vector<uint32_t> cont = tok.word_continuations(ids);
+    ASSERT_EQ(cont.size(), ids.size());
+    // runs of tokens, each starting where cont is 0; the runs that hold a letter or digit
+    std::vector<std::string> words;
+    std::string run;
+    auto flush = [&] {
+      const size_t a = run.find_first_not_of(' ');
+      const std::string w = a == std::string::npos ? "" : run.substr(a);
+      if (std::any_of(w.begin(), w.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)); }))
+        words.push_back(w);
+      run.clear();
+    };
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (!cont[i]) flush();
+      run += tok.token_to_piece(ids[i]);
+    }
+    flush();
+    EXPECT_EQ(words, want) << file;
+    EXPECT_EQ(cont[0], 0u) << file;  // BOS (or the first token) continues nothing
+  }
 }
 
 }  // namespace

@@ -39,6 +39,7 @@ const char* option_name(Param p) {
     case Param::KvType: return "--kv-type";
     case Param::NCtx: return "--ctx-size";
     case Param::NBatch: return "--batch-size";
+    case Param::KvCompleteWords: return "--kv-complete-words";
   }
   return nullptr;
 }

@@ -12,6 +12,9 @@ void add_kv_tuning_options(CLI::App& app, KvCliOptions& o) {
   app.add_option("--kv-pool-ahead", o.pool_ahead,
                  "Pooling also keeps this many positions after each voted one (0: the paper's symmetric pooling)")
       ->capture_default_str();
+  app.add_option("--kv-complete-words", o.complete_words,
+                 "A kept token brings the rest of its word or number, up to this many tokens either way (0: off)")
+      ->capture_default_str();
   app.add_option("--kv-gqa", o.gqa, "Query-head vote aggregation per KV head: mean, max or sum")->capture_default_str();
   app.add_option("--kv-type", o.type, "KV cache storage: f16, f32 or q8_0")->capture_default_str();
 }
@@ -52,6 +55,7 @@ void apply_kv_options(const KvCliOptions& o, SessionOptions& out) {
   kv.kernel = o.kernel;
   kv.avg_pool = o.pool == "avg";
   kv.pool_ahead = o.pool_ahead;
+  kv.complete_words = o.complete_words;
   out.kv_type = *type;
   kv.validate();
 }

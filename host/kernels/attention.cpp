@@ -89,6 +89,8 @@ AttentionKernels::AttentionKernels(Context& c, const Tuning& t, uint32_t hd, uin
   combine =
       make("attn_combine", spv::attn_combine(), 2, sizeof(AttnCombinePush), {fit(std::min<uint32_t>(64, hd)), hd});
   pool = make("pool", spv::pool(), 2, sizeof(PoolPush), {t.elementwise_wg}, kKernelPool);
+  complete_words = make("complete_words", spv::complete_words(), 3, sizeof(CompleteWordsPush), {t.elementwise_wg},
+                        kKernelPool);
   topk = make("topk_select", spv::topk_select(), 2, sizeof(TopkPush), {select_wg}, kKernelSelect);
   adakv_floor = make("adakv_floor", spv::adakv_floor(), 2, sizeof(AdakvFloorPush), {t.elementwise_wg}, kKernelSelect);
   adakv_layout = make("adakv_layout", spv::adakv_layout(), 3, sizeof(AdakvLayoutPush), {}, kKernelSelect);
@@ -170,6 +172,13 @@ void op_pool(CommandStream& cs, const Kernels& k, const AttentionKernels& a, Buf
   uint32_t gx, gy;
   items_grid(k, uint64_t(P) * n_kv, gx, gy);
   cs.dispatch(a.pool, {votes, pooled}, PoolPush{P, n_kv, kernel_size, avg ? 1u : 0u, ahead}, gx, gy);
+}
+
+void op_complete_words(CommandStream& cs, const Kernels& k, const AttentionKernels& a, BufferRange scores,
+                       BufferRange words, BufferRange out, uint32_t P, uint32_t n_kv, uint32_t reach) {
+  uint32_t gx, gy;
+  items_grid(k, uint64_t(P) * n_kv, gx, gy);
+  cs.dispatch(a.complete_words, {scores, words, out}, CompleteWordsPush{P, n_kv, reach}, gx, gy);
 }
 
 void op_topk(CommandStream& cs, const Kernels&, const AttentionKernels& a, BufferRange scores, BufferRange sel,

@@ -49,6 +49,7 @@ struct AttentionKernels {
   Pipeline window_stats[kKvTypes];
   Pipeline window_votes[kKvTypes];
   Pipeline pool;
+  Pipeline complete_words;
   Pipeline topk;
   Pipeline adakv_floor;
   Pipeline adakv_layout;
@@ -91,6 +92,9 @@ struct WindowVotesPush {
 struct PoolPush {
   uint32_t P, n_kv, kernel_size, avg, ahead;
 };
+struct CompleteWordsPush {
+  uint32_t P, n_kv, reach;
+};
 struct TopkPush {
   uint32_t seg_len, count;
 };
@@ -131,6 +135,10 @@ void op_window_votes(CommandStream& cs, const Kernels& k, const AttentionKernels
                      uint32_t P, uint32_t n_head, uint32_t n_kv, float scale, GqaAgg agg);
 void op_pool(CommandStream& cs, const Kernels& k, const AttentionKernels& a, BufferRange votes, BufferRange pooled,
              uint32_t P, uint32_t n_kv, uint32_t kernel_size, bool avg, uint32_t ahead = 0);
+// out[h][j] = max of scores[h][t] over the positions t of j's word (words[t] = 1: token t continues
+// the word of t - 1), at most `reach` either way.
+void op_complete_words(CommandStream& cs, const Kernels& k, const AttentionKernels& a, BufferRange scores,
+                       BufferRange words, BufferRange out, uint32_t P, uint32_t n_kv, uint32_t reach);
 // Per segment of seg_len scores: the `count` best positions, ascending, ties to the lower one.
 void op_topk(CommandStream& cs, const Kernels& k, const AttentionKernels& a, BufferRange scores, BufferRange sel,
              uint32_t segments, uint32_t seg_len, uint32_t count);

@@ -206,8 +206,10 @@ uint64_t KvCache::compaction_scratch_bytes(const ModelConfig& c, const KvPolicyO
   if (L <= budget) return 0;
   const uint64_t n_kv = c.n_head_kv, n_q = pol.voting_queries(L), W = std::min(pol.window, L);
   const uint64_t P = L - W, count = budget - W;
-  // selection and its info table, the query statistics, votes and pooled votes, a floor selection
-  return 4 * (n_kv * count + 2 * n_kv + 2ull * c.n_head * n_q + 2 * n_kv * P + n_kv * count);
+  // selection and its info table, the query statistics, votes and pooled votes, a floor selection,
+  // the scores after word completion
+  const uint64_t completed = pol.complete_words ? n_kv * P : 0;
+  return 4 * (n_kv * count + 2 * n_kv + 2ull * c.n_head * n_q + 2 * n_kv * P + n_kv * count + completed);
 }
 
 CompressTimes compress_times(const CommandStream& cs) {

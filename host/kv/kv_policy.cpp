@@ -51,6 +51,7 @@ void KvPolicyOptions::validate() const {
   at_most(window, "the KV window", Param::KvWindow);
   at_most(kernel, "the pooling kernel size", Param::KvKernel);
   at_most(pool_ahead, "the pooling reach ahead", Param::KvPoolAhead);
+  at_most(complete_words, "the word completion reach", Param::KvCompleteWords);
   if (policy == KvPolicy::StreamingLLM) at_most(sinks, "sinks", Param::None);
   if (budget && window >= budget)
     bad("the KV window (" + std::to_string(window) + ") must be smaller than the KV budget (" + std::to_string(budget) +

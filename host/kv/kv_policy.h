@@ -23,6 +23,8 @@ struct KvPolicyOptions {
   uint32_t kernel = 7;              // pooling kernel (odd)
   bool avg_pool = false;            // max (default) or avg pooling
   uint32_t pool_ahead = 4;          // pooling also lends a vote to this many positions after it (0: the paper's)
+  uint32_t complete_words = 0;      // a kept token brings the rest of its word or number, up to this many
+                                    // tokens either way (0: off; tokenizer-aware, docs/fidelity.md)
   GqaAgg gqa = GqaAgg::Mean;        // query-head votes -> KV-head vote
   uint32_t sinks = 4;               // StreamingLLM: first tokens always kept
   float adakv_floor = 0.2f;         // Ada-KV: per-head minimum share of the budget
@@ -60,6 +62,7 @@ struct KvPolicyOptions {
     f("adakv_floor", o.adakv_floor);
     f("pyramid_beta", o.pyramid_beta);
     f("h2o_max_prompt", o.h2o_max_prompt);
+    f("complete_words", o.complete_words);
   }
 };
 

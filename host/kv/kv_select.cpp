@@ -24,13 +24,15 @@ LayerSelection uniform_selection(const SelectArgs& a, uint32_t total) {
   for (uint32_t h = 0; h < n_kv; ++h) info[2 * h] = h * a.count, info[2 * h + 1] = 0;
   s.info = Buffer(ctx, info.size() * 4, BufferKind::Device, "kv_sel_info");
   s.info.upload(info.data(), info.size() * 4);
-  s.scratch.reserve(4);  // scores() hands out pointers into it
+  s.scratch.reserve(5);  // scores() hands out pointers into it
   return s;
 }
 
 // votes[h][j] = agg over the group's heads of sum over voting queries of softmax(q k^T * scale)[j]
 // (the model's attention scale),
-// then (pool) pooled = pool1d(votes), so neighbours of strong positions come along.
+// then (pool) pooled = pool1d(votes), so neighbours of strong positions come along, and (when the
+// prompt's words are known) each position takes the best score of its word, so a kept piece of a
+// word or number brings the rest of it.
 const Buffer& scores(const SelectArgs& a, LayerSelection& s, bool pool) {
   const ModelConfig& c = a.model.config();
   Context& ctx = a.model.ctx();
@@ -50,7 +52,11 @@ const Buffer& scores(const SelectArgs& a, LayerSelection& s, bool pool) {
   Buffer& pooled = s.scratch.emplace_back(ctx, uint64_t(n_kv) * a.P * 4, BufferKind::Device, "kv_pooled");
   op_pool(a.cs, k, ak, votes, pooled, a.P, n_kv, a.pol.kernel, a.pol.avg_pool, a.pol.pool_ahead);
   a.cs.barrier();
-  return pooled;
+  if (!a.pol.complete_words || !p.words) return pooled;
+  Buffer& words = s.scratch.emplace_back(ctx, uint64_t(n_kv) * a.P * 4, BufferKind::Device, "kv_words");
+  op_complete_words(a.cs, k, ak, pooled, *p.words, words, a.P, n_kv, a.pol.complete_words);
+  a.cs.barrier();
+  return words;
 }
 
 // sel[h] = the top `count` prefix positions of head h, ascending

@@ -492,6 +492,30 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   return out;
 }
 
+std::vector<uint32_t> Tokenizer::word_continuations(std::span<const int32_t> ids) const {
+  // A letter or digit; a byte that does not start a whole UTF-8 character is part of one.
+  auto word_char = [](std::string_view s, size_t i) {
+    const size_t n = unicode::utf8_valid_len(s, i);
+    if (n == 0) return static_cast<unsigned char>(s[i]) >= 0x80;
+    const uint32_t cp = unicode::decode_utf8(s.substr(i, n)).front();
+    return unicode::is_letter(cp) || unicode::is_number(cp);
+  };
+  std::vector<uint32_t> out(ids.size(), 0);
+  bool prev_ends_word = false;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const std::string piece = token_to_piece(ids[i]);
+    if (piece.empty()) {
+      prev_ends_word = false;
+      continue;
+    }
+    out[i] = prev_ends_word && word_char(piece, 0);
+    size_t last = piece.size() - 1;  // the start of the last character
+    while (last > 0 && (static_cast<unsigned char>(piece[last]) & 0xC0) == 0x80) --last;
+    prev_ends_word = word_char(piece, last);
+  }
+  return out;
+}
+
 int32_t Tokenizer::n_vocab() const { return static_cast<int32_t>(impl_->vocab.tokens.size()); }
 int32_t Tokenizer::bos() const { return impl_->vocab.bos; }
 int32_t Tokenizer::eos() const { return impl_->vocab.eos; }

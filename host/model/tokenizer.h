@@ -8,6 +8,7 @@
 // (llama.cpp's tokenizer_st_partition). Token ids are int32_t, as llama_token.
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -76,6 +77,12 @@ class Tokenizer {
   // print a stream of tokens should strip the first space themselves if they want to.
   // Throws snapvk::Error naming the first id outside [0, n_vocab).
   std::string decode(const std::vector<int32_t>& ids) const;
+
+  // Per token of `ids`: 1 where it continues the word or number of the token before it (its text
+  // starts with a letter or digit and the text before ends with one; a piece of a UTF-8 character
+  // counts as a letter), else 0. "99360" written digit by digit is one word. What SnapKV's word
+  // completion keeps together (KvPolicyOptions::complete_words).
+  std::vector<uint32_t> word_continuations(std::span<const int32_t> ids) const;
 
   int32_t n_vocab() const;
   int32_t bos() const;  // -1 when the vocab has none

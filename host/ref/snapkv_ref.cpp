@@ -56,6 +56,20 @@ std::vector<double> pool1d(const std::vector<double>& v, uint32_t P, uint32_t n_
   return out;
 }
 
+std::vector<double> complete_words(const std::vector<double>& s, uint32_t P, uint32_t n_kv,
+                                   const std::vector<uint32_t>& words, uint32_t reach) {
+  std::vector<double> out(s.size());
+  for (uint32_t h = 0; h < n_kv; ++h)
+    for (uint32_t j = 0; j < P; ++j) {
+      const double* row = s.data() + size_t(h) * P;
+      uint32_t first = j, last = j;  // the word around j, at most `reach` either way
+      while (j - first < reach && first > 0 && words[first]) --first;
+      while (last - j < reach && last + 1 < P && words[last + 1]) ++last;
+      out[size_t(h) * P + j] = *std::max_element(row + first, row + last + 1);
+    }
+  return out;
+}
+
 std::vector<uint32_t> topk(const double* scores, uint32_t n, uint32_t count) {
   std::vector<uint32_t> idx(n);
   std::iota(idx.begin(), idx.end(), 0u);
@@ -69,7 +83,8 @@ std::vector<uint32_t> topk(const double* scores, uint32_t n, uint32_t count) {
 std::vector<std::vector<uint32_t>> select_layer(const KvPolicyOptions& pol, uint32_t layer, uint32_t n_layer,
                                                 const std::vector<float>& q, const std::vector<float>& k, uint32_t L,
                                                 uint32_t n_head, uint32_t n_kv, uint32_t hd,
-                                                std::vector<double>* scores_out) {
+                                                std::vector<double>* scores_out,
+                                                const std::vector<uint32_t>* words) {
   const uint32_t C = pol.layer_budgets(L, n_layer)[layer];
   std::vector<std::vector<uint32_t>> keep(n_kv);
   if (L <= C) {
@@ -89,6 +104,8 @@ std::vector<std::vector<uint32_t>> select_layer(const KvPolicyOptions& pol, uint
     const std::vector<float> qv(q.end() - ptrdiff_t(size_t(n_q) * n_head * hd), q.end());
     scores = window_votes(qv, k, L, n_q, P, n_head, n_kv, hd, pol.gqa);
     if (pol.policy != KvPolicy::H2O) scores = pool1d(scores, P, n_kv, pol.kernel, pol.avg_pool, pol.pool_ahead);
+    if (pol.policy != KvPolicy::H2O && pol.complete_words && words)
+      scores = complete_words(scores, P, n_kv, *words, pol.complete_words);
     if (pol.policy != KvPolicy::AdaKV) {
       for (uint32_t h = 0; h < n_kv; ++h) keep[h] = topk(scores.data() + size_t(h) * P, P, count);
     } else {

@@ -4,6 +4,7 @@
 // layer by layer and compacts each layer's cache before the next (SnapKV and family).
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 #include "host/session/session.h"
 #include "runtime/vk_check.h"
@@ -248,6 +249,13 @@ void Session::prefill_compressed(std::span<const int32_t> tokens) {
   Buffer q_win(ctx, uint64_t(n_q) * c.q_dim() * 4, BufferKind::Device, "q_window");
   const std::vector<uint32_t> full_table = KvCache::uniform_table(n_kv, L, 0);
   full_heads.upload(full_table.data(), full_table.size() * 4);
+  // where each token continues the word before it, for word completion
+  std::optional<Buffer> words;
+  if (pol.complete_words) {
+    const std::vector<uint32_t> cont = model_.tokenizer().word_continuations(tokens);
+    words.emplace(ctx, uint64_t(L) * 4, BufferKind::Device, "prompt_words");
+    words->upload(cont.data(), cont.size() * 4);
+  }
   cache_.begin_prompt(L, opts_.keep_selection);
   cs_compress_.reset_timings();
 
@@ -287,7 +295,7 @@ void Session::prefill_compressed(std::span<const int32_t> tokens) {
     }
     cs_.submit();
     // keep what the policy selects, in the session's compacted cache
-    cache_.compact_layer(cs_compress_, l, PromptLayer{full_k, full_v, full_heads, q_win, L, n_q}, pol);
+    cache_.compact_layer(cs_compress_, l, PromptLayer{full_k, full_v, full_heads, q_win, L, n_q, words ? &*words : nullptr}, pol);
   }
   progress(total, total);
   const CompressTimes t = compress_times(cs_compress_);
