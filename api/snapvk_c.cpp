@@ -382,7 +382,7 @@ SessionOptions to_session_options(const snapvk_session_options& o) {
   kv.budget = o.kv_budget;
   kv.ratio = o.kv_ratio;
   kv.window = o.kv_window ? o.kv_window : KvPolicyOptions{}.window;
-  kv.kernel = o.kv_kernel ? o.kv_kernel : 7;
+  kv.kernel = o.kv_kernel ? o.kv_kernel : KvPolicyOptions{}.kernel;
   kv.avg_pool = o.kv_pool == SNAPVK_KV_POOL_AVG;
   kv.pool_ahead = o.kv_pool_ahead == 0  ? KvPolicyOptions{}.pool_ahead
                   : o.kv_pool_ahead < 0 ? 0

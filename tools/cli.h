@@ -30,7 +30,8 @@ std::string bytes_str(uint64_t b);
 struct KvCliOptions {
   std::string policy = "full", type = "f16", pool = "max", gqa = "mean";
   // The defaults are KvPolicyOptions' (docs/fidelity.md says why W 16 and pool-ahead 4).
-  uint32_t budget = 0, window = KvPolicyOptions{}.window, kernel = 7, pool_ahead = KvPolicyOptions{}.pool_ahead;
+  uint32_t budget = 0, window = KvPolicyOptions{}.window, kernel = KvPolicyOptions{}.kernel,
+           pool_ahead = KvPolicyOptions{}.pool_ahead;
   uint32_t complete_words = KvPolicyOptions{}.complete_words;
   float ratio = 0.0f;
 };
