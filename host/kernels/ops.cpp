@@ -185,11 +185,18 @@ void op_geglu(CommandStream& cs, const Kernels& k, BufferRange g, BufferRange u,
   cs.dispatch(k.geglu, {g, u, y}, UnaryPush{n}, gx, gy);
 }
 
-void op_softcap(CommandStream& cs, const Kernels& k, BufferRange x, uint32_t n, float cap) {
+void op_softcap(CommandStream& cs, const Kernels& k, BufferRange x, uint64_t n, float cap) {
   SNAPVK_ASSERT(cap > 0, "softcap: cap must be positive");
-  uint32_t gx, gy;
-  items_grid(k, n, gx, gy);
-  cs.dispatch(k.softcap, {x}, SoftcapPush{n, cap}, gx, gy);
+  SNAPVK_ASSERT(x.buffer && x.offset + n * 4 <= x.buffer->size(), "softcap: range outside its buffer");
+  // A batch's logits may be larger than one binding (256 rows of 262144): aligned pieces.
+  const uint64_t align = std::max<uint64_t>(4, k.ctx.info().min_storage_buffer_offset_alignment);
+  const uint64_t piece = std::min<uint64_t>(max_binding_range(k), UINT32_MAX) / align * align / 4;
+  for (uint64_t i0 = 0; i0 < n; i0 += piece) {
+    const uint32_t m = uint32_t(std::min(piece, n - i0));
+    uint32_t gx, gy;
+    items_grid(k, m, gx, gy);
+    cs.dispatch(k.softcap, {BufferRange(*x.buffer, x.offset + i0 * 4, uint64_t(m) * 4)}, SoftcapPush{m, cap}, gx, gy);
+  }
 }
 
 void grid_2d(const DeviceInfo& info, uint64_t groups, uint32_t& gx, uint32_t& gy) {
@@ -253,15 +260,15 @@ void op_matvec(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, 
   SNAPVK_ASSERT(w.buffer && w.offset <= w.buffer->size(), "matvec: weight range outside its buffer");
   const uint64_t rb = row_bytes(wt, K), w_size = w.size ? w.size : w.buffer->size() - w.offset;
   SNAPVK_ASSERT(w_size >= N * rb, "matvec: weight range smaller than N rows");
-  if (w_size <= max_range) {
-    dispatch(w, y, N);
+  SNAPVK_ASSERT(y.buffer && y.offset + uint64_t(N) * 4 <= y.buffer->size(), "matvec: output range outside its buffer");
+  if (w_size <= max_range) {  // y for its N values only: the buffer may hold a batch's rows
+    dispatch(w, BufferRange(*y.buffer, y.offset, uint64_t(N) * 4), N);
     return;
   }
   // Weights larger than one binding may be (e.g. a 128256 x 4096 Q6_K LM head, 430 MB, against
   // lavapipe's 128 MiB): one dispatch per slice of rows, each binding its own sub-range of W and
   // y. Slices start at multiples of `step` rows so that both offsets stay aligned.
   const uint64_t slice = slice_rows(info, max_range, rb);
-  SNAPVK_ASSERT(y.buffer && y.offset <= y.buffer->size(), "matvec: output range outside its buffer");
   const uint64_t w_end = w.offset + w_size;
   for (uint64_t r0 = 0; r0 < N; r0 += slice) {
     const uint64_t rows = std::min<uint64_t>(slice, N - r0), off = w.offset + r0 * rb;
@@ -296,22 +303,28 @@ void op_matmul(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, 
   const uint64_t rb = row_bytes(wt, K), w_size = w.size ? w.size : w.buffer->size() - w.offset;
   SNAPVK_ASSERT(w_size >= N * rb, "matmul: weight range smaller than N rows");
   const uint64_t x_row = uint64_t(K) * 4, y_row = uint64_t(N) * 4;
+  SNAPVK_ASSERT(x.offset + M * x_row <= x.buffer->size() && y.offset + M * y_row <= y.buffer->size(),
+                "matmul: activation range outside its buffer");
+  // X and Y are bound for their M rows only: the buffers may hold more (a batch's worth).
   if (w_size <= max_range && M * x_row <= max_range && M * y_row <= max_range) {
-    dispatch(w, x, y, M, N);
+    dispatch(w, BufferRange(*x.buffer, x.offset, M * x_row), BufferRange(*y.buffer, y.offset, M * y_row), M, N);
     return;
   }
   // An operand larger than one binding may be (Gemma 3's 262144-token LM head, 178 MB, and its
   // logits for 256 rows, 256 MiB, against lavapipe's 128 MiB): tiles of ms rows of X and Y by ns
   // rows of W, each bound at an aligned offset; a tile writes its columns of Y's whole rows.
-  const uint64_t ns =
-      w_size <= max_range && y_row <= max_range ? N : std::min<uint64_t>(N, slice_rows(info, max_range, rb));
+  // Tiles of rows start at multiples of m_step rows (aligned X and Y offsets); a tile of W rows
+  // leaves room in Y's binding for m_step rows of its columns.
   const uint64_t align = std::max<uint64_t>(4, info.min_storage_buffer_offset_alignment);
   const uint64_t m_step = std::lcm(align / std::gcd(align, x_row), align / std::gcd(align, y_row));
+  SNAPVK_ASSERT(m_step * x_row <= max_range && (m_step - 1) * y_row < max_range,
+                "matmul: activation rows too long to split within maxStorageBufferRange");
+  const uint64_t ns = w_size <= max_range && m_step * y_row <= max_range
+                          ? N
+                          : std::min<uint64_t>(N, slice_rows(info, max_range - (m_step - 1) * y_row, rb));
   uint64_t ms = std::min<uint64_t>(M, std::min(max_range / x_row, (max_range - ns * 4) / y_row + 1));
   if (ms < M) ms = ms / m_step * m_step;
   SNAPVK_ASSERT(ms > 0, "matmul: activation rows too long to split within maxStorageBufferRange");
-  SNAPVK_ASSERT(x.offset + M * x_row <= x.buffer->size() && y.offset + M * y_row <= y.buffer->size(),
-                "matmul: activation range outside its buffer");
   const uint64_t w_end = w.offset + w_size;
   for (uint64_t m0 = 0; m0 < M; m0 += ms) {
     const uint64_t rows = std::min<uint64_t>(ms, M - m0);

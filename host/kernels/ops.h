@@ -139,7 +139,7 @@ void op_swiglu(CommandStream& cs, const Kernels& k, BufferRange g, BufferRange u
 // y = gelu(g) * u with GELU's tanh approximation (ggml_gelu), n elements
 void op_geglu(CommandStream& cs, const Kernels& k, BufferRange g, BufferRange u, BufferRange y, uint32_t n);
 // x = cap * tanh(x / cap), n elements in place (cap > 0)
-void op_softcap(CommandStream& cs, const Kernels& k, BufferRange x, uint32_t n, float cap);
+void op_softcap(CommandStream& cs, const Kernels& k, BufferRange x, uint64_t n, float cap);
 
 // Grid for `groups` workgroups laid out in 2-D when they exceed the x limit (kernels use flat_workgroup()).
 void grid_2d(const DeviceInfo& info, uint64_t groups, uint32_t& gx, uint32_t& gy);

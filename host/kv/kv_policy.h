@@ -34,6 +34,7 @@ struct KvPolicyOptions {
   // Throws snapvk::Error (InvalidArgument, with the option as its param) naming the problem
   // (even kernel, W >= C, ratio outside (0, 1], ...).
   void validate() const;
+  bool operator==(const KvPolicyOptions&) const = default;  // every field
   bool compresses() const { return policy != KvPolicy::Full; }
   // C for a prompt of L tokens.
   uint32_t budget_for(uint32_t L) const;

@@ -115,15 +115,6 @@ struct Scheduler::Plan {
   uint64_t transient = 0;       // more bytes while its prompt is compressed (prefill_transient)
 };
 
-namespace {
-
-bool same_kv(const KvPolicyOptions& a, const KvPolicyOptions& b) {
-  return a.policy == b.policy && a.budget == b.budget && a.ratio == b.ratio && a.window == b.window &&
-         a.kernel == b.kernel && a.avg_pool == b.avg_pool && a.gqa == b.gqa;
-}
-
-}  // namespace
-
 Scheduler::Scheduler(const Model& model, const ChatTemplate& tmpl, const SchedulerOptions& o)
     : model_(model), tmpl_(tmpl), o_(o) {
   if (o_.parallel == 0) throw Error(ErrorKind::InvalidArgument, "the server needs at least one slot (--parallel)");
@@ -240,7 +231,7 @@ void Scheduler::evict(Slot& s) {
 }
 
 std::optional<Scheduler::Plan> Scheduler::continuation(const Slot& s, const Job& job) const {
-  if (!s.session || !same_kv(s.kv, job.req.kv) || s.tokens.empty()) return std::nullopt;
+  if (!s.session || s.kv != job.req.kv || s.tokens.empty()) return std::nullopt;
   // Only the same pack object: another pack (or the same name read again after the file
   // changed) or none means another document before the conversation.
   if (s.pack != job.pack) return std::nullopt;
@@ -276,7 +267,7 @@ bool Scheduler::admit(const std::shared_ptr<Job>& job) {
   if (!plan) {
     // A fresh start: an idle slot with the same policy (its session is reused), else an empty
     // one, else the least recently used idle session makes way.
-    auto rank = [&](const Slot& s) { return s.session ? (same_kv(s.kv, job->req.kv) ? 2 : 0) : 1; };
+    auto rank = [&](const Slot& s) { return s.session ? (s.kv == job->req.kv ? 2 : 0) : 1; };
     for (auto& s : slots_)
       if (!s->job &&
           (!target || rank(*s) > rank(*target) || (rank(*s) == rank(*target) && s->last_used < target->last_used)))
@@ -304,7 +295,7 @@ bool Scheduler::admit(const std::shared_ptr<Job>& job) {
         evict(*lru);
       }
     }
-    if (target->session && !same_kv(target->kv, job->req.kv)) evict(*target);
+    if (target->session && target->kv != job->req.kv) evict(*target);
   }
   target->job = job;
   target->kv = job->req.kv;

@@ -197,7 +197,7 @@ void Session::logits_of_rows(uint32_t T) {
     op_matmul(cs_, model_.kernels(), head.type, head.buf, act_.xn, act_.rows, T, head.rows, head.cols);
   if (c.logit_softcap > 0) {
     cs_.barrier();
-    op_softcap(cs_, model_.kernels(), act_.rows, T * c.n_vocab, c.logit_softcap);
+    op_softcap(cs_, model_.kernels(), act_.rows, uint64_t(T) * c.n_vocab, c.logit_softcap);
   }
 }
 
@@ -391,7 +391,7 @@ void Session::decode_batch(DecodeBatch& b, std::span<Session* const> ss, std::sp
   op_matmul(cs, m.kernels(), head.type, head.buf, a.xn, a.logits, N, head.rows, head.cols);
   if (c.logit_softcap > 0) {
     cs.barrier();
-    op_softcap(cs, m.kernels(), a.logits, N * c.n_vocab, c.logit_softcap);
+    op_softcap(cs, m.kernels(), a.logits, uint64_t(N) * c.n_vocab, c.logit_softcap);
   }
   cs.submit();
   for (uint32_t i = 0; i < N; ++i) {

@@ -357,9 +357,11 @@ typedef struct snapvk_session_options {
                                   each snapvk_session_generate compacts it again at its end when
                                   it holds more. Positions go on past n_ctx. Needs snapkv,
                                   pyramidkv or streamingllm and kv_budget < n_ctx. */
+  uint32_t reserved2;
   int32_t kv_complete_words;   /* a kept token brings the rest of its word or number, up to this
                                   many tokens either way (see docs/fidelity.md): 0 the default,
                                   -1 none */
+  uint32_t reserved3;
 } snapvk_session_options;
 
 /* A session of `model` (options may be NULL: full f16 cache, default n_ctx). A full cache is
