@@ -71,7 +71,8 @@ TEST(SnapkvCli, DumpedSelectionMatchesCpuReference) {
     for (uint32_t h = 0; h < c.n_head_kv; ++h) {
       ASSERT_EQ(got[l][h].size(), 64u);
       if (got[l][h] == want[h]) continue;
-      // only near-ties at the selection boundary may differ (fp32 sums in another order)
+      // only near-ties at the selection boundary may differ: fp32 sums in another order, and hidden
+      // states that went through l layers of the GPU's forward pass rather than the CPU's
       std::vector<double> sorted(scores.begin() + size_t(h) * P, scores.begin() + size_t(h + 1) * P);
       std::sort(sorted.begin(), sorted.end(), std::greater<>());
       const double boundary = sorted[count - 1];
@@ -79,7 +80,7 @@ TEST(SnapkvCli, DumpedSelectionMatchesCpuReference) {
       std::set_symmetric_difference(got[l][h].begin(), got[l][h].end(), want[h].begin(), want[h].end(),
                                     std::back_inserter(diff));
       for (uint32_t p : diff)
-        EXPECT_NEAR(scores[size_t(h) * P + p], boundary, 1e-4 * boundary)
+        EXPECT_NEAR(scores[size_t(h) * P + p], boundary, 3e-4 * boundary)
             << "layer " << l << " head " << h << " position " << p;
     }
   }

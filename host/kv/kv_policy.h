@@ -20,9 +20,9 @@ struct KvPolicyOptions {
   uint32_t budget = 0;              // C: entries kept per head, window included (0: use ratio)
   float ratio = 0.0f;               // C = ceil(ratio * L) when budget is 0
   uint32_t window = 16;             // W: the observation window, always kept (docs/fidelity.md: why 16)
-  uint32_t kernel = 7;              // pooling kernel (odd)
+  uint32_t kernel = 1;              // pooling kernel (odd; 1 with pool_ahead: clusters after a vote only)
   bool avg_pool = false;            // max (default) or avg pooling
-  uint32_t pool_ahead = 4;          // pooling also lends a vote to this many positions after it (0: the paper's)
+  uint32_t pool_ahead = 6;          // pooling also lends a vote to this many positions after it (0: the paper's)
   uint32_t complete_words = 0;      // a kept token brings the rest of its word or number, up to this many
                                     // tokens either way (0: off; tokenizer-aware, docs/fidelity.md)
   GqaAgg gqa = GqaAgg::Mean;        // query-head votes -> KV-head vote
