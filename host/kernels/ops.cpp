@@ -118,11 +118,16 @@ void items_grid(const Kernels& k, uint64_t items, uint32_t& gx, uint32_t& gy) {
 }
 
 namespace {
+// Binding offsets are multiples of this (and of 4: the shaders address 32-bit words).
+uint64_t offset_alignment(const DeviceInfo& info) {
+  return std::max<uint64_t>(4, info.min_storage_buffer_offset_alignment);
+}
+
 // Rows per binding of a weight matrix larger than one binding may be: slices start at multiples
 // of a step that keeps the weight offset (rows of rb bytes) and an f32-per-row output offset aligned;
 // a slice's rows and its f32 outputs each fit in max_range.
 uint64_t slice_rows(const DeviceInfo& info, uint64_t max_range, uint64_t rb) {
-  const uint64_t align = std::max<uint64_t>(4, info.min_storage_buffer_offset_alignment);
+  const uint64_t align = offset_alignment(info);
   const uint64_t step = std::lcm(align / std::gcd(align, rb), align / std::gcd(align, uint64_t(4)));
   const uint64_t slice = (max_range - 4) / std::max<uint64_t>(rb, 4) / step * step;  // ranges round up to 4 bytes
   SNAPVK_ASSERT(slice > 0, "weight rows too long to split within maxStorageBufferRange");
@@ -189,7 +194,7 @@ void op_softcap(CommandStream& cs, const Kernels& k, BufferRange x, uint64_t n, 
   SNAPVK_ASSERT(cap > 0, "softcap: cap must be positive");
   SNAPVK_ASSERT(x.buffer && x.offset + n * 4 <= x.buffer->size(), "softcap: range outside its buffer");
   // A batch's logits may be larger than one binding (256 rows of 262144): aligned pieces.
-  const uint64_t align = std::max<uint64_t>(4, k.ctx.info().min_storage_buffer_offset_alignment);
+  const uint64_t align = offset_alignment(k.ctx.info());
   const uint64_t piece = std::min<uint64_t>(max_binding_range(k), UINT32_MAX) / align * align / 4;
   for (uint64_t i0 = 0; i0 < n; i0 += piece) {
     const uint32_t m = uint32_t(std::min(piece, n - i0));
@@ -315,7 +320,7 @@ void op_matmul(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, 
   // rows of W, each bound at an aligned offset; a tile writes its columns of Y's whole rows.
   // Tiles of rows start at multiples of m_step rows (aligned X and Y offsets); a tile of W rows
   // leaves room in Y's binding for m_step rows of its columns.
-  const uint64_t align = std::max<uint64_t>(4, info.min_storage_buffer_offset_alignment);
+  const uint64_t align = offset_alignment(info);
   const uint64_t m_step = std::lcm(align / std::gcd(align, x_row), align / std::gcd(align, y_row));
   SNAPVK_ASSERT(m_step * x_row <= max_range && (m_step - 1) * y_row < max_range,
                 "matmul: activation rows too long to split within maxStorageBufferRange");

@@ -36,6 +36,11 @@ struct KvPolicyOptions {
   void validate() const;
   bool operator==(const KvPolicyOptions&) const = default;  // every field
   bool compresses() const { return policy != KvPolicy::Full; }
+  // Whether the selection ranks pooled window votes (SnapKV, PyramidKV, Ada-KV): where pooling
+  // and word completion apply.
+  bool pools() const {
+    return policy == KvPolicy::SnapKV || policy == KvPolicy::PyramidKV || policy == KvPolicy::AdaKV;
+  }
   // C for a prompt of L tokens.
   uint32_t budget_for(uint32_t L) const;
   // Per-layer C (PyramidKV falls linearly from layer 0 to the last; others are uniform).
