@@ -51,10 +51,11 @@ TEST(SnapkvCli, DumpedSelectionMatchesCpuReference) {
   ASSERT_EQ(tokens.size(), L);
   RefModel ref(m.gguf(), c, 512, /*kv_f16=*/true);
   for (int32_t t : tokens) ref.forward(t);
-  KvPolicyOptions pol;
+  KvPolicyOptions pol;  // the CLI's defaults, word completion included
   pol.policy = KvPolicy::SnapKV;
   pol.budget = 64;
   pol.window = 8;
+  const std::vector<uint32_t> words = m.tokenizer().word_continuations(tokens);
   ASSERT_EQ(got.size(), c.n_layer);
   const uint32_t P = L - 8, count = 64 - 8;
   for (uint32_t l = 0; l < c.n_layer; ++l) {
@@ -66,7 +67,8 @@ TEST(SnapkvCli, DumpedSelectionMatchesCpuReference) {
           keys[(size_t(h) * L + p) * c.head_dim + d] = kc[(size_t(p) * c.n_head_kv + h) * c.head_dim + d];
     std::vector<double> scores;
     const auto want =
-        ref::select_layer(pol, l, c.n_layer, ref.q_history(l), keys, L, c.n_head, c.n_head_kv, c.head_dim, &scores);
+        ref::select_layer(pol, l, c.n_layer, ref.q_history(l), keys, L, c.n_head, c.n_head_kv, c.head_dim, &scores,
+                          &words);
     ASSERT_EQ(got[l].size(), c.n_head_kv);
     for (uint32_t h = 0; h < c.n_head_kv; ++h) {
       ASSERT_EQ(got[l][h].size(), 64u);

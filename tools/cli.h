@@ -29,7 +29,7 @@ std::string bytes_str(uint64_t b);
 // The KV-cache options of every command that builds a session (--kv-policy, --kv-budget, ...).
 struct KvCliOptions {
   std::string policy = "full", type = "f16", pool = "max", gqa = "mean";
-  // The defaults are KvPolicyOptions' (docs/fidelity.md says why W 16, kernel 1 and pool-ahead 6).
+  // The defaults are KvPolicyOptions' (docs/fidelity.md says why the paper's W 32 and kernel 7 with words completed).
   uint32_t budget = 0, window = KvPolicyOptions{}.window, kernel = KvPolicyOptions{}.kernel,
            pool_ahead = KvPolicyOptions{}.pool_ahead;
   uint32_t complete_words = KvPolicyOptions{}.complete_words;

@@ -19,12 +19,12 @@ struct KvPolicyOptions {
   KvPolicy policy = KvPolicy::Full;
   uint32_t budget = 0;              // C: entries kept per head, window included (0: use ratio)
   float ratio = 0.0f;               // C = ceil(ratio * L) when budget is 0
-  uint32_t window = 16;             // W: the observation window, always kept (docs/fidelity.md: why 16)
-  uint32_t kernel = 1;              // pooling kernel (odd; 1 with pool_ahead: clusters after a vote only)
+  uint32_t window = 32;             // W: the observation window, always kept (the paper's LongBench W)
+  uint32_t kernel = 7;              // pooling kernel (odd; the paper's 7)
   bool avg_pool = false;            // max (default) or avg pooling
-  uint32_t pool_ahead = 6;          // pooling also lends a vote to this many positions after it (0: the paper's)
-  uint32_t complete_words = 0;      // a kept token brings the rest of its word or number, up to this many
-                                    // tokens either way (0: off; tokenizer-aware, docs/fidelity.md)
+  uint32_t pool_ahead = 0;          // pooling also lends a vote to this many positions after it (0: the paper's)
+  uint32_t complete_words = 4;      // a kept token brings the rest of its word or number, up to this many
+                                    // tokens either way (0: off, the paper's; docs/fidelity.md: why 4)
   GqaAgg gqa = GqaAgg::Mean;        // query-head votes -> KV-head vote
   uint32_t sinks = 4;               // StreamingLLM: first tokens always kept
   float adakv_floor = 0.2f;         // Ada-KV: per-head minimum share of the budget

@@ -344,12 +344,13 @@ typedef struct snapvk_session_options {
                                   "h2o" or "adakv", overriding kv_policy */
   float kv_ratio;              /* C = ceil(ratio * prompt length), ratio in (0, 1], when
                                   kv_budget is 0 */
-  uint32_t kv_window;          /* W: the last prompt tokens, always kept; 0: 16 */
-  uint32_t kv_kernel;          /* pooling kernel size, odd; 0: 1 (7 is the paper's) */
+  uint32_t kv_window;          /* W: the last prompt tokens, always kept; 0: 32 */
+  uint32_t kv_kernel;          /* pooling kernel size, odd; 0: 7 (the paper's) */
   int32_t kv_pool;             /* snapvk_kv_pool; 0: max */
   int32_t kv_gqa;              /* snapvk_kv_gqa: query-head votes -> KV-head vote; 0: mean */
   int32_t kv_pool_ahead;       /* pooling also keeps this many positions after a voted one;
-                                  0: the default (6), -1: none (the paper's symmetric pooling) */
+                                  0: the default (none, the paper's
+                                  symmetric pooling), -1: none */
   snapvk_progress_fn on_progress; /* may be NULL */
   void* progress_user_data;
   uint32_t kv_endless;         /* 1: endless chat: the cache keeps kv_budget entries per head
@@ -359,8 +360,8 @@ typedef struct snapvk_session_options {
                                   pyramidkv or streamingllm and kv_budget < n_ctx. */
   uint32_t reserved2;
   int32_t kv_complete_words;   /* a kept token brings the rest of its word or number, up to this
-                                  many tokens either way (see docs/fidelity.md): 0 the default,
-                                  -1 none */
+                                  many tokens either way (see docs/fidelity.md): 0 the default (4),
+                                  -1 none (the paper's selection) */
   uint32_t reserved3;
 } snapvk_session_options;
 
