@@ -119,7 +119,8 @@ TEST_F(SmolLM2, F16CacheAgreementIsReported) {
 
 // Issue 13's bar, pinned: with the project's defaults and a budget of 128 entries per head (1/8
 // of the prompt), SnapKV keeps what SmolLM2 needs to give a 5-digit needle back at every depth of
-// a 1K prompt. The paper's setting (W 32, symmetric pooling) missed all three (docs/fidelity.md).
+// a 1K prompt. The paper's setting without word completion (--kv-complete-words 0) missed all
+// three (docs/fidelity.md).
 TEST_F(SmolLM2, DefaultSnapkvAtBudget128FindsTheNeedleAtEveryDepthOf1K) {
   NeedleOptions o;
   o.contexts = {1024};

@@ -250,18 +250,21 @@ TEST_F(SnapkvStories, SelectionMatchesCpuReferenceForEveryPolicy) {
     bool avg;
     GqaAgg agg;
     uint32_t words = 0;
+    uint32_t ahead = 0;
   };
   const std::vector<uint32_t> words = model().tokenizer().word_continuations(tokens);
   for (Case cs : {Case{KvPolicy::SnapKV, 7, false, GqaAgg::Mean}, Case{KvPolicy::SnapKV, 5, true, GqaAgg::Max},
                   Case{KvPolicy::SnapKV, 3, false, GqaAgg::Sum}, Case{KvPolicy::PyramidKV, 7, false, GqaAgg::Mean},
                   Case{KvPolicy::H2O, 7, false, GqaAgg::Mean}, Case{KvPolicy::StreamingLLM, 7, false, GqaAgg::Mean},
                   Case{KvPolicy::AdaKV, 7, false, GqaAgg::Mean}, Case{KvPolicy::SnapKV, 7, false, GqaAgg::Mean, 4},
-                  Case{KvPolicy::AdaKV, 5, true, GqaAgg::Mean, 2}}) {
+                  Case{KvPolicy::AdaKV, 5, true, GqaAgg::Mean, 2}, Case{KvPolicy::SnapKV, 1, false, GqaAgg::Mean, 0, 6},
+                  Case{KvPolicy::PyramidKV, 7, true, GqaAgg::Mean, 4, 4}}) {
     SessionOptions o = options(cs.policy, 64, 8);
     o.kv.kernel = cs.kernel;
     o.kv.avg_pool = cs.avg;
     o.kv.gqa = cs.agg;
     o.kv.complete_words = cs.words;
+    o.kv.pool_ahead = cs.ahead;
     Session s(model(), o);
     s.prefill(tokens);
     ASSERT_EQ(s.selection().size(), cfg.n_layer);
