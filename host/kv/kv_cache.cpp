@@ -208,7 +208,7 @@ uint64_t KvCache::compaction_scratch_bytes(const ModelConfig& c, const KvPolicyO
   const uint64_t P = L - W, count = budget - W;
   // selection and its info table, the query statistics, votes and pooled votes, a floor selection,
   // the scores after word completion
-  const uint64_t completed = pol.complete_words && pol.pools() ? n_kv * P : 0;
+  const uint64_t completed = pol.completes_words() ? n_kv * P : 0;
   return 4 * (n_kv * count + 2 * n_kv + 2ull * c.n_head * n_q + 2 * n_kv * P + n_kv * count + completed);
 }
 

@@ -41,6 +41,8 @@ struct KvPolicyOptions {
   bool pools() const {
     return policy == KvPolicy::SnapKV || policy == KvPolicy::PyramidKV || policy == KvPolicy::AdaKV;
   }
+  // Whether a compressing prefill completes words (needs the prompt's words, Tokenizer::word_continuations).
+  bool completes_words() const { return complete_words && pools(); }
   // C for a prompt of L tokens.
   uint32_t budget_for(uint32_t L) const;
   // Per-layer C (PyramidKV falls linearly from layer 0 to the last; others are uniform).

@@ -30,10 +30,10 @@ LayerSelection uniform_selection(const SelectArgs& a, uint32_t total) {
 
 // votes[h][j] = agg over the group's heads of sum over voting queries of softmax(q k^T * scale)[j]
 // (the model's attention scale),
-// then (pool) pooled = pool1d(votes), so neighbours of strong positions come along, and (when the
+// then (KvPolicyOptions::pools) pooled = pool1d(votes), so neighbours of strong positions come along, and (when the
 // prompt's words are known) each position takes the best score of its word, so a kept piece of a
 // word or number brings the rest of it.
-const Buffer& scores(const SelectArgs& a, LayerSelection& s, bool pool) {
+const Buffer& scores(const SelectArgs& a, LayerSelection& s) {
   const ModelConfig& c = a.model.config();
   Context& ctx = a.model.ctx();
   const Kernels& k = a.model.kernels();
@@ -48,32 +48,28 @@ const Buffer& scores(const SelectArgs& a, LayerSelection& s, bool pool) {
   op_window_votes(a.cs, k, ak, a.kv_type, p.q_win, p.k, stats, votes, p.heads, p.L, p.n_q, a.P, c.n_head, n_kv, scale,
                   a.pol.gqa);
   a.cs.barrier();
-  if (!pool) return votes;
+  if (!a.pol.pools()) return votes;
   Buffer& pooled = s.scratch.emplace_back(ctx, uint64_t(n_kv) * a.P * 4, BufferKind::Device, "kv_pooled");
   op_pool(a.cs, k, ak, votes, pooled, a.P, n_kv, a.pol.kernel, a.pol.avg_pool, a.pol.pool_ahead);
   a.cs.barrier();
-  if (!a.pol.complete_words || !p.words) return pooled;
+  if (!a.pol.completes_words() || !p.words) return pooled;
   Buffer& words = s.scratch.emplace_back(ctx, uint64_t(n_kv) * a.P * 4, BufferKind::Device, "kv_words");
   op_complete_words(a.cs, k, ak, pooled, *p.words, words, a.P, n_kv, a.pol.complete_words);
   a.cs.barrier();
   return words;
 }
 
-// sel[h] = the top `count` prefix positions of head h, ascending
-LayerSelection top_per_head(const SelectArgs& a, bool pool) {
+}  // namespace
+
+// sel[h] = the top `count` prefix positions of head h, ascending (H2O's votes are not pooled)
+LayerSelection select_top_per_head(const SelectArgs& a) {
   const uint32_t n_kv = a.model.config().n_head_kv;
   LayerSelection s = uniform_selection(a, std::max(1u, n_kv * a.count));
-  const Buffer& sc = scores(a, s, pool);
+  const Buffer& sc = scores(a, s);
   op_topk(a.cs, a.model.kernels(), a.model.attention(), sc, s.sel, n_kv, a.P, a.count);
   a.cs.barrier();
   return s;
 }
-
-}  // namespace
-
-LayerSelection select_snapkv(const SelectArgs& a) { return top_per_head(a, true); }
-
-LayerSelection select_h2o(const SelectArgs& a) { return top_per_head(a, false); }
 
 LayerSelection select_streamingllm(const SelectArgs& a) {
   const uint32_t n_kv = a.model.config().n_head_kv;
@@ -94,7 +90,7 @@ LayerSelection select_adakv(const SelectArgs& a) {
   LayerSelection s = uniform_selection(a, n_kv * a.count);
   s.max_slots = std::min(a.P, s.total) + a.W;
   s.layout_on_device = true;
-  const Buffer& sc = scores(a, s, true);
+  const Buffer& sc = scores(a, s);
   // each head's own top floor(share * budget) first
   const uint32_t floor_count = std::min<uint32_t>(uint32_t(a.pol.adakv_floor * a.count), a.count);
   if (floor_count > 0) {
@@ -116,8 +112,8 @@ LayerSelection select_adakv(const SelectArgs& a) {
 LayerSelection select_for(const SelectArgs& a) {
   switch (a.pol.policy) {
     case KvPolicy::SnapKV:
-    case KvPolicy::PyramidKV: return select_snapkv(a);
-    case KvPolicy::H2O: return select_h2o(a);
+    case KvPolicy::PyramidKV:
+    case KvPolicy::H2O: return select_top_per_head(a);
     case KvPolicy::StreamingLLM: return select_streamingllm(a);
     case KvPolicy::AdaKV: return select_adakv(a);
     case KvPolicy::Full: break;

@@ -38,8 +38,8 @@ struct SelectArgs {
   uint32_t W, P, count, room;
 };
 
-LayerSelection select_snapkv(const SelectArgs& a);        // votes of the window, pooled, top-K per head (PyramidKV too)
-LayerSelection select_h2o(const SelectArgs& a);           // votes of every prompt query, top-K per head
+// SnapKV and PyramidKV: votes of the window, pooled, top-K per head; H2O: votes of every prompt query
+LayerSelection select_top_per_head(const SelectArgs& a);
 LayerSelection select_streamingllm(const SelectArgs& a);  // the first `sinks` positions and the most recent ones
 LayerSelection select_adakv(const SelectArgs& a);         // pooled votes, a floor per head, then top-K across the layer
 // The selection function of a compressing policy.

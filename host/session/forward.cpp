@@ -251,7 +251,7 @@ void Session::prefill_compressed(std::span<const int32_t> tokens) {
   full_heads.upload(full_table.data(), full_table.size() * 4);
   // where each token continues the word before it, for word completion
   std::optional<Buffer> words;
-  if (pol.complete_words && pol.pools()) {
+  if (pol.completes_words()) {
     const std::vector<uint32_t> cont = model_.tokenizer().word_continuations(tokens);
     words.emplace(ctx, uint64_t(L) * 4, BufferKind::Device, "prompt_words");
     words->upload(cont.data(), cont.size() * 4);

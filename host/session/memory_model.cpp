@@ -69,7 +69,7 @@ MemoryEstimate estimate_memory(const ModelConfig& c, uint64_t weight_bytes, cons
   e.prefill_transient = uint64_t(L) * c.n_embd * 4             // hidden states of the prompt
                         + 2ull * n_kv * L * row + 8ull * n_kv  // one layer's full K/V
                         + uint64_t(n_q) * c.q_dim() * 4        // the voting queries
-                        + (q.kv.complete_words && q.kv.pools() ? uint64_t(L) * 4 : 0)  // the prompt's words
+                        + (q.kv.completes_words() ? uint64_t(L) * 4 : 0)  // the prompt's words
                         + scratch;
   e.peak = checked_add(e.weights, e.activations + e.kv_cache + e.prefill_transient, "memory model: peak bytes");
   return e;

@@ -349,8 +349,8 @@ typedef struct snapvk_session_options {
   int32_t kv_pool;             /* snapvk_kv_pool; 0: max */
   int32_t kv_gqa;              /* snapvk_kv_gqa: query-head votes -> KV-head vote; 0: mean */
   int32_t kv_pool_ahead;       /* pooling also keeps this many positions after a voted one;
-                                  0: the default (none, the paper's
-                                  symmetric pooling), -1: none */
+                                  0: the default (none: the paper's symmetric pooling),
+                                  -1: none */
   snapvk_progress_fn on_progress; /* may be NULL */
   void* progress_user_data;
   uint32_t kv_endless;         /* 1: endless chat: the cache keeps kv_budget entries per head
