@@ -311,31 +311,42 @@ class SessionUse {
   bool owned_ = false;
 };
 
-KvType to_kv_type(int32_t t) {
-  switch (t) {
-    case SNAPVK_KV_TYPE_F16: return KvType::F16;
-    case SNAPVK_KV_TYPE_F32: return KvType::F32;
-    case SNAPVK_KV_TYPE_Q8_0: return KvType::Q8_0;
-  }
-  invalid("kv_type " + std::to_string(t) + " is not a snapvk_kv_type (0 f16, 1 f32, 2 q8_0)");
-}
-
-int32_t from_kv_type(KvType t) {
-  switch (t) {
-    case KvType::F16: return SNAPVK_KV_TYPE_F16;
-    case KvType::F32: return SNAPVK_KV_TYPE_F32;
-    case KvType::Q8_0: return SNAPVK_KV_TYPE_Q8_0;
-  }
+// An enum's C value: its index in the option's names(), which follow the C enums' order.
+template <class E>
+int32_t to_c(E v) {
+  const auto list = names(v);
+  for (size_t i = 0; i < list.size(); ++i)
+    if (list[i].value == v) return int32_t(i);
   return -1;
 }
 
-constexpr KvPolicy kPolicies[] = {KvPolicy::Full,         KvPolicy::SnapKV, KvPolicy::PyramidKV,
-                                  KvPolicy::StreamingLLM, KvPolicy::H2O,    KvPolicy::AdaKV};
-
-int32_t from_policy(KvPolicy p) {
-  for (int32_t i = 0; i < 6; ++i)
-    if (kPolicies[i] == p) return i;
-  return -1;
+// One option of snapvk_session_options read into its SessionOptions field. Zero is the
+// default everywhere; a signed count also takes -1 for none (0); an enum is its C value.
+// `c_type` names the C enum in errors ("snapvk_kv_gqa").
+template <class E>
+  requires std::is_enum_v<E>
+void from_c(const OptionInfo& info, int32_t c, E& field) {
+  const auto list = names(field);
+  if (c < 0 || size_t(c) >= list.size()) {
+    std::string choices;
+    for (size_t i = 0; i < list.size(); ++i) choices += (i ? ", " : "") + std::to_string(i) + " " + list[i].name;
+    invalid(std::string(info.key) + " " + std::to_string(c) + " is not a snapvk_" + info.key + " (" + choices + ")");
+  }
+  field = list[size_t(c)].value;
+}
+void from_c(const OptionInfo&, uint32_t c, uint32_t& field) {
+  if (c) field = c;
+}
+void from_c(const OptionInfo& info, int32_t c, uint32_t& field) {
+  if (c < -1)
+    invalid(std::string(info.key) + " " + std::to_string(c) + " must be -1 (none), 0 (the default) or positive");
+  if (c) field = c < 0 ? 0 : uint32_t(c);
+}
+void from_c(const OptionInfo& info, float c, float& field) {
+  if (std::isnan(c) || c < info.lo || c > info.hi)
+    invalid(std::string(info.key) + " must be in [" + std::to_string(int(info.lo)) + ", " + std::to_string(int(info.hi)) +
+            "], 0 for the default");
+  if (c != 0.0f) field = c;
 }
 
 int32_t to_stop_reason(StopReason r) {
@@ -349,51 +360,24 @@ int32_t to_stop_reason(StopReason r) {
   return SNAPVK_STOP_MAX_TOKENS;
 }
 
+// Every option of the table read from its field of the same name; kv_policy_name, when set,
+// names the policy instead of kv_policy.
 SessionOptions to_session_options(const snapvk_session_options& o) {
   SessionOptions so;
-  so.n_ctx = o.n_ctx;
-  so.n_batch = o.n_batch ? o.n_batch : 256;
-  so.kv_type = to_kv_type(o.kv_type);
-  KvPolicyOptions& kv = so.kv;
+#define SNAPVK_FROM_C(key, member, flag, scope, lo, hi, help) \
+  from_c(OptionInfo{#key, flag, scope, double(lo), double(hi), help}, o.key, so.member);
+  SNAPVK_SESSION_OPTIONS(SNAPVK_FROM_C)
+#undef SNAPVK_FROM_C
   if (o.kv_policy_name) {
-    auto p = parse_kv_policy(o.kv_policy_name);
+    const auto p = parse_kv_policy(o.kv_policy_name);
     if (!p)
-      invalid(std::string("kv_policy_name '") + o.kv_policy_name +
-              "' is not a KV policy (full, snapkv, pyramidkv, streamingllm, h2o, adakv)");
-    kv.policy = *p;
-  } else {
-    if (o.kv_policy < 0 || o.kv_policy > 5)
-      invalid("kv_policy " + std::to_string(o.kv_policy) + " is not a snapvk_kv_policy (0..5)");
-    kv.policy = kPolicies[o.kv_policy];
+      invalid(std::string("kv_policy_name '") + o.kv_policy_name + "' is not a KV policy (" +
+              names_of(names(KvPolicy{})) + ")");
+    so.kv.policy = *p;
   }
-  if (std::isnan(o.kv_ratio) || o.kv_ratio < 0.0f || o.kv_ratio > 1.0f)
-    invalid("kv_ratio must be in (0, 1], or 0 to use kv_budget");
-  if (kv.policy == KvPolicy::Full && (o.kv_budget || o.kv_ratio > 0.0f))
-    invalid("kv_budget/kv_ratio need a compressing kv_policy (snapkv, pyramidkv, streamingllm, h2o, adakv)");
-  if (o.kv_pool != SNAPVK_KV_POOL_MAX && o.kv_pool != SNAPVK_KV_POOL_AVG)
-    invalid("kv_pool " + std::to_string(o.kv_pool) + " is not a snapvk_kv_pool (0 max, 1 avg)");
-  if (o.kv_pool_ahead < -1)
-    invalid("kv_pool_ahead " + std::to_string(o.kv_pool_ahead) + " must be -1 (none), 0 (the default) or positive");
-  if (o.kv_complete_words < -1)
-    invalid("kv_complete_words " + std::to_string(o.kv_complete_words) +
-            " must be -1 (none), 0 (the default) or positive");
-  if (o.kv_gqa < 0 || o.kv_gqa > 2)
-    invalid("kv_gqa " + std::to_string(o.kv_gqa) + " is not a snapvk_kv_gqa (0 mean, 1 max, 2 sum)");
-  kv.budget = o.kv_budget;
-  kv.ratio = o.kv_ratio;
-  kv.window = o.kv_window ? o.kv_window : KvPolicyOptions{}.window;
-  kv.kernel = o.kv_kernel ? o.kv_kernel : KvPolicyOptions{}.kernel;
-  kv.avg_pool = o.kv_pool == SNAPVK_KV_POOL_AVG;
-  kv.pool_ahead = o.kv_pool_ahead == 0  ? KvPolicyOptions{}.pool_ahead
-                  : o.kv_pool_ahead < 0 ? 0
-                                        : uint32_t(o.kv_pool_ahead);
-  kv.complete_words = o.kv_complete_words == 0  ? KvPolicyOptions{}.complete_words
-                      : o.kv_complete_words < 0 ? 0
-                                                : uint32_t(o.kv_complete_words);
-  kv.gqa = o.kv_gqa == SNAPVK_KV_GQA_MAX ? GqaAgg::Max : o.kv_gqa == SNAPVK_KV_GQA_SUM ? GqaAgg::Sum : GqaAgg::Mean;
   if (o.kv_endless > 1) invalid("kv_endless must be 0 or 1");
   so.endless = o.kv_endless == 1;
-  kv.validate();
+  so.kv.validate();
   return so;
 }
 
@@ -943,8 +927,8 @@ SNAPVK_API snapvk_status snapvk_session_get_kv_stats(snapvk_session* session, sn
     o.n_past = sess.n_past();
     o.n_ctx = sess.n_ctx();
     o.prompt_len = sess.cache().prompt_len();
-    o.kv_policy = from_policy(sess.options().kv.policy);
-    o.kv_type = from_kv_type(sess.options().kv_type);
+    o.kv_policy = to_c(sess.options().kv.policy);
+    o.kv_type = to_c(sess.options().kv_type);
     o.full_bytes = k.full_bytes;
     o.retained_bytes = k.retained_bytes;
     o.allocated_bytes = k.allocated_bytes;

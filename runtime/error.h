@@ -5,9 +5,10 @@
 // profiler's "does not fit" rows) decide by kind, never by the message's wording. A failed
 // option check also says which option (Param), so the CLI and the C API can name it in their
 // own terms (--kv-window, snapvk_session_options.kv_window); host/ messages speak of the
-// quantity ("the KV window"), not of a flag.
+// quantity ("the KV window"), not of a flag. runtime/ knows no option: the thrower names it.
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace snapvk {
 
@@ -34,42 +35,22 @@ constexpr const char* error_kind_name(ErrorKind k) {
   return "?";
 }
 
-// The session option an InvalidArgument error is about (None: no single option).
-enum class Param {
-  None,
-  KvPolicy,
-  KvBudget,
-  KvRatio,
-  KvWindow,
-  KvKernel,
-  KvPoolAhead,
-  KvPool,
-  KvGqa,
-  KvType,
-  NCtx,
-  NBatch,
-  KvCompleteWords,
-};
-
-// The option's name in SessionOptions (and in the C API's snapvk_session_options): "kv_window".
-constexpr const char* param_name(Param p) {
-  switch (p) {
-    case Param::None: return "";
-    case Param::KvPolicy: return "kv_policy";
-    case Param::KvBudget: return "kv_budget";
-    case Param::KvRatio: return "kv_ratio";
-    case Param::KvWindow: return "kv_window";
-    case Param::KvKernel: return "kv_kernel";
-    case Param::KvPoolAhead: return "kv_pool_ahead";
-    case Param::KvPool: return "kv_pool";
-    case Param::KvGqa: return "kv_gqa";
-    case Param::KvType: return "kv_type";
-    case Param::NCtx: return "n_ctx";
-    case Param::NBatch: return "n_batch";
-    case Param::KvCompleteWords: return "kv_complete_words";
+// The option an InvalidArgument error is about, named by the layer that throws it, in that
+// layer's words (the session's options are keyed "kv_window", "n_ctx": host/session/options.h);
+// the CLI, the C API and the server translate the name into their own spelling. `name` points
+// at a string with static storage (a literal or an option table's key); null: no single option.
+struct Param {
+  const char* name = nullptr;
+  static const Param None;
+  constexpr explicit operator bool() const { return name != nullptr; }
+  friend constexpr bool operator==(const Param& a, const Param& b) {
+    if (!a.name || !b.name) return a.name == b.name;
+    return std::string_view(a.name) == std::string_view(b.name);
   }
-  return "";
-}
+};
+inline constexpr Param Param::None{};
+
+constexpr const char* param_name(Param p) { return p.name ? p.name : ""; }
 
 struct Error : std::runtime_error {
   Error(ErrorKind kind, const std::string& msg, Param param = Param::None)

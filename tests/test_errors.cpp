@@ -11,6 +11,7 @@
 #include "host/gguf/ggml_types.h"
 #include "host/gguf/gguf.h"
 #include "host/kv/kv_policy.h"
+#include "host/session/options.h"
 #include "host/session/sampler.h"
 #include "runtime/checked.h"
 #include "runtime/error.h"
@@ -37,15 +38,15 @@ TEST(Errors, KindAndParamTravelWithTheError) {
   EXPECT_EQ(plain.kind(), ErrorKind::Io);
   EXPECT_EQ(plain.param(), Param::None);
   EXPECT_STREQ(plain.what(), "x.gguf: cannot open");
-  const Error opt(ErrorKind::InvalidArgument, "the KV window must be at least 1", Param::KvWindow);
-  EXPECT_EQ(opt.kind(), ErrorKind::InvalidArgument);
-  EXPECT_EQ(opt.param(), Param::KvWindow);
-  EXPECT_STREQ(opt.what(), "the KV window must be at least 1");  // the message is not decorated
+  const Error about(ErrorKind::InvalidArgument, "the KV window must be at least 1", opt::kv_window);
+  EXPECT_EQ(about.kind(), ErrorKind::InvalidArgument);
+  EXPECT_EQ(about.param(), opt::kv_window);
+  EXPECT_STREQ(about.what(), "the KV window must be at least 1");  // the message is not decorated
   // Copies (rethrown, stored) keep both.
   Error copy = plain;
-  copy = opt;
+  copy = about;
   EXPECT_EQ(copy.kind(), ErrorKind::InvalidArgument);
-  EXPECT_EQ(copy.param(), Param::KvWindow);
+  EXPECT_EQ(copy.param(), opt::kv_window);
   // Cancelled is still its own type, and an Error of kind Cancelled.
   try {
     throw Cancelled();
@@ -56,8 +57,8 @@ TEST(Errors, KindAndParamTravelWithTheError) {
   }
   EXPECT_STREQ(error_kind_name(ErrorKind::OutOfMemory), "out of memory");
   EXPECT_STREQ(error_kind_name(ErrorKind::BadModel), "bad model");
-  EXPECT_STREQ(param_name(Param::KvWindow), "kv_window");
-  EXPECT_STREQ(param_name(Param::NCtx), "n_ctx");
+  EXPECT_STREQ(param_name(opt::kv_window), "kv_window");
+  EXPECT_STREQ(param_name(opt::n_ctx), "n_ctx");
   EXPECT_STREQ(param_name(Param::None), "");
 }
 
@@ -68,8 +69,8 @@ TEST(Errors, CheckedArithmeticTakesItsCallersKind) {
   const Error file = error_of([] { checked_range(0, 1, 5, "model: n_layer", ErrorKind::BadModel); });
   EXPECT_EQ(file.kind(), ErrorKind::BadModel);
   EXPECT_STREQ(file.what(), "model: n_layer 0 is out of range (1..5)");
-  const Error opt = error_of([] { checked_add(~0ull, 1, "n", ErrorKind::InvalidArgument, Param::NCtx); });
-  EXPECT_EQ(opt.param(), Param::NCtx);
+  const Error with_param = error_of([] { checked_add(~0ull, 1, "n", ErrorKind::InvalidArgument, opt::n_ctx); });
+  EXPECT_EQ(with_param.param(), opt::n_ctx);
   EXPECT_EQ(error_of([] { checked_mul_u32(1ull << 16, 1ull << 16, "x", ErrorKind::BadModel); }).kind(),
             ErrorKind::BadModel);
 }
@@ -120,13 +121,13 @@ TEST(Errors, OptionChecksNameTheirOption) {
     EXPECT_EQ(std::string(e.what()).find("--"), std::string::npos) << e.what();
     return e.param();
   };
-  EXPECT_EQ(param_of([](KvPolicyOptions& o) { o.window = 64; }), Param::KvWindow);
-  EXPECT_EQ(param_of([](KvPolicyOptions& o) { o.window = 0; }), Param::KvWindow);
-  EXPECT_EQ(param_of([](KvPolicyOptions& o) { o.kernel = 4; }), Param::KvKernel);
-  EXPECT_EQ(param_of([](KvPolicyOptions& o) { o.budget = 1u << 30; }), Param::KvBudget);
-  EXPECT_EQ(param_of([](KvPolicyOptions& o) { o.budget = 0; }), Param::KvBudget);
-  EXPECT_EQ(param_of([](KvPolicyOptions& o) { o.budget = 0, o.ratio = 1.5f; }), Param::KvRatio);
-  EXPECT_EQ(param_of([](KvPolicyOptions& o) { o.ratio = 0.5f; }), Param::KvRatio);
+  EXPECT_EQ(param_of([](KvPolicyOptions& o) { o.window = 64; }), opt::kv_window);
+  EXPECT_EQ(param_of([](KvPolicyOptions& o) { o.window = 0; }), opt::kv_window);
+  EXPECT_EQ(param_of([](KvPolicyOptions& o) { o.kernel = 4; }), opt::kv_kernel);
+  EXPECT_EQ(param_of([](KvPolicyOptions& o) { o.budget = 1u << 30; }), opt::kv_budget);
+  EXPECT_EQ(param_of([](KvPolicyOptions& o) { o.budget = 0; }), opt::kv_budget);
+  EXPECT_EQ(param_of([](KvPolicyOptions& o) { o.budget = 0, o.ratio = 1.5f; }), opt::kv_ratio);
+  EXPECT_EQ(param_of([](KvPolicyOptions& o) { o.ratio = 0.5f; }), opt::kv_ratio);
   EXPECT_EQ(param_of([](KvPolicyOptions& o) { o.pyramid_beta = 0, o.policy = KvPolicy::PyramidKV; }), Param::None);
   SamplerParams sp;
   sp.temp = -1;

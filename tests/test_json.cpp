@@ -183,9 +183,21 @@ TEST(JsonCli, RunPrintsOneObject) {
   EXPECT_EQ(keys(j["timings"]), (std::vector<std::string>{"prefill_ms", "decode_ms", "prefill_tok_s", "decode_tok_s"}));
   EXPECT_GT(j["timings"]["prefill_ms"].get<double>(), 0.0);
   EXPECT_EQ(keys(j["kv"]),
-            (std::vector<std::string>{"policy", "type", "bytes", "full_bytes", "ratio", "allocated_bytes", "n_ctx",
-                                      "n_past", "score_ms", "pool_ms", "select_ms", "gather_ms"}));
+            (std::vector<std::string>{"policy", "type", "options", "bytes", "full_bytes", "ratio", "allocated_bytes",
+                                      "n_ctx", "n_past", "score_ms", "pool_ms", "select_ms", "gather_ms"}));
   EXPECT_EQ(j["kv"]["policy"], "streamingllm");
+  // Every option of the table, as the command line set it or by default.
+  const ojson& opts = j["kv"]["options"];
+  EXPECT_EQ(keys(opts), (std::vector<std::string>{"n_ctx", "n_batch", "kv_type", "kv_policy", "kv_budget", "kv_ratio",
+                                                  "kv_window", "kv_kernel", "kv_pool", "kv_pool_ahead",
+                                                  "kv_complete_words", "kv_gqa"}));
+  EXPECT_EQ(opts["kv_policy"], "streamingllm");
+  EXPECT_EQ(opts["kv_budget"], 8);
+  EXPECT_EQ(opts["kv_window"], 2);
+  EXPECT_EQ(opts["kv_kernel"], KvPolicyOptions{}.kernel);
+  EXPECT_EQ(opts["kv_pool"], "max");
+  EXPECT_EQ(opts["kv_type"], "f16");
+  EXPECT_EQ(opts["n_batch"], kDefaultBatch);
   EXPECT_EQ(j["kv"]["type"], "f16");
   EXPECT_GT(j["kv"]["ratio"].get<double>(), 1.0);
   EXPECT_GT(j["peak_device_bytes"].get<uint64_t>(), 0u);
@@ -198,8 +210,10 @@ TEST(JsonCli, DryRunPrintsTheMemoryModel) {
   ASSERT_EQ(r.code, 0) << r.err;
   ojson j;
   ASSERT_NO_THROW(j = ojson::parse(r.out)) << r.out;
-  EXPECT_EQ(keys(j), (std::vector<std::string>{"prompt_tokens", "n_ctx", "policy", "weights", "activations", "kv_cache",
-                                               "kv_full_equivalent", "prefill_transient", "peak", "budget", "fits"}));
+  EXPECT_EQ(keys(j), (std::vector<std::string>{"prompt_tokens", "n_ctx", "policy", "options", "weights", "activations",
+                                               "kv_cache", "kv_full_equivalent", "prefill_transient", "peak", "budget",
+                                               "fits"}));
+  EXPECT_EQ(j["options"]["kv_policy"], "full");
   EXPECT_EQ(j["prompt_tokens"], 5);
   EXPECT_EQ(j["budget"].get<uint64_t>(), uint64_t(1) << 30);
   EXPECT_TRUE(j["fits"].get<bool>());

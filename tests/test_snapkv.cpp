@@ -261,7 +261,7 @@ TEST_F(SnapkvStories, SelectionMatchesCpuReferenceForEveryPolicy) {
                   Case{KvPolicy::PyramidKV, 7, true, GqaAgg::Mean, 4, 4}}) {
     SessionOptions o = options(cs.policy, 64, 8);
     o.kv.kernel = cs.kernel;
-    o.kv.avg_pool = cs.avg;
+    o.kv.pool = cs.avg ? KvPool::Avg : KvPool::Max;
     o.kv.gqa = cs.agg;
     o.kv.complete_words = cs.words;
     o.kv.pool_ahead = cs.ahead;

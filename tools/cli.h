@@ -3,6 +3,9 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
+#include <initializer_list>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -26,21 +29,19 @@ ContextOptions context_options(const Globals& g);
 
 std::string bytes_str(uint64_t b);
 
-// The KV-cache options of every command that builds a session (--kv-policy, --kv-budget, ...).
-struct KvCliOptions {
-  std::string policy = "full", type = "f16", pool = "max", gqa = "mean";
-  // The defaults are KvPolicyOptions' (docs/fidelity.md says why the paper's W 32 and kernel 7 with words completed).
-  uint32_t budget = 0, window = KvPolicyOptions{}.window, kernel = KvPolicyOptions{}.kernel,
-           pool_ahead = KvPolicyOptions{}.pool_ahead;
-  uint32_t complete_words = KvPolicyOptions{}.complete_words;
-  float ratio = 0.0f;
+// The session options of a command (-c, -b, --kv-type, --kv-policy, --kv-budget, ...), walked
+// from the option table (host/session/options.h): numbers are bound to their fields, enums are
+// kept as typed until session_options() checks them.
+struct SessionCli {
+  SessionOptions so;
+  std::map<std::string, std::string, std::less<>> text;  // each enum option as typed, by key
 };
-void add_kv_options(CLI::App& app, KvCliOptions& o);
-// The options both add_kv_options and the report commands' lists take: window, kernel, pool,
-// pool-ahead, GQA aggregation, KV type.
-void add_kv_tuning_options(CLI::App& app, KvCliOptions& o);
-// Checked conversion into session options (throws snapvk::Error with a one-line message).
-void apply_kv_options(const KvCliOptions& o, SessionOptions& out);
+// Registers every option of the table on `app` but those whose keys are in `skip`.
+void add_session_options(CLI::App& app, SessionCli& o, std::initializer_list<std::string_view> skip = {});
+// The checked options (throws snapvk::Error with a one-line message naming the option).
+SessionOptions session_options(const SessionCli& o);
+// Every option of the table and its value (enums by name), for --json reports.
+nlohmann::ordered_json options_json(const SessionOptions& so);
 
 // The sampling options of every command that generates (--temp, --top-k, --top-p, --min-p,
 // --repeat-penalty, --repeat-last-n, -s/--seed); seed_set says whether --seed was given.

@@ -24,24 +24,10 @@ ContextOptions context_options(const Globals& g) {
 
 namespace {
 
-// The command-line option that sets a session option.
-const char* option_name(Param p) {
-  switch (p) {
-    case Param::None: return nullptr;
-    case Param::KvPolicy: return "--kv-policy";
-    case Param::KvBudget: return "--kv-budget";
-    case Param::KvRatio: return "--kv-ratio";
-    case Param::KvWindow: return "--kv-window";
-    case Param::KvKernel: return "--kv-kernel";
-    case Param::KvPoolAhead: return "--kv-pool-ahead";
-    case Param::KvPool: return "--kv-pool";
-    case Param::KvGqa: return "--kv-gqa";
-    case Param::KvType: return "--kv-type";
-    case Param::NCtx: return "--ctx-size";
-    case Param::NBatch: return "--batch-size";
-    case Param::KvCompleteWords: return "--kv-complete-words";
-  }
-  return nullptr;
+// The command-line option that sets a session option (the option table's long flag).
+std::string option_name(Param p) {
+  const OptionInfo* o = p ? find_option(p.name) : nullptr;
+  return o ? std::string(o->long_flag()) : std::string();
 }
 
 // Whether the command that ran (or its chosen subcommand) has the option `name`.
@@ -125,9 +111,9 @@ int Cli::main(int argc, const char* const* argv) {
   } catch (const Error& e) {
     // An option's error names the flag that sets it, where this command has one (profile sets
     // each run's context from --contexts, not --ctx-size).
-    const char* flag = option_name(e.param());
-    if (flag && ran && has_option(*ran, flag))
-      std::fprintf(stderr, "snapvk: error: %s (option %s)\n", e.what(), flag);
+    const std::string flag = option_name(e.param());
+    if (!flag.empty() && ran && has_option(*ran, flag))
+      std::fprintf(stderr, "snapvk: error: %s (option %s)\n", e.what(), flag.c_str());
     else
       std::fprintf(stderr, "snapvk: error: %s\n", e.what());
     return 1;

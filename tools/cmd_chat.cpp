@@ -29,9 +29,8 @@ namespace {
 struct ChatOptions {
   std::string model, system, chat_template;
   std::string pack;  // --pack: the conversation follows a pack's document
-  KvCliOptions kv;
+  SessionCli session;  // -c, -b, --kv-*
   int32_t n_predict = 512;
-  uint32_t n_ctx = 0, n_batch = 256;
   SamplerParams sp;
   bool seed_set = false;
 };
@@ -194,10 +193,7 @@ int chat(const ChatOptions& o, const Globals& g) {
   if (!o.chat_template.empty() && !chat_format_from_name(o.chat_template))
     throw Error(ErrorKind::InvalidArgument,
                 "unknown --chat-template '" + o.chat_template + "' (names: " + chat_format_names() + ")");
-  SessionOptions so;
-  apply_kv_options(o.kv, so);
-  so.n_ctx = o.n_ctx;
-  so.n_batch = o.n_batch;
+  SessionOptions so = session_options(o.session);
   // a budget keeps a conversation of any length within it (docs/packs.md, endless chat); h2o and
   // adakv compress the first prompt only, as before
   so.endless = compacts_again(so.kv.policy) && so.kv.budget > 0;
@@ -224,12 +220,8 @@ Runner add_chat(CLI::App& app, const Globals& g) {
                  "Chat template instead of the model's: chatml, llama3, gemma, mistral (llama2), phi3, ...");
   app.add_option("-n,--n-predict", o->n_predict, "Tokens per answer at most (<= 0: until the context is full)")
       ->capture_default_str();
-  app.add_option("-c,--ctx-size", o->n_ctx, "Positions the conversation may hold (default: the model's, at most 4096)");
-  app.add_option("-b,--batch-size", o->n_batch, "Prompt tokens per prefill step")
-      ->capture_default_str()
-      ->check(CLI::Range(1u, 65536u));
   add_sampler_options(app, o->sp, o->seed_set);
-  add_kv_options(app, o->kv);
+  add_session_options(app, o->session);
   app.add_option("--pack", o->pack, "Chat about a pack's document (snapvk pack): loaded, not prefilled");
   return [o, &g] { return chat(*o, g); };
 }

@@ -18,8 +18,7 @@ namespace {
 
 struct PackOptions {
   std::string model, prompt, prompt_file, tokens_file, query, out;
-  KvCliOptions kv;
-  uint32_t n_batch = 256;
+  SessionCli session;  // -b, --kv-*
   bool json = false;
 };
 
@@ -27,11 +26,9 @@ int pack(const PackOptions& o, const Globals& g) {
   const int sources = !o.prompt.empty() + !o.prompt_file.empty() + !o.tokens_file.empty();
   if (sources != 1)
     throw Error(ErrorKind::InvalidArgument, "give exactly one of -p PROMPT, -f FILE or --tokens-file FILE");
-  SessionOptions so;
-  apply_kv_options(o.kv, so);
-  so.n_batch = o.n_batch;
+  SessionOptions so = session_options(o.session);
   if (!o.query.empty() && !so.kv.compresses())
-    throw Error(ErrorKind::InvalidArgument, "--pack-query needs a compressing --kv-policy", Param::KvPolicy);
+    throw Error(ErrorKind::InvalidArgument, "--pack-query needs a compressing --kv-policy", opt::kv_policy);
   if (g.check_only) return 0;
 
   Context ctx(context_options(g));
@@ -76,10 +73,7 @@ Runner add_pack(CLI::App& app, const Globals& g) {
   app.add_option("-o,--output", o->out, "Pack file to write")->required();
   app.add_option("--pack-query", o->query,
                  "An expected question as the observation window (question-aware compression; not kept in the pack)");
-  app.add_option("-b,--batch-size", o->n_batch, "Prompt tokens per prefill step")
-      ->capture_default_str()
-      ->check(CLI::Range(1u, 65536u));
-  add_kv_options(app, o->kv);
+  add_session_options(app, o->session, {"n_ctx"});
   app.add_flag("--json", o->json, "Print one JSON object (size, timings)");
   return [o, &g] { return pack(*o, g); };
 }

@@ -86,8 +86,8 @@ std::unique_ptr<Model> load_synthetic(Kernels& k, const SynthShape& s, TempFile&
 struct ProfileCli {
   std::string model, synthetic, weight_type = "f16", contexts, policies = "snapkv,pyramidkv,streamingllm", budgets,
                                 out = "profile-out";
-  KvCliOptions kv;
-  uint32_t gen = 16, n_batch = 256;
+  SessionCli session;  // -b, --kv-* (--kv-policy and --kv-budget as lists)
+  uint32_t gen = 16;
   bool json = false, dry_run = false, packs = false;
 };
 
@@ -96,14 +96,13 @@ int profile(const ProfileCli& o, const Globals& g) {
     throw Error(ErrorKind::InvalidArgument, "give -m MODEL or --synthetic PRESET, not both");
   ProfileOptions po;
   po.gen = o.gen;
-  po.n_batch = o.n_batch;
+  po.n_batch = o.session.so.n_batch;
   po.packs = o.packs;
   const bool builtin = o.model.empty() && o.synthetic.empty();
   const std::string preset = builtin ? kDefaultPreset : o.synthetic;
   std::string budgets = o.budgets;
-  if (budgets.empty() && !(o.kv.ratio > 0)) budgets = kDefaultBudget;
-  po.specs = make_specs(o.kv, o.policies, budgets, false, po.kv_type);
-  if (po.n_batch == 0) throw Error(ErrorKind::InvalidArgument, "-b must be at least 1");
+  if (budgets.empty() && !(o.session.so.kv.ratio > 0)) budgets = kDefaultBudget;
+  po.specs = make_specs(o.session, o.policies, budgets, false, po.kv_type);  // checks -b too
 
   // The shape, for the dry run and the default contexts.
   std::optional<SynthShape> shape;
@@ -185,13 +184,10 @@ Runner add_profile(CLI::App& app, const Globals& g) {
                  "Prompt lengths in tokens, comma-separated, k = 1024 (default: " + std::string(kDefaultContexts) +
                      "; with -m, those within the model's training context)");
   add_kv_list_options(
-      app, o->kv, o->policies, o->budgets, "KV policies to compare with the full cache, comma-separated",
+      app, o->session, o->policies, o->budgets, "KV policies to compare with the full cache, comma-separated",
       "Entries kept per KV head (C), comma-separated for several (default: " + std::string(kDefaultBudget) + ")");
   app.add_option("--gen", o->gen, "Decode steps per run: timed, and compared with the full cache")
       ->capture_default_str();
-  app.add_option("-b,--batch-size", o->n_batch, "Prompt tokens per prefill step")
-      ->capture_default_str()
-      ->check(CLI::Range(1u, 65536u));
   app.add_option("--out", o->out, "Directory for profile.csv, profile.json, profile.svg, profile.html")
       ->capture_default_str();
   app.add_flag("--json", o->json, "Print one JSON object instead of the table");

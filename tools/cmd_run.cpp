@@ -31,9 +31,8 @@ struct RunOptions {
   bool kv_type_given = false;         // --kv-type was given (with --pack it must match the pack's)
   bool chat = false;                  // --chat: the prompt is one user turn through the chat template
   std::string system, chat_template;  // --system, --chat-template
-  KvCliOptions kv;
+  SessionCli session;  // -c, -b, --kv-*
   int32_t n_predict = 128;
-  uint32_t n_ctx = 0, n_batch = 256;
   SamplerParams sp;
   bool seed_set = false, json = false, profile = false, dry_run = false;
 };
@@ -63,6 +62,7 @@ int memory_check(const Model& model, SessionOptions so, uint32_t L, const Contex
   const bool fits = (!budget || e.peak <= budget) && L <= q.n_ctx;
   nlohmann::ordered_json j;
   j["prompt_tokens"] = L, j["n_ctx"] = q.n_ctx, j["policy"] = kv_policy_name(so.kv.policy);
+  j["options"] = options_json(so);
   j["weights"] = e.weights, j["activations"] = e.activations, j["kv_cache"] = e.kv_cache;
   j["kv_full_equivalent"] = e.kv_full_equivalent, j["prefill_transient"] = e.prefill_transient;
   j["peak"] = e.peak, j["budget"] = budget, j["fits"] = fits;
@@ -157,6 +157,7 @@ void print_json(const RunReport& r) {
   t["prefill_tok_s"] = r.prefill_tps(), t["decode_tok_s"] = r.decode_tps();
   nlohmann::ordered_json& k = j["kv"];
   k["policy"] = kv_policy_name(so.kv.policy), k["type"] = kv_type_name(so.kv_type);
+  k["options"] = options_json(so);
   k["bytes"] = kv.retained_bytes, k["full_bytes"] = kv.full_bytes, k["ratio"] = kv.ratio();
   k["allocated_bytes"] = kv.allocated_bytes, k["n_ctx"] = r.session.n_ctx(), k["n_past"] = r.session.n_past();
   k["score_ms"] = kv.score_ms, k["pool_ms"] = kv.pool_ms, k["select_ms"] = kv.select_ms;
@@ -192,10 +193,7 @@ int run(const RunOptions& o, const Globals& g) {
   if (sources != 1)
     throw Error(ErrorKind::InvalidArgument, "give exactly one of -p PROMPT, -f FILE or --tokens-file FILE");
   check_chat_options(o);
-  SessionOptions so;
-  apply_kv_options(o.kv, so);
-  so.n_ctx = o.n_ctx;
-  so.n_batch = o.n_batch;
+  SessionOptions so = session_options(o.session);
   so.profile = o.profile;
   so.keep_selection = !o.dump_selection.empty();
   const KvType kv_type = so.kv_type;
@@ -238,7 +236,7 @@ int run(const RunOptions& o, const Globals& g) {
                 "prompt of " + std::to_string(prompt.size()) + " tokens" +
                     (pack ? " after the pack's " + std::to_string(held) : std::string()) +
                     " is longer than the context (" + std::to_string(session.n_ctx()) + "); raise -c",
-                Param::NCtx);
+                opt::n_ctx);
   const uint32_t n_gen = o.n_predict < 0 ? room + 1 : std::min<uint32_t>(uint32_t(o.n_predict), room + 1);
 
   if (tmpl && !o.json) std::fprintf(stderr, "chat template: %s (%s)\n", tmpl->name(), tmpl->source().c_str());
@@ -339,13 +337,10 @@ Runner add_run(CLI::App& app, const Globals& g) {
   app.add_option("-n,--n-predict", o->n_predict, "Tokens to generate (-1: until the context is full)")
       ->capture_default_str();
   app.add_option(
-      "-c,--ctx-size", o->n_ctx,
+      "-c,--ctx-size", o->session.so.n_ctx,
       "Positions the cache holds, prompt + generated (default: prompt + -n, or the model's context with -n -1)");
-  app.add_option("-b,--batch-size", o->n_batch, "Prompt tokens per prefill step")
-      ->capture_default_str()
-      ->check(CLI::Range(1u, 65536u));
   add_sampler_options(app, o->sp, o->seed_set);
-  add_kv_options(app, o->kv);
+  add_session_options(app, o->session, {"n_ctx"});
   app.add_option("--dump-kv-selection", o->dump_selection,
                  "Write the retained prompt positions per layer and head as JSON");
   app.add_flag("--json", o->json, "Print one JSON object at the end instead of streaming");

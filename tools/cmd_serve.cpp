@@ -23,9 +23,8 @@ namespace {
 
 struct ServeOptions {
   std::string model, alias, packs;
-  KvCliOptions kv;
+  SessionCli session;  // -c, -b, --kv-*: each slot's, and the requests' defaults
   server::ServerOptions server;
-  uint32_t n_ctx = 0, n_batch = 256;
   int32_t n_predict = 512;
   bool seed_set = false;
 };
@@ -65,10 +64,7 @@ int serve(ServeOptions& o, const Globals& g) {
     server::PackLibrary::check_dir(o.packs);
     o.server.packs_dir = o.packs;
   }
-  SessionOptions so;
-  apply_kv_options(o.kv, so);
-  so.n_ctx = o.n_ctx;
-  so.n_batch = o.n_batch;
+  const SessionOptions so = session_options(o.session);
   o.server.scheduler.session = so;
   o.server.defaults.kv = so.kv;
   o.server.defaults.max_tokens = o.n_predict > 0 ? uint32_t(o.n_predict) : kMaxContext;
@@ -131,12 +127,8 @@ Runner add_serve(CLI::App& app, const Globals& g) {
   app.add_option("-n,--n-predict", o->n_predict,
                  "Tokens per answer when a request gives no max_tokens (<= 0: until the context is full)")
       ->capture_default_str();
-  app.add_option("-c,--ctx-size", o->n_ctx, "Positions each slot holds (default: the model's, at most 4096)");
-  app.add_option("-b,--batch-size", o->n_batch, "Prompt tokens per prefill step")
-      ->capture_default_str()
-      ->check(CLI::Range(1u, 65536u));
   add_sampler_options(app, s.defaults.sampler, o->seed_set);
-  add_kv_options(app, o->kv);
+  add_session_options(app, o->session);
   return [o, &g] { return serve(*o, g); };
 }
 

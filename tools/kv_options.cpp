@@ -1,63 +1,56 @@
-// --kv-* options shared by every command that builds a session.
+// The session options of every command that builds a session, walked from the option table.
+#include <algorithm>
+#include <type_traits>
+
 #include "runtime/error.h"
 #include "tools/cli.h"
 
 namespace snapvk::cli {
 
-void add_kv_tuning_options(CLI::App& app, KvCliOptions& o) {
-  app.add_option("--kv-window", o.window, "Observation window W: the last prompt tokens, always kept")
-      ->capture_default_str();
-  app.add_option("--kv-kernel", o.kernel, "Pooling kernel size (odd)")->capture_default_str();
-  app.add_option("--kv-pool", o.pool, "Pooling: max or avg")->capture_default_str();
-  app.add_option("--kv-pool-ahead", o.pool_ahead,
-                 "Pooling also keeps this many positions after each voted one (0: the paper's symmetric pooling)")
-      ->capture_default_str();
-  app.add_option("--kv-complete-words", o.complete_words,
-                 "A kept token brings the rest of its word or number, up to this many tokens either way (0: off)")
-      ->capture_default_str();
-  app.add_option("--kv-gqa", o.gqa, "Query-head vote aggregation per KV head: mean, max or sum")->capture_default_str();
-  app.add_option("--kv-type", o.type, "KV cache storage: f16, f32 or q8_0")->capture_default_str();
+void add_session_options(CLI::App& app, SessionCli& o, std::initializer_list<std::string_view> skip) {
+  visit_options(o.so, [&](const OptionInfo& info, auto& field) {
+    if (std::find(skip.begin(), skip.end(), std::string_view(info.key)) != skip.end()) return;
+    using T = std::remove_reference_t<decltype(field)>;
+    if constexpr (std::is_enum_v<T>) {
+      std::string& text = o.text[info.key];
+      text = name_in(names(field), field);
+      app.add_option(info.flag, text, std::string(info.help) + ": " + names_of(names(field), ", "))
+          ->capture_default_str();
+    } else {
+      auto* opt = app.add_option(info.flag, field, info.help);
+      if (field != T{}) opt->capture_default_str();  // a number unset by default shows none
+    }
+  });
 }
 
-void add_kv_options(CLI::App& app, KvCliOptions& o) {
-  app.add_option("--kv-policy", o.policy, "KV policy: full, snapkv, pyramidkv, streamingllm, h2o, adakv")
-      ->capture_default_str();
-  app.add_option("--kv-budget", o.budget, "Entries kept per KV head, window included (C)");
-  app.add_option("--kv-ratio", o.ratio, "Budget as a share of the prompt length, in (0, 1]");
-  add_kv_tuning_options(app, o);
+SessionOptions session_options(const SessionCli& o) {
+  SessionOptions so = o.so;
+  visit_options(so, [&](const OptionInfo& info, auto& field) {
+    using T = std::remove_reference_t<decltype(field)>;
+    if constexpr (std::is_enum_v<T>) {
+      const auto it = o.text.find(info.key);
+      if (it == o.text.end()) return;  // not a flag of this command: the default
+      const auto v = parse_in(names(field), it->second);
+      if (!v)
+        throw Error(ErrorKind::InvalidArgument, "unknown " + std::string(info.long_flag()) + " '" + it->second + "' (" +
+                                                    names_of(names(field)) + ")");
+      field = *v;
+    }
+  });
+  so.kv.validate();  // numbers are checked where they are used: validate(), the session
+  return so;
 }
 
-void apply_kv_options(const KvCliOptions& o, SessionOptions& out) {
-  auto policy = parse_kv_policy(o.policy);
-  if (!policy)
-    throw Error(ErrorKind::InvalidArgument,
-                "unknown --kv-policy '" + o.policy + "' (full, snapkv, pyramidkv, streamingllm, h2o, adakv)");
-  auto type = parse_kv_type(o.type);
-  if (!type) throw Error(ErrorKind::InvalidArgument, "unknown --kv-type '" + o.type + "' (f16, f32, q8_0)");
-  if (o.pool != "max" && o.pool != "avg")
-    throw Error(ErrorKind::InvalidArgument, "unknown --kv-pool '" + o.pool + "' (max, avg)");
-  KvPolicyOptions& kv = out.kv;
-  if (o.gqa == "mean")
-    kv.gqa = GqaAgg::Mean;
-  else if (o.gqa == "max")
-    kv.gqa = GqaAgg::Max;
-  else if (o.gqa == "sum")
-    kv.gqa = GqaAgg::Sum;
-  else
-    throw Error(ErrorKind::InvalidArgument, "unknown --kv-gqa '" + o.gqa + "' (mean, max, sum)");
-  if (*policy == KvPolicy::Full && (o.budget || o.ratio > 0))
-    throw Error(ErrorKind::InvalidArgument,
-                "--kv-budget/--kv-ratio need a compressing --kv-policy (snapkv, pyramidkv, streamingllm, h2o, adakv)");
-  kv.policy = *policy;
-  kv.budget = o.budget;
-  kv.ratio = o.ratio;
-  kv.window = o.window;
-  kv.kernel = o.kernel;
-  kv.avg_pool = o.pool == "avg";
-  kv.pool_ahead = o.pool_ahead;
-  kv.complete_words = o.complete_words;
-  out.kv_type = *type;
-  kv.validate();
+nlohmann::ordered_json options_json(const SessionOptions& so) {
+  nlohmann::ordered_json j = nlohmann::ordered_json::object();
+  visit_options(so, [&](const OptionInfo& info, const auto& field) {
+    using T = std::remove_cvref_t<decltype(field)>;
+    if constexpr (std::is_enum_v<T>)
+      j[info.key] = name_in(names(field), field);
+    else
+      j[info.key] = field;
+  });
+  return j;
 }
 
 void add_sampler_options(CLI::App& app, SamplerParams& sp, bool& seed_set) {

@@ -13,59 +13,48 @@ std::vector<std::string> split_items(const std::string& s) {
   return out;
 }
 
-std::vector<ProfileSpec> make_specs(const KvCliOptions& base, const std::string& policies, const std::string& budgets,
+std::vector<ProfileSpec> make_specs(const SessionCli& base, const std::string& policies, const std::string& budgets,
                                     bool keep_full, KvType& kv_type) {
   std::vector<uint32_t> bs;
   if (!budgets.empty()) bs = parse_token_counts(budgets, "--kv-budget");
-  if (bs.empty()) bs.push_back(0);  // --kv-ratio (checked by apply_kv_options)
+  if (bs.empty()) bs.push_back(0);  // --kv-ratio (checked by session_options)
+  // The options of one policy at one budget, checked.
+  auto options = [&](const std::string& policy, uint32_t budget) {
+    SessionCli k = base;
+    k.text["kv_policy"] = policy;
+    k.so.kv.budget = budget;
+    if (budget || parse_kv_policy(policy) == KvPolicy::Full) k.so.kv.ratio = 0;
+    const SessionOptions so = session_options(k);
+    kv_type = so.kv_type;
+    return so;
+  };
   std::vector<ProfileSpec> specs;
   for (const std::string& p : split_items(policies)) {
-    const auto policy = parse_kv_policy(p);
-    if (!policy)
-      throw Error(ErrorKind::InvalidArgument,
-                  "unknown --kv-policy '" + p + "' (full, snapkv, pyramidkv, streamingllm, h2o, adakv)");
-    if (*policy == KvPolicy::Full) {
+    const bool full = parse_kv_policy(p) == KvPolicy::Full;
+    const SessionOptions first = options(p, full ? 0 : bs.front());  // names an unknown policy
+    if (!first.kv.compresses()) {
       if (keep_full &&
           std::none_of(specs.begin(), specs.end(), [](const ProfileSpec& s) { return !s.kv.compresses(); }))
-        specs.push_back({"full", KvPolicyOptions{}});
-      KvCliOptions k = base;
-      k.policy = "full";
-      SessionOptions so;
-      apply_kv_options(k, so);
-      kv_type = so.kv_type;
+        specs.push_back({"full", first.kv});
       continue;
     }
     for (uint32_t b : bs) {
-      KvCliOptions k = base;
-      k.policy = p;
-      k.budget = b;
-      if (b) k.ratio = 0;
-      SessionOptions so;
-      apply_kv_options(k, so);
-      kv_type = so.kv_type;
-      std::string label = kv_policy_name(*policy);
+      const SessionOptions so = options(p, b);
+      std::string label = kv_policy_name(so.kv.policy);
       if (bs.size() > 1) label += "@" + std::to_string(b);
       if (std::any_of(specs.begin(), specs.end(), [&](const ProfileSpec& s) { return s.label == label; })) continue;
       specs.push_back({label, so.kv});
     }
   }
-  if (specs.empty() && !keep_full) {
-    // Only "full" was asked for: still check the type.
-    KvCliOptions k = base;
-    k.policy = "full";
-    SessionOptions so;
-    apply_kv_options(k, so);
-    kv_type = so.kv_type;
-  }
+  if (specs.empty() && !keep_full) options("full", 0);  // only "full" was asked for: still check the rest
   return specs;
 }
 
-void add_kv_list_options(CLI::App& app, KvCliOptions& kv, std::string& policies, std::string& budgets,
+void add_kv_list_options(CLI::App& app, SessionCli& kv, std::string& policies, std::string& budgets,
                          const std::string& policies_help, const std::string& budget_help) {
   app.add_option("--kv-policy", policies, policies_help)->capture_default_str();
   app.add_option("--kv-budget", budgets, budget_help);
-  app.add_option("--kv-ratio", kv.ratio, "Budget as a share of each prompt, in (0, 1] (instead of --kv-budget)");
-  add_kv_tuning_options(app, kv);
+  add_session_options(app, kv, {"kv_policy", "kv_budget", "n_ctx"});
 }
 
 std::vector<uint32_t> default_contexts(const char* list, uint32_t n_ctx_train) {

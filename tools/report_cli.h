@@ -19,10 +19,10 @@ std::vector<std::string> split_items(const std::string& s);
 
 // The KV configurations: each compressing policy of the list at each budget (or at --kv-ratio),
 // and the full cache first when listed and keep_full; kv_type gets the checked --kv-type.
-std::vector<ProfileSpec> make_specs(const KvCliOptions& base, const std::string& policies, const std::string& budgets,
+std::vector<ProfileSpec> make_specs(const SessionCli& base, const std::string& policies, const std::string& budgets,
                                     bool keep_full, KvType& kv_type);
-// --kv-policy and --kv-budget as lists, and the other --kv-* options.
-void add_kv_list_options(CLI::App& app, KvCliOptions& kv, std::string& policies, std::string& budgets,
+// --kv-policy and --kv-budget as lists, and the other options of the table but -c.
+void add_kv_list_options(CLI::App& app, SessionCli& kv, std::string& policies, std::string& budgets,
                          const std::string& policies_help, const std::string& budget_help);
 // The contexts of `list` within the model's training context (at least one).
 std::vector<uint32_t> default_contexts(const char* list, uint32_t n_ctx_train);

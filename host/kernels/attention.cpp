@@ -10,23 +10,9 @@
 
 namespace snapvk {
 
-const char* kv_type_name(KvType t) {
-  switch (t) {
-    case KvType::F32: return "f32";
-    case KvType::F16: return "f16";
-    case KvType::Q8_0: return "q8_0";
-  }
-  return "?";
-}
+const char* kv_type_name(KvType t) { return name_in(names(t), t); }
 
-std::optional<KvType> parse_kv_type(std::string_view name) {
-  std::string n(name);
-  for (auto& c : n) c = char(std::tolower(static_cast<unsigned char>(c)));
-  if (n == "f32") return KvType::F32;
-  if (n == "f16") return KvType::F16;
-  if (n == "q8_0") return KvType::Q8_0;
-  return std::nullopt;
-}
+std::optional<KvType> parse_kv_type(std::string_view name) { return parse_in(names(KvType{}), name); }
 
 uint32_t kv_row_words(KvType t, uint32_t hd) {
   switch (t) {
@@ -103,8 +89,7 @@ const Pipeline& variant(const Pipeline (&p)[kKvTypes], KvType kt, const Attentio
   if (!v)
     throw Error(ErrorKind::InvalidArgument,
                 std::string("KV type ") + kv_type_name(kt) + " needs head_dim a multiple of 32 (this model has " +
-                    std::to_string(a.head_dim) + ")",
-                Param::KvType);
+                    std::to_string(a.head_dim) + ")");
   return v;
 }
 }  // namespace

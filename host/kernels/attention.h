@@ -9,16 +9,16 @@
 #include <string_view>
 
 #include "host/kernels/ops.h"
+#include "runtime/names.h"
 
 namespace snapvk {
-
-// Most positions a session holds (n_ctx), and so the bound on prompt lengths, KV budgets and
-// windows: past it an option is absurd, and 32-bit slot and position counts could wrap.
-constexpr uint32_t kMaxContext = 1u << 24;
 
 // KV-cache storage types; q8_0 keeps 32-value blocks of int8 with an f16 scale each.
 enum class KvType : uint32_t { F32 = 0, F16 = 1, Q8_0 = 2 };
 constexpr uint32_t kKvTypes = 3;
+// By name, in the C API's order (snapvk_kv_type).
+inline constexpr Named<KvType> kKvTypeNames[] = {{"f16", KvType::F16}, {"f32", KvType::F32}, {"q8_0", KvType::Q8_0}};
+constexpr std::span<const Named<KvType>> names(KvType) { return kKvTypeNames; }
 const char* kv_type_name(KvType t);
 std::optional<KvType> parse_kv_type(std::string_view name);
 uint32_t kv_row_words(KvType t, uint32_t head_dim);  // 32-bit words per cached K or V row
@@ -30,6 +30,8 @@ enum KernelCategory : uint32_t { kKernelOther = 0, kKernelScore, kKernelPool, kK
 
 // GQA aggregation of query-head votes into a KV-head vote (the window_votes push value).
 enum class GqaAgg : uint32_t { Mean = 0, Max = 1, Sum = 2 };
+inline constexpr Named<GqaAgg> kGqaAggNames[] = {{"mean", GqaAgg::Mean}, {"max", GqaAgg::Max}, {"sum", GqaAgg::Sum}};
+constexpr std::span<const Named<GqaAgg>> names(GqaAgg) { return kGqaAggNames; }
 
 struct AttentionKernels {
   AttentionKernels() = default;

@@ -8,38 +8,38 @@
 
 namespace snapvk {
 
-const char* kv_policy_name(KvPolicy p) {
-  switch (p) {
-    case KvPolicy::Full: return "full";
-    case KvPolicy::SnapKV: return "snapkv";
-    case KvPolicy::PyramidKV: return "pyramidkv";
-    case KvPolicy::StreamingLLM: return "streamingllm";
-    case KvPolicy::H2O: return "h2o";
-    case KvPolicy::AdaKV: return "adakv";
-  }
-  return "?";
-}
+const char* kv_policy_name(KvPolicy p) { return name_in(names(p), p); }
 
-std::optional<KvPolicy> parse_kv_policy(std::string_view name) {
-  std::string n(name);
-  for (auto& c : n) c = char(std::tolower(static_cast<unsigned char>(c)));
-  for (KvPolicy p :
-       {KvPolicy::Full, KvPolicy::SnapKV, KvPolicy::PyramidKV, KvPolicy::StreamingLLM, KvPolicy::H2O, KvPolicy::AdaKV})
-    if (n == kv_policy_name(p)) return p;
-  return std::nullopt;
+std::optional<KvPolicy> parse_kv_policy(std::string_view name) { return parse_in(names(KvPolicy{}), name); }
+
+namespace {
+// "snapkv, pyramidkv, ...": the policies that compress.
+std::string compressing_policies() {
+  std::string out;
+  for (const auto& n : kKvPolicyNames)
+    if (n.value != KvPolicy::Full) out += (out.empty() ? "" : ", ") + std::string(n.name);
+  return out;
 }
+}  // namespace
 
 void KvPolicyOptions::validate() const {
-  if (policy == KvPolicy::Full) return;
+  if (policy == KvPolicy::Full) {
+    if (budget || ratio != 0.0f)
+      throw Error(ErrorKind::InvalidArgument,
+                  "a KV budget or ratio needs a compressing KV policy (" + compressing_policies() +
+                      "): the full policy keeps every entry",
+                  budget ? opt::kv_budget : opt::kv_ratio);
+    return;
+  }
   const std::string who = std::string("KV policy ") + kv_policy_name(policy) + ": ";
   auto bad = [&](const std::string& what, Param p) { throw Error(ErrorKind::InvalidArgument, who + what, p); };
   if (budget == 0 && !(ratio > 0.0f && ratio <= 1.0f))
     bad("needs a KV budget C (entries kept per head) or a KV ratio r in (0, 1]",
-        ratio == 0.0f ? Param::KvBudget : Param::KvRatio);
-  if (budget && ratio > 0.0f) bad("give either a KV budget or a KV ratio, not both", Param::KvRatio);
-  if (window == 0) bad("the KV window must be at least 1", Param::KvWindow);
+        ratio == 0.0f ? opt::kv_budget : opt::kv_ratio);
+  if (budget && ratio > 0.0f) bad("give either a KV budget or a KV ratio, not both", opt::kv_ratio);
+  if (window == 0) bad("the KV window must be at least 1", opt::kv_window);
   if (kernel == 0 || kernel % 2 == 0)
-    bad("the pooling kernel size must be odd (got " + std::to_string(kernel) + ")", Param::KvKernel);
+    bad("the pooling kernel size must be odd (got " + std::to_string(kernel) + ")", opt::kv_kernel);
   // Bounded by the longest context, so that budget and window sums and the pooling offsets
   // (j +- kernel / 2 in 32-bit ints on the GPU) cannot wrap.
   auto at_most = [&](uint64_t v, const char* what, Param p) {
@@ -47,20 +47,20 @@ void KvPolicyOptions::validate() const {
       bad(std::string(what) + " " + std::to_string(v) + " is too large (at most " + std::to_string(kMaxContext) + ")",
           p);
   };
-  at_most(budget, "the KV budget", Param::KvBudget);
-  at_most(window, "the KV window", Param::KvWindow);
-  at_most(kernel, "the pooling kernel size", Param::KvKernel);
-  at_most(pool_ahead, "the pooling reach ahead", Param::KvPoolAhead);
-  at_most(complete_words, "the word completion reach", Param::KvCompleteWords);
+  at_most(budget, "the KV budget", opt::kv_budget);
+  at_most(window, "the KV window", opt::kv_window);
+  at_most(kernel, "the pooling kernel size", opt::kv_kernel);
+  at_most(pool_ahead, "the pooling reach ahead", opt::kv_pool_ahead);
+  at_most(complete_words, "the word completion reach", opt::kv_complete_words);
   if (policy == KvPolicy::StreamingLLM) at_most(sinks, "sinks", Param::None);
   if (budget && window >= budget)
     bad("the KV window (" + std::to_string(window) + ") must be smaller than the KV budget (" + std::to_string(budget) +
             "); the budget includes the window",
-        Param::KvWindow);
+        opt::kv_window);
   if (policy == KvPolicy::StreamingLLM && budget && uint64_t(sinks) + window > budget)
     bad("the KV budget " + std::to_string(budget) + " is smaller than the " + std::to_string(sinks) +
             " sink tokens plus the window",
-        Param::KvBudget);
+        opt::kv_budget);
   if (policy == KvPolicy::PyramidKV && pyramid_beta == 0) bad("beta must be positive", Param::None);
   if (policy == KvPolicy::AdaKV && !(adakv_floor >= 0.0f && adakv_floor <= 1.0f))
     bad("the per-head floor must be in [0, 1]", Param::None);
@@ -97,7 +97,7 @@ void KvPolicyOptions::check_prompt(uint32_t L) const {
     throw Error(ErrorKind::InvalidArgument,
                 "h2o scores every prompt query against every key: " + std::to_string(L) +
                     " tokens is more than its limit of " + std::to_string(h2o_max_prompt) + "; use snapkv",
-                Param::KvPolicy);
+                opt::kv_policy);
 }
 
 }  // namespace snapvk

@@ -50,7 +50,7 @@ const Buffer& scores(const SelectArgs& a, LayerSelection& s) {
   a.cs.barrier();
   if (!a.pol.pools()) return votes;
   Buffer& pooled = s.scratch.emplace_back(ctx, uint64_t(n_kv) * a.P * 4, BufferKind::Device, "kv_pooled");
-  op_pool(a.cs, k, ak, votes, pooled, a.P, n_kv, a.pol.kernel, a.pol.avg_pool, a.pol.pool_ahead);
+  op_pool(a.cs, k, ak, votes, pooled, a.P, n_kv, a.pol.kernel, a.pol.pool == KvPool::Avg, a.pol.pool_ahead);
   a.cs.barrier();
   if (!a.pol.completes_words() || !p.words) return pooled;
   Buffer& words = s.scratch.emplace_back(ctx, uint64_t(n_kv) * a.P * 4, BufferKind::Device, "kv_words");

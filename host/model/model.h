@@ -16,6 +16,12 @@
 
 namespace snapvk {
 
+// Most positions a model's context or a session holds, and so the bound on prompt lengths, KV
+// budgets and windows: past it a number is absurd, and 32-bit row and position counts could wrap.
+// Here, in the lowest layer that reads a context length (a model's n_ctx_train), not in the
+// kernels, which know nothing of contexts.
+constexpr uint32_t kMaxContext = 1u << 24;
+
 enum class Arch { Llama, Qwen2, Qwen3, Gemma3 };
 enum class RopeType : uint32_t { Norm = 0, Neox = 2 };  // llama.cpp's numbering
 

@@ -5,7 +5,9 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <type_traits>
 
+#include "host/session/options.h"
 #include "runtime/error.h"
 
 namespace snapvk {
@@ -27,43 +29,50 @@ void put_u64(std::vector<uint8_t>& out, size_t at, uint64_t v) {
 uint32_t get_u32(const uint8_t* p) { return p[0] | p[1] << 8 | p[2] << 16 | uint32_t(p[3]) << 24; }
 uint64_t get_u64(const uint8_t* p) { return get_u32(p) | uint64_t(get_u32(p + 4)) << 32; }
 
-// Policy fields: enums by name, the rest as JSON numbers and booleans.
-json field_json(KvPolicy v) { return kv_policy_name(v); }
-json field_json(GqaAgg v) { return v == GqaAgg::Max ? "max" : v == GqaAgg::Sum ? "sum" : "mean"; }
+// Policy fields: the options of the table (by key, less its "kv_"), then the policies' internal
+// fields; enums by name, the rest as JSON numbers.
+template <class E>
+requires std::is_enum_v<E> json field_json(E v) { return name_in(names(v), v); }
 json field_json(uint32_t v) { return v; }
 json field_json(float v) { return v; }
-json field_json(bool v) { return v; }
 
-void field_read(const json& j, KvPolicy& v) {
-  const auto p = parse_kv_policy(j.get<std::string>());
-  if (!p) throw std::invalid_argument("unknown policy");
+template <class E>
+requires std::is_enum_v<E>
+void field_read(const json& j, E& v) {
+  const auto p = parse_in(names(v), j.get<std::string>());
+  if (!p) throw std::invalid_argument("unknown name");
   v = *p;
-}
-void field_read(const json& j, GqaAgg& v) {
-  const std::string s = j.get<std::string>();
-  if (s != "mean" && s != "max" && s != "sum") throw std::invalid_argument("unknown gqa");
-  v = s == "max" ? GqaAgg::Max : s == "sum" ? GqaAgg::Sum : GqaAgg::Mean;
 }
 void field_read(const json& j, uint32_t& v) { v = j.get<uint32_t>(); }
 void field_read(const json& j, float& v) { v = j.get<float>(); }
-void field_read(const json& j, bool& v) { v = j.get<bool>(); }
+
+// Calls f(header field, policy field) for every field a pack keeps.
+template <class Kv, class F>
+void visit_pack_fields(Kv& o, F&& f) {
+  visit_kv_options(o, [&](const OptionInfo& info, auto& v) { f(std::string_view(info.key).substr(3), v); });
+  KvPolicyOptions::visit_internal_fields(o, f);
+}
 
 json policy_json(const KvPolicyOptions& o) {
   json j = json::object();
-  KvPolicyOptions::visit_fields(o, [&](const char* name, const auto& v) { j[name] = field_json(v); });
+  visit_pack_fields(o, [&](std::string_view name, const auto& v) { j[std::string(name)] = field_json(v); });
   return j;
 }
 
-KvPolicyOptions policy_from_json(const json& j, const std::string& name) {
+KvPolicyOptions policy_from_json(json j, const std::string& name) {
+  // Packs before the option table kept pooling as a boolean.
+  if (auto it = j.find("avg_pool"); it != j.end() && it->is_boolean() && !j.contains("pool"))
+    j["pool"] = it->get<bool>() ? "avg" : "max", j.erase("avg_pool");
   KvPolicyOptions o;
   size_t known = 0;
-  KvPolicyOptions::visit_fields(o, [&](const char* key, auto& v) {
+  visit_pack_fields(o, [&](std::string_view key_view, auto& v) {
+    const std::string key(key_view);
     if (!j.contains(key)) return;  // a field newer than the pack: its default
     ++known;
     try {
       field_read(j.at(key), v);
     } catch (const std::exception&) {
-      bad_pack(name, std::string("bad KV policy field '") + key + "'");
+      bad_pack(name, "bad KV policy field '" + key + "'");
     }
   });
   if (known != j.size()) bad_pack(name, "KV policy fields this snapvk does not know (a newer pack?)");
@@ -283,7 +292,7 @@ Pack make_pack(const Model& model, SessionOptions so, std::span<const int32_t> d
                double* prefill_ms) {
   if (!query.empty()) {
     if (!so.kv.compresses())
-      throw Error(ErrorKind::InvalidArgument, "a question-aware pack needs a compressing KV policy", Param::KvPolicy);
+      throw Error(ErrorKind::InvalidArgument, "a question-aware pack needs a compressing KV policy", opt::kv_policy);
     so.kv.window = uint32_t(query.size());  // the question is the observation window
     so.kv.validate();
   }

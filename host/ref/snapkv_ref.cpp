@@ -103,7 +103,7 @@ std::vector<std::vector<uint32_t>> select_layer(const KvPolicyOptions& pol, uint
     const uint32_t n_q = pol.policy == KvPolicy::H2O ? L : W;
     const std::vector<float> qv(q.end() - ptrdiff_t(size_t(n_q) * n_head * hd), q.end());
     scores = window_votes(qv, k, L, n_q, P, n_head, n_kv, hd, pol.gqa);
-    if (pol.pools()) scores = pool1d(scores, P, n_kv, pol.kernel, pol.avg_pool, pol.pool_ahead);
+    if (pol.pools()) scores = pool1d(scores, P, n_kv, pol.kernel, pol.pool == KvPool::Avg, pol.pool_ahead);
     if (pol.completes_words() && words) scores = complete_words(scores, P, n_kv, *words, pol.complete_words);
     if (pol.policy != KvPolicy::AdaKV) {
       for (uint32_t h = 0; h < n_kv; ++h) keep[h] = topk(scores.data() + size_t(h) * P, P, count);

@@ -6,6 +6,7 @@
 #include <functional>
 
 #include "host/kernels/attention.h"
+#include "host/model/model.h"
 #include "runtime/checked.h"
 #include "runtime/error.h"
 

@@ -21,7 +21,7 @@ struct NeedleOptions {
   std::vector<uint32_t> depths;    // needle position, percent of the filler (0: start, 100: end)
   std::vector<ProfileSpec> specs;  // KV configurations, the full cache included if wanted
   KvType kv_type = KvType::F16;
-  uint32_t n_batch = 256;
+  uint32_t n_batch = kDefaultBatch;
   uint32_t extra_tokens = 4;  // generated beyond the value's own token count
   uint64_t seed = 1;          // picks the value of each cell
   std::function<void(double fraction, const std::string& what)> on_progress;

@@ -86,7 +86,7 @@ PerplexityReport run_perplexity(const Model& m, const std::vector<int32_t>& toke
   if (o.n_ctx < 4 || o.n_ctx % 2)
     throw Error(ErrorKind::InvalidArgument,
                 "perplexity: the chunk length must be even and at least 4 (got " + std::to_string(o.n_ctx) + ")",
-                Param::NCtx);
+                opt::n_ctx);
   checked_range(o.n_ctx, 4, kMaxContext, "perplexity: chunk length");
   if (tokens.size() < o.n_ctx)
     throw Error(ErrorKind::InvalidArgument, "perplexity: the text has " + std::to_string(tokens.size()) +

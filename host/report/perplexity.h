@@ -23,7 +23,7 @@ struct PerplexityOptions {
   uint32_t max_chunks = 0;         // 0: every whole chunk of the text
   std::vector<ProfileSpec> specs;  // the full cache is added first when missing (the reference)
   KvType kv_type = KvType::F16;
-  uint32_t n_batch = 256;
+  uint32_t n_batch = kDefaultBatch;
   std::function<void(double fraction, const std::string& what)> on_progress;
 };
 

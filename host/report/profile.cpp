@@ -77,7 +77,7 @@ void check_options(const ProfileOptions& o) {
       throw Error(ErrorKind::InvalidArgument, "profile spec '" + s.label + "' is the full cache, which always runs");
     s.kv.validate();
   }
-  if (o.n_batch == 0) throw Error(ErrorKind::InvalidArgument, "n_batch must be at least 1", Param::NBatch);
+  if (o.n_batch == 0) throw Error(ErrorKind::InvalidArgument, "n_batch must be at least 1", opt::n_batch);
 }
 
 std::vector<uint32_t> sorted_contexts(const std::vector<uint32_t>& in) {

@@ -16,6 +16,7 @@
 
 #include "host/kernels/attention.h"
 #include "host/kv/kv_policy.h"
+#include "host/session/options.h"
 #include "host/model/model.h"
 
 namespace snapvk {
@@ -31,7 +32,7 @@ struct ProfileOptions {
   std::vector<ProfileSpec> specs;  // compressing configurations; "full" always runs first
   KvType kv_type = KvType::F16;
   uint32_t gen = 16;  // decode steps per run (timed and compared); n_ctx = L + gen
-  uint32_t n_batch = 256;
+  uint32_t n_batch = kDefaultBatch;
   bool packs = false;  // also save each run's state as a pack and time loading it (docs/packs.md)
   // Progress: fraction of the whole profile done (by token-layers) and what runs now.
   std::function<void(double fraction, const std::string& what)> on_progress;

@@ -18,7 +18,7 @@ struct SuiteOptions {
   std::vector<uint32_t> contexts, depths;
   std::vector<ProfileSpec> specs;  // the full cache included if wanted
   KvType kv_type = KvType::F16;
-  uint32_t n_batch = 256;
+  uint32_t n_batch = kDefaultBatch;
   uint64_t seed = 1;
   std::string text_name;  // perplexity text (empty tokens: no perplexity)
   std::vector<int32_t> text_tokens;

@@ -2,6 +2,9 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
+
+#include "host/session/options.h"
 
 namespace snapvk::server {
 
@@ -90,25 +93,40 @@ std::vector<std::string> parse_stop(const json& j) {
   return out;
 }
 
+// One KV option of the request into its field (the option table's bounds and names).
+template <class T>
+void read_option(const json& j, const OptionInfo& o, T& field) {
+  if constexpr (std::is_enum_v<T>) {
+    if (auto s = get_string(j, o.key)) {
+      const auto v = parse_in(names(field), *s);
+      if (!v) bad(o.key, "unknown " + std::string(o.key) + " '" + *s + "' (" + names_of(names(field)) + ")");
+      field = *v;
+    }
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (auto x = get_number(j, o.key, o.lo, o.hi)) field = T(*x);
+  } else {
+    if (auto x = get_int(j, o.key, int64_t(o.lo), int64_t(o.hi))) field = T(*x);
+  }
+}
+
+// The request's KV options over the server's: every option of the table a request may set.
 void parse_kv(const json& j, GenerationRequest& r) {
-  for (const char* name : {"kv_policy", "kv_budget", "kv_ratio", "kv_window"})
-    if (r.kv_field.empty() && field(j, name)) r.kv_field = name;
-  if (auto p = get_string(j, "kv_policy")) {
-    const auto policy = parse_kv_policy(*p);
-    if (!policy) bad("kv_policy", "unknown kv_policy '" + *p + "' (full, snapkv, pyramidkv, streamingllm, h2o, adakv)");
-    if (*policy != r.kv.policy) r.kv.budget = 0, r.kv.ratio = 0;  // the server's budget belongs to its own policy
-    r.kv.policy = *policy;
-  }
-  if (auto b = get_int(j, "kv_budget", 1, kMaxContext)) r.kv.budget = uint32_t(*b), r.kv.ratio = 0;
-  if (auto x = get_number(j, "kv_ratio", 0, 1)) {
-    if (*x <= 0) bad("kv_ratio", "kv_ratio must be in (0, 1]");
-    r.kv.ratio = float(*x), r.kv.budget = 0;
-  }
-  if (auto w = get_int(j, "kv_window", 1, kMaxContext)) r.kv.window = uint32_t(*w);
-  if (r.kv.policy == KvPolicy::Full && (field(j, "kv_budget") || field(j, "kv_ratio")))
-    bad("kv_budget",
-        "kv_budget and kv_ratio need a compressing kv_policy (snapkv, pyramidkv, streamingllm, h2o, adakv)");
-  if (r.kv.policy == KvPolicy::Full) r.kv.budget = 0, r.kv.ratio = 0;
+  const KvPolicy before = r.kv.policy;
+  visit_kv_options(r.kv, [&](const OptionInfo& o, auto& v) {
+    if (o.scope != kRequest || !field(j, o.key)) return;
+    if (r.kv_field.empty()) r.kv_field = o.key;
+    read_option(j, o, v);
+  });
+  // The server's budget belongs to its own policy; a budget and a ratio are one choice (the
+  // ratio's when a request gives both).
+  const bool budget = field(j, opt::kv_budget.name), ratio = field(j, opt::kv_ratio.name);
+  if (ratio && r.kv.ratio <= 0) bad(opt::kv_ratio.name, "kv_ratio must be in (0, 1]");
+  if (r.kv.policy != before && !budget) r.kv.budget = 0;
+  if (r.kv.policy != before && !ratio) r.kv.ratio = 0;
+  if (ratio)
+    r.kv.budget = 0;
+  else if (budget)
+    r.kv.ratio = 0;
   try {
     r.kv.validate();
   } catch (const Error& e) {

@@ -351,7 +351,7 @@ void Session::decode_batch(DecodeBatch& b, std::span<Session* const> ss, std::sp
     Session& s = *ss[i];
     if (&s.model_ != &m) throw Error(ErrorKind::InvalidArgument, "decode_batch: the sessions' models differ");
     if (s.n_past_ == 0 || s.n_past_ >= s.opts_.n_ctx)
-      throw Error(ErrorKind::InvalidArgument, "decode_batch: a session has no prompt or no room left", Param::NCtx);
+      throw Error(ErrorKind::InvalidArgument, "decode_batch: a session has no prompt or no room left", opt::n_ctx);
     if (tokens[i] < 0 || uint32_t(tokens[i]) >= c.n_vocab)
       throw Error(ErrorKind::InvalidArgument, "token id " + std::to_string(tokens[i]) + " is outside the vocabulary");
   }

@@ -7,7 +7,7 @@
 namespace snapvk {
 
 void check_session_shape(const ModelConfig& c, uint32_t n_ctx, uint32_t n_batch) {
-  checked_range(n_ctx, 1, kMaxContext, "n_ctx", ErrorKind::InvalidArgument, Param::NCtx);
+  checked_range(n_ctx, 1, kMaxContext, "n_ctx", ErrorKind::InvalidArgument, opt::n_ctx);
   // Slots of one layer's cache are counted, and heads-table offsets stored, in 32 bits.
   checked_mul_u32(c.n_head_kv, n_ctx, "KV slots per layer n_head_kv * n_ctx");
   // Element counts of one batch's activations are 32-bit push constants (op_add, op_swiglu, ...).
@@ -48,7 +48,7 @@ MemoryEstimate estimate_memory(const ModelConfig& c, uint64_t weight_bytes, cons
   q.kv.validate();
   if (uint32_t(q.kv_type) >= kKvTypes)
     throw Error(ErrorKind::InvalidArgument, "memory model: unknown KV type " + std::to_string(uint32_t(q.kv_type)),
-                Param::KvType);
+                opt::kv_type);
   MemoryEstimate e;
   const uint64_t row = kv_row_bytes(q.kv_type, c.head_dim);
   const uint32_t L = q.prompt_len, n_kv = c.n_head_kv;

@@ -7,6 +7,7 @@
 
 #include "host/kernels/attention.h"
 #include "host/kv/kv_policy.h"
+#include "host/session/options.h"
 #include "host/model/model.h"
 #include "host/session/session.h"
 
@@ -24,7 +25,7 @@ struct MemoryEstimate {
 struct MemoryQuery {
   uint32_t prompt_len = 0;  // L
   uint32_t n_ctx = 0;       // positions held: prompt + generated
-  uint32_t n_batch = 256;
+  uint32_t n_batch = kDefaultBatch;
   KvType kv_type = KvType::F16;
   KvPolicyOptions kv;
   uint32_t decode_chunk = 256;  // AttentionKernels::decode_chunk of the device

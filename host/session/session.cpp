@@ -51,14 +51,14 @@ Session::Session(const Model& model, const SessionOptions& opts)
       cs_compress_(model.ctx()) {
   const ModelConfig& c = model.config();
   Context& ctx = model.ctx();
-  if (opts_.n_batch == 0) throw Error(ErrorKind::InvalidArgument, "n_batch must be at least 1", Param::NBatch);
+  if (opts_.n_batch == 0) throw Error(ErrorKind::InvalidArgument, "n_batch must be at least 1", opt::n_batch);
   c.check();
   check_session_shape(c, opts_.n_ctx, opts_.n_batch);
   if (opts_.kv_type == KvType::Q8_0 && c.head_dim % 32)
     throw Error(ErrorKind::InvalidArgument,
                 "the q8_0 KV type needs a head dimension that is a multiple of 32 (this model's is " +
                     std::to_string(c.head_dim) + ")",
-                Param::KvType);
+                opt::kv_type);
   opts_.kv.validate();
   // A layer's K (and V) for n_ctx positions is one storage binding (the cache, or a compressing
   // prefill's transient layer): it must fit the device's largest binding.
@@ -70,7 +70,7 @@ Session::Session(const Model& model, const SessionOptions& opts)
                     format_bytes(kv_row * opts_.n_ctx) + " per layer, more than " + ctx.info().name +
                     " binds at once (maxStorageBufferRange " + format_bytes(max_range) +
                     "); the largest n_ctx for this model and KV type here is " + std::to_string(max_range / kv_row),
-                Param::NCtx);
+                opt::n_ctx);
   opts_.n_batch = std::min(opts_.n_batch, opts_.n_ctx);
   // A full cache is allocated now; a compressed one is checked again when its prompt arrives.
   const MemoryTracker::Hold hold = hold_budget(model, opts_, opts_.kv.compresses() ? 0 : opts_.n_ctx, 0);
@@ -96,15 +96,15 @@ void Session::allocate_endless() {
     throw Error(ErrorKind::InvalidArgument,
                 std::string("an endless chat compacts with snapkv, pyramidkv or streamingllm, not ") +
                     kv_policy_name(kv.policy),
-                Param::KvPolicy);
+                opt::kv_policy);
   if (kv.budget == 0)
     throw Error(ErrorKind::InvalidArgument, "an endless chat needs a KV budget (entries per head), not a ratio",
-                Param::KvBudget);
+                opt::kv_budget);
   if (kv.budget >= opts_.n_ctx)
     throw Error(ErrorKind::InvalidArgument,
                 "the KV budget " + std::to_string(kv.budget) + " leaves no room for a turn in a context of " +
                     std::to_string(opts_.n_ctx) + " entries per head",
-                Param::NCtx);
+                opt::n_ctx);
   const uint64_t W = kv.window, qrow = uint64_t(c.q_dim()) * 4;
   const uint64_t rows = uint64_t(c.n_head_kv) * opts_.n_ctx * kv_row_bytes(opts_.kv_type, c.head_dim);
   q_ring_ = Buffer(ctx, c.n_layer * W * qrow, BufferKind::Device, "endless_q_ring");
@@ -181,7 +181,7 @@ void Session::check_fits(size_t T) const {
     throw Error(ErrorKind::InvalidArgument,
                 "prompt of " + std::to_string(T) + " tokens does not fit the context: " + std::to_string(used) +
                     " used of " + std::to_string(opts_.n_ctx) + " (raise the context size)",
-                Param::NCtx);
+                opt::n_ctx);
   if (opts_.endless && T > kMaxContext - n_past_)
     throw Error(ErrorKind::InvalidArgument, "the conversation has reached the last position snapvk handles");
 }

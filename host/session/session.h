@@ -14,16 +14,19 @@
 #include "host/kv/kv_cache.h"
 #include "host/kv/kv_policy.h"
 #include "host/model/model.h"
+#include "host/session/options.h"
 #include "runtime/commands.h"
 #include "runtime/error.h"
 
 namespace snapvk {
 
+// A session's options. Those a user sets are the rows of SNAPVK_SESSION_OPTIONS
+// (host/session/options.h); the rest are for tools and tests.
 struct SessionOptions {
-  uint32_t n_ctx = 0;      // positions (prompt + generated); 0: the model's training context, at most 4096
-  uint32_t n_batch = 256;  // prompt tokens per prefill step
+  uint32_t n_ctx = 0;              // positions (prompt + generated); 0: the model's training context, at most 4096
+  uint32_t n_batch = kDefaultBatch;  // prompt tokens per prefill step
   KvType kv_type = KvType::F16;
-  KvPolicyOptions kv;           // full cache by default
+  KvPolicyOptions kv;                // full cache by default
   bool keep_selection = false;  // remember the retained positions (for --dump-kv-selection and tests)
   bool profile = false;         // per-kernel GPU timestamps of every dispatch
   bool row_logits = false;      // allocate [n_batch][n_vocab] logits so prefill_rows() can score every token
