@@ -170,6 +170,13 @@ TEST(EndlessCli, ChatWithABudgetCompactsAtEachTurnsEnd) {
   }
   EXPECT_GT(std::get<1>(turns.back()), 96);  // past -c
   EXPECT_EQ(r.err.find("context is full"), std::string::npos) << r.err;
+  // past -c positions every turn still gets an answer: what fills up is the cache's rows
+  const std::regex answer(R"(answer (\d+) tokens)");
+  int answers = 0;
+  for (auto it = std::sregex_iterator(r.err.begin(), r.err.end(), answer); it != std::sregex_iterator();
+       ++it, ++answers)
+    EXPECT_GT(std::stoi((*it)[1]), 0) << "turn " << answers << "\n" << r.err;
+  EXPECT_EQ(answers, 12);
 }
 
 // snapvk chat --pack: the conversation follows the pack's document, which is not prefilled.
