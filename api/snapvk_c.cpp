@@ -30,6 +30,7 @@
 #include "host/model/chat_template.h"
 #include "host/model/model.h"
 #include "host/pack/pack.h"
+#include "host/session/endless.h"
 #include "host/session/generate.h"
 #include "host/session/sampler.h"
 #include "host/session/session.h"
@@ -244,8 +245,10 @@ struct snapvk_model {
 struct snapvk_session {
   enum Phase : int { Idle, Busy, InTokenCallback };
   uint32_t magic = kSessionMagic;
-  std::shared_ptr<ModelImpl> model;  // destroyed after the session
-  std::unique_ptr<Session> session;
+  std::shared_ptr<ModelImpl> model;      // destroyed after the session
+  std::unique_ptr<EndlessChat> endless;  // kv_endless: owns the session
+  std::unique_ptr<Session> plain;        // otherwise
+  Session* session = nullptr;            // the conversation's: endless's or plain
   std::vector<float> logits;  // after the last token held (copied: a cancelled prefill may overwrite the session's)
   bool have_logits = false;
   std::vector<int32_t> history;  // every token held, for the repetition penalty
@@ -376,7 +379,6 @@ SessionOptions to_session_options(const snapvk_session_options& o) {
     so.kv.policy = *p;
   }
   if (o.kv_endless > 1) invalid("kv_endless must be 0 or 1");
-  so.endless = o.kv_endless == 1;
   so.kv.validate();
   return so;
 }
@@ -776,7 +778,10 @@ SNAPVK_API snapvk_status snapvk_session_create(snapvk_model* model, const snapvk
       if (s->cancel.load()) return false;
       return !(s->on_progress && s->on_progress(done, total, s->progress_user) != 0);
     };
-    s->session = std::make_unique<Session>(m.model, so);
+    if (o.kv_endless)
+      s->endless = std::make_unique<EndlessChat>(m.model, so), s->session = &s->endless->session();
+    else
+      s->plain = std::make_unique<Session>(m.model, so), s->session = s->plain.get();
     s->logits.reserve(m.model.config().n_vocab);
     *out = handle.release();
     return SNAPVK_OK;
@@ -897,7 +902,7 @@ SNAPVK_API snapvk_status snapvk_session_generate(snapvk_session* session, const 
     }
     s->cancel.store(false);
     record_answer();
-    sess.end_turn();  // an endless chat over its budget compacts at the end of each answer
+    if (s->endless) s->endless->end_turn();  // an endless chat over its budget compacts at the end of each answer
     if (result) write_struct(result, result_of());
     if (g.stop == StopReason::Cancelled) throw Cancelled();
     return SNAPVK_OK;
@@ -926,7 +931,7 @@ SNAPVK_API snapvk_status snapvk_session_get_kv_stats(snapvk_session* session, sn
     snapvk_kv_stats o{};
     o.n_past = sess.n_past();
     o.n_ctx = sess.n_ctx();
-    o.prompt_len = sess.cache().prompt_len();
+    o.prompt_len = sess.cache().compacted_len();
     o.kv_policy = to_c(sess.options().kv.policy);
     o.kv_type = to_c(sess.options().kv_type);
     o.full_bytes = k.full_bytes;

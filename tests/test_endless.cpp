@@ -1,4 +1,4 @@
-// Endless chat (SessionOptions::endless): at a turn's end a cache over its budget is compacted
+// Endless chat (EndlessChat): at a turn's end a cache over its budget is compacted
 // again, in place, with the last W tokens voting; it stays within the budget plus one turn for
 // any number of turns, with the device memory flat.
 #include <gtest/gtest.h>
@@ -11,6 +11,7 @@
 #include <regex>
 
 #include "host/pack/pack.h"
+#include "host/session/endless.h"
 #include "host/session/session.h"
 #include "tests/cli_runner.h"
 #include "tests/gpu_fixture.h"
@@ -24,7 +25,7 @@ struct EndlessTest : VkTest {
     static Model* m = new Model(kernels(), model_path("stories260K.gguf"));  // never destroyed (gpu_fixture.cpp)
     return *m;
   }
-  static SessionOptions options(bool endless, uint32_t n_ctx) {
+  static SessionOptions options(uint32_t n_ctx) {
     SessionOptions o;
     o.n_ctx = n_ctx;
     o.n_batch = 32;
@@ -32,11 +33,10 @@ struct EndlessTest : VkTest {
     o.kv.policy = KvPolicy::SnapKV;
     o.kv.budget = 48;
     o.kv.window = 8;
-    o.endless = endless;
     return o;
   }
   // Most rows any head holds now.
-  static uint32_t rows(const Session& s) { return s.cache().max_len(s.n_past() - s.cache().prompt_len()); }
+  static uint32_t rows(const Session& s) { return s.cache().max_len(s.n_past() - s.cache().compacted_len()); }
 };
 
 // Compacting again at a turn's end is the compressing prefill of the same tokens: the same cache,
@@ -48,21 +48,22 @@ TEST_F(EndlessTest, RecompressionEqualsACompressingPrefill) {
   const std::vector<int32_t> all = stories().tokenizer().encode(text, true);
   ASSERT_GT(all.size(), 90u);
   const std::vector<int32_t> first(all.begin(), all.begin() + 40), rest(all.begin() + 40, all.begin() + 90);
-  SessionOptions eo = options(true, 128), oo = options(false, 128);
-  eo.kv.complete_words = oo.kv.complete_words = 0;
-  Session endless(stories(), eo);
+  SessionOptions o = options(128);
+  o.kv.complete_words = 0;
+  EndlessChat chat(stories(), o);
+  Session& endless = chat.session();
   endless.prefill(first);  // within the budget: kept whole
-  EXPECT_FALSE(endless.end_turn());
+  EXPECT_FALSE(chat.end_turn());
   endless.prefill(rest);
   EXPECT_EQ(rows(endless), 90u);
-  EXPECT_TRUE(endless.end_turn());
+  EXPECT_TRUE(chat.end_turn());
   EXPECT_EQ(rows(endless), 48u);
 
-  Session once(stories(), oo);
+  Session once(stories(), o);
   once.prefill(std::span<const int32_t>(all.data(), 90));
   const KvImage a = endless.save_state(), b = once.save_state();
   ASSERT_EQ(a.layers.size(), b.layers.size());
-  EXPECT_EQ(a.prompt_len, b.prompt_len);
+  EXPECT_EQ(a.compacted_len, b.compacted_len);
   for (size_t l = 0; l < a.layers.size(); ++l) {
     EXPECT_EQ(a.layers[l].base, b.layers[l].base);
     EXPECT_TRUE(a.layers[l].k == b.layers[l].k) << "layer " << l;
@@ -80,7 +81,8 @@ TEST_F(EndlessTest, RecompressionEqualsACompressingPrefill) {
 // n_ctx, and the device memory is the same after every turn.
 TEST_F(EndlessTest, HundredTurnsStayWithinTheBudgetWithFlatMemory) {
   const uint32_t n_ctx = 96;
-  Session s(stories(), options(true, n_ctx));
+  EndlessChat chat(stories(), options(n_ctx));
+  Session& s = chat.session();
   const Tokenizer& tok = stories().tokenizer();
   uint64_t memory = 0, allocated = 0;
   uint32_t compactions = 0;
@@ -92,7 +94,7 @@ TEST_F(EndlessTest, HundredTurnsStayWithinTheBudgetWithFlatMemory) {
       logits = s.decode(next);
     }
     EXPECT_LE(rows(s), s.options().kv.budget + 8 + tok.encode(line, turn == 0).size()) << "turn " << turn;
-    compactions += s.end_turn();
+    compactions += chat.end_turn();
     ASSERT_LE(rows(s), s.options().kv.budget) << "turn " << turn;
     if (turn == 0) {
       memory = ctx().memory().current();
@@ -112,31 +114,32 @@ TEST_F(EndlessTest, FirstCompactionAfterAPackVotesWithTheQueriesItHas) {
   for (int i = 0; i < 3; ++i) text += "Once upon a time, there was a little girl named Lily. She loved to play. ";
   const std::vector<int32_t> doc = stories().tokenizer().encode(text, true);
   ASSERT_GT(doc.size(), 48u);
-  SessionOptions full = options(false, 128);
+  SessionOptions full = options(128);
   full.kv.policy = KvPolicy::Full, full.kv.budget = 0;
   Session a(stories(), full);
   a.prefill(doc);
   const Pack p = read_pack(write_pack(pack_of(a, doc)), "doc");
-  Session s(stories(), options(true, 128));
+  EndlessChat chat(stories(), options(128));
+  Session& s = chat.session();
   load_pack(s, p, "doc");
   const std::vector<int32_t> turn = stories().tokenizer().encode(" She", false);
   ASSERT_LT(turn.size(), s.options().kv.window);
   s.prefill(turn);
-  EXPECT_TRUE(s.end_turn());
+  EXPECT_TRUE(chat.end_turn());
   EXPECT_LE(rows(s), 48u);
   const auto logits = s.decode(300);
   for (float v : logits) ASSERT_TRUE(std::isfinite(v));
 }
 
 TEST_F(EndlessTest, RefusesWhatItCannotKeepWithinABudget) {
-  SessionOptions o = options(true, 128);
+  SessionOptions o = options(128);
   o.kv.policy = KvPolicy::AdaKV;
-  EXPECT_THROW(Session(stories(), o), Error);
-  o = options(true, 128);
+  EXPECT_THROW(EndlessChat(stories(), o), Error);
+  o = options(128);
   o.kv.budget = 0, o.kv.ratio = 0.5f;
-  EXPECT_THROW(Session(stories(), o), Error);
-  o = options(true, 48);
-  EXPECT_THROW(Session(stories(), o), Error);  // no room for a turn
+  EXPECT_THROW(EndlessChat(stories(), o), Error);
+  o = options(48);
+  EXPECT_THROW(EndlessChat(stories(), o), Error);  // no room for a turn
 }
 
 // "[kv snapkv: X retained for N tokens (first K compressed), ...]" -> (bytes text, N, K) per turn.
@@ -167,6 +170,13 @@ TEST(EndlessCli, ChatWithABudgetCompactsAtEachTurnsEnd) {
   }
   EXPECT_GT(std::get<1>(turns.back()), 96);  // past -c
   EXPECT_EQ(r.err.find("context is full"), std::string::npos) << r.err;
+  // past -c positions every turn still gets an answer: what fills up is the cache's rows
+  const std::regex answer(R"(answer (\d+) tokens)");
+  int answers = 0;
+  for (auto it = std::sregex_iterator(r.err.begin(), r.err.end(), answer); it != std::sregex_iterator();
+       ++it, ++answers)
+    EXPECT_GT(std::stoi((*it)[1]), 0) << "turn " << answers << "\n" << r.err;
+  EXPECT_EQ(answers, 12);
 }
 
 // snapvk chat --pack: the conversation follows the pack's document, which is not prefilled.

@@ -293,11 +293,11 @@ TEST(Overflow, SessionShapeProductsFitThirtyTwoBits) {
   expect_error([&] { check_session_shape(c, 0, 256); }, "n_ctx 0 is out of range (1..16777216)");
   expect_error([&] { check_session_shape(c, kU32Max, 256); }, "n_ctx 4294967295 is out of range (1..16777216)");
   expect_error([&] { check_session_shape(c, kMaxContext + 1, 256); }, "n_ctx 16777217 is out of range");
-  // KV slots of one layer (and heads-table offsets h * n_ctx) are 32-bit: 256 heads * 2^24 = 2^32.
+  // KV rows of one layer (and heads-table offsets h * n_ctx) are 32-bit: 256 heads * 2^24 = 2^32.
   c.n_head = c.n_head_kv = 256, c.head_dim = 2, c.n_rot = 2;
   EXPECT_NO_THROW(check_session_shape(c, kMaxContext - 1, 1));
   expect_error([&] { check_session_shape(c, kMaxContext, 1); },
-               "KV slots per layer n_head_kv * n_ctx (256 * 16777216) overflows 32 bits");
+               "KV rows per layer n_head_kv * n_ctx (256 * 16777216) overflows 32 bits");
   // One batch's activations are 32-bit element counts: n_batch * n_ff = 4096 * 2^20.
   c = tiny_config();
   c.n_ff = 1u << 20;

@@ -57,7 +57,7 @@ struct PackTest : VkTest {
   }
   static void expect_same_image(const KvImage& a, const KvImage& b) {
     ASSERT_EQ(a.n_past, b.n_past);
-    ASSERT_EQ(a.prompt_len, b.prompt_len);
+    ASSERT_EQ(a.compacted_len, b.compacted_len);
     ASSERT_EQ(a.layers.size(), b.layers.size());
     for (size_t l = 0; l < a.layers.size(); ++l) {
       EXPECT_EQ(a.layers[l].base, b.layers[l].base) << "layer " << l;

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "host/pack/pack.h"
+#include "host/session/endless.h"
 #include "host/session/session.h"
 #include "tests/gpu_fixture.h"
 #include "tests/test_util.h"
@@ -103,13 +104,12 @@ TEST_F(SmolLM2Pack, EndlessChatFollowsAFullCacheConversation) {
   SessionOptions full_o;
   full_o.n_ctx = 4096;
   Session full(model(), full_o);
-  std::vector<std::unique_ptr<Session>> endless;
+  std::vector<std::unique_ptr<EndlessChat>> endless;
   for (uint32_t C : budgets) {
     SessionOptions o;
     o.n_ctx = C + 96;  // the budget and one turn
     o.kv.policy = KvPolicy::SnapKV, o.kv.budget = C, o.kv.window = 16;
-    o.endless = true;
-    endless.push_back(std::make_unique<Session>(model(), o));
+    endless.push_back(std::make_unique<EndlessChat>(model(), o));
   }
   std::vector<uint32_t> agree(budgets.size(), 0);
   std::vector<double> kl_sum(budgets.size(), 0), kl_max(budgets.size(), 0);
@@ -124,7 +124,7 @@ TEST_F(SmolLM2Pack, EndlessChatFollowsAFullCacheConversation) {
       const std::vector<int32_t> t = chatml(part);
       const std::vector<float> ref = copy(full.prefill(t));
       for (size_t b = 0; b < budgets.size(); ++b) {
-        const std::vector<float> got = copy(endless[b]->prefill(t));
+        const std::vector<float> got = copy(endless[b]->session().prefill(t));
         agree[b] += argmax(got) == argmax(ref);
         const double d = kl(ref, got);
         kl_sum[b] += d, kl_max[b] = std::max(kl_max[b], d);
@@ -132,10 +132,10 @@ TEST_F(SmolLM2Pack, EndlessChatFollowsAFullCacheConversation) {
       ++n;
     }
     for (size_t b = 0; b < budgets.size(); ++b) {
-      Session& s = *endless[b];
-      most_rows[b] = std::max(most_rows[b], s.cache().max_len(s.n_past() - s.cache().prompt_len()));
-      s.end_turn();
-      ASSERT_LE(s.cache().max_len(s.n_past() - s.cache().prompt_len()), budgets[b]) << "turn " << turn;
+      const Session& s = endless[b]->session();
+      most_rows[b] = std::max(most_rows[b], s.cache().max_len(s.n_past() - s.cache().compacted_len()));
+      endless[b]->end_turn();
+      ASSERT_LE(s.cache().max_len(s.n_past() - s.cache().compacted_len()), budgets[b]) << "turn " << turn;
     }
     if (turn == 1) memory_turn1 = ctx().memory().current();
     if (turn > 1) ASSERT_EQ(ctx().memory().current(), memory_turn1) << "turn " << turn;

@@ -693,7 +693,7 @@ TEST(Serve, PackCompletionEqualsASessionThatLoadsThePack) {
     // Written after the server started: a pack is read on its first use.
     const Pack p = write_doc_pack(ts.model, dir, "story", kStoryDoc, policy_named(policy));
     const uint32_t n = p.state.n_past;
-    if (std::string(policy) == "snapkv") ASSERT_GT(p.state.prompt_len, 0u);  // compacted
+    if (std::string(policy) == "snapkv") ASSERT_GT(p.state.compacted_len, 0u);  // compacted
     const std::string prompt = " Then Lily and Max went home and";
     const auto prompt_tokens = ts.model.tokenizer().encode(prompt, false);
     const std::string expect = direct_after_pack(ts.model, p, prompt_tokens, 24);
@@ -710,7 +710,7 @@ TEST(Serve, PackCompletionEqualsASessionThatLoadsThePack) {
     // (The memory model counts a compacted cache's heads tables, 8 bytes per layer and KV head,
     // which KvStats's allocated_bytes, the K/V rows, leaves out.)
     const ModelConfig& c = ts.model.config();
-    const uint64_t tables = p.state.prompt_len ? 8ull * c.n_layer * c.n_head_kv : 0;
+    const uint64_t tables = p.state.compacted_len ? 8ull * c.n_layer * c.n_head_kv : 0;
     EXPECT_EQ(r["snapvk"]["kv_bytes_allocated"].get<uint64_t>() + tables, KvCache::bytes_after_restore(c, p.kv_type, p.state, n_ctx, 256));
     // Streamed: the same text.
     const auto events =

@@ -16,6 +16,7 @@
 #include "host/model/chat_template.h"
 #include "host/model/model.h"
 #include "host/pack/pack.h"
+#include "host/session/endless.h"
 #include "host/session/generate.h"
 #include "host/session/sampler.h"
 #include "host/session/session.h"
@@ -45,14 +46,16 @@ void on_sigint(int) {
 
 class TerminalChat {
  public:
-  TerminalChat(const ChatOptions& o, const Globals& g, SessionOptions so)
+  TerminalChat(const ChatOptions& o, const Globals& g, SessionOptions so, bool endless)
       : o_(o),
         ctx_(context_options(g)),
         kernels_(ctx_),
         model_(kernels_, o.model),
         tmpl_(ChatTemplate::for_model(model_.gguf(), model_.tokenizer(), o.chat_template)),
         pack_(o.pack.empty() ? std::optional<Pack>() : read_pack(read_pack_file(o.pack), o.pack)),
-        session_(model_, with_progress(pack_ ? options_for(*pack_, so) : so)),
+        endless_(endless ? std::make_unique<EndlessChat>(model_, session_options(so, true)) : nullptr),
+        plain_(endless ? nullptr : std::make_unique<Session>(model_, session_options(so, false))),
+        session_(endless_ ? endless_->session() : *plain_),
         policy_(kv_policy_name(session_.options().kv.policy)) {
     if (!o.system.empty()) system_ = {{"system", o.system}};
     messages_ = system_;
@@ -64,7 +67,7 @@ class TerminalChat {
     std::fprintf(stderr, "snapvk chat: %s on %s; chat template %s (%s); kv policy %s\n", o_.model.c_str(),
                  ctx_.info().name.c_str(), tmpl_.name(), tmpl_.source().c_str(), policy_.c_str());
     if (pack_) std::fprintf(stderr, "pack %s: %u tokens of document loaded\n", o_.pack.c_str(), pack_->state.n_past);
-    if (session_.options().endless)
+    if (endless_)
       std::fprintf(stderr, "endless chat: the cache keeps %u entries per head plus the current turn\n",
                    session_.options().kv.budget);
     std::fprintf(stderr, "/reset starts over, Ctrl-C stops an answer, Ctrl-D (end of input) quits\n");
@@ -86,15 +89,13 @@ class TerminalChat {
   }
 
  private:
-  // An endless chat keeps its own policy and budget (the pack's cache is compacted to it at the
-  // first turn's end); otherwise the pack's policy describes the cache.
-  static SessionOptions options_for(const Pack& p, SessionOptions so) {
-    if (!so.endless) return pack_session_options(p, so);
-    so.kv_type = p.kv_type;
-    return so;
-  }
-
-  static SessionOptions with_progress(SessionOptions so) {
+  // With a pack, an endless chat keeps its own policy and budget (the pack's cache is compacted to
+  // it at the first turn's end); otherwise the pack's policy describes the cache.
+  SessionOptions session_options(SessionOptions so, bool endless) const {
+    if (pack_ && endless)
+      so.kv_type = pack_->kv_type;
+    else if (pack_)
+      so = pack_session_options(*pack_, so);
     so.on_progress = [](uint64_t, uint64_t) { return !g_stop.load(); };
     return so;
   }
@@ -110,14 +111,14 @@ class TerminalChat {
   std::vector<int32_t> turn_tokens(ChatHistory& next) {
     const Tokenizer& tok = model_.tokenizer();
     auto tokens = tok.encode(next.next(tmpl_, messages_, true), session_.n_past() == 0, true);
-    if (tokens.size() < session_.free_slots()) return tokens;
+    if (tokens.size() < session_.free_rows()) return tokens;
     std::fprintf(stderr, "[the context is full: starting a new conversation]\n");
     const ChatMessage user = messages_.back();
     start_over();
     messages_.push_back(user);
     next = history_;
     tokens = tok.encode(next.next(tmpl_, messages_, true), session_.n_past() == 0, true);
-    if (tokens.size() >= session_.free_slots())
+    if (tokens.size() >= session_.free_rows())
       throw Error(ErrorKind::InvalidArgument, "the turn of " + std::to_string(tokens.size()) +
                                                   " tokens does not fit the context (" +
                                                   std::to_string(session_.n_ctx()) + "); raise -c");
@@ -160,7 +161,7 @@ class TerminalChat {
     generate(session_, sampler, logits, go, gen);
     history_.generated(gen.text);
     messages_.push_back({"assistant", gen.text});
-    const bool compacted = session_.end_turn();  // an endless chat over its budget compacts here
+    const bool compacted = endless_ && endless_->end_turn();  // an endless chat over its budget compacts here
     std::fputs("\n", stdout);
     std::fflush(stdout);
     if (gen.stop == StopReason::Cancelled) std::fprintf(stderr, "[stopped]\n");
@@ -169,7 +170,7 @@ class TerminalChat {
 
   void show_kv(const GenerateResult& gen, bool compacted) {
     const KvStats kv = session_.kv_stats();
-    const uint32_t compressed = session_.cache().prompt_len();
+    const uint32_t compressed = session_.cache().compacted_len();
     const std::string first = compressed ? " (first " + std::to_string(compressed) + " compressed)" : "";
     std::fprintf(stderr, "[kv %s: %s retained for %u tokens%s, full cache %s, ratio %.2fx; answer %zu tokens, %s%s]\n",
                  policy_.c_str(), bytes_str(kv.retained_bytes).c_str(), session_.n_past(), first.c_str(),
@@ -183,7 +184,9 @@ class TerminalChat {
   Model model_;
   ChatTemplate tmpl_;
   std::optional<Pack> pack_;
-  Session session_;
+  std::unique_ptr<EndlessChat> endless_;  // --kv-budget with a policy that compacts again
+  std::unique_ptr<Session> plain_;        // otherwise
+  Session& session_;                      // the conversation's: endless_'s or plain_
   std::string policy_;
   std::vector<ChatMessage> system_, messages_;
   ChatHistory history_;
@@ -196,11 +199,11 @@ int chat(const ChatOptions& o, const Globals& g) {
   SessionOptions so = session_options(o.session);
   // a budget keeps a conversation of any length within it (docs/packs.md, endless chat); h2o and
   // adakv compress the first prompt only, as before
-  so.endless = compacts_again(so.kv.policy) && so.kv.budget > 0;
+  const bool endless = compacts_again(so.kv.policy) && so.kv.budget > 0;
   if (g.check_only) return 0;
   ChatOptions opts = o;
   if (!opts.seed_set) opts.sp.seed = std::random_device{}();
-  TerminalChat chat(opts, g, so);
+  TerminalChat chat(opts, g, so, endless);
   struct sigaction sa = {};
   sa.sa_handler = on_sigint;
   sigemptyset(&sa.sa_mask);

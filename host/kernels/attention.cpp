@@ -95,27 +95,27 @@ const Pipeline& variant(const Pipeline (&p)[kKvTypes], KvType kt, const Attentio
 }  // namespace
 
 void op_kv_store(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvType kt, BufferRange src,
-                 BufferRange cache, BufferRange heads, uint32_t T, uint32_t n_kv, uint32_t slot0, uint32_t ring) {
+                 BufferRange cache, BufferRange heads, uint32_t T, uint32_t n_kv, uint32_t row0, uint32_t ring) {
   const uint32_t items = kt == KvType::Q8_0 ? (a.head_dim / 32 + 1) / 2 : a.head_dim / 2;
   uint32_t gx, gy;
   items_grid(k, uint64_t(T) * n_kv * items, gx, gy);
-  cs.dispatch(variant(a.kv_store, kt, a), {src, cache, heads}, KvStorePush{T, n_kv, slot0, ring}, gx, gy);
+  cs.dispatch(variant(a.kv_store, kt, a), {src, cache, heads}, KvStorePush{T, n_kv, row0, ring}, gx, gy);
 }
 
 void op_attn_prefill(CommandStream& cs, const Kernels&, const AttentionKernels& a, KvType kt, BufferRange q,
                      BufferRange kc, BufferRange vc, BufferRange heads, BufferRange o, uint32_t T, uint32_t n_head,
-                     uint32_t n_kv, uint32_t slot0, float scale, KvWindow w) {
+                     uint32_t n_kv, uint32_t row0, float scale, KvWindow w) {
   SNAPVK_ASSERT(n_head == n_kv * a.group, "attn_prefill: head counts do not match the kernel's GQA group");
-  SNAPVK_ASSERT(!w.ring || w.ring >= w.window + T - 1 || slot0 + T <= w.ring,
+  SNAPVK_ASSERT(!w.ring || w.ring >= w.window + T - 1 || row0 + T <= w.ring,
                 "attn_prefill: the ring is too small for the window and batch");
   if (a.use_prefill_rows) {
     const uint32_t rows = a.prefill_rows_wg * a.prefill_rows_qt;
     cs.dispatch(variant(a.prefill_rows, kt, a), {q, kc, vc, o, heads},
-                AttnPrefillPush{T, n_head, n_kv, slot0, scale, w.window, w.ring}, (T + rows - 1) / rows, n_head);
+                AttnPrefillPush{T, n_head, n_kv, row0, scale, w.window, w.ring}, (T + rows - 1) / rows, n_head);
     return;
   }
   cs.dispatch(variant(a.prefill, kt, a), {q, kc, vc, o, heads},
-              AttnPrefillPush{T, n_head, n_kv, slot0, scale, w.window, w.ring}, (T + a.prefill_br - 1) / a.prefill_br,
+              AttnPrefillPush{T, n_head, n_kv, row0, scale, w.window, w.ring}, (T + a.prefill_br - 1) / a.prefill_br,
               n_head);
 }
 
@@ -187,12 +187,12 @@ void op_adakv_layout(CommandStream& cs, const Kernels&, const AttentionKernels& 
 
 void op_kv_gather(CommandStream& cs, const Kernels& k, const AttentionKernels& a, BufferRange src_k, BufferRange src_v,
                   BufferRange dst_k, BufferRange dst_v, BufferRange sel, BufferRange info, BufferRange heads,
-                  uint32_t n_kv, uint32_t row_words, uint32_t max_slots, uint32_t src_stride, uint32_t P,
+                  uint32_t n_kv, uint32_t row_words, uint32_t max_rows, uint32_t src_stride, uint32_t P,
                   uint32_t window) {
   uint32_t gx, gy;
-  items_grid(k, uint64_t(n_kv) * max_slots * row_words, gx, gy);
+  items_grid(k, uint64_t(n_kv) * max_rows * row_words, gx, gy);
   cs.dispatch(a.kv_gather, {src_k, src_v, dst_k, dst_v, sel, info, heads},
-              KvGatherPush{n_kv, row_words, max_slots, src_stride, P, window}, gx, gy);
+              KvGatherPush{n_kv, row_words, max_rows, src_stride, P, window}, gx, gy);
 }
 
 }  // namespace snapvk

@@ -3,7 +3,7 @@
 // built once at model load: storing K/V, prefill and decode attention, and the SnapKV passes
 // (window scores, votes, pooling, top-K selection, gather into the compacted cache).
 // Every cache is described by a heads table (shaders/heads.glsl): per KV head, the offset of
-// its slots and how many retained prompt entries precede the appended tokens.
+// its rows and how many retained prompt entries precede the appended tokens.
 #include <cstdint>
 #include <optional>
 #include <string_view>
@@ -38,7 +38,7 @@ struct AttentionKernels {
   AttentionKernels(Context& ctx, const Tuning& t, uint32_t head_dim, uint32_t group);
   uint32_t head_dim = 0, group = 0;
   uint32_t prefill_br = 16, prefill_bc = 16;  // query rows / keys per prefill tile
-  uint32_t decode_chunk = 256;                // cache slots per decode workgroup
+  uint32_t decode_chunk = 256;                // cache rows per decode workgroup
   uint32_t votes_wg = 64;                     // keys per window_votes workgroup
   uint32_t select_wg = 256;                   // invocations per top-K segment
   Pipeline kv_store[kKvTypes];
@@ -59,13 +59,13 @@ struct AttentionKernels {
 };
 
 // A sliding-window layer (Gemma 3): a query at position p sees keys p - window + 1 .. p, and its
-// cache is a ring of `ring` slots per head (position p at slot p % ring, base 0, slot0 the
+// cache is a ring of `ring` rows per head (position p at row p % ring, base 0, row0 the
 // position). {0, 0}: a causal layer over a linear cache.
 struct KvWindow {
   uint32_t window = 0, ring = 0;
 };
 
-// ---- push constants (one struct per kernel) ----
+// ---- push constants (one struct per kernel; names as in the shaders, where a cache row is a "slot") ----
 struct KvStorePush {
   uint32_t T, n_kv, slot0, ring;
 };
@@ -111,15 +111,15 @@ struct KvGatherPush {
 };
 
 // ---- ops ----
-// src [T, n_kv, hd] f32 -> cache rows at slot offset(h) + base(h) + slot0 + t (a ring: offset(h) +
-// (slot0 + t) % ring)
+// src [T, n_kv, hd] f32 -> cache rows offset(h) + base(h) + row0 + t (a ring: offset(h) +
+// (row0 + t) % ring)
 void op_kv_store(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvType kt, BufferRange src,
-                 BufferRange cache, BufferRange heads, uint32_t T, uint32_t n_kv, uint32_t slot0, uint32_t ring = 0);
-// q [T, n_head, hd] are the appended tokens slot0..slot0+T-1; o [T, n_head*hd]
+                 BufferRange cache, BufferRange heads, uint32_t T, uint32_t n_kv, uint32_t row0, uint32_t ring = 0);
+// q [T, n_head, hd] are the appended tokens, rows row0..row0+T-1 after each head's base; o [T, n_head*hd]
 void op_attn_prefill(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvType kt, BufferRange q,
                      BufferRange kc, BufferRange vc, BufferRange heads, BufferRange o, uint32_t T, uint32_t n_head,
-                     uint32_t n_kv, uint32_t slot0, float scale, KvWindow w = {});
-// One query per head, q [n_head, hd]; head h holds base(h) + n_appended slots (a window: the last
+                     uint32_t n_kv, uint32_t row0, float scale, KvWindow w = {});
+// One query per head, q [n_head, hd]; head h holds base(h) + n_appended rows (a window: the last
 // `window` of them), at most max_len. Records attn_decode, a barrier and attn_combine; part holds
 // attn_partial_floats().
 void op_attn_decode(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvType kt, BufferRange q,
@@ -152,7 +152,7 @@ void op_adakv_layout(CommandStream& cs, const Kernels& k, const AttentionKernels
 // full cache [n_kv][src_stride rows] into the compacted one described by `heads`.
 void op_kv_gather(CommandStream& cs, const Kernels& k, const AttentionKernels& a, BufferRange src_k, BufferRange src_v,
                   BufferRange dst_k, BufferRange dst_v, BufferRange sel, BufferRange info, BufferRange heads,
-                  uint32_t n_kv, uint32_t row_words, uint32_t max_slots, uint32_t src_stride, uint32_t P,
+                  uint32_t n_kv, uint32_t row_words, uint32_t max_rows, uint32_t src_stride, uint32_t P,
                   uint32_t window);
 
 }  // namespace snapvk

@@ -12,7 +12,7 @@ namespace snapvk {
 KvCache::KvCache(const Model& model, KvType type, uint32_t n_ctx, uint32_t n_batch)
     : model_(model), type_(type), n_ctx_(n_ctx), n_batch_(n_batch) {}
 
-uint32_t KvCache::ring_slots(const ModelConfig& c, uint32_t n_ctx, uint32_t n_batch) {
+uint32_t KvCache::ring_rows(const ModelConfig& c, uint32_t n_ctx, uint32_t n_batch) {
   return uint32_t(std::min<uint64_t>(n_ctx, uint64_t(c.n_swa) + std::max(n_batch, 1u) - 1));
 }
 
@@ -37,14 +37,14 @@ KvLayer& KvCache::allocate_heads(uint32_t l, const std::vector<uint32_t>& cap, c
   KvLayer& out = layers_[l];
   out.offset.resize(n_kv);
   out.base = base;
-  uint64_t slots = 0;
-  for (uint32_t h = 0; h < n_kv; ++h) out.offset[h] = uint32_t(slots), slots += cap[h];
-  if (slots > UINT32_MAX) throw Error(ErrorKind::InvalidArgument, "KV cache layer of more than 2^32 rows");
-  out.slots = uint32_t(slots);
-  out.k = Buffer(ctx, out.slots * row, BufferKind::Device, "k_cache." + std::to_string(l));
-  out.v = Buffer(ctx, out.slots * row, BufferKind::Device, "v_cache." + std::to_string(l));
+  uint64_t rows = 0;
+  for (uint32_t h = 0; h < n_kv; ++h) out.offset[h] = uint32_t(rows), rows += cap[h];
+  if (rows > UINT32_MAX) throw Error(ErrorKind::InvalidArgument, "KV cache layer of more than 2^32 rows");
+  out.n_rows = uint32_t(rows);
+  out.k = Buffer(ctx, out.n_rows * row, BufferKind::Device, "k_cache." + std::to_string(l));
+  out.v = Buffer(ctx, out.n_rows * row, BufferKind::Device, "v_cache." + std::to_string(l));
   out.heads = Buffer(ctx, 2ull * n_kv * 4, BufferKind::Device, "kv_heads." + std::to_string(l));
-  bytes_ += 2 * out.slots * row;
+  bytes_ += 2 * out.n_rows * row;
   out.window = out.ring = 0;
   return out;
 }
@@ -57,7 +57,7 @@ void KvCache::upload_table(KvLayer& L) {
 
 void KvCache::allocate_ring(uint32_t l) {
   const ModelConfig& c = model_.config();
-  const uint32_t ring = ring_slots(c, n_ctx_, n_batch_);
+  const uint32_t ring = ring_rows(c, n_ctx_, n_batch_);
   KvLayer& out = allocate_layer(l, ring, 0, true);
   out.window = c.n_swa, out.ring = ring;
 }
@@ -76,7 +76,7 @@ void KvCache::allocate_full() {
 
 void KvCache::clear() {
   layers_.clear();
-  room_ = prompt_len_ = 0;
+  room_ = compacted_len_ = 0;
   bytes_ = 0;
   selection_.clear();
 }
@@ -86,7 +86,7 @@ void KvCache::begin_prompt(uint32_t L, bool keep_selection) {
   clear();
   layers_.resize(n_layer);
   room_ = n_ctx_ - L;
-  prompt_len_ = L;
+  compacted_len_ = L;
   keep_selection_ = keep_selection;
   selection_.assign(keep_selection ? n_layer : 0, {});
   const ModelConfig& c = model_.config();
@@ -112,14 +112,14 @@ void KvCache::compact_layer(CommandStream& cs, uint32_t l, const PromptLayer& p,
   const uint32_t count = compress ? C - W : 0;                // selected prefix entries per head (uniform)
   const bool ada = compress && pol.policy == KvPolicy::AdaKV;
   const uint32_t kept = compress ? C : L;
-  KvLayer& out = allocate_layer(l, fixed_slots_ ? fixed_slots_ : kept + room_, kept, !ada);
+  KvLayer& out = allocate_layer(l, fixed_rows_ ? fixed_rows_ : kept + room_, kept, !ada);
 
   cs.begin();
   const SelectArgs args{cs, model_, type_, p, pol, out, W, P, count, room_};
   LayerSelection s = compress ? select_for(args) : select_all(args);
   // compacted cache = the selected rows, then the window
   op_kv_gather(cs, model_.kernels(), model_.attention(), p.k, p.v, out.k, out.v, s.sel, s.info, out.heads, n_kv,
-               kv_row_words(type_, c.head_dim), s.max_slots, L, P, W);
+               kv_row_words(type_, c.head_dim), s.max_rows, L, P, W);
   cs.submit();
 
   std::vector<uint32_t> info(2 * n_kv);
@@ -148,7 +148,7 @@ uint32_t KvCache::max_len(uint32_t appended) const {
 }
 
 uint64_t KvCache::held_bytes(uint32_t n_past) const {
-  const uint32_t appended = n_past > prompt_len_ ? n_past - prompt_len_ : 0;  // 0 during a first prefill
+  const uint32_t appended = n_past > compacted_len_ ? n_past - compacted_len_ : 0;  // 0 during a first prefill
   uint64_t rows = 0;
   for (const auto& L : layers_)
     if (L.window)
@@ -171,7 +171,7 @@ KvSize KvCache::size_after_prompt(const ModelConfig& c, KvType t, const KvPolicy
   KvSize s;
   const uint64_t row = kv_row_bytes(t, c.head_dim), n_kv = c.n_head_kv;
   // a sliding-window layer allocates its ring and retains (what attention can still see) its window
-  const uint64_t ring = 2 * n_kv * uint64_t(ring_slots(c, n_ctx, n_batch)) * row;
+  const uint64_t ring = 2 * n_kv * uint64_t(ring_rows(c, n_ctx, n_batch)) * row;
   const uint64_t window = 2 * n_kv * uint64_t(std::min(n_ctx, c.n_swa)) * row;
   const bool compressed = pol.compresses();
   const uint32_t room = n_ctx > L ? n_ctx - L : 0;
@@ -188,9 +188,9 @@ KvSize KvCache::size_after_prompt(const ModelConfig& c, KvType t, const KvPolicy
 uint64_t KvCache::bytes_after_restore(const ModelConfig& c, KvType t, const KvImage& img, uint32_t n_ctx,
                                       uint32_t n_batch) {
   const uint64_t full = size_after_prompt(c, t, KvPolicyOptions{}, 0, n_ctx, n_batch).allocated;
-  if (img.prompt_len == 0) return full;
+  if (img.compacted_len == 0) return full;
   const uint64_t row = kv_row_bytes(t, c.head_dim), n_kv = c.n_head_kv;
-  const uint64_t room = n_ctx > img.prompt_len ? n_ctx - img.prompt_len : 0;
+  const uint64_t room = n_ctx > img.compacted_len ? n_ctx - img.compacted_len : 0;
   uint64_t bytes = full;
   for (uint32_t l = 0; l < c.n_layer && l < img.layers.size(); ++l) {
     bytes += 8 * n_kv;  // the heads table

@@ -1,6 +1,6 @@
 #pragma once
-// The KV cache of one conversation: per layer, rows ("slots") of K and V and the heads table
-// that lays them out per KV head (shaders/heads.glsl). One table serves the full cache, a
+// The KV cache of one conversation: per layer, rows of K and V and the heads table that lays
+// them out per KV head (shaders/heads.glsl). One table serves the full cache, a
 // uniformly compacted one (SnapKV, PyramidKV, StreamingLLM, H2O) and Ada-KV's per-head budgets,
 // so one set of attention kernels reads them all. The cache also answers the memory model's
 // size questions, and is the unit that a saved pack or a server's slot holds.
@@ -15,15 +15,15 @@
 
 namespace snapvk {
 
-// One layer's cache: head h's slots start at offset[h]; its first base[h] slots hold retained
+// One layer's cache: head h's rows start at offset[h]; its first base[h] rows hold retained
 // prompt entries, the appended tokens follow. A sliding-window layer (window > 0) is a ring of
-// `ring` slots per head instead, position p at slot p % ring, never compacted.
+// `ring` rows per head instead, position p at row p % ring, never compacted.
 struct KvLayer {
-  Buffer k, v;                   // [slots] rows of kv_row_words(type, head_dim) words
-  Buffer heads;                  // [n_kv][2] u32: offset, base (the device copy of the table)
-  std::vector<uint32_t> offset;  // [n_kv]
-  std::vector<uint32_t> base;    // [n_kv]
-  uint32_t slots = 0;
+  Buffer k, v;                    // [n_rows] rows of kv_row_words(type, head_dim) words
+  Buffer heads;                   // [n_kv][2] u32: offset, base (the device copy of the table)
+  std::vector<uint32_t> offset;   // [n_kv]
+  std::vector<uint32_t> base;     // [n_kv]
+  uint32_t n_rows = 0;            // every head's
   uint32_t window = 0, ring = 0;  // a sliding-window layer (KvWindow)
   KvWindow kv_window() const { return {window, ring}; }
 };
@@ -52,7 +52,7 @@ struct KvLayerImage {
   std::vector<uint8_t> k, v;   // [sum(rows)] rows of kv_row_bytes(type, head_dim)
 };
 struct KvImage {
-  uint32_t prompt_len = 0;           // KvCache::prompt_len(): 0 for a full cache
+  uint32_t compacted_len = 0;        // KvCache::compacted_len(): 0 for a full cache
   uint32_t n_past = 0;               // positions held
   std::vector<KvLayerImage> layers;  // [n_layer]
 };
@@ -69,7 +69,7 @@ class KvCache {
   // n_batch: most tokens one forward step appends (sizes the rings of sliding-window layers).
   KvCache(const Model& model, KvType type, uint32_t n_ctx, uint32_t n_batch);
 
-  // A full cache: every head n_ctx slots, nothing retained yet.
+  // A full cache: every head n_ctx rows, nothing retained yet.
   void allocate_full();
   // Drops every layer: a compacted cache is sized by its prompt (begin_prompt).
   void clear();
@@ -96,16 +96,20 @@ class KvCache {
   void recompress_layer(CommandStream& cs, uint32_t l, uint32_t appended, const Buffer& q_win, uint32_t n_q,
                         const KvPolicyOptions& pol, const Buffer& scratch_k, const Buffer& scratch_v,
                         Buffer& scratch_heads);
-  // After recompress_layer over every global layer: n_past positions are now the "prompt".
+  // After recompress_layer over every global layer: all n_past positions are compacted now.
   void end_recompress(uint32_t n_past);
-  // Starts a compacted cache whose global layers hold `per_head` slots per head for good (endless
-  // chat: the budget plus a turn), so recompression never reallocates.
-  void set_fixed_slots(uint32_t per_head) { fixed_slots_ = per_head; }
+  // Starts a compacted cache whose global layers hold `per_head` rows per head for good (endless
+  // chat: the budget plus a turn), so recompression never reallocates; it then holds any number
+  // of positions.
+  void set_fixed_rows(uint32_t per_head) { fixed_rows_ = per_head; }
+  uint32_t fixed_rows() const { return fixed_rows_; }  // 0: sized by each prompt
 
   KvType type() const { return type_; }
   uint32_t n_ctx() const { return n_ctx_; }
-  uint32_t room() const { return room_; }              // slots per head for appended tokens
-  uint32_t prompt_len() const { return prompt_len_; }  // L of the compacted prompt (0: a full cache)
+  uint32_t room() const { return room_; }  // rows per head for appended tokens
+  // Positions the retained rows were compacted from: the compressed prompt's L, all positions
+  // held after recompression; 0 for a full cache. Rows appended since: n_past - compacted_len.
+  uint32_t compacted_len() const { return compacted_len_; }
   uint64_t allocated_bytes() const { return bytes_; }  // device bytes of every K/V buffer
   bool empty() const { return layers_.empty(); }
   const KvLayer& layer(uint32_t l) const { return layers_.at(l); }
@@ -119,10 +123,10 @@ class KvCache {
 
   // The table of a uniform layout: head h at h * per_head, `base` retained entries.
   static std::vector<uint32_t> uniform_table(uint32_t n_kv, uint32_t per_head, uint32_t base);
-  // Slots per head of a sliding-window layer: the window plus a batch of new tokens (a batch's
+  // Rows per head of a sliding-window layer: the window plus a batch of new tokens (a batch's
   // queries still see the window before it while it is stored; llama.cpp sizes its SWA cache
   // n_swa + n_ubatch alike), at most n_ctx.
-  static uint32_t ring_slots(const ModelConfig& c, uint32_t n_ctx, uint32_t n_batch);
+  static uint32_t ring_rows(const ModelConfig& c, uint32_t n_ctx, uint32_t n_batch);
   // Bytes a full cache of type t needs for `tokens` positions (all layers, K and V); a
   // sliding-window layer needs at most its window.
   static uint64_t full_bytes(const ModelConfig& c, KvType t, uint64_t tokens);
@@ -132,7 +136,7 @@ class KvCache {
                                   uint32_t n_ctx, uint32_t n_batch);
   // Device bytes restore(img) allocates in a cache of n_ctx positions: a full image the full
   // cache; a compacted one, per global layer and KV head, its retained rows and room for
-  // n_ctx - prompt_len more, plus the heads tables (counted as size_after_prompt counts them).
+  // n_ctx - compacted_len more, plus the heads tables (counted as size_after_prompt counts them).
   static uint64_t bytes_after_restore(const ModelConfig& c, KvType t, const KvImage& img, uint32_t n_ctx,
                                       uint32_t n_batch);
   // Device bytes of the scratch one layer's compaction needs (scores, pooling, selection).
@@ -141,7 +145,7 @@ class KvCache {
 
  private:
   KvLayer& allocate_layer(uint32_t l, uint32_t per_head, uint32_t base, bool upload_table);
-  // Head h gets cap[h] slots, base[h] of them retained.
+  // Head h gets cap[h] rows, base[h] of them retained.
   KvLayer& allocate_heads(uint32_t l, const std::vector<uint32_t>& cap, const std::vector<uint32_t>& base);
   void upload_table(KvLayer& L);
   void check_image(const KvImage& img) const;
@@ -152,10 +156,10 @@ class KvCache {
   uint32_t n_ctx_, n_batch_;
   std::vector<KvLayer> layers_;
   uint32_t room_ = 0;
-  uint32_t prompt_len_ = 0;
+  uint32_t compacted_len_ = 0;
   uint64_t bytes_ = 0;
   bool keep_selection_ = false;
-  uint32_t fixed_slots_ = 0;  // endless chat: slots per head of every global layer (0: sized by the prompt)
+  uint32_t fixed_rows_ = 0;  // endless chat: rows per head of every global layer (0: sized by the prompt)
   KvSelection selection_;
 };
 

@@ -18,9 +18,9 @@ namespace {
 KvImage KvCache::save(uint32_t n_past) const {
   const ModelConfig& c = model_.config();
   const uint64_t row = kv_row_bytes(type_, c.head_dim);
-  const uint32_t appended = n_past > prompt_len_ ? n_past - prompt_len_ : 0;
+  const uint32_t appended = n_past > compacted_len_ ? n_past - compacted_len_ : 0;
   KvImage img;
-  img.prompt_len = prompt_len_;
+  img.compacted_len = compacted_len_;
   img.n_past = n_past;
   img.layers.resize(layers_.size());
   for (size_t l = 0; l < layers_.size(); ++l) {
@@ -45,11 +45,11 @@ KvImage KvCache::save(uint32_t n_past) const {
         at += out.rows[h];
         continue;
       }
-      // a ring holds position p at slot p % ring; the image lists the last positions in order
+      // a ring holds position p at row p % ring; the image lists the last positions in order
       for (uint32_t i = 0; i < out.rows[h]; ++i, ++at) {
-        const uint64_t slot = uint64_t(n_past - out.rows[h] + i) % L.ring;
-        L.k.download(out.k.data() + at * row, row, (L.offset[h] + slot) * row);
-        L.v.download(out.v.data() + at * row, row, (L.offset[h] + slot) * row);
+        const uint64_t r = uint64_t(n_past - out.rows[h] + i) % L.ring;
+        L.k.download(out.k.data() + at * row, row, (L.offset[h] + r) * row);
+        L.v.download(out.v.data() + at * row, row, (L.offset[h] + r) * row);
       }
     }
   }
@@ -61,10 +61,10 @@ void KvCache::check_image(const KvImage& img) const {
   const uint64_t row = kv_row_bytes(type_, c.head_dim);
   if (img.layers.size() != c.n_layer)
     bad_image(std::to_string(img.layers.size()) + " layers, the model has " + std::to_string(c.n_layer));
-  if (img.n_past > n_ctx_ && !fixed_slots_)
+  if (img.n_past > n_ctx_ && !fixed_rows_)
     bad_image(std::to_string(img.n_past) + " positions, the context holds " + std::to_string(n_ctx_));
-  if (img.prompt_len > img.n_past) bad_image("prompt length beyond the positions held");
-  const uint32_t appended = img.n_past - img.prompt_len;
+  if (img.compacted_len > img.n_past) bad_image("more positions compacted than held");
+  const uint32_t appended = img.n_past - img.compacted_len;
   for (uint32_t l = 0; l < c.n_layer; ++l) {
     const KvLayerImage& L = img.layers[l];
     const std::string at = "layer " + std::to_string(l) + ": ";
@@ -73,11 +73,12 @@ void KvCache::check_image(const KvImage& img) const {
     uint64_t total = 0;
     for (uint32_t h = 0; h < c.n_head_kv; ++h) {
       const bool ok = L.window ? L.base[h] == 0 && L.rows[h] == std::min(img.n_past, L.window)
-                               : (img.prompt_len ? L.base[h] <= img.prompt_len : L.base[h] == 0) &&
+                               : (img.compacted_len ? L.base[h] <= img.compacted_len : L.base[h] == 0) &&
                                      uint64_t(L.base[h]) + appended == L.rows[h];
       if (!ok) bad_image(at + "head " + std::to_string(h) + "'s row counts are inconsistent");
-      if (fixed_slots_ && !L.window && L.rows[h] > fixed_slots_) bad_image(at + "more rows than the cache's slots");
-      if (fixed_slots_ && !L.window && L.base[h] != L.base[0])  // recompress_layer compacts uniform heads
+      if (fixed_rows_ && !L.window && L.rows[h] > fixed_rows_)
+        bad_image(at + "more rows than the cache holds per head");
+      if (fixed_rows_ && !L.window && L.base[h] != L.base[0])  // recompress_layer compacts uniform heads
         bad_image(at + "an endless session needs the same retained rows in every head (not an Ada-KV cache)");
       total += L.rows[h];
     }
@@ -89,13 +90,13 @@ void KvCache::restore(const KvImage& img) {
   check_image(img);
   const ModelConfig& c = model_.config();
   const uint64_t row = kv_row_bytes(type_, c.head_dim);
-  const bool full = img.prompt_len == 0;
+  const bool full = img.compacted_len == 0;
   // a full cache keeps the buffers it has (allocated once per session)
-  if (!full || empty() || prompt_len_ != 0 || fixed_slots_) {
+  if (!full || empty() || compacted_len_ != 0 || fixed_rows_) {
     clear();
     layers_.resize(c.n_layer);
-    room_ = full ? n_ctx_ : n_ctx_ - img.prompt_len;
-    prompt_len_ = img.prompt_len;
+    room_ = full ? n_ctx_ : n_ctx_ - img.compacted_len;
+    compacted_len_ = img.compacted_len;
   }
   for (uint32_t l = 0; l < c.n_layer; ++l) {
     const KvLayerImage& I = img.layers[l];
@@ -106,7 +107,7 @@ void KvCache::restore(const KvImage& img) {
         allocate_layer(l, n_ctx_, 0, true);
       } else {
         std::vector<uint32_t> cap(c.n_head_kv);
-        for (uint32_t h = 0; h < c.n_head_kv; ++h) cap[h] = fixed_slots_ ? fixed_slots_ : I.base[h] + room_;
+        for (uint32_t h = 0; h < c.n_head_kv; ++h) cap[h] = fixed_rows_ ? fixed_rows_ : I.base[h] + room_;
         upload_table(allocate_heads(l, cap, I.base));
       }
     }
@@ -115,9 +116,9 @@ void KvCache::restore(const KvImage& img) {
     for (uint32_t h = 0; h < c.n_head_kv; ++h) {
       if (L.window) {
         for (uint32_t i = 0; i < I.rows[h]; ++i, ++at) {
-          const uint64_t slot = uint64_t(img.n_past - I.rows[h] + i) % L.ring;
-          L.k.upload(I.k.data() + at * row, row, (L.offset[h] + slot) * row);
-          L.v.upload(I.v.data() + at * row, row, (L.offset[h] + slot) * row);
+          const uint64_t r = uint64_t(img.n_past - I.rows[h] + i) % L.ring;
+          L.k.upload(I.k.data() + at * row, row, (L.offset[h] + r) * row);
+          L.v.upload(I.v.data() + at * row, row, (L.offset[h] + r) * row);
         }
         continue;
       }
@@ -129,16 +130,16 @@ void KvCache::restore(const KvImage& img) {
 }
 
 void KvCache::drop_prompt_tail(uint32_t n) {
-  SNAPVK_ASSERT(prompt_len_ > n, "drop_prompt_tail: more rows than the prompt");
+  SNAPVK_ASSERT(compacted_len_ > n, "drop_prompt_tail: more rows than the prompt");
   for (KvLayer& L : layers_) {
-    if (L.window) continue;  // a ring's slots past the position are never read
+    if (L.window) continue;  // a ring's rows past the position are never read
     for (uint32_t& b : L.base) {
       SNAPVK_ASSERT(b >= n, "drop_prompt_tail: a head holds fewer rows than dropped");
       b -= n;
     }
     upload_table(L);
   }
-  prompt_len_ -= n;
+  compacted_len_ -= n;
   room_ += n;
 }
 
@@ -148,7 +149,7 @@ void KvCache::recompress_layer(CommandStream& cs, uint32_t l, uint32_t appended,
   const ModelConfig& c = model_.config();
   KvLayer& out = layers_.at(l);
   SNAPVK_ASSERT(!out.window, "recompress_layer: a sliding-window layer is not compacted");
-  const uint32_t n_kv = c.n_head_kv, N = out.base[0] + appended;  // rows per head: the "prompt" now
+  const uint32_t n_kv = c.n_head_kv, N = out.base[0] + appended;  // rows per head, all compacted again
   for (uint32_t b : out.base) SNAPVK_ASSERT(b == out.base[0], "recompress_layer: heads of uneven budgets");
   const uint32_t C = pol.layer_budgets(N, c.n_layer)[l];
   if (N <= C) {  // within the budget: every row stays
@@ -173,13 +174,13 @@ void KvCache::recompress_layer(CommandStream& cs, uint32_t l, uint32_t appended,
   const SelectArgs args{cs, model_, type_, p, pol, out, W, P, count, 0};
   LayerSelection s = select_for(args);
   op_kv_gather(cs, model_.kernels(), model_.attention(), scratch_k, scratch_v, out.k, out.v, s.sel, s.info, out.heads,
-               n_kv, kv_row_words(type_, c.head_dim), s.max_slots, N, P, W);
+               n_kv, kv_row_words(type_, c.head_dim), s.max_rows, N, P, W);
   cs.submit();
 }
 
 void KvCache::end_recompress(uint32_t n_past) {
-  room_ = fixed_slots_ ? fixed_slots_ - max_len(0) : room_;
-  prompt_len_ = n_past;
+  room_ = fixed_rows_ ? fixed_rows_ - max_len(0) : room_;
+  compacted_len_ = n_past;
 }
 
 }  // namespace snapvk

@@ -18,7 +18,7 @@ LayerSelection uniform_selection(const SelectArgs& a, uint32_t total) {
   Context& ctx = a.model.ctx();
   LayerSelection s;
   s.total = total;
-  s.max_slots = a.count + a.W;
+  s.max_rows = a.count + a.W;
   s.sel = Buffer(ctx, std::max<uint64_t>(total, 1) * 4, BufferKind::Device, "kv_sel");
   std::vector<uint32_t> info(2 * n_kv);
   for (uint32_t h = 0; h < n_kv; ++h) info[2 * h] = h * a.count, info[2 * h + 1] = 0;
@@ -88,7 +88,7 @@ LayerSelection select_adakv(const SelectArgs& a) {
   const AttentionKernels& ak = a.model.attention();
   // sel holds positions in [n_kv][P] space: one selection across the layer
   LayerSelection s = uniform_selection(a, n_kv * a.count);
-  s.max_slots = std::min(a.P, s.total) + a.W;
+  s.max_rows = std::min(a.P, s.total) + a.W;
   s.layout_on_device = true;
   const Buffer& sc = scores(a, s);
   // each head's own top floor(share * budget) first
@@ -123,7 +123,7 @@ LayerSelection select_for(const SelectArgs& a) {
 
 LayerSelection select_all(const SelectArgs& a) {
   LayerSelection s = uniform_selection(a, 1);
-  s.max_slots = a.W;
+  s.max_rows = a.W;
   return s;
 }
 

@@ -21,7 +21,7 @@ struct LayerSelection {
   Buffer sel;                     // [max(total, 1)] u32 prefix positions, ascending per head
   Buffer info;                    // [n_kv][2] u32 (Ada-KV: written by the GPU)
   uint32_t total = 0;             // entries of sel
-  uint32_t max_slots = 0;         // most retained rows of any head
+  uint32_t max_rows = 0;          // most retained rows of any head
   bool layout_on_device = false;  // the layer's heads table was written by the GPU (Ada-KV)
   std::vector<Buffer> scratch;    // scores and partial selections: alive until the stream is submitted
 };

@@ -106,7 +106,7 @@ json header_json(const Pack& p) {
   j["policy"] = policy_json(p.policy);
   j["question_aware"] = !p.query.empty();
   j["n_tokens"] = p.tokens.size(), j["n_query"] = p.query.size(), j["n_logits"] = p.logits.size();
-  j["n_past"] = p.state.n_past, j["prompt_len"] = p.state.prompt_len;
+  j["n_past"] = p.state.n_past, j["prompt_len"] = p.state.compacted_len;
   json& layers = j["layers"] = json::array();
   for (const KvLayerImage& L : p.state.layers)
     layers.push_back({{"window", L.window}, {"base", L.base}, {"rows", L.rows}});
@@ -192,7 +192,7 @@ uint64_t parse_header(const json& j, Pack& p, const std::string& name) {
   p.kv_type = *type;
   p.policy = policy_from_json(j.at("policy"), name);
   const uint64_t n_tokens = j.at("n_tokens"), n_query = j.at("n_query"), n_logits = j.at("n_logits");
-  p.state.n_past = j.at("n_past"), p.state.prompt_len = j.at("prompt_len");
+  p.state.n_past = j.at("n_past"), p.state.compacted_len = j.at("prompt_len");
   if (n_tokens != p.state.n_past || n_tokens == 0) bad_pack(name, "token count differs from the positions held");
   if (n_tokens > kMaxContext || n_query > kMaxContext) bad_pack(name, "more tokens than a context holds");
   if (j.at("question_aware").get<bool>() != (n_query > 0)) bad_pack(name, "question flag differs from its tokens");
@@ -314,7 +314,7 @@ void load_pack(Session& session, const Pack& p, const std::string& name) {
   if (p.kv_type != session.cache().type())
     bad_pack(name, std::string("holds a ") + kv_type_name(p.kv_type) + " KV cache, this session's is " +
                        kv_type_name(session.cache().type()) + " (--kv-type)");
-  if (p.state.n_past > session.n_ctx() && !session.options().endless)
+  if (p.state.n_past > session.n_ctx() && !session.cache().fixed_rows())  // fixed rows: endless, positions go on
     bad_pack(name, "holds " + std::to_string(p.state.n_past) + " positions, more than the context of " +
                        std::to_string(session.n_ctx()) + " (raise -c)");
   try {

@@ -16,7 +16,7 @@ struct Session::KvView {
   const Buffer& k;
   const Buffer& v;
   const Buffer& heads;
-  KvWindow w;  // a sliding-window layer's window and ring (slot0 is then the position)
+  KvWindow w;  // a sliding-window layer's window and ring (row0 is then the position)
   KvType type;
 };
 
@@ -25,19 +25,14 @@ struct Session::SeqAttention {
   BufferRange q, k, v, attn;  // [T] rows each
   BufferRange part;           // decode attention partials of its session
   KvView kv;
-  uint32_t slot0 = 0, pos0 = 0, decode_len = 0;
-  const Buffer* q_ring = nullptr;  // endless: [n_layer][W] rotated queries, position p at row p % W
-  uint32_t ring_rows = 0;          // W
+  uint32_t row0 = 0, pos0 = 0, decode_len = 0;  // row0: the first appended row after each head's base
+  const QuerySink* sink = nullptr;              // where its rotated queries go, if anywhere
 };
 
-void Session::layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uint32_t slot0, uint32_t pos0,
+void Session::layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uint32_t row0, uint32_t pos0,
                     uint32_t decode_len) {
-  const SeqAttention seq{act_.q,         act_.k,
-                         act_.v,         act_.attn,
-                         act_.part,      kv,
-                         slot0,          pos0,
-                         decode_len,     opts_.endless ? &q_ring_ : nullptr,
-                         opts_.kv.window};
+  const SeqAttention seq{act_.q, act_.k, act_.v, act_.attn,  act_.part,
+                         kv,     row0,   pos0,   decode_len, sink_.ring ? &sink_ : nullptr};
   record_layer(model_, cs_, act_, l, T, x, std::span<const SeqAttention>(&seq, 1));
 }
 
@@ -64,29 +59,31 @@ void Session::record_attention(const Model& m, CommandStream& cs, uint32_t l, ui
     op_rope(cs, k, s.k, rope_factors, bool(w.rope_freqs), T, c.n_head_kv, rope);
   }
   cs.barrier();
-  // endless: keep the last W rotated queries, the window that votes when the turn ends
+  // the rotated queries of the last sink->rows positions, for the sink's owner (EndlessChat: the
+  // window that votes when the turn ends)
   bool kept = false;
   for (const SeqAttention& s : seqs) {
-    if (!s.q_ring || swa) continue;
-    const uint64_t qrow = uint64_t(c.q_dim()) * 4, layer0 = uint64_t(l) * s.ring_rows * qrow;
-    for (uint32_t i = T > s.ring_rows ? T - s.ring_rows : 0; i < T; ++i)  // only the last W rows can still vote
-      cs.copy(*s.q.buffer, s.q.offset + i * qrow, *s.q_ring, layer0 + ((s.pos0 + i) % s.ring_rows) * qrow, qrow);
+    if (!s.sink || swa) continue;
+    const uint32_t R = s.sink->rows;
+    const uint64_t qrow = uint64_t(c.q_dim()) * 4, layer0 = uint64_t(l) * R * qrow;
+    for (uint32_t i = T > R ? T - R : 0; i < T; ++i)  // earlier rows would be overwritten
+      cs.copy(*s.q.buffer, s.q.offset + i * qrow, *s.sink->ring, layer0 + ((s.pos0 + i) % R) * qrow, qrow);
     kept = true;
   }
   if (kept) cs.barrier();
   // append k, v to the cache after each head's entries (a sliding-window layer: into its ring)
   for (const SeqAttention& s : seqs) {
-    op_kv_store(cs, k, ak, kt, s.k, s.kv.k, s.kv.heads, T, c.n_head_kv, s.slot0, s.kv.w.ring);
-    op_kv_store(cs, k, ak, kt, s.v, s.kv.v, s.kv.heads, T, c.n_head_kv, s.slot0, s.kv.w.ring);
+    op_kv_store(cs, k, ak, kt, s.k, s.kv.k, s.kv.heads, T, c.n_head_kv, s.row0, s.kv.w.ring);
+    op_kv_store(cs, k, ak, kt, s.v, s.kv.v, s.kv.heads, T, c.n_head_kv, s.row0, s.kv.w.ring);
   }
   cs.barrier();
   // attn = softmax(q k^T * scale) v over what each query may see (causal, GQA, its window)
   for (const SeqAttention& s : seqs)
     if (T == 1)
       op_attn_decode(cs, k, ak, kt, s.q, s.kv.k, s.kv.v, s.kv.heads, s.part, s.attn, c.n_head, c.n_head_kv,
-                     s.decode_len, s.slot0 + 1, c.attention_scale(), s.kv.w);
+                     s.decode_len, s.row0 + 1, c.attention_scale(), s.kv.w);
     else
-      op_attn_prefill(cs, k, ak, kt, s.q, s.kv.k, s.kv.v, s.kv.heads, s.attn, T, c.n_head, c.n_head_kv, s.slot0,
+      op_attn_prefill(cs, k, ak, kt, s.q, s.kv.k, s.kv.v, s.kv.heads, s.attn, T, c.n_head, c.n_head_kv, s.row0,
                       c.attention_scale(), s.kv.w);
   cs.barrier();
 }
@@ -203,13 +200,13 @@ void Session::logits_of_rows(uint32_t T) {
 
 void Session::forward(const int32_t* tokens, uint32_t T, bool want_logits, const RowLogitsFn* rows) {
   const ModelConfig& c = model_.config();
-  const uint32_t appended = n_past_ - cache_.prompt_len();  // slots used after each head's retained entries
+  const uint32_t appended = n_past_ - cache_.compacted_len();  // rows used after each head's retained ones
   std::memcpy(act_.ids.mapped(), tokens, T * sizeof(int32_t));
   cs_.begin();
   embed(act_.x, T);
   for (uint32_t l = 0; l < c.n_layer; ++l) {
     const KvLayer& L = cache_.layer(l);
-    if (L.window)  // a ring: slots by position, the query sees at most the window
+    if (L.window)  // a ring: rows by position, the query sees at most the window
       layer(l, T, act_.x, KvView{L.k, L.v, L.heads, L.kv_window(), cache_.type()}, n_past_, n_past_,
             std::min(n_past_ + T, L.window));
     else
@@ -373,14 +370,14 @@ void Session::decode_batch(DecodeBatch& b, std::span<Session* const> ss, std::sp
     for (uint32_t i = 0; i < N; ++i) {
       Session& s = *ss[i];
       const KvLayer& L = s.cache_.layer(l);
-      const uint32_t appended = s.n_past_ - s.cache_.prompt_len();
+      const uint32_t appended = s.n_past_ - s.cache_.compacted_len();
       // as forward(): a ring is addressed by position, a compacted or full layer after its retained rows
       const KvView kv{L.k, L.v, L.heads, L.window ? L.kv_window() : KvWindow{}, s.cache_.type()};
       seqs.push_back({BufferRange(a.q, i * qrow, qrow), BufferRange(a.k, i * kvrow, kvrow),
                       BufferRange(a.v, i * kvrow, kvrow), BufferRange(a.attn, i * qrow, qrow), s.act_.part, kv,
                       L.window ? s.n_past_ : appended, s.n_past_,
                       L.window ? std::min(s.n_past_ + 1, L.window) : s.cache_.max_len(appended + 1),
-                      s.opts_.endless ? &s.q_ring_ : nullptr, s.opts_.kv.window});
+                      s.sink_.ring ? &s.sink_ : nullptr});
     }
     record_layer(m, cs, a, l, N, a.x, seqs);
   }
@@ -397,7 +394,7 @@ void Session::decode_batch(DecodeBatch& b, std::span<Session* const> ss, std::sp
   for (uint32_t i = 0; i < N; ++i) {
     Session& s = *ss[i];
     ++s.n_past_;
-    if (s.opts_.endless) s.queries_held_ = std::min(s.opts_.kv.window, s.queries_held_ + 1);
+    s.queries_written(1);
     a.logits.download(s.logits_.data(), uint64_t(c.n_vocab) * 4, uint64_t(i) * c.n_vocab * 4);
   }
 }

@@ -38,7 +38,7 @@ void generate(Session& s, Sampler& sampler, std::span<const float> logits, const
         r.stop = StopReason::Cancelled;
         break;
       }
-      if (o.decode_last && s.n_past() >= s.n_ctx()) {  // no room to feed a new token back
+      if (o.decode_last && s.free_rows() == 0) {  // no room to feed a new token back
         r.stop = StopReason::ContextFull;
         break;
       }
@@ -57,7 +57,7 @@ void generate(Session& s, Sampler& sampler, std::span<const float> logits, const
         if (const std::string text = utf8.push(piece); !text.empty()) o.on_text(text);
       const bool go_on = !o.on_token || o.on_token(next, piece);
       if (!o.decode_last) {  // stop before a decode whose logits nobody reads
-        if (at_max() || s.n_past() >= s.n_ctx()) {
+        if (at_max() || s.free_rows() == 0) {  // (an endless chat's positions go past n_ctx)
           r.stop = at_max() ? StopReason::MaxTokens : StopReason::ContextFull;
           break;
         }

@@ -8,8 +8,8 @@ namespace snapvk {
 
 void check_session_shape(const ModelConfig& c, uint32_t n_ctx, uint32_t n_batch) {
   checked_range(n_ctx, 1, kMaxContext, "n_ctx", ErrorKind::InvalidArgument, opt::n_ctx);
-  // Slots of one layer's cache are counted, and heads-table offsets stored, in 32 bits.
-  checked_mul_u32(c.n_head_kv, n_ctx, "KV slots per layer n_head_kv * n_ctx");
+  // Rows of one layer's cache are counted, and heads-table offsets stored, in 32 bits.
+  checked_mul_u32(c.n_head_kv, n_ctx, "KV rows per layer n_head_kv * n_ctx");
   // Element counts of one batch's activations are 32-bit push constants (op_add, op_swiglu, ...).
   const uint64_t B = std::min(n_batch, n_ctx);
   checked_mul_u32(B, c.n_embd, "activations n_batch * n_embd");
@@ -40,7 +40,7 @@ MemoryQuery memory_query(const Model& model, const SessionOptions& o, uint32_t L
 
 MemoryEstimate estimate_memory(const ModelConfig& c, uint64_t weight_bytes, const MemoryQuery& q) {
   // Every product below is then far from 2^64 (e.g. the full cache is at most
-  // 2 * 2^10 layers * 2^32 slots per layer * 2^10 bytes = 2^53); only the caller's
+  // 2 * 2^10 layers * 2^32 rows per layer * 2^10 bytes = 2^53); only the caller's
   // weight_bytes can make the totals wrap.
   c.check();
   check_session_shape(c, q.n_ctx, q.n_batch);

@@ -37,7 +37,7 @@ struct MemoryQuery {
 MemoryEstimate estimate_memory(const ModelConfig& c, uint64_t weight_bytes, const MemoryQuery& q);
 
 // Checks that a session of this shape fits the 32-bit counts the kernels take: n_ctx in
-// 1..kMaxContext, the KV slots of one layer (n_head_kv * n_ctx) and the elements of every
+// 1..kMaxContext, the KV rows of one layer (n_head_kv * n_ctx) and the elements of every
 // per-batch activation (n_batch * n_embd, q_dim, kv_dim, n_ff) below 2^32. Throws snapvk::Error
 // naming the product. Session and estimate_memory call it.
 void check_session_shape(const ModelConfig& c, uint32_t n_ctx, uint32_t n_batch);

@@ -37,10 +37,6 @@ SessionOptions with_default_ctx(const Model& m, SessionOptions o) {
 }
 }  // namespace
 
-bool compacts_again(KvPolicy p) {
-  return p == KvPolicy::SnapKV || p == KvPolicy::PyramidKV || p == KvPolicy::StreamingLLM;
-}
-
 uint32_t default_n_ctx(const ModelConfig& c) { return std::min<uint32_t>(c.n_ctx_train, 4096); }
 
 Session::Session(const Model& model, const SessionOptions& opts)
@@ -84,59 +80,7 @@ Session::Session(const Model& model, const SessionOptions& opts)
   act_.logits = Buffer(ctx, uint64_t(c.n_vocab) * f, BufferKind::Staging, "logits");
   if (opts_.row_logits) act_.rows = Buffer(ctx, B * c.n_vocab * f, BufferKind::Staging, "row_logits");
   logits_.resize(c.n_vocab);
-  if (opts_.endless) allocate_endless();
   if (!opts_.kv.compresses()) cache_.allocate_full();
-}
-
-void Session::allocate_endless() {
-  const ModelConfig& c = model_.config();
-  Context& ctx = model_.ctx();
-  const KvPolicyOptions& kv = opts_.kv;
-  if (!compacts_again(kv.policy))
-    throw Error(ErrorKind::InvalidArgument,
-                std::string("an endless chat compacts with snapkv, pyramidkv or streamingllm, not ") +
-                    kv_policy_name(kv.policy),
-                opt::kv_policy);
-  if (kv.budget == 0)
-    throw Error(ErrorKind::InvalidArgument, "an endless chat needs a KV budget (entries per head), not a ratio",
-                opt::kv_budget);
-  if (kv.budget >= opts_.n_ctx)
-    throw Error(ErrorKind::InvalidArgument,
-                "the KV budget " + std::to_string(kv.budget) + " leaves no room for a turn in a context of " +
-                    std::to_string(opts_.n_ctx) + " entries per head",
-                opt::n_ctx);
-  const uint64_t W = kv.window, qrow = uint64_t(c.q_dim()) * 4;
-  const uint64_t rows = uint64_t(c.n_head_kv) * opts_.n_ctx * kv_row_bytes(opts_.kv_type, c.head_dim);
-  q_ring_ = Buffer(ctx, c.n_layer * W * qrow, BufferKind::Device, "endless_q_ring");
-  q_win_ = Buffer(ctx, W * qrow, BufferKind::Device, "endless_q_window");
-  scratch_k_ = Buffer(ctx, rows, BufferKind::Device, "endless_k");
-  scratch_v_ = Buffer(ctx, rows, BufferKind::Device, "endless_v");
-  scratch_heads_ = Buffer(ctx, 8ull * c.n_head_kv, BufferKind::Device, "endless_heads");
-  cache_.set_fixed_slots(opts_.n_ctx);
-}
-
-bool Session::end_turn() {
-  if (!opts_.endless || cache_.empty()) return false;
-  const uint32_t appended = n_past_ - cache_.prompt_len();
-  if (cache_.max_len(appended) <= opts_.kv.budget) return false;
-  const ModelConfig& c = model_.config();
-  // the voters: the last positions whose queries the ring holds (fewer than W right after a
-  // pack was loaded: its queries are not in the pack)
-  const uint32_t W = opts_.kv.window, n_q = std::min(queries_held_, W);
-  if (n_q == 0) return false;
-  const uint64_t qrow = uint64_t(c.q_dim()) * 4;
-  for (uint32_t l = 0; l < c.n_layer; ++l) {
-    if (c.is_swa(l)) continue;
-    // the window's queries in position order (the ring holds position p at row p % W)
-    const uint64_t layer0 = uint64_t(l) * W * qrow;
-    cs_.begin();
-    for (uint32_t i = 0; i < n_q; ++i)
-      cs_.copy(q_ring_, layer0 + ((n_past_ - n_q + i) % W) * qrow, q_win_, i * qrow, qrow);
-    cs_.submit();
-    cache_.recompress_layer(cs_compress_, l, appended, q_win_, n_q, opts_.kv, scratch_k_, scratch_v_, scratch_heads_);
-  }
-  cache_.end_recompress(n_past_);
-  return true;
 }
 
 void Session::restore_state(const KvImage& img, std::span<const float> logits) {
@@ -161,7 +105,7 @@ void Session::restore_state(const KvImage& img, std::span<const float> logits) {
 }
 
 void Session::drop_prompt_tail(uint32_t n) {
-  if (!opts_.kv.compresses() || n_past_ != cache_.prompt_len() || n >= n_past_)
+  if (!opts_.kv.compresses() || n_past_ != cache_.compacted_len() || n >= n_past_)
     throw Error(ErrorKind::InvalidArgument, "only a compressed first prompt's last tokens can be dropped");
   cache_.drop_prompt_tail(n);
   n_past_ -= n;
@@ -169,20 +113,26 @@ void Session::drop_prompt_tail(uint32_t n) {
   std::fill(logits_.begin(), logits_.end(), 0.0f);  // the logits were the dropped token's
 }
 
-uint32_t Session::free_slots() const {
-  // an endless session's positions go on; its cache holds n_ctx rows per head
-  const uint32_t used = opts_.endless && !cache_.empty() ? cache_.max_len(n_past_ - cache_.prompt_len()) : n_past_;
+uint32_t Session::free_rows() const {
+  // a cache of fixed rows (compacted in place by its owner) holds any number of positions; any
+  // other has rows for n_ctx positions (a compacted one: n_ctx - L after each head's retained rows)
+  const uint32_t used =
+      cache_.fixed_rows() && !cache_.empty() ? cache_.max_len(n_past_ - cache_.compacted_len()) : n_past_;
   return opts_.n_ctx - used;
 }
 
+void Session::queries_written(size_t n) {
+  if (sink_.ring) queries_held_ = uint32_t(std::min<size_t>(sink_.rows, queries_held_ + n));
+}
+
 void Session::check_fits(size_t T) const {
-  const uint32_t used = opts_.n_ctx - free_slots();
+  const uint32_t used = opts_.n_ctx - free_rows();
   if (T > opts_.n_ctx - used)  // used <= n_ctx; a sum could wrap for a huge size
     throw Error(ErrorKind::InvalidArgument,
                 "prompt of " + std::to_string(T) + " tokens does not fit the context: " + std::to_string(used) +
                     " used of " + std::to_string(opts_.n_ctx) + " (raise the context size)",
                 opt::n_ctx);
-  if (opts_.endless && T > kMaxContext - n_past_)
+  if (T > kMaxContext - n_past_)  // positions past n_ctx: a cache of fixed rows
     throw Error(ErrorKind::InvalidArgument, "the conversation has reached the last position snapvk handles");
 }
 
@@ -234,7 +184,7 @@ void Session::prefill_rows(std::span<const int32_t> tokens, const RowLogitsFn& o
     n_past_ = n_past_before;  // rows written past the old position are never read
     throw;
   }
-  queries_held_ = uint32_t(std::min<size_t>(opts_.kv.window, queries_held_ + tokens.size()));
+  queries_written(tokens.size());
 }
 
 std::span<const float> Session::prefill(std::span<const int32_t> tokens) {
@@ -261,13 +211,13 @@ std::span<const float> Session::prefill(std::span<const int32_t> tokens) {
   } catch (...) {
     // Cancelled or failed part-way: rows written past the old position are never read, so the
     // session is as it was (a compressed first prompt is dropped whole). Known limit: a
-    // sliding-window layer's ring (window + n_batch - 1 slots) survives one batch written past
+    // sliding-window layer's ring (window + n_batch - 1 rows) survives one batch written past
     // the old position, not two: a cancel later in a long prompt leaves its window overwritten.
     n_past_ = n_past_before;
     if (n_past_before == 0 && opts_.kv.compresses()) reset();
     throw;
   }
-  queries_held_ = uint32_t(std::min<size_t>(opts_.kv.window, queries_held_ + tokens.size()));
+  queries_written(tokens.size());
   if (tokens.size() > 1)
     last_.prefill_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   return logits_;

@@ -30,18 +30,9 @@ struct SessionOptions {
   bool keep_selection = false;  // remember the retained positions (for --dump-kv-selection and tests)
   bool profile = false;         // per-kernel GPU timestamps of every dispatch
   bool row_logits = false;      // allocate [n_batch][n_vocab] logits so prefill_rows() can score every token
-  // Endless chat: the cache holds kv.budget entries per head plus one turn (n_ctx slots per head,
-  // allocated once); end_turn() compacts it again when it holds more, with the last kv.window
-  // tokens voting. Positions go on past n_ctx. Needs snapkv, pyramidkv or streamingllm and a
-  // --kv-budget (not a ratio).
-  bool endless = false;
   // Called during prefill with work done and total (in token-layers); return false to cancel.
   std::function<bool(uint64_t done, uint64_t total)> on_progress;
 };
-
-// Whether an endless session can compact its cache again with this policy (uniform heads, votes
-// of the window alone): snapkv, pyramidkv, streamingllm.
-bool compacts_again(KvPolicy p);
 
 // The positions a session holds when SessionOptions::n_ctx is 0.
 uint32_t default_n_ctx(const ModelConfig& c);
@@ -79,6 +70,13 @@ void allocate_rows(Activations& a, Context& ctx, const ModelConfig& c, uint64_t 
 using RowLogitsFn = std::function<void(uint32_t i, std::span<const float> logits)>;
 class Session;
 
+// Where the forward pass keeps each global layer's rotated queries of the latest `rows` positions,
+// for an owner that votes with them later (EndlessChat): position p at row p % rows.
+struct QuerySink {
+  const Buffer* ring = nullptr;  // [n_layer][rows][q_dim] f32
+  uint32_t rows = 0;
+};
+
 // Buffers for decoding one token of each of several sessions of one model in one forward pass
 // (Session::decode_batch): activations for max_seqs rows and their logits. Allocated once (a
 // server holds one); each session's own cache and attention partials are used in place.
@@ -115,10 +113,6 @@ class Session {
   std::span<const float> logits() const { return logits_; }
   // Forgets every token; the next prefill starts a new prompt (and is compressed again).
   void reset();
-  // End of a conversation turn: an endless session over its budget compacts its cache again
-  // (every global layer, in place; kept keys keep their positions and RoPE). Returns whether it
-  // did. Without `endless`, does nothing.
-  bool end_turn();
   // The cache's contents and position (a pack's payload; docs/packs.md).
   KvImage save_state() const { return cache_.save(n_past_); }
   // Replaces the session's state by `img` and the logits after its last token (empty: zeros, a
@@ -133,8 +127,8 @@ class Session {
   void cancel() { cancel_requested_.store(true); }
 
   uint32_t n_past() const { return n_past_; }
-  // Tokens the next prefill may still append (an endless session: to its cache's rows).
-  uint32_t free_slots() const;
+  // Rows the cache's fullest head may still take: the tokens the next prefill may append.
+  uint32_t free_rows() const;
   uint32_t n_ctx() const { return opts_.n_ctx; }
   const Model& model() const { return model_; }
   const SessionOptions& options() const { return opts_; }
@@ -143,6 +137,17 @@ class Session {
   // Retained prompt positions [layer][kv head], ascending, window included (keep_selection).
   const KvSelection& selection() const { return cache_.selection(); }
   CommandStream& stream() { return cs_; }
+
+  // For an owner that compacts the cache in place between calls (EndlessChat). Before the first
+  // prompt: the cache's global layers get n_ctx rows per head for good, and the session is then
+  // bounded by the rows it holds, not by positions, which go on past n_ctx.
+  void fix_cache_rows() { cache_.set_fixed_rows(opts_.n_ctx); }
+  KvCache& cache_to_compact() { return cache_; }
+  // Every forward pass from now on copies its queries into `sink` (its ring must stay alive while
+  // the session runs); queries_held() counts the latest positions whose queries it holds, at most
+  // sink.rows (none after a reset or a restored state: a pack holds no queries).
+  void set_query_sink(const QuerySink& sink) { sink_ = sink, queries_held_ = 0; }
+  uint32_t queries_held() const { return queries_held_; }
 
  private:
   struct KvView;
@@ -156,14 +161,14 @@ class Session {
   void forward(const int32_t* tokens, uint32_t T, bool logits, const RowLogitsFn* rows = nullptr);  // forward.cpp
   void check_tokens(std::span<const int32_t> tokens) const;
   void prefill_compressed(std::span<const int32_t> tokens);  // host/session/forward.cpp
-  void layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uint32_t slot0, uint32_t pos0,
+  void layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uint32_t row0, uint32_t pos0,
              uint32_t decode_len);               // host/session/forward.cpp
   void logits_of_row(BufferRange x_row);         // host/session/forward.cpp
   void logits_of_rows(uint32_t T);               // host/session/forward.cpp
   void embed(BufferRange x, uint32_t T);         // host/session/forward.cpp
   void progress(uint64_t done, uint64_t total);  // throws Cancelled when asked to stop
-  void allocate_endless();
-  void check_fits(size_t T) const;  // throws when T more tokens do not fit
+  void queries_written(size_t n);                // n more positions went through the query sink
+  void check_fits(size_t T) const;               // throws when T more tokens do not fit
 
   const Model& model_;
   SessionOptions opts_;
@@ -171,12 +176,9 @@ class Session {
   Activations act_;
   CommandStream cs_;
   CommandStream cs_compress_;  // always timed: the compression report needs its GPU times
-  // Endless chat, allocated once: each global layer's last W rotated queries ([n_layer][W][q_dim]
-  // f32, position p at row p % W), them in order ([W][q_dim]), and a layer's rows to compact
-  // from ([n_kv][n_ctx] K and V rows, its heads table).
-  Buffer q_ring_, q_win_, scratch_k_, scratch_v_, scratch_heads_;
+  QuerySink sink_;             // none unless set_query_sink
   uint32_t n_past_ = 0;
-  uint32_t queries_held_ = 0;  // endless: latest positions whose queries q_ring_ holds (at most W)
+  uint32_t queries_held_ = 0;  // latest positions whose queries sink_ holds
   std::vector<float> logits_;
   KvStats last_;
   std::atomic<bool> cancel_requested_{false};
