@@ -20,6 +20,39 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// --kv-sinks: StreamingLLM keeps that many first tokens and the most recent rest of the budget,
+// in every head of every layer (0: a plain sliding window).
+TEST(SnapkvCli, SinksKeepTheFirstTokensOfEveryHead) {
+  const fs::path dir = fs::temp_directory_path() / ("snapvk-sinks-" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  for (const uint32_t sinks : {0u, 2u, 9u}) {
+    const CliResult r =
+        run_cli({"run", "-m", model_path("stories260K.gguf"), "-p",
+                 "Once upon a time, there was a little girl named Lily. She loved to play outside in the park.", "-n",
+                 "1", "--temp", "0", "--kv-policy", "streamingllm", "--kv-budget", "16", "--kv-window", "4",
+                 "--kv-sinks", std::to_string(sinks), "--dump-kv-selection", (dir / "sel.json").string()});
+    ASSERT_EQ(r.code, 0) << r.err;
+    std::ifstream in(dir / "sel.json");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const nlohmann::json sel = nlohmann::json::parse(ss.str());
+    const uint32_t L = sel.at("prompt_len").get<uint32_t>();
+    ASSERT_GT(L, 16u);
+    std::vector<uint32_t> want;
+    for (uint32_t i = 0; i < sinks; ++i) want.push_back(i);
+    for (uint32_t p = L - (16 - sinks); p < L; ++p) want.push_back(p);
+    for (const auto& layer : sel.at("layers").get<std::vector<std::vector<std::vector<uint32_t>>>>())
+      for (const auto& head : layer) EXPECT_EQ(head, want) << "sinks " << sinks;
+  }
+  // more sinks than the budget leaves beside the window is refused, naming the flag
+  const CliResult bad = run_cli({"run", "-m", model_path("stories260K.gguf"), "-p", "Once upon a time", "-n", "1",
+                                 "--kv-policy", "streamingllm", "--kv-budget", "16", "--kv-window", "4", "--kv-sinks",
+                                 "13"});
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.err.find("(option --kv-budget)"), std::string::npos) << bad.err;
+  fs::remove_all(dir);
+}
+
 TEST(SnapkvCli, DumpedSelectionMatchesCpuReference) {
   const fs::path dir = fs::temp_directory_path() / ("snapvk-sel-" + std::to_string(getpid()));
   fs::create_directories(dir);

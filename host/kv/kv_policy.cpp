@@ -52,7 +52,7 @@ void KvPolicyOptions::validate() const {
   at_most(kernel, "the pooling kernel size", opt::kv_kernel);
   at_most(pool_ahead, "the pooling reach ahead", opt::kv_pool_ahead);
   at_most(complete_words, "the word completion reach", opt::kv_complete_words);
-  if (policy == KvPolicy::StreamingLLM) at_most(sinks, "sinks", Param::None);
+  if (policy == KvPolicy::StreamingLLM) at_most(sinks, "sinks", opt::kv_sinks);
   if (budget && window >= budget)
     bad("the KV window (" + std::to_string(window) + ") must be smaller than the KV budget (" + std::to_string(budget) +
             "); the budget includes the window",

@@ -55,7 +55,8 @@ enum OptionScope : uint32_t { kSessionWide = 0, kRequest = 1 };
     "Pooling also keeps this many positions after each voted one (0: the paper's symmetric pooling)")             \
   X(kv_complete_words, P complete_words, "--kv-complete-words", kRequest, 0, kMaxContext,                          \
     "A kept token brings the rest of its word or number, up to this many tokens either way (0: off)")             \
-  X(kv_gqa, P gqa, "--kv-gqa", kRequest, 0, 0, "Query-head vote aggregation per KV head")
+  X(kv_gqa, P gqa, "--kv-gqa", kRequest, 0, 0, "Query-head vote aggregation per KV head")                            \
+  X(kv_sinks, P sinks, "--kv-sinks", kRequest, 0, kMaxContext, "StreamingLLM: the first tokens, always kept")
 
 // The Params that errors about these options carry: opt::kv_window, ...
 namespace opt {
@@ -106,7 +107,6 @@ struct KvPolicyOptions {
   // beside the options of SNAPVK_KV_OPTIONS. A pack without one reads as its default.
   template <class Self, class F>
   static void visit_internal_fields(Self& o, F&& f) {
-    f("sinks", o.sinks);
     f("adakv_floor", o.adakv_floor);
     f("pyramid_beta", o.pyramid_beta);
     f("h2o_max_prompt", o.h2o_max_prompt);

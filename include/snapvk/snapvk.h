@@ -362,7 +362,8 @@ typedef struct snapvk_session_options {
   int32_t kv_complete_words;   /* a kept token brings the rest of its word or number, up to this
                                   many tokens either way (see docs/fidelity.md): 0 the default (4),
                                   -1 none (the paper's selection) */
-  uint32_t reserved3;
+  int32_t kv_sinks;            /* streamingllm: the first tokens, always kept: 0 the default (4),
+                                  -1 none (a sliding window) */
 } snapvk_session_options;
 
 /* A session of `model` (options may be NULL: full f16 cache, default n_ctx). A full cache is
