@@ -11,6 +11,7 @@
 #include "host/ref/reference.h"
 #include "snapvk_shaders.h"
 #include "tests/gpu_fixture.h"
+#include "tests/test_util.h"
 
 namespace snapvk::test {
 namespace {
