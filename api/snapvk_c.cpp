@@ -438,19 +438,15 @@ void prefill(snapvk_session* s, std::span<const int32_t> tokens) {
   } catch (const Cancelled&) {
     s->cancel.store(false);  // the session is as before the call
     throw;
-  } catch (const Error& e) {
+  } catch (const Error&) {
     s->cancel.store(false);
-    // Session::prefill restores itself only when cancelled: a failure half-way (device, memory)
-    // may leave part of the prompt in the cache. Start over rather than continue from that.
-    const bool partial = session.n_past() != before;
-    if (partial || (before == 0 && session.options().kv.compresses())) {
-      session.reset();
+    // Session::prefill puts itself back as it was on any failure, and drops a compressed first
+    // prompt whole (it resets itself): the handle forgets what it held about that prompt too.
+    if (before == 0 && session.options().kv.compresses()) {
       s->history.clear();
       s->chat.clear();
       s->have_logits = false;
     }
-    if (partial)
-      throw Error(e.kind(), std::string(e.what()) + " (the session held part of the prompt and was reset)", e.param());
     throw;
   }
   s->cancel.store(false);  // a request that came too late for this call is dropped with it

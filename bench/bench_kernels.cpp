@@ -110,14 +110,6 @@ void BM_rms_norm(benchmark::State& state) {
   state.SetBytesProcessed(int64_t(state.iterations() * 8ull * rows * n));
 }
 
-void BM_softmax(benchmark::State& state) {
-  Gpu& g = Gpu::get();
-  const uint32_t rows = uint32_t(state.range(0)), n = uint32_t(state.range(1));
-  Buffer x = random_buffer(g.ctx, uint64_t(rows) * n, 1), y(g.ctx, uint64_t(rows) * n * 4);
-  time_gpu(state, g.ctx, [&](CommandStream& cs) { op_softmax(cs, g.k, x, y, rows, n, 1.0f); });
-  state.SetBytesProcessed(int64_t(state.iterations() * 8ull * rows * n));
-}
-
 void BM_add(benchmark::State& state) {
   Gpu& g = Gpu::get();
   const uint32_t n = uint32_t(state.range(0));
@@ -280,7 +272,6 @@ void matmul_args(benchmark::internal::Benchmark* b) {
 BENCHMARK(BM_matvec)->Apply(matvec_args)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_matmul)->Apply(matmul_args)->UseManualTime()->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_rms_norm)->Args({1, 4096})->Args({512, 1024})->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_softmax)->Args({32, 4096})->Args({512, 1024})->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_add)->Arg(1 << 20)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_get_rows)->DenseRange(0, kNumTypes - 1)->UseManualTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_rope)->Arg(1)->Arg(512)->UseManualTime()->Unit(benchmark::kMicrosecond);

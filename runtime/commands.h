@@ -63,7 +63,6 @@ class CommandStream {
 
   // Per-kernel GPU time, aggregated by pipeline name over every submit since the last reset.
   void set_profiling(bool on) { profiling_ = on; }
-  bool profiling() const { return profiling_; }
   std::vector<KernelTiming> timings() const;    // sorted by total time, largest first
   double category_ms(uint32_t category) const;  // total of the kernels of one category
   void reset_timings() { totals_.clear(); }

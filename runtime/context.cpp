@@ -466,12 +466,6 @@ std::string Context::last_validation_message() const {
   return last_validation_message_;
 }
 
-void Context::reset_validation_errors() {
-  validation_errors_.store(0);
-  std::lock_guard<std::mutex> lock(msg_mutex_);
-  last_validation_message_.clear();
-}
-
 int Context::find_memory_type(uint32_t type_bits, VkMemoryPropertyFlags want) const {
   for (uint32_t i = 0; i < mem_props_.memoryTypeCount; ++i)
     if ((type_bits & (1u << i)) && (mem_props_.memoryTypes[i].propertyFlags & want) == want) return int(i);

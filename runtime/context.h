@@ -85,10 +85,9 @@ class Context {
   // Memory type index for the requested properties, or -1.
   int find_memory_type(uint32_t type_bits, VkMemoryPropertyFlags want) const;
 
-  // Validation-layer errors seen since creation (or the last reset). Tests fail on any.
+  // Validation-layer errors seen since creation. Tests fail on any.
   uint64_t validation_errors() const { return validation_errors_.load(); }
   std::string last_validation_message() const;
-  void reset_validation_errors();
 
   // Host-visible staging buffer of at least `bytes` (grown on demand, kept for reuse).
   // Hold staging_lock() while using it: sessions on other threads share it.

@@ -2,7 +2,6 @@
 snapvk_shader(add add.comp)
 snapvk_shader(mul mul.comp)
 snapvk_shader(rms_norm rms_norm.comp)
-snapvk_shader(softmax softmax.comp)
 foreach(w f32 f16 bf16 q8_0 q4_0 q4_k q6_k q4_1 q5_0 q5_1 q2_k q3_k q5_k iq4_nl iq4_xs)
   string(TOUPPER ${w} W)
   snapvk_shader(matvec_${w}_f32 matvec.comp DEFINES W_${W})

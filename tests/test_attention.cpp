@@ -132,6 +132,11 @@ struct AttnCase {
   KvType type;
   uint32_t hd, group;
 };
+// "f16_hd128_g2": the test's name and its printed parameter
+std::string attn_case_name(const AttnCase& c) {
+  return std::string(kv_type_name(c.type)) + "_hd" + std::to_string(c.hd) + "_g" + std::to_string(c.group);
+}
+void PrintTo(const AttnCase& c, std::ostream* os) { *os << attn_case_name(c); }
 
 class AttentionKernel : public VkTest, public ::testing::WithParamInterface<AttnCase> {};
 
@@ -347,10 +352,7 @@ INSTANTIATE_TEST_SUITE_P(KvTypes, AttentionKernel,
                                            AttnCase{KvType::F32, 64, 4}, AttnCase{KvType::F16, 128, 2},
                                            AttnCase{KvType::Q8_0, 64, 8}, AttnCase{KvType::Q8_0, 96, 1},
                                            AttnCase{KvType::F16, 256, 1}),
-                         [](const auto& info) {
-                           return std::string(kv_type_name(info.param.type)) + "_hd" + std::to_string(info.param.hd) +
-                                  "_g" + std::to_string(info.param.group);
-                         });
+                         [](const auto& info) { return attn_case_name(info.param); });
 
 }  // namespace
 }  // namespace snapvk::test

@@ -217,7 +217,9 @@ TEST(Overflow, HandBuiltConfigIsCheckedLikeAFile) {
 }
 
 TEST(Overflow, RealModelShapesPassEveryBound) {
-  // The bounds must refuse only hostile numbers: the largest shapes in use pass, at 128K.
+  // The bounds must refuse only hostile numbers: the largest shapes in use pass, at 128K, and
+  // the memory model's figures are the sums of the buffers a session allocates, counted here
+  // from the shapes (an f16 cache; every layer global).
   struct Shape {
     const char* name;
     uint32_t embd, layers, heads, kv_heads, head_dim, ff, vocab, ctx;
@@ -235,11 +237,48 @@ TEST(Overflow, RealModelShapesPassEveryBound) {
     c.n_embd = m.embd, c.n_layer = m.layers, c.n_head = m.heads, c.n_head_kv = m.kv_heads, c.head_dim = m.head_dim;
     c.n_ff = m.ff, c.n_vocab = m.vocab, c.n_ctx_train = m.ctx, c.n_rot = m.head_dim;
     EXPECT_NO_THROW(c.check()) << m.name;
+    SCOPED_TRACE(m.name);
+    const uint64_t weights = 200ull << 30, gen = 16, L = m.ctx - gen, B = 512, C = 1024, W = 32;
     MemoryQuery q;
-    q.prompt_len = m.ctx - 16, q.n_ctx = m.ctx, q.n_batch = 512;
-    EXPECT_NO_THROW(estimate_memory(c, 0, q)) << m.name;
-    q.kv.policy = KvPolicy::SnapKV, q.kv.budget = 1024;
-    EXPECT_NO_THROW(estimate_memory(c, 0, q)) << m.name;
+    q.prompt_len = uint32_t(L), q.n_ctx = m.ctx, q.n_batch = uint32_t(B);
+    // Per row of the batch: x and its norm, q and attn, k and v, gate and up; then one id per
+    // row, the logits, and the decode partials (per head, per chunk of 256 positions: head_dim
+    // outputs, a max and a sum). All f32.
+    const uint64_t q_dim = uint64_t(m.heads) * m.head_dim, kv_dim = uint64_t(m.kv_heads) * m.head_dim;
+    const uint64_t chunks = (uint64_t(m.ctx) + 255) / 256;
+    const uint64_t activations = 4 * (B * (2 * m.embd + 2 * q_dim + 2 * kv_dim + 2 * m.ff) + B + m.vocab +
+                                      uint64_t(m.heads) * chunks * (m.head_dim + 2));
+    const uint64_t row = 2ull * m.head_dim;  // one f16 K or V row of one head
+    const uint64_t full_kv = 2ull * m.layers * m.kv_heads * m.ctx * row;
+    MemoryEstimate e;
+    ASSERT_NO_THROW(e = estimate_memory(c, weights, q));
+    EXPECT_EQ(e.weights, weights);
+    EXPECT_EQ(e.activations, activations);
+    EXPECT_EQ(e.kv_cache, full_kv);
+    EXPECT_EQ(e.kv_full_equivalent, full_kv);
+    EXPECT_EQ(e.prefill_transient, 0u);
+    EXPECT_EQ(e.peak, weights + activations + full_kv);
+
+    q.kv.policy = KvPolicy::SnapKV, q.kv.budget = uint32_t(C);
+    ASSERT_EQ(q.kv.window, W);
+    ASSERT_NO_THROW(e = estimate_memory(c, weights, q));
+    // C entries and room for the generated tokens per head and layer, and each layer's heads table
+    const uint64_t kept_kv = uint64_t(m.layers) * (2ull * m.kv_heads * (C + gen) * row + 8ull * m.kv_heads);
+    // the prompt's hidden states, one layer's full K/V and heads table, the window's queries, the
+    // prompt's words; then the selection's buffers: two selections of C - W per head and an info
+    // table, each query's row max and sum, votes, pooled votes and completed words over P = L - W
+    const uint64_t P = L - W;
+    const uint64_t transient =
+        4 * L * m.embd + 2ull * m.kv_heads * L * row + 8ull * m.kv_heads + 4 * W * q_dim + 4 * L +
+        4 * (2 * m.kv_heads * (C - W) + 2ull * m.kv_heads + 2ull * m.heads * W + 3ull * m.kv_heads * P);
+    EXPECT_EQ(e.kv_cache, kept_kv);
+    EXPECT_EQ(e.kv_full_equivalent, full_kv);
+    EXPECT_EQ(e.prefill_transient, transient);
+    EXPECT_EQ(e.peak, weights + activations + kept_kv + transient);
+    if (std::string(m.name) == "Llama-3.1-8B") {  // docs/profile.md's dry run: 16 GiB against 130 MiB
+      EXPECT_EQ(full_kv, 16ull << 30);
+      EXPECT_EQ(kept_kv, 130ull * (1 << 20) + 32 * 64);
+    }
   }
 }
 

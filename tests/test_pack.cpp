@@ -3,6 +3,7 @@
 // and every bad pack is refused with a one-line error before the session changes.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -265,14 +266,22 @@ TEST_F(BadPack, CorruptedIsACheckumError) {
 }
 
 TEST_F(BadPack, InconsistentHeaderWithAValidChecksum) {
-  // a header that lies about its rows: refused by the size check, not by a crash
+  // A header that lies about its rows by one (still no more than the positions held, so no
+  // earlier check objects): the payload no longer matches what the header describes, and the
+  // size check refuses it before anything is read, with an InvalidArgument (refuse() checks it).
   std::vector<uint8_t> b = bytes;
   const std::string text(b.begin() + kPackPrelude, b.end());
   const size_t at = text.find("\"rows\":[");
   ASSERT_NE(at, std::string::npos);
-  b[kPackPrelude + at + 8] = b[kPackPrelude + at + 8] == '1' ? '2' : '1';
+  size_t last = kPackPrelude + at + 8;  // the last digit of the first head's row count
+  while (std::isdigit(b[last + 1])) ++last;
+  ASSERT_TRUE(std::isdigit(b[last]));
+  b[last] = b[last] == '0' ? '1' : char(b[last] - 1);  // same length: the header keeps its size
   fix_checksum(b);
-  EXPECT_FALSE(refuse(b).empty());
+  const std::string msg = refuse(b);
+  EXPECT_NE(msg.find("bad.svkv"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("payload of"), std::string::npos) << "not refused by the size check: " << msg;
+  EXPECT_NE(msg.find("the header describes"), std::string::npos) << "not refused by the size check: " << msg;
 }
 
 TEST_F(BadPack, AnotherFormatVersion) {

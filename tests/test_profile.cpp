@@ -104,14 +104,30 @@ ProfileOptions stories_options() {
 
 class ProfileEngine : public VkTest {};
 
-TEST_F(ProfileEngine, StoriesRowsRatiosFidelityAndReportFiles) {
-  const Model& m = stories();
-  const ProfileOptions o = stories_options();
-  std::vector<double> progress;
-  ProfileOptions with_progress = o;
-  with_progress.on_progress = [&](double f, const std::string&) { progress.push_back(f); };
-  const ProfileReport r = run_profile(m, with_progress);
+// The stories run, once for the tests that read it: its report and the progress it gave.
+class StoriesProfile : public VkTest {
+ protected:
+  struct Run {
+    ProfileOptions options;
+    ProfileReport report;
+    std::vector<double> progress;
+  };
+  static const Run& run() {
+    static const Run* r = [] {
+      auto* x = new Run{stories_options(), {}, {}};
+      ProfileOptions with_progress = x->options;
+      with_progress.on_progress = [x](double f, const std::string&) { x->progress.push_back(f); };
+      x->report = run_profile(stories(), with_progress);
+      return x;
+    }();
+    return *r;
+  }
+};
 
+TEST_F(StoriesProfile, EveryRowHoldsItsBytesRatioAndFidelityRanges) {
+  const Model& m = stories();
+  const ProfileOptions& o = run().options;
+  const ProfileReport& r = run().report;
   ASSERT_EQ(r.rows.size(), o.contexts.size() * (1 + o.specs.size()));
   EXPECT_EQ(r.policies, (std::vector<std::string>{"full", "snapkv", "pyramidkv", "streamingllm"}));
   EXPECT_FALSE(r.synthetic);
@@ -160,9 +176,16 @@ TEST_F(ProfileEngine, StoriesRowsRatiosFidelityAndReportFiles) {
   }
   // Longer contexts keep the same budget: the ratio grows with L.
   EXPECT_GT(r.rows[9].ratio, r.rows[1].ratio);
-  // The fidelity figures against their definition (docs/profile.md), recomputed with plain
-  // sessions: decode steps teacher-forced on the full run's greedy tokens; top-1 is the share of
-  // steps whose argmax is the full run's, KL is KL(full || policy) per step.
+}
+
+// The fidelity figures against their definition (docs/profile.md), recomputed with plain
+// sessions: decode steps teacher-forced on the full run's greedy tokens; top-1 is the share of
+// steps whose argmax is the full run's, KL is KL(full || policy) per step.
+TEST_F(StoriesProfile, FidelityFiguresMatchTheirDefinitionRecomputed) {
+  const Model& m = stories();
+  const ProfileOptions& o = run().options;
+  const ProfileReport& r = run().report;
+  ASSERT_EQ(r.rows.size(), 12u);
   for (size_t k : {size_t(1), size_t(6), size_t(11)}) {  // snapkv at 128, pyramidkv at 256, streamingllm at 400
     const ProfileRow& x = r.rows[k];
     SCOPED_TRACE("recomputed: L=" + std::to_string(x.context) + " " + x.policy);
@@ -174,7 +197,9 @@ TEST_F(ProfileEngine, StoriesRowsRatiosFidelityAndReportFiles) {
     };
     std::string needle;
     const std::vector<int32_t> prompt = profile_prompt(m, x.context, &needle);
-    if (x.context >= 400) EXPECT_EQ(needle.size(), 5u) << "a real model's long enough profile prompt hides a number";
+    if (x.context >= 400) {
+      EXPECT_EQ(needle.size(), 5u) << "a real model's long enough profile prompt hides a number";
+    }
     Session full(m, session_options(KvPolicyOptions{}));
     std::vector<int32_t> tokens{argmax(full.prefill(prompt))};
     std::vector<std::vector<float>> full_logits;
@@ -201,11 +226,18 @@ TEST_F(ProfileEngine, StoriesRowsRatiosFidelityAndReportFiles) {
     std::printf("  L=%u %s: top-1 %.4f (%u of %u), KL mean %.6f max %.6f\n", x.context, x.policy.c_str(), x.top1, agree,
                 o.gen, x.kl_mean, x.kl_max);
   }
+}
+
+TEST_F(StoriesProfile, ProgressRisesToOne) {
+  const std::vector<double>& progress = run().progress;
   ASSERT_FALSE(progress.empty());
   EXPECT_TRUE(std::is_sorted(progress.begin(), progress.end()));
   EXPECT_DOUBLE_EQ(progress.back(), 1.0);
+}
 
-  // The report files.
+TEST_F(StoriesProfile, ReportFilesAndTableHoldEveryRow) {
+  const ProfileReport& r = run().report;
+  ASSERT_EQ(r.rows.size(), 12u);
   const fs::path dir = temp_dir("profile");
   const auto paths = write_profile_files(r, dir.string());
   ASSERT_EQ(paths.size(), 4u);

@@ -507,6 +507,10 @@ struct QualityCase {
   double max_rel_rms;  // measured value plus a margin, see the comment on the test
 };
 
+void PrintTo(const QualityCase& c, std::ostream* os) {
+  *os << type_name(c.type) << ", " << c.n << " values, relative RMS error at most " << c.max_rel_rms;
+}
+
 class QuantRoundTrip : public ::testing::TestWithParam<QualityCase> {};
 
 // Relative RMS error sqrt(sum (x - y)^2 / sum x^2) on N(0, 1) data. Measured with this seed:

@@ -5,6 +5,8 @@
 // float32 runtime may rightly pick the other token).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -57,8 +59,11 @@ struct SmolLM2 : VkTest {
     static Model* m = new Model(kernels(), model_path("SmolLM2-135M-Instruct.Q4_1.gguf"));
     return *m;
   }
-  // Greedy tokens after the reference prompt, and the logits after the prompt.
-  static std::vector<int32_t> greedy(const Reference& r, KvType kv, std::vector<float>* first_logits = nullptr) {
+  // Greedy tokens after the reference prompt, and the logits after the prompt; `step_dev`, when
+  // given, receives for each step the largest |logit - reference| over the reference's top 5 of
+  // that step (meaningful while the tokens agree, since both then saw the same text).
+  static std::vector<int32_t> greedy(const Reference& r, KvType kv, std::vector<float>* first_logits = nullptr,
+                                     std::vector<double>* step_dev = nullptr) {
     SessionOptions o;
     o.kv_type = kv;
     o.n_ctx = uint32_t(r.prompt.size() + r.generated.size() + 1);
@@ -69,7 +74,14 @@ struct SmolLM2 : VkTest {
     go.max_tokens = uint32_t(r.generated.size());
     go.stop_at_eog = false;  // as the reference: no stop at end-of-generation tokens
     go.decode_last = false;
-    go.choose = [](std::span<const float> lg) { return argmax(lg); };
+    go.choose = [&](std::span<const float> lg) {
+      if (step_dev && step_dev->size() < r.top.size()) {
+        double d = 0;
+        for (const auto& [id, want] : r.top[step_dev->size()]) d = std::max(d, std::fabs(double(lg[id]) - want));
+        step_dev->push_back(d);
+      }
+      return argmax(lg);
+    };
     Sampler unused(SamplerParams{});
     GenerateResult g;
     generate(s, unused, logits, go, g);
@@ -105,15 +117,32 @@ TEST_F(SmolLM2, GreedyTokensMatchTheFloat64ReferenceWithAnF32Cache) {
   }
 }
 
-TEST_F(SmolLM2, F16CacheAgreementIsReported) {
+// An f16 cache rounds K and V to 11 significant bits. Measured on these prompts: every one of the
+// 32 greedy tokens agrees with the reference, and the logits of the reference's top 5 stay within
+// 0.017 of it at every step. The bound, with a 3x margin: within 0.05, and so the tokens agree at
+// least up to the first step whose reference margin is below 0.1, the least that such an error
+// could flip.
+constexpr double kF16LogitTol = 0.05, kF16NearTie = 2 * kF16LogitTol;
+
+TEST_F(SmolLM2, F16CacheLogitsStayCloseAndTokensAgreeUntilACloseCall) {
   for (const char* stem : kPrompts) {
     const Reference r = load_reference(stem);
-    const std::vector<int32_t> got = greedy(r, KvType::F16);
-    size_t same = 0;
+    std::vector<double> dev;
+    const std::vector<int32_t> got = greedy(r, KvType::F16, nullptr, &dev);
+    ASSERT_EQ(got.size(), r.generated.size()) << stem;
+    ASSERT_EQ(dev.size(), got.size()) << stem;
+    size_t same = 0, must = 0;
     while (same < got.size() && got[same] == r.generated[same]) ++same;
-    EXPECT_GE(same, std::min<size_t>(r.trusted, 1)) << stem << ": the first token differs with an f16 cache";
-    std::printf("  %s, f16 cache: first %zu of %zu greedy tokens match (near-tie at %zu)\n", stem, same, got.size(),
-                r.trusted);
+    while (must < r.margins.size() && r.margins[must] >= kF16NearTie) ++must;
+    EXPECT_GE(same, must) << stem << ": the f16 cache's tokens part from the reference's at step " << same
+                          << ", before any step with a margin below " << kF16NearTie;
+    double worst = 0;
+    for (size_t i = 0; i < same; ++i) {
+      EXPECT_LE(dev[i], kF16LogitTol) << stem << " step " << i;
+      worst = std::max(worst, dev[i]);
+    }
+    std::printf("  %s, f16 cache: first %zu of %zu greedy tokens match (%zu required), max |logit diff| %.4f\n", stem,
+                same, got.size(), must, worst);
   }
 }
 

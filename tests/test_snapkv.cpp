@@ -50,6 +50,17 @@ struct Shape {
   uint32_t ahead = 0;  // pooling reach after a voted position (0: the paper's)
   uint32_t words = 0;  // word completion reach (0: none), over random words
 };
+// "hd64_g4_kv2_L333_W31_k7_C99_max_gqamax_ahead9_words3": the test's name and its printed parameter
+std::string shape_name(const Shape& s) {
+  const char* agg = s.agg == GqaAgg::Mean ? "mean" : s.agg == GqaAgg::Max ? "max" : "sum";
+  std::string n = "hd" + std::to_string(s.hd) + "_g" + std::to_string(s.group) + "_kv" + std::to_string(s.n_kv) + "_L" +
+                  std::to_string(s.L) + "_W" + std::to_string(s.W) + "_k" + std::to_string(s.kernel) + "_C" +
+                  std::to_string(s.C) + (s.avg ? "_avg" : "_max") + "_gqa" + agg;
+  if (s.ahead) n += "_ahead" + std::to_string(s.ahead);
+  if (s.words) n += "_words" + std::to_string(s.words);
+  return n;
+}
+void PrintTo(const Shape& s, std::ostream* os) { *os << shape_name(s); }
 
 class SnapkvKernels : public VkTest, public ::testing::WithParamInterface<Shape> {};
 
@@ -151,7 +162,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, SnapkvKernels,
                                            // 33K keys at head_dim 256: past llvmpipe's per-invocation loop limit
                                            // when the head_dim loop of window_stats was not unrolled
                                            Shape{256, 4, 1, 33001, 32, 7, 257, false, GqaAgg::Mean}),
-                         [](const auto& info) { return "case" + std::to_string(info.index); });
+                         [](const auto& info) { return shape_name(info.param); });
 
 // The reach ahead of pool1d itself: a lone vote at j lends to j - k/2 .. j + k/2 + ahead, and
 // avg divides by k + ahead.

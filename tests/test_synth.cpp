@@ -290,6 +290,7 @@ struct Case {
 };
 
 Case make_case(std::string name, SynthShape s) { return Case{std::move(name), std::move(s)}; }
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 std::vector<Case> cases() {
   using T = GgmlType;

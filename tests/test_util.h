@@ -1,8 +1,17 @@
 #pragma once
-// Helpers shared by the tests: where the fixture models live.
+// Helpers shared by the tests: where the fixture models live, and how GoogleTest prints the
+// project's enums.
 #include <cstdlib>
 #include <filesystem>
+#include <ostream>
 #include <string>
+
+#include "host/gguf/ggml_types.h"
+
+namespace snapvk {
+// GoogleTest finds it by argument-dependent lookup: "q4_k", not "5", in failures and test lists.
+inline void PrintTo(GgmlType t, std::ostream* os) { *os << type_name(t); }
+}  // namespace snapvk
 
 namespace snapvk::test {
 

@@ -379,9 +379,6 @@ std::string GgufFile::require_string(std::string_view key) const { return gguf_a
 std::vector<std::string> GgufFile::require_string_array(std::string_view key) const {
   return gguf_as_string_array(require(key), what(key));
 }
-std::vector<float> GgufFile::require_float_array(std::string_view key) const {
-  return gguf_as_float_array(require(key), what(key));
-}
 std::vector<int32_t> GgufFile::require_int_array(std::string_view key) const {
   return gguf_as_int_array(require(key), what(key));
 }

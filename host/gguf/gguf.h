@@ -81,7 +81,6 @@ class GgufFile {
   bool require_bool(std::string_view key) const;
   std::string require_string(std::string_view key) const;
   std::vector<std::string> require_string_array(std::string_view key) const;
-  std::vector<float> require_float_array(std::string_view key) const;
   std::vector<int32_t> require_int_array(std::string_view key) const;
 
   // ---- tensors ----

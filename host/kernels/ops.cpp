@@ -71,7 +71,6 @@ Kernels::Kernels(Context& c) : ctx(c), tuning(Tuning::for_device(c.info())) {
   add = make(c, "add", spv::add(), 3, sizeof(BinaryPush), {t.elementwise_wg});
   mul = make(c, "mul", spv::mul(), 3, sizeof(BinaryPush), {t.elementwise_wg});
   rms_norm = make(c, "rms_norm", spv::rms_norm(), 3, sizeof(RmsNormPush), {t.row_wg});
-  softmax = make(c, "softmax", spv::softmax(), 2, sizeof(SoftmaxPush), {t.row_wg});
   const uint32_t mm_wg = (t.matmul_bm / 4) * (t.matmul_bn / 4);
   // matvec: the third constant says the workgroup is one subgroup, so the reduction needs no barrier.
   const uint32_t mv_one_subgroup = c.info().min_subgroup_size > 0 && t.matvec_wg <= c.info().min_subgroup_size;
@@ -240,14 +239,6 @@ void op_rms_norm(CommandStream& cs, const Kernels& k, BufferRange x, BufferRange
   uint32_t gx, gy;
   grid_2d(k.ctx.info(), rows, gx, gy);
   cs.dispatch(k.rms_norm, {x, w, y}, RmsNormPush{n, rows, eps}, gx, gy);
-}
-
-void op_softmax(CommandStream& cs, const Kernels& k, BufferRange x, BufferRange y, uint32_t rows, uint32_t n,
-                float scale) {
-  SNAPVK_ASSERT(n > 0, "softmax: empty rows");
-  uint32_t gx, gy;
-  grid_2d(k.ctx.info(), rows, gx, gy);
-  cs.dispatch(k.softmax, {x, y}, SoftmaxPush{n, rows, scale}, gx, gy);
 }
 
 void op_matvec(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, BufferRange x, BufferRange y,

@@ -14,7 +14,7 @@ namespace snapvk {
 struct Tuning {
   uint32_t subgroup = 32;
   uint32_t elementwise_wg = 256;
-  uint32_t row_wg = 256;  // rms_norm, softmax: one workgroup per row
+  uint32_t row_wg = 256;  // rms_norm, get_rows: one workgroup per row
   uint32_t matvec_wg = 128;
   uint32_t matvec_rows = 2;   // rows per matvec workgroup
   bool matvec_int64 = false;  // CPU devices: the _i64 matvec variants (64-bit loads) where shaderInt64 exists
@@ -55,7 +55,6 @@ struct Kernels {
   Pipeline add;                        // c = a + b (b broadcast)
   Pipeline mul;                        // c = a * b (b broadcast)
   Pipeline rms_norm;                   // y = x / rms(x) * w, per row
-  Pipeline softmax;                    // y = softmax(scale * x), per row
   Pipeline matvec[kWeightKinds];       // y = W x
   Pipeline matmul[kWeightKinds];       // Y = X W^T, shared-memory tiles (GPUs)
   Pipeline matmul_rows[kWeightKinds];  // Y = X W^T, one column per invocation (SIMD CPUs)
@@ -73,10 +72,6 @@ struct BinaryPush {
 struct RmsNormPush {
   uint32_t n, rows;
   float eps;
-};
-struct SoftmaxPush {
-  uint32_t n, rows;
-  float scale;
 };
 struct MatvecPush {
   uint32_t K, N;
@@ -101,8 +96,8 @@ struct SoftcapPush {
   uint32_t n;
   float cap;
 };
-static_assert(sizeof(BinaryPush) <= 128 && sizeof(RmsNormPush) <= 128 && sizeof(SoftmaxPush) <= 128 &&
-              sizeof(MatvecPush) <= 128 && sizeof(MatmulPush) <= 128);
+static_assert(sizeof(BinaryPush) <= 128 && sizeof(RmsNormPush) <= 128 && sizeof(MatvecPush) <= 128 &&
+              sizeof(MatmulPush) <= 128);
 
 // ---- ops: record one dispatch each; buffers hold f32 unless a weight type is named ----
 // c[i] = a[i] + b[i % nb], i < n
@@ -112,9 +107,6 @@ void op_mul(CommandStream& cs, const Kernels& k, BufferRange a, BufferRange b, B
 // x, y: [rows, n]; w: [n]
 void op_rms_norm(CommandStream& cs, const Kernels& k, BufferRange x, BufferRange w, BufferRange y, uint32_t rows,
                  uint32_t n, float eps);
-// x, y: [rows, n]
-void op_softmax(CommandStream& cs, const Kernels& k, BufferRange x, BufferRange y, uint32_t rows, uint32_t n,
-                float scale);
 // w: [N, K] of type wt; x: [K]; y: [N]
 void op_matvec(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, BufferRange x, BufferRange y,
                uint32_t N, uint32_t K);

@@ -1,7 +1,7 @@
 #include "host/ref/reference.h"
 
+#include <algorithm>
 #include <cmath>
-#include <limits>
 
 #include "host/gguf/quant.h"
 
@@ -22,17 +22,6 @@ void rms_norm(const float* x, const float* w, float* y, size_t rows, size_t n, f
     for (size_t i = 0; i < n; ++i) ss += double(xr[i]) * xr[i];
     const float scale = float(1.0 / std::sqrt(ss / double(n) + eps));
     for (size_t i = 0; i < n; ++i) y[r * n + i] = xr[i] * scale * w[i];
-  }
-}
-
-void softmax(const float* x, float* y, size_t rows, size_t n, float scale) {
-  for (size_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * n;
-    float m = -std::numeric_limits<float>::infinity();
-    for (size_t i = 0; i < n; ++i) m = std::max(m, scale * xr[i]);
-    double s = 0;
-    for (size_t i = 0; i < n; ++i) s += std::exp(double(scale * xr[i]) - m);
-    for (size_t i = 0; i < n; ++i) y[r * n + i] = float(std::exp(double(scale * xr[i]) - m) / s);
   }
 }
 
