@@ -71,12 +71,13 @@ int eval_task(EvalTask task, const EvalCli& o, const Globals& g) {
     if (!o.contexts.empty()) parse_token_counts(o.contexts, "--contexts");
     return 0;
   }
+  ProgressBar bar(!o.json, std::string("eval ") + eval_task_name(task) + " " + o.model + ": " +
+                               std::to_string(no.specs.size()) + " KV configurations");
   Context ctx(context_options(g));
   Kernels kernels(ctx);
   Model model(kernels, o.model);
   no.contexts = !o.contexts.empty() ? parse_token_counts(o.contexts, "--contexts")
                                     : default_contexts("1k,2k,4k", model.config().n_ctx_train);
-  ProgressBar bar(!o.json);
   no.on_progress = bar.callback();
   NeedleReport r = run_needle(model, no);
   bar.finish();
@@ -139,6 +140,8 @@ int eval_suite(const EvalCli& o, const Globals& g) {
     if (!o.contexts.empty()) parse_token_counts(o.contexts, "--contexts");
     return 0;
   }
+  ProgressBar bar(!o.json, "eval suite " + o.model + ": " + std::to_string(so.tasks.size()) + " tasks x " +
+                               std::to_string(so.specs.size()) + " KV configurations");
   Context ctx(context_options(g));
   Kernels kernels(ctx);
   Model model(kernels, o.model);
@@ -150,7 +153,6 @@ int eval_suite(const EvalCli& o, const Globals& g) {
     throw Error(ErrorKind::InvalidArgument, "--ppl-ctx " + std::to_string(so.ppl_ctx) + ": the text '" + so.text_name +
                                                 "' has " + std::to_string(so.text_tokens.size()) +
                                                 " tokens, fewer than one chunk (use a longer text or a smaller --ppl-ctx)");
-  ProgressBar bar(!o.json);
   so.on_progress = bar.callback();
   const std::string out = o.out.empty() ? "suite-out" : o.out;
   so.on_task = [&](const NeedleReport& t) { write_needle_files(t, out); };  // kept if a later part fails
@@ -199,10 +201,11 @@ int perplexity(const PerplexityCli& o, const Globals& g) {
   if (g.check_only) return 0;
   std::string label;
   const std::string text = read_text(o.file, label);
+  ProgressBar bar(!o.json, "perplexity " + o.model + " over " + label + ": " + std::to_string(po.specs.size()) +
+                               " KV configurations");
   Context ctx(context_options(g));
   Kernels kernels(ctx);
   Model model(kernels, o.model);
-  ProgressBar bar(!o.json);
   po.on_progress = bar.callback();
   const PerplexityReport r = run_perplexity(model, perplexity_tokens(model, text), label, po);
   bar.finish();

@@ -1,5 +1,6 @@
 // snapvk pack: prefill (and compress) a document once and write the session's state as a pack
 // (docs/packs.md), which `run --pack`, `chat --pack` and the API load instead of prefilling it.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -11,6 +12,7 @@
 #include "host/session/session.h"
 #include "runtime/error.h"
 #include "tools/cli.h"
+#include "tools/report_cli.h"
 
 namespace snapvk::cli {
 
@@ -31,6 +33,7 @@ int pack(const PackOptions& o, const Globals& g) {
     throw Error(ErrorKind::InvalidArgument, "--pack-query needs a compressing --kv-policy", opt::kv_policy);
   if (g.check_only) return 0;
 
+  ProgressBar bar(!o.json, "pack " + o.model + " -> " + o.out);
   Context ctx(context_options(g));
   Kernels kernels(ctx);
   Model model(kernels, o.model);
@@ -40,8 +43,15 @@ int pack(const PackOptions& o, const Globals& g) {
                              : tok.encode(o.prompt_file.empty() ? o.prompt : read_prompt_file(o.prompt_file), true);
   const std::vector<int32_t> query = o.query.empty() ? std::vector<int32_t>{} : tok.encode(o.query, false);
   if (!o.query.empty() && query.empty()) throw Error(ErrorKind::InvalidArgument, "--pack-query has no tokens");
+  so.on_progress = [&bar](uint64_t done, uint64_t total) {  // a step per tenth of the prefill
+    const double f = total ? double(done) / double(total) : 1.0;
+    bar.update(f, "prefill " + std::to_string(std::min(90, int(f * 10) * 10)) + "-" +
+                      std::to_string(std::min(100, int(f * 10) * 10 + 10)) + "%");
+    return true;
+  };
   double prefill_ms = 0;
   const Pack p = make_pack(model, so, doc, query, &prefill_ms);
+  bar.finish();
   const auto t0 = std::chrono::steady_clock::now();
   const std::vector<uint8_t> bytes = write_pack(p);
   write_pack_file(o.out, bytes);

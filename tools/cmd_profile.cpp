@@ -135,6 +135,8 @@ int profile(const ProfileCli& o, const Globals& g) {
     if (shape) r.notes.push_back("weights: the synthetic GGUF's size (" + format_bytes(weight_bytes) + ")");
   } else {
     file.reset();
+    ProgressBar bar(!o.json, "profile " + model_label + ": " + std::to_string(po.contexts.size()) + " contexts x " +
+                                 std::to_string(po.specs.size() + 1) + " KV configurations");
     Context ctx(context_options(g));
     Kernels kernels(ctx);
     TempFile tmp;
@@ -143,7 +145,6 @@ int profile(const ProfileCli& o, const Globals& g) {
                    ctx.info().name.c_str());
     std::unique_ptr<Model> model =
         shape ? load_synthetic(kernels, *shape, tmp) : std::make_unique<Model>(kernels, o.model);
-    ProgressBar bar(!o.json);
     po.on_progress = bar.callback();
     r = run_profile(*model, po);
     bar.finish();

@@ -71,4 +71,66 @@ void print_files(const std::vector<std::string>& paths) {
   std::fprintf(stderr, "\n");
 }
 
+ProgressBar::ProgressBar(bool wanted, const std::string& title)
+    : on_(wanted), tty_(wanted && isatty(fileno(stderr))) {
+  if (on_ && !tty_ && !title.empty()) {
+    std::fprintf(stderr, "%s\n", title.c_str());
+    std::fflush(stderr);
+  }
+}
+
+namespace {
+// "4.2 s", "3 min 20 s"
+std::string duration_str(double s) {
+  char buf[48];
+  if (s < 60)
+    std::snprintf(buf, sizeof buf, "%.1f s", s);
+  else
+    std::snprintf(buf, sizeof buf, "%d min %02d s", int(s / 60), int(s) % 60);
+  return buf;
+}
+}  // namespace
+
+void ProgressBar::end_step(double f) {
+  if (step_.empty()) return;
+  const auto now = Clock::now();
+  const double took = std::chrono::duration<double>(now - step_start_).count();
+  const double elapsed = std::chrono::duration<double>(now - start_).count();
+  std::string left;
+  if (f >= 1.0)
+    left = "done";
+  else if (f > 0.0)
+    left = "about " + duration_str(elapsed * (1.0 - f) / f) + " left";
+  std::fprintf(stderr, "[%3d%%] %s: %s%s%s\n", int(f * 100 + 0.5), step_.c_str(), duration_str(took).c_str(),
+               left.empty() ? "" : ", ", left.c_str());
+  std::fflush(stderr);
+  step_.clear();
+}
+
+void ProgressBar::update(double f, const std::string& what) {
+  if (!on_) return;
+  const auto now = Clock::now();
+  if (!tty_) {
+    if (what == step_) return;
+    end_step(f);
+    if (what != "done") step_ = what, step_start_ = now;
+    return;
+  }
+  if (shown_ && now - last_ < std::chrono::milliseconds(100) && f < 1.0) return;
+  last_ = now;
+  shown_ = true;
+  const int width = 30, filled = int(f * width + 0.5);
+  std::string bar(size_t(filled), '#');
+  bar += std::string(size_t(width - filled), '.');
+  std::fprintf(stderr, "\r[%s] %3d%%  %s\x1b[K", bar.c_str(), int(f * 100 + 0.5), what.c_str());
+  std::fflush(stderr);
+}
+
+void ProgressBar::finish() {
+  if (!on_) return;
+  if (!tty_) return end_step(1.0);
+  if (shown_) std::fprintf(stderr, "\r\x1b[K");
+  shown_ = false;
+}
+
 }  // namespace snapvk::cli

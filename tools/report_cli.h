@@ -28,34 +28,28 @@ void add_kv_list_options(CLI::App& app, SessionCli& kv, std::string& policies, s
 std::vector<uint32_t> default_contexts(const char* list, uint32_t n_ctx_train);
 void print_files(const std::vector<std::string>& paths);
 
-// A progress bar on stderr, only when stderr is a terminal (and never with --json).
+// Progress on stderr (never with --json). On a terminal, a bar redrawn in place. Otherwise (a
+// log file, CI) plain lines: `title` at once, then one line per finished step (a step ends when
+// the progress names another), with its time, the share done and an estimate of what is left.
 class ProgressBar {
  public:
-  explicit ProgressBar(bool wanted) : on_(wanted && isatty(fileno(stderr))) {}
+  explicit ProgressBar(bool wanted, const std::string& title = {});
   ~ProgressBar() { finish(); }
-  void update(double f, const std::string& what) {
-    if (!on_) return;
-    const auto now = std::chrono::steady_clock::now();
-    if (shown_ && now - last_ < std::chrono::milliseconds(100) && f < 1.0) return;
-    last_ = now;
-    shown_ = true;
-    const int width = 30, filled = int(f * width + 0.5);
-    std::string bar(size_t(filled), '#');
-    bar += std::string(size_t(width - filled), '.');
-    std::fprintf(stderr, "\r[%s] %3d%%  %s\x1b[K", bar.c_str(), int(f * 100 + 0.5), what.c_str());
-    std::fflush(stderr);
-  }
-  void finish() {
-    if (on_ && shown_) std::fprintf(stderr, "\r\x1b[K");
-    shown_ = false;
-  }
+  ProgressBar(const ProgressBar&) = delete;
+  ProgressBar& operator=(const ProgressBar&) = delete;
+  void update(double f, const std::string& what);
+  // Clears the bar; in lines, ends the last step.
+  void finish();
   std::function<void(double, const std::string&)> callback() {
     return [this](double f, const std::string& w) { update(f, w); };
   }
 
  private:
-  bool on_ = false, shown_ = false;
-  std::chrono::steady_clock::time_point last_{};
+  using Clock = std::chrono::steady_clock;
+  bool on_ = false, tty_ = false, shown_ = false;
+  Clock::time_point start_ = Clock::now(), last_{}, step_start_{};
+  std::string step_;  // lines: the step running now
+  void end_step(double f);
 };
 
 }  // namespace snapvk::cli
