@@ -22,6 +22,38 @@ void send_error(httplib::Response& res, const ApiError& e) {
   res.set_content(error_json(e).dump(), "application/json");
 }
 
+// The status and error of a snapvk::Error, by its kind (never by its text).
+ApiError api_error_by_kind(ErrorKind kind, const std::string& message, Param param) {
+  switch (kind) {
+    case ErrorKind::InvalidArgument: return ApiError(400, message, param_name(param), "invalid_value");
+    case ErrorKind::OutOfMemory: return ApiError(503, message, "", "out_of_memory");
+    case ErrorKind::Cancelled: return ApiError(499, message, "", "cancelled");
+    case ErrorKind::Io:
+    case ErrorKind::BadModel:
+    case ErrorKind::Device:
+    case ErrorKind::Internal: break;
+  }
+  return ApiError(500, message, "", error_kind_name(kind));
+}
+
+ApiError api_error_from(const Error& e) { return api_error_by_kind(e.kind(), e.what(), e.param()); }
+
+// The status and error of a job the scheduler refused or that failed; `r` names the prompt's field.
+ApiError api_error_from(const JobError& e, const GenerationRequest& r) {
+  const char* prompt = r.chat ? "messages" : "prompt";
+  switch (e.failure) {
+    case JobFailure::EmptyPrompt: return ApiError(400, e.what(), prompt);
+    case JobFailure::PromptTooLong: return ApiError(400, e.what(), prompt, "context_length_exceeded");
+    case JobFailure::OverBudget: return ApiError(503, e.what(), "", "out_of_memory");
+    case JobFailure::QueueFull: return ApiError(503, e.what(), "", "queue_full");
+    case JobFailure::ShuttingDown: return ApiError(503, e.what(), "", "shutting_down");
+    case JobFailure::Cancelled: return ApiError(499, e.what(), "", "cancelled");
+    case JobFailure::Session: return api_error_by_kind(e.kind, e.what(), e.param);
+    case JobFailure::Internal: break;
+  }
+  return ApiError(500, e.what(), "", "internal_error");
+}
+
 bool write_event(httplib::DataSink& sink, const std::string& data) {
   const std::string event = "data: " + data + "\n\n";
   return sink.write(event.data(), event.size());
@@ -223,7 +255,11 @@ void HttpServer::generation(const std::string& body, void* res_, bool chat) {
     job->pack = packs_->get(job->req.pack);
     job->req.kv = job->pack->pack.policy;
   }
-  scheduler_->submit(job);
+  try {
+    scheduler_->submit(job);
+  } catch (const JobError& e) {
+    throw api_error_from(e, job->req);
+  }
   const auto timeout = std::chrono::milliseconds(int64_t(o_.scheduler.queue_timeout_s * 1000));
   if (!job->wait_started(timeout) && scheduler_->withdraw(job))
     throw ApiError(
@@ -231,14 +267,14 @@ void HttpServer::generation(const std::string& body, void* res_, bool chat) {
         "", "queue_timeout");
   if (job->req.stream) {
     // A failure before the first token (the prompt did not fit, a device error) keeps its status.
-    if (job->state() == Job::State::Done && job->error()) throw *job->error();
+    if (job->state() == Job::State::Done && job->error()) throw api_error_from(*job->error(), job->req);
     stream(job, &res);
     inflight.handed_over = true;
     count(200);
     return;
   }
   job->wait_done(std::chrono::hours(24 * 365));
-  if (auto e = job->error()) throw *e;
+  if (auto e = job->error()) throw api_error_from(*e, job->req);
   const Outcome o = job->outcome();
   count_outcome(o);
   const std::string id = std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(impl_->next_id++);
@@ -272,7 +308,7 @@ void HttpServer::stream(const std::shared_ptr<Job>& job, void* res_) {
         if (!ok) return false;  // the client is gone: the releaser cancels the job
         if (!done) return true;
         if (auto e = st->job->error()) {
-          write_event(sink, error_json(*e).dump());
+          write_event(sink, error_json(api_error_from(*e, r)).dump());
         } else {
           const Outcome o = st->job->outcome();
           count_outcome(o);

@@ -205,19 +205,6 @@ json error_json(const ApiError& e) {
   return {{"error", err}};
 }
 
-ApiError api_error_from(const Error& e) {
-  switch (e.kind()) {
-    case ErrorKind::InvalidArgument: return ApiError(400, e.what(), param_name(e.param()), "invalid_value");
-    case ErrorKind::OutOfMemory: return ApiError(503, e.what(), "", "out_of_memory");
-    case ErrorKind::Cancelled: return ApiError(499, e.what(), "", "cancelled");
-    case ErrorKind::Io:
-    case ErrorKind::BadModel:
-    case ErrorKind::Device:
-    case ErrorKind::Internal: break;
-  }
-  return ApiError(500, e.what(), "", error_kind_name(e.kind()));
-}
-
 void check_pack_name(const std::string& name) {
   auto refuse = [&](const std::string& why) {
     throw ApiError(400, "pack must be the name of a pack in --packs (" + why + ")", "pack", "invalid_value");

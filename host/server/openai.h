@@ -31,8 +31,6 @@ struct ApiError : std::runtime_error {
 
 // {"error": {"message", "type", "param", "code"}} (param and code null when empty).
 json error_json(const ApiError& e);
-// The status and error of a snapvk::Error, by its kind (never by its text).
-ApiError api_error_from(const Error& e);
 
 // What the server uses for a field the request leaves out.
 struct RequestDefaults {

@@ -69,7 +69,7 @@ std::shared_ptr<const ServedPack> PackLibrary::get(const std::string& name) {
     // What the pack reader refuses (InvalidArgument: truncated, corrupted, another model or
     // version) is the request's pack; a file that cannot be read is the server's problem.
     if (e.kind() == ErrorKind::InvalidArgument) throw ApiError(400, e.what(), "pack", "invalid_pack");
-    if (e.kind() == ErrorKind::OutOfMemory) throw api_error_from(e);
+    if (e.kind() == ErrorKind::OutOfMemory) throw;  // the device's state, not the pack's: the server maps it by kind
     throw ApiError(500, e.what(), "pack", error_kind_name(e.kind()));
   }
   std::lock_guard<std::mutex> lk(mu_);

@@ -4,7 +4,8 @@
 // checksum, model fingerprint, KV type, that the slots' context holds it) on its first use and
 // kept in memory, so a request naming it loads the bytes of a Pack already parsed; a file
 // changed on disk (size or modification time) is read again. Every refusal is an ApiError with
-// param "pack": a name is never a path, so no request reaches a file outside DIR.
+// param "pack" (device memory running out stays a snapvk::Error): a name is never a path, so no
+// request reaches a file outside DIR.
 #include <cstdint>
 #include <filesystem>
 #include <map>

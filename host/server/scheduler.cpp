@@ -13,6 +13,14 @@ namespace snapvk::server {
 
 // ---- Job ----
 
+JobError::JobError(JobFailure f, const std::string& message) : std::runtime_error(message), failure(f) {}
+
+JobError::JobError(const Error& e)
+    : std::runtime_error(e.what()),
+      failure(e.kind() == ErrorKind::Cancelled ? JobFailure::Cancelled : JobFailure::Session),
+      kind(e.kind()),
+      param(e.param()) {}
+
 void Job::start(int slot) {
   std::lock_guard<std::mutex> lk(m_);
   state_ = State::Running;
@@ -35,7 +43,7 @@ void Job::set_outcome(const Outcome& o) {
   outcome_.ttft_ms = ttft;
 }
 
-void Job::set_error(const ApiError& e) {
+void Job::set_error(const JobError& e) {
   std::lock_guard<std::mutex> lk(m_);
   error_ = e;
 }
@@ -46,7 +54,7 @@ void Job::close() {
   cv_.notify_all();
 }
 
-void Job::fail(const ApiError& e) {
+void Job::fail(const JobError& e) {
   set_error(e);
   close();
 }
@@ -74,7 +82,7 @@ Job::State Job::state() {
   return state_;
 }
 
-std::optional<ApiError> Job::error() {
+std::optional<JobError> Job::error() {
   std::lock_guard<std::mutex> lk(m_);
   return error_;
 }
@@ -157,37 +165,34 @@ SessionOptions Scheduler::session_options(const KvPolicyOptions& kv, Slot& s) co
 
 void Scheduler::submit(const std::shared_ptr<Job>& job) {
   const GenerationRequest& r = job->req;
-  const Tokenizer& tok = model_.tokenizer();
-  const std::string text = r.chat ? ChatHistory().next(tmpl_, r.messages, true) : r.prompt;
-  // After a pack's document no BOS: the document had it (as `run --pack` and `chat --pack`).
-  job->tokens = tok.encode(text, !job->pack, r.chat);
-  const uint32_t n_ctx = o_.session.n_ctx;
-  const uint64_t held = job->pack ? job->pack->pack.state.n_past : 0;
-  if (job->tokens.empty()) throw ApiError(400, "the prompt has no tokens", r.chat ? "messages" : "prompt");
-  if (held + job->tokens.size() >= n_ctx)
-    throw ApiError(400,
-                   "the prompt is " + std::to_string(job->tokens.size()) + " tokens" +
-                       (job->pack ? " after the pack's " + std::to_string(held) : std::string()) +
-                       "; this server's context holds " + std::to_string(n_ctx) + " (prompt and answer together)",
-                   r.chat ? "messages" : "prompt", "context_length_exceeded");
-  const uint32_t L = uint32_t(job->tokens.size());
   uint64_t need = 0;
-  try {
-    need = job->pack ? pack_steady_bytes(*job->pack) : fresh_estimate(r.kv, L).peak;
+  try {  // the template, the tokenizer and the memory model refuse by snapvk::Error
+    const std::string text = r.chat ? ChatHistory().next(tmpl_, r.messages, true) : r.prompt;
+    // After a pack's document no BOS: the document had it (as `run --pack` and `chat --pack`).
+    job->tokens = model_.tokenizer().encode(text, !job->pack, r.chat);
+    const uint32_t n_ctx = o_.session.n_ctx;
+    const uint64_t held = job->pack ? job->pack->pack.state.n_past : 0;
+    if (job->tokens.empty()) throw JobError(JobFailure::EmptyPrompt, "the prompt has no tokens");
+    if (held + job->tokens.size() >= n_ctx)
+      throw JobError(JobFailure::PromptTooLong,
+                     "the prompt is " + std::to_string(job->tokens.size()) + " tokens" +
+                         (job->pack ? " after the pack's " + std::to_string(held) : std::string()) +
+                         "; this server's context holds " + std::to_string(n_ctx) + " (prompt and answer together)");
+    need = job->pack ? pack_steady_bytes(*job->pack) : fresh_estimate(r.kv, uint32_t(job->tokens.size())).peak;
   } catch (const Error& e) {
-    throw api_error_from(e);
+    throw JobError(e);
   }
+  const uint32_t L = uint32_t(job->tokens.size());
   std::lock_guard<std::mutex> lk(mu_);
-  if (stopping_) throw ApiError(503, "the server is shutting down", "", "shutting_down");
+  if (stopping_) throw JobError(JobFailure::ShuttingDown, "the server is shutting down");
   if (available_ && need > available_)
-    throw ApiError(503,
+    throw JobError(JobFailure::OverBudget,
                    "this request alone needs " + format_bytes(need) + " of device memory (KV policy " +
                        kv_policy_name(r.kv.policy) + ", " + std::to_string(L) + "-token prompt); the server has " +
-                       format_bytes(available_) + " for sessions",
-                   "", "out_of_memory");
+                       format_bytes(available_) + " for sessions");
   if (queue_.size() >= o_.queue_size)
-    throw ApiError(503, "the server is busy: " + std::to_string(queue_.size()) + " requests are waiting already", "",
-                   "queue_full");
+    throw JobError(JobFailure::QueueFull,
+                   "the server is busy: " + std::to_string(queue_.size()) + " requests are waiting already");
   queue_.push_back(job);
   try_admit();
 }
@@ -204,7 +209,7 @@ bool Scheduler::withdraw(const std::shared_ptr<Job>& job) {
 
 void Scheduler::cancel(const std::shared_ptr<Job>& job) {
   if (withdraw(job)) {
-    job->fail(ApiError(499, "the client closed the connection", "", "cancelled"));
+    job->fail(JobError(JobFailure::Cancelled, "the client closed the connection"));
     return;
   }
   std::lock_guard<std::mutex> lk(mu_);
@@ -311,9 +316,9 @@ void Scheduler::try_admit() {
     try {
       if (!admit(queue_.front())) return;  // first come, first served
     } catch (const Error& e) {
-      queue_.front()->fail(api_error_from(e));
+      queue_.front()->fail(JobError(e));
     } catch (const std::exception& e) {
-      queue_.front()->fail(ApiError(500, e.what(), "", "internal_error"));
+      queue_.front()->fail(JobError(JobFailure::Internal, e.what()));
     }
     queue_.pop_front();
   }
@@ -392,18 +397,17 @@ void Scheduler::run_job(Slot& s, Job& job, const Plan& plan) {
     }
     generate_answer(s, job, plan, logits);
   } catch (const Error& e) {
-    ApiError err = api_error_from(e);
     if (e.kind() != ErrorKind::Cancelled) {
       log().warn("serve: slot {}: {}", s.id, e.what());
       std::lock_guard<std::mutex> lk(mu_);
       evict(s);  // a failed session is not trusted again
     }
-    job.set_error(err);
+    job.set_error(JobError(e));
   } catch (const std::exception& e) {
     log().error("serve: slot {}: {}", s.id, e.what());
     std::lock_guard<std::mutex> lk(mu_);
     evict(s);
-    job.set_error(ApiError(500, e.what(), "", "internal_error"));
+    job.set_error(JobError(JobFailure::Internal, e.what()));
   }
 }
 

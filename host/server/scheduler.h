@@ -9,6 +9,7 @@
 // size) and continues only a slot that holds the very same pack.
 // Slots run concurrently, so one request's prefill never stalls another's stream for a whole
 // prompt (prefill goes in n_batch steps; the device queue interleaves the slots' submissions).
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -16,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -27,6 +29,7 @@
 #include "host/server/packs.h"
 #include "host/session/memory_model.h"
 #include "host/session/session.h"
+#include "runtime/error.h"
 
 namespace snapvk::server {
 
@@ -34,10 +37,32 @@ using Clock = std::chrono::steady_clock;
 
 struct SchedulerOptions {
   uint32_t parallel = 4;         // slots: requests generating at once
-  uint32_t queue_size = 64;      // requests waiting for a slot or memory at most (more: 503)
-  double queue_timeout_s = 300;  // a request waits this long at most, then 503
+  uint32_t queue_size = 64;      // requests waiting for a slot or memory at most (more: QueueFull)
+  double queue_timeout_s = 300;  // a request waits this long at most (the HTTP side withdraws it then)
   SessionOptions session;        // n_ctx, n_batch, KV type of every slot (the KV policy is per request)
   uint32_t decode_batch = 16;    // sequences one batched decode pass takes at most (0 or 1: each slot decodes alone)
+};
+
+// Why a job got no answer, in the scheduler's terms: the HTTP side alone turns it into a status.
+enum class JobFailure {
+  EmptyPrompt,    // the prompt has no tokens
+  PromptTooLong,  // the prompt (after a pack's document) leaves no room in the context for an answer
+  OverBudget,     // the request alone needs more device memory than the slots have
+  QueueFull,      // queue_size jobs are waiting already
+  ShuttingDown,   // stop() was called: no new jobs
+  Cancelled,      // cancel(): the client went away
+  Session,        // the session or its memory model threw snapvk::Error: JobError::kind and param say what
+  Internal,       // any other exception
+};
+
+// What submit() throws and a failed job holds: the failure, a one-line message naming the
+// problem and, for a session's error, its kind and the option it is about.
+struct JobError : std::runtime_error {
+  JobError(JobFailure failure, const std::string& message);
+  explicit JobError(const Error& e);  // Session; a session's Cancelled is Cancelled
+  JobFailure failure;
+  ErrorKind kind = ErrorKind::Internal;  // Session: the error's kind
+  Param param = Param::None;             // Session: the option an InvalidArgument is about
 };
 
 // One request from submission to its last token: shared by the HTTP thread that waits for it or
@@ -55,9 +80,9 @@ struct Job {
   void start(int slot);
   void push_text(const std::string& text);
   void set_outcome(const Outcome& o);  // the result, seen once close() ends the job
-  void set_error(const ApiError& e);
+  void set_error(const JobError& e);
   void close();
-  void fail(const ApiError& e);  // set_error and close
+  void fail(const JobError& e);  // set_error and close
 
   // HTTP thread: waits until the job runs or ends (false: `timeout` passed first).
   bool wait_started(std::chrono::milliseconds timeout);
@@ -65,7 +90,7 @@ struct Job {
   bool next(std::string& text, std::chrono::milliseconds timeout);
   bool wait_done(std::chrono::milliseconds timeout);  // false: still running after timeout
   State state();
-  std::optional<ApiError> error();
+  std::optional<JobError> error();
   Outcome outcome();
 
  private:
@@ -74,7 +99,7 @@ struct Job {
   State state_ = State::Queued;
   std::string text_;  // generated, not yet taken by next()
   Outcome outcome_;
-  std::optional<ApiError> error_;
+  std::optional<JobError> error_;
 };
 
 // What /metrics reports of the slots.
@@ -93,9 +118,9 @@ class Scheduler {
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
-  // Tokenizes the job's prompt and queues it. Throws ApiError: 400 for a prompt the context
-  // cannot hold, 503 when the queue is full, the server is stopping or the request alone needs
-  // more device memory than the server has.
+  // Tokenizes the job's prompt and queues it. Throws JobError: EmptyPrompt, PromptTooLong,
+  // ShuttingDown once stop() was called, OverBudget when the request alone needs more device
+  // memory than the slots have, QueueFull, or Session when its KV policy refuses the prompt.
   void submit(const std::shared_ptr<Job>& job);
   // The client is gone: a queued job leaves the queue; a running one stops at its next batch
   // or token.
