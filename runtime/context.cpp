@@ -163,6 +163,7 @@ DeviceInfo describe(VkPhysicalDevice pd, uint32_t index) {
   info.int8 = fc.v12.shaderInt8;
   info.storage16 = fc.v11.storageBuffer16BitAccess;
   info.storage8 = fc.v12.storageBuffer8BitAccess;
+  info.int64 = fc.f2.features.shaderInt64;
   info.subgroup_size_control = ssc_ok && fc.ssc.subgroupSizeControl && fc.ssc.computeFullSubgroups;
 
   int qf = compute_queue_family(pd);
@@ -267,6 +268,17 @@ std::vector<DeviceInfo> Context::list_devices() {
   return out;
 }
 
+void apply_minimum_limits(DeviceInfo& info) {
+  info.fp16 = info.int8 = info.int64 = info.storage16 = info.storage8 = false;
+  info.subgroup_size_control = false;
+  info.max_storage_buffer_range = std::min<uint64_t>(info.max_storage_buffer_range, 1ull << 27);
+  info.max_shared_memory = std::min<uint32_t>(info.max_shared_memory, 16384);
+  info.max_workgroup_invocations = std::min<uint32_t>(info.max_workgroup_invocations, 128);
+  for (uint32_t& n : info.max_workgroup_count) n = std::min<uint32_t>(n, 65535);
+  info.max_push_constants = std::min<uint32_t>(info.max_push_constants, 128);
+  info.min_storage_buffer_offset_alignment = std::max<uint64_t>(info.min_storage_buffer_offset_alignment, 256);
+}
+
 Context::Context(const ContextOptions& opts) {
   const char* env_val = std::getenv("SNAPVK_VALIDATION");
   const std::string val_env = env_val ? env_val : "";
@@ -339,6 +351,12 @@ Context::Context(const ContextOptions& opts) {
     }
     phys_ = pds[chosen];
     info_ = infos[chosen];
+    if (const char* l = std::getenv("SNAPVK_DEVICE_LIMITS"); l && *l) {
+      if (std::string(l) != "minimum")
+        throw Error(ErrorKind::InvalidArgument,
+                    std::string("SNAPVK_DEVICE_LIMITS='") + l + "': the one setting is 'minimum'");
+      apply_minimum_limits(info_);
+    }
     if (info_.api_version < VK_API_VERSION_1_2)
       throw Error(ErrorKind::Device,
                   "device '" + info_.name + "' supports Vulkan " + info_.api_string() + "; snapvk needs 1.2 or newer");
@@ -364,7 +382,7 @@ Context::Context(const ContextOptions& opts) {
     want_f.ssc.computeFullSubgroups = info_.subgroup_size_control;
     VkPhysicalDeviceFeatures have;
     vkGetPhysicalDeviceFeatures(phys_, &have);
-    want_f.f2.features.shaderInt64 = have.shaderInt64;
+    want_f.f2.features.shaderInt64 = have.shaderInt64 && info_.int64;
     want_f.f2.features.shaderInt16 = have.shaderInt16;
 
     std::vector<const char*> dev_exts;

@@ -34,6 +34,7 @@ struct DeviceInfo {
   bool int8 = false;            // shaderInt8
   bool storage16 = false;       // storageBuffer16BitAccess
   bool storage8 = false;        // storageBuffer8BitAccess
+  bool int64 = false;           // shaderInt64 (matvec's 64-bit-load variants)
   bool timestamps = false;      // compute queue can write timestamps
   bool unified_memory = false;  // integrated GPU or CPU: device-local memory is host-visible
   float timestamp_period_ns = 1.0f;
@@ -49,6 +50,13 @@ struct DeviceInfo {
   std::string api_string() const;
   uint64_t device_local_bytes() const;  // size of the largest device-local heap
 };
+
+// SNAPVK_DEVICE_LIMITS=minimum: the device as the least capable one Vulkan allows (tests and CI,
+// docs/reliability.md): every optional feature hidden (fp16, int8, int64, 16/8-bit storage,
+// subgroup size control) and every limit at the specification's minimum (128 MiB bindings,
+// 16 KiB shared memory, 128 invocations per workgroup, 65535 workgroups, 256-byte offsets), so
+// that the paths taken without them run here.
+void apply_minimum_limits(DeviceInfo& info);
 
 struct ContextOptions {
   // Index ("1") or case-insensitive name substring ("llvmpipe"). Empty: $SNAPVK_DEVICE, then

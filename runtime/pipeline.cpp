@@ -1,11 +1,48 @@
 #include "runtime/pipeline.h"
 
+#include <array>
+#include <unordered_map>
 #include <utility>
 
 #include "runtime/context.h"
 #include "runtime/vk_check.h"
 
 namespace snapvk {
+
+std::array<uint32_t, 3> spirv_workgroup_size(std::span<const uint32_t> w, std::span<const uint32_t> spec) {
+  // SPIR-V opcodes, decorations and execution modes read here (the SPIR-V specification, 3.x).
+  enum : uint32_t {
+    kOpExecutionMode = 16, kOpConstant = 43, kOpSpecConstant = 50, kOpSpecConstantComposite = 51,
+    kOpDecorate = 71, kOpExecutionModeId = 331, kDecorationSpecId = 1, kDecorationBuiltIn = 11,
+    kBuiltInWorkgroupSize = 25, kModeLocalSize = 17, kModeLocalSizeId = 38
+  };
+  std::array<uint32_t, 3> size = {1, 1, 1};
+  std::unordered_map<uint32_t, uint32_t> spec_id, value;  // id -> SpecId, id -> its value
+  std::array<uint32_t, 3> size_ids = {};                 // LocalSizeId or the WorkgroupSize composite
+  uint32_t builtin_id = 0;
+  bool by_id = false;
+  for (size_t i = 5; i < w.size();) {
+    const uint32_t n = w[i] >> 16, op = w[i] & 0xffff;
+    if (n == 0 || i + n > w.size()) break;  // malformed: the driver will say so
+    const uint32_t* a = &w[i + 1];
+    if (op == kOpDecorate && n >= 4 && a[1] == kDecorationSpecId) spec_id[a[0]] = a[2];
+    if (op == kOpDecorate && n >= 4 && a[1] == kDecorationBuiltIn && a[2] == kBuiltInWorkgroupSize) builtin_id = a[0];
+    if (op == kOpExecutionMode && n >= 6 && a[1] == kModeLocalSize) size = {a[2], a[3], a[4]};
+    if (op == kOpExecutionModeId && n >= 6 && a[1] == kModeLocalSizeId) size_ids = {a[2], a[3], a[4]}, by_id = true;
+    if ((op == kOpConstant || op == kOpSpecConstant) && n >= 4) {
+      uint32_t v = a[2];
+      if (auto s = spec_id.find(a[1]); op == kOpSpecConstant && s != spec_id.end() && s->second < spec.size())
+        v = spec[s->second];
+      value[a[1]] = v;
+    }
+    if (op == kOpSpecConstantComposite && n >= 6 && a[1] == builtin_id) size_ids = {a[2], a[3], a[4]}, by_id = true;
+    i += n;
+  }
+  if (by_id)
+    for (int d = 0; d < 3; ++d)
+      if (auto v = value.find(size_ids[d]); v != value.end()) size[d] = v->second;
+  return size;
+}
 
 Pipeline::Pipeline(Context& ctx, const PipelineDesc& d)
     : ctx_(&ctx),
@@ -18,6 +55,14 @@ Pipeline::Pipeline(Context& ctx, const PipelineDesc& d)
   SNAPVK_ASSERT(!d.spirv.empty(), "pipeline '" + d.name + "' has no SPIR-V");
   SNAPVK_ASSERT(d.push_size <= 128 && d.push_size % 4 == 0,
                 "pipeline '" + d.name + "' push constants must be <= 128 bytes");
+  // A workgroup larger than the device takes is undefined behaviour in Vulkan: refuse it here,
+  // by the device's limit as Context reports it (SNAPVK_DEVICE_LIMITS=minimum lowers it).
+  const auto wg = spirv_workgroup_size(d.spirv, d.spec);
+  const uint64_t invocations = uint64_t(wg[0]) * wg[1] * wg[2];
+  if (invocations > ctx.info().max_workgroup_invocations)
+    throw Error(ErrorKind::Device, "kernel '" + d.name + "' needs workgroups of " + std::to_string(invocations) +
+                                       " invocations; the device takes at most " +
+                                       std::to_string(ctx.info().max_workgroup_invocations));
   try {
     std::vector<VkDescriptorSetLayoutBinding> binds(d.bindings);
     for (uint32_t i = 0; i < d.bindings; ++i)

@@ -4,6 +4,7 @@
 // and tile sizes.
 #include <vulkan/vulkan.h>
 
+#include <array>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -22,6 +23,10 @@ struct PipelineDesc {
   uint32_t subgroup_size = 0;       // require this subgroup size (0: device default)
   uint32_t category = 0;            // the caller's grouping of kernels in timings (KernelTiming::category)
 };
+
+// The workgroup size (x, y, z) that SPIR-V declares, with `spec` applied to the specialization
+// constants it names (local_size_x_id = i takes spec[i]).
+std::array<uint32_t, 3> spirv_workgroup_size(std::span<const uint32_t> spirv, std::span<const uint32_t> spec);
 
 class Pipeline {
  public:

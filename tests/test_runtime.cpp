@@ -8,7 +8,12 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <vector>
 
+#include "host/kernels/attention.h"
+#include "host/kernels/ops.h"
+#include "runtime/pipeline.h"
+#include "snapvk_shaders.h"
 #include "tests/gpu_fixture.h"
 
 namespace snapvk::test {
@@ -198,6 +203,46 @@ TEST(RuntimeNoDevice, GpuTestsFailWithClearMessage) {
   EXPECT_NE(status, 0) << out;
   EXPECT_NE(out.find("no usable Vulkan device"), std::string::npos) << out;
   EXPECT_NE(out.find("mesa-vulkan-drivers"), std::string::npos) << out;
+}
+
+
+// The workgroup size a kernel's SPIR-V declares, with its specialization constants applied: what
+// Pipeline checks against the device's limit.
+TEST(RuntimeLimits, WorkgroupSizeIsReadFromSpirvWithSpecConstants) {
+  const std::vector<uint32_t> wg64 = {64};
+  EXPECT_EQ(spirv_workgroup_size(spv::rms_norm(), wg64), (std::array<uint32_t, 3>{64, 1, 1}));
+  const std::vector<uint32_t> wg8 = {8};
+  EXPECT_EQ(spirv_workgroup_size(spv::add(), wg8), (std::array<uint32_t, 3>{8, 1, 1}));
+}
+
+// SNAPVK_DEVICE_LIMITS=minimum: the device as the least capable one Vulkan allows; the kernels
+// of a model with head_dim 256 are built within its limits, and a kernel asking for more than
+// the device takes is refused by name instead of being undefined behaviour.
+TEST(RuntimeLimits, MinimumLimitsHideFeaturesAndBoundEveryKernel) {
+  setenv("SNAPVK_DEVICE_LIMITS", "minimum", 1);
+  struct Unset {
+    ~Unset() { unsetenv("SNAPVK_DEVICE_LIMITS"); }
+  } unset;
+  Context ctx;
+  const DeviceInfo& d = ctx.info();
+  EXPECT_FALSE(d.fp16 || d.int8 || d.int64 || d.storage16 || d.storage8 || d.subgroup_size_control);
+  EXPECT_LE(d.max_storage_buffer_range, 1ull << 27);
+  EXPECT_LE(d.max_shared_memory, 16384u);
+  EXPECT_LE(d.max_workgroup_invocations, 128u);
+  EXPECT_GE(d.min_storage_buffer_offset_alignment, 256u);
+  Kernels k(ctx);
+  EXPECT_NO_THROW(AttentionKernels(ctx, k.tuning, 256, 4));
+  EXPECT_NO_THROW(AttentionKernels(ctx, k.tuning, 64, 3));
+  const std::vector<uint32_t> too_wide = {256};
+  try {
+    Pipeline p(ctx, PipelineDesc{"rms_norm", spv::rms_norm(), 3, sizeof(RmsNormPush), too_wide});
+    ADD_FAILURE() << "a workgroup of 256 was accepted on a device of 128";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Device);
+    EXPECT_NE(std::string(e.what()).find("rms_norm"), std::string::npos) << e.what();
+  }
+  setenv("SNAPVK_DEVICE_LIMITS", "tiny", 1);
+  EXPECT_THROW(Context{}, Error);
 }
 
 }  // namespace

@@ -208,7 +208,7 @@ TEST(Scheduler, PromptsTheContextOrThePolicyCannotTakeAreRefused) {
   ASSERT_TRUE(refused);
   EXPECT_EQ(refused->failure, JobFailure::Session) << refused->what();
   EXPECT_EQ(refused->kind, ErrorKind::InvalidArgument);
-  EXPECT_EQ(refused->param, Param::KvPolicy);
+  EXPECT_EQ(refused->param, opt::kv_policy);
 }
 
 TEST(Scheduler, StopFinishesTheQueuedJobsAndRefusesNewOnes) {

@@ -31,8 +31,9 @@ AttentionKernels::AttentionKernels(Context& c, const Tuning& t, uint32_t hd, uin
                   std::vector<uint32_t> spec, KernelCategory cat = kKernelOther) {
     return Pipeline(c, PipelineDesc{name, spv, bindings, push, std::move(spec), 0, cat});
   };
-  auto fit = [&](uint32_t want) {
-    return std::max(t.subgroup, std::min(want, t.subgroup * 64u) / t.subgroup * t.subgroup);
+  auto fit = [&](uint32_t want) {  // a multiple of the subgroup, within device and reduction limits
+    const uint32_t most = std::min({want, t.subgroup * 64u, c.info().max_workgroup_invocations});
+    return std::max(t.subgroup, most / t.subgroup * t.subgroup);
   };
   // Tiles sized to fit shared memory: Q tile + one K/V block + scores.
   const uint32_t shared = c.info().max_shared_memory;

@@ -35,6 +35,9 @@ Tuning Tuning::for_device(const DeviceInfo& info) {
     t.matvec_rows = 4;
   }
   t.elementwise_wg = fit(t.elementwise_wg);
+  // a matmul tile's workgroup is (bm / 4) * (bn / 4) invocations: within the device's limit
+  while ((t.matmul_bm / 4) * (t.matmul_bn / 4) > info.max_workgroup_invocations && t.matmul_bn > 8)
+    (t.matmul_bn >= t.matmul_bm ? t.matmul_bn : t.matmul_bm) /= 2;
   return t;
 }
 
@@ -75,9 +78,7 @@ Kernels::Kernels(Context& c) : ctx(c), tuning(Tuning::for_device(c.info())) {
   // matvec: the third constant says the workgroup is one subgroup, so the reduction needs no barrier.
   const uint32_t mv_one_subgroup = c.info().min_subgroup_size > 0 && t.matvec_wg <= c.info().min_subgroup_size;
   const std::vector<uint32_t> mv_spec = {t.matvec_wg, t.matvec_rows, mv_one_subgroup};
-  VkPhysicalDeviceFeatures features{};
-  vkGetPhysicalDeviceFeatures(c.physical(), &features);
-  const bool mv_int64 = t.matvec_int64 && features.shaderInt64;
+  const bool mv_int64 = t.matvec_int64 && c.info().int64;
   const std::vector<uint32_t> mm_spec = {mm_wg, t.matmul_bm, t.matmul_bn, t.matmul_bk};
   // One row per weight kind, in WeightKind order: <op>_<wtype>_f32 variants.
   struct Variant {
