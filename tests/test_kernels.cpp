@@ -125,12 +125,10 @@ TEST_P(KernelMatvec, MatchesReference) {
   // barrier) and of four (shared-memory reduction) with an odd row count; each pipeline is
   // swapped into the shared kernels for the run and the original put back.
   const GgmlType wt = GetParam();
-  VkPhysicalDeviceFeatures features{};
-  vkGetPhysicalDeviceFeatures(ctx().physical(), &features);
   const DeviceInfo& info = ctx().info();
   const uint32_t sg = std::max<uint32_t>(1, info.subgroup_size);
   for (bool int64 : {false, true}) {
-    if (int64 && !features.shaderInt64) continue;
+    if (int64 && !info.int64) continue;
     for (uint32_t subgroups : {1u, 4u}) {
       const uint32_t wg = std::max(sg, std::min(sg * subgroups, info.max_workgroup_invocations / sg * sg));
       const uint32_t rows = subgroups == 1 ? 8 : 3;
@@ -218,11 +216,13 @@ TEST_P(KernelMatmul, MatchesReference) {
 TEST_P(KernelMatmul, SplitsOperandsLargerThanOneBinding) {
   const GgmlType wt = GetParam();
   const uint32_t M = 37, K = 256;
-  const uint32_t N = uint32_t((8 * K * 4 * 7 / 2 + row_bytes(wt, K) - 1) / row_bytes(wt, K));  // ~3.5 x 8 rows of X
-  // eight rows of X, or as many as tiles of rows need to start at aligned offsets (op_matmul's m_step)
-  const uint64_t align = std::max<uint64_t>(4, ctx().info().min_storage_buffer_offset_alignment);
-  const uint64_t m_step = std::lcm(align / std::gcd(align, uint64_t(K) * 4), align / std::gcd(align, uint64_t(N) * 4));
-  const uint64_t range = std::max<uint64_t>(8, m_step) * K * 4 + 4;
+  const uint64_t rb = row_bytes(wt, K), align = std::max<uint64_t>(4, ctx().info().min_storage_buffer_offset_alignment);
+  // W's slices start at multiples of w_step rows (aligned weight and output offsets: slice_rows)
+  const uint64_t w_step = std::lcm(align / std::gcd(align, rb), align / std::gcd(align, uint64_t(4)));
+  // eight rows of X, or a slice of W, whichever binding is larger; W is about 3.5 bindings, in a
+  // whole number of aligned output rows (so that tiles of X and Y rows may start at any row)
+  const uint64_t range = std::max<uint64_t>(8 * K * 4, w_step * rb) + 4, y_align = align / std::gcd(align, uint64_t(4));
+  const uint32_t N = uint32_t(((range - 4) * 7 / 2 / rb + y_align) / y_align * y_align);
   auto w = make_weights(wt, N, K, 21);
   auto x = random_floats(size_t(M) * K, 22);
   Buffer Wb = upload(w), X = upload(x), Y(ctx(), size_t(M) * N * 4);

@@ -1,12 +1,13 @@
 // Packs and endless chat on a real instruct model, SmolLM2-135M-Instruct Q4_1: a full f32 pack
 // continues bit for bit, a SnapKV pack restores the in-session state byte for byte, and an
 // endless chat's next-token predictions are measured against a full-cache conversation of the
-// same 100 turns (docs/fidelity.md, "Endless chat").
+// same turns (docs/fidelity.md, "Endless chat").
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "host/pack/pack.h"
@@ -99,8 +100,13 @@ TEST_F(SmolLM2Pack, EndlessChatFollowsAFullCacheConversation) {
       {"What is frozen water called?", "Frozen water is called ice."},
       {"What do you call a baby cat?", "A baby cat is called a kitten."},
   };
-  // docs/fidelity.md also lists C = 192, measured by this test with {96, 192} (twice the time)
+  // docs/fidelity.md also lists C = 192, measured by this test with {96, 192} (twice the time),
+  // and its figures are of 100 turns (SNAPVK_ENDLESS_TURNS=100). The suite runs 24: three rounds
+  // of the questions, the cache compacted again at every turn's end from the second on, which is
+  // all that the assertions check; more turns only cost time (the full cache grows).
   const std::vector<uint32_t> budgets = {96};
+  const char* turns_env = std::getenv("SNAPVK_ENDLESS_TURNS");
+  const int turns = turns_env && std::atoi(turns_env) > 2 ? std::atoi(turns_env) : 24;
   SessionOptions full_o;
   full_o.n_ctx = 4096;
   Session full(model(), full_o);
@@ -116,7 +122,7 @@ TEST_F(SmolLM2Pack, EndlessChatFollowsAFullCacheConversation) {
   std::vector<uint32_t> most_rows(budgets.size(), 0);
   uint32_t n = 0;
   uint64_t memory_turn1 = 0;
-  for (int turn = 0; turn < 100; ++turn) {
+  for (int turn = 0; turn < turns; ++turn) {
     const auto& [question, reply] = qa[turn % 8];
     const std::string user = (turn == 0 ? "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n" : "") +
                              std::string("<|im_start|>user\n") + question + "<|im_end|>\n<|im_start|>assistant\n";
@@ -140,8 +146,8 @@ TEST_F(SmolLM2Pack, EndlessChatFollowsAFullCacheConversation) {
     if (turn == 1) memory_turn1 = ctx().memory().current();
     if (turn > 1) ASSERT_EQ(ctx().memory().current(), memory_turn1) << "turn " << turn;
   }
-  std::printf("endless chat, SmolLM2-135M-Instruct Q4_1, %u predictions over 100 turns (%u positions), f16 cache\n", n,
-              full.n_past());
+  std::printf("endless chat, SmolLM2-135M-Instruct Q4_1, %u predictions over %d turns (%u positions), f16 cache\n", n,
+              turns, full.n_past());
   std::printf("| budget C | window W | most rows held | top-1 agreement | mean KL | max KL |\n");
   for (size_t b = 0; b < budgets.size(); ++b) {
     std::printf("| %u | 16 | %u | %.3f | %.4f | %.4f |\n", budgets[b], most_rows[b], double(agree[b]) / n,

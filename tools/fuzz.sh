@@ -64,15 +64,15 @@ for kv in "--kv-type f16" "--kv-type f32 --kv-policy snapkv --kv-budget 6 --kv-w
   i=$((i + 1))
 done
 
-# ---- regressions, then a bounded run of each target ----
-status=0
-for t in gguf tokenizer cli pack; do
+# ---- regressions, then a bounded run of each target, as many at once as there are cores ----
+# fuzz_one TARGET: replay, then fuzz; its output goes to $work/TARGET.out, its verdict to the exit code.
+fuzz_one() {
+  local t=$1 max_len=4096
   echo "== fuzz_$t: replaying fuzz/regressions/$t"
   "$BUILD/fuzz/fuzz_$t" -runs=0 -artifact_prefix="$out/$t-replay-" fuzz/regressions/$t > "$work/$t-replay.log" 2>&1 || {
-    tail -40 "$work/$t-replay.log"; echo "fuzz_$t: a regression input fails again" >&2; status=1; continue; }
+    tail -40 "$work/$t-replay.log"; echo "fuzz_$t: a regression input fails again" >&2; return 1; }
   echo "== fuzz_$t: ${SECONDS_EACH} s"
   mkdir -p "$work/corpus-$t"
-  max_len=4096
   [ "$t" = gguf ] && max_len=2097152  # the fixture vocabularies whole (1.8 MB at most)
   [ "$t" = pack ] && max_len=65536    # the seed packs whole
   if ! "$BUILD/fuzz/fuzz_$t" "$work/corpus-$t" "$work/seed-$t" -max_total_time="$SECONDS_EACH" -max_len=$max_len \
@@ -84,9 +84,22 @@ for t in gguf tokenizer cli pack; do
       echo "input $a ($(stat -c %s "$a") bytes), first 4 KiB:"; head -c 4096 "$a" | od -An -tx1 | head -64
     done
     echo "fuzz_$t: FAILED; reproduce with $BUILD/fuzz/fuzz_$t <input>, then add the input to fuzz/regressions/$t" >&2
-    status=1
-  else
-    grep -E "^stat::number_of_executed_units|^stat::peak_rss_mb|cov: .*ft:" "$work/$t.log" | tail -3 | sed 's/^/   /' || true
+    return 1
   fi
+  grep -E "^stat::number_of_executed_units|^stat::peak_rss_mb|cov: .*ft:" "$work/$t.log" | tail -3 | sed 's/^/   /' || true
+}
+status=0
+targets=(gguf tokenizer cli pack)
+jobs=$(nproc)
+for ((i = 0; i < ${#targets[@]}; i += jobs)); do
+  pids=()
+  for t in "${targets[@]:i:jobs}"; do
+    fuzz_one "$t" > "$work/$t.out" 2>&1 &
+    pids+=("$!:$t")
+  done
+  for p in "${pids[@]}"; do
+    wait "${p%%:*}" || status=1
+    cat "$work/${p#*:}.out"
+  done
 done
 exit $status
