@@ -19,6 +19,9 @@ void add_session_options(CLI::App& app, SessionCli& o, std::initializer_list<std
     } else {
       auto* opt = app.add_option(info.flag, field, info.help);
       if (field != T{}) opt->capture_default_str();  // a number unset by default shows none
+      // a session-wide count with a floor (-b) is checked as it is parsed; the KV options'
+      // bounds depend on each other and are validate()'s
+      if (info.scope == kSessionWide && info.lo > 0) opt->check(CLI::Range(T(info.lo), T(info.hi)));
     }
   });
 }

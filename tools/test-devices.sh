@@ -8,10 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
 TESTS="$BUILD/tests/snapvk_tests"
-# Kernels against their CPU references, whole models against theirs, SnapKV's selection.
-KERNELS='*Kernel*:*Kernels*:Stories.*:SnapkvStories.*:Synth/*:SynthStories.*'
-# Under minimum limits, the model tests too: what a user of such a device runs.
-MODELS="$KERNELS:SmolLM2.GreedyTokensMatchTheFloat64Reference*:Gemma3Real.EveryRowsLogits*:SessionTest.*:GenerateTest.*"
+# Every kernel against its CPU reference, and SnapKV's selection against the CPU's.
+KERNELS='*Kernel*:*Kernels*:SnapkvStories.*'
+# Under minimum limits, whole models too (every architecture and weight type, the real ones),
+# sessions and generation: what a user of such a device runs.
+MODELS="$KERNELS:Stories.*:Synth/*:SynthStories.*:SmolLM2.GreedyTokensMatchTheFloat64Reference*"
+MODELS="$MODELS:Gemma3Real.EveryRowsLogits*:Session*:GenerateTest.*"
 lavapipe=$(vulkaninfo --summary 2>/dev/null | grep -c "driverName *= *llvmpipe" || true)
 run() {  # NAME, then environment assignments
   local name=$1
