@@ -10,11 +10,10 @@
 #include <csignal>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <thread>
 
 #include "runtime/error.h"
+#include "tests/test_util.h"
 
 extern char** environ;
 
@@ -23,13 +22,6 @@ namespace snapvk::test {
 namespace fs = std::filesystem;
 
 std::string cli_path() { return (fs::canonical("/proc/self/exe").parent_path().parent_path() / "snapvk").string(); }
-
-namespace {
-std::string slurp(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-}  // namespace
 
 namespace {
 CliResult run(const std::vector<std::string>& args, int timeout_s, const std::string* input) {

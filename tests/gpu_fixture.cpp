@@ -5,6 +5,8 @@
 #include <random>
 #include <string>
 
+#include "tests/test_util.h"
+
 namespace snapvk::test {
 
 namespace {
@@ -41,6 +43,16 @@ Context& gpu() {
 Kernels& kernels() {
   gpu();
   return *g_kernels;
+}
+
+Model& stories_model() {
+  static Model* m = new Model(kernels(), model_path("stories260K.gguf"));
+  return *m;
+}
+
+Model& smollm2_model() {
+  static Model* m = new Model(kernels(), model_path("SmolLM2-135M-Instruct.Q4_1.gguf"));
+  return *m;
 }
 
 void check_validation(uint64_t before) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "host/kernels/ops.h"
+#include "host/model/model.h"
 #include "runtime/commands.h"
 #include "runtime/context.h"
 #include "runtime/error.h"
@@ -16,6 +17,11 @@ namespace snapvk::test {
 
 Context& gpu();  // throws snapvk::Error when there is no usable device
 Kernels& kernels();
+
+// The fixture models on the shared context, loaded on first use and, like it, never destroyed:
+// one copy for every test that reads them.
+Model& stories_model();  // stories260K.gguf
+Model& smollm2_model();  // SmolLM2-135M-Instruct.Q4_1.gguf
 
 // Fails the current test if validation errors were reported since `before`.
 void check_validation(uint64_t before);

@@ -1,7 +1,8 @@
 // The public API (include/snapvk/snapvk.h and snapvk.hpp), used as an application would: one
 // model serving sessions on two threads at once, cancellation from another thread, argument
-// checks of every function, error codes for bad files and budgets, KV statistics, and the C++
-// wrappers over a multi-turn conversation on a compressed cache.
+// checks of every function, error codes for bad files, budgets and hostile session options, KV
+// statistics, and the C++ wrappers over a multi-turn conversation on a compressed cache; packs
+// and endless chat (ApiPack); chat templates and chat sessions (ApiChat).
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -10,6 +11,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <limits>
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
@@ -889,6 +892,254 @@ TEST_F(ApiTest, CppChatTurnsAppendToTheCompressedCache) {
   EXPECT_EQ(model.detokenize(ids, SNAPVK_DETOKENIZE_STRIP_SPACE), "Once upon a time");
   EXPECT_FALSE(snapvk::Device::list().empty());
   EXPECT_EQ(device.memory().validation_errors, 0u);
+}
+
+// The session options pass the same checks as the host's: hostile numbers are a clear
+// SNAPVK_INVALID_ARGUMENT naming the field, and a prefill length that would wrap is refused.
+TEST_F(ApiTest, SessionOptionsAreChecked) {
+  auto create = [&](const std::function<void(snapvk_session_options&)>& edit, const std::string& what) {
+    snapvk_session_options o{};
+    o.struct_size = sizeof o;
+    o.n_ctx = 64;
+    edit(o);
+    snapvk_session* s = nullptr;
+    EXPECT_EQ(snapvk_session_create(model(), &o, &s), SNAPVK_INVALID_ARGUMENT) << what;
+    EXPECT_EQ(s, nullptr);
+    EXPECT_NE(std::string(snapvk_last_error()).find(what), std::string::npos) << snapvk_last_error();
+  };
+  create([](snapvk_session_options& o) { o.n_ctx = kU32Max; }, "n_ctx 4294967295 is out of range");
+  create([](snapvk_session_options& o) { o.kv_policy_name = "snapkv", o.kv_budget = kU32Max; },
+         "KV budget 4294967295 is too large (at most 16777216) (snapvk_session_options.kv_budget)");
+  create([](snapvk_session_options& o) { o.kv_policy_name = "snapkv", o.kv_ratio = 0.5f, o.kv_window = kU32Max; },
+         "KV window 4294967295 is too large (at most 16777216) (snapvk_session_options.kv_window)");
+  snapvk_session_options o{};
+  o.struct_size = sizeof o;
+  o.n_ctx = 64;
+  snapvk_session* s = nullptr;
+  ASSERT_EQ(snapvk_session_create(model(), &o, &s), SNAPVK_OK) << snapvk_last_error();
+  const int32_t one = 1;
+  ASSERT_EQ(snapvk_session_prefill_tokens(s, &one, 1), SNAPVK_OK) << snapvk_last_error();
+  EXPECT_EQ(snapvk_session_prefill_tokens(s, &one, std::numeric_limits<size_t>::max()), SNAPVK_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(snapvk_last_error()).find("does not fit the context"), std::string::npos)
+      << snapvk_last_error();
+  snapvk_session_free(s);
+}
+
+// ---- packs and endless chat (snapvk_session_save/load, to a file and to memory; kv_endless) ----
+
+const char* kDoc = "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun. ";
+
+// Sessions on the suite's model, and what the pack tests read back from them.
+struct ApiPack : ApiTest {
+  static snapvk_session* session(const char* policy, uint32_t budget, uint32_t endless = 0, uint32_t n_ctx = 256) {
+    snapvk_session_options o = session_options(n_ctx, policy, budget, budget ? 8 : 0);
+    o.kv_type = SNAPVK_KV_TYPE_F32;
+    o.kv_endless = endless;
+    snapvk_session* s = nullptr;
+    EXPECT_EQ(snapvk_session_create(model(), &o, &s), SNAPVK_OK) << snapvk_last_error();
+    return s;
+  }
+  static std::vector<float> logits(snapvk_session* s) {
+    const float* p = nullptr;
+    size_t n = 0;
+    EXPECT_EQ(snapvk_session_get_logits(s, &p, &n), SNAPVK_OK) << snapvk_last_error();
+    return std::vector<float>(p, p + n);
+  }
+  static std::vector<int32_t> greedy(snapvk_session* s, uint32_t n) {
+    snapvk_sampling_params p{};
+    p.struct_size = sizeof p;
+    std::vector<int32_t> out;
+    auto on = [](int32_t t, const char*, void* u) {
+      static_cast<std::vector<int32_t>*>(u)->push_back(t);
+      return 0;
+    };
+    EXPECT_EQ(snapvk_session_generate(s, &p, n, on, &out, nullptr), SNAPVK_OK) << snapvk_last_error();
+    return out;
+  }
+};
+
+TEST_F(ApiPack, SaveAndLoadThroughMemoryAndFilesGiveTheSameAnswer) {
+  for (const char* policy : {"full", "snapkv"}) {
+    SCOPED_TRACE(policy);
+    const uint32_t budget = std::string(policy) == "full" ? 0 : 16;
+    snapvk_session* a = session(policy, budget);
+    ASSERT_EQ(snapvk_session_prefill_text(a, kDoc), SNAPVK_OK) << snapvk_last_error();
+    size_t size = 0;
+    ASSERT_EQ(snapvk_session_save_to_memory(a, nullptr, 0, &size), SNAPVK_OK) << snapvk_last_error();
+    std::vector<uint8_t> bytes(size);
+    EXPECT_EQ(snapvk_session_save_to_memory(a, bytes.data(), size - 1, &size), SNAPVK_BUFFER_TOO_SMALL);
+    ASSERT_EQ(snapvk_session_save_to_memory(a, bytes.data(), bytes.size(), &size), SNAPVK_OK) << snapvk_last_error();
+    const std::string path =
+        (std::filesystem::temp_directory_path() / ("snapvk_api_" + std::to_string(::getpid()) + ".svkv")).string();
+    ASSERT_EQ(snapvk_session_save(a, path.c_str()), SNAPVK_OK) << snapvk_last_error();
+
+    ASSERT_EQ(snapvk_session_prefill_text(a, " One day"), SNAPVK_OK);
+    const std::vector<float> expected = logits(a);
+    const std::vector<int32_t> answer = greedy(a, 10);
+
+    snapvk_session* b = session(policy, budget);
+    ASSERT_EQ(snapvk_session_load_from_memory(b, bytes.data(), bytes.size()), SNAPVK_OK) << snapvk_last_error();
+    ASSERT_EQ(snapvk_session_prefill_text(b, " One day"), SNAPVK_OK);
+    EXPECT_EQ(std::memcmp(logits(b).data(), expected.data(), expected.size() * 4), 0);
+    EXPECT_EQ(greedy(b, 10), answer);
+
+    snapvk_session* c = session(policy, budget);
+    ASSERT_EQ(snapvk_session_load(c, path.c_str()), SNAPVK_OK) << snapvk_last_error();
+    ASSERT_EQ(snapvk_session_prefill_text(c, " One day"), SNAPVK_OK);
+    EXPECT_EQ(greedy(c, 10), answer);
+    std::filesystem::remove(path);
+
+    // a bad pack: SNAPVK_INVALID_ARGUMENT, the session as it was
+    bytes[bytes.size() / 2] ^= 1;
+    snapvk_kv_stats st{};
+    st.struct_size = sizeof st;
+    ASSERT_EQ(snapvk_session_get_kv_stats(c, &st), SNAPVK_OK);
+    EXPECT_EQ(snapvk_session_load_from_memory(c, bytes.data(), bytes.size()), SNAPVK_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(snapvk_last_error()).find("checksum"), std::string::npos) << snapvk_last_error();
+    const uint32_t n_past = st.n_past;
+    ASSERT_EQ(snapvk_session_get_kv_stats(c, &st), SNAPVK_OK);
+    EXPECT_EQ(st.n_past, n_past);
+    EXPECT_EQ(snapvk_session_load(c, "/nonexistent/x.svkv"), SNAPVK_IO);
+    snapvk_session_free(a), snapvk_session_free(b), snapvk_session_free(c);
+  }
+}
+
+TEST_F(ApiPack, EmptySessionHasNothingToSave) {
+  snapvk_session* s = session("full", 0);
+  size_t size = 0;
+  EXPECT_EQ(snapvk_session_save_to_memory(s, nullptr, 0, &size), SNAPVK_INVALID_ARGUMENT);
+  snapvk_session_free(s);
+}
+
+TEST_F(ApiPack, EndlessChatStaysWithinItsBudget) {
+  snapvk_session* s = session("snapkv", 32, 1, 80);
+  snapvk_kv_stats st{};
+  st.struct_size = sizeof st;
+  uint64_t allocated = 0;
+  for (int turn = 0; turn < 30; ++turn) {
+    ASSERT_EQ(snapvk_session_prefill_text(s, " Lily went to the park."), SNAPVK_OK) << snapvk_last_error();
+    snapvk_sampling_params p{};
+    p.struct_size = sizeof p;
+    snapvk_generate_result r{};
+    r.struct_size = sizeof r;
+    ASSERT_EQ(snapvk_session_generate(s, &p, 8, nullptr, nullptr, &r), SNAPVK_OK) << snapvk_last_error();
+    // past n_ctx positions the answers go on: what fills up is the cache's rows
+    EXPECT_NE(r.stop_reason, SNAPVK_STOP_CONTEXT_FULL) << "turn " << turn;
+    ASSERT_EQ(snapvk_session_get_kv_stats(s, &st), SNAPVK_OK);
+    if (turn == 0) allocated = st.allocated_bytes;
+    EXPECT_EQ(st.allocated_bytes, allocated);
+  }
+  EXPECT_GT(st.n_past, 80u * 3);  // past n_ctx, and still going
+  snapvk_session_free(s);
+}
+
+// ---- chat: templates into caller buffers, argument checks, a session that appends each turn ----
+// stories260K has no chat template: ChatML by default.
+
+snapvk_chat_message msg(const char* role, const char* content) {
+  snapvk_chat_message m{};
+  m.struct_size = sizeof m;
+  m.role = role;
+  m.content = content;
+  return m;
+}
+
+// The C++ wrappers' own device and model, kept to the end as an application would.
+struct ApiChat : ::testing::Test {
+  static snapvk::Device& device() {
+    static snapvk::Device* d = new snapvk::Device();
+    return *d;
+  }
+  static snapvk::Model& model() {
+    static snapvk::Model* m = new snapvk::Model(device(), model_path("stories260K.gguf"));
+    return *m;
+  }
+  // The token ids of chatml_text(system, user), from the start of a conversation.
+  static std::vector<int32_t> chatml_tokens(const std::string& system, const std::string& user) {
+    return model().tokenize(chatml_text(system, user), SNAPVK_TOKENIZE_ADD_SPECIAL | SNAPVK_TOKENIZE_PARSE_SPECIAL);
+  }
+};
+
+TEST_F(ApiChat, TemplateInfoAndRenderingIntoCallerBuffers) {
+  const snapvk::ChatTemplateInfo info = model().chat_template();
+  EXPECT_STREQ(info.name, "chatml");
+  EXPECT_STREQ(info.source, "no tokenizer.chat_template; ChatML by default");
+  EXPECT_EQ(info.has_default_system, 0u);
+  const snapvk_chat_message msgs[] = {msg("system", "S"), msg("user", "Hi")};
+  const std::string want = "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n";
+  size_t len = 0;
+  ASSERT_EQ(snapvk_chat_apply_template(model().get(), msgs, 2, 1, nullptr, 0, &len), SNAPVK_OK) << snapvk_last_error();
+  EXPECT_EQ(len, want.size());
+  std::vector<char> buf(len + 1);
+  EXPECT_EQ(snapvk_chat_apply_template(model().get(), msgs, 2, 1, buf.data(), len, &len), SNAPVK_BUFFER_TOO_SMALL);
+  ASSERT_EQ(snapvk_chat_apply_template(model().get(), msgs, 2, 1, buf.data(), buf.size(), &len), SNAPVK_OK);
+  EXPECT_EQ(std::string(buf.data()), want);
+  EXPECT_EQ(model().apply_chat_template({{"system", "S"}, {"user", "Hi"}}), want);
+  EXPECT_EQ(model().apply_chat_template({{"user", "Hi"}}, false), "<|im_start|>user\nHi<|im_end|>\n");
+}
+
+TEST_F(ApiChat, ArgumentsAreChecked) {
+  snapvk_chat_message msgs[] = {msg("user", "Hi"), msg("assistant", "Yo")};
+  size_t len = 0;
+  EXPECT_EQ(snapvk_chat_apply_template(nullptr, msgs, 2, 1, nullptr, 0, &len), SNAPVK_INVALID_ARGUMENT);
+  EXPECT_EQ(snapvk_chat_apply_template(model().get(), nullptr, 2, 1, nullptr, 0, &len), SNAPVK_INVALID_ARGUMENT);
+  EXPECT_EQ(snapvk_chat_apply_template(model().get(), msgs, 2, 1, nullptr, 0, nullptr), SNAPVK_INVALID_ARGUMENT);
+  EXPECT_EQ(snapvk_chat_apply_template(model().get(), msgs, 2, 1, nullptr, 8, &len), SNAPVK_INVALID_ARGUMENT);
+  msgs[1].struct_size = 0;  // every element's struct_size is the stride
+  EXPECT_EQ(snapvk_chat_apply_template(model().get(), msgs, 2, 1, nullptr, 0, &len), SNAPVK_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(snapvk_last_error()).find("messages[1].struct_size"), std::string::npos) << snapvk_last_error();
+  msgs[1] = msg("assistant", nullptr);
+  EXPECT_EQ(snapvk_chat_apply_template(model().get(), msgs, 2, 1, nullptr, 0, &len), SNAPVK_INVALID_ARGUMENT);
+  EXPECT_EQ(snapvk_model_get_chat_template(model().get(), nullptr), SNAPVK_INVALID_ARGUMENT);
+  EXPECT_EQ(snapvk_session_prefill_chat(nullptr, msgs, 1, 1), SNAPVK_INVALID_ARGUMENT);
+
+  // A template by name when loading; an unknown name fails the load and lists the names.
+  snapvk::ModelOptions mo;
+  mo.chat_template = "gemma";
+  EXPECT_STREQ(snapvk::Model(device(), model_path("stories260K.gguf"), mo).chat_template().name, "gemma");
+  mo.chat_template = "nope";
+  snapvk_model* bad = nullptr;
+  EXPECT_EQ(snapvk_model_load(device().get(), model_path("stories260K.gguf").c_str(), &mo, &bad),
+            SNAPVK_INVALID_ARGUMENT);
+  EXPECT_EQ(bad, nullptr);
+  EXPECT_NE(std::string(snapvk_last_error()).find("chatml, llama3, gemma"), std::string::npos) << snapvk_last_error();
+}
+
+TEST_F(ApiChat, SessionAppendsOnlyEachNewTurn) {
+  snapvk::SessionOptions so;
+  so.n_ctx = 512;
+  snapvk::Session chat(model(), so);
+  std::vector<snapvk::ChatMessage> m = {{"system", "S"}, {"user", "Hello"}};
+  chat.prefill_chat(m);
+  const auto first = chatml_tokens("S", "Hello");
+  EXPECT_EQ(chat.kv_stats().n_past, first.size());
+  std::string answer;
+  const snapvk::GenerateResult g = chat.generate(6, [&](int32_t, std::string_view piece) { answer += piece; });
+  const uint32_t held = chat.kv_stats().n_past;
+  EXPECT_EQ(held, first.size() + g.n_tokens);
+
+  // The next turn: only its text (the answer's end of turn, the user's turn, the assistant's opening).
+  const snapvk_chat_message old[] = {msg("system", "S"), msg("user", "Hello")};
+  EXPECT_EQ(snapvk_session_prefill_chat(chat.get(), old, 2, 1), SNAPVK_INVALID_ARGUMENT);  // the answer is missing
+  m.push_back({"assistant", answer});
+  m.push_back({"user", "More"});
+  chat.prefill_chat(m);
+  const auto turn = model().tokenize("<|im_end|>\n<|im_start|>user\nMore<|im_end|>\n<|im_start|>assistant\n",
+                                     SNAPVK_TOKENIZE_PARSE_SPECIAL);
+  EXPECT_EQ(chat.kv_stats().n_past, held + turn.size());
+  EXPECT_THROW(chat.prefill_chat(m), snapvk::Error);  // nothing new
+  const snapvk_chat_message edited[] = {msg("system", "T"), msg("user", "Hello")};
+  EXPECT_EQ(snapvk_session_prefill_chat(chat.get(), edited, 2, 1), SNAPVK_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(snapvk_last_error()).find("do not continue the conversation"), std::string::npos);
+
+  // A plain prompt in between breaks the chat until a reset.
+  chat.prefill(std::string(" and"));
+  m.push_back({"assistant", ""});
+  m.push_back({"user", "Again"});
+  EXPECT_THROW(chat.prefill_chat(m), snapvk::Error);
+  chat.reset();
+  chat.prefill_chat({{"user", "Again"}});
+  EXPECT_EQ(chat.kv_stats().n_past, chatml_tokens("", "Again").size());
 }
 
 }  // namespace

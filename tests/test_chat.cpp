@@ -2,10 +2,17 @@
 // llama.cpp renders it (the expected strings are llama.cpp's, tests/test-chat-template.cpp),
 // detection from real template texts, default system messages, the SmolLM2 reference prompt
 // token for token, end-of-generation tokens, and the incremental conversation a session holds.
+// ChatCli: the CLI's chat on a device (`snapvk run --chat`, `snapvk chat` through a pipe). The
+// C and C++ chat APIs are in test_api.cpp (ApiChat).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
+#include <regex>
 #include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -13,6 +20,7 @@
 #include "host/model/chat_template.h"
 #include "host/model/tokenizer.h"
 #include "runtime/error.h"
+#include "tests/cli_runner.h"
 #include "tests/test_util.h"
 
 namespace snapvk::test {
@@ -388,6 +396,82 @@ TEST(ChatHistory, RejectsWhatDoesNotContinueTheConversation) {
   EXPECT_THROW(h.next(t, good, true), Error);
   h.clear();
   EXPECT_EQ(h.next(t, good, true), t.render(good, true));
+}
+
+// ---- the CLI: `snapvk run --chat` and `snapvk chat` (lines through a pipe) on a device ------
+// stories260K has no chat template (ChatML by default: nonsense answers, but each turn must run
+// and stop).
+
+// The token ids of chatml_text(system, user) in stories260K's vocabulary.
+std::vector<int32_t> chatml_tokens(const std::string& system, const std::string& user) {
+  static const Tokenizer tok(vocab_from_gguf(GgufFile::open(model_path("stories260K.gguf"))));
+  return tok.encode(chatml_text(system, user), true, true);
+}
+
+TEST(ChatCli, RunChatPromptIsTheRenderedTurn) {
+  const CliResult r = run_cli({"run", "-m", model_path("stories260K.gguf"), "--chat", "-p", "Hello there", "--system",
+                               "Be brief.", "--chat-template", "chatml", "--json", "-n", "8", "--temp", "0"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j.at("prompt_tokens").get<std::vector<int32_t>>(), chatml_tokens("Be brief.", "Hello there"));
+  EXPECT_EQ(j.at("chat_template"), "chatml");
+  EXPECT_EQ(j.at("chat_template_source"), "chosen by name");
+  EXPECT_LE(j.at("generated_tokens").size(), 8u);
+}
+
+TEST(ChatCli, RunChatWithoutTemplateSaysWhichItUses) {
+  const CliResult r =
+      run_cli({"run", "-m", model_path("stories260K.gguf"), "--chat", "-p", "Hi", "-n", "4", "--temp", "0"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("chat template: chatml (no tokenizer.chat_template; ChatML by default)"), std::string::npos)
+      << r.err;
+}
+
+TEST(ChatCli, BadTemplateNamesAndOptionsAreOneLineErrors) {
+  const std::string m = model_path("stories260K.gguf");
+  for (const auto& args :
+       std::vector<std::vector<std::string>>{{"run", "-m", m, "--chat", "-p", "Hi", "--chat-template", "nope"},
+                                             {"chat", "-m", m, "--chat-template", "nope"}}) {
+    const CliResult r = run_cli(args);
+    EXPECT_EQ(r.code, 1) << r.err;
+    EXPECT_NE(r.err.find("unknown --chat-template 'nope' (names: chatml, llama3, gemma, mistral (alias llama2), phi3"),
+              std::string::npos)
+        << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+  const CliResult sys = run_cli({"run", "-m", m, "-p", "Hi", "--system", "S"});
+  EXPECT_EQ(sys.code, 1);
+  EXPECT_NE(sys.err.find("--system and --chat-template need --chat"), std::string::npos) << sys.err;
+}
+
+// "[kv snapkv: X retained for N tokens (first K compressed), ...]" -> (N, K) per turn.
+std::vector<std::pair<int, int>> kv_lines(const std::string& err) {
+  std::vector<std::pair<int, int>> out;
+  const std::regex re(R"(\[kv snapkv: .* retained for (\d+) tokens \(first (\d+) compressed\))");
+  for (auto it = std::sregex_iterator(err.begin(), err.end(), re); it != std::sregex_iterator(); ++it)
+    out.emplace_back(std::stoi((*it)[1]), std::stoi((*it)[2]));
+  return out;
+}
+
+TEST(ChatCli, ChatThroughAPipeAppendsEachTurnAndResets) {
+  const CliResult r = run_cli_with_input(
+      {"chat", "-m", model_path("stories260K.gguf"), "--chat-template", "chatml", "--system", "You tell stories.",
+       "--kv-policy", "snapkv", "--kv-ratio", "0.5", "--kv-window", "4", "-n", "12", "--temp", "0"},
+      "Tell me a story.\nAnd then?\n/reset\nOnce upon a time\n");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("chat template chatml (chosen by name)"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("[new conversation]"), std::string::npos) << r.err;
+  const auto turns = kv_lines(r.err);
+  ASSERT_EQ(turns.size(), 3u) << r.err;
+  // The first turn is compressed; the second is appended after it (the same compressed prompt,
+  // more tokens held), not prefilled again; /reset starts a new conversation. (With a --kv-budget
+  // the chat is endless and compacts at each turn's end: tests/test_endless.cpp.)
+  const int first_prompt = int(chatml_tokens("You tell stories.", "Tell me a story.").size());
+  EXPECT_EQ(turns[0].second, first_prompt);
+  EXPECT_EQ(turns[1].second, first_prompt);
+  EXPECT_GT(turns[1].first, turns[0].first + 12);
+  EXPECT_EQ(turns[2].second, int(chatml_tokens("You tell stories.", "Once upon a time").size()));
+  EXPECT_GE(std::count(r.out.begin(), r.out.end(), '\n'), 3) << r.out;  // each answer ends its line
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // snapvk::Error: every failure carries its kind (and an option's failure the option), set
 // where it is thrown, so callers (the C API's statuses, the CLI's option names, the profiler's
 // "does not fit" rows) never read the message to decide. The C API side is in test_api.cpp
-// (ApiTest.EachErrorKindReachesTheCallerAsItsStatus), the CLI side in test_bad_input.cpp.
+// (ApiTest.EachErrorKindReachesTheCallerAsItsStatus), the CLI side in test_bad_input.cpp. And the
+// checked arithmetic on untrusted numbers (runtime/checked.h), whose errors name the quantity.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -17,6 +18,7 @@
 #include "runtime/error.h"
 #include "runtime/memory.h"
 #include "runtime/vk_check.h"
+#include "tests/expect_error.h"
 #include "tests/test_util.h"
 
 namespace snapvk::test {
@@ -132,6 +134,19 @@ TEST(Errors, OptionChecksNameTheirOption) {
   SamplerParams sp;
   sp.temp = -1;
   EXPECT_EQ(error_of([&] { Sampler s(sp); }).kind(), ErrorKind::InvalidArgument);
+}
+
+TEST(Errors, CheckedHelpersNameTheQuantity) {
+  EXPECT_EQ(checked_mul(1ull << 32, 1ull << 31, "x"), 1ull << 63);
+  expect_error([] { checked_mul(1ull << 32, 1ull << 32, "KV bytes"); },
+               "KV bytes (4294967296 * 4294967296) overflows 64 bits");
+  EXPECT_EQ(checked_add(kU64Max - 1, 1, "x"), kU64Max);
+  expect_error([] { checked_add(kU64Max, 1, "peak"); }, "peak (18446744073709551615 + 1) overflows 64 bits");
+  EXPECT_EQ(checked_mul_u32(65535, 65537, "x"), kU32Max);
+  expect_error([] { checked_mul_u32(65536, 65536, "slots"); }, "slots (65536 * 65536) overflows 32 bits");
+  expect_error([] { checked_mul_u32(kU64Max, 2, "slots"); }, "overflows 32 bits");  // the 64-bit product wraps too
+  EXPECT_EQ(checked_range(5, 1, 5, "x"), 5u);
+  expect_error([] { checked_range(0, 1, 5, "n_ctx"); }, "n_ctx 0 is out of range (1..5)");
 }
 
 }  // namespace

@@ -29,18 +29,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const Model& stories() {
-  static Model* m = new Model(kernels(), model_path("stories260K.gguf"));  // never destroyed (gpu_fixture.cpp)
-  return *m;
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 ProfileSpec spec(KvPolicy p, uint32_t budget, uint32_t window, uint32_t ahead = 0) {
   ProfileSpec s;
   s.label = kv_policy_name(p);
@@ -89,7 +77,9 @@ void check_task_prompts(const Tokenizer& tok, uint32_t n_vocab) {
 
 class Fidelity : public VkTest {};
 
-TEST_F(Fidelity, TaskPromptsOnSentencePiece) { check_task_prompts(stories().tokenizer(), stories().config().n_vocab); }
+TEST_F(Fidelity, TaskPromptsOnSentencePiece) {
+  check_task_prompts(stories_model().tokenizer(), stories_model().config().n_vocab);
+}
 
 TEST(FidelityNoGpu, TaskPromptsOnByteLevelBpe) {
   const GgufFile f = GgufFile::open(model_path("SmolLM2-135M-Instruct.Q4_1.gguf"));
@@ -128,7 +118,7 @@ TEST(FidelityNoGpu, ShippedTextIsEmbedded) {
 // The full cache's perplexity equals the CPU reference model's, token by token: chunk c's
 // first half is context, the rest is scored, BOS replaces each chunk's first token.
 TEST_F(Fidelity, PerplexityMatchesTheReferenceModel) {
-  const Model& m = stories();
+  const Model& m = stories_model();
   const std::string text(shipped_texts().front().text.substr(0, 4000));
   const auto tokens = perplexity_tokens(m, text);
   PerplexityOptions o;
@@ -163,7 +153,7 @@ TEST_F(Fidelity, PerplexityMatchesTheReferenceModel) {
 }
 
 TEST_F(Fidelity, PerplexityOfACompressedFirstHalf) {
-  const Model& m = stories();
+  const Model& m = stories_model();
   const auto tokens = perplexity_tokens(m, std::string(shipped_texts().front().text.substr(0, 6000)));
   PerplexityOptions o;
   o.n_ctx = 256;
@@ -194,7 +184,7 @@ TEST_F(Fidelity, PerplexityOfACompressedFirstHalf) {
 }
 
 TEST_F(Fidelity, PerplexityRefusesBadInput) {
-  const Model& m = stories();
+  const Model& m = stories_model();
   const auto tokens = perplexity_tokens(m, "A short text.");
   PerplexityOptions o;
   o.n_ctx = 64;
@@ -204,7 +194,7 @@ TEST_F(Fidelity, PerplexityRefusesBadInput) {
 }
 
 TEST_F(Fidelity, SuiteSumsUpEveryTaskAndPerplexity) {
-  const Model& m = stories();
+  const Model& m = stories_model();
   SuiteOptions o;
   o.tasks = {EvalTask::Needle, EvalTask::DocQa};
   o.contexts = {160, 200};
@@ -239,7 +229,7 @@ TEST_F(Fidelity, SuiteSumsUpEveryTaskAndPerplexity) {
 }
 
 TEST_F(Fidelity, SuiteHandsOverEachTaskBeforeALaterPartFails) {
-  const Model& m = stories();
+  const Model& m = stories_model();
   SuiteOptions o;
   o.tasks = {EvalTask::Needle, EvalTask::Passkey};
   o.contexts = {160};

@@ -36,11 +36,7 @@ TEST(Utf8Stream, BytesThatCannotBeCompletedPassAndFlushReturnsTheRest) {
 }
 
 struct GenerateTest : VkTest {
-  static Model& model() {
-    // Never destroyed: at exit the validation layer may already be gone (see gpu_fixture.cpp).
-    static Model* m = new Model(kernels(), model_path("stories260K.gguf"));
-    return *m;
-  }
+  static Model& model() { return stories_model(); }
   static SessionOptions options(uint32_t n_ctx) {
     SessionOptions o;
     o.n_ctx = n_ctx;

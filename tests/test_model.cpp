@@ -1,16 +1,21 @@
-// End-to-end golden tests on the real stories260K model against llama2.c's reference outputs,
-// and whole-model logits against the CPU reference forward pass.
+// The model (host/model/model.h): end-to-end golden tests on the real stories260K model against
+// llama2.c's reference outputs, whole-model logits against the CPU reference forward pass, and
+// ModelConfig's bounds on hyper-parameters from a GGUF file or built by hand (issue 7: a hostile
+// value gives an error naming it, never a wrapped size).
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include "host/ref/ref_model.h"
 #include "host/session/sampler.h"
 #include "host/session/session.h"
+#include "tests/expect_error.h"
 #include "tests/gpu_fixture.h"
 #include "tests/test_util.h"
+#include "tests/tiny_llama.h"
 
 namespace snapvk::test {
 namespace {
@@ -78,11 +83,7 @@ std::vector<int32_t> greedy_like_llama2c(Session& s, const std::vector<int32_t>&
 }
 
 struct Stories : VkTest {
-  static Model& model() {
-    // Never destroyed: at exit the validation layer may already be gone (see gpu_fixture.cpp).
-    static Model* m = new Model(kernels(), model_path("stories260K.gguf"));
-    return *m;
-  }
+  static Model& model() { return stories_model(); }
 };
 
 TEST_F(Stories, GreedyTokensMatchLlama2cWithF32Cache) {
@@ -168,6 +169,106 @@ TEST_F(Stories, PromptLongerThanContextIsAnError) {
   }
   EXPECT_THROW(s.decode(512), Error);  // outside the vocabulary
   EXPECT_THROW(s.decode(-1), Error);
+}
+
+// ---- ModelConfig: hyper-parameters from a file or built by hand, bounded before use ----------
+
+TEST(ModelConfig, GgufHyperParametersAreBoundedBeforeUse) {
+  TinyGguf g;
+  EXPECT_EQ(g.load("good.gguf", nullptr).q_dim(), 64u);  // the baseline the cases break
+  // 64-bit values that would truncate to small 32-bit ones, and 32-bit maxima.
+  expect_error(
+      [&] { g.load("embd.gguf", [](GgufWriter& w) { w.set_uint64("llama.embedding_length", (1ull << 32) + 64); }); },
+      "llama.embedding_length = 4294967360 is out of range (1..65536)");
+  expect_error([&] { g.load("layers.gguf", [](GgufWriter& w) { w.set_uint32("llama.block_count", kU32Max); }); },
+               "llama.block_count = 4294967295 is out of range (1..1024)");
+  expect_error(
+      [&] { g.load("heads.gguf", [](GgufWriter& w) { w.set_uint64("llama.attention.head_count", 1ull << 40); }); },
+      "llama.attention.head_count = 1099511627776 is out of range (1..1024)");
+  expect_error([&] { g.load("kv.gguf", [](GgufWriter& w) { w.set_uint32("llama.attention.head_count_kv", 0); }); },
+               "llama.attention.head_count_kv = 0 is out of range (1..1024)");
+  expect_error([&] { g.load("ff.gguf", [](GgufWriter& w) { w.set_uint64("llama.feed_forward_length", kU64Max); }); },
+               "llama.feed_forward_length = 18446744073709551615 is out of range (1..1048576)");
+  expect_error([&] { g.load("ctx.gguf", [](GgufWriter& w) { w.set_uint32("llama.context_length", kU32Max); }); },
+               "llama.context_length = 4294967295 is out of range (1..16777216)");
+  expect_error([&] { g.load("hd.gguf", [](GgufWriter& w) { w.set_uint32("llama.attention.key_length", 1u << 31); }); },
+               "llama.attention.key_length = 2147483648 is out of range (1..256)");
+  expect_error(
+      [&] { g.load("rot.gguf", [](GgufWriter& w) { w.set_uint64("llama.rope.dimension_count", 1ull << 33); }); },
+      "llama.rope.dimension_count = 8589934592 is out of range (1..16)");
+  // A negative value stored signed is not read as a huge unsigned one.
+  expect_error([&] { g.load("neg.gguf", [](GgufWriter& w) { w.set_int32("llama.block_count", -1); }); }, "block_count");
+  // The GQA group (n_head / n_head_kv) sizes the attention kernels: refused at load, not by an assert later.
+  expect_error(
+      [&] {
+        g.load("group.gguf", [](GgufWriter& w) {
+          w.set_uint32("llama.embedding_length", 128), w.set_uint32("llama.attention.head_count", 64);
+        });
+      },
+      "model: GQA group n_head / n_head_kv = 32 is larger than 16");
+}
+
+TEST(ModelConfig, GgufWeightElementCountsFitThirtyTwoBits) {
+  // Each dimension is within its bound; their products are not. The kernels index weight
+  // elements with 32 bits, so these are refused before any tensor is read or uploaded.
+  TinyGguf g;
+  // n_vocab (token_embd rows) * n_embd: 65537 * 65536. q4_0 rows of 32 keep the file at 1.2 MB.
+  expect_error(
+      [&] {
+        g.load(
+            "vocab.gguf",
+            [](GgufWriter& w) {
+              w.set_uint32("llama.embedding_length", 65536), w.set_uint32("llama.attention.head_count", 1);
+              w.set_uint32("llama.attention.head_count_kv", 1), w.set_uint32("llama.attention.key_length", 256);
+              w.set_uint32("llama.attention.value_length", 256);
+            },
+            65537, GgmlType::Q4_0, 32);
+      },
+      "model: token_embd elements n_vocab * n_embd (65537 * 65536) overflows 32 bits");
+  // n_head * head_dim * n_embd: 1024 * 256 * 65536 = 2^34.
+  expect_error(
+      [&] {
+        g.load("q.gguf", [](GgufWriter& w) {
+          w.set_uint32("llama.embedding_length", 65536), w.set_uint32("llama.attention.head_count", 1024);
+          w.set_uint32("llama.attention.head_count_kv", 1024), w.set_uint32("llama.attention.key_length", 256);
+        });
+      },
+      "model: attn_q elements n_head * head_dim * n_embd (262144 * 65536) overflows 32 bits");
+  // n_ff * n_embd: 2^20 * 2^16.
+  auto wide = [](uint32_t n_ff) {
+    return [n_ff](GgufWriter& w) {
+      w.set_uint32("llama.embedding_length", 65536), w.set_uint32("llama.attention.head_count", 256);
+      w.set_uint32("llama.attention.head_count_kv", 256), w.set_uint32("llama.attention.key_length", 64);
+      w.set_uint32("llama.feed_forward_length", n_ff);
+    };
+  };
+  expect_error([&] { g.load("ffn.gguf", wide(1u << 20)); },
+               "model: ffn elements n_ff * n_embd (1048576 * 65536) overflows 32 bits");
+  expect_error([&] { g.load("ffn2.gguf", wide(65536)); }, "(65536 * 65536) overflows 32 bits");
+  // The largest shapes that fit load (what a 405B-class model needs is well inside).
+  const ModelConfig c = g.load("edge.gguf", wide(65535));
+  EXPECT_EQ(c.q_dim(), 16384u);
+  EXPECT_EQ(uint64_t(c.n_ff) * c.n_embd, 65535ull * 65536);
+}
+
+TEST(ModelConfig, HandBuiltConfigIsCheckedLikeAFile) {
+  // ModelConfig is a public struct (profile --dry-run fills one from a synthetic shape): check()
+  // and everything that computes sizes from it refuse what from_gguf would.
+  EXPECT_NO_THROW(tiny_config().check());
+  auto bad = [](const std::function<void(ModelConfig&)>& edit, const std::string& what) {
+    ModelConfig c = tiny_config();
+    edit(c);
+    expect_error([&] { c.check(); }, what);
+    expect_error([&] { estimate_memory(c, 0, tiny_query()); }, what);
+  };
+  bad([](ModelConfig& c) { c.n_head = c.n_head_kv = 1u << 20; }, "model: n_head 1048576 is out of range (1..1024)");
+  bad([](ModelConfig& c) { c.head_dim = kU32Max; }, "model: head_dim 4294967295 is out of range (2..256)");
+  bad([](ModelConfig& c) { c.n_layer = 0; }, "model: n_layer 0 is out of range (1..1024)");
+  bad([](ModelConfig& c) { c.n_head_kv = 0; }, "model: n_head_kv 0 is out of range");  // no division by zero
+  bad([](ModelConfig& c) { c.n_vocab = kU32Max; }, "model: n_vocab 4294967295 is out of range (1..4194304)");
+  bad([](ModelConfig& c) { c.n_embd = 65536, c.n_vocab = 1u << 22; },
+      "model: token_embd elements n_vocab * n_embd (4194304 * 65536) overflows 32 bits");
+  bad([](ModelConfig& c) { c.n_rot = 18; }, "model: n_rot 18 is out of range (0..16)");
 }
 
 }  // namespace

@@ -1,12 +1,15 @@
 // Knowledge packs (docs/packs.md): a document's state saved and loaded gives the same tokens and
 // logits as prefilling it (bit for bit with a full f32 cache; the compressed state byte for byte),
-// and every bad pack is refused with a one-line error before the session changes.
+// and every bad pack is refused with a one-line error before the session changes; on stories260K,
+// and on a real instruct model (SmolLM2Pack). The C API's packs are in test_api.cpp (ApiPack).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <span>
 
 #include "host/pack/pack.h"
 #include "host/report/synth.h"
@@ -19,10 +22,7 @@ namespace snapvk::test {
 namespace {
 
 struct PackTest : VkTest {
-  static Model& stories() {
-    static Model* m = new Model(kernels(), model_path("stories260K.gguf"));  // never destroyed (gpu_fixture.cpp)
-    return *m;
-  }
+  static Model& stories() { return stories_model(); }
   static std::vector<int32_t> doc(const Model& m, int repeats) {
     std::string text;
     for (int i = 0; i < repeats; ++i)
@@ -385,6 +385,55 @@ TEST_F(PackTest, CliRefusesAnotherModelAndKvType) {
   EXPECT_EQ(query.code, 1);
   EXPECT_NE(query.err.find("--pack-query needs a compressing --kv-policy"), std::string::npos) << query.err;
   std::filesystem::remove(pack);
+}
+
+// ---- a real instruct model: SmolLM2-135M-Instruct Q4_1 ---------------------------------------
+
+// A full f32 pack continues bit for bit, a SnapKV pack restores the in-session state byte for byte.
+struct SmolLM2Pack : VkTest {
+  static Model& model() { return smollm2_model(); }
+  static std::vector<int32_t> chatml(const std::string& text, bool bos = false) {
+    return model().tokenizer().encode(text, bos, true);
+  }
+  static std::vector<float> copy(std::span<const float> s) { return std::vector<float>(s.begin(), s.end()); }
+};
+
+const char* kManual =
+    "<|im_start|>system\nYou answer questions about this manual.\n"
+    "The Zephyr 3 kettle holds 1.7 litres. Fill it between the MIN and MAX marks. Press the switch on the "
+    "handle to start; the light turns blue. The kettle stops by itself when the water boils. To descale, boil "
+    "half a litre of water with two spoons of citric acid, leave it for an hour and rinse twice. The filter in "
+    "the spout lifts out for cleaning. Never put the base in water. The warranty lasts two years from the date "
+    "of purchase.<|im_end|>\n";
+
+TEST_F(SmolLM2Pack, FullF32PackIsBitExactAndSnapKVStateIsByteExact) {
+  const std::vector<int32_t> doc = chatml(kManual);
+  const std::vector<int32_t> q = chatml("<|im_start|>user\nHow do I descale it?<|im_end|>\n<|im_start|>assistant\n");
+  ASSERT_GT(doc.size(), 100u);
+  for (KvPolicy pol : {KvPolicy::Full, KvPolicy::SnapKV}) {
+    SCOPED_TRACE(kv_policy_name(pol));
+    SessionOptions o;
+    o.n_ctx = uint32_t(doc.size() + q.size() + 16);
+    o.kv_type = pol == KvPolicy::Full ? KvType::F32 : KvType::F16;
+    o.kv.policy = pol;
+    if (pol == KvPolicy::SnapKV) o.kv.budget = 48, o.kv.window = 16;
+    Session a(model(), o);
+    a.prefill(doc);
+    const Pack p = read_pack(write_pack(pack_of(a, doc)), "manual.svkv");
+    Session b(model(), o);
+    load_pack(b, p, "manual.svkv");
+    const KvImage ia = a.save_state(), ib = b.save_state();
+    for (size_t l = 0; l < ia.layers.size(); ++l) {
+      EXPECT_TRUE(ia.layers[l].k == ib.layers[l].k) << "layer " << l;
+      EXPECT_TRUE(ia.layers[l].v == ib.layers[l].v) << "layer " << l;
+    }
+    std::vector<float> la = copy(a.prefill(q)), lb = copy(b.prefill(q));
+    for (int i = 0; i < 8; ++i) {
+      ASSERT_EQ(std::memcmp(la.data(), lb.data(), la.size() * 4), 0) << "step " << i;
+      const int32_t t = int32_t(std::max_element(la.begin(), la.end()) - la.begin());
+      la = copy(a.decode(t)), lb = copy(b.decode(t));
+    }
+  }
 }
 
 }  // namespace

@@ -1,34 +1,25 @@
-// snapvk profile and snapvk eval needle: the engines (host/report/profile.h, host/report/needle.h) on
-// stories260K, their report files, the dry run against the memory model, and the CLI's --json.
-#include <fcntl.h>
+// snapvk profile: the engine (host/report/profile.h) on stories260K, its report files, the dry
+// run against the memory model, the bounds on context lists and run lengths, and the CLI's --json.
+// The needle grid (snapvk eval needle) is in test_needle.cpp.
 #include <gtest/gtest.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
-#include <memory>
-#include <sstream>
-#include <thread>
 
 #include <nlohmann/json.hpp>
 
 #include "host/gguf/gguf.h"
 #include "host/model/model.h"
-#include "host/report/needle.h"
 #include "host/report/profile.h"
 #include "host/session/memory_model.h"
 #include "host/session/sampler.h"
 #include "host/session/session.h"
 #include "tests/cli_runner.h"
+#include "tests/expect_error.h"
 #include "tests/gpu_fixture.h"
 #include "tests/test_util.h"
-
-extern char** environ;
+#include "tests/tiny_llama.h"
 
 namespace snapvk::test {
 namespace {
@@ -38,51 +29,6 @@ namespace fs = std::filesystem;
 // The reports' JSON, parsed back (a parse error throws).
 using nlohmann::json;
 json parse_json(const std::string& s) { return json::parse(s); }
-
-// Tags open and close in order (self-closing tags and <title> text included): enough to know a
-// browser reads the SVG as we meant it.
-void expect_well_formed_xml(const std::string& s) {
-  std::vector<std::string> stack;
-  size_t i = 0;
-  while ((i = s.find('<', i)) != std::string::npos) {
-    const size_t end = s.find('>', i);
-    ASSERT_NE(end, std::string::npos) << "unclosed tag at " << i;
-    std::string tag = s.substr(i + 1, end - i - 1);
-    i = end + 1;
-    if (tag.empty()) FAIL() << "empty tag";
-    if (tag[0] == '!' || tag[0] == '?') continue;
-    if (tag[0] == '/') {
-      ASSERT_FALSE(stack.empty()) << "closing </" << tag << "> with nothing open";
-      ASSERT_EQ(stack.back(), tag.substr(1)) << "closing tag out of order";
-      stack.pop_back();
-      continue;
-    }
-    if (tag.back() == '/') continue;
-    stack.push_back(tag.substr(0, tag.find_first_of(" \n\t")));
-  }
-  EXPECT_TRUE(stack.empty()) << stack.size() << " tags left open, first <" << (stack.empty() ? "" : stack[0]) << ">";
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-size_t count_lines(const std::string& s) { return size_t(std::count(s.begin(), s.end(), '\n')); }
-
-fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("snapvk-" + name + "-" + std::to_string(getpid()));
-  fs::remove_all(d);
-  return d;
-}
-
-const Model& stories() {
-  // Never destroyed: at exit the validation layer may already be gone (see gpu_fixture.cpp).
-  static Model* m = new Model(kernels(), model_path("stories260K.gguf"));
-  return *m;
-}
 
 ProfileSpec spec(KvPolicy p, uint32_t budget, uint32_t window) {
   ProfileSpec s;
@@ -117,7 +63,7 @@ class StoriesProfile : public VkTest {
       auto* x = new Run{stories_options(), {}, {}};
       ProfileOptions with_progress = x->options;
       with_progress.on_progress = [x](double f, const std::string&) { x->progress.push_back(f); };
-      x->report = run_profile(stories(), with_progress);
+      x->report = run_profile(stories_model(), with_progress);
       return x;
     }();
     return *r;
@@ -125,7 +71,7 @@ class StoriesProfile : public VkTest {
 };
 
 TEST_F(StoriesProfile, EveryRowHoldsItsBytesRatioAndFidelityRanges) {
-  const Model& m = stories();
+  const Model& m = stories_model();
   const ProfileOptions& o = run().options;
   const ProfileReport& r = run().report;
   ASSERT_EQ(r.rows.size(), o.contexts.size() * (1 + o.specs.size()));
@@ -182,7 +128,7 @@ TEST_F(StoriesProfile, EveryRowHoldsItsBytesRatioAndFidelityRanges) {
 // sessions: decode steps teacher-forced on the full run's greedy tokens; top-1 is the share of
 // steps whose argmax is the full run's, KL is KL(full || policy) per step.
 TEST_F(StoriesProfile, FidelityFiguresMatchTheirDefinitionRecomputed) {
-  const Model& m = stories();
+  const Model& m = stories_model();
   const ProfileOptions& o = run().options;
   const ProfileReport& r = run().report;
   ASSERT_EQ(r.rows.size(), 12u);
@@ -280,7 +226,7 @@ TEST_F(ProfileEngine, BudgetCoveringThePromptIsExact) {
   o.contexts = {40};
   o.specs = {spec(KvPolicy::SnapKV, 64, 8), spec(KvPolicy::StreamingLLM, 64, 8)};
   o.gen = 8;
-  const ProfileReport r = run_profile(stories(), o);
+  const ProfileReport r = run_profile(stories_model(), o);
   ASSERT_EQ(r.rows.size(), 3u);
   for (size_t k = 1; k < 3; ++k) {
     const ProfileRow& x = r.rows[k];
@@ -295,7 +241,7 @@ TEST_F(ProfileEngine, BudgetCoveringThePromptIsExact) {
 }
 
 TEST_F(ProfileEngine, FullThatDoesNotFitStillRunsThePolicies) {
-  const Model& m = stories();
+  const Model& m = stories_model();
   ProfileOptions o;
   o.contexts = {400};
   o.specs = {spec(KvPolicy::SnapKV, 64, 8), spec(KvPolicy::StreamingLLM, 64, 8)};
@@ -381,6 +327,27 @@ TEST(ProfileDryRun, EqualsTheMemoryModel) {
   expect_well_formed_xml(profile_svg(r));
 }
 
+TEST(ProfileDryRun, ContextListsAndRunLengths) {
+  EXPECT_EQ(parse_token_counts("4194303k", "c"), std::vector<uint32_t>{4194303u * 1024});
+  expect_error([] { parse_token_counts("4194304k", "c"); }, "'4194304k' is not a positive token count");
+  // v * 1024 wrapped to 1024 (2^54 + 1 -> 2^64 + 1024) and to 0 for a negative number.
+  expect_error([] { parse_token_counts("18014398509481985k", "c"); },
+               "'18014398509481985k' is not a positive token count");
+  expect_error([] { parse_token_counts("-18014398509481984k", "c"); }, "is not a positive token count");
+  expect_error([] { parse_token_counts("-1", "c"); }, "is not a positive token count");
+  expect_error([] { parse_token_counts("99999999999999999999999", "c"); }, "is not a positive token count");
+  // Each run holds L + gen positions in a 32-bit n_ctx.
+  ProfileOptions o;
+  o.gen = 16;
+  o.contexts = {kU32Max - 8};
+  expect_error([&] { dry_run_profile(tiny_config(), 0, 0, o); },
+               "context length 4294967287 plus 16 generated tokens is more than the 16777216 positions");
+  o.contexts = {kMaxContext - 16};
+  EXPECT_NO_THROW(dry_run_profile(tiny_config(), 0, 0, o));
+  o.contexts = {kMaxContext - 15};
+  expect_error([&] { dry_run_profile(tiny_config(), 0, 0, o); }, "positions a session may hold");
+}
+
 TEST(ProfileReportTest, TokenCountsAndKl) {
   EXPECT_EQ(parse_token_counts("512,1k,2K, 4096", "x"), (std::vector<uint32_t>{512, 1024, 2048, 4096}));
   EXPECT_THROW(parse_token_counts("512,abc", "x"), Error);
@@ -392,81 +359,13 @@ TEST(ProfileReportTest, TokenCountsAndKl) {
 }
 
 TEST_F(ProfileEngine, PromptIsDeterministicText) {
-  const Model& m = stories();
+  const Model& m = stories_model();
   const auto a = profile_prompt(m, 300), b = profile_prompt(m, 300);
   ASSERT_EQ(a.size(), 300u);
   EXPECT_EQ(a, b);
   EXPECT_EQ(a[0], m.tokenizer().bos());
   EXPECT_NE(m.tokenizer().decode(a).find("Lily"), std::string::npos);
   EXPECT_EQ(profile_prompt(m, 2).size(), 2u);
-}
-
-// ---- needle ----
-
-class NeedleTest : public VkTest {};
-
-TEST_F(NeedleTest, PromptPutsTheNeedleAtEachDepth) {
-  const Model& m = stories();
-  const Tokenizer& tok = m.tokenizer();
-  const uint32_t n_vocab = m.config().n_vocab;
-  const NeedlePrompt p0 = needle_prompt(tok, n_vocab, 256, 0, 1);
-  const NeedlePrompt p50 = needle_prompt(tok, n_vocab, 256, 50, 1);
-  const NeedlePrompt p100 = needle_prompt(tok, n_vocab, 256, 100, 1);
-  for (const NeedlePrompt* p : {&p0, &p50, &p100}) {
-    EXPECT_EQ(p->tokens.size(), 256u);
-    EXPECT_EQ(p->value.size(), 5u);
-    const std::string text = tok.decode(p->tokens);
-    EXPECT_NE(text.find("The secret number is " + p->value + "."), std::string::npos) << text;
-    EXPECT_NE(text.find("What is the secret number?"), std::string::npos);
-    EXPECT_EQ(
-        tok.decode(std::vector<int32_t>(p->tokens.begin() + p->needle_pos, p->tokens.end())).rfind(" The secret", 0),
-        0u);
-  }
-  EXPECT_EQ(p0.needle_pos, 1u);  // right after BOS
-  EXPECT_GT(p50.needle_pos, 256u / 2 - 40);
-  EXPECT_LT(p50.needle_pos, 256u / 2 + 20);
-  EXPECT_GT(p100.needle_pos, p50.needle_pos);
-  const std::string tail = tok.decode(std::vector<int32_t>(p100.tokens.begin() + p100.needle_pos, p100.tokens.end()));
-  EXPECT_EQ(tail.find("What is"), tail.find('.') + 2) << "at 100% the question follows the needle: " << tail;
-  EXPECT_NE(p0.value, needle_prompt(tok, n_vocab, 512, 0, 1).value) << "each cell hides its own number";
-  EXPECT_THROW(needle_prompt(tok, n_vocab, 12, 50, 1), Error);
-}
-
-TEST_F(NeedleTest, GridOnStoriesWritesCsvAndSvg) {
-  NeedleOptions o;
-  o.contexts = {256, 128};
-  o.depths = {0, 50, 100};
-  o.specs = {ProfileSpec{"full", KvPolicyOptions{}}, spec(KvPolicy::SnapKV, 64, 8)};
-  const NeedleReport r = run_needle(stories(), o);
-  EXPECT_EQ(r.contexts, (std::vector<uint32_t>{128, 256}));
-  ASSERT_EQ(r.cells.size(), 2u * 2u * 3u);
-  for (const auto& c : r.cells) {
-    SCOPED_TRACE(c.policy + " " + std::to_string(c.context) + " " + std::to_string(c.depth));
-    EXPECT_TRUE(c.error.empty()) << c.error;
-    EXPECT_EQ(c.value.size(), 5u);
-    EXPECT_FALSE(c.generated.empty());
-    EXPECT_EQ(c.found, c.generated.find(c.value) != std::string::npos);
-    EXPECT_NE(r.cell(c.policy, c.context, c.depth), nullptr);
-  }
-  const std::string grid = needle_grid(r);
-  EXPECT_NE(grid.find("full: found"), std::string::npos) << grid;
-  EXPECT_NE(grid.find("snapkv: found"), std::string::npos) << grid;
-  EXPECT_NE(grid.find("trained for retrieval"), std::string::npos) << grid;
-
-  const fs::path dir = temp_dir("needle");
-  const auto paths = write_needle_files(r, dir.string());
-  for (const auto& p : paths) EXPECT_TRUE(fs::exists(p)) << p;
-  const std::string csv = slurp(dir / "needle.csv");
-  EXPECT_EQ(count_lines(csv), r.cells.size() + 1);
-  EXPECT_EQ(csv.rfind("policy,context,depth,", 0), 0u);
-  const std::string svg = slurp(dir / "needle.svg");
-  EXPECT_EQ(svg.rfind("<svg", 0), 0u);
-  expect_well_formed_xml(svg);
-  EXPECT_NE(svg.find(">full ("), std::string::npos);
-  EXPECT_NE(svg.find(">snapkv ("), std::string::npos);
-  const json j = parse_json(slurp(dir / "needle.json"));
-  EXPECT_EQ(j.at("cells").size(), r.cells.size());
-  fs::remove_all(dir);
 }
 
 // ---- the CLI: --json prints exactly one JSON object ----

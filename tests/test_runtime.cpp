@@ -1,5 +1,7 @@
-// The Vulkan compute layer: device choice, buffers and memory accounting, the dispatch()
-// checks, timestamps, and proof that validation errors and a missing device fail tests.
+// The Vulkan compute layer (runtime/): device choice, buffers and memory accounting, the
+// dispatch() checks, timestamps, sizes and ranges that would wrap refused before Vulkan sees
+// them, proof that validation errors and a missing device fail tests (RuntimeNoDevice: the
+// tests that need no device), and the device's limits (RuntimeLimits).
 #include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
 
@@ -14,7 +16,9 @@
 #include "host/kernels/ops.h"
 #include "runtime/pipeline.h"
 #include "snapvk_shaders.h"
+#include "tests/expect_error.h"
 #include "tests/gpu_fixture.h"
+#include "tests/test_util.h"
 
 namespace snapvk::test {
 namespace {
@@ -169,6 +173,46 @@ TEST_F(Runtime, TimestampsAggregatePerKernel) {
   }
 }
 
+// ---- sizes and ranges from callers: refused before they wrap or reach Vulkan (issue 7) --------
+
+TEST_F(Runtime, AbsurdBufferSizeIsRefusedBeforeVulkan) {
+  const uint64_t before = ctx().memory().current(), allocs = ctx().memory().allocations();
+  expect_error([&] { Buffer b(ctx(), 1ull << 62, BufferKind::Device, "absurd"); },
+               "out of device memory: buffer 'absurd' of 4611686018427387904 bytes is larger than the device's largest "
+               "memory heap");
+  expect_error([&] { Buffer b(ctx(), kU64Max, BufferKind::Staging, "absurd"); },
+               "is larger than the device's largest memory heap");
+  EXPECT_EQ(ctx().memory().current(), before);
+  EXPECT_EQ(ctx().memory().allocations(), allocs);
+}
+
+TEST_F(Runtime, RangeChecksOfCommandsDoNotWrap) {
+  Buffer a(ctx(), 256, BufferKind::Device, "a"), b(ctx(), 256, BufferKind::Device, "b");
+  const uint64_t align = ctx().info().min_storage_buffer_offset_alignment;
+  const uint64_t off = (kU64Max / align) * align;  // aligned, and off + 8 wraps to a small number
+  CommandStream cs(ctx());
+  cs.begin();
+  expect_error([&] { cs.copy(a, kU64Max - 3, b, 0, 8); }, "copy out of range");
+  expect_error([&] { cs.copy(a, 0, b, kU64Max - 3, 8); }, "copy out of range");
+  expect_error([&] { cs.fill(a, kU64Max - 3, 8, 0); }, "fill out of range");
+  expect_error([&] { op_add(cs, k(), BufferRange(a, off, 64), b, b, 16, 16); }, "is outside buffer 'a'");
+  cs.submit();  // nothing invalid was recorded
+}
+
+TEST(RuntimeNoDevice, DeviceMemoryBudgetSumDoesNotWrap) {
+  MemoryTracker t;
+  t.set_budget(1ull << 30);
+  t.reserve(100, "a");
+  // now + bytes = 100 + (2^64 - 50) wrapped to 50, inside the budget.
+  expect_error([&] { t.reserve(kU64Max - 49, "huge"); }, "device memory budget exceeded: huge needs");
+  expect_error([&] { t.reserve(1ull << 30, "one more"); }, "device memory budget exceeded");
+  EXPECT_EQ(t.current(), 100u);
+  EXPECT_NO_THROW(t.reserve((1ull << 30) - 100, "the rest"));
+  EXPECT_EQ(t.current(), 1ull << 30);
+}
+
+// ---- the tests' own checks ------------------------------------------------------------------
+
 // A deliberately invalid Vulkan call, followed by the check every GPU test runs in TearDown.
 void invalid_call_then_check() {
   Context& c = gpu();
@@ -205,6 +249,7 @@ TEST(RuntimeNoDevice, GpuTestsFailWithClearMessage) {
   EXPECT_NE(out.find("mesa-vulkan-drivers"), std::string::npos) << out;
 }
 
+// ---- devices unlike this one ------------------------------------------------------------------
 
 // The workgroup size a kernel's SPIR-V declares, with its specialization constants applied: what
 // Pipeline checks against the device's limit.

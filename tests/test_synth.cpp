@@ -6,8 +6,6 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 
 #include "host/gguf/gguf.h"
 #include "host/gguf/gguf_writer.h"
@@ -37,11 +35,6 @@ struct TempDir {
   }
   std::string file(const std::string& name) const { return (path / name).string(); }
 };
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 SynthShape shape(uint32_t dim, uint32_t heads, uint32_t kv, GgmlType type = GgmlType::F16, uint32_t head_dim = 0) {
   SynthShape s;
@@ -450,11 +443,7 @@ TEST_F(SynthGemma3, SnapkvCompactsOnlyGlobalLayers) {
 // The logit differences come from rounding the weights, so they are the same on any device:
 // f16 <= 0.0113 and q8_0 <= 0.209 over the prompt (logits up to ~19), allowed 0.02 and 0.3.
 struct SynthStories : VkTest {
-  static Model& f32_model() {
-    // Never destroyed: at exit the validation layer may already be gone (see gpu_fixture.cpp).
-    static Model* m = new Model(kernels(), model_path("stories260K.gguf"));
-    return *m;
-  }
+  static Model& f32_model() { return stories_model(); }
   static std::vector<int32_t> greedy(const Model& m, const std::vector<int32_t>& prompt, size_t n,
                                      std::vector<std::vector<float>>* prompt_logits = nullptr) {
     Session s(m, session_options(256, 64, KvType::F32));

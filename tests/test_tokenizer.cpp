@@ -1,11 +1,13 @@
 // Tokenizer tests: llama.cpp's own tokenizer vectors for a SentencePiece (Llama 2) and a
 // byte-level BPE (GPT-2) vocabulary, llama2.c's prompt tokens for stories260K, round trips,
-// pre-tokenizer splits, hand-built vocabularies and bad input.
+// pre-tokenizer splits, hand-built vocabularies, and bad input (a GGUF file's hostile ids and
+// counts included).
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cctype>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <random>
 #include <sstream>
@@ -19,7 +21,9 @@
 #include "host/model/tokenizer.h"
 #include "host/model/unicode.h"
 #include "runtime/error.h"
+#include "tests/expect_error.h"
 #include "tests/test_util.h"
+#include "tests/tiny_llama.h"
 
 namespace snapvk {
 namespace {
@@ -321,6 +325,54 @@ TEST(TokenizerBadInput, RandomBytesRoundTrip) {
     for (uint32_t cp : unicode::decode_utf8(text)) unicode::append_utf8(replaced, cp);
     EXPECT_EQ(bpe.decode(bpe.encode(text, false)), replaced) << escaped(text);
   }
+}
+
+// The vocabulary's ids and array lengths from a hostile GGUF file (issue 7).
+using test::expect_error;
+using test::kU32Max;
+using test::kU64Max;
+using test::TinyGguf;
+
+TEST(TokenizerBadInput, VocabularyIdsAndCountsFromGguf) {
+  TinyGguf g;
+  const std::vector<std::string> tokens = {"<unk>", "<s>", "</s>", "a", "b"};
+  auto vocab = [&](const std::string& name, const std::function<void(GgufWriter&)>& edit) {
+    const std::string path = g.config(name, [&](GgufWriter& w) {
+      w.set_string("tokenizer.ggml.model", "llama");
+      w.set_string_array("tokenizer.ggml.tokens", tokens);
+      w.set_float_array("tokenizer.ggml.scores", std::vector<float>(tokens.size(), 0.0f));
+      edit(w);
+    });
+    return vocab_from_gguf(GgufFile::open(path));
+  };
+  // Ids past the vocabulary (32-bit max, a 64-bit id that truncates to 1, a negative one) are
+  // dropped, never used as indices.
+  Vocab v = vocab("ids.gguf", [](GgufWriter& w) {
+    w.set_uint32("tokenizer.ggml.bos_token_id", kU32Max);
+    w.set_uint64("tokenizer.ggml.eos_token_id", (1ull << 32) + 1);
+    w.set_int64("tokenizer.ggml.unknown_token_id", -5);
+    w.set_bool("tokenizer.ggml.add_bos_token", false);
+  });
+  EXPECT_EQ(v.bos, 1);  // the default stays: a bad id never replaces it
+  EXPECT_EQ(v.eos, 2);
+  EXPECT_EQ(v.unk, 0);
+  Tokenizer t(v);
+  EXPECT_EQ(t.n_vocab(), 5);
+  expect_error([&] { t.token_to_piece(int32_t(kU32Max >> 1)); }, "token id 2147483647 is out of range");
+  // A 64-bit id beyond int64 is an error naming the key, not a wrapped id.
+  expect_error([&] { vocab("id64.gguf", [](GgufWriter& w) { w.set_uint64("tokenizer.ggml.bos_token_id", kU64Max); }); },
+               "tokenizer.ggml.bos_token_id' is 18446744073709551615, out of range for int64");
+  // Parallel arrays shorter than the token list are refused (they are indexed by token id).
+  expect_error(
+      [&] {
+        Tokenizer{vocab("scores.gguf", [](GgufWriter& w) { w.set_float_array("tokenizer.ggml.scores", {0.0f}); })};
+      },
+      "tokenizer.ggml.scores has 1 entries for 5 tokens");
+  expect_error(
+      [&] {
+        Tokenizer{vocab("types.gguf", [](GgufWriter& w) { w.set_int32_array("tokenizer.ggml.token_type", {1, 1}); })};
+      },
+      "tokenizer.ggml.token_type has 2 entries for 5 tokens");
 }
 
 // ---- pre-tokenizers ----
