@@ -13,7 +13,7 @@ KERNELS='*Kernel*:*Kernels*:SnapkvStories.*'
 # Under minimum limits, whole models too (every architecture and weight type, the real ones),
 # sessions and generation: what a user of such a device runs.
 MODELS="$KERNELS:Stories.*:Synth/*:SynthStories.*:SmolLM2.GreedyTokensMatchTheFloat64Reference*"
-MODELS="$MODELS:Gemma3Real.EveryRowsLogits*:Session*:GenerateTest.*"
+MODELS="$MODELS:Gemma3Real.EveryRowsLogits*:SessionTest.*:GenerateTest.*"
 lavapipe=$(vulkaninfo --summary 2>/dev/null | grep -c "driverName *= *llvmpipe" || true)
 run() {  # NAME, then environment assignments
   local name=$1
