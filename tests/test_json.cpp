@@ -53,7 +53,7 @@ ProfileReport small_report() {
   r.weight_bytes = uint64_t(1) << 40;
   r.memory_budget = std::numeric_limits<uint64_t>::max();
   r.kv_type = "f16";
-  r.gen = 16, r.n_batch = 256;
+  r.gen = 16, r.n_batch = kDefaultBatch;
   r.policies = {"full", "snapkv"};
   r.contexts = {128};
   ProfileRow full;

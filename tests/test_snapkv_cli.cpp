@@ -20,6 +20,20 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// What --dump-kv-selection wrote: the prompt's length and, per layer and head, the positions kept.
+struct DumpedSelection {
+  uint32_t prompt_len = 0;
+  std::vector<std::vector<std::vector<uint32_t>>> layers;
+};
+DumpedSelection read_selection(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const nlohmann::json sel = nlohmann::json::parse(ss.str());
+  return {sel.at("prompt_len").get<uint32_t>(),
+          sel.at("layers").get<std::vector<std::vector<std::vector<uint32_t>>>>()};
+}
+
 // --kv-sinks: StreamingLLM keeps that many first tokens and the most recent rest of the budget,
 // in every head of every layer (0: a plain sliding window).
 TEST(SnapkvCli, SinksKeepTheFirstTokensOfEveryHead) {
@@ -32,16 +46,13 @@ TEST(SnapkvCli, SinksKeepTheFirstTokensOfEveryHead) {
                  "1", "--temp", "0", "--kv-policy", "streamingllm", "--kv-budget", "16", "--kv-window", "4",
                  "--kv-sinks", std::to_string(sinks), "--dump-kv-selection", (dir / "sel.json").string()});
     ASSERT_EQ(r.code, 0) << r.err;
-    std::ifstream in(dir / "sel.json");
-    std::stringstream ss;
-    ss << in.rdbuf();
-    const nlohmann::json sel = nlohmann::json::parse(ss.str());
-    const uint32_t L = sel.at("prompt_len").get<uint32_t>();
+    const DumpedSelection sel = read_selection(dir / "sel.json");
+    const uint32_t L = sel.prompt_len;
     ASSERT_GT(L, 16u);
     std::vector<uint32_t> want;
     for (uint32_t i = 0; i < sinks; ++i) want.push_back(i);
     for (uint32_t p = L - (16 - sinks); p < L; ++p) want.push_back(p);
-    for (const auto& layer : sel.at("layers").get<std::vector<std::vector<std::vector<uint32_t>>>>())
+    for (const auto& layer : sel.layers)
       for (const auto& head : layer) EXPECT_EQ(head, want) << "sinks " << sinks;
   }
   // more sinks than the budget leaves beside the window is refused, naming the flag
@@ -66,13 +77,9 @@ TEST(SnapkvCli, DumpedSelectionMatchesCpuReference) {
                                "--kv-policy", "snapkv", "--kv-budget", "64", "--kv-window", "8", "-n", "4", "--temp",
                                "0", "--dump-kv-selection", (dir / "sel.json").string()});
   ASSERT_EQ(r.code, 0) << r.err;
-  std::ifstream in(dir / "sel.json");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const nlohmann::json sel = nlohmann::json::parse(ss.str());
-  const uint32_t L = sel.at("prompt_len").get<uint32_t>();
-  // "layers": [layer][head] -> positions
-  const auto got = sel.at("layers").get<std::vector<std::vector<std::vector<uint32_t>>>>();
+  const DumpedSelection sel = read_selection(dir / "sel.json");
+  const uint32_t L = sel.prompt_len;
+  const auto& got = sel.layers;  // [layer][head] -> positions
   fs::remove_all(dir);
 
   // The reference: a CPU forward pass that stores K/V in f16 as the default cache does.
