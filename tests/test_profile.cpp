@@ -387,6 +387,37 @@ TEST(ProfileCli, JsonIsExactlyOneObjectAndFilesAreWritten) {
   fs::remove_all(dir);
 }
 
+// Written to a file (not a terminal), the long commands say what they run at once, then a line
+// per finished step with its time and what is left, so that logs and CI show progress.
+TEST(ProfileCli, ProgressInALogIsALinePerFinishedStep) {
+  const fs::path dir = temp_dir("profile-log");
+  const CliRun r = run_cli({"profile", "-m", model_path("stories260K.gguf"), "--contexts", "64,100", "--kv-budget",
+                            "48", "--kv-window", "8", "--kv-policy", "snapkv", "--gen", "4", "--out", dir.string()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::vector<std::string> lines;
+  for (size_t a = 0, b; (b = r.err.find('\n', a)) != std::string::npos; a = b + 1) lines.push_back(r.err.substr(a, b - a));
+  ASSERT_FALSE(lines.empty());
+  EXPECT_EQ(lines[0].rfind("profile " + model_path("stories260K.gguf") + ": 2 contexts x 2 KV configurations", 0), 0u)
+      << r.err;
+  // one line per run (2 contexts x full and snapkv), the last one done
+  std::vector<std::string> steps;
+  for (const std::string& l : lines)
+    if (l.size() > 6 && l[0] == '[' && l[5] == ']') steps.push_back(l);
+  ASSERT_EQ(steps.size(), 4u) << r.err;
+  EXPECT_NE(steps[0].find("L=64 full: "), std::string::npos) << steps[0];
+  EXPECT_NE(steps[0].find(" left"), std::string::npos) << steps[0];
+  EXPECT_EQ(steps[3].rfind("[100%] L=100 snapkv: ", 0), 0u) << steps[3];
+  EXPECT_NE(steps[3].find(", done"), std::string::npos) << steps[3];
+  EXPECT_EQ(r.err.find('\r'), std::string::npos) << "no bar redrawn in place";
+  // pack: a line per tenth of the prefill
+  const CliRun p = run_cli({"pack", "-m", model_path("stories260K.gguf"), "-p", "Once upon a time, there was a girl",
+                            "-o", (dir / "p.svkv").string()});
+  ASSERT_EQ(p.code, 0) << p.err;
+  EXPECT_EQ(p.err.rfind("pack " + model_path("stories260K.gguf") + " -> ", 0), 0u) << p.err;
+  EXPECT_NE(p.err.find("] prefill 90-100%: "), std::string::npos) << p.err;
+  fs::remove_all(dir);
+}
+
 TEST(ProfileCli, DryRunMarksWhatDoesNotFit) {
   const fs::path dir = temp_dir("profile-dry");
   const CliRun r = run_cli({"profile", "--synthetic", "8b-attn", "--contexts", "8k,32k,128k", "--kv-budget", "1024",
