@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_TYPE=${BUILD_TYPE:-Release}
-cmake -S . -B build -DCMAKE_BUILD_TYPE="$BUILD_TYPE" "$@" >/dev/null
+source tools/ccache.sh
+cmake -S . -B build -DCMAKE_BUILD_TYPE="$BUILD_TYPE" "${CCACHE_FLAGS[@]}" "$@" >/dev/null
 cmake --build build -j"$(nproc)"

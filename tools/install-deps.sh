@@ -10,6 +10,7 @@ packages=(
   libgtest-dev libbenchmark-dev
   mesa-vulkan-drivers vulkan-validationlayers vulkan-tools
   clang libclang-rt-14-dev llvm  # sanitizer build and libFuzzer (tools/test-sanitizers.sh)
+  ccache  # rebuilds of unchanged sources are taken from its cache (tools/build.sh, test-sanitizers.sh)
 )
 
 missing=()

@@ -9,8 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
+source tools/ccache.sh
 CC=clang CXX=clang++ cmake -S . -B build-san -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSNAPVK_SANITIZE=ON -DSNAPVK_FUZZ=ON \
-  -DSNAPVK_BUILD_TESTS=ON -DSNAPVK_BUILD_BENCH=OFF >/dev/null
+  -DSNAPVK_BUILD_TESTS=ON -DSNAPVK_BUILD_BENCH=OFF "${CCACHE_FLAGS[@]}" >/dev/null
 cmake --build build-san -j"$(nproc)"
 # lavapipe's JIT-compiled shaders allocate and free millions of small over-aligned blocks on its
 # worker threads; with ASan's default 256 MB quarantine one SmolLM2 test grows to 14.5 GB of RSS
