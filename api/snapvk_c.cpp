@@ -367,8 +367,7 @@ int32_t to_stop_reason(StopReason r) {
 // names the policy instead of kv_policy.
 SessionOptions to_session_options(const snapvk_session_options& o) {
   SessionOptions so;
-#define SNAPVK_FROM_C(key, member, flag, scope, lo, hi, help) \
-  from_c(OptionInfo{#key, flag, scope, double(lo), double(hi), help}, o.key, so.member);
+#define SNAPVK_FROM_C(key, member, ...) from_c(SNAPVK_OPTION_INFO(key, member, __VA_ARGS__), o.key, so.member);
   SNAPVK_SESSION_OPTIONS(SNAPVK_FROM_C)
 #undef SNAPVK_FROM_C
   if (o.kv_policy_name) {

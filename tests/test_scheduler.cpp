@@ -15,6 +15,7 @@
 #include "host/session/generate.h"
 #include "host/session/memory_model.h"
 #include "runtime/context.h"
+#include "tests/greedy.h"
 #include "tests/test_util.h"
 
 namespace snapvk::test {
@@ -108,18 +109,6 @@ std::optional<JobFailure> failure_of(Job& job) {
   return e ? std::optional(e->failure) : std::nullopt;
 }
 
-// The text the generation loop produces greedily for `text` on a fresh session.
-std::string direct_greedy(const Model& m, const std::string& text, uint32_t max_tokens) {
-  Session s(m, SessionOptions{});
-  SamplerParams sp;
-  sp.temp = 0;
-  Sampler sampler(sp);
-  GenerateOptions go;
-  go.max_tokens = max_tokens;
-  GenerateResult r;
-  generate(s, sampler, s.prefill(m.tokenizer().encode(text, true)), go, r);
-  return r.text;
-}
 
 TEST(Scheduler, AJobAnswersAsTheGenerationLoop) {
   Served sv;

@@ -27,6 +27,7 @@
 #include "host/server/stop_text.h"
 #include "host/session/generate.h"
 #include "host/session/memory_model.h"
+#include "tests/greedy.h"
 #include "tests/cli_runner.h"
 #include "tests/test_util.h"
 
@@ -99,19 +100,6 @@ struct TestServer {
   std::thread thread;
 };
 
-// The text the generation loop produces greedily for `text` on a fresh session (no server).
-std::string direct_greedy(const Model& m, const std::string& text, uint32_t max_tokens, bool chat_special = false) {
-  Session s(m, SessionOptions{});
-  const std::vector<int32_t> tokens = m.tokenizer().encode(text, true, chat_special);
-  SamplerParams sp;
-  sp.temp = 0;
-  Sampler sampler(sp);
-  GenerateOptions go;
-  go.max_tokens = max_tokens;
-  GenerateResult r;
-  generate(s, sampler, s.prefill(tokens), go, r);
-  return r.text;
-}
 
 // Concatenated stream text and the chunk objects.
 std::string stream_text(const std::vector<std::string>& events, bool chat, json* last = nullptr) {

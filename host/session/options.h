@@ -46,11 +46,15 @@ struct OptionInfo {
   }
 };
 
+// The OptionInfo of a row (for the expansions of the table: here, and the C API's).
+#define SNAPVK_OPTION_INFO(key, member, flag, scope, lo, hi, help) \
+  OptionInfo { #key, flag, scope, double(lo), double(hi), help }
+
 // Every row, in the table's order.
 inline constexpr OptionInfo kOptions[] = {
-#define SNAPVK_OPTION_INFO(key, member, flag, scope, lo, hi, help) {#key, flag, scope, double(lo), double(hi), help},
-    SNAPVK_SESSION_OPTIONS(SNAPVK_OPTION_INFO)
-#undef SNAPVK_OPTION_INFO
+#define SNAPVK_OPTION_ROW(...) SNAPVK_OPTION_INFO(__VA_ARGS__),
+    SNAPVK_SESSION_OPTIONS(SNAPVK_OPTION_ROW)
+#undef SNAPVK_OPTION_ROW
 };
 
 // The row of `key`, or null.
@@ -64,8 +68,7 @@ constexpr const OptionInfo* find_option(std::string_view key) {
 // table's order; field is a reference to the member.
 template <class Opts, class F>
 void visit_options(Opts& so, F&& f) {
-#define SNAPVK_OPTION_VISIT(key, member, flag, scope, lo, hi, help) \
-  f(OptionInfo{#key, flag, scope, double(lo), double(hi), help}, so.member);
+#define SNAPVK_OPTION_VISIT(key, member, ...) f(SNAPVK_OPTION_INFO(key, member, __VA_ARGS__), so.member);
   SNAPVK_SESSION_OPTIONS(SNAPVK_OPTION_VISIT)
 #undef SNAPVK_OPTION_VISIT
 }
@@ -73,8 +76,7 @@ void visit_options(Opts& so, F&& f) {
 // Calls f(info, field) for the KV policy options of `kv` (a KvPolicyOptions).
 template <class Kv, class F>
 void visit_kv_options(Kv& kv, F&& f) {
-#define SNAPVK_OPTION_VISIT(key, member, flag, scope, lo, hi, help) \
-  f(OptionInfo{#key, flag, scope, double(lo), double(hi), help}, kv.member);
+#define SNAPVK_OPTION_VISIT(key, member, ...) f(SNAPVK_OPTION_INFO(key, member, __VA_ARGS__), kv.member);
   SNAPVK_KV_OPTIONS(SNAPVK_OPTION_VISIT, )
 #undef SNAPVK_OPTION_VISIT
 }
