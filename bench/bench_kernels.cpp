@@ -3,6 +3,7 @@
 //   build/bench/snapvk_bench_kernels --benchmark_filter=matvec
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <iterator>
 #include <memory>
 #include <random>
@@ -183,10 +184,11 @@ void BM_attn_prefill(benchmark::State& state) {
   for (uint32_t h = 0; h < AttnBench::kKv; ++h) table[2 * h] = h * L, table[2 * h + 1] = 0;
   c.heads.upload(table.data(), table.size() * 4);
   Buffer q = random_buffer(g.ctx, uint64_t(T) * AttnBench::kHeads * AttnBench::kHd, 1),
-         o(g.ctx, uint64_t(T) * AttnBench::kHeads * AttnBench::kHd * 4);
+         o(g.ctx, uint64_t(T) * AttnBench::kHeads * AttnBench::kHd * 4),
+         part(g.ctx, std::max<uint64_t>(1, attn_prefill_state_floats(a.ak, T, AttnBench::kHeads, L)) * 4);
   time_gpu(state, g.ctx, [&](CommandStream& cs) {
-    op_attn_prefill(cs, g.k, a.ak, KvType::F16, q, c.k, c.v, c.heads, o, T, AttnBench::kHeads, AttnBench::kKv, L - T,
-                    0.17f);
+    op_attn_prefill(cs, g.k, a.ak, KvType::F16, q, c.k, c.v, c.heads, part, o, T, AttnBench::kHeads, AttnBench::kKv,
+                    L - T, L, 0.17f);
   });
 }
 
@@ -240,7 +242,7 @@ void BM_snapkv(benchmark::State& state) {
       time_gpu(state, g.ctx, [&](CommandStream& cs) {
         op_window_stats(cs, g.k, a.ak, KvType::F16, q, c.k, c.heads, stats, L, W, n_head, n_kv, scale);
         cs.barrier();
-        op_window_votes(cs, g.k, a.ak, KvType::F16, q, c.k, stats, votes, c.heads, L, W, P, n_head, n_kv, scale,
+        op_window_votes(cs, g.k, a.ak, KvType::F16, q, c.k, stats, votes, c.heads, votes, L, W, P, n_head, n_kv, scale,
                         GqaAgg::Mean);
       });
       break;

@@ -5,6 +5,14 @@
 // is 0 and slot0 is the position. Tiled with an online softmax (flash attention): a workgroup
 // owns BR query rows of one head and walks the keys in blocks of BC through shared memory,
 // so the L x L score matrix never exists.
+//
+// llvmpipe stops every loop of an invocation after 65535 iterations in all
+// (host/kernels/loop_bounds.h). The loops over a block's BC keys are unrolled and a score's
+// head_dim loop is unrolled DU at a time, so a block costs the K/V loads and HD / DU per score
+// (about 140 at head_dim 256 on lavapipe). The host walks long rows in
+// passes of pass_keys keys (a multiple of BC), as many as attn_prefill_loops() allows: pass p
+// takes the blocks from lo + p * pass_keys on and carries the online softmax to the next pass
+// in o (unnormalised) and in state (each row's running max and sum).
 #include "common.glsl"
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint HD = 64;   // head_dim
@@ -16,10 +24,14 @@ layout(constant_id = 3) const uint BC = 16;   // keys per block
 #define HEADS_BINDING 4
 #include "heads.glsl"
 layout(std430, binding = 0) readonly buffer Q { float q[]; };      // [T, n_head, HD], RoPE applied
-layout(std430, binding = 3) writeonly buffer O { float o[]; };     // [T, n_head * HD]
-layout(push_constant) uniform PC { uint T; uint n_head; uint n_kv; uint slot0; float scale; uint window; uint ring; } pc;
+layout(std430, binding = 3) buffer O { float o[]; };               // [T, n_head * HD]; between passes unnormalised
+layout(std430, binding = 5) buffer State { vec2 state[]; };        // [T, n_head]: max, sum between passes
+layout(push_constant) uniform PC {
+  uint T; uint n_head; uint n_kv; uint slot0; float scale; uint window; uint ring; uint pass_keys; uint pass; uint n_pass;
+} pc;
 
 const uint PER_THREAD = (BR * HD + gl_WorkGroupSize.x - 1) / gl_WorkGroupSize.x;
+const uint DU = HD % 8u == 0u ? 8u : (HD % 4u == 0u ? 4u : 2u);  // head_dim values per iteration of a score
 shared float Qs[BR * HD];
 shared float KVs[BC * HD];  // K block, then V block
 shared float Ss[BR * BC];
@@ -38,17 +50,25 @@ void main() {
     const uint r = e / HD, d = e % HD;
     Qs[e] = r < rows ? q[((q0 + r) * pc.n_head + h) * HD + d] * pc.scale : 0.0;
   }
-  for (uint r = tid; r < BR; r += WG) {
-    m_s[r] = -1.0 / 0.0;
-    l_s[r] = 0.0;
+  for (uint r = tid; r < BR; r += WG) {  // each row's max and sum so far
+    vec2 ml = vec2(-1.0 / 0.0, 0.0);
+    if (pc.pass != 0u && r < rows) ml = state[(q0 + r) * pc.n_head + h];
+    m_s[r] = ml.x;
+    l_s[r] = ml.y;
   }
   float acc[PER_THREAD];
-  [[unroll]] for (uint k = 0; k < PER_THREAD; ++k) acc[k] = 0.0;
+  [[unroll]] for (uint k = 0; k < PER_THREAD; ++k) {
+    const uint e = tid + k * WG, r = e / HD;
+    acc[k] = 0.0;
+    if (pc.pass != 0u && e < BR * HD && r < rows) acc[k] = o[((q0 + r) * pc.n_head + h) * HD + e % HD];
+  }
 
   const uint n_keys = first_visible + rows;
   // a sliding window (base 0): row r sees keys j with first_visible + r - j < window
   const uint lo = pc.window != 0u && first_visible + 1u > pc.window ? first_visible + 1u - pc.window : 0u;
-  for (uint kb = lo / BC * BC; kb < n_keys; kb += BC) {
+  // this pass's blocks
+  const uint begin = lo / BC * BC + pc.pass * pc.pass_keys, end = min(n_keys, begin + pc.pass_keys);
+  for (uint kb = begin; kb < end; kb += BC) {
     barrier();
     for (uint e = tid; e < BC * HD / 2u; e += WG) {
       const uint c = (2u * e) / HD, d = (2u * e) % HD;
@@ -62,7 +82,8 @@ void main() {
       float s = -1.0 / 0.0;
       if (r < rows && kb + c <= first_visible + r && (pc.window == 0u || first_visible + r - (kb + c) < pc.window)) {
         s = 0.0;
-        for (uint d = 0; d < HD; ++d) s += Qs[r * HD + d] * KVs[c * HD + d];
+        for (uint d0 = 0; d0 < HD; d0 += DU)
+          [[unroll]] for (uint u = 0; u < DU; ++u) s += Qs[r * HD + d0 + u] * KVs[c * HD + d0 + u];
       }
       Ss[e] = s;
     }
@@ -70,14 +91,14 @@ void main() {
     for (uint r = tid; r < BR; r += WG) {
       const float m_old = m_s[r];
       float m_new = m_old;
-      for (uint c = 0; c < BC; ++c) m_new = max(m_new, Ss[r * BC + c]);
+      [[unroll]] for (uint c = 0; c < BC; ++c) m_new = max(m_new, Ss[r * BC + c]);
       if (m_new == -1.0 / 0.0) {  // nothing visible yet (padding rows)
         alpha_s[r] = 1.0;
-        for (uint c = 0; c < BC; ++c) Ss[r * BC + c] = 0.0;
+        [[unroll]] for (uint c = 0; c < BC; ++c) Ss[r * BC + c] = 0.0;
         continue;
       }
       float sum = 0.0;
-      for (uint c = 0; c < BC; ++c) {
+      [[unroll]] for (uint c = 0; c < BC; ++c) {
         const float p = exp(Ss[r * BC + c] - m_new);
         Ss[r * BC + c] = p;
         sum += p;
@@ -99,17 +120,20 @@ void main() {
       if (e < BR * HD) {
         const uint r = e / HD, d = e % HD;
         float a = acc[k] * alpha_s[r];
-        for (uint c = 0; c < BC; ++c) a += Ss[r * BC + c] * KVs[c * HD + d];
+        [[unroll]] for (uint c = 0; c < BC; ++c) a += Ss[r * BC + c] * KVs[c * HD + d];
         acc[k] = a;
       }
     }
   }
   barrier();
+  const bool final_pass = pc.pass + 1u == pc.n_pass;
   [[unroll]] for (uint k = 0; k < PER_THREAD; ++k) {
     const uint e = tid + k * WG;
     if (e < BR * HD) {
       const uint r = e / HD, d = e % HD;
-      if (r < rows) o[((q0 + r) * pc.n_head + h) * HD + d] = acc[k] / l_s[r];
+      if (r < rows) o[((q0 + r) * pc.n_head + h) * HD + d] = final_pass ? acc[k] / l_s[r] : acc[k];
     }
   }
+  if (!final_pass)
+    for (uint r = tid; r < rows; r += WG) state[(q0 + r) * pc.n_head + h] = vec2(m_s[r], l_s[r]);
 }

@@ -12,7 +12,10 @@
 // (LP_MAX_TGSI_LOOP_ITERATIONS); at zero every loop exits early, silently. With rolled head_dim
 // loops (Mesa unrolls them itself up to head_dim 128, not at 256) a key cost about 2 * HD / 4 + 1
 // of them, so at head_dim 256 rows past ~430 keys stopped early and were left unwritten (Gemma
-// 3's long-prompt bug). Unrolled, a row may see up to ~65000 keys on llvmpipe.
+// 3's long-prompt bug). Unrolled, a key costs one, and the host splits longer rows into passes
+// of at most pass_keys keys (op_attn_prefill): pass p walks keys lo + p * pass_keys onwards and
+// carries the online softmax to the next pass in o (the unnormalised sums) and in state (the
+// running max and sum), as attn_prefill.comp does.
 #include "common.glsl"
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint HD = 64;   // head_dim (a multiple of 4)
@@ -24,8 +27,11 @@ layout(constant_id = 2) const uint QT = 2;    // query rows per invocation
 #define HEADS_BINDING 4
 #include "heads.glsl"
 layout(std430, binding = 0) readonly buffer Q { vec4 q4[]; };      // [T, n_head, HD], RoPE applied
-layout(std430, binding = 3) writeonly buffer O { vec4 o4[]; };     // [T, n_head * HD]
-layout(push_constant) uniform PC { uint T; uint n_head; uint n_kv; uint slot0; float scale; uint window; uint ring; } pc;
+layout(std430, binding = 3) buffer O { vec4 o4[]; };               // [T, n_head * HD]; between passes unnormalised
+layout(std430, binding = 5) buffer State { vec2 state[]; };        // [T, n_head]: max, sum between passes
+layout(push_constant) uniform PC {
+  uint T; uint n_head; uint n_kv; uint slot0; float scale; uint window; uint ring; uint pass_keys; uint pass; uint n_pass;
+} pc;
 
 const uint D4 = HD / 4u;
 
@@ -41,17 +47,23 @@ void main() {
   float m[QT], l[QT];
   [[unroll]] for (uint r = 0; r < QT; ++r) {
     const uint t = min(t0 + r, pc.T - 1u);
-    [[unroll]] for (uint d = 0; d < D4; ++d) {
-      q[r][d] = q4[(t * pc.n_head + h) * D4 + d] * pc.scale;
-      acc[r][d] = vec4(0.0);
+    [[unroll]] for (uint d = 0; d < D4; ++d) q[r][d] = q4[(t * pc.n_head + h) * D4 + d] * pc.scale;
+    if (pc.pass == 0u) {
+      [[unroll]] for (uint d = 0; d < D4; ++d) acc[r][d] = vec4(0.0);
+      m[r] = -1.0 / 0.0;
+      l[r] = 0.0;
+    } else {  // what the passes before summed
+      [[unroll]] for (uint d = 0; d < D4; ++d) acc[r][d] = o4[(t * pc.n_head + h) * D4 + d];
+      const vec2 ml = state[t * pc.n_head + h];
+      m[r] = ml.x;
+      l[r] = ml.y;
     }
-    m[r] = -1.0 / 0.0;
-    l[r] = 0.0;
   }
   const uint last = first_visible + min(t0 + QT, pc.T);  // slots the last row sees
   // a sliding window (base 0): row r sees keys j with first_visible + t0 + r - j < window
   const uint lo = pc.window != 0u && first_visible + t0 + 1u > pc.window ? first_visible + t0 + 1u - pc.window : 0u;
-  for (uint j = lo; j < last; ++j) {
+  const uint begin = lo + pc.pass * pc.pass_keys, end = min(last, begin + pc.pass_keys);  // this pass's keys
+  for (uint j = begin; j < end; ++j) {
     const uint slot = key_slot(off, j, pc.ring);
     float s[QT];
     [[unroll]] for (uint r = 0; r < QT; ++r) s[r] = 0.0;
@@ -78,9 +90,12 @@ void main() {
       [[unroll]] for (uint r = 0; r < QT; ++r) acc[r][d] += p[r] * v;
     }
   }
+  const bool final_pass = pc.pass + 1u == pc.n_pass;
   [[unroll]] for (uint r = 0; r < QT; ++r) {
     if (t0 + r >= pc.T) break;
-    const float inv = 1.0 / l[r];
-    [[unroll]] for (uint d = 0; d < D4; ++d) o4[((t0 + r) * pc.n_head + h) * D4 + d] = acc[r][d] * inv;
+    const uint row = (t0 + r) * pc.n_head + h;
+    const float inv = final_pass ? 1.0 / l[r] : 1.0;
+    [[unroll]] for (uint d = 0; d < D4; ++d) o4[row * D4 + d] = acc[r][d] * inv;
+    if (!final_pass) state[row] = vec2(m[r], l[r]);
   }
 }

@@ -3,6 +3,7 @@
 // out by a heads table (uneven offsets and retained lengths, as a compacted cache has).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "host/gguf/quant.h"
@@ -96,7 +97,7 @@ TEST_F(ModelKernel, GegluMatchesReference) {
 
 TEST_F(ModelKernel, SoftcapMatchesReference) {
   for (uint64_t range : {uint64_t(0), uint64_t(1000)}) {  // 1000: pieces of 250 floats or fewer, as for big logits
-    struct Restore {  // the kernels are shared by all tests
+    struct Restore {                                      // the kernels are shared by all tests
       uint64_t &value, saved;
       ~Restore() { value = saved; }
     } restore{k().tuning.max_binding_range, k().tuning.max_binding_range};
@@ -142,7 +143,8 @@ class AttentionKernel : public VkTest, public ::testing::WithParamInterface<Attn
 
 // kv_store appends T tokens after each head's retained entries; attn_prefill (causal over
 // retained + appended) and attn_decode (one more token) match softmax attention on the host.
-void store_prefill_decode(Context& ctx, Kernels& kern, AttnCase c, bool rows_kernel);
+// pass: keys per prefill pass (0: the op's own choice, one pass here).
+void store_prefill_decode(Context& ctx, Kernels& kern, AttnCase c, bool rows_kernel, uint32_t pass = 0);
 
 // These cases bind each batch's rows of K, V, Q and the output at offsets of whole rows; a device
 // whose offset alignment a row does not divide (SNAPVK_DEVICE_LIMITS=minimum, 256 bytes) cannot
@@ -167,12 +169,13 @@ Buffer up(Context& ctx, const std::vector<T>& v) {
   return b;
 }
 
-void store_prefill_decode(Context& ctx, Kernels& kern, AttnCase c, bool rows_kernel) {
+void store_prefill_decode(Context& ctx, Kernels& kern, AttnCase c, bool rows_kernel, uint32_t pass) {
   const uint32_t n_kv = 3, n_head = n_kv * c.group, hd = c.hd, T = 21;
   const std::vector<uint32_t> offset = {0, 300, 620}, base = {5, 190, 0};
   const uint32_t slots = 900;
   AttentionKernels ak(ctx, kern.tuning, hd, c.group);
   ak.use_prefill_rows = rows_kernel;
+  ak.prefill_pass = pass;
   const uint32_t words = kv_row_words(c.type, hd);
   Buffer K(ctx, uint64_t(slots) * words * 4), V(ctx, uint64_t(slots) * words * 4);
   std::vector<uint32_t> t0(2 * n_kv), t1(2 * n_kv);
@@ -186,7 +189,7 @@ void store_prefill_decode(Context& ctx, Kernels& kern, AttnCase c, bool rows_ker
   auto q = random_floats(size_t(T + 1) * n_head * hd, 5, -2, 2);
   Buffer RK = up(ctx, rk), RV = up(ctx, rv), NK = up(ctx, nk), NV = up(ctx, nv), Q = up(ctx, q);
   Buffer O(ctx, size_t(T) * n_head * hd * 4), O1(ctx, size_t(n_head) * hd * 4);
-  Buffer part(ctx, attn_partial_floats(ak, n_head, slots) * 4);
+  Buffer part(ctx, std::max(attn_partial_floats(ak, n_head, slots), attn_prefill_state_floats(ak, T, n_head, 211)) * 4);
   const float scale = 1.0f / std::sqrt(float(hd));
   const uint64_t qrow = uint64_t(n_head) * hd * 4, krow = uint64_t(n_kv) * hd * 4;
 
@@ -198,7 +201,8 @@ void store_prefill_decode(Context& ctx, Kernels& kern, AttnCase c, bool rows_ker
   op_kv_store(cs, kern, ak, c.type, BufferRange(NK, 0, T * krow), K, heads, T, n_kv, 0);
   op_kv_store(cs, kern, ak, c.type, BufferRange(NV, 0, T * krow), V, heads, T, n_kv, 0);
   cs.barrier();
-  op_attn_prefill(cs, kern, ak, c.type, BufferRange(Q, 0, T * qrow), K, V, heads, O, T, n_head, n_kv, 0, scale);
+  op_attn_prefill(cs, kern, ak, c.type, BufferRange(Q, 0, T * qrow), K, V, heads, part, O, T, n_head, n_kv, 0,
+                  base[1] + T, scale);  // 211 keys at most
   cs.barrier();
   op_kv_store(cs, kern, ak, c.type, BufferRange(NK, T * krow, krow), K, heads, 1, n_kv, T);
   op_kv_store(cs, kern, ak, c.type, BufferRange(NV, T * krow, krow), V, heads, 1, n_kv, T);
@@ -237,11 +241,12 @@ void store_prefill_decode(Context& ctx, Kernels& kern, AttnCase c, bool rows_ker
 // A sliding-window layer: a ring of W + B - 1 slots per head, positions stored at p % ring in
 // batches of B (the last one shorter), each query attending to the W positions up to its own;
 // then decode steps over the ring. Both prefill kernels.
-void sliding_window_ring(Context& ctx, Kernels& kern, AttnCase c, bool rows_kernel) {
+void sliding_window_ring(Context& ctx, Kernels& kern, AttnCase c, bool rows_kernel, uint32_t pass = 0) {
   const uint32_t n_kv = 2, n_head = n_kv * c.group, hd = c.hd, W = 6, B = 5, N = 23, n_decode = 3;
   const uint32_t ring = W + B - 1;
   AttentionKernels ak(ctx, kern.tuning, hd, c.group);
   ak.use_prefill_rows = rows_kernel;
+  ak.prefill_pass = pass;
   const uint32_t words = kv_row_words(c.type, hd);
   Buffer K(ctx, uint64_t(n_kv) * ring * words * 4), V(ctx, uint64_t(n_kv) * ring * words * 4);
   Buffer heads = up(ctx, std::vector<uint32_t>{0, 0, ring, 0});
@@ -250,7 +255,7 @@ void sliding_window_ring(Context& ctx, Kernels& kern, AttnCase c, bool rows_kern
   auto q = random_floats(size_t(total) * n_head * hd, 8, -2, 2);
   Buffer NK = up(ctx, nk), NV = up(ctx, nv), Q = up(ctx, q);
   Buffer O(ctx, size_t(total) * n_head * hd * 4);
-  Buffer part(ctx, attn_partial_floats(ak, n_head, W) * 4);
+  Buffer part(ctx, std::max(attn_partial_floats(ak, n_head, W), attn_prefill_state_floats(ak, B, n_head, W)) * 4);
   const float scale = 0.3f;
   const uint64_t qrow = uint64_t(n_head) * hd * 4, krow = uint64_t(n_kv) * hd * 4;
   const KvWindow w{W, ring};
@@ -264,8 +269,8 @@ void sliding_window_ring(Context& ctx, Kernels& kern, AttnCase c, bool rows_kern
     op_kv_store(cs, kern, ak, c.type, BufferRange(NV, p0 * krow, T * krow), V, heads, T, n_kv, p0, ring);
     cs.barrier();
     if (p0 < N)
-      op_attn_prefill(cs, kern, ak, c.type, BufferRange(Q, p0 * qrow, T * qrow), K, V, heads,
-                      BufferRange(O, p0 * qrow, T * qrow), T, n_head, n_kv, p0, scale, w);
+      op_attn_prefill(cs, kern, ak, c.type, BufferRange(Q, p0 * qrow, T * qrow), K, V, heads, part,
+                      BufferRange(O, p0 * qrow, T * qrow), T, n_head, n_kv, p0, std::min(p0 + T, W), scale, w);
     else
       op_attn_decode(cs, kern, ak, c.type, BufferRange(Q, p0 * qrow, qrow), K, V, heads, part,
                      BufferRange(O, p0 * qrow, qrow), n_head, n_kv, std::min(p0 + 1, W), p0 + 1, scale, w);
@@ -299,6 +304,18 @@ TEST_P(AttentionKernel, SlidingWindowRingMatchesReference) {
   if (GetParam().hd % 4 == 0) sliding_window_ring(ctx(), k(), GetParam(), true);
 }
 
+// Rows walked in passes that carry their softmax from one dispatch to the next, as rows longer
+// than one invocation may loop over are (host/kernels/loop_bounds.h): a pass of one key block
+// (tiled) or of three keys (rows), over retained and appended keys and over a window's ring.
+TEST_P(AttentionKernel, PrefillInPassesMatchesReference) {
+  store_prefill_decode(ctx(), k(), GetParam(), false, 16);
+  sliding_window_ring(ctx(), k(), GetParam(), false, 16);
+  if (GetParam().hd % 4 == 0) {
+    store_prefill_decode(ctx(), k(), GetParam(), true, 3);
+    sliding_window_ring(ctx(), k(), GetParam(), true, 3);
+  }
+}
+
 // A long causal prefill at Gemma 3 270M's attention shape (head_dim 256, 4 query heads on 1 KV
 // head): N positions in batches of B against softmax attention on the host. llvmpipe ends every
 // loop of an invocation once 65535 loop iterations have run in it; the row kernel's head_dim
@@ -314,7 +331,7 @@ void long_prefill(Context& ctx, Kernels& kern, KvType type, uint32_t N, uint32_t
   auto nk = random_floats(size_t(N) * n_kv * hd, 11), nv = random_floats(size_t(N) * n_kv * hd, 12);
   auto q = random_floats(size_t(N) * n_head * hd, 13, -2, 2);
   Buffer NK = up(ctx, nk), NV = up(ctx, nv), Q = up(ctx, q);
-  Buffer O(ctx, size_t(N) * n_head * hd * 4);
+  Buffer O(ctx, size_t(N) * n_head * hd * 4), part(ctx, 4);  // one pass: no state
   const float scale = 1.0f / std::sqrt(float(hd));
   const uint64_t qrow = uint64_t(n_head) * hd * 4, krow = uint64_t(n_kv) * hd * 4;
   CommandStream cs(ctx);
@@ -324,8 +341,8 @@ void long_prefill(Context& ctx, Kernels& kern, KvType type, uint32_t N, uint32_t
     op_kv_store(cs, kern, ak, type, BufferRange(NK, p0 * krow, T * krow), K, heads, T, n_kv, p0);
     op_kv_store(cs, kern, ak, type, BufferRange(NV, p0 * krow, T * krow), V, heads, T, n_kv, p0);
     cs.barrier();
-    op_attn_prefill(cs, kern, ak, type, BufferRange(Q, p0 * qrow, T * qrow), K, V, heads,
-                    BufferRange(O, p0 * qrow, T * qrow), T, n_head, n_kv, p0, scale);
+    op_attn_prefill(cs, kern, ak, type, BufferRange(Q, p0 * qrow, T * qrow), K, V, heads, part,
+                    BufferRange(O, p0 * qrow, T * qrow), T, n_head, n_kv, p0, p0 + T, scale);
     cs.barrier();
   }
   cs.submit();
@@ -356,6 +373,66 @@ TEST_F(ModelKernel, LongPrefillAtHeadDim256MatchesReference) {
   long_prefill(ctx(), k(), KvType::F16, 520, 520, true);  // one batch: rows up to 520 keys
   long_prefill(ctx(), k(), KvType::F32, 520, 64, true);   // batches of 64 after what is cached
   long_prefill(ctx(), k(), KvType::F16, 520, 128, false);
+}
+
+// The last B queries of an N-key causal prefill (one KV head, GQA group 2) against softmax
+// attention on the host. llvmpipe ends every loop of an invocation once 65535 loop iterations
+// have run in it (docs/reliability.md, "Loop limits"), silently: a row walking more keys than
+// that in one invocation was cut short. Values grow with the position, so keys left out move
+// the output well past the tolerance.
+void prefill_tail(Context& ctx, Kernels& kern, KvType type, uint32_t hd, uint32_t N, uint32_t B, bool rows_kernel) {
+  const uint32_t n_kv = 1, group = 2, n_head = n_kv * group;
+  AttentionKernels ak(ctx, kern.tuning, hd, group);
+  ak.use_prefill_rows = rows_kernel;
+  const uint32_t words = kv_row_words(type, hd);
+  Buffer K(ctx, uint64_t(N) * words * 4), V(ctx, uint64_t(N) * words * 4);
+  Buffer heads = up(ctx, std::vector<uint32_t>{0, 0});
+  auto nk = random_floats(size_t(N) * hd, 21), nv = random_floats(size_t(N) * hd, 22);
+  for (uint32_t j = 0; j < N; ++j)
+    for (uint32_t d = 0; d < hd; ++d) nv[size_t(j) * hd + d] += 4.0f * float(j) / float(N);
+  auto q = random_floats(size_t(B) * n_head * hd, 23, -2, 2);
+  Buffer NK = up(ctx, nk), NV = up(ctx, nv), Q = up(ctx, q);
+  Buffer O(ctx, size_t(B) * n_head * hd * 4);
+  Buffer part(ctx, std::max<uint64_t>(1, attn_prefill_state_floats(ak, B, n_head, N)) * 4);
+  const float scale = 1.0f / std::sqrt(float(hd));
+  CommandStream cs(ctx);
+  cs.begin();
+  op_kv_store(cs, kern, ak, type, NK, K, heads, N, n_kv, 0);
+  op_kv_store(cs, kern, ak, type, NV, V, heads, N, n_kv, 0);
+  cs.barrier();
+  op_attn_prefill(cs, kern, ak, type, Q, K, V, heads, part, O, B, n_head, n_kv, N - B, N, scale);
+  cs.submit();
+  const auto got = [&] {
+    std::vector<float> g(size_t(B) * n_head * hd);
+    O.download(g.data(), g.size() * 4);
+    return g;
+  }();
+  std::vector<std::vector<float>> keys, vals;
+  std::vector<const float*> kp, vp;
+  for (uint32_t j = 0; j < N; ++j) {
+    keys.push_back(stored(type, &nk[size_t(j) * hd], hd));
+    vals.push_back(stored(type, &nv[size_t(j) * hd], hd));
+  }
+  for (uint32_t j = 0; j < N; ++j) kp.push_back(keys[j].data()), vp.push_back(vals[j].data());
+  std::vector<float> want(hd);
+  float worst = 0;
+  for (uint32_t t = 0; t < B; ++t)
+    for (uint32_t h = 0; h < n_head; ++h) {
+      ref::attend(&q[(size_t(t) * n_head + h) * hd], kp.data(), vp.data(), N - B + t + 1, hd, scale, want.data());
+      for (uint32_t d = 0; d < hd; ++d)
+        worst = std::max(worst, std::abs(got[(size_t(t) * n_head + h) * hd + d] - want[d]));
+    }
+  EXPECT_LE(worst, 1e-3f) << kv_type_name(type) << (rows_kernel ? " rows" : " tiled") << " hd " << hd << ": " << N
+                          << " keys";
+}
+
+// Each prefill kernel past the keys one invocation could walk before the fix: the row kernel
+// (lavapipe's) one back-edge per key, so past 65535 keys; the tiled kernel (GPUs, and lavapipe
+// when head_dim % 4 != 0) about 580 per block of 16 keys at head_dim 256 (its rolled head_dim
+// loop twice, and the loads of K and V), so past ~1,800 keys.
+TEST_F(ModelKernel, PrefillRowsPastTheLoopLimitMatchReference) {
+  prefill_tail(ctx(), k(), KvType::F32, 8, 70000, 8, true);
+  prefill_tail(ctx(), k(), KvType::F16, 256, 8000, 16, false);  // on lavapipe in two passes now
 }
 
 INSTANTIATE_TEST_SUITE_P(KvTypes, AttentionKernel,

@@ -49,6 +49,7 @@ struct Shape {
   GqaAgg agg;
   uint32_t ahead = 0;  // pooling reach after a voted position (0: the paper's)
   uint32_t words = 0;  // word completion reach (0: none), over random words
+  bool split = false;  // votes, pooling and word completion in passes of a few queries or positions
 };
 // "hd64_g4_kv2_L333_W31_k7_C99_max_gqamax_ahead9_words3": the test's name and its printed parameter
 std::string shape_name(const Shape& s) {
@@ -58,6 +59,7 @@ std::string shape_name(const Shape& s) {
                   std::to_string(s.C) + (s.avg ? "_avg" : "_max") + "_gqa" + agg;
   if (s.ahead) n += "_ahead" + std::to_string(s.ahead);
   if (s.words) n += "_words" + std::to_string(s.words);
+  if (s.split) n += "_split";
   return n;
 }
 void PrintTo(const Shape& s, std::ostream* os) { *os << shape_name(s); }
@@ -69,6 +71,11 @@ TEST_P(SnapkvKernels, SelectionAndGatherMatchReference) {
   const Shape s = GetParam();
   const uint32_t n_head = s.n_kv * s.group, W = std::min(s.W, s.L), P = s.L - W, count = s.C - W;
   AttentionKernels ak(ctx(), k().tuning, s.hd, s.group);
+  if (s.split) {  // the passes a long prompt needs (loop_bounds.h), here over a short one
+    ak.votes_pass = 4;
+    ak.pool_pass = 2;
+    ak.words_pass = 1;
+  }
   auto q = gaussian(size_t(W) * n_head * s.hd, 11 + s.L, 1.5f);
   auto keys = gaussian(size_t(s.n_kv) * s.L * s.hd, 12 + s.L);
   auto vals = gaussian(size_t(s.n_kv) * s.L * s.hd, 13 + s.L);
@@ -76,7 +83,8 @@ TEST_P(SnapkvKernels, SelectionAndGatherMatchReference) {
   for (uint32_t h = 0; h < s.n_kv; ++h) table[2 * h] = h * s.L, table[2 * h + 1] = 0;
   Buffer Q = upload(q), K = upload(keys), V = upload(vals), heads = upload(table);
   Buffer stats(ctx(), size_t(n_head) * W * 8), votes(ctx(), size_t(s.n_kv) * P * 4),
-      pooled(ctx(), size_t(s.n_kv) * P * 4), completed(ctx(), size_t(s.n_kv) * P * 4);
+      pooled(ctx(), size_t(s.n_kv) * P * 4), completed(ctx(), size_t(s.n_kv) * P * 4),
+      sums(ctx(), size_t(n_head) * P * 4);
   // words of 1 to 6 tokens
   std::vector<uint32_t> words(s.L, 0);
   std::mt19937 rng(s.L);
@@ -85,7 +93,7 @@ TEST_P(SnapkvKernels, SelectionAndGatherMatchReference) {
     for (uint32_t j = 1; j < len && i + j < s.L; ++j) words[i + j] = 1;
     i += len;
   }
-  Buffer Words = upload(words);
+  Buffer Words = upload(word_numbers(words));
   Buffer sel(ctx(), std::max<size_t>(1, size_t(s.n_kv) * count) * 4);
   // compacted cache: count selected + W window rows per head, then 3 spare slots
   const uint32_t per_head = s.C + 3;
@@ -100,7 +108,7 @@ TEST_P(SnapkvKernels, SelectionAndGatherMatchReference) {
   cs.begin();
   op_window_stats(cs, k(), ak, KvType::F32, Q, K, heads, stats, s.L, W, n_head, s.n_kv, scale);
   cs.barrier();
-  op_window_votes(cs, k(), ak, KvType::F32, Q, K, stats, votes, heads, s.L, W, P, n_head, s.n_kv, scale, s.agg);
+  op_window_votes(cs, k(), ak, KvType::F32, Q, K, stats, votes, heads, sums, s.L, W, P, n_head, s.n_kv, scale, s.agg);
   cs.barrier();
   op_pool(cs, k(), ak, votes, pooled, P, s.n_kv, s.kernel, s.avg, s.ahead);
   cs.barrier();
@@ -161,7 +169,12 @@ INSTANTIATE_TEST_SUITE_P(Shapes, SnapkvKernels,
                                            Shape{128, 1, 4, 1001, 9, 1, 10, false, GqaAgg::Sum, 0, 1},
                                            // 33K keys at head_dim 256: past llvmpipe's per-invocation loop limit
                                            // when the head_dim loop of window_stats was not unrolled
-                                           Shape{256, 4, 1, 33001, 32, 7, 257, false, GqaAgg::Mean}),
+                                           Shape{256, 4, 1, 33001, 32, 7, 257, false, GqaAgg::Mean},
+                                           // votes, pooling and word completion in passes (every aggregation,
+                                           // both poolings), as the longest prompts take them
+                                           Shape{64, 4, 2, 333, 31, 7, 99, false, GqaAgg::Max, 9, 3, true},
+                                           Shape{8, 2, 2, 93, 5, 5, 21, true, GqaAgg::Mean, 3, 2, true},
+                                           Shape{128, 1, 4, 1001, 9, 3, 10, true, GqaAgg::Sum, 0, 1, true}),
                          [](const auto& info) { return shape_name(info.param); });
 
 // The reach ahead of pool1d itself: a lone vote at j lends to j - k/2 .. j + k/2 + ahead, and
@@ -216,6 +229,81 @@ TEST_F(SnapkvKernels, TopkBreaksTiesTowardLowerPositions) {
     std::vector<double> d(s.begin(), s.end());
     EXPECT_EQ(download<uint32_t>(sel, count), ref::topk(d.data(), n, count)) << "count " << count;
   }
+}
+
+// H2O's votes: every prompt query votes (n_q = L), against the CPU reference. One invocation of
+// window_votes walks all voting queries of its key for every query head of its group; llvmpipe
+// ends every loop of an invocation after 65535 iterations in all (docs/reliability.md, "Loop
+// limits"), which at GQA 16 and head_dim 32 cut the votes short before 3,500 queries (~770 at
+// head_dim 256; at 8 Mesa unrolls enough itself). Now 3,500 queries take two passes.
+TEST_F(SnapkvKernels, H2oVotesOfEveryPromptQueryMatchReference) {
+  const uint32_t hd = 32, G = 16, n_kv = 1, n_head = G * n_kv, L = 3500, n_q = L, P = L - 32;
+  AttentionKernels ak(ctx(), k().tuning, hd, G);
+  auto q = gaussian(size_t(n_q) * n_head * hd, 31, 1.5f), keys = gaussian(size_t(n_kv) * L * hd, 32);
+  Buffer Q = upload(q), K = upload(keys), heads = upload(std::vector<uint32_t>{0, 0});
+  Buffer stats(ctx(), size_t(n_head) * n_q * 8), votes(ctx(), size_t(n_kv) * P * 4),
+      sums(ctx(), size_t(n_head) * P * 4);
+  const float scale = 1.0f / std::sqrt(float(hd));
+  CommandStream cs(ctx());
+  cs.begin();
+  op_window_stats(cs, k(), ak, KvType::F32, Q, K, heads, stats, L, n_q, n_head, n_kv, scale);
+  cs.barrier();
+  op_window_votes(cs, k(), ak, KvType::F32, Q, K, stats, votes, heads, sums, L, n_q, P, n_head, n_kv, scale,
+                  GqaAgg::Max);
+  cs.submit();
+  const auto want = ref::window_votes(q, keys, L, n_q, P, n_head, n_kv, hd, GqaAgg::Max);
+  const auto got = download<float>(votes, want.size());
+  for (size_t i = 0; i < want.size(); ++i)
+    ASSERT_NEAR(got[i], want[i], 1e-5 + 1e-4 * std::fabs(want[i])) << "vote " << i;
+}
+
+// Ada-KV's layer-wide selection at 128K tokens and 8 KV heads: one segment of 2^20 scores. Each
+// invocation of topk_select walks its share of the segment six times; at lavapipe's 64
+// invocations that was 98,000 loop iterations, past llvmpipe's 65535 (docs/reliability.md,
+// "Loop limits"), and the selection came out wrong without an error.
+TEST_F(SnapkvKernels, TopkOverAMillionScoresMatchesReference) {
+  AttentionKernels ak(ctx(), k().tuning, 8, 1);
+  const uint32_t n = 1u << 20, count = 5000;
+  const auto s = gaussian(n, 41);
+  Buffer S = upload(s), sel(ctx(), 4 * count);
+  CommandStream cs(ctx());
+  cs.begin();
+  op_topk(cs, k(), ak, S, sel, 1, n, count);
+  cs.submit();
+  const std::vector<double> d(s.begin(), s.end());
+  EXPECT_EQ(download<uint32_t>(sel, count), ref::topk(d.data(), n, count));
+}
+
+// Pooling and word completion reaching across 70,000 and 66,000 positions: one invocation
+// walked the whole window (pooling) or the word both ways (completion), past llvmpipe's loop
+// limit (docs/reliability.md, "Loop limits"); now in passes.
+TEST_F(SnapkvKernels, PoolingAndWordsAcrossTheLoopLimitMatchReference) {
+  AttentionKernels ak(ctx(), k().tuning, 8, 1);
+  const uint32_t P = 70000, ahead = P, reach = 66000;
+  auto v = random_floats(P, 71, 0.0f, 1.0f);
+  v[reach] = 2.0f;                    // the best of the long word at its far end: a walk cut short misses it
+  std::vector<uint32_t> words(P, 1);  // one word of reach + 1 tokens, then words of one
+  for (uint32_t t = reach + 1; t < P; ++t) words[t] = 0;
+  words[0] = 0;
+  Buffer votes = upload(v), pooled(ctx(), P * 4ull), completed(ctx(), P * 4ull), Words = upload(word_numbers(words));
+  CommandStream cs(ctx());
+  cs.begin();
+  op_pool(cs, k(), ak, votes, pooled, P, 1, 1, true, ahead);  // each position pools all before it
+  cs.barrier();
+  op_complete_words(cs, k(), ak, votes, Words, completed, P, 1, reach);
+  cs.submit();
+  const std::vector<double> vd(v.begin(), v.end());
+  const auto want_pooled = ref::pool1d(vd, P, 1, 1, true, ahead);
+  const auto want_completed = ref::complete_words(vd, P, 1, words, reach);
+  const auto got_pooled = download<float>(pooled, P), got_completed = download<float>(completed, P);
+  uint32_t bad_pooled = 0, bad_completed = 0, first_pooled = P, first_completed = P;
+  for (uint32_t j = 0; j < P; ++j) {
+    if (std::fabs(got_pooled[j] - want_pooled[j]) > 1e-6 + 1e-4 * want_pooled[j])
+      ++bad_pooled, first_pooled = std::min(first_pooled, j);
+    if (got_completed[j] != float(want_completed[j])) ++bad_completed, first_completed = std::min(first_completed, j);
+  }
+  EXPECT_EQ(bad_pooled, 0u) << "pooled wrong from position " << first_pooled;
+  EXPECT_EQ(bad_completed, 0u) << "completed wrong from position " << first_completed;
 }
 
 // ---- end to end on stories260K ----

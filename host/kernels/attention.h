@@ -6,8 +6,11 @@
 // its rows and how many retained prompt entries precede the appended tokens.
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string_view>
+#include <vector>
 
+#include "host/kernels/loop_bounds.h"
 #include "host/kernels/ops.h"
 #include "runtime/names.h"
 
@@ -37,10 +40,22 @@ struct AttentionKernels {
   AttentionKernels() = default;
   AttentionKernels(Context& ctx, const Tuning& t, uint32_t head_dim, uint32_t group);
   uint32_t head_dim = 0, group = 0;
+  uint32_t subgroup = 32;                     // the device's (Tuning::subgroup)
   uint32_t prefill_br = 16, prefill_bc = 16;  // query rows / keys per prefill tile
+  uint32_t prefill_wg = 0;                    // invocations per prefill tile
   uint32_t decode_chunk = 256;                // cache rows per decode workgroup
-  uint32_t votes_wg = 64;                     // keys per window_votes workgroup
-  uint32_t select_wg = 256;                   // invocations per top-K segment
+  uint32_t decode_wg = 0, combine_wg = 0, stats_wg = 0;
+  uint32_t votes_wg = 64;          // keys per window_votes workgroup
+  uint32_t votes_qb = 16;          // voting queries per block of window_votes
+  uint32_t select_wg = 256;        // invocations per top-K segment
+  uint32_t select_wide_wg = 1024;  // ... of topk_wide
+  // Where one dispatch would loop too long (host/kernels/loop_bounds.h), the ops split: keys per
+  // attn_prefill pass (0: as many as the kernel's loops allow, attn_prefill_pass_keys()) and
+  // voting queries per window_votes pass. Tests lower them to exercise the split.
+  uint32_t prefill_pass = 0;
+  uint32_t votes_pass = 0;      // window_votes_pass_queries(group)
+  uint32_t pool_pass = 32768;   // positions of a pooling window per pool pass
+  uint32_t words_pass = 16384;  // steps either way per complete_words pass (two loops of them)
   Pipeline kv_store[kKvTypes];
   Pipeline prefill[kKvTypes];       // tiled in shared memory (GPUs)
   Pipeline prefill_rows[kKvTypes];  // a few query rows per invocation (SIMD CPUs)
@@ -53,6 +68,7 @@ struct AttentionKernels {
   Pipeline pool;
   Pipeline complete_words;
   Pipeline topk;
+  Pipeline topk_wide;  // the widest workgroup: segments whose share per invocation would loop too long
   Pipeline adakv_floor;
   Pipeline adakv_layout;
   Pipeline kv_gather;
@@ -73,6 +89,7 @@ struct AttnPrefillPush {
   uint32_t T, n_head, n_kv, slot0;
   float scale;
   uint32_t window, ring;
+  uint32_t pass_keys, pass, n_pass;
 };
 struct AttnDecodePush {
   uint32_t n_appended, n_split;
@@ -89,13 +106,13 @@ struct WindowStatsPush {
 struct WindowVotesPush {
   uint32_t L, n_q, P, n_head;
   float scale;
-  uint32_t agg;
+  uint32_t agg, q_begin, q_end;
 };
 struct PoolPush {
-  uint32_t P, n_kv, kernel_size, avg, ahead;
+  uint32_t P, n_kv, kernel_size, avg, ahead, w_begin, w_end;
 };
 struct CompleteWordsPush {
-  uint32_t P, n_kv, reach;
+  uint32_t P, n_kv, r_begin, r_end;
 };
 struct TopkPush {
   uint32_t seg_len, count;
@@ -115,10 +132,19 @@ struct KvGatherPush {
 // (row0 + t) % ring)
 void op_kv_store(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvType kt, BufferRange src,
                  BufferRange cache, BufferRange heads, uint32_t T, uint32_t n_kv, uint32_t row0, uint32_t ring = 0);
-// q [T, n_head, hd] are the appended tokens, rows row0..row0+T-1 after each head's base; o [T, n_head*hd]
+// q [T, n_head, hd] are the appended tokens, rows row0..row0+T-1 after each head's base; o [T, n_head*hd].
+// A query sees at most max_len keys (a window: at most `window` of them). Rows that see more
+// than one pass walks (attn_prefill_pass_keys()) are walked in passes that carry their softmax in
+// `part` (attn_prefill_state_floats(); unread with one pass) and in o.
 void op_attn_prefill(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvType kt, BufferRange q,
-                     BufferRange kc, BufferRange vc, BufferRange heads, BufferRange o, uint32_t T, uint32_t n_head,
-                     uint32_t n_kv, uint32_t row0, float scale, KvWindow w = {});
+                     BufferRange kc, BufferRange vc, BufferRange heads, BufferRange part, BufferRange o, uint32_t T,
+                     uint32_t n_head, uint32_t n_kv, uint32_t row0, uint32_t max_len, float scale, KvWindow w = {});
+// Keys per pass: whole key blocks, as many as keep the kernel in use under kLoopIterationBudget
+// (AttentionKernels::prefill_pass when set; the tiled kernel's must be whole blocks).
+uint32_t attn_prefill_pass_keys(const AttentionKernels& a);
+// Passes op_attn_prefill records for rows of up to max_len keys, and the floats of `part` they carry state in.
+uint32_t attn_prefill_passes(const AttentionKernels& a, uint32_t max_len);
+uint64_t attn_prefill_state_floats(const AttentionKernels& a, uint32_t T, uint32_t n_head, uint32_t max_len);
 // One query per head, q [n_head, hd]; head h holds base(h) + n_appended rows (a window: the last
 // `window` of them), at most max_len. Records attn_decode, a barrier and attn_combine; part holds
 // attn_partial_floats().
@@ -126,24 +152,41 @@ void op_attn_decode(CommandStream& cs, const Kernels& k, const AttentionKernels&
                     BufferRange kc, BufferRange vc, BufferRange heads, BufferRange part, BufferRange o, uint32_t n_head,
                     uint32_t n_kv, uint32_t max_len, uint32_t n_appended, float scale, KvWindow w = {});
 uint64_t attn_partial_floats(const AttentionKernels& a, uint32_t n_head, uint32_t max_len);
+// What a session's `part` buffer holds for both: decode's partials over n_ctx rows, or the
+// passes' state of a prefill batch of n_batch rows, whichever is larger. From the model's shape
+// and decode_chunk alone, as the memory model counts it.
+uint64_t attn_scratch_floats(uint32_t decode_chunk, uint32_t head_dim, uint32_t n_head, uint32_t n_ctx,
+                             uint32_t n_batch);
 
 // SnapKV scores. q [n_q, n_head, hd]: the last n_q prompt queries (positions L-n_q ..).
 // stats [n_head][n_q][2]; votes [n_kv][P] for prefix positions 0..P-1.
 void op_window_stats(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvType kt, BufferRange q,
                      BufferRange kc, BufferRange heads, BufferRange stats, uint32_t L, uint32_t n_q, uint32_t n_head,
                      uint32_t n_kv, float scale);
+// More than AttentionKernels::votes_pass voting queries are taken in passes that keep each
+// query head's sums in `sums` ([n_head][P] floats; unread with one pass: window_votes_passes()).
 void op_window_votes(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvType kt, BufferRange q,
-                     BufferRange kc, BufferRange stats, BufferRange votes, BufferRange heads, uint32_t L, uint32_t n_q,
-                     uint32_t P, uint32_t n_head, uint32_t n_kv, float scale, GqaAgg agg);
+                     BufferRange kc, BufferRange stats, BufferRange votes, BufferRange heads, BufferRange sums,
+                     uint32_t L, uint32_t n_q, uint32_t P, uint32_t n_head, uint32_t n_kv, float scale, GqaAgg agg);
+uint32_t window_votes_passes(const AttentionKernels& a, uint32_t n_q);
+// Voting queries one window_votes pass takes at GQA group `group`: as many as keep an
+// invocation's loops under kLoopIterationBudget. A function of the model's shape alone, so that the
+// memory model counts the sums too.
+uint32_t window_votes_pass_queries(uint32_t group, uint32_t qb = 16);
 void op_pool(CommandStream& cs, const Kernels& k, const AttentionKernels& a, BufferRange votes, BufferRange pooled,
              uint32_t P, uint32_t n_kv, uint32_t kernel_size, bool avg, uint32_t ahead = 0);
-// out[h][j] = max of scores[h][t] over the positions t of j's word (words[t] = 1: token t continues
-// the word of t - 1), at most `reach` either way.
+// out[h][j] = max of scores[h][t] over the positions t of j's word (words[t]: the number of t's
+// word, word_numbers()), at most `reach` either way.
 void op_complete_words(CommandStream& cs, const Kernels& k, const AttentionKernels& a, BufferRange scores,
                        BufferRange words, BufferRange out, uint32_t P, uint32_t n_kv, uint32_t reach);
-// Per segment of seg_len scores: the `count` best positions, ascending, ties to the lower one.
+// The words of a prompt as complete_words reads them: word_continuations (1: token t continues
+// the word of t - 1) numbered, each word one more than the one before.
+std::vector<uint32_t> word_numbers(std::span<const uint32_t> continuations);
+// Per segment of seg_len scores: the `count` best positions, ascending, ties to the lower one. A
+// segment too long for select_wg's loops (Ada-KV's layer-wide one) runs on topk_wide.
 void op_topk(CommandStream& cs, const Kernels& k, const AttentionKernels& a, BufferRange scores, BufferRange sel,
              uint32_t segments, uint32_t seg_len, uint32_t count);
+uint32_t topk_workgroup(const AttentionKernels& a, uint32_t seg_len, uint32_t count);  // select_wg or select_wide_wg
 void op_adakv_floor(CommandStream& cs, const Kernels& k, const AttentionKernels& a, BufferRange scores,
                     BufferRange floor_sel, uint32_t P, uint32_t n_kv, uint32_t floor_count);
 void op_adakv_layout(CommandStream& cs, const Kernels& k, const AttentionKernels& a, BufferRange sel, BufferRange heads,
@@ -154,5 +197,21 @@ void op_kv_gather(CommandStream& cs, const Kernels& k, const AttentionKernels& a
                   BufferRange dst_k, BufferRange dst_v, BufferRange sel, BufferRange info, BufferRange heads,
                   uint32_t n_kv, uint32_t row_words, uint32_t max_rows, uint32_t src_stride, uint32_t P,
                   uint32_t window);
+
+// ---- loops per invocation (host/kernels/loop_bounds.h) of each kernel above, at a shape ----
+// kv_store, kv_gather and adakv_floor have none but q8_0's quantizing (a constant).
+KernelLoops kv_store_loops(KvType kt);
+// keys: the most one pass of one invocation walks (its rows' keys, at most attn_prefill_pass_keys())
+KernelLoops attn_prefill_loops(const AttentionKernels& a, bool rows_kernel, uint32_t keys);
+KernelLoops attn_decode_loops(const AttentionKernels& a);
+KernelLoops attn_combine_loops(const AttentionKernels& a, uint32_t n_split);
+KernelLoops window_stats_loops(const AttentionKernels& a, uint32_t L);
+// queries: voting queries of one pass
+KernelLoops window_votes_loops(uint32_t group, uint32_t qb, uint32_t queries);
+// window: positions one pass pools (of min(kernel_size + ahead, P)); steps: one pass's either way
+KernelLoops pool_loops(uint32_t window);
+KernelLoops complete_words_loops(uint32_t steps);
+KernelLoops topk_loops(uint32_t wg, uint32_t seg_len, uint32_t count);
+KernelLoops adakv_layout_loops(uint32_t n_kv, uint32_t total);
 
 }  // namespace snapvk

@@ -145,6 +145,7 @@ void op_get_rows(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange t
                  uint32_t rows, uint32_t n) {
   SNAPVK_ASSERT(n % traits_of(wt).block_size == 0, "get_rows: row length is not a multiple of the block size");
   const DeviceInfo& info = k.ctx.info();
+  check_loops(info, get_rows_loops(k, n), [&] { return "rows of " + std::to_string(n); });
   uint32_t gx, gy;
   grid_2d(info, rows, gx, gy);
   SNAPVK_ASSERT(table.buffer && table.offset <= table.buffer->size(), "get_rows: table range outside its buffer");
@@ -237,6 +238,7 @@ void op_mul(CommandStream& cs, const Kernels& k, BufferRange a, BufferRange b, B
 void op_rms_norm(CommandStream& cs, const Kernels& k, BufferRange x, BufferRange w, BufferRange y, uint32_t rows,
                  uint32_t n, float eps) {
   SNAPVK_ASSERT(n > 0, "rms_norm: empty rows");
+  check_loops(k.ctx.info(), rms_norm_loops(k, n), [&] { return "rows of " + std::to_string(n); });
   uint32_t gx, gy;
   grid_2d(k.ctx.info(), rows, gx, gy);
   cs.dispatch(k.rms_norm, {x, w, y}, RmsNormPush{n, rows, eps}, gx, gy);
@@ -247,6 +249,7 @@ void op_matvec(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, 
   SNAPVK_ASSERT(N > 0 && K > 0, "matvec: empty matrix");
   SNAPVK_ASSERT(K % traits_of(wt).block_size == 0, "matvec: row length is not a multiple of the block size");
   const DeviceInfo& info = k.ctx.info();
+  check_loops(info, matvec_loops(k, wt, K), [&] { return "weight rows of " + std::to_string(K); });
   const Pipeline& p = k.matvec[weight_kind(wt)];
   auto dispatch = [&](BufferRange wr, BufferRange yr, uint32_t rows) {
     uint32_t gx, gy;
@@ -280,6 +283,7 @@ void op_matmul(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, 
   SNAPVK_ASSERT(K % traits_of(wt).block_size == 0, "matmul: row length is not a multiple of the block size");
   const DeviceInfo& info = k.ctx.info();
   const bool rows_kernel = k.tuning.matmul_rows && K % 4 == 0;
+  check_loops(info, matmul_loops(k, K, rows_kernel), [&] { return "weight rows of " + std::to_string(K); });
   const Pipeline& p = rows_kernel ? k.matmul_rows[weight_kind(wt)] : k.matmul[weight_kind(wt)];
   // One dispatch: ms rows of X times ns rows of W into Y's rows of stride N.
   auto dispatch = [&](BufferRange wr, BufferRange xr, BufferRange yr, uint32_t ms, uint32_t ns) {
@@ -334,6 +338,44 @@ void op_matmul(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, 
                uint32_t(cols));
     }
   }
+}
+
+// ---- loops per invocation: one entry per rolled loop of each shader, in its source's order ----
+
+KernelLoops rms_norm_loops(const Kernels& k, uint32_t n) {
+  const uint32_t wg = k.tuning.row_wg;
+  return KernelLoops("rms_norm")
+      .add("sum of squares", strided(n, wg))
+      .add("workgroup sum", subgroups_loop(wg, k.tuning.subgroup))
+      .add("scaling", strided(n, wg));
+}
+
+KernelLoops get_rows_loops(const Kernels& k, uint32_t n) {
+  return KernelLoops("get_rows").add("the row", strided(n, k.tuning.row_wg));
+}
+
+KernelLoops matvec_loops(const Kernels& k, GgmlType wt, uint32_t K) {
+  // Elements per unit (matvec.comp's UNIT) without the 64-bit loads, which double them for f32,
+  // f16 and bf16; K that those units do not tile goes element by element.
+  const bool plain = wt == GgmlType::F32 || wt == GgmlType::F16 || wt == GgmlType::BF16;
+  uint32_t unit = 32;
+  if (wt == GgmlType::F32)
+    unit = 4;
+  else if (plain)
+    unit = 8;
+  else if (wt == GgmlType::Q6_K || wt == GgmlType::Q2_K || wt == GgmlType::Q3_K)
+    unit = 64;
+  const uint32_t wg = k.tuning.matvec_wg;
+  const bool elements = plain && K % (2 * unit) != 0;
+  return KernelLoops("matvec")
+      .add("units of a row", elements ? 0 : strided(K / unit, wg))
+      .add("elements of a row", elements ? strided(K, wg) : 0)
+      .add("workgroup sums", subgroups_loop(wg, k.tuning.subgroup));
+}
+
+KernelLoops matmul_loops(const Kernels& k, uint32_t K, bool rows_kernel) {
+  if (rows_kernel) return KernelLoops("matmul_rows").add("a row, four at a time", uint64_t(K) / 4 + 1);
+  return KernelLoops("matmul").add("tiles along a row", strided(K, k.tuning.matmul_bk));
 }
 
 }  // namespace snapvk

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "host/gguf/ggml_types.h"
+#include "host/kernels/loop_bounds.h"
 #include "runtime/commands.h"
 #include "runtime/context.h"
 #include "runtime/pipeline.h"
@@ -132,6 +133,13 @@ void op_swiglu(CommandStream& cs, const Kernels& k, BufferRange g, BufferRange u
 void op_geglu(CommandStream& cs, const Kernels& k, BufferRange g, BufferRange u, BufferRange y, uint32_t n);
 // x = cap * tanh(x / cap), n elements in place (cap > 0)
 void op_softcap(CommandStream& cs, const Kernels& k, BufferRange x, uint64_t n, float cap);
+
+// Loops per invocation (host/kernels/loop_bounds.h) of the kernels above with loops; add, mul,
+// rope, swiglu, geglu and softcap have none. n: a row's length; K: the weights' row length.
+KernelLoops rms_norm_loops(const Kernels& k, uint32_t n);
+KernelLoops get_rows_loops(const Kernels& k, uint32_t n);
+KernelLoops matvec_loops(const Kernels& k, GgmlType wt, uint32_t K);
+KernelLoops matmul_loops(const Kernels& k, uint32_t K, bool rows_kernel);  // matmul_rows or the tiled matmul
 
 // Grid for `groups` workgroups laid out in 2-D when they exceed the x limit (kernels use flat_workgroup()).
 void grid_2d(const DeviceInfo& info, uint64_t groups, uint32_t& gx, uint32_t& gy);

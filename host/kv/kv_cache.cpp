@@ -207,9 +207,10 @@ uint64_t KvCache::compaction_scratch_bytes(const ModelConfig& c, const KvPolicyO
   const uint64_t n_kv = c.n_head_kv, n_q = pol.voting_queries(L), W = std::min(pol.window, L);
   const uint64_t P = L - W, count = budget - W;
   // selection and its info table, the query statistics, votes and pooled votes, a floor selection,
-  // the scores after word completion
+  // the scores after word completion, each query head's sums when the votes take several passes
   const uint64_t completed = pol.completes_words() ? n_kv * P : 0;
-  return 4 * (n_kv * count + 2 * n_kv + 2ull * c.n_head * n_q + 2 * n_kv * P + n_kv * count + completed);
+  const uint64_t sums = n_q > window_votes_pass_queries(c.group()) ? uint64_t(c.n_head) * P : 0;
+  return 4 * (n_kv * count + 2 * n_kv + 2ull * c.n_head * n_q + 2 * n_kv * P + n_kv * count + completed + sums);
 }
 
 CompressTimes compress_times(const CommandStream& cs) {

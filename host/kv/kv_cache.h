@@ -38,8 +38,8 @@ struct PromptLayer {
   const Buffer& heads;
   const Buffer& q_win;  // [n_q][q_dim] f32: the voting queries (the last n_q rows), rotated
   uint32_t L = 0, n_q = 0;
-  const Buffer* words = nullptr;  // [L] u32: 1 where token i continues the word of token i - 1
-                                  // (KvPolicyOptions::complete_words; none: no completion)
+  const Buffer* words = nullptr;  // [L] u32: the word of each token, numbered (word_numbers(); for
+                                  // KvPolicyOptions::complete_words; none: no completion)
 };
 
 // A cache's contents in host memory, as a pack stores them (docs/packs.md): per layer, each

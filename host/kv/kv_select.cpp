@@ -24,7 +24,7 @@ LayerSelection uniform_selection(const SelectArgs& a, uint32_t total) {
   for (uint32_t h = 0; h < n_kv; ++h) info[2 * h] = h * a.count, info[2 * h + 1] = 0;
   s.info = Buffer(ctx, info.size() * 4, BufferKind::Device, "kv_sel_info");
   s.info.upload(info.data(), info.size() * 4);
-  s.scratch.reserve(5);  // scores() hands out pointers into it
+  s.scratch.reserve(6);  // scores() hands out pointers into it
   return s;
 }
 
@@ -43,10 +43,14 @@ const Buffer& scores(const SelectArgs& a, LayerSelection& s) {
   const float scale = c.attention_scale();
   Buffer& stats = s.scratch.emplace_back(ctx, uint64_t(c.n_head) * p.n_q * 2 * 4, BufferKind::Device, "kv_stats");
   Buffer& votes = s.scratch.emplace_back(ctx, uint64_t(n_kv) * a.P * 4, BufferKind::Device, "kv_votes");
+  // each query head's sums between passes, when the voting queries take more than one
+  const bool passes = window_votes_passes(ak, p.n_q) > 1;
+  const Buffer& sums =
+      passes ? s.scratch.emplace_back(ctx, uint64_t(c.n_head) * a.P * 4, BufferKind::Device, "kv_vote_sums") : votes;
   op_window_stats(a.cs, k, ak, a.kv_type, p.q_win, p.k, p.heads, stats, p.L, p.n_q, c.n_head, n_kv, scale);
   a.cs.barrier();
-  op_window_votes(a.cs, k, ak, a.kv_type, p.q_win, p.k, stats, votes, p.heads, p.L, p.n_q, a.P, c.n_head, n_kv, scale,
-                  a.pol.gqa);
+  op_window_votes(a.cs, k, ak, a.kv_type, p.q_win, p.k, stats, votes, p.heads, sums, p.L, p.n_q, a.P, c.n_head, n_kv,
+                  scale, a.pol.gqa);
   a.cs.barrier();
   if (!a.pol.pools()) return votes;
   Buffer& pooled = s.scratch.emplace_back(ctx, uint64_t(n_kv) * a.P * 4, BufferKind::Device, "kv_pooled");

@@ -23,10 +23,11 @@ struct Session::KvView {
 // One sequence's attention inside a layer: its rows of q, k, v and attn, and its cache.
 struct Session::SeqAttention {
   BufferRange q, k, v, attn;  // [T] rows each
-  BufferRange part;           // decode attention partials of its session
+  BufferRange part;           // attention scratch of its session: decode's partials, prefill passes' state
   KvView kv;
-  uint32_t row0 = 0, pos0 = 0, decode_len = 0;  // row0: the first appended row after each head's base
-  const QuerySink* sink = nullptr;              // where its rotated queries go, if anywhere
+  uint32_t row0 = 0, pos0 = 0;      // row0: the first appended row after each head's base
+  uint32_t decode_len = 0;          // the most keys one of its queries sees
+  const QuerySink* sink = nullptr;  // where its rotated queries go, if anywhere
 };
 
 void Session::layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uint32_t row0, uint32_t pos0,
@@ -83,8 +84,8 @@ void Session::record_attention(const Model& m, CommandStream& cs, uint32_t l, ui
       op_attn_decode(cs, k, ak, kt, s.q, s.kv.k, s.kv.v, s.kv.heads, s.part, s.attn, c.n_head, c.n_head_kv,
                      s.decode_len, s.row0 + 1, c.attention_scale(), s.kv.w);
     else
-      op_attn_prefill(cs, k, ak, kt, s.q, s.kv.k, s.kv.v, s.kv.heads, s.attn, T, c.n_head, c.n_head_kv, s.row0,
-                      c.attention_scale(), s.kv.w);
+      op_attn_prefill(cs, k, ak, kt, s.q, s.kv.k, s.kv.v, s.kv.heads, s.part, s.attn, T, c.n_head, c.n_head_kv, s.row0,
+                      s.decode_len, c.attention_scale(), s.kv.w);
   cs.barrier();
 }
 
@@ -246,12 +247,12 @@ void Session::prefill_compressed(std::span<const int32_t> tokens) {
   Buffer q_win(ctx, uint64_t(n_q) * c.q_dim() * 4, BufferKind::Device, "q_window");
   const std::vector<uint32_t> full_table = KvCache::uniform_table(n_kv, L, 0);
   full_heads.upload(full_table.data(), full_table.size() * 4);
-  // where each token continues the word before it, for word completion
+  // the word of each token, numbered, for word completion
   std::optional<Buffer> words;
   if (pol.completes_words()) {
-    const std::vector<uint32_t> cont = model_.tokenizer().word_continuations(tokens);
+    const std::vector<uint32_t> numbers = word_numbers(model_.tokenizer().word_continuations(tokens));
     words.emplace(ctx, uint64_t(L) * 4, BufferKind::Device, "prompt_words");
-    words->upload(cont.data(), cont.size() * 4);
+    words->upload(numbers.data(), numbers.size() * 4);
   }
   cache_.begin_prompt(L, opts_.keep_selection);
   cs_compress_.reset_timings();

@@ -23,7 +23,7 @@ uint64_t activation_bytes(const ModelConfig& c, uint32_t n_batch, uint32_t n_ctx
   const uint64_t B = n_batch;
   const uint64_t per_row =
       2ull * c.n_embd + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * c.n_ff;  // x, xn, q+attn, k+v, gate+up
-  const uint64_t part = uint64_t(c.n_head) * ((uint64_t(n_ctx) + decode_chunk - 1) / decode_chunk) * (c.head_dim + 2);
+  const uint64_t part = attn_scratch_floats(decode_chunk, c.head_dim, c.n_head, n_ctx, n_batch);
   return 4 * (B * per_row + part + B + c.n_vocab);
 }
 

@@ -75,8 +75,9 @@ Session::Session(const Model& model, const SessionOptions& opts)
 
   const uint64_t B = opts_.n_batch, f = 4;
   allocate_rows(act_, ctx, c, B, "");
-  act_.part =
-      Buffer(ctx, attn_partial_floats(model.attention(), c.n_head, opts_.n_ctx) * f, BufferKind::Device, "attn_part");
+  act_.part = Buffer(
+      ctx, attn_scratch_floats(model.attention().decode_chunk, c.head_dim, c.n_head, opts_.n_ctx, opts_.n_batch) * f,
+      BufferKind::Device, "attn_part");
   act_.logits = Buffer(ctx, uint64_t(c.n_vocab) * f, BufferKind::Staging, "logits");
   if (opts_.row_logits) act_.rows = Buffer(ctx, B * c.n_vocab * f, BufferKind::Staging, "row_logits");
   logits_.resize(c.n_vocab);
