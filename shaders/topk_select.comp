@@ -35,9 +35,16 @@ void main() {
   for (int shift = 24; shift >= 0; shift -= 8) {
     for (uint b = tid; b < 256u; b += WG) hist[b] = 0u;
     barrier();
-    for (uint j = tid; j < pc.seg_len; j += WG) {
-      const uint k = key_of(scores[base + j]);
-      if ((k & mask) == prefix) atomicAdd(hist[(k >> uint(shift)) & 0xFFu], 1u);
+    // SNAPVK_TOPK_UNROLL keys per rolled iteration: llvmpipe stops an invocation's loops after
+    // 65535 iterations, and Ada-KV's layer-wide segment holds millions of keys.
+    for (uint j0 = tid; j0 < pc.seg_len; j0 += WG * SNAPVK_TOPK_UNROLL) {
+      [[unroll]] for (uint u = 0u; u < SNAPVK_TOPK_UNROLL; ++u) {
+        const uint j = j0 + u * WG;
+        if (j < pc.seg_len) {
+          const uint k = key_of(scores[base + j]);
+          if ((k & mask) == prefix) atomicAdd(hist[(k >> uint(shift)) & 0xFFu], 1u);
+        }
+      }
     }
     barrier();
     if (tid == 0u) {
@@ -56,10 +63,15 @@ void main() {
   const uint per = (pc.seg_len + WG - 1u) / WG;
   const uint a = min(tid * per, pc.seg_len), e = min(a + per, pc.seg_len);
   uint gt = 0u, eq = 0u;
-  for (uint j = a; j < e; ++j) {
-    const uint k = key_of(scores[base + j]);
-    gt += k > prefix ? 1u : 0u;
-    eq += k == prefix ? 1u : 0u;
+  for (uint j0 = a; j0 < e; j0 += SNAPVK_TOPK_UNROLL) {
+    [[unroll]] for (uint u = 0u; u < SNAPVK_TOPK_UNROLL; ++u) {
+      const uint j = j0 + u;
+      if (j < e) {
+        const uint k = key_of(scores[base + j]);
+        gt += k > prefix ? 1u : 0u;
+        eq += k == prefix ? 1u : 0u;
+      }
+    }
   }
   gt_scan[tid] = gt;
   eq_scan[tid] = eq;
@@ -77,13 +89,18 @@ void main() {
   barrier();
   uint eq_before = eq_scan[tid];
   uint idx = gt_scan[tid] + min(eq_before, remaining);
-  for (uint j = a; j < e; ++j) {
-    const uint k = key_of(scores[base + j]);
-    bool take = k > prefix;
-    if (k == prefix) {
-      take = eq_before < remaining;
-      ++eq_before;
+  for (uint j0 = a; j0 < e; j0 += SNAPVK_TOPK_UNROLL) {
+    [[unroll]] for (uint u = 0u; u < SNAPVK_TOPK_UNROLL; ++u) {
+      const uint j = j0 + u;
+      if (j < e) {
+        const uint k = key_of(scores[base + j]);
+        bool take = k > prefix;
+        if (k == prefix) {
+          take = eq_before < remaining;
+          ++eq_before;
+        }
+        if (take) sel[out_base + idx++] = j;
+      }
     }
-    if (take) sel[out_base + idx++] = j;
   }
 }

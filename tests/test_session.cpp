@@ -286,11 +286,14 @@ TEST_F(SessionReliability, ThousandSessionsLeaveNoDeviceOrHostMemoryBehind) {
   EXPECT_LT(host_after, host_before + (16u << 20)) << "host memory grew from " << host_before << " to " << host_after;
 }
 
-TEST_F(SessionReliability, TenThousandTokenSoakStaysAtTheModelledMemory) {
+// 3,000 tokens: device memory is compared exactly, so an allocation or a leak per token shows in
+// the first 500; long attention rows and the loop limits have kernel tests of their own
+// (decode splits, tests/test_loop_bounds.cpp) that do not need a long generation to reach them.
+TEST_F(SessionReliability, LongSoakStaysAtTheModelledMemory) {
   const auto prompt = model().tokenizer().encode(
       "Once upon a time, there was a little girl named Lily. She loved to play outside in the park with her dog.",
       true);
-  const uint32_t L = uint32_t(prompt.size()), n_gen = 10000;
+  const uint32_t L = uint32_t(prompt.size()), n_gen = 3000;
   SessionOptions o;
   o.n_ctx = L + n_gen;
   o.n_batch = 32;
@@ -308,7 +311,7 @@ TEST_F(SessionReliability, TenThousandTokenSoakStaysAtTheModelledMemory) {
     const int32_t t = sampler.sample(logits);
     sampler.accept(t);
     logits = s.decode(t);
-    if (i % 2500 == 0) {
+    if (i % 500 == 0) {
       EXPECT_EQ(ctx().memory().current() - before, steady) << "after " << i << " tokens";
     }
   }

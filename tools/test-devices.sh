@@ -15,20 +15,35 @@ KERNELS='*Kernel*:*Kernels*:SnapkvStories.*'
 MODELS="$KERNELS:Stories.*:Synth/*:SynthStories.*:SmolLM2.GreedyTokensMatchTheFloat64Reference*"
 MODELS="$MODELS:Gemma3Real.EveryRowsLogits*:SessionTest.*:GenerateTest.*"
 lavapipe=$(vulkaninfo --summary 2>/dev/null | grep -c "driverName *= *llvmpipe" || true)
-run() {  # NAME, then environment assignments
-  local name=$1
-  shift
-  echo "-- $name"
-  env SNAPVK_VALIDATION=1 "$@" "$TESTS" --gtest_brief=1 --gtest_filter="$FILTER"
+# The passes run at once, each its own process (a kernel test's CPU reference leaves a core idle),
+# each pass's output printed whole when it ends; any failed pass fails the script.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+passes=()
+run() {  # FILTER NAME, then environment assignments
+  local filter=$1 name=$2 log="$work/${#passes[@]}.log"
+  shift 2
+  (echo "-- $name"; env SNAPVK_VALIDATION=1 "$@" "$TESTS" --gtest_brief=1 --gtest_filter="$filter") > "$log" 2>&1 &
+  passes+=("$!:$log:$name")
 }
 if [ "$lavapipe" != 0 ]; then
-  FILTER=$KERNELS run "subgroup size 4" LP_NATIVE_VECTOR_WIDTH=128
+  run "$KERNELS" "subgroup size 4" LP_NATIVE_VECTOR_WIDTH=128
   if grep -q avx512f /proc/cpuinfo; then
-    FILTER=$KERNELS run "subgroup size 16" LP_NATIVE_VECTOR_WIDTH=512
+    run "$KERNELS" "subgroup size 16" LP_NATIVE_VECTOR_WIDTH=512
   else
     echo "-- subgroup size 16: skipped (this CPU has no AVX-512)"
   fi
 else
   echo "-- other subgroup sizes: skipped (not lavapipe; the device's own size ran in the suite)"
 fi
-FILTER=$MODELS run "minimum limits and features" SNAPVK_DEVICE_LIMITS=minimum
+run "$MODELS" "minimum limits and features" SNAPVK_DEVICE_LIMITS=minimum
+status=0
+for p in "${passes[@]}"; do
+  pid=${p%%:*} rest=${p#*:}
+  log=${rest%%:*} name=${rest#*:}
+  ok=1
+  wait "$pid" || ok=0
+  cat "$log"
+  [ $ok = 1 ] || { echo "test-devices: the pass \"$name\" failed" >&2; status=1; }
+done
+exit $status

@@ -383,12 +383,16 @@ KernelLoops complete_words_loops(uint32_t steps) {
 
 KernelLoops topk_loops(uint32_t wg, uint32_t seg_len, uint32_t count) {
   const bool all = count >= seg_len;  // everything kept: the first loop alone runs
-  const uint64_t share = all ? 0 : cdiv(seg_len, wg) + 1, passes = all ? 0 : 4;
+  // The histogram strides over the segment and the share loops walk an invocation's slice, both
+  // SNAPVK_TOPK_UNROLL keys per iteration.
+  const uint64_t per = cdiv(seg_len, wg), U = SNAPVK_TOPK_UNROLL;
+  const uint64_t strides = all ? 0 : strided(seg_len, uint64_t(wg) * U), share = all ? 0 : cdiv(per, U) + 1;
+  const uint64_t passes = all ? 0 : 4;
   return KernelLoops("topk_select")
       .add("everything kept", all ? strided(seg_len, wg) : 0)
       .add("radix passes", all ? 0 : passes + 1)
       .add("clearing the histogram", strided(256, wg), passes)
-      .add("the histogram", share, passes)
+      .add("the histogram", strides, passes)
       .add("finding the bin", 256 + 1, passes)
       .add("counting the share", share)
       .add("scanning the counts", all ? 0 : uint64_t(wg) + 1)
