@@ -24,6 +24,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -1069,6 +1070,11 @@ TEST(Serve, ANonStreamedRequestIsCancelledWhenItsClientLeaves) {
   ASSERT_EQ(write(fd, req.data(), req.size()), ssize_t(req.size()));
   for (int i = 0; i < 3000 && ts.metric("snapvk_slots_processing") != "1"; ++i) std::this_thread::sleep_for(10ms);
   ASSERT_EQ(ts.metric("snapvk_slots_processing"), "1");
+  // The load figures routers read.
+  EXPECT_EQ(ts.metric("snapvk_requests_running"), "1");
+  EXPECT_EQ(ts.metric("snapvk_requests_waiting"), "0");
+  EXPECT_GT(std::stoull(ts.metric("snapvk_kv_cache_used_bytes")), 0u);
+  EXPECT_EQ(ts.metric("snapvk_draining"), "0");
   std::this_thread::sleep_for(300ms);  // generating
   close(fd);
   const auto t0 = std::chrono::steady_clock::now();
@@ -1104,6 +1110,201 @@ TEST(Serve, PacksInMemoryAreBoundedLeastRecentlyUsedFirst) {
   EXPECT_EQ(ask("story"), story);  // read again, the same answer
   EXPECT_EQ(ts.metric("snapvk_pack_loads_total"), "3");
   EXPECT_EQ(ts.metric("snapvk_pack_evictions_total"), "2");
+}
+
+// ---- several processes behind nginx (docs/server.md "Past one process") ----
+
+// `snapvk serve` as a process on a free loopback port: its pid and port (0: it did not start).
+std::pair<pid_t, int> spawn_serve(const std::string& name, std::vector<std::string> extra = {}) {
+  const std::string log = testing::TempDir() + name + ".log";
+  std::vector<std::string> args = {cli_path(), "serve", "-m", model_path(kStories), "--port", "0", "--temp", "0"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  pid_t pid = 0;
+  if (posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) != 0) pid = 0;
+  posix_spawn_file_actions_destroy(&fa);
+  for (int i = 0; pid && i < 600; ++i) {
+    std::smatch m;
+    const std::string text = slurp(log);
+    if (std::regex_search(text, m, std::regex("http://127\\.0\\.0\\.1:([0-9]+)"))) return {pid, std::stoi(m[1])};
+    std::this_thread::sleep_for(100ms);
+  }
+  return {pid, 0};
+}
+
+int free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+// The nginx configuration of docs/server.md for `ports`, listening on `port`, its files in `dir`.
+std::string nginx_conf(const std::filesystem::path& dir, int port, const std::vector<int>& ports) {
+  std::string servers;
+  for (int p : ports) servers += "    server 127.0.0.1:" + std::to_string(p) + " max_fails=1 fail_timeout=60s;\n";
+  return "daemon off;\nworker_processes 1;\npid " + (dir / "nginx.pid").string() + ";\nerror_log " +
+         (dir / "error.log").string() +
+         ";\nevents { worker_connections 256; }\nhttp {\n  access_log off;\n"
+         "  client_body_temp_path " + (dir / "body").string() + ";\n  proxy_temp_path " + (dir / "proxy").string() +
+         ";\n"
+         "  map $http_x_conversation_id $snapvk_key { \"\" $request_id; default $http_x_conversation_id; }\n"
+         "  upstream snapvk {\n    hash $snapvk_key consistent;\n" + servers +
+         "    keepalive 16;\n  }\n  server {\n    listen 127.0.0.1:" + std::to_string(port) +
+         ";\n    location / {\n      proxy_pass http://snapvk;\n      proxy_http_version 1.1;\n"
+         "      proxy_set_header Connection \"\";\n      proxy_buffering off;\n      proxy_read_timeout 600s;\n"
+         "      proxy_next_upstream error timeout http_503 non_idempotent;\n    }\n  }\n}\n";
+}
+
+uint64_t served_2xx(int port) {
+  httplib::Client c("127.0.0.1", port);
+  auto res = c.Get("/metrics");
+  std::smatch m;
+  return res && std::regex_search(res->body, m, std::regex("snapvk_requests_total\\{status=\"2xx\"\\} ([0-9]+)"))
+             ? std::stoull(m[1])
+             : 0;
+}
+
+TEST(Serve, NginxRoutesEachConversationToTheProcessHoldingItsCache) {
+  const char* nginx = "/usr/sbin/nginx";
+  if (!std::filesystem::exists(nginx)) GTEST_SKIP() << "nginx is not installed (tools/install-deps.sh installs it)";
+  std::vector<std::pair<pid_t, int>> procs;
+  for (const char* name : {"lb_a", "lb_b", "lb_c"}) procs.push_back(spawn_serve(name, {"--parallel", "32"}));  // room for every conversation
+  struct Reap {  // whatever the test's outcome, no process outlives it
+    std::vector<pid_t> pids;
+    pid_t nginx = 0;  // SIGTERM: its master ends its workers (SIGKILL would leave them)
+    ~Reap() {
+      for (pid_t p : pids) kill(p, SIGKILL), waitpid(p, nullptr, 0);
+      if (nginx) kill(nginx, SIGTERM), waitpid(nginx, nullptr, 0);
+    }
+  } reap;
+  for (auto& [pid, port] : procs) {
+    reap.pids.push_back(pid);
+    ASSERT_GT(port, 0) << "a server did not start";
+  }
+  const std::filesystem::path dir = pack_dir("nginx");
+  const int lb = free_port();
+  std::ofstream(dir / "nginx.conf") << nginx_conf(dir, lb, {procs[0].second, procs[1].second, procs[2].second});
+  const std::vector<std::string> args = {nginx, "-p", dir.string(), "-c", (dir / "nginx.conf").string()};
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t nginx_pid = 0;
+  ASSERT_EQ(posix_spawn(&nginx_pid, nginx, nullptr, nullptr, argv.data(), environ), 0);
+  reap.nginx = nginx_pid;
+  int up = -1;
+  for (int i = 0; i < 300 && up < 0; ++i) {
+    up = connect_to(lb);
+    if (up < 0) std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_GE(up, 0) << slurp(dir / "error.log");
+  close(up);
+
+  httplib::Client c("127.0.0.1", lb);
+  c.set_read_timeout(300s);
+  // A chat turn: the conversation so far (an answer goes back as the assistant's message).
+  auto say = [&](const std::string& key, const json& messages) {
+    auto res = c.Post("/v1/chat/completions", {{"X-Conversation-Id", key}},
+                      json{{"messages", messages}, {"max_tokens", 6}}.dump(), "application/json");
+    EXPECT_TRUE(res && res->status == 200) << (res ? res->body : "no response");
+    return res && res->status == 200 ? json::parse(res->body) : json();
+  };
+  // Which process answered: the one whose answered count went up (one request at a time).
+  auto served_by = [&](std::vector<uint64_t>& before) {
+    for (size_t i = 0; i < procs.size(); ++i) {
+      const uint64_t now = served_2xx(procs[i].second);
+      if (now > before[i] + 1) return int(i);  // its /metrics request counted too
+    }
+    return -1;
+  };
+  // Twelve conversations: each one's second turn continues from the cache of the process that
+  // answered its first.
+  struct Conv {
+    std::string key;
+    json messages;
+    int proc = -1;
+    void turn(const json& answer, const std::string& next) {
+      messages.push_back({{"role", "assistant"}, {"content", answer["choices"][0]["message"]["content"]}});
+      messages.push_back({{"role", "user"}, {"content", next}});
+    }
+  };
+  auto user = [](const std::string& text) { return json::array({{{"role", "user"}, {"content", text}}}); };
+  std::vector<Conv> convs;
+  for (int k = 0; k < 12; ++k) {
+    Conv cv{"conversation-" + std::to_string(k), user("Lily had " + std::to_string(k + 2) + " red balls.")};
+    std::vector<uint64_t> before;
+    for (auto& pp : procs) before.push_back(served_2xx(pp.second));
+    cv.turn(say(cv.key, cv.messages), "What happened next?");
+    cv.proc = served_by(before);
+    ASSERT_GE(cv.proc, 0);
+    convs.push_back(cv);
+  }
+  std::set<int> used;
+  for (Conv& cv : convs) {
+    used.insert(cv.proc);
+    const json r = say(cv.key, cv.messages);
+    EXPECT_GT(r["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(), 0) << cv.key << " moved";
+    cv.turn(r, "And then?");
+  }
+  EXPECT_GE(used.size(), 2u) << "the conversations all hashed to one process";
+  // Draining process 0 (SIGTERM) while it streams an answer: it refuses connections, so nginx
+  // passes new conversations to the others, and the stream runs to its end.
+  const auto on0 = std::find_if(convs.begin(), convs.end(), [](const Conv& cv) { return cv.proc == 0; });
+  ASSERT_NE(on0, convs.end());
+  std::atomic<bool> streaming{false};
+  std::string stream;
+  std::thread reader([&] {
+    httplib::Client sc("127.0.0.1", lb);
+    sc.set_read_timeout(300s);
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.headers = {{"X-Conversation-Id", on0->key}};
+    req.body = json{{"prompt", "Once upon a time"}, {"max_tokens", 1500}, {"stream", true}}.dump();
+    req.content_receiver = [&](const char* d, size_t n, uint64_t, uint64_t) {
+      stream.append(d, n);
+      streaming = true;
+      return true;
+    };
+    sc.send(req);
+  });
+  for (int i = 0; i < 6000 && !streaming.load(); ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(kill(procs[0].first, SIGTERM), 0);
+  std::this_thread::sleep_for(100ms);
+  const uint64_t others = served_2xx(procs[1].second) + served_2xx(procs[2].second);
+  for (int k = 0; k < 6; ++k) EXPECT_EQ(say("new-" + std::to_string(k), user("Max ran"))["usage"]["completion_tokens"], 6);
+  // Six answers and the two /metrics reads each side of them (ours: one per process).
+  EXPECT_EQ(served_2xx(procs[1].second) + served_2xx(procs[2].second), others + 6 + 2);
+  reader.join();
+  EXPECT_NE(stream.find("data: [DONE]"), std::string::npos) << "the draining process cut its stream";
+  int wstatus = 0;
+  for (int i = 0; i < 600 && waitpid(procs[0].first, &wstatus, WNOHANG) == 0; ++i) std::this_thread::sleep_for(50ms);
+  EXPECT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+  reap.pids.erase(reap.pids.begin());
+  // Killing process 1 loses its conversations' caches only: process 2's continue from theirs;
+  // process 0's and 1's start over on a process still up.
+  kill(procs[1].first, SIGKILL);
+  waitpid(procs[1].first, nullptr, 0);
+  reap.pids.erase(reap.pids.begin());
+  for (Conv& cv : convs) {
+    const json r = say(cv.key, cv.messages);
+    ASSERT_TRUE(r.is_object()) << cv.key;
+    const int cached = r["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>();
+    if (cv.proc == 2)
+      EXPECT_GT(cached, 0) << cv.key << " lost its cache";
+    else
+      EXPECT_EQ(cached, 0) << cv.key;
+  }
 }
 
 }  // namespace

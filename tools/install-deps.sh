@@ -12,6 +12,7 @@ packages=(
   clang libclang-rt-14-dev llvm  # sanitizer build and libFuzzer (tools/test-sanitizers.sh)
   ccache  # rebuilds of unchanged sources are taken from its cache (tools/build.sh, test-sanitizers.sh)
   python3-venv  # the venv of the openai client test (below)
+  nginx-light   # the load-balancer test of several serve processes (Serve.NginxRoutes*)
 )
 
 missing=()

@@ -496,6 +496,19 @@ std::string HttpServer::metrics_text() {
   metric("snapvk_slots_processing", "gauge", "Slots running a request", st.active);
   metric("snapvk_sessions", "gauge", "Sessions held (running or kept for their conversation)", st.sessions);
   metric("snapvk_queue_length", "gauge", "Requests waiting for a slot or memory", st.queued);
+  // What routers and autoscalers read, under the names they look for (vLLM's and llama-server's
+  // "requests running/waiting", KV bytes used and left).
+  metric("snapvk_requests_running", "gauge", "Requests generating now (one per choice)", st.active);
+  metric("snapvk_requests_waiting", "gauge", "Requests queued for a slot or memory", st.queued);
+  // Used and available as admission counts them (set when a request is admitted, so a prefill
+  // under way counts already): the sessions' caches and activations, and what the budget leaves.
+  metric("snapvk_kv_cache_used_bytes", "gauge", "Device bytes admission counts for the sessions (caches, activations)",
+         st.reserved_bytes);
+  if (st.available_bytes)  // with --max-device-memory: what admission may still give new sessions
+    metric("snapvk_kv_cache_available_bytes", "gauge", "Device bytes the budget leaves for more sessions",
+           st.available_bytes > st.reserved_bytes ? st.available_bytes - st.reserved_bytes : 0);
+  metric("snapvk_draining", "gauge", "1 once SIGTERM came: no new connections, the requests in flight finish",
+         stopping_.load() ? 1 : 0);
   if (packs_) {
     const PackLibrary::Stats ps = packs_->stats();
     metric("snapvk_packs_cached", "gauge", "Knowledge packs kept read in memory", ps.packs);

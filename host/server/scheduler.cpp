@@ -289,9 +289,10 @@ bool Scheduler::admit(const std::shared_ptr<Job>& job) {
     if (!s->job)
       if (auto p = continuation(*s, *job); p && (!plan || p->cached > plan->cached)) target = s.get(), plan = p;
   if (!plan) {
-    // A fresh start: an idle slot with the same policy (its session is reused), else an empty
-    // one, else the least recently used idle session makes way.
-    auto rank = [&](const Slot& s) { return s.session ? (s.kv == job->req.kv ? 2 : 0) : 1; };
+    // A fresh start: an empty slot, so that the conversations the idle sessions hold can still
+    // come back to them; else the least recently used idle session makes way (one with the same
+    // policy first: its session is reused as it is).
+    auto rank = [&](const Slot& s) { return s.session ? (s.kv == job->req.kv ? 1 : 0) : 2; };
     for (auto& s : slots_)
       if (!s->job &&
           (!target || rank(*s) > rank(*target) || (rank(*s) == rank(*target) && s->last_used < target->last_used)))
