@@ -9,8 +9,14 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cmath>
 #include <chrono>
 
 #include <filesystem>
@@ -18,6 +24,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -267,7 +274,13 @@ TEST(Serve, BadRequestsGet4xxWithTheirReason) {
       {chat, "{" + msgs + R"(, "seed": "x"})", 400, "seed"},
       {chat, "{" + msgs + R"(, "stop": [1]})", 400, "stop"},
       {chat, "{" + msgs + R"(, "stop": ["a", "b", "c", "d", "e"]})", 400, "stop"},
-      {chat, "{" + msgs + R"(, "n": 2})", 400, "n"},
+      {chat, "{" + msgs + R"(, "n": 0})", 400, "n"},
+      {chat, "{" + msgs + R"(, "n": 1000})", 400, "n"},
+      {chat, "{" + msgs + R"(, "logprobs": 3})", 400, "logprobs"},
+      {chat, "{" + msgs + R"(, "top_logprobs": 3})", 400, "top_logprobs"},
+      {chat, "{" + msgs + R"(, "logprobs": true, "top_logprobs": 21})", 400, "top_logprobs"},
+      {chat, "{" + msgs + R"(, "logprobs": true, "stream": true})", 400, "logprobs"},
+      {chat, "{" + msgs + R"(, "max_tokens": 0})", 400, "max_tokens"},
       {chat, "{" + msgs + R"(, "stream": "yes"})", 400, "stream"},
       {chat, "{" + msgs + R"(, "model": "gpt-4"})", 404, "model"},
       {chat, "{" + msgs + R"(, "kv_policy": "magic"})", 400, "kv_policy"},
@@ -278,7 +291,18 @@ TEST(Serve, BadRequestsGet4xxWithTheirReason) {
       {chat, "{" + msgs + R"(, "pack": "docs"})", 400, "pack"},
       {cmpl, R"({"prompt": 42})", 400, "prompt"},
       {cmpl, R"({"prompt": ""})", 400, "prompt"},
-      {cmpl, R"({"prompt": "hi", "logprobs": 3})", 400, "logprobs"},
+      {cmpl, R"({"prompt": "hi", "logprobs": 21})", 400, "logprobs"},
+      {cmpl, R"({"prompt": "hi", "logprobs": "3"})", 400, "logprobs"},
+      {cmpl, R"({"prompt": "hi", "echo": true, "stream": true})", 400, "echo"},
+      {cmpl, R"({"prompt": "hi", "echo": true, "logprobs": 1, "kv_policy": "snapkv", "kv_budget": 64})", 400, "echo"},
+      {cmpl, R"({"prompt": "hi", "max_tokens": 0})", 400, "max_tokens"},
+      {cmpl, R"({"prompt": []})", 400, "prompt"},
+      {cmpl, R"({"prompt": [1, -2]})", 400, "prompt"},
+      {cmpl, R"({"prompt": [1, 2.5]})", 400, "prompt"},
+      {cmpl, R"({"prompt": [[1, 2], []]})", 400, "prompt"},
+      {cmpl, R"({"prompt": ["a", 3]})", 400, "prompt"},
+      {cmpl, R"({"prompt": [1, 99999999]})", 400, "prompt"},
+      {cmpl, R"({"prompt": ["a", "b"], "n": 100})", 400, "n"},
       {cmpl, R"({"prompt": ")" + std::string(70000, 'a') + R"("})", 413, ""},
   };
   auto c = ts.client();
@@ -550,6 +574,20 @@ TEST(Serve, ConcurrentStreamsDecodeTogetherAndAnswerAsAlone) {
   EXPECT_EQ(seqs, 4u * 24u);  // every answer token enters its cache (a next turn continues from it)
 }
 
+// A loopback connection to `port`: its descriptor, or -1 with errno set.
+int connect_to(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(uint16_t(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) return fd;
+  const int err = errno;
+  close(fd);
+  errno = err;
+  return -1;
+}
+
 TEST(Serve, SigtermFinishesTheStreamInFlightAndExits) {
   const std::string log = testing::TempDir() + "serve_sigterm.log";
   const std::vector<std::string> args = {cli_path(), "serve", "-m", model_path(kStories), "--port", "0", "--temp", "0"};
@@ -576,14 +614,16 @@ TEST(Serve, SigtermFinishesTheStreamInFlightAndExits) {
   httplib::Client c("127.0.0.1", port);
   c.set_read_timeout(300s);
   std::atomic<size_t> got{0};
+  std::atomic<bool> ended{false};
   std::string stream;
   std::thread reader([&] {
     httplib::Request req;
     req.method = "POST";
     req.path = "/v1/completions";
-    req.body = json{{"prompt", "Once upon a time"}, {"max_tokens", 300}, {"stream", true}}.dump();
+    req.body = json{{"prompt", "Once upon a time"}, {"max_tokens", 1500}, {"stream", true}}.dump();
     req.content_receiver = [&](const char* d, size_t n, uint64_t, uint64_t) {
       stream.append(d, n);
+      if (stream.find("data: [DONE]") != std::string::npos) ended = true;
       got += n;
       return true;
     };
@@ -591,6 +631,16 @@ TEST(Serve, SigtermFinishesTheStreamInFlightAndExits) {
   });
   for (int i = 0; i < 6000 && got.load() == 0; ++i) std::this_thread::sleep_for(10ms);
   ASSERT_EQ(kill(pid, SIGTERM), 0);
+  // New connections are refused at once, while the stream goes on.
+  int refused = -1;
+  for (int i = 0; i < 500 && refused != ECONNREFUSED; ++i) {
+    const int fd = connect_to(port);
+    refused = fd < 0 ? errno : 0;
+    if (fd >= 0) close(fd);
+    std::this_thread::sleep_for(2ms);
+  }
+  EXPECT_EQ(refused, ECONNREFUSED);
+  EXPECT_FALSE(ended.load()) << "the stream ended before the check";
   reader.join();
   int wstatus = 0;
   for (int i = 0; i < 600 && waitpid(pid, &wstatus, WNOHANG) == 0; ++i) std::this_thread::sleep_for(100ms);
@@ -881,6 +931,380 @@ TEST(Serve, PacksOptionNeedsADirectoryAndAServerWithoutItRefusesPack) {
   const json e = ts.post("/v1/completions", {{"prompt", "a"}, {"pack", "story"}}, 400);
   EXPECT_EQ(e["error"]["param"], "pack");
   EXPECT_EQ(e["error"]["code"], "packs_disabled");
+}
+
+// ---- what real clients send: token-id prompts, several choices, seed, logprobs, echo ----
+
+double log_softmax_at(std::span<const float> logits, int32_t token) {
+  double mx = -INFINITY, sum = 0;
+  for (float v : logits) mx = std::max(mx, double(v));
+  for (float v : logits) sum += std::exp(double(v) - mx);
+  return double(logits[size_t(token)]) - mx - std::log(sum);
+}
+
+TEST(Serve, TokenIdPromptsSeveralChoicesAndSeed) {
+  TestServer ts(kStories);
+  const std::string prompt = "Once upon a time";
+  const std::vector<int32_t> ids = ts.model.tokenizer().encode(prompt, true);  // BOS included: given verbatim
+  const json text = ts.post("/v1/completions", {{"prompt", prompt}, {"max_tokens", 12}});
+  const json by_ids = ts.post("/v1/completions", {{"prompt", ids}, {"max_tokens", 12}});
+  EXPECT_EQ(by_ids["choices"][0]["text"], text["choices"][0]["text"]);
+  EXPECT_EQ(by_ids["usage"]["prompt_tokens"], ids.size());
+  // An array of prompts (texts and token-id arrays): one choice each, in order.
+  const json many = ts.post("/v1/completions", {{"prompt", {ids, "Lily"}}, {"max_tokens", 12}});
+  ASSERT_EQ(many["choices"].size(), 2u);
+  EXPECT_EQ(many["choices"][0]["index"], 0);
+  EXPECT_EQ(many["choices"][1]["index"], 1);
+  EXPECT_EQ(many["choices"][0]["text"], text["choices"][0]["text"]);
+  EXPECT_EQ(many["choices"][1]["text"], direct_greedy(ts.model, "Lily", 12));
+  EXPECT_EQ(many["usage"]["completion_tokens"], 24);
+  // Sampling: the same seed gives the same choices; n gives several.
+  const json sampled = {{"prompt", prompt}, {"max_tokens", 16}, {"temperature", 1.0}, {"seed", 1234}, {"n", 3}};
+  const json a = ts.post("/v1/completions", sampled), b = ts.post("/v1/completions", sampled);
+  ASSERT_EQ(a["choices"].size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(a["choices"][i]["text"], b["choices"][i]["text"]) << i;
+  EXPECT_TRUE(a["choices"][0]["text"] != a["choices"][1]["text"] || a["choices"][1]["text"] != a["choices"][2]["text"]);
+  // Streamed, the choices come interleaved, each with its index and its own end.
+  json sbody = sampled;
+  sbody["stream"] = true;
+  std::vector<std::string> texts(3);
+  int ends = 0;
+  for (const std::string& e : ts.stream("/v1/completions", sbody)) {
+    if (e == "[DONE]") break;
+    const json c = json::parse(e)["choices"][0];
+    texts[c["index"].get<size_t>()] += c["text"].get<std::string>();
+    ends += !c["finish_reason"].is_null();
+  }
+  EXPECT_EQ(ends, 3);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(texts[i], a["choices"][i]["text"]) << i;
+  // Chat takes n too.
+  const json chat = ts.post("/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "hi"}}}},
+                                                     {"max_tokens", 4}, {"n", 2}});
+  EXPECT_EQ(chat["choices"].size(), 2u);
+  EXPECT_EQ(chat["choices"][0]["message"]["content"], chat["choices"][1]["message"]["content"]);  // greedy
+}
+
+TEST(Serve, LogprobsAreTheLogSoftmaxOfTheSessionsLogits) {
+  TestServer ts(kStories);
+  const std::string prompt = "Once upon a time";
+  const std::vector<int32_t> ids = ts.model.tokenizer().encode(prompt, true);
+  constexpr uint32_t kTokens = 8;
+  const json r = ts.post("/v1/completions", {{"prompt", prompt}, {"max_tokens", kTokens}, {"logprobs", 3}});
+  const json& lp = r["choices"][0]["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), kTokens) << r.dump();
+  // The greedy tokens and their log-softmax from a session run directly.
+  Session s(ts.model, SessionOptions{});
+  std::span<const float> logits = s.prefill(ids);
+  std::string text;
+  for (uint32_t i = 0; i < kTokens; ++i) {
+    const int32_t t = argmax(logits);
+    const std::string piece = ts.model.tokenizer().token_to_piece(t);
+    EXPECT_EQ(lp["tokens"][i], piece) << i;
+    EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), log_softmax_at(logits, t), 1e-3) << i;
+    EXPECT_EQ(lp["text_offset"][i], text.size()) << i;
+    ASSERT_TRUE(lp["top_logprobs"][i].is_object());
+    EXPECT_EQ(lp["top_logprobs"][i].size(), 3u);
+    EXPECT_NEAR(lp["top_logprobs"][i][piece].get<double>(), log_softmax_at(logits, t), 1e-3) << i;  // greedy: the top one
+    text += piece;
+    logits = s.decode(t);
+  }
+  EXPECT_EQ(r["choices"][0]["text"], text);
+  // Chat: {token, logprob, bytes, top_logprobs} per answer token.
+  const json c = ts.post("/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "hi"}}}},
+                                                  {"max_tokens", 6}, {"logprobs", true}, {"top_logprobs", 2}});
+  const json& content = c["choices"][0]["logprobs"]["content"];
+  ASSERT_TRUE(content.is_array()) << c.dump();
+  std::string joined;
+  for (const json& t : content) {
+    joined += t["token"].get<std::string>();
+    ASSERT_EQ(t["top_logprobs"].size(), 2u);
+    EXPECT_EQ(t["top_logprobs"][0]["token"], t["token"]);
+    EXPECT_NEAR(t["top_logprobs"][0]["logprob"].get<double>(), t["logprob"].get<double>(), 1e-6);
+    EXPECT_EQ(t["bytes"].size(), t["token"].get<std::string>().size());
+    EXPECT_LE(t["logprob"].get<double>(), 0.0);
+  }
+  EXPECT_EQ(joined, c["choices"][0]["message"]["content"]);
+}
+
+TEST(Serve, EchoScoresThePromptAsPrefixesOfASessionDo) {
+  TestServer ts(kStories);
+  const std::vector<int32_t> ids = ts.model.tokenizer().encode("Lily saw a big red ball", true);
+  // As lm-evaluation-harness asks: token ids, echo, one token, logprobs 1.
+  const json r = ts.post("/v1/completions", {{"prompt", {ids, ids}}, {"max_tokens", 1}, {"echo", true}, {"logprobs", 1}});
+  ASSERT_EQ(r["choices"].size(), 2u);
+  const json& lp = r["choices"][0]["logprobs"];
+  ASSERT_EQ(lp["token_logprobs"].size(), ids.size() + 1) << r.dump();
+  EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+  EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+  std::string text;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    text += ts.model.tokenizer().token_to_piece(ids[i]);
+    if (i == 0) continue;
+    Session s(ts.model, SessionOptions{});
+    const std::span<const float> logits = s.prefill(std::span(ids).first(i));
+    EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), log_softmax_at(logits, ids[i]), 1e-3) << i;
+  }
+  const std::string answer = direct_greedy(ts.model, "Lily saw a big red ball", 1);
+  EXPECT_EQ(r["choices"][0]["text"], text + answer);
+  EXPECT_EQ(r["choices"][1]["logprobs"], lp);
+  // No answer at all: the prompt scored alone.
+  const json z = ts.post("/v1/completions", {{"prompt", ids}, {"max_tokens", 0}, {"echo", true}, {"logprobs", 0}});
+  EXPECT_EQ(z["choices"][0]["logprobs"]["token_logprobs"].size(), ids.size());
+  EXPECT_EQ(z["choices"][0]["text"], text);
+  EXPECT_EQ(z["usage"]["completion_tokens"], 0);
+  // The slot's scoring session makes way for a plain request, which still answers as alone.
+  EXPECT_EQ(ts.post("/v1/completions", {{"prompt", "Lily"}, {"max_tokens", 8}})["choices"][0]["text"],
+            direct_greedy(ts.model, "Lily", 8));
+}
+
+// ---- disconnects, SIGTERM, the packs kept in memory ----
+
+TEST(Serve, ANonStreamedRequestIsCancelledWhenItsClientLeaves) {
+  TestServer ts("SmolLM2-135M-Instruct.Q4_1.gguf");
+  const int fd = connect_to(ts.port);
+  ASSERT_GE(fd, 0);
+  // Thousands of tokens: minutes on this model, unless cancelled.
+  const std::string body = json{{"prompt", "Once upon a time"}, {"max_tokens", 4000}}.dump();
+  const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " +
+                          std::to_string(body.size()) + "\r\n\r\n" + body;
+  ASSERT_EQ(write(fd, req.data(), req.size()), ssize_t(req.size()));
+  for (int i = 0; i < 3000 && ts.metric("snapvk_slots_processing") != "1"; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(ts.metric("snapvk_slots_processing"), "1");
+  // The load figures routers read.
+  EXPECT_EQ(ts.metric("snapvk_requests_running"), "1");
+  EXPECT_EQ(ts.metric("snapvk_requests_waiting"), "0");
+  EXPECT_GT(std::stoull(ts.metric("snapvk_kv_cache_used_bytes")), 0u);
+  EXPECT_EQ(ts.metric("snapvk_draining"), "0");
+  std::this_thread::sleep_for(300ms);  // generating
+  close(fd);
+  const auto t0 = std::chrono::steady_clock::now();
+  while (ts.metric("snapvk_slots_processing") != "0" && std::chrono::steady_clock::now() - t0 < 10s)
+    std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(ts.metric("snapvk_slots_processing"), "0") << "still generating after its client left";
+  EXPECT_EQ(ts.metric("snapvk_requests_cancelled_total"), "1");
+  EXPECT_EQ(ts.metric("snapvk_completion_tokens_total"), "0");  // never answered
+  // The slot serves the next request.
+  EXPECT_EQ(ts.post("/v1/completions", {{"prompt", "Paris is"}, {"max_tokens", 2}})["usage"]["completion_tokens"], 2);
+}
+
+TEST(Serve, PacksInMemoryAreBoundedLeastRecentlyUsedFirst) {
+  const auto dir = pack_dir("lru");
+  server::ServerOptions o;
+  o.packs_dir = dir.string();
+  o.packs_cache_bytes = 1;  // room for one pack: the last one read
+  TestServer ts(kStories, o);
+  write_doc_pack(ts.model, dir, "story", kStoryDoc, KvPolicyOptions{});
+  write_doc_pack(ts.model, dir, "other", kOtherDoc, KvPolicyOptions{});
+  auto ask = [&](const char* pack) {
+    return ts.post("/v1/completions", {{"prompt", " Then"}, {"pack", pack}, {"max_tokens", 4}})["choices"][0]["text"];
+  };
+  const json story = ask("story");
+  EXPECT_EQ(ts.metric("snapvk_packs_cached"), "1");
+  EXPECT_EQ(ts.metric("snapvk_pack_loads_total"), "1");
+  EXPECT_EQ(ts.metric("snapvk_packs_cached_bytes"), std::to_string(std::filesystem::file_size(dir / "story.svkv")));
+  ask("story");  // kept: not read again
+  EXPECT_EQ(ts.metric("snapvk_pack_loads_total"), "1");
+  ask("other");
+  EXPECT_EQ(ts.metric("snapvk_packs_cached"), "1");
+  EXPECT_EQ(ts.metric("snapvk_pack_evictions_total"), "1");
+  EXPECT_EQ(ask("story"), story);  // read again, the same answer
+  EXPECT_EQ(ts.metric("snapvk_pack_loads_total"), "3");
+  EXPECT_EQ(ts.metric("snapvk_pack_evictions_total"), "2");
+}
+
+// ---- several processes behind nginx (docs/server.md "Past one process") ----
+
+// `snapvk serve` as a process on a free loopback port: its pid and port (0: it did not start).
+std::pair<pid_t, int> spawn_serve(const std::string& name, std::vector<std::string> extra = {}) {
+  const std::string log = testing::TempDir() + name + ".log";
+  std::vector<std::string> args = {cli_path(), "serve", "-m", model_path(kStories), "--port", "0", "--temp", "0"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  pid_t pid = 0;
+  if (posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) != 0) pid = 0;
+  posix_spawn_file_actions_destroy(&fa);
+  for (int i = 0; pid && i < 600; ++i) {
+    std::smatch m;
+    const std::string text = slurp(log);
+    if (std::regex_search(text, m, std::regex("http://127\\.0\\.0\\.1:([0-9]+)"))) return {pid, std::stoi(m[1])};
+    std::this_thread::sleep_for(100ms);
+  }
+  return {pid, 0};
+}
+
+int free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+// The nginx configuration of docs/server.md for `ports`, listening on `port`, its files in `dir`.
+std::string nginx_conf(const std::filesystem::path& dir, int port, const std::vector<int>& ports) {
+  std::string servers;
+  for (int p : ports) servers += "    server 127.0.0.1:" + std::to_string(p) + " max_fails=1 fail_timeout=60s;\n";
+  return "daemon off;\nworker_processes 1;\npid " + (dir / "nginx.pid").string() + ";\nerror_log " +
+         (dir / "error.log").string() +
+         ";\nevents { worker_connections 256; }\nhttp {\n  access_log off;\n"
+         "  client_body_temp_path " + (dir / "body").string() + ";\n  proxy_temp_path " + (dir / "proxy").string() +
+         ";\n"
+         "  map $http_x_conversation_id $snapvk_key { \"\" $request_id; default $http_x_conversation_id; }\n"
+         "  upstream snapvk {\n    hash $snapvk_key consistent;\n" + servers +
+         "    keepalive 16;\n  }\n  server {\n    listen 127.0.0.1:" + std::to_string(port) +
+         ";\n    location / {\n      proxy_pass http://snapvk;\n      proxy_http_version 1.1;\n"
+         "      proxy_set_header Connection \"\";\n      proxy_buffering off;\n      proxy_read_timeout 600s;\n"
+         "      proxy_next_upstream error timeout http_503 non_idempotent;\n    }\n  }\n}\n";
+}
+
+uint64_t served_2xx(int port) {
+  httplib::Client c("127.0.0.1", port);
+  auto res = c.Get("/metrics");
+  std::smatch m;
+  return res && std::regex_search(res->body, m, std::regex("snapvk_requests_total\\{status=\"2xx\"\\} ([0-9]+)"))
+             ? std::stoull(m[1])
+             : 0;
+}
+
+TEST(Serve, NginxRoutesEachConversationToTheProcessHoldingItsCache) {
+  const char* nginx = "/usr/sbin/nginx";
+  if (!std::filesystem::exists(nginx)) GTEST_SKIP() << "nginx is not installed (tools/install-deps.sh installs it)";
+  std::vector<std::pair<pid_t, int>> procs;
+  for (const char* name : {"lb_a", "lb_b", "lb_c"}) procs.push_back(spawn_serve(name, {"--parallel", "32"}));  // room for every conversation
+  struct Reap {  // whatever the test's outcome, no process outlives it
+    std::vector<pid_t> pids;
+    pid_t nginx = 0;  // SIGTERM: its master ends its workers (SIGKILL would leave them)
+    ~Reap() {
+      for (pid_t p : pids) kill(p, SIGKILL), waitpid(p, nullptr, 0);
+      if (nginx) kill(nginx, SIGTERM), waitpid(nginx, nullptr, 0);
+    }
+  } reap;
+  for (auto& [pid, port] : procs) {
+    reap.pids.push_back(pid);
+    ASSERT_GT(port, 0) << "a server did not start";
+  }
+  const std::filesystem::path dir = pack_dir("nginx");
+  const int lb = free_port();
+  std::ofstream(dir / "nginx.conf") << nginx_conf(dir, lb, {procs[0].second, procs[1].second, procs[2].second});
+  const std::vector<std::string> args = {nginx, "-p", dir.string(), "-c", (dir / "nginx.conf").string()};
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t nginx_pid = 0;
+  ASSERT_EQ(posix_spawn(&nginx_pid, nginx, nullptr, nullptr, argv.data(), environ), 0);
+  reap.nginx = nginx_pid;
+  int up = -1;
+  for (int i = 0; i < 300 && up < 0; ++i) {
+    up = connect_to(lb);
+    if (up < 0) std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_GE(up, 0) << slurp(dir / "error.log");
+  close(up);
+
+  httplib::Client c("127.0.0.1", lb);
+  c.set_read_timeout(300s);
+  // A chat turn: the conversation so far (an answer goes back as the assistant's message).
+  auto say = [&](const std::string& key, const json& messages) {
+    auto res = c.Post("/v1/chat/completions", {{"X-Conversation-Id", key}},
+                      json{{"messages", messages}, {"max_tokens", 6}}.dump(), "application/json");
+    EXPECT_TRUE(res && res->status == 200) << (res ? res->body : "no response");
+    return res && res->status == 200 ? json::parse(res->body) : json();
+  };
+  // Which process answered: the one whose answered count went up (one request at a time).
+  auto served_by = [&](std::vector<uint64_t>& before) {
+    for (size_t i = 0; i < procs.size(); ++i) {
+      const uint64_t now = served_2xx(procs[i].second);
+      if (now > before[i] + 1) return int(i);  // its /metrics request counted too
+    }
+    return -1;
+  };
+  // Twelve conversations: each one's second turn continues from the cache of the process that
+  // answered its first.
+  struct Conv {
+    std::string key;
+    json messages;
+    int proc = -1;
+    void turn(const json& answer, const std::string& next) {
+      messages.push_back({{"role", "assistant"}, {"content", answer["choices"][0]["message"]["content"]}});
+      messages.push_back({{"role", "user"}, {"content", next}});
+    }
+  };
+  auto user = [](const std::string& text) { return json::array({{{"role", "user"}, {"content", text}}}); };
+  std::vector<Conv> convs;
+  for (int k = 0; k < 12; ++k) {
+    Conv cv{"conversation-" + std::to_string(k), user("Lily had " + std::to_string(k + 2) + " red balls.")};
+    std::vector<uint64_t> before;
+    for (auto& pp : procs) before.push_back(served_2xx(pp.second));
+    cv.turn(say(cv.key, cv.messages), "What happened next?");
+    cv.proc = served_by(before);
+    ASSERT_GE(cv.proc, 0);
+    convs.push_back(cv);
+  }
+  std::set<int> used;
+  for (Conv& cv : convs) {
+    used.insert(cv.proc);
+    const json r = say(cv.key, cv.messages);
+    EXPECT_GT(r["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>(), 0) << cv.key << " moved";
+    cv.turn(r, "And then?");
+  }
+  EXPECT_GE(used.size(), 2u) << "the conversations all hashed to one process";
+  // Draining process 0 (SIGTERM) while it streams an answer: it refuses connections, so nginx
+  // passes new conversations to the others, and the stream runs to its end.
+  const auto on0 = std::find_if(convs.begin(), convs.end(), [](const Conv& cv) { return cv.proc == 0; });
+  ASSERT_NE(on0, convs.end());
+  std::atomic<bool> streaming{false};
+  std::string stream;
+  std::thread reader([&] {
+    httplib::Client sc("127.0.0.1", lb);
+    sc.set_read_timeout(300s);
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.headers = {{"X-Conversation-Id", on0->key}};
+    req.body = json{{"prompt", "Once upon a time"}, {"max_tokens", 1500}, {"stream", true}}.dump();
+    req.content_receiver = [&](const char* d, size_t n, uint64_t, uint64_t) {
+      stream.append(d, n);
+      streaming = true;
+      return true;
+    };
+    sc.send(req);
+  });
+  for (int i = 0; i < 6000 && !streaming.load(); ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(kill(procs[0].first, SIGTERM), 0);
+  std::this_thread::sleep_for(100ms);
+  const uint64_t others = served_2xx(procs[1].second) + served_2xx(procs[2].second);
+  for (int k = 0; k < 6; ++k) EXPECT_EQ(say("new-" + std::to_string(k), user("Max ran"))["usage"]["completion_tokens"], 6);
+  // Six answers and the two /metrics reads each side of them (ours: one per process).
+  EXPECT_EQ(served_2xx(procs[1].second) + served_2xx(procs[2].second), others + 6 + 2);
+  reader.join();
+  EXPECT_NE(stream.find("data: [DONE]"), std::string::npos) << "the draining process cut its stream";
+  int wstatus = 0;
+  for (int i = 0; i < 600 && waitpid(procs[0].first, &wstatus, WNOHANG) == 0; ++i) std::this_thread::sleep_for(50ms);
+  EXPECT_TRUE(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0);
+  reap.pids.erase(reap.pids.begin());
+  // Killing process 1 loses its conversations' caches only: process 2's continue from theirs;
+  // process 0's and 1's start over on a process still up.
+  kill(procs[1].first, SIGKILL);
+  waitpid(procs[1].first, nullptr, 0);
+  reap.pids.erase(reap.pids.begin());
+  for (Conv& cv : convs) {
+    const json r = say(cv.key, cv.messages);
+    ASSERT_TRUE(r.is_object()) << cv.key;
+    const int cached = r["usage"]["prompt_tokens_details"]["cached_tokens"].get<int>();
+    if (cv.proc == 2)
+      EXPECT_GT(cached, 0) << cv.key << " lost its cache";
+    else
+      EXPECT_EQ(cached, 0) << cv.key;
+  }
 }
 
 }  // namespace

@@ -124,6 +124,10 @@ Runner add_serve(CLI::App& app, const Globals& g) {
   app.add_option("--chat-template", s.chat_template, "Chat template instead of the model's: chatml, llama3, ...");
   app.add_option("--packs", o->packs,
                  "Directory of knowledge packs (snapvk pack, *.svkv): a request's \"pack\" names one by its file stem");
+  app.add_option("--packs-cache", s.packs_cache_bytes,
+                 "Bytes of packs kept read in memory (least recently used let go first)")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t(1), uint64_t(1) << 50));
   app.add_option("-n,--n-predict", o->n_predict,
                  "Tokens per answer when a request gives no max_tokens (<= 0: until the context is full)")
       ->capture_default_str();

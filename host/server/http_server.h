@@ -23,6 +23,7 @@ struct ServerOptions {
   uint32_t http_threads = 0;         // 0: slots + queue + 8 (a waiting request holds a thread)
   std::string chat_template;         // a template name instead of the model's (empty: the model's)
   std::string packs_dir;             // --packs: the knowledge packs requests may name (empty: none)
+  uint64_t packs_cache_bytes = PackLibrary::kDefaultMaxBytes;  // --packs-cache: packs kept read in memory
   SchedulerOptions scheduler;
   RequestDefaults defaults;  // defaults.model_id: the name /v1/models lists
 };
@@ -45,10 +46,12 @@ class HttpServer {
   int bind();
   // Serves until stop(); then the requests in flight have been answered.
   void listen();
-  // Graceful stop: new generation requests get 503 at once; when the requests in flight (streams
-  // included) have been answered, stops listening and listen() returns. Any thread.
+  // Graceful stop: stops listening at once (new connections are refused; a request on a
+  // connection kept alive gets 503) and returns when the requests in flight (streams included)
+  // have been answered; listen() returns once the open connections have closed. Any thread.
   void drain();
-  // Stops listening now (httplib ends the streams still running). Any thread.
+  // Stops listening now (httplib ends the streams still running; after drain(), nothing more).
+  // Any thread.
   void stop();
   // After listen() returned: lets queued and running jobs end and the slot threads exit.
   void shutdown();
@@ -62,8 +65,10 @@ class HttpServer {
   // Runs a handler body: an ApiError or snapvk::Error becomes its OpenAI error response.
   template <class F>
   void guarded(void* res, F&& body);
-  void generation(const std::string& body, void* res, bool chat);
-  void stream(const std::shared_ptr<Job>& job, void* res);
+  struct StreamState;
+  void generation(const void* req, void* res, bool chat);
+  void stream(const std::vector<std::shared_ptr<Job>>& jobs, void* res);
+  bool stream_step(StreamState& st, void* sink);
   void count(int status);
   void count_outcome(const Outcome& o);
 

@@ -10,6 +10,9 @@ namespace snapvk::server {
 
 namespace {
 
+constexpr int64_t kMaxChoices = 128;     // choices one request may ask for (prompts times n)
+constexpr int64_t kMaxTopLogprobs = 20;  // alternatives per token, OpenAI's bound for chat
+
 const char* type_of_status(int status) {
   switch (status) {
     case 401: return "authentication_error";
@@ -135,7 +138,7 @@ void parse_kv(const json& j, GenerationRequest& r) {
 }
 
 // The fields both endpoints share.
-GenerationRequest parse_common(const json& j, const RequestDefaults& d) {
+GenerationRequest parse_common(const json& j, const RequestDefaults& d, bool chat) {
   GenerationRequest r;
   if (auto m = get_string(j, "model"); m && *m != d.model_id)
     throw ApiError(404, "the model '" + *m + "' does not exist (this server has '" + d.model_id + "')", "model",
@@ -144,18 +147,18 @@ GenerationRequest parse_common(const json& j, const RequestDefaults& d) {
     check_pack_name(*p);
     r.pack = *p;
   }
-  if (auto n = get_int(j, "n", 1, INT32_MAX); n && *n != 1)
-    bad("n", "n must be 1: this server generates one choice per request", "unsupported");
-  if (get_bool(j, "logprobs").value_or(false) || (field(j, "logprobs") && field(j, "logprobs")->is_number()))
-    bad("logprobs", "logprobs are not supported", "unsupported");
+  r.n = uint32_t(get_int(j, "n", 1, kMaxChoices).value_or(1));
   if (const json* t = field(j, "tools"); t && !(t->is_array() && t->empty()))
     bad("tools", "tool calls are not supported", "unsupported");
   for (const char* p : {"presence_penalty", "frequency_penalty"})
     if (get_number(j, p, -2, 2).value_or(0) != 0)
       bad(p, std::string(p) + " is not supported (use repeat_penalty)", "unsupported");
   r.max_tokens = d.max_tokens;
+  // Completion with echo: an answer of no tokens asks to score the prompt (what evaluation
+  // harnesses send).
+  r.echo = !chat && get_bool(j, "echo").value_or(false);
   for (const char* name : {"max_tokens", "max_completion_tokens"})
-    if (auto m = get_int(j, name, 1, kMaxContext)) r.max_tokens = uint32_t(*m);
+    if (auto m = get_int(j, name, r.echo ? 0 : 1, kMaxContext)) r.max_tokens = uint32_t(*m);
   r.sampler = d.sampler;
   if (auto t = get_number(j, "temperature", 0, 2)) r.sampler.temp = float(*t);
   if (auto p = get_number(j, "top_p", 0, 1)) r.sampler.top_p = float(*p);
@@ -172,6 +175,58 @@ GenerationRequest parse_common(const json& j, const RequestDefaults& d) {
   r.kv = d.kv;
   parse_kv(j, r);
   return r;
+}
+
+// What streaming and scoring a prompt cannot go with (after the endpoint's own fields).
+void check_logprobs(const GenerationRequest& r) {
+  if (r.stream && r.logprobs >= 0) bad("logprobs", "logprobs are not streamed: ask without stream", "unsupported");
+  if (r.stream && r.echo) bad("echo", "echo is not streamed: ask without stream", "unsupported");
+  if (!r.score_prompt()) return;
+  // Scoring the prompt needs the logits after each of its tokens, which a compressed or a
+  // pack's cache never had.
+  if (r.kv.compresses())
+    bad("echo", "echo with logprobs scores every prompt token: it needs kv_policy full (the request's is " +
+                    std::string(kv_policy_name(r.kv.policy)) + ")");
+  if (!r.pack.empty()) bad("echo", "echo with logprobs does not go with pack: the pack's tokens were never scored");
+}
+
+// "prompt": a text, token ids, or an array of texts or of token-id arrays (one choice each).
+std::vector<std::variant<std::string, std::vector<int32_t>>> parse_prompts(const json& j) {
+  const json* p = field(j, "prompt");
+  if (!p) bad("prompt", "prompt is required", "missing_field");
+  const char* shape = "prompt must be a string, an array of token ids, or an array of strings or of token-id arrays";
+  auto ids = [&](const json& a) {
+    std::vector<int32_t> out;
+    for (const json& t : a) {
+      if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX)
+        bad("prompt", "a token id must be a non-negative integer", "invalid_type");
+      out.push_back(int32_t(t.get<int64_t>()));
+    }
+    if (out.empty()) bad("prompt", "a prompt of token ids must not be empty");
+    return out;
+  };
+  auto text = [&](const json& s) {
+    if (s.get_ref<const std::string&>().empty()) bad("prompt", "prompt must not be empty");
+    return s.get<std::string>();
+  };
+  std::vector<std::variant<std::string, std::vector<int32_t>>> out;
+  if (p->is_string()) {
+    out.push_back(text(*p));
+  } else if (p->is_array() && !p->empty() && (*p)[0].is_number()) {
+    out.push_back(ids(*p));
+  } else if (p->is_array() && !p->empty()) {
+    for (const json& e : *p) {
+      if (e.is_string())
+        out.push_back(text(e));
+      else if (e.is_array())
+        out.push_back(ids(e));
+      else
+        bad("prompt", shape, "invalid_type");
+    }
+  } else {
+    bad("prompt", p->is_array() ? "prompt must not be an empty array" : shape, "invalid_type");
+  }
+  return out;
 }
 
 // A message's content: a string, or an array of text parts ({"type": "text", "text": ...}).
@@ -220,8 +275,14 @@ void check_pack_name(const std::string& name) {
 
 GenerationRequest parse_chat_request(const std::string& body, const RequestDefaults& d) {
   const json j = parse_object(body);
-  GenerationRequest r = parse_common(j, d);
+  GenerationRequest r = parse_common(j, d, true);
   r.chat = true;
+  const auto top = get_int(j, "top_logprobs", 0, kMaxTopLogprobs);
+  if (get_bool(j, "logprobs").value_or(false))
+    r.logprobs = int32_t(top.value_or(0));
+  else if (top)
+    bad("top_logprobs", "top_logprobs needs logprobs: true", "invalid_value");
+  check_logprobs(r);
   const json* msgs = field(j, "messages");
   if (!msgs) bad("messages", "messages is required", "missing_field");
   if (!msgs->is_array() || msgs->empty()) bad("messages", "messages must be a non-empty array", "invalid_type");
@@ -238,24 +299,46 @@ GenerationRequest parse_chat_request(const std::string& body, const RequestDefau
 
 GenerationRequest parse_completion_request(const std::string& body, const RequestDefaults& d) {
   const json j = parse_object(body);
-  GenerationRequest r = parse_common(j, d);
-  const json* p = field(j, "prompt");
-  if (!p) bad("prompt", "prompt is required", "missing_field");
-  if (p->is_array() && p->size() == 1 && (*p)[0].is_string())
-    r.prompt = (*p)[0].get<std::string>();
-  else if (p->is_string())
-    r.prompt = p->get<std::string>();
-  else
-    bad("prompt", "prompt must be a string (or an array of one string)", "invalid_type");
-  if (r.prompt.empty()) bad("prompt", "prompt must not be empty");
+  GenerationRequest r = parse_common(j, d, false);
+  r.prompts = parse_prompts(j);
+  if (const json* lp = field(j, "logprobs"); lp && lp->is_boolean())  // what chat takes; some clients send it here
+    r.logprobs = lp->get<bool>() ? 0 : -1;
+  else if (auto n = get_int(j, "logprobs", 0, kMaxTopLogprobs))
+    r.logprobs = int32_t(*n);
+  check_logprobs(r);
+  if (r.prompts.size() * r.n > kMaxChoices)
+    bad("n", std::to_string(r.prompts.size()) + " prompts times n = " + std::to_string(r.n) + " choices; at most " +
+                 std::to_string(kMaxChoices));
   return r;
 }
 
-json usage_json(const Outcome& o) {
-  return {{"prompt_tokens", o.prompt_tokens},
-          {"completion_tokens", o.completion_tokens},
-          {"total_tokens", o.prompt_tokens + o.completion_tokens},
-          {"prompt_tokens_details", {{"cached_tokens", o.cached_tokens}}}};
+std::vector<GenerationRequest> choices(const GenerationRequest& r) {
+  std::vector<GenerationRequest> out;
+  const size_t prompts = r.chat ? 1 : r.prompts.size();
+  for (size_t p = 0; p < prompts; ++p)
+    for (uint32_t i = 0; i < r.n; ++i) {
+      GenerationRequest c = r;
+      c.prompts.clear();
+      if (!r.chat) {
+        if (auto* text = std::get_if<std::string>(&r.prompts[p]))
+          c.prompt = *text, c.prompt_tokens.clear();
+        else
+          c.prompt_tokens = std::get<std::vector<int32_t>>(r.prompts[p]), c.prompt.clear();
+      }
+      c.index = uint32_t(out.size());
+      c.sampler.seed = r.sampler.seed + i;
+      out.push_back(std::move(c));
+    }
+  return out;
+}
+
+json usage_json(const std::vector<Outcome>& os) {
+  uint64_t prompt = 0, completion = 0, cached = 0;
+  for (const Outcome& o : os) prompt += o.prompt_tokens, completion += o.completion_tokens, cached += o.cached_tokens;
+  return {{"prompt_tokens", prompt},
+          {"completion_tokens", completion},
+          {"total_tokens", prompt + completion},
+          {"prompt_tokens_details", {{"cached_tokens", cached}}}};
 }
 
 json snapvk_json(const Outcome& o) {
@@ -271,25 +354,81 @@ json snapvk_json(const Outcome& o) {
           {"time_to_first_token_ms", o.ttft_ms}};
 }
 
-json completion_response(const GenerationRequest& r, const Outcome& o, const std::string& id, const std::string& model,
-                         int64_t created) {
-  json choice = {{"index", 0}, {"finish_reason", o.finish_reason}, {"logprobs", nullptr}};
-  if (r.chat)
-    choice["message"] = {{"role", "assistant"}, {"content", o.text}};
-  else
-    choice["text"] = o.text;
+namespace {
+
+json bytes_of(const std::string& piece) {
+  json b = json::array();
+  for (unsigned char ch : piece) b.push_back(int(ch));
+  return b;
+}
+
+// Chat's shape: {"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}.
+json chat_logprobs(const std::vector<TokenLogprob>& lps) {
+  json content = json::array();
+  for (const TokenLogprob& t : lps) {
+    json top = json::array();
+    for (const TopLogprob& a : t.top) top.push_back({{"token", a.piece}, {"logprob", a.logprob}, {"bytes", bytes_of(a.piece)}});
+    content.push_back(
+        {{"token", t.piece}, {"logprob", t.logprob.value_or(0.f)}, {"bytes", bytes_of(t.piece)}, {"top_logprobs", top}});
+  }
+  return {{"content", content}, {"refusal", nullptr}};
+}
+
+// Completion's shape: parallel arrays, the prompt's tokens first with echo (the first one's
+// logprob and alternatives null: nothing predicts it); text_offset is each token's byte offset
+// in the choice's text.
+json completion_logprobs(const Outcome& o) {
+  json tokens = json::array(), token_logprobs = json::array(), top_logprobs = json::array(), offsets = json::array();
+  size_t offset = 0;
+  for (const auto* list : {&o.prompt_logprobs, &o.logprobs})
+    for (const TokenLogprob& t : *list) {
+      tokens.push_back(t.piece);
+      offsets.push_back(offset);
+      offset += t.piece.size();
+      token_logprobs.push_back(t.logprob ? json(*t.logprob) : json(nullptr));
+      if (!t.logprob) {
+        top_logprobs.push_back(nullptr);
+        continue;
+      }
+      json top = json::object();
+      for (const TopLogprob& a : t.top)
+        if (!top.contains(a.piece)) top[a.piece] = a.logprob;  // tokens of one text: the likelier
+      top_logprobs.push_back(top);
+    }
+  return {{"tokens", tokens}, {"token_logprobs", token_logprobs}, {"top_logprobs", top_logprobs}, {"text_offset", offsets}};
+}
+
+}  // namespace
+
+json completion_response(const GenerationRequest& r, const std::vector<Outcome>& os, const std::string& id,
+                         const std::string& model, int64_t created) {
+  json choices = json::array(), snapvk = json::array();  // snapvk: one object per choice (one choice: the object)
+  for (size_t i = 0; i < os.size(); ++i) {
+    const Outcome& o = os[i];
+    snapvk.push_back(snapvk_json(o));
+    json choice = {{"index", i}, {"finish_reason", o.finish_reason}, {"logprobs", nullptr}};
+    if (r.chat) {
+      choice["message"] = {{"role", "assistant"}, {"content", o.text}};
+      if (r.logprobs >= 0) choice["logprobs"] = chat_logprobs(o.logprobs);
+    } else {
+      choice["text"] = r.echo ? o.prompt_text + o.text : o.text;
+      if (r.logprobs >= 0) choice["logprobs"] = completion_logprobs(o);
+    }
+    choices.push_back(choice);
+  }
+  if (snapvk.size() == 1) snapvk = snapvk[0];
   return {{"id", id},
           {"object", r.chat ? "chat.completion" : "text_completion"},
           {"created", created},
           {"model", model},
-          {"choices", json::array({choice})},
-          {"usage", usage_json(o)},
-          {"snapvk", snapvk_json(o)}};
+          {"choices", choices},
+          {"usage", usage_json(os)},
+          {"snapvk", snapvk}};
 }
 
 json stream_chunk(const GenerationRequest& r, const std::string& id, const std::string& model, int64_t created,
                   const std::string& text, const std::optional<std::string>& finish_reason, bool first) {
-  json choice = {{"index", 0}, {"logprobs", nullptr}};
+  json choice = {{"index", r.index}, {"logprobs", nullptr}};
   choice["finish_reason"] = finish_reason ? json(*finish_reason) : json(nullptr);
   if (r.chat) {
     json delta = json::object();

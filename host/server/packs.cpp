@@ -8,8 +8,9 @@ namespace snapvk::server {
 
 namespace fs = std::filesystem;
 
-PackLibrary::PackLibrary(const Model& model, fs::path dir, KvType kv_type, uint32_t n_ctx, uint32_t n_batch)
-    : model_(model), dir_(std::move(dir)), kv_type_(kv_type), n_ctx_(n_ctx), n_batch_(n_batch) {
+PackLibrary::PackLibrary(const Model& model, fs::path dir, KvType kv_type, uint32_t n_ctx, uint32_t n_batch,
+                         uint64_t max_bytes)
+    : model_(model), dir_(std::move(dir)), kv_type_(kv_type), n_ctx_(n_ctx), n_batch_(n_batch), max_bytes_(max_bytes) {
   check_dir(dir_);
 }
 
@@ -44,7 +45,10 @@ std::shared_ptr<const ServedPack> PackLibrary::get(const std::string& name) {
   {
     std::lock_guard<std::mutex> lk(mu_);
     auto it = cache_.find(name);
-    if (it != cache_.end() && it->second.mtime == mtime && it->second.size == size) return it->second.pack;
+    if (it != cache_.end() && it->second.mtime == mtime && it->second.size == size) {
+      it->second.last_used = ++tick_;
+      return it->second.pack;
+    }
   }
   // Read and checked outside the lock: other packs' requests do not wait for this file.
   auto sp = std::make_shared<ServedPack>();
@@ -73,8 +77,34 @@ std::shared_ptr<const ServedPack> PackLibrary::get(const std::string& name) {
     throw ApiError(500, e.what(), "pack", error_kind_name(e.kind()));
   }
   std::lock_guard<std::mutex> lk(mu_);
-  cache_[name] = Entry{mtime, size, sp};
+  cache_[name] = Entry{mtime, size, sp, ++tick_};
+  stats_.loads++;
+  evict_to_fit(name);
   return sp;
+}
+
+void PackLibrary::evict_to_fit(const std::string& keep) {
+  auto bytes = [&] {
+    uint64_t sum = 0;
+    for (const auto& [n, e] : cache_) sum += e.size;
+    return sum;
+  };
+  while (bytes() > max_bytes_) {
+    auto lru = cache_.end();
+    for (auto it = cache_.begin(); it != cache_.end(); ++it)
+      if (it->first != keep && (lru == cache_.end() || it->second.last_used < lru->second.last_used)) lru = it;
+    if (lru == cache_.end()) return;
+    cache_.erase(lru);
+    stats_.evictions++;
+  }
+}
+
+PackLibrary::Stats PackLibrary::stats() {
+  std::lock_guard<std::mutex> lk(mu_);
+  Stats st = stats_;
+  st.packs = cache_.size();
+  for (const auto& [n, e] : cache_) st.bytes += e.size;
+  return st;
 }
 
 }  // namespace snapvk::server

@@ -3,7 +3,8 @@
 // `snapvk pack` writes, docs/packs.md), by name = file stem. A pack is read and checked (format,
 // checksum, model fingerprint, KV type, that the slots' context holds it) on its first use and
 // kept in memory, so a request naming it loads the bytes of a Pack already parsed; a file
-// changed on disk (size or modification time) is read again. Every refusal is an ApiError with
+// changed on disk (size or modification time) is read again. What is kept is bounded: past
+// max_bytes the least recently used packs are let go (a job or slot holding one keeps it). Every refusal is an ApiError with
 // param "pack" (device memory running out stays a snapvk::Error): a name is never a path, so no
 // request reaches a file outside DIR.
 #include <cstdint>
@@ -32,7 +33,18 @@ class PackLibrary {
  public:
   // Throws snapvk::Error (InvalidArgument) when `dir` is not a directory. kv_type, n_ctx,
   // n_batch: the slots' sessions (a pack must fit them).
-  PackLibrary(const Model& model, std::filesystem::path dir, KvType kv_type, uint32_t n_ctx, uint32_t n_batch);
+  // max_bytes: host bytes of packs kept in memory at most (their files' sizes; the last one read
+  // is kept even when larger).
+  PackLibrary(const Model& model, std::filesystem::path dir, KvType kv_type, uint32_t n_ctx, uint32_t n_batch,
+              uint64_t max_bytes = kDefaultMaxBytes);
+  static constexpr uint64_t kDefaultMaxBytes = 1ull << 30;
+
+  // What /metrics reports.
+  struct Stats {
+    uint64_t packs = 0, bytes = 0;      // kept in memory now
+    uint64_t loads = 0, evictions = 0;  // files read and checked; packs let go for room
+  };
+  Stats stats();
   // Throws snapvk::Error (InvalidArgument) when `dir` is not a directory: the CLI calls it before
   // the model loads, so a wrong --packs fails fast.
   static void check_dir(const std::filesystem::path& dir);
@@ -50,13 +62,18 @@ class PackLibrary {
     std::filesystem::file_time_type mtime;
     uintmax_t size = 0;
     std::shared_ptr<const ServedPack> pack;
+    uint64_t last_used = 0;
   };
+  void evict_to_fit(const std::string& keep);  // under mu_
   const Model& model_;
   std::filesystem::path dir_;
   KvType kv_type_;
   uint32_t n_ctx_, n_batch_;
+  uint64_t max_bytes_;
   std::mutex mu_;
   std::map<std::string, Entry> cache_;  // checked packs by name
+  uint64_t tick_ = 0;
+  Stats stats_;
 };
 
 }  // namespace snapvk::server

@@ -100,6 +100,7 @@ struct Scheduler::Slot {
   int id = 0;
   std::unique_ptr<Session> session;  // kept between requests: a conversation continues from it
   KvPolicyOptions kv;                // the session's policy
+  bool rows = false;                 // the session has logits for every prefill row (scores prompts)
   ChatHistory history;               // what the session holds of a chat (inactive: a plain prompt)
   std::shared_ptr<const ServedPack> pack;  // the pack the session holds first (null: none)
   std::vector<int32_t> tokens;       // the tokens the session holds after the pack's
@@ -156,9 +157,14 @@ uint64_t Scheduler::pack_steady_bytes(const ServedPack& p) const {
   return activation_bytes(model_.config(), q.n_batch, q.n_ctx, q.decode_chunk) + p.cache_bytes;
 }
 
-SessionOptions Scheduler::session_options(const KvPolicyOptions& kv, Slot& s) const {
+uint64_t Scheduler::row_logits_bytes() const {
+  return uint64_t(o_.session.n_batch) * model_.config().n_vocab * sizeof(float);
+}
+
+SessionOptions Scheduler::session_options(const KvPolicyOptions& kv, bool rows, Slot& s) const {
   SessionOptions so = o_.session;
   so.kv = kv;
+  so.row_logits = rows;
   so.on_progress = [&s](uint64_t, uint64_t) { return !s.cancel.load(); };
   return so;
 }
@@ -167,9 +173,19 @@ void Scheduler::submit(const std::shared_ptr<Job>& job) {
   const GenerationRequest& r = job->req;
   uint64_t need = 0;
   try {  // the template, the tokenizer and the memory model refuse by snapvk::Error
-    const std::string text = r.chat ? ChatHistory().next(tmpl_, r.messages, true) : r.prompt;
+    const std::string text = r.chat ? ChatHistory().next(tmpl_, r.messages, true) : r.prompt;  // "" for ids
     // After a pack's document no BOS: the document had it (as `run --pack` and `chat --pack`).
-    job->tokens = model_.tokenizer().encode(text, !job->pack, r.chat);
+    if (!r.chat && !r.prompt_tokens.empty()) {  // ids given: used as they are
+      const int32_t n_vocab = model_.tokenizer().n_vocab();
+      for (int32_t t : r.prompt_tokens)
+        if (t < 0 || t >= n_vocab)
+          throw JobError(JobFailure::BadToken, "prompt: token id " + std::to_string(t) +
+                                                   " is outside this model's vocabulary (0.." +
+                                                   std::to_string(n_vocab - 1) + ")");
+      job->tokens = r.prompt_tokens;
+    } else {
+      job->tokens = model_.tokenizer().encode(text, !job->pack, r.chat);
+    }
     const uint32_t n_ctx = o_.session.n_ctx;
     const uint64_t held = job->pack ? job->pack->pack.state.n_past : 0;
     if (job->tokens.empty()) throw JobError(JobFailure::EmptyPrompt, "the prompt has no tokens");
@@ -179,6 +195,7 @@ void Scheduler::submit(const std::shared_ptr<Job>& job) {
                          (job->pack ? " after the pack's " + std::to_string(held) : std::string()) +
                          "; this server's context holds " + std::to_string(n_ctx) + " (prompt and answer together)");
     need = job->pack ? pack_steady_bytes(*job->pack) : fresh_estimate(r.kv, uint32_t(job->tokens.size())).peak;
+    if (r.score_prompt()) need += row_logits_bytes();
   } catch (const Error& e) {
     throw JobError(e);
   }
@@ -227,7 +244,8 @@ uint64_t Scheduler::reserved_except(const Slot* x) const {
 }
 
 void Scheduler::evict(Slot& s) {
-  s.session.reset();  // idle: no thread uses it (a Vulkan object may be freed from any thread)
+  s.session.reset();
+  s.rows = false;  // idle: no thread uses it (a Vulkan object may be freed from any thread)
   s.pack.reset();
   s.history.clear();
   s.tokens.clear();
@@ -236,7 +254,8 @@ void Scheduler::evict(Slot& s) {
 }
 
 std::optional<Scheduler::Plan> Scheduler::continuation(const Slot& s, const Job& job) const {
-  if (!s.session || s.kv != job.req.kv || s.tokens.empty()) return std::nullopt;
+  // A prompt to score needs the logits after each of its tokens: all of it is prefilled.
+  if (!s.session || s.kv != job.req.kv || s.tokens.empty() || job.req.score_prompt()) return std::nullopt;
   // Only the same pack object: another pack (or the same name read again after the file
   // changed) or none means another document before the conversation.
   if (s.pack != job.pack) return std::nullopt;
@@ -270,9 +289,10 @@ bool Scheduler::admit(const std::shared_ptr<Job>& job) {
     if (!s->job)
       if (auto p = continuation(*s, *job); p && (!plan || p->cached > plan->cached)) target = s.get(), plan = p;
   if (!plan) {
-    // A fresh start: an idle slot with the same policy (its session is reused), else an empty
-    // one, else the least recently used idle session makes way.
-    auto rank = [&](const Slot& s) { return s.session ? (s.kv == job->req.kv ? 2 : 0) : 1; };
+    // A fresh start: an empty slot, so that the conversations the idle sessions hold can still
+    // come back to them; else the least recently used idle session makes way (one with the same
+    // policy first: its session is reused as it is).
+    auto rank = [&](const Slot& s) { return s.session ? (s.kv == job->req.kv ? 1 : 0) : 2; };
     for (auto& s : slots_)
       if (!s->job &&
           (!target || rank(*s) > rank(*target) || (rank(*s) == rank(*target) && s->last_used < target->last_used)))
@@ -286,7 +306,7 @@ bool Scheduler::admit(const std::shared_ptr<Job>& job) {
       plan->cached = job->pack->pack.state.n_past;  // loaded, not prefilled
     } else {
       const MemoryEstimate e = fresh_estimate(job->req.kv, uint32_t(job->tokens.size()));
-      plan->steady = e.activations + e.kv_cache;
+      plan->steady = e.activations + e.kv_cache + (job->req.score_prompt() ? row_logits_bytes() : 0);
       plan->transient = e.prefill_transient;
     }
     if (available_) {
@@ -300,7 +320,7 @@ bool Scheduler::admit(const std::shared_ptr<Job>& job) {
         evict(*lru);
       }
     }
-    if (target->session && target->kv != job->req.kv) evict(*target);
+    if (target->session && (target->kv != job->req.kv || target->rows != job->req.score_prompt())) evict(*target);
   }
   target->job = job;
   target->kv = job->req.kv;
@@ -365,7 +385,8 @@ Scheduler::PrefillMemory::~PrefillMemory() {
 void Scheduler::run_job(Slot& s, Job& job, const Plan& plan) {
   try {
     if (!s.session) {
-      s.session = std::make_unique<Session>(model_, session_options(job.req.kv, s));
+      s.rows = job.req.score_prompt();
+      s.session = std::make_unique<Session>(model_, session_options(job.req.kv, s.rows, s));
     } else if (plan.fresh) {
       s.session->reset();
     }
@@ -379,7 +400,12 @@ void Scheduler::run_job(Slot& s, Job& job, const Plan& plan) {
       }
     }
     std::span<const float> logits;
-    {
+    std::vector<TokenLogprob> scored;
+    std::vector<float> last;
+    if (job.req.score_prompt()) {
+      last = prefill_scored(s, job, plan.tokens, scored);
+      logits = last;
+    } else {
       const PrefillMemory hold(*this, s, plan.transient);  // only while the prompt is compressed
       logits = s.session->prefill(plan.tokens);
     }
@@ -395,7 +421,7 @@ void Scheduler::run_job(Slot& s, Job& job, const Plan& plan) {
       s.kv_stats = s.session->kv_stats();
       saved_tokens_ += plan.cached;
     }
-    generate_answer(s, job, plan, logits);
+    generate_answer(s, job, plan, logits, std::move(scored));
   } catch (const Error& e) {
     if (e.kind() != ErrorKind::Cancelled) {
       log().warn("serve: slot {}: {}", s.id, e.what());
@@ -411,7 +437,24 @@ void Scheduler::run_job(Slot& s, Job& job, const Plan& plan) {
   }
 }
 
-void Scheduler::generate_answer(Slot& s, Job& job, const Plan& plan, std::span<const float> logits) {
+std::vector<float> Scheduler::prefill_scored(Slot& s, const Job& job, std::span<const int32_t> tokens,
+                                             std::vector<TokenLogprob>& scored) {
+  const Tokenizer& tok = model_.tokenizer();
+  const uint32_t n_top = uint32_t(job.req.logprobs);
+  scored.clear();
+  scored.push_back({tokens[0], tok.token_to_piece(tokens[0]), std::nullopt, {}});  // nothing predicts the first
+  std::vector<float> last;
+  s.session->prefill_rows(tokens, [&](uint32_t i, std::span<const float> logits) {
+    if (i + 1 < tokens.size())
+      scored.push_back(token_logprob(tok, logits, tokens[i + 1], n_top));
+    else
+      last.assign(logits.begin(), logits.end());
+  });
+  return last;
+}
+
+void Scheduler::generate_answer(Slot& s, Job& job, const Plan& plan, std::span<const float> logits,
+                                std::vector<TokenLogprob> prompt_logprobs) {
   Sampler sampler(job.req.sampler);
   for (int32_t t : s.tokens) sampler.accept(t);
   StopText stops(job.req.stop);
@@ -432,9 +475,21 @@ void Scheduler::generate_answer(Slot& s, Job& job, const Plan& plan, std::span<c
   go.on_text = [&](std::string_view text) {
     if (const std::string shown = stops.push(text); !shown.empty()) job.push_text(shown);
   };
-  go.on_token = [&](int32_t, std::string_view) { return !stops.matched(); };
+  std::vector<TokenLogprob> answer_logprobs;
+  std::optional<TokenLogprob> chosen;  // of the token the sampler chose last (an end of generation is not emitted)
+  if (job.req.logprobs >= 0)
+    go.choose = [&](std::span<const float> lg) {
+      const int32_t t = sampler.sample(lg);
+      chosen = token_logprob(model_.tokenizer(), lg, t, uint32_t(job.req.logprobs));
+      return t;
+    };
+  go.on_token = [&](int32_t, std::string_view) {
+    if (chosen) answer_logprobs.push_back(std::move(*chosen)), chosen.reset();
+    return !stops.matched();
+  };
   GenerateResult gen;
-  generate(*s.session, sampler, logits, go, gen);
+  if (job.req.max_tokens > 0)  // 0 (echo): the prompt alone; generate() would take 0 as no limit
+    generate(*s.session, sampler, logits, go, gen);
   if (const std::string rest = stops.flush(); !rest.empty()) job.push_text(rest);
   // Every emitted token entered the cache (decode_last), so the slot holds the answer too.
   s.tokens.insert(s.tokens.end(), gen.tokens.begin(), gen.tokens.end());
@@ -451,6 +506,14 @@ void Scheduler::generate_answer(Slot& s, Job& job, const Plan& plan, std::span<c
   o.kv_policy = kv_policy_name(job.req.kv.policy);
   if (job.pack) o.pack = job.pack->name;
   o.slot = s.id;
+  o.logprobs = std::move(answer_logprobs);
+  if (job.req.echo) {
+    // Scored: the tokens' pieces, which the text offsets count; else the prompt as given.
+    for (const TokenLogprob& t : prompt_logprobs) o.prompt_text += t.piece;
+    if (prompt_logprobs.empty())
+      o.prompt_text = job.req.prompt_tokens.empty() ? job.req.prompt : model_.tokenizer().decode(job.tokens);
+  }
+  o.prompt_logprobs = std::move(prompt_logprobs);
   const KvStats kv = s.session->kv_stats();
   o.kv_bytes = kv.retained_bytes, o.kv_bytes_full = kv.full_bytes, o.kv_bytes_allocated = kv.allocated_bytes;
   {

@@ -46,6 +46,7 @@ struct SchedulerOptions {
 // Why a job got no answer, in the scheduler's terms: the HTTP side alone turns it into a status.
 enum class JobFailure {
   EmptyPrompt,    // the prompt has no tokens
+  BadToken,       // a prompt given as token ids has one outside the vocabulary
   PromptTooLong,  // the prompt (after a pack's document) leaves no room in the context for an answer
   OverBudget,     // the request alone needs more device memory than the slots have
   QueueFull,      // queue_size jobs are waiting already
@@ -137,11 +138,17 @@ class Scheduler {
   struct Plan;
   void slot_loop(Slot& s);
   void run_job(Slot& s, Job& job, const Plan& plan);
-  void generate_answer(Slot& s, Job& job, const Plan& plan, std::span<const float> logits);
+  void generate_answer(Slot& s, Job& job, const Plan& plan, std::span<const float> logits,
+                       std::vector<TokenLogprob> prompt_logprobs);
+  // Prefills a prompt to score (echo with logprobs): the log-probability of each of its tokens
+  // after those before it into `scored`; returns the logits after the last one.
+  std::vector<float> prefill_scored(Slot& s, const Job& job, std::span<const int32_t> tokens,
+                                    std::vector<TokenLogprob>& scored);
   void try_admit();                             // under mu_
   bool admit(const std::shared_ptr<Job>& job);  // under mu_
   std::optional<Plan> continuation(const Slot& s, const Job& job) const;
-  SessionOptions session_options(const KvPolicyOptions& kv, Slot& s) const;
+  SessionOptions session_options(const KvPolicyOptions& kv, bool rows, Slot& s) const;
+  uint64_t row_logits_bytes() const;  // a session's logits for every row of a prefill batch
   // The memory model of a new session compressing (or not) an L-token prompt; throws Error.
   MemoryEstimate fresh_estimate(const KvPolicyOptions& kv, uint32_t L) const;
   // Device bytes of a session holding `p`: its cache and the activations.
