@@ -731,7 +731,9 @@ TEST(Serve, PackCompletionEqualsASessionThatLoadsThePack) {
     // Written after the server started: a pack is read on its first use.
     const Pack p = write_doc_pack(ts.model, dir, "story", kStoryDoc, policy_named(policy));
     const uint32_t n = p.state.n_past;
-    if (std::string(policy) == "snapkv") ASSERT_GT(p.state.compacted_len, 0u);  // compacted
+    if (std::string(policy) == "snapkv") {
+      ASSERT_GT(p.state.compacted_len, 0u);  // compacted
+    }
     const std::string prompt = " Then Lily and Max went home and";
     const auto prompt_tokens = ts.model.tokenizer().encode(prompt, false);
     const std::string expect = direct_after_pack(ts.model, p, prompt_tokens, 24);
