@@ -13,7 +13,9 @@ KERNELS='*Kernel*:*Kernels*:SnapkvStories.*'
 # Under minimum limits, whole models too (every architecture and weight type, the real ones),
 # sessions and generation: what a user of such a device runs.
 MODELS="$KERNELS:Stories.*:Synth/*:SynthStories.*:SmolLM2.GreedyTokensMatchTheFloat64Reference*"
-MODELS="$MODELS:Gemma3Real.EveryRowsLogits*:SessionTest.*:GenerateTest.*"
+# (Gemma 3's LM head split is the suite's: the minimum binding range is lavapipe's own, 128 MiB;
+# the split at the minimum's 256-byte offsets is KernelMatmul.SplitsOperandsLargerThanOneBinding.)
+MODELS="$MODELS:SessionTest.*:GenerateTest.*"
 lavapipe=$(vulkaninfo --summary 2>/dev/null | grep -c "driverName *= *llvmpipe" || true)
 # The passes run at once, each its own process (a kernel test's CPU reference leaves a core idle),
 # each pass's output printed whole when it ends; any failed pass fails the script.

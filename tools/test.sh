@@ -4,7 +4,8 @@
 # synchronization validation on (barrier mistakes). Then the GPU-kernel tests again at the
 # subgroup sizes this CPU's lavapipe can take (4, and 16 with AVX-512; the suite ran at 8), and
 # under reduced device limits and features (the fallback paths: docs/reliability.md). Then the
-# sanitizer build: the suite again under ASan + UBSan, and a bounded run of each libFuzzer
+# sanitizer build: the suite again under ASan + UBSan (less the real-model fidelity tests, whose
+# work is the GPU's), and a bounded run of each libFuzzer
 # target (tools/test-sanitizers.sh, tools/fuzz.sh; SNAPVK_SKIP_SANITIZERS=1 skips it).
 # Real models some tests need come from tools/fetch-models.sh (PyPI packages, cached).
 # Without a GPU, Vulkan runs on lavapipe. Each stage's time is printed at the end.
