@@ -145,7 +145,7 @@ TEST_P(KernelMatvec, MatchesReference) {
           std::swap(slot, other);
           k.tuning.matvec_rows = rows;
         }
-      } swap{k(), k().matvec[weight_kind(wt)], p, k().tuning.matvec_rows};
+      } swap{k(), k().weights(weight_kind(wt)).matvec, p, k().tuning.matvec_rows};
       std::swap(swap.slot, p);
       k().tuning.matvec_rows = rows;
       check_shapes(std::string(int64 ? "i64" : "portable") + " wg=" + std::to_string(wg) +

@@ -16,7 +16,6 @@ foreach(test_and_cost
     "Gemma3Real.PlainQuestionsGetSensibleGreedyAnswers;27"
     "SnapkvKernels.PoolingAndWordsAcrossTheLoopLimitMatchReference;20"
     "SnapkvKernels.H2oVotesOfEveryPromptQueryMatchReference;15"
-    "serve_openai_client;25"
     "Serve.SmolLM2ChatStreamedAndNot;15"
     "BadInput.BadTokensFile;14"
     "Stories.GreedyTokensWithF16CacheReportAgreement;13"

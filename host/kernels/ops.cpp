@@ -74,42 +74,47 @@ Kernels::Kernels(Context& c) : ctx(c), tuning(Tuning::for_device(c.info())) {
   add = make(c, "add", spv::add(), 3, sizeof(BinaryPush), {t.elementwise_wg});
   mul = make(c, "mul", spv::mul(), 3, sizeof(BinaryPush), {t.elementwise_wg});
   rms_norm = make(c, "rms_norm", spv::rms_norm(), 3, sizeof(RmsNormPush), {t.row_wg});
-  const uint32_t mm_wg = (t.matmul_bm / 4) * (t.matmul_bn / 4);
-  // matvec: the third constant says the workgroup is one subgroup, so the reduction needs no barrier.
-  const uint32_t mv_one_subgroup = c.info().min_subgroup_size > 0 && t.matvec_wg <= c.info().min_subgroup_size;
-  const std::vector<uint32_t> mv_spec = {t.matvec_wg, t.matvec_rows, mv_one_subgroup};
-  const bool mv_int64 = t.matvec_int64 && c.info().int64;
-  const std::vector<uint32_t> mm_spec = {mm_wg, t.matmul_bm, t.matmul_bn, t.matmul_bk};
-  // One row per weight kind, in WeightKind order: <op>_<wtype>_f32 variants.
-  struct Variant {
-    WeightKind kind;
-    const char *mv_name, *mm_name;
-    std::span<const uint32_t> mv, mv_i64, mm, mm_rows, rows;
-  };
-#define SNAPVK_VARIANT(KIND, w)                                                                           \
-  Variant {                                                                                               \
-    KIND, "matvec_" #w "_f32", "matmul_" #w "_f32", spv::matvec_##w##_f32(), spv::matvec_##w##_f32_i64(), \
-        spv::matmul_##w##_f32(), spv::matmul_rows_##w##_f32(), spv::get_rows_##w()                        \
-  }
-  const Variant variants[] = {
-      SNAPVK_VARIANT(kWeightF32, f32),   SNAPVK_VARIANT(kWeightF16, f16),       SNAPVK_VARIANT(kWeightBF16, bf16),
-      SNAPVK_VARIANT(kWeightQ8_0, q8_0), SNAPVK_VARIANT(kWeightQ4_0, q4_0),     SNAPVK_VARIANT(kWeightQ4_K, q4_k),
-      SNAPVK_VARIANT(kWeightQ6_K, q6_k), SNAPVK_VARIANT(kWeightQ4_1, q4_1),     SNAPVK_VARIANT(kWeightQ5_0, q5_0),
-      SNAPVK_VARIANT(kWeightQ5_1, q5_1), SNAPVK_VARIANT(kWeightQ2_K, q2_k),     SNAPVK_VARIANT(kWeightQ3_K, q3_k),
-      SNAPVK_VARIANT(kWeightQ5_K, q5_k), SNAPVK_VARIANT(kWeightIQ4_NL, iq4_nl), SNAPVK_VARIANT(kWeightIQ4_XS, iq4_xs),
-  };
-#undef SNAPVK_VARIANT
-  static_assert(std::size(variants) == kWeightKinds);
-  for (const Variant& v : variants) {
-    matvec[v.kind] = make(c, v.mv_name, mv_int64 ? v.mv_i64 : v.mv, 3, sizeof(MatvecPush), mv_spec);
-    matmul[v.kind] = make(c, v.mm_name, v.mm, 3, sizeof(MatmulPush), mm_spec);
-    matmul_rows[v.kind] = make(c, v.mm_name, v.mm_rows, 3, sizeof(MatmulPush), {t.matmul_rows_wg, t.matmul_rows_tm});
-    get_rows[v.kind] = make(c, "get_rows", v.rows, 3, sizeof(GetRowsPush), {t.row_wg});
-  }
   rope = make(c, "rope", spv::rope(), 2, sizeof(RopePush), {t.elementwise_wg});
   swiglu = make(c, "swiglu", spv::swiglu(), 3, sizeof(UnaryPush), {t.elementwise_wg});
   geglu = make(c, "geglu", spv::geglu(), 3, sizeof(UnaryPush), {t.elementwise_wg});
   softcap = make(c, "softcap", spv::softcap(), 1, sizeof(SoftcapPush), {t.elementwise_wg});
+}
+
+WeightKernels& Kernels::weights(WeightKind kind) const {
+  SNAPVK_ASSERT(kind < kWeightKinds, "weights: no such weight kind");
+  std::call_once(weights_made_[kind], [&] {
+    const Tuning& t = tuning;
+    const uint32_t mm_wg = (t.matmul_bm / 4) * (t.matmul_bn / 4);
+    // matvec: the third constant says the workgroup is one subgroup, so the reduction needs no barrier.
+    const uint32_t mv_one_subgroup = ctx.info().min_subgroup_size > 0 && t.matvec_wg <= ctx.info().min_subgroup_size;
+    const std::vector<uint32_t> mv_spec = {t.matvec_wg, t.matvec_rows, mv_one_subgroup};
+    const bool mv_int64 = t.matvec_int64 && ctx.info().int64;
+    const std::vector<uint32_t> mm_spec = {mm_wg, t.matmul_bm, t.matmul_bn, t.matmul_bk};
+    // One row per weight kind, in WeightKind order.
+    struct Variant {
+      const char *mv_name, *mm_name;
+      std::span<const uint32_t> mv, mv_i64, mm, mm_rows, rows;
+    };
+#define SNAPVK_VARIANT(w)                                                                                      \
+  Variant {                                                                                                    \
+    "matvec_" #w "_f32", "matmul_" #w "_f32", spv::matvec_##w##_f32(), spv::matvec_##w##_f32_i64(),            \
+        spv::matmul_##w##_f32(), spv::matmul_rows_##w##_f32(), spv::get_rows_##w()                              \
+  }
+    const Variant variants[] = {
+        SNAPVK_VARIANT(f32),  SNAPVK_VARIANT(f16),  SNAPVK_VARIANT(bf16), SNAPVK_VARIANT(q8_0),   SNAPVK_VARIANT(q4_0),
+        SNAPVK_VARIANT(q4_k), SNAPVK_VARIANT(q6_k), SNAPVK_VARIANT(q4_1), SNAPVK_VARIANT(q5_0),   SNAPVK_VARIANT(q5_1),
+        SNAPVK_VARIANT(q2_k), SNAPVK_VARIANT(q3_k), SNAPVK_VARIANT(q5_k), SNAPVK_VARIANT(iq4_nl), SNAPVK_VARIANT(iq4_xs),
+    };
+#undef SNAPVK_VARIANT
+    static_assert(std::size(variants) == kWeightKinds);
+    const Variant& v = variants[kind];
+    WeightKernels& w = weights_[kind];
+    w.matvec = make(ctx, v.mv_name, mv_int64 ? v.mv_i64 : v.mv, 3, sizeof(MatvecPush), mv_spec);
+    w.matmul = make(ctx, v.mm_name, v.mm, 3, sizeof(MatmulPush), mm_spec);
+    w.matmul_rows = make(ctx, v.mm_name, v.mm_rows, 3, sizeof(MatmulPush), {t.matmul_rows_wg, t.matmul_rows_tm});
+    w.get_rows = make(ctx, "get_rows", v.rows, 3, sizeof(GetRowsPush), {t.row_wg});
+  });
+  return weights_[kind];
 }
 
 // Grid for one invocation per item (elementwise kernels index with a 2-D grid).
@@ -153,7 +158,7 @@ void op_get_rows(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange t
   const uint64_t t_rows = t_size / rb;
   SNAPVK_ASSERT(t_rows > 0 && t_rows <= UINT32_MAX, "get_rows: table holds no whole row");
   if (t_size <= info.max_storage_buffer_range) {
-    cs.dispatch(k.get_rows[weight_kind(wt)], {table, ids, y}, GetRowsPush{n, rows, 0, uint32_t(t_rows)}, gx, gy);
+    cs.dispatch(k.weights(weight_kind(wt)).get_rows, {table, ids, y}, GetRowsPush{n, rows, 0, uint32_t(t_rows)}, gx, gy);
     return;
   }
   // A table larger than one binding (Gemma 3's 262144-token embeddings: 178 MB against lavapipe's
@@ -163,7 +168,7 @@ void op_get_rows(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange t
   for (uint64_t r0 = 0; r0 < t_rows; r0 += slice) {
     const uint64_t n_rows = std::min(slice, t_rows - r0), off = table.offset + r0 * rb;
     const uint64_t bytes = std::min((n_rows * rb + 3) / 4 * 4, t_end - off);  // shaders read whole 32-bit words
-    cs.dispatch(k.get_rows[weight_kind(wt)], {BufferRange(*table.buffer, off, bytes), ids, y},
+    cs.dispatch(k.weights(weight_kind(wt)).get_rows, {BufferRange(*table.buffer, off, bytes), ids, y},
                 GetRowsPush{n, rows, uint32_t(r0), uint32_t(n_rows)}, gx, gy);
   }
 }
@@ -250,7 +255,7 @@ void op_matvec(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, 
   SNAPVK_ASSERT(K % traits_of(wt).block_size == 0, "matvec: row length is not a multiple of the block size");
   const DeviceInfo& info = k.ctx.info();
   check_loops(info, matvec_loops(k, wt, K), [&] { return "weight rows of " + std::to_string(K); });
-  const Pipeline& p = k.matvec[weight_kind(wt)];
+  const Pipeline& p = k.weights(weight_kind(wt)).matvec;
   auto dispatch = [&](BufferRange wr, BufferRange yr, uint32_t rows) {
     uint32_t gx, gy;
     grid_2d(info, (uint64_t(rows) + k.tuning.matvec_rows - 1) / k.tuning.matvec_rows, gx, gy);
@@ -284,7 +289,8 @@ void op_matmul(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, 
   const DeviceInfo& info = k.ctx.info();
   const bool rows_kernel = k.tuning.matmul_rows && K % 4 == 0;
   check_loops(info, matmul_loops(k, K, rows_kernel), [&] { return "weight rows of " + std::to_string(K); });
-  const Pipeline& p = rows_kernel ? k.matmul_rows[weight_kind(wt)] : k.matmul[weight_kind(wt)];
+  const WeightKernels& wk = k.weights(weight_kind(wt));
+  const Pipeline& p = rows_kernel ? wk.matmul_rows : wk.matmul;
   // One dispatch: ms rows of X times ns rows of W into Y's rows of stride N.
   auto dispatch = [&](BufferRange wr, BufferRange xr, BufferRange yr, uint32_t ms, uint32_t ns) {
     uint32_t gx, gy;

@@ -2,6 +2,7 @@
 // The model's kernels: pipelines created once per device, and one small function per op
 // that checks shapes and records a dispatch. Push-constant structs mirror the GLSL blocks.
 #include <cstdint>
+#include <mutex>
 
 #include "host/gguf/ggml_types.h"
 #include "host/kernels/loop_bounds.h"
@@ -49,21 +50,35 @@ enum WeightKind : uint32_t {
 // The variant that runs a weight of this ggml type; throws for types without kernels.
 WeightKind weight_kind(GgmlType type);
 
+// The kernels of one weight type: <op>_<wtype>_f32.
+struct WeightKernels {
+  Pipeline matvec;       // y = W x
+  Pipeline matmul;       // Y = X W^T, shared-memory tiles (GPUs)
+  Pipeline matmul_rows;  // Y = X W^T, one column per invocation (SIMD CPUs)
+  Pipeline get_rows;     // embedding lookup
+};
+
 struct Kernels {
   explicit Kernels(Context& ctx);
   Context& ctx;
   Tuning tuning;
-  Pipeline add;                        // c = a + b (b broadcast)
-  Pipeline mul;                        // c = a * b (b broadcast)
-  Pipeline rms_norm;                   // y = x / rms(x) * w, per row
-  Pipeline matvec[kWeightKinds];       // y = W x
-  Pipeline matmul[kWeightKinds];       // Y = X W^T, shared-memory tiles (GPUs)
-  Pipeline matmul_rows[kWeightKinds];  // Y = X W^T, one column per invocation (SIMD CPUs)
-  Pipeline get_rows[kWeightKinds];     // embedding lookup
-  Pipeline rope;                       // rotary embedding, in place
-  Pipeline swiglu;                     // silu(gate) * up
-  Pipeline geglu;                      // gelu_tanh(gate) * up
-  Pipeline softcap;                    // cap * tanh(x / cap), in place
+  Pipeline add;       // c = a + b (b broadcast)
+  Pipeline mul;       // c = a * b (b broadcast)
+  Pipeline rms_norm;  // y = x / rms(x) * w, per row
+  Pipeline rope;      // rotary embedding, in place
+  Pipeline swiglu;    // silu(gate) * up
+  Pipeline geglu;     // gelu_tanh(gate) * up
+  Pipeline softcap;   // cap * tanh(x / cap), in place
+
+  // A weight type's kernels, created by its first call (once, from any thread): a model uses two
+  // or three of the kWeightKinds types, and creating all 60 pipelines was most of the start of a
+  // short run (lavapipe translates each one). Model's constructor asks for its types, so that
+  // they too are created at load, not during a step.
+  WeightKernels& weights(WeightKind w) const;
+
+ private:
+  mutable WeightKernels weights_[kWeightKinds];
+  mutable std::once_flag weights_made_[kWeightKinds];
 };
 
 // ---- push constants (one struct per kernel, <= 128 bytes) ----

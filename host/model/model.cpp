@@ -297,6 +297,7 @@ Model::Model(Kernels& kernels, const std::string& path) : k_(kernels), file_(Ggu
   visit_weights(file_, c, w_, [&](const std::string& name, uint64_t cols, uint64_t rows, DeviceTensor& slot) {
     const GgufTensor& t = checked_weight(file_, name, cols, rows);
     slot = rows ? upload_tensor(ctx, t) : upload_f32(ctx, t);
+    if (rows) k_.weights(weight_kind(slot.type));  // its kernels, now rather than in a step
   });
   if (c.embd_scale > 0) {
     w_.embd_scale.buf = Buffer(ctx, 4, BufferKind::Device, "embd_scale");
