@@ -588,9 +588,11 @@ int connect_to(int port) {
   return -1;
 }
 
-TEST(Serve, SigtermFinishesTheStreamInFlightAndExits) {
-  const std::string log = testing::TempDir() + "serve_sigterm.log";
-  const std::vector<std::string> args = {cli_path(), "serve", "-m", model_path(kStories), "--port", "0", "--temp", "0"};
+// `snapvk serve` as a process on a free loopback port: its pid and port (0: it did not start).
+std::pair<pid_t, int> spawn_serve(const std::string& name, std::vector<std::string> extra = {}) {
+  const std::string log = testing::TempDir() + name + ".log";
+  std::vector<std::string> args = {cli_path(), "serve", "-m", model_path(kStories), "--port", "0", "--temp", "0"};
+  args.insert(args.end(), extra.begin(), extra.end());
   std::vector<char*> argv;
   for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
@@ -598,18 +600,20 @@ TEST(Serve, SigtermFinishesTheStreamInFlightAndExits) {
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   pid_t pid = 0;
-  ASSERT_EQ(posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ), 0);
+  if (posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) != 0) pid = 0;
   posix_spawn_file_actions_destroy(&fa);
-  int port = 0;
-  for (int i = 0; i < 600 && !port; ++i) {
-    std::ifstream in(log);
-    std::stringstream ss;
-    ss << in.rdbuf();
+  for (int i = 0; pid && i < 600; ++i) {
     std::smatch m;
-    const std::string text = ss.str();
-    if (std::regex_search(text, m, std::regex("http://127\\.0\\.0\\.1:([0-9]+)"))) port = std::stoi(m[1]);
+    const std::string text = slurp(log);
+    if (std::regex_search(text, m, std::regex("http://127\\.0\\.0\\.1:([0-9]+)"))) return {pid, std::stoi(m[1])};
     std::this_thread::sleep_for(100ms);
   }
+  return {pid, 0};
+}
+
+TEST(Serve, SigtermFinishesTheStreamInFlightAndExits) {
+  const auto [pid, port] = spawn_serve("serve_sigterm");
+  ASSERT_GT(pid, 0) << "the server could not be spawned";
   ASSERT_GT(port, 0) << "the server did not start";
   httplib::Client c("127.0.0.1", port);
   c.set_read_timeout(300s);
@@ -1115,29 +1119,6 @@ TEST(Serve, PacksInMemoryAreBoundedLeastRecentlyUsedFirst) {
 }
 
 // ---- several processes behind nginx (docs/server.md "Past one process") ----
-
-// `snapvk serve` as a process on a free loopback port: its pid and port (0: it did not start).
-std::pair<pid_t, int> spawn_serve(const std::string& name, std::vector<std::string> extra = {}) {
-  const std::string log = testing::TempDir() + name + ".log";
-  std::vector<std::string> args = {cli_path(), "serve", "-m", model_path(kStories), "--port", "0", "--temp", "0"};
-  args.insert(args.end(), extra.begin(), extra.end());
-  std::vector<char*> argv;
-  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  pid_t pid = 0;
-  if (posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ) != 0) pid = 0;
-  posix_spawn_file_actions_destroy(&fa);
-  for (int i = 0; pid && i < 600; ++i) {
-    std::smatch m;
-    const std::string text = slurp(log);
-    if (std::regex_search(text, m, std::regex("http://127\\.0\\.0\\.1:([0-9]+)"))) return {pid, std::stoi(m[1])};
-    std::this_thread::sleep_for(100ms);
-  }
-  return {pid, 0};
-}
 
 int free_port() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
