@@ -189,7 +189,9 @@ TEST(PoolReference, ReachAheadExtendsAfterAVote) {
       const bool in_sym = i + 2 >= j && i <= j + 2, in_fwd = i + 2 >= j && i <= j + 2 + 6;
       EXPECT_EQ(sym[i] > 0, in_sym) << i;
       EXPECT_EQ(fwd[i] > 0, in_fwd) << i;
-      if (in_fwd) EXPECT_DOUBLE_EQ(fwd[i], avg ? 1.0 / 11 : 1.0) << i;
+      if (in_fwd) {
+        EXPECT_DOUBLE_EQ(fwd[i], avg ? 1.0 / 11 : 1.0) << i;
+      }
     }
   }
 }

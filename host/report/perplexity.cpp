@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "host/report/files.h"
+#include "host/session/sampler.h"
 #include "host/session/session.h"
 #include "runtime/checked.h"
 #include "runtime/error.h"
@@ -15,17 +16,6 @@
 namespace snapvk {
 
 namespace {
-
-// log-softmax of one row of logits, in double
-void log_softmax(std::span<const float> logits, std::vector<double>& out) {
-  out.resize(logits.size());
-  double mx = -INFINITY;
-  for (float v : logits) mx = std::max(mx, double(v));
-  double sum = 0;
-  for (float v : logits) sum += std::exp(double(v) - mx);
-  const double lse = mx + std::log(sum);
-  for (size_t i = 0; i < logits.size(); ++i) out[i] = double(logits[i]) - lse;
-}
 
 size_t argmax_of(const std::vector<double>& v) { return size_t(std::max_element(v.begin(), v.end()) - v.begin()); }
 

@@ -178,15 +178,6 @@ std::vector<int32_t> profile_prompt(const Model& m, uint32_t L, std::string* nee
 
 double kl_divergence(std::span<const float> p, std::span<const float> q) {
   SNAPVK_ASSERT(p.size() == q.size() && !p.empty(), "kl_divergence: logits of different sizes");
-  auto log_softmax = [](std::span<const float> x, std::vector<double>& out) {
-    double mx = -INFINITY;
-    for (float v : x) mx = std::max(mx, double(v));
-    double sum = 0;
-    for (float v : x) sum += std::exp(double(v) - mx);
-    const double lse = mx + std::log(sum);
-    out.resize(x.size());
-    for (size_t i = 0; i < x.size(); ++i) out[i] = double(x[i]) - lse;
-  };
   std::vector<double> lp, lq;
   log_softmax(p, lp);
   log_softmax(q, lq);

@@ -88,4 +88,18 @@ int32_t Sampler::sample(std::span<const float> logits) {
   return cand_[n - 1].second;
 }
 
+double log_sum_exp(std::span<const float> logits) {
+  double mx = -INFINITY;
+  for (float v : logits) mx = std::max(mx, double(v));
+  double sum = 0;
+  for (float v : logits) sum += std::exp(double(v) - mx);
+  return mx + std::log(sum);
+}
+
+void log_softmax(std::span<const float> logits, std::vector<double>& out) {
+  const double lse = log_sum_exp(logits);
+  out.resize(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i) out[i] = double(logits[i]) - lse;
+}
+
 }  // namespace snapvk

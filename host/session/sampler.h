@@ -35,4 +35,10 @@ class Sampler {
 
 int32_t argmax(std::span<const float> logits);
 
+// log(sum(exp(logits))), in double: a logit minus it is its token's log-probability (log-softmax),
+// as perplexity, KL and the server's logprobs report them.
+double log_sum_exp(std::span<const float> logits);
+// out[i] = logits[i] - log_sum_exp(logits)
+void log_softmax(std::span<const float> logits, std::vector<double>& out);
+
 }  // namespace snapvk
