@@ -244,8 +244,8 @@ uint64_t Scheduler::reserved_except(const Slot* x) const {
 }
 
 void Scheduler::evict(Slot& s) {
-  s.session.reset();
-  s.rows = false;  // idle: no thread uses it (a Vulkan object may be freed from any thread)
+  s.session.reset();  // idle: no thread uses it (a Vulkan object may be freed from any thread)
+  s.rows = false;
   s.pack.reset();
   s.history.clear();
   s.tokens.clear();
