@@ -365,8 +365,14 @@ int32_t to_stop_reason(StopReason r) {
 
 // Every option of the table read from its field of the same name; kv_policy_name, when set,
 // names the policy instead of kv_policy.
-SessionOptions to_session_options(const snapvk_session_options& o) {
+SessionOptions to_session_options(const snapvk_session_options& opts) {
   SessionOptions so;
+  // kv_type sets both caches' type, kv_type_v (when set) V's alone: the table's two rows read them
+  struct : snapvk_session_options {
+    int32_t kv_type_k;
+  } o{opts, opts.kv_type};
+  if (!o.kv_type_v_set) o.kv_type_v = o.kv_type;
+  if (o.kv_type_v_set > 1) invalid("kv_type_v_set must be 0 or 1");
 #define SNAPVK_FROM_C(key, member, ...) from_c(SNAPVK_OPTION_INFO(key, member, __VA_ARGS__), o.key, so.member);
   SNAPVK_SESSION_OPTIONS(SNAPVK_FROM_C)
 #undef SNAPVK_FROM_C
@@ -928,7 +934,8 @@ SNAPVK_API snapvk_status snapvk_session_get_kv_stats(snapvk_session* session, sn
     o.n_ctx = sess.n_ctx();
     o.prompt_len = sess.cache().compacted_len();
     o.kv_policy = to_c(sess.options().kv.policy);
-    o.kv_type = to_c(sess.options().kv_type);
+    o.kv_type = to_c(sess.options().kv_type_k);
+    o.kv_type_v = to_c(sess.options().kv_type_v);
     o.full_bytes = k.full_bytes;
     o.retained_bytes = k.retained_bytes;
     o.allocated_bytes = k.allocated_bytes;

@@ -187,7 +187,7 @@ void BM_attn_prefill(benchmark::State& state) {
          o(g.ctx, uint64_t(T) * AttnBench::kHeads * AttnBench::kHd * 4),
          part(g.ctx, std::max<uint64_t>(1, attn_prefill_state_floats(a.ak, T, AttnBench::kHeads, L)) * 4);
   time_gpu(state, g.ctx, [&](CommandStream& cs) {
-    op_attn_prefill(cs, g.k, a.ak, KvType::F16, q, c.k, c.v, c.heads, part, o, T, AttnBench::kHeads, AttnBench::kKv,
+    op_attn_prefill(cs, g.k, a.ak, KvTypes{}, q, c.k, c.v, c.heads, part, o, T, AttnBench::kHeads, AttnBench::kKv,
                     L - T, L, 0.17f);
   });
 }
@@ -202,7 +202,7 @@ void BM_attn_decode(benchmark::State& state) {
          o(g.ctx, AttnBench::kHeads * AttnBench::kHd * 4ull);
   Buffer part(g.ctx, attn_partial_floats(a.ak, AttnBench::kHeads, L) * 4);
   time_gpu(state, g.ctx, [&](CommandStream& cs) {
-    op_attn_decode(cs, g.k, a.ak, KvType::F16, q, c.k, c.v, c.heads, part, o, AttnBench::kHeads, AttnBench::kKv, L, 0,
+    op_attn_decode(cs, g.k, a.ak, KvTypes{}, q, c.k, c.v, c.heads, part, o, AttnBench::kHeads, AttnBench::kKv, L, 0,
                    0.17f);
   });
   state.SetBytesProcessed(
@@ -258,7 +258,7 @@ void BM_snapkv(benchmark::State& state) {
       state.SetLabel("gather");
       time_gpu(state, g.ctx, [&](CommandStream& cs) {
         op_kv_gather(cs, g.k, a.ak, c.k, c.v, out_k, out_v, sel, info, out_heads, n_kv,
-                     kv_row_words(KvType::F16, AttnBench::kHd), C, L, P, W);
+                     KvTypes{}, C, L, P, W);
       });
   }
 }

@@ -92,16 +92,7 @@ float w_load(uint i) {
 #endif
 }
 #elif defined(W_IQ4_NL) || defined(W_IQ4_XS)
-// ggml's kvalues_iq4nl, the grid a 4-bit index selects (-127, -104, -83, -65, -49, -35, -22,
-// -10, 1, 13, 25, 38, 53, 69, 89, 113), as int8 bytes of four words. Looked up with selects and
-// shifts rather than an indexed constant array: lavapipe would rebuild such an array per
-// invocation, and GPUs keep the words in registers.
-const uint IQ4NL_0 = 0xBFAD9881u, IQ4NL_1 = 0xF6EADDCFu, IQ4NL_2 = 0x26190D01u, IQ4NL_3 = 0x71594535u;
-vec4 iq4nl4(uvec4 q) {  // q: four indices 0..15
-  const bvec4 b2 = notEqual(q & 4u, uvec4(0u)), b3 = notEqual(q & 8u, uvec4(0u));
-  const uvec4 w = mix(mix(uvec4(IQ4NL_0), uvec4(IQ4NL_1), b2), mix(uvec4(IQ4NL_2), uvec4(IQ4NL_3), b2), b3);
-  return vec4(ivec4(w << (24u - 8u * (q & 3u))) >> 24);
-}
+#include "grids.glsl"
 float iq4nl(uint q) { return iq4nl4(uvec4(q)).x; }
 #if defined(W_IQ4_NL)
 // block: f16 d, uint8 qs[16]  (18 bytes), nibbles as in Q4_0: x = d * kvalues[q]

@@ -438,8 +438,8 @@ TEST_F(ApiTest, EveryFunctionRejectsNullAndInvalidArguments) {
   expect_invalid(snapvk_session_create(model(), &bad, &s2), "session_create(policy lru)");
   bad = so, bad.kv_policy_name = nullptr, bad.kv_policy = 9;
   expect_invalid(snapvk_session_create(model(), &bad, &s2), "session_create(policy 9)");
-  bad = so, bad.kv_type = 7;
-  expect_invalid(snapvk_session_create(model(), &bad, &s2), "session_create(kv_type 7)");
+  bad = so, bad.kv_type = 17;
+  expect_invalid(snapvk_session_create(model(), &bad, &s2), "session_create(kv_type 17)");
   bad = so, bad.kv_type = SNAPVK_KV_TYPE_Q8_0;  // head_dim 8
   expect_invalid(snapvk_session_create(model(), &bad, &s2), "session_create(q8_0, head_dim 8)");
   bad = so, bad.kv_budget = 64;

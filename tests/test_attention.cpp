@@ -201,13 +201,13 @@ void store_prefill_decode(Context& ctx, Kernels& kern, AttnCase c, bool rows_ker
   op_kv_store(cs, kern, ak, c.type, BufferRange(NK, 0, T * krow), K, heads, T, n_kv, 0);
   op_kv_store(cs, kern, ak, c.type, BufferRange(NV, 0, T * krow), V, heads, T, n_kv, 0);
   cs.barrier();
-  op_attn_prefill(cs, kern, ak, c.type, BufferRange(Q, 0, T * qrow), K, V, heads, part, O, T, n_head, n_kv, 0,
+  op_attn_prefill(cs, kern, ak, {c.type, c.type}, BufferRange(Q, 0, T * qrow), K, V, heads, part, O, T, n_head, n_kv, 0,
                   base[1] + T, scale);  // 211 keys at most
   cs.barrier();
   op_kv_store(cs, kern, ak, c.type, BufferRange(NK, T * krow, krow), K, heads, 1, n_kv, T);
   op_kv_store(cs, kern, ak, c.type, BufferRange(NV, T * krow, krow), V, heads, 1, n_kv, T);
   cs.barrier();
-  op_attn_decode(cs, kern, ak, c.type, BufferRange(Q, T * qrow, qrow), K, V, heads, part, O1, n_head, n_kv,
+  op_attn_decode(cs, kern, ak, {c.type, c.type}, BufferRange(Q, T * qrow, qrow), K, V, heads, part, O1, n_head, n_kv,
                  base[1] + T + 1, T + 1, scale);
   cs.submit();
 
@@ -269,10 +269,10 @@ void sliding_window_ring(Context& ctx, Kernels& kern, AttnCase c, bool rows_kern
     op_kv_store(cs, kern, ak, c.type, BufferRange(NV, p0 * krow, T * krow), V, heads, T, n_kv, p0, ring);
     cs.barrier();
     if (p0 < N)
-      op_attn_prefill(cs, kern, ak, c.type, BufferRange(Q, p0 * qrow, T * qrow), K, V, heads, part,
+      op_attn_prefill(cs, kern, ak, {c.type, c.type}, BufferRange(Q, p0 * qrow, T * qrow), K, V, heads, part,
                       BufferRange(O, p0 * qrow, T * qrow), T, n_head, n_kv, p0, std::min(p0 + T, W), scale, w);
     else
-      op_attn_decode(cs, kern, ak, c.type, BufferRange(Q, p0 * qrow, qrow), K, V, heads, part,
+      op_attn_decode(cs, kern, ak, {c.type, c.type}, BufferRange(Q, p0 * qrow, qrow), K, V, heads, part,
                      BufferRange(O, p0 * qrow, qrow), n_head, n_kv, std::min(p0 + 1, W), p0 + 1, scale, w);
     cs.barrier();
   }
@@ -342,7 +342,7 @@ void long_prefill(Context& ctx, Kernels& kern, KvType type, uint32_t N, uint32_t
     op_kv_store(cs, kern, ak, type, BufferRange(NK, p0 * krow, T * krow), K, heads, T, n_kv, p0);
     op_kv_store(cs, kern, ak, type, BufferRange(NV, p0 * krow, T * krow), V, heads, T, n_kv, p0);
     cs.barrier();
-    op_attn_prefill(cs, kern, ak, type, BufferRange(Q, p0 * qrow, T * qrow), K, V, heads, part,
+    op_attn_prefill(cs, kern, ak, {type, type}, BufferRange(Q, p0 * qrow, T * qrow), K, V, heads, part,
                     BufferRange(O, p0 * qrow, T * qrow), T, n_head, n_kv, p0, p0 + T, scale);
     cs.barrier();
   }
@@ -401,7 +401,7 @@ void prefill_tail(Context& ctx, Kernels& kern, KvType type, uint32_t hd, uint32_
   op_kv_store(cs, kern, ak, type, NK, K, heads, N, n_kv, 0);
   op_kv_store(cs, kern, ak, type, NV, V, heads, N, n_kv, 0);
   cs.barrier();
-  op_attn_prefill(cs, kern, ak, type, Q, K, V, heads, part, O, B, n_head, n_kv, N - B, N, scale);
+  op_attn_prefill(cs, kern, ak, {type, type}, Q, K, V, heads, part, O, B, n_head, n_kv, N - B, N, scale);
   cs.submit();
   const auto got = [&] {
     std::vector<float> g(size_t(B) * n_head * hd);

@@ -31,7 +31,7 @@ struct EndlessTest : VkTest {
     SessionOptions o;
     o.n_ctx = n_ctx;
     o.n_batch = 32;
-    o.kv_type = KvType::F16;
+    o.kv_type_k = o.kv_type_v = KvType::F16;
     o.kv.policy = KvPolicy::SnapKV;
     o.kv.budget = 48;
     o.kv.window = 8;

@@ -124,12 +124,12 @@ TEST_F(Fidelity, PerplexityMatchesTheReferenceModel) {
   PerplexityOptions o;
   o.n_ctx = 96;
   o.max_chunks = 2;
-  o.kv_type = KvType::F32;
+  o.specs = {{"full:f32", {}, {KvType::F32, KvType::F32}}};  // after the full f16 reference
   o.n_batch = 20;  // several batches per half
   const PerplexityReport r = run_perplexity(m, tokens, "gpl", o);
-  ASSERT_EQ(r.rows.size(), 1u);
+  ASSERT_EQ(r.rows.size(), 2u);
   EXPECT_EQ(r.chunks, 2u);
-  EXPECT_EQ(r.rows[0].scored, 2u * (96 / 2 - 1));
+  EXPECT_EQ(r.rows[1].scored, 2u * (96 / 2 - 1));
   double nll = 0;
   uint64_t n = 0;
   for (uint32_t c = 0; c < 2; ++c) {
@@ -145,11 +145,11 @@ TEST_F(Fidelity, PerplexityMatchesTheReferenceModel) {
       n += 1;
     }
   }
-  ASSERT_EQ(n, r.rows[0].scored);
-  EXPECT_NEAR(r.rows[0].nll, nll / double(n), 1e-4);
-  EXPECT_NEAR(r.rows[0].ppl, std::exp(nll / double(n)), 1e-3 * r.rows[0].ppl);
-  EXPECT_DOUBLE_EQ(r.rows[0].top1, 1.0);
-  EXPECT_EQ(r.rows[0].kl, 0.0);
+  ASSERT_EQ(n, r.rows[1].scored);
+  EXPECT_NEAR(r.rows[1].nll, nll / double(n), 1e-4);
+  EXPECT_NEAR(r.rows[1].ppl, std::exp(nll / double(n)), 1e-3 * r.rows[1].ppl);
+  EXPECT_DOUBLE_EQ(r.rows[1].top1, 1.0);
+  EXPECT_EQ(r.rows[1].kl, 0.0);
 }
 
 TEST_F(Fidelity, PerplexityOfACompressedFirstHalf) {

@@ -40,7 +40,7 @@ struct GenerateTest : VkTest {
   static SessionOptions options(uint32_t n_ctx) {
     SessionOptions o;
     o.n_ctx = n_ctx;
-    o.kv_type = KvType::F32;
+    o.kv_type_k = o.kv_type_v = KvType::F32;
     return o;
   }
   static std::vector<int32_t> prompt() { return model().tokenizer().encode("Once upon a time", true); }

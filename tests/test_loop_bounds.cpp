@@ -61,7 +61,8 @@ std::optional<KernelLoops> loops_at_largest(const spv::Embedded& e, const Kernel
   const Largest s;
   const std::string src = e.source, name = e.name;
   for (const char* none :
-       {"add.comp", "mul.comp", "rope.comp", "swiglu.comp", "softcap.comp", "kv_gather.comp", "adakv_floor.comp"})
+       {"add.comp", "mul.comp", "rope.comp", "swiglu.comp", "softcap.comp", "kv_gather.comp", "adakv_floor.comp",
+        "hadamard.comp"})
     if (src == none) return KernelLoops(e.name);
   if (src == "rms_norm.comp") return rms_norm_loops(k, s.n_embd);
   if (src == "get_rows.comp") return get_rows_loops(k, s.n_embd);

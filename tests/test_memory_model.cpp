@@ -44,7 +44,7 @@ TEST(MemoryModel, ModelPredictsMeasuredPeakForFullAndCompressedSessions) {
       SessionOptions o;
       o.n_ctx = L + 40;
       o.n_batch = 32;
-      o.kv_type = t;
+      o.kv_type_k = o.kv_type_v = t;
       o.kv.policy = p;
       if (p != KvPolicy::Full) o.kv.budget = 48, o.kv.window = 8;
       const uint64_t before = ctx.memory().current();
@@ -73,7 +73,7 @@ TEST(MemoryModel, BudgetRefusesUpFrontAndLeavesProcessUsable) {
   Model m(k, model_path("stories260K.gguf"));
   SessionOptions big;
   big.n_ctx = 2048;  // a full f32 cache of 2048 positions: 5 MiB
-  big.kv_type = KvType::F32;
+  big.kv_type_k = big.kv_type_v = KvType::F32;
   const uint64_t before = ctx.memory().current();
   try {
     Session s(m, big);
@@ -104,7 +104,7 @@ TEST(MemoryModel, SnapkvFitsLongerPromptsThanFullUnderOneBudget) {
     SessionOptions o;
     o.n_ctx = L + 8;
     o.n_batch = 64;
-    o.kv_type = KvType::F32;
+    o.kv_type_k = o.kv_type_v = KvType::F32;
     o.kv.policy = p;
     if (p != KvPolicy::Full) o.kv.budget = 32, o.kv.window = 8;
     try {
@@ -328,7 +328,7 @@ TEST(MemoryModel, RefusesWhatWouldWrapAndIsExactAtTheEdge) {
       "memory model: prompt length 4294967295 is out of range (0..16777216)");
   bad([](MemoryQuery& q) { q.decode_chunk = 0; },
       "memory model: decode_chunk must be at least 1");  // was a division by zero
-  bad([](MemoryQuery& q) { q.kv_type = KvType(7); }, "memory model: unknown KV type 7");
+  bad([](MemoryQuery& q) { q.kv_types.v = KvType(17); }, "memory model: unknown KV type 17");
   bad([](MemoryQuery& q) { q.kv.policy = KvPolicy::SnapKV, q.kv.budget = 64, q.kv.window = kU32Max; },
       "KV window 4294967295 is too large");
   bad([](MemoryQuery&) {}, "memory model: peak bytes (18446744073709551615 + ", kU64Max);
@@ -338,13 +338,13 @@ TEST(MemoryModel, RefusesWhatWouldWrapAndIsExactAtTheEdge) {
   big.n_layer = 1024, big.n_head = big.n_head_kv = 255, big.head_dim = 256, big.n_rot = 256, big.n_embd = 16384;
   big.n_ff = 1u << 16, big.n_vocab = 1u << 16;
   MemoryQuery q;
-  q.prompt_len = kMaxContext, q.n_ctx = kMaxContext, q.n_batch = 1, q.kv_type = KvType::F32;
+  q.prompt_len = kMaxContext, q.n_ctx = kMaxContext, q.n_batch = 1, q.kv_types = {KvType::F32, KvType::F32};
   const MemoryEstimate e = estimate_memory(big, 0, q);
   EXPECT_EQ(e.kv_full_equivalent, 2ull * 1024 * 255 * kMaxContext * 1024);  // 8.2e15 bytes, not wrapped
   EXPECT_EQ(e.kv_cache, e.kv_full_equivalent);
   EXPECT_EQ(e.peak, e.activations + e.kv_cache);
-  EXPECT_EQ(KvCache::full_bytes(big, KvType::F32, kMaxContext), e.kv_full_equivalent);
-  expect_error([&] { KvCache::full_bytes(big, KvType::F32, kU64Max); }, "KV cache bytes");
+  EXPECT_EQ(KvCache::full_bytes(big, {KvType::F32, KvType::F32}, kMaxContext), e.kv_full_equivalent);
+  expect_error([&] { KvCache::full_bytes(big, {KvType::F32, KvType::F32}, kU64Max); }, "KV cache bytes");
 }
 
 }  // namespace

@@ -24,7 +24,7 @@ SessionOptions session_options(uint32_t n_ctx, uint32_t n_batch, KvType kv_type)
   SessionOptions o;
   o.n_ctx = n_ctx;
   o.n_batch = n_batch;
-  o.kv_type = kv_type;
+  o.kv_type_k = o.kv_type_v = kv_type;
   return o;
 }
 

@@ -34,7 +34,7 @@ struct PackTest : VkTest {
     SessionOptions o;
     o.n_ctx = n_ctx;
     o.n_batch = 32;
-    o.kv_type = t;
+    o.kv_type_k = o.kv_type_v = t;
     o.kv.policy = p;
     if (p != KvPolicy::Full) o.kv.budget = 40, o.kv.window = 8;
     return o;
@@ -414,7 +414,7 @@ TEST_F(SmolLM2Pack, FullF32PackIsBitExactAndSnapKVStateIsByteExact) {
     SCOPED_TRACE(kv_policy_name(pol));
     SessionOptions o;
     o.n_ctx = uint32_t(doc.size() + q.size() + 16);
-    o.kv_type = pol == KvPolicy::Full ? KvType::F32 : KvType::F16;
+    o.kv_type_k = o.kv_type_v = pol == KvPolicy::Full ? KvType::F32 : KvType::F16;
     o.kv.policy = pol;
     if (pol == KvPolicy::SnapKV) o.kv.budget = 48, o.kv.window = 16;
     Session a(model(), o);

@@ -86,7 +86,7 @@ TEST_F(StoriesProfile, EveryRowHoldsItsBytesRatioAndFidelityRanges) {
       EXPECT_EQ(x.context, L);
       EXPECT_EQ(x.policy, p);
       ASSERT_TRUE(x.ran) << x.error;
-      EXPECT_EQ(x.full_kv_bytes, KvCache::full_bytes(c, KvType::F16, L + o.gen));
+      EXPECT_EQ(x.full_kv_bytes, KvCache::full_bytes(c, KvTypes{}, L + o.gen));
       EXPECT_GT(x.peak_bytes, 0u);
       EXPECT_GT(x.prefill_ms, 0.0);
       EXPECT_GT(x.decode_tok_s, 0.0);
@@ -138,7 +138,7 @@ TEST_F(StoriesProfile, FidelityFiguresMatchTheirDefinitionRecomputed) {
     ASSERT_EQ(x.policy, o.specs[k % 4 - 1].label);
     auto session_options = [&](const KvPolicyOptions& kv) {
       SessionOptions so;
-      so.n_ctx = x.context + o.gen, so.n_batch = o.n_batch, so.kv_type = o.kv_type, so.kv = kv;
+      so.n_ctx = x.context + o.gen, so.n_batch = o.n_batch, so.kv = kv;
       return so;
     };
     std::string needle;
@@ -246,11 +246,10 @@ TEST_F(ProfileEngine, FullThatDoesNotFitStillRunsThePolicies) {
   o.contexts = {400};
   o.specs = {spec(KvPolicy::SnapKV, 64, 8), spec(KvPolicy::StreamingLLM, 64, 8)};
   o.gen = 8;
-  o.kv_type = KvType::F32;  // the cache outweighs the activations: full and compressed peaks far apart
   o.n_batch = 16;
   auto peak_of = [&](const KvPolicyOptions& kv) {
     MemoryQuery q;
-    q.prompt_len = 400, q.n_ctx = 408, q.n_batch = 16, q.kv_type = KvType::F32, q.kv = kv;
+    q.prompt_len = 400, q.n_ctx = 408, q.n_batch = 16, q.kv = kv;
     q.decode_chunk = m.attention().decode_chunk;
     return estimate_memory(m.config(), 0, q).peak;
   };
@@ -299,7 +298,7 @@ TEST(ProfileDryRun, EqualsTheMemoryModel) {
   o.contexts = {400, 128, 1024, 128};  // sorted and de-duplicated in the report
   // A budget that the full cache at 1024 tokens does not meet, and everything else does.
   MemoryQuery q;
-  q.prompt_len = 1024, q.n_ctx = 1024 + o.gen, q.n_batch = o.n_batch, q.kv_type = o.kv_type;
+  q.prompt_len = 1024, q.n_ctx = 1024 + o.gen, q.n_batch = o.n_batch;
   const uint64_t budget = weights + estimate_memory(c, 0, q).peak - 1;
   const ProfileReport r = dry_run_profile(c, weights, budget, o);
   EXPECT_TRUE(r.dry_run);

@@ -702,7 +702,7 @@ Pack write_doc_pack(const Model& m, const std::filesystem::path& dir, const std:
                     const KvPolicyOptions& kv, KvType type = KvType::F16) {
   SessionOptions so;
   so.kv = kv;
-  so.kv_type = type;
+  so.kv_type_k = so.kv_type_v = type;
   Pack p = make_pack(m, so, m.tokenizer().encode(doc, true), {});
   write_pack_file((dir / (name + ".svkv")).string(), write_pack(p));
   return p;
@@ -755,7 +755,7 @@ TEST(Serve, PackCompletionEqualsASessionThatLoadsThePack) {
     // which KvStats's allocated_bytes, the K/V rows, leaves out.)
     const ModelConfig& c = ts.model.config();
     const uint64_t tables = p.state.compacted_len ? 8ull * c.n_layer * c.n_head_kv : 0;
-    EXPECT_EQ(r["snapvk"]["kv_bytes_allocated"].get<uint64_t>() + tables, KvCache::bytes_after_restore(c, p.kv_type, p.state, n_ctx, 256));
+    EXPECT_EQ(r["snapvk"]["kv_bytes_allocated"].get<uint64_t>() + tables, KvCache::bytes_after_restore(c, p.kv_types, p.state, n_ctx, 256));
     // Streamed: the same text.
     const auto events =
         ts.stream("/v1/completions", {{"prompt", prompt}, {"pack", "story"}, {"max_tokens", 24}, {"stream", true}});
@@ -912,7 +912,7 @@ TEST(Serve, AdmissionCountsThePacksCache) {
       const MemoryQuery q = memory_query(m, SessionOptions{}, 0);
       const uint32_t n_ctx = default_n_ctx(m.config());
       return activation_bytes(m.config(), q.n_batch, q.n_ctx, q.decode_chunk) +
-             KvCache::bytes_after_restore(m.config(), p.kv_type, p.state, n_ctx, 256) + slack;
+             KvCache::bytes_after_restore(m.config(), p.kv_types, p.state, n_ctx, 256) + slack;
     });
     const json body = {{"prompt", " Then"}, {"pack", "story"}, {"max_tokens", 4}};
     if (slack < 0) {  // one byte short: it can never fit

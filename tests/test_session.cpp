@@ -44,7 +44,7 @@ TEST_F(SessionTest, ProgressIsReportedAndCancellationLeavesSessionUsable) {
     SessionOptions o;
     o.n_ctx = 512;
     o.n_batch = 16;
-    o.kv_type = KvType::F32;
+    o.kv_type_k = o.kv_type_v = KvType::F32;
     o.kv.policy = p;
     if (p != KvPolicy::Full) o.kv.budget = 32, o.kv.window = 8;
     const auto tokens = prompt(6);
@@ -144,7 +144,7 @@ TEST_F(SessionTest, ContextBeyondTheLargestStorageBindingIsRefusedUpFront) {
   for (KvPolicy p : {KvPolicy::Full, KvPolicy::SnapKV}) {
     SessionOptions o;
     o.n_ctx = uint32_t(limit + 1);
-    o.kv_type = KvType::F32;
+    o.kv_type_k = o.kv_type_v = KvType::F32;
     o.kv.policy = p;
     if (p == KvPolicy::SnapKV) o.kv.budget = 64;
     expect_error([&] { Session s(model(), o); }, "maxStorageBufferRange");

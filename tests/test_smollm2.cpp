@@ -65,7 +65,7 @@ struct SmolLM2 : VkTest {
   static std::vector<int32_t> greedy(const Reference& r, KvType kv, std::vector<float>* first_logits = nullptr,
                                      std::vector<double>* step_dev = nullptr) {
     SessionOptions o;
-    o.kv_type = kv;
+    o.kv_type_k = o.kv_type_v = kv;
     o.n_ctx = uint32_t(r.prompt.size() + r.generated.size() + 1);
     Session s(model(), o);
     const std::span<const float> logits = s.prefill(r.prompt);

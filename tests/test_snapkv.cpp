@@ -118,7 +118,8 @@ TEST_P(SnapkvKernels, SelectionAndGatherMatchReference) {
   }
   op_topk(cs, k(), ak, s.words ? completed : pooled, sel, s.n_kv, P, count);
   cs.barrier();
-  op_kv_gather(cs, k(), ak, K, V, outK, outV, sel, sel_info, out_heads, s.n_kv, s.hd, s.C, s.L, P, W);
+  op_kv_gather(cs, k(), ak, K, V, outK, outV, sel, sel_info, out_heads, s.n_kv, {KvType::F32, KvType::F32}, s.C, s.L, P,
+               W);
   cs.submit();
 
   auto want_votes = ref::window_votes(q, keys, s.L, W, P, n_head, s.n_kv, s.hd, s.agg);
@@ -328,7 +329,7 @@ struct SnapkvStories : VkTest {
     SessionOptions o;
     o.n_ctx = 400;
     o.n_batch = 32;
-    o.kv_type = KvType::F32;
+    o.kv_type_k = o.kv_type_v = KvType::F32;
     o.kv.policy = p;
     o.kv.budget = budget;
     o.kv.window = window;

@@ -46,7 +46,7 @@ SynthShape shape(uint32_t dim, uint32_t heads, uint32_t kv, GgmlType type = Ggml
 // By field, so options added to SessionOptions later keep their defaults (a full cache).
 SessionOptions session_options(uint32_t n_ctx, uint32_t n_batch, KvType kv_type) {
   SessionOptions o;
-  o.n_ctx = n_ctx, o.n_batch = n_batch, o.kv_type = kv_type;
+  o.n_ctx = n_ctx, o.n_batch = n_batch, o.kv_type_k = o.kv_type_v = kv_type;
   return o;
 }
 
@@ -421,7 +421,7 @@ TEST_F(SynthGemma3, SnapkvCompactsOnlyGlobalLayers) {
       EXPECT_LE(max_diff(logits, want), kTolF32Kv) << "decode " << step << ", batch " << n_batch;
     }
     // The memory model counts both kinds of layer as the cache allocates them.
-    const KvSize size = KvCache::size_after_prompt(cfg, KvType::F32, o.kv, L, 64, n_batch);
+    const KvSize size = KvCache::size_after_prompt(cfg, {KvType::F32, KvType::F32}, o.kv, L, 64, n_batch);
     EXPECT_EQ(s.cache().allocated_bytes() + 3 * 8 * cfg.n_head_kv, size.allocated);  // + the heads tables
     const uint64_t row = 2ull * cfg.n_head_kv * kv_row_bytes(KvType::F32, cfg.head_dim);
     EXPECT_EQ(size.retained, row * (12 + (64 - L) + 2 * 8));
@@ -432,9 +432,9 @@ TEST_F(SynthGemma3, SnapkvCompactsOnlyGlobalLayers) {
   // A full cache: the rings are what the memory model says, and nothing is "compressed".
   Session full(m, session_options(64, 7, KvType::F16));
   full.prefill(prompt);
-  const KvSize fs = KvCache::size_after_prompt(cfg, KvType::F16, KvPolicyOptions{}, L, 64, 7);
+  const KvSize fs = KvCache::size_after_prompt(cfg, KvTypes{}, KvPolicyOptions{}, L, 64, 7);
   EXPECT_EQ(full.cache().allocated_bytes(), fs.allocated);
-  EXPECT_EQ(fs.retained, KvCache::full_bytes(cfg, KvType::F16, 64));  // dry-run rows of a full cache: ratio 1
+  EXPECT_EQ(fs.retained, KvCache::full_bytes(cfg, KvTypes{}, 64));  // dry-run rows of a full cache: ratio 1
   EXPECT_EQ(full.kv_stats().ratio(), 1.0);
 }
 

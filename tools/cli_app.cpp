@@ -90,8 +90,15 @@ Cli::Cli() : app_("snapvk: Llama-family inference on any Vulkan GPU, with SnapKV
 }
 
 int Cli::main(int argc, const char* const* argv) {
+  // llama.cpp's -ctk / -ctv: CLI11 takes one character after a single dash
+  std::vector<const char*> args(argv, argv + argc);
+  for (const char*& a : args)
+    if (std::string_view(a) == "-ctk")
+      a = "--cache-type-k";
+    else if (std::string_view(a) == "-ctv")
+      a = "--cache-type-v";
   try {
-    app_.parse(argc, argv);
+    app_.parse(argc, args.data());
   } catch (const CLI::ParseError& e) {
     // --help and --version arrive as "errors" with exit code 0: CLI11 prints those.
     if (e.get_exit_code() == 0) return app_.exit(e);

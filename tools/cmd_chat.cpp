@@ -93,7 +93,7 @@ class TerminalChat {
   // it at the first turn's end); otherwise the pack's policy describes the cache.
   SessionOptions session_options(SessionOptions so, bool endless) const {
     if (pack_ && endless)
-      so.kv_type = pack_->kv_type;
+      so.set_kv_types(pack_->kv_types);
     else if (pack_)
       so = pack_session_options(*pack_, so);
     so.on_progress = [](uint64_t, uint64_t) { return !g_stop.load(); };

@@ -24,7 +24,7 @@ constexpr const char* kSuiteText = "gpl-3.0";
 
 // Options every retrieval task and the suite share.
 struct EvalCli {
-  std::string model, contexts, depths = "0,25,50,75,100", policies = "full,snapkv", budgets, out;
+  std::string model, contexts, depths = "0,25,50,75,100", policies = "full,snapkv", budgets, out, kv_types = "f16";
   SessionCli session;  // -b, --kv-* (--kv-policy and --kv-budget as lists)
   uint32_t extra = 4;
   uint64_t seed = 1;
@@ -51,10 +51,10 @@ std::vector<uint32_t> parse_depths(const std::string& list) {
   return out;
 }
 
-std::vector<ProfileSpec> specs_of(const EvalCli& o, KvType& kv_type) {
+std::vector<ProfileSpec> specs_of(const EvalCli& o) {
   std::string budgets = o.budgets;
   if (budgets.empty() && !(o.session.so.kv.ratio > 0)) budgets = "256";
-  auto specs = make_specs(o.session, o.policies, budgets, true, kv_type);
+  auto specs = make_specs(o.session, o.policies, budgets, true, o.kv_types);
   if (specs.empty()) throw Error(ErrorKind::InvalidArgument, "no KV policies to evaluate (--kv-policy)");
   return specs;
 }
@@ -65,7 +65,7 @@ int eval_task(EvalTask task, const EvalCli& o, const Globals& g) {
   no.n_batch = o.session.so.n_batch;
   no.extra_tokens = o.extra;
   no.seed = o.seed;
-  no.specs = specs_of(o, no.kv_type);
+  no.specs = specs_of(o);
   no.depths = parse_depths(o.depths);
   if (g.check_only) {
     if (!o.contexts.empty()) parse_token_counts(o.contexts, "--contexts");
@@ -133,7 +133,7 @@ int eval_suite(const EvalCli& o, const Globals& g) {
   so.tasks = parse_tasks(o.tasks);
   so.n_batch = o.session.so.n_batch;
   so.seed = o.seed;
-  so.specs = specs_of(o, so.kv_type);
+  so.specs = specs_of(o);
   so.depths = parse_depths(o.depths);
   so.ppl_ctx = o.ppl_ctx, so.ppl_chunks = o.ppl_chunks;
   if (g.check_only) {
@@ -177,7 +177,7 @@ void add_eval_options(CLI::App& sub, EvalCli& o, const std::string& default_dept
   o.depths = default_depths;
   sub.add_option("--depths", o.depths, "Where the answer sits, percent of the context, comma-separated")
       ->capture_default_str();
-  add_kv_list_options(sub, o.session, o.policies, o.budgets, "KV policies, comma-separated (full included if listed)",
+  add_kv_list_options(sub, o.session, o.policies, o.budgets, o.kv_types, "KV policies, comma-separated (full included if listed)",
                       "Entries kept per KV head (C), comma-separated for several (default: 256)");
   sub.add_option("--extra-tokens", o.extra, "Tokens generated beyond the answer's own")->capture_default_str();
   sub.add_option("--seed", o.seed, "Picks the hidden values")->capture_default_str();
@@ -186,7 +186,7 @@ void add_eval_options(CLI::App& sub, EvalCli& o, const std::string& default_dept
 }
 
 struct PerplexityCli {
-  std::string model, file, policies = "full", budgets, out = "perplexity-out";
+  std::string model, file, policies = "full", budgets, out = "perplexity-out", kv_types = "f16";
   SessionCli session;  // -b, --kv-* (--kv-policy and --kv-budget as lists)
   uint32_t n_ctx = 512, chunks = 0;
   bool json = false;
@@ -197,7 +197,7 @@ int perplexity(const PerplexityCli& o, const Globals& g) {
   po.n_ctx = o.n_ctx, po.max_chunks = o.chunks, po.n_batch = o.session.so.n_batch;
   std::string budgets = o.budgets;
   if (budgets.empty() && !(o.session.so.kv.ratio > 0)) budgets = "256";
-  po.specs = make_specs(o.session, o.policies, budgets, true, po.kv_type);
+  po.specs = make_specs(o.session, o.policies, budgets, true, o.kv_types);
   if (g.check_only) return 0;
   std::string label;
   const std::string text = read_text(o.file, label);
@@ -260,7 +260,7 @@ Runner add_perplexity(CLI::App& app, const Globals& g) {
   app.add_option("-f,--file", o->file, "Text file, or a built-in text name (gpl-3.0)")->required();
   app.add_option("-c,--ctx-size", o->n_ctx, "Chunk length in tokens (even)")->capture_default_str();
   app.add_option("--chunks", o->chunks, "Chunks to score (0: every whole chunk)")->capture_default_str();
-  add_kv_list_options(app, o->session, o->policies, o->budgets, "KV policies, comma-separated (full is always measured)",
+  add_kv_list_options(app, o->session, o->policies, o->budgets, o->kv_types, "KV policies, comma-separated (full is always measured)",
                       "Entries kept per KV head (C), comma-separated for several (default: 256)");
   app.add_option("--out", o->out, "Directory for perplexity.csv and perplexity.json")->capture_default_str();
   app.add_flag("--json", o->json, "Print one JSON object instead of the table");

@@ -59,14 +59,14 @@ int pack(const PackOptions& o, const Globals& g) {
   if (o.json) {
     nlohmann::ordered_json j;
     j["pack"] = o.out, j["bytes"] = bytes.size(), j["tokens"] = doc.size(), j["query_tokens"] = query.size();
-    j["policy"] = kv_policy_name(p.policy.policy), j["kv_type"] = kv_type_name(p.kv_type);
+    j["policy"] = kv_policy_name(p.policy.policy), j["kv_type"] = kv_types_name(p.kv_types);
     j["prefill_ms"] = prefill_ms, j["write_ms"] = write_ms;
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::fprintf(stderr, "pack %s: %zu tokens%s, kv %s %s, %s; prefill %.1f ms, write %.1f ms\n", o.out.c_str(),
                  doc.size(),
                  query.empty() ? "" : (" (question-aware, " + std::to_string(query.size()) + "-token window)").c_str(),
-                 kv_policy_name(p.policy.policy), kv_type_name(p.kv_type), bytes_str(bytes.size()).c_str(), prefill_ms,
+                 kv_policy_name(p.policy.policy), kv_types_name(p.kv_types).c_str(), bytes_str(bytes.size()).c_str(), prefill_ms,
                  write_ms);
   }
   return 0;

@@ -84,7 +84,7 @@ std::unique_ptr<Model> load_synthetic(Kernels& k, const SynthShape& s, TempFile&
 // ---- profile ----
 
 struct ProfileCli {
-  std::string model, synthetic, weight_type = "f16", contexts, policies = "snapkv,pyramidkv,streamingllm", budgets,
+  std::string model, synthetic, weight_type = "f16", contexts, policies = "snapkv,pyramidkv,streamingllm", budgets, kv_types = "f16",
                                 out = "profile-out";
   SessionCli session;  // -b, --kv-* (--kv-policy and --kv-budget as lists)
   uint32_t gen = 16;
@@ -102,7 +102,7 @@ int profile(const ProfileCli& o, const Globals& g) {
   const std::string preset = builtin ? kDefaultPreset : o.synthetic;
   std::string budgets = o.budgets;
   if (budgets.empty() && !(o.session.so.kv.ratio > 0)) budgets = kDefaultBudget;
-  po.specs = make_specs(o.session, o.policies, budgets, false, po.kv_type);  // checks -b too
+  po.specs = make_specs(o.session, o.policies, budgets, false, o.kv_types);  // checks -b too
 
   // The shape, for the dry run and the default contexts.
   std::optional<SynthShape> shape;
@@ -185,7 +185,7 @@ Runner add_profile(CLI::App& app, const Globals& g) {
                  "Prompt lengths in tokens, comma-separated, k = 1024 (default: " + std::string(kDefaultContexts) +
                      "; with -m, those within the model's training context)");
   add_kv_list_options(
-      app, o->session, o->policies, o->budgets, "KV policies to compare with the full cache, comma-separated",
+      app, o->session, o->policies, o->budgets, o->kv_types, "KV policies to compare with the full cache, comma-separated",
       "Entries kept per KV head (C), comma-separated for several (default: " + std::string(kDefaultBudget) + ")");
   app.add_option("--gen", o->gen, "Decode steps per run: timed, and compared with the full cache")
       ->capture_default_str();

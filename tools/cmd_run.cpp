@@ -28,7 +28,7 @@ namespace {
 struct RunOptions {
   std::string model, prompt, prompt_file, tokens_file, dump_selection;
   std::string pack;                   // --pack: continue from a pack's document (the prompt follows it, no BOS)
-  bool kv_type_given = false;         // --kv-type was given (with --pack it must match the pack's)
+  bool kv_type_given = false;         // --kv-type(-k/-v) was given (with --pack it must match the pack's)
   bool chat = false;                  // --chat: the prompt is one user turn through the chat template
   std::string system, chat_template;  // --system, --chat-template
   SessionCli session;  // -c, -b, --kv-*
@@ -156,7 +156,7 @@ void print_json(const RunReport& r) {
   if (!r.o.pack.empty()) t["pack_load_ms"] = r.load_ms;
   t["prefill_tok_s"] = r.prefill_tps(), t["decode_tok_s"] = r.decode_tps();
   nlohmann::ordered_json& k = j["kv"];
-  k["policy"] = kv_policy_name(so.kv.policy), k["type"] = kv_type_name(so.kv_type);
+  k["policy"] = kv_policy_name(so.kv.policy), k["type"] = kv_types_name(so.kv_types());
   k["options"] = options_json(so);
   k["bytes"] = kv.retained_bytes, k["full_bytes"] = kv.full_bytes, k["ratio"] = kv.ratio();
   k["allocated_bytes"] = kv.allocated_bytes, k["n_ctx"] = r.session.n_ctx(), k["n_past"] = r.session.n_past();
@@ -179,7 +179,7 @@ void print_summary(const RunReport& r) {
   std::fprintf(stderr, "decode: %zu tokens, %.1f ms (%.1f tok/s)\n", r.generated.size(), r.decode_ms, r.decode_tps());
   std::fprintf(stderr,
                "kv cache (%s, %s): %s retained for %u tokens, full-cache equivalent %s, ratio %.2fx; %s allocated\n",
-               kv_policy_name(so.kv.policy), kv_type_name(so.kv_type), bytes_str(kv.retained_bytes).c_str(),
+               kv_policy_name(so.kv.policy), kv_types_name(so.kv_types()).c_str(), bytes_str(kv.retained_bytes).c_str(),
                r.session.n_past(), bytes_str(kv.full_bytes).c_str(), kv.ratio(), bytes_str(kv.allocated_bytes).c_str());
   if (so.kv.compresses())
     std::fprintf(stderr, "compression: score %.2f ms, pool %.2f ms, select %.2f ms, gather %.2f ms (GPU)\n",
@@ -196,7 +196,7 @@ int run(const RunOptions& o, const Globals& g) {
   SessionOptions so = session_options(o.session);
   so.profile = o.profile;
   so.keep_selection = !o.dump_selection.empty();
-  const KvType kv_type = so.kv_type;
+  const KvTypes kv_types = so.kv_types();
   SamplerParams sp = o.sp;
   if (!o.seed_set) sp.seed = std::random_device{}();
   if (g.check_only) return 0;
@@ -215,7 +215,7 @@ int run(const RunOptions& o, const Globals& g) {
   if (pack) {
     check_pack_model(*pack, model, o.pack);
     so = pack_session_options(*pack, so);
-    if (o.kv_type_given) so.kv_type = kv_type;  // a different one is refused by load_pack
+    if (o.kv_type_given) so.set_kv_types(kv_types);  // a different one is refused by load_pack
   }
   // Without -c the cache holds what this run needs: the prompt and the tokens to generate
   // (so a compressed prompt's savings are not spent on unused room).
@@ -347,9 +347,10 @@ Runner add_run(CLI::App& app, const Globals& g) {
   app.add_flag("--profile", o->profile, "Per-kernel GPU time after the run");
   app.add_flag("--dry-run", o->dry_run,
                "Print the memory this run needs (JSON) without running it; exit 1 if over --max-device-memory");
-  const CLI::Option* kv_type = app.get_option("--kv-type");
-  return [o, &g, kv_type] {
-    o->kv_type_given = kv_type->count() > 0;
+  const CLI::Option *kv_type = app.get_option("--kv-type"), *k = app.get_option("--kv-type-k"),
+                    *v = app.get_option("--kv-type-v");
+  return [o, &g, kv_type, k, v] {
+    o->kv_type_given = kv_type->count() + k->count() + v->count() > 0;
     return run(*o, g);
   };
 }

@@ -11,6 +11,13 @@ void add_session_options(CLI::App& app, SessionCli& o, std::initializer_list<std
   visit_options(o.so, [&](const OptionInfo& info, auto& field) {
     if (std::find(skip.begin(), skip.end(), std::string_view(info.key)) != skip.end()) return;
     using T = std::remove_reference_t<decltype(field)>;
+    if (std::string_view(info.key) == opt::kv_type_k.name) {
+      // both caches' type at once; declared before --kv-type-k and --kv-type-v, whose callbacks
+      // run after its own (CLI11 runs them in declaration order), so they override it
+      app.add_option_function<std::string>(
+          "--kv-type", [&o](const std::string& t) { o.text[opt::kv_type_k.name] = o.text[opt::kv_type_v.name] = t; },
+          "K and V cache storage (--kv-type-k and --kv-type-v set one): " + names_of(names(KvType{}), ", "));
+    }
     if constexpr (std::is_enum_v<T>) {
       std::string& text = o.text[info.key];
       text = name_in(names(field), field);

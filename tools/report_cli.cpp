@@ -13,8 +13,28 @@ std::vector<std::string> split_items(const std::string& s) {
   return out;
 }
 
+KvTypes parse_kv_types(const std::string& text) {
+  const size_t slash = text.find('/');
+  KvTypes t;
+  for (auto [part, out] : {std::pair{text.substr(0, slash), &t.k},
+                           std::pair{slash == std::string::npos ? text : text.substr(slash + 1), &t.v}}) {
+    const auto v = parse_kv_type(part);
+    if (!v)
+      throw Error(ErrorKind::InvalidArgument, "unknown --kv-type '" + part + "' (" + names_of(names(KvType{})) +
+                                                  "; K/V as q8_0/q4_0)");
+    *out = *v;
+  }
+  return t;
+}
+
 std::vector<ProfileSpec> make_specs(const SessionCli& base, const std::string& policies, const std::string& budgets,
-                                    bool keep_full, KvType& kv_type) {
+                                    bool keep_full, const std::string& types) {
+  std::vector<KvTypes> ts;
+  for (const std::string& t : split_items(types)) ts.push_back(parse_kv_types(t));
+  if (ts.empty()) ts.push_back(KvTypes{});
+  // The name of a configuration at one KV type: the type follows unless it is the only one, f16.
+  const bool typed = ts.size() > 1 || !(ts[0] == KvTypes{});
+  auto with = [&](std::string label, KvTypes t) { return typed ? label + ":" + kv_types_name(t) : label; };
   std::vector<uint32_t> bs;
   if (!budgets.empty()) bs = parse_token_counts(budgets, "--kv-budget");
   if (bs.empty()) bs.push_back(0);  // --kv-ratio (checked by session_options)
@@ -24,26 +44,30 @@ std::vector<ProfileSpec> make_specs(const SessionCli& base, const std::string& p
     k.text["kv_policy"] = policy;
     k.so.kv.budget = budget;
     if (budget || parse_kv_policy(policy) == KvPolicy::Full) k.so.kv.ratio = 0;
-    const SessionOptions so = session_options(k);
-    kv_type = so.kv_type;
-    return so;
+    return session_options(k);
   };
   std::vector<ProfileSpec> specs;
   for (const std::string& p : split_items(policies)) {
     const bool full = parse_kv_policy(p) == KvPolicy::Full;
     const SessionOptions first = options(p, full ? 0 : bs.front());  // names an unknown policy
     if (!first.kv.compresses()) {
-      if (keep_full &&
-          std::none_of(specs.begin(), specs.end(), [](const ProfileSpec& s) { return !s.kv.compresses(); }))
-        specs.push_back({"full", first.kv});
+      for (KvTypes t : ts) {
+        const ProfileSpec s{t == KvTypes{} ? "full" : with("full", t), first.kv, t};
+        if ((keep_full || !s.is_reference()) &&
+            std::none_of(specs.begin(), specs.end(), [&](const ProfileSpec& o) { return o.label == s.label; }))
+          specs.push_back(s);
+      }
       continue;
     }
     for (uint32_t b : bs) {
       const SessionOptions so = options(p, b);
       std::string label = kv_policy_name(so.kv.policy);
       if (bs.size() > 1) label += "@" + std::to_string(b);
-      if (std::any_of(specs.begin(), specs.end(), [&](const ProfileSpec& s) { return s.label == label; })) continue;
-      specs.push_back({label, so.kv});
+      for (KvTypes t : ts) {
+        const std::string typed_label = with(label, t);
+        if (std::none_of(specs.begin(), specs.end(), [&](const ProfileSpec& s) { return s.label == typed_label; }))
+          specs.push_back({typed_label, so.kv, t});
+      }
     }
   }
   if (specs.empty() && !keep_full) options("full", 0);  // only "full" was asked for: still check the rest
@@ -51,10 +75,14 @@ std::vector<ProfileSpec> make_specs(const SessionCli& base, const std::string& p
 }
 
 void add_kv_list_options(CLI::App& app, SessionCli& kv, std::string& policies, std::string& budgets,
-                         const std::string& policies_help, const std::string& budget_help) {
+                         std::string& types, const std::string& policies_help, const std::string& budget_help) {
   app.add_option("--kv-policy", policies, policies_help)->capture_default_str();
   app.add_option("--kv-budget", budgets, budget_help);
-  add_session_options(app, kv, {"kv_policy", "kv_budget", "n_ctx"});
+  app.add_option("--kv-type", types,
+                 "KV cache types, comma-separated, each compared with the full f16 cache (K/V as q8_0/q4_0): " +
+                     names_of(names(KvType{}), ", "))
+      ->capture_default_str();
+  add_session_options(app, kv, {"kv_policy", "kv_budget", "n_ctx", "kv_type_k", "kv_type_v"});
 }
 
 std::vector<uint32_t> default_contexts(const char* list, uint32_t n_ctx_train) {

@@ -18,12 +18,16 @@ namespace snapvk::cli {
 std::vector<std::string> split_items(const std::string& s);
 
 // The KV configurations: each compressing policy of the list at each budget (or at --kv-ratio),
-// and the full cache first when listed and keep_full; kv_type gets the checked --kv-type.
+// and the full cache first when listed and keep_full, each with each KV type of `types` ("f16,
+// q4_0, q8_0/q4_0": K/V). The full cache in f16 is the reference; with other types, the full
+// policy is one more configuration ("full:q4_0").
 std::vector<ProfileSpec> make_specs(const SessionCli& base, const std::string& policies, const std::string& budgets,
-                                    bool keep_full, KvType& kv_type);
-// --kv-policy and --kv-budget as lists, and the other options of the table but -c.
+                                    bool keep_full, const std::string& types);
+// --kv-policy, --kv-budget and --kv-type as lists, and the other options of the table but -c.
 void add_kv_list_options(CLI::App& app, SessionCli& kv, std::string& policies, std::string& budgets,
-                         const std::string& policies_help, const std::string& budget_help);
+                         std::string& types, const std::string& policies_help, const std::string& budget_help);
+// "q4_0" (both) or "q8_0/q4_0" (K/V); throws naming --kv-type and the choices.
+KvTypes parse_kv_types(const std::string& text);
 // The contexts of `list` within the model's training context (at least one).
 std::vector<uint32_t> default_contexts(const char* list, uint32_t n_ctx_train);
 void print_files(const std::vector<std::string>& paths);

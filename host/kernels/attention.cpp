@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <cctype>
+#include <mutex>
 #include <string>
 
 #include "runtime/vk_check.h"
 #include "snapvk_limits.h"
 #include "snapvk_shaders.h"
+#include "host/session/options.h"
 
 namespace snapvk {
 
@@ -15,12 +17,108 @@ const char* kv_type_name(KvType t) { return name_in(names(t), t); }
 std::optional<KvType> parse_kv_type(std::string_view name) { return parse_in(names(KvType{}), name); }
 
 uint32_t kv_row_words(KvType t, uint32_t hd) {
+  const uint32_t B = hd / 32, paired = (B + 1) / 2;  // blocks; words of their f16 scales in pairs
   switch (t) {
     case KvType::F32: return hd;
-    case KvType::F16: return hd / 2;
-    case KvType::Q8_0: return hd / 4 + (hd / 32 + 1) / 2;  // int8 values, then f16 scales in pairs
+    case KvType::F16:
+    case KvType::BF16: return hd / 2;
+    case KvType::Q8_0: return hd / 4 + paired;  // int8 values, then the scales
+    case KvType::Q4_0:
+    case KvType::IQ4_NL:
+    case KvType::HQ4: return hd / 8 + paired;  // nibbles, then the scales
+    case KvType::Q4_1: return hd / 8 + B;      // nibbles, then (d, m) per block
+    case KvType::Q5_0: return hd / 8 + B + paired;
+    case KvType::Q5_1: return hd / 8 + 2 * B;
+    case KvType::HQ3: return hd / 16 + B + paired;  // 2-bit low codes, third bits, scales
   }
   return 0;
+}
+
+std::string kv_type_unsupported(KvType t, uint32_t hd) {
+  if (t == KvType::F32 || t == KvType::F16 || t == KvType::BF16 || hd % 32 == 0) return {};
+  return std::string("KV type ") + kv_type_name(t) + " stores 32-value blocks and this model's head_dim is " +
+         std::to_string(hd) + " (f32, f16 or bf16 hold any)";
+}
+
+std::string kv_types_name(KvTypes t) {
+  return t.k == t.v ? kv_type_name(t.k) : std::string(kv_type_name(t.k)) + "/" + kv_type_name(t.v);
+}
+
+void check_kv_types(KvTypes t, uint32_t hd) {
+  for (const auto& [type, param] : {std::pair{t.k, opt::kv_type_k}, std::pair{t.v, opt::kv_type_v}})
+    if (const std::string why = kv_type_unsupported(type, hd); !why.empty())
+      throw Error(ErrorKind::InvalidArgument, why, param);
+}
+
+// The kernels made on first use, by name from the embedded list: the pipeline's shape is fixed
+// at construction (spec), only the variant differs.
+struct AttentionKernels::Lazy {
+  Context* ctx = nullptr;
+  uint32_t head_dim = 0;
+  std::vector<uint32_t> store_spec, prefill_spec, rows_spec, decode_spec, stats_spec, votes_spec, hadamard_spec;
+  struct One {
+    std::once_flag made;
+    Pipeline store, stats, votes;
+  } one[kKvTypes];
+  struct Pair {
+    std::once_flag made;
+    Pipeline prefill, prefill_rows, decode;
+  } pair[kKvTypes][kKvTypes];
+  std::once_flag hadamard_made;
+  Pipeline hadamard;
+
+  Pipeline make(const std::string& name, uint32_t bindings, uint32_t push, const std::vector<uint32_t>& spec,
+                KernelCategory cat = kKernelOther) const {
+    for (const spv::Embedded& e : spv::kAll)
+      if (name == e.name) return Pipeline(*ctx, PipelineDesc{e.name, e.spirv(), bindings, push, spec, 0, cat});
+    throw Error(ErrorKind::Internal, "no embedded kernel " + name);
+  }
+  void check(KvType t) const {
+    SNAPVK_ASSERT(uint32_t(t) < kKvTypes, "no such KV type");
+    if (const std::string why = kv_type_unsupported(t, head_dim); !why.empty())
+      throw Error(ErrorKind::InvalidArgument, why);
+  }
+  One& of(KvType t) {
+    check(t);
+    One& o = one[uint32_t(t)];
+    std::call_once(o.made, [&] {
+      const std::string n = kv_type_name(t);
+      o.store = make("kv_store_" + n, 3, sizeof(KvStorePush), store_spec);
+      o.stats = make("window_stats_" + n, 4, sizeof(WindowStatsPush), stats_spec, kKernelScore);
+      o.votes = make("window_votes_" + n, 6, sizeof(WindowVotesPush), votes_spec, kKernelScore);
+    });
+    return o;
+  }
+  Pair& of(KvTypes t) {
+    check(t.k), check(t.v);
+    Pair& p = pair[uint32_t(t.k)][uint32_t(t.v)];
+    std::call_once(p.made, [&] {
+      const std::string n = std::string(kv_type_name(t.k)) + "_" + kv_type_name(t.v);
+      p.prefill = make("attn_prefill_" + n, 6, sizeof(AttnPrefillPush), prefill_spec);
+      if (head_dim % 4 == 0) p.prefill_rows = make("attn_prefill_rows_" + n, 6, sizeof(AttnPrefillPush), rows_spec);
+      p.decode = make("attn_decode_" + n, 5, sizeof(AttnDecodePush), decode_spec);
+    });
+    return p;
+  }
+};
+
+const Pipeline& AttentionKernels::store(KvType t) const { return lazy_->of(t).store; }
+const Pipeline& AttentionKernels::window_stats(KvType t) const { return lazy_->of(t).stats; }
+const Pipeline& AttentionKernels::window_votes(KvType t) const { return lazy_->of(t).votes; }
+const Pipeline& AttentionKernels::prefill(KvTypes t) const { return lazy_->of(t).prefill; }
+const Pipeline& AttentionKernels::prefill_rows(KvTypes t) const {
+  const Pipeline& p = lazy_->of(t).prefill_rows;
+  SNAPVK_ASSERT(p, "attn_prefill_rows needs head_dim a multiple of 4");
+  return p;
+}
+const Pipeline& AttentionKernels::decode(KvTypes t) const { return lazy_->of(t).decode; }
+const Pipeline& AttentionKernels::hadamard() const {
+  Lazy& l = *lazy_;
+  if (const std::string why = kv_type_unsupported(KvType::HQ4, head_dim); !why.empty())
+    throw Error(ErrorKind::InvalidArgument, why);
+  std::call_once(l.hadamard_made,
+                 [&] { l.hadamard = l.make("hadamard", 1, sizeof(HadamardPush), l.hadamard_spec); });
+  return l.hadamard;
 }
 
 AttentionKernels::AttentionKernels(Context& c, const Tuning& t, uint32_t hd, uint32_t g) : head_dim(hd), group(g) {
@@ -51,31 +149,18 @@ AttentionKernels::AttentionKernels(Context& c, const Tuning& t, uint32_t hd, uin
   stats_wg = fit(cpu ? 64 : 256);
   combine_wg = fit(std::min<uint32_t>(64, hd));
 
-  const std::span<const uint32_t> store_spv[] = {spv::kv_store_f32(), spv::kv_store_f16(), spv::kv_store_q8_0()};
-  const std::span<const uint32_t> prefill_spv[] = {spv::attn_prefill_f32(), spv::attn_prefill_f16(),
-                                                   spv::attn_prefill_q8_0()};
-  const std::span<const uint32_t> prefill_rows_spv[] = {spv::attn_prefill_rows_f32(), spv::attn_prefill_rows_f16(),
-                                                        spv::attn_prefill_rows_q8_0()};
   use_prefill_rows = cpu && hd % 4 == 0;
-  const std::span<const uint32_t> decode_spv[] = {spv::attn_decode_f32(), spv::attn_decode_f16(),
-                                                  spv::attn_decode_q8_0()};
-  const std::span<const uint32_t> stats_spv[] = {spv::window_stats_f32(), spv::window_stats_f16(),
-                                                 spv::window_stats_q8_0()};
-  const std::span<const uint32_t> votes_spv[] = {spv::window_votes_f32(), spv::window_votes_f16(),
-                                                 spv::window_votes_q8_0()};
-  for (uint32_t i = 0; i < kKvTypes; ++i) {
-    if (KvType(i) == KvType::Q8_0 && hd % 32) continue;  // q8_0 rows are whole 32-value blocks
-    kv_store[i] = make("kv_store", store_spv[i], 3, sizeof(KvStorePush), {t.elementwise_wg, hd});
-    prefill[i] =
-        make("attn_prefill", prefill_spv[i], 6, sizeof(AttnPrefillPush), {prefill_wg, hd, prefill_br, prefill_bc});
-    if (hd % 4 == 0)
-      prefill_rows[i] = make("attn_prefill_rows", prefill_rows_spv[i], 6, sizeof(AttnPrefillPush),
-                             {prefill_rows_wg, hd, prefill_rows_qt});
-    decode[i] = make("attn_decode", decode_spv[i], 5, sizeof(AttnDecodePush), {decode_wg, hd, g, decode_chunk});
-    window_stats[i] = make("window_stats", stats_spv[i], 4, sizeof(WindowStatsPush), {stats_wg, hd}, kKernelScore);
-    window_votes[i] =
-        make("window_votes", votes_spv[i], 6, sizeof(WindowVotesPush), {votes_wg, hd, g, votes_qb}, kKernelScore);
-  }
+  rotation_block = hd & (~hd + 1);  // the lowest set bit
+  lazy_ = std::make_shared<Lazy>();
+  Lazy& l = *lazy_;
+  l.ctx = &c, l.head_dim = hd;
+  l.store_spec = {t.elementwise_wg, hd};
+  l.prefill_spec = {prefill_wg, hd, prefill_br, prefill_bc};
+  l.rows_spec = {prefill_rows_wg, hd, prefill_rows_qt};
+  l.decode_spec = {decode_wg, hd, g, decode_chunk};
+  l.stats_spec = {stats_wg, hd};
+  l.votes_spec = {votes_wg, hd, g, votes_qb};
+  l.hadamard_spec = {hd / 2, hd, rotation_block};
   combine = make("attn_combine", spv::attn_combine(), 2, sizeof(AttnCombinePush), {combine_wg, hd});
   pool = make("pool", spv::pool(), 2, sizeof(PoolPush), {t.elementwise_wg}, kKernelPool);
   complete_words = make("complete_words", spv::complete_words(), 3, sizeof(CompleteWordsPush), {t.elementwise_wg},
@@ -87,23 +172,13 @@ AttentionKernels::AttentionKernels(Context& c, const Tuning& t, uint32_t hd, uin
   kv_gather = make("kv_gather", spv::kv_gather(), 7, sizeof(KvGatherPush), {t.elementwise_wg}, kKernelGather);
 }
 
-namespace {
-const Pipeline& variant(const Pipeline (&p)[kKvTypes], KvType kt, const AttentionKernels& a) {
-  const Pipeline& v = p[uint32_t(kt)];
-  if (!v)
-    throw Error(ErrorKind::InvalidArgument,
-                std::string("KV type ") + kv_type_name(kt) + " needs head_dim a multiple of 32 (this model has " +
-                    std::to_string(a.head_dim) + ")");
-  return v;
-}
-}  // namespace
-
 void op_kv_store(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvType kt, BufferRange src,
                  BufferRange cache, BufferRange heads, uint32_t T, uint32_t n_kv, uint32_t row0, uint32_t ring) {
-  const uint32_t items = kt == KvType::Q8_0 ? (a.head_dim / 32 + 1) / 2 : a.head_dim / 2;
+  const bool pairs = kt == KvType::F32 || kt == KvType::F16 || kt == KvType::BF16;
+  const uint32_t items = pairs ? a.head_dim / 2 : (a.head_dim / 32 + 1) / 2;  // value pairs, block pairs
   uint32_t gx, gy;
   items_grid(k, uint64_t(T) * n_kv * items, gx, gy);
-  cs.dispatch(variant(a.kv_store, kt, a), {src, cache, heads}, KvStorePush{T, n_kv, row0, ring}, gx, gy);
+  cs.dispatch(a.store(kt), {src, cache, heads}, KvStorePush{T, n_kv, row0, ring}, gx, gy);
 }
 
 namespace {
@@ -137,7 +212,7 @@ uint64_t attn_prefill_state_floats(const AttentionKernels& a, uint32_t T, uint32
   return attn_prefill_passes(a, max_len) > 1 ? 2ull * T * n_head : 0;
 }
 
-void op_attn_prefill(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvType kt, BufferRange q,
+void op_attn_prefill(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvTypes kt, BufferRange q,
                      BufferRange kc, BufferRange vc, BufferRange heads, BufferRange part, BufferRange o, uint32_t T,
                      uint32_t n_head, uint32_t n_kv, uint32_t row0, uint32_t max_len, float scale, KvWindow w) {
   SNAPVK_ASSERT(n_head == n_kv * a.group, "attn_prefill: head counts do not match the kernel's GQA group");
@@ -152,7 +227,7 @@ void op_attn_prefill(CommandStream& cs, const Kernels& k, const AttentionKernels
   SNAPVK_ASSERT(!state || (part.size ? part.size : part.buffer->size() - part.offset) >= state,
                 "attn_prefill: part too small for the passes' state");
   const uint32_t rows = a.use_prefill_rows ? a.prefill_rows_wg * a.prefill_rows_qt : a.prefill_br;
-  const Pipeline& p = a.use_prefill_rows ? variant(a.prefill_rows, kt, a) : variant(a.prefill, kt, a);
+  const Pipeline& p = a.use_prefill_rows ? a.prefill_rows(kt) : a.prefill(kt);
   for (uint32_t i = 0; i < n_pass; ++i) {
     if (i) cs.barrier();  // the next pass reads what this one carried in o and part
     cs.dispatch(p, {q, kc, vc, o, heads, part},
@@ -171,7 +246,7 @@ uint64_t attn_scratch_floats(uint32_t decode_chunk, uint32_t head_dim, uint32_t 
   return std::max<uint64_t>(decode, 2ull * n_batch * n_head);
 }
 
-void op_attn_decode(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvType kt, BufferRange q,
+void op_attn_decode(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvTypes kt, BufferRange q,
                     BufferRange kc, BufferRange vc, BufferRange heads, BufferRange part, BufferRange o, uint32_t n_head,
                     uint32_t n_kv, uint32_t max_len, uint32_t n_appended, float scale, KvWindow w) {
   SNAPVK_ASSERT(n_head == n_kv * a.group, "attn_decode: head counts do not match the kernel's GQA group");
@@ -180,7 +255,7 @@ void op_attn_decode(CommandStream& cs, const Kernels& k, const AttentionKernels&
   const auto what = [&] { return "a cache of " + std::to_string(max_len) + " rows"; };
   check_loops(k.ctx.info(), attn_decode_loops(a), what);
   check_loops(k.ctx.info(), attn_combine_loops(a, n_split), what);
-  cs.dispatch(variant(a.decode, kt, a), {q, kc, vc, part, heads},
+  cs.dispatch(a.decode(kt), {q, kc, vc, part, heads},
               AttnDecodePush{n_appended, n_split, scale, w.window, w.ring}, n_split, n_kv);
   cs.barrier();
   cs.dispatch(a.combine, {part, o}, AttnCombinePush{n_split}, n_head);
@@ -191,7 +266,7 @@ void op_window_stats(CommandStream& cs, const Kernels& k, const AttentionKernels
                      uint32_t n_kv, float scale) {
   SNAPVK_ASSERT(n_q >= 1 && n_q <= L, "window_stats: window outside the prompt");
   check_loops(k.ctx.info(), window_stats_loops(a, L), [&] { return "a prompt of " + std::to_string(L) + " tokens"; });
-  cs.dispatch(variant(a.window_stats, kt, a), {q, kc, stats, heads}, WindowStatsPush{L, n_q, n_head, n_kv, scale}, n_q,
+  cs.dispatch(a.window_stats(kt), {q, kc, stats, heads}, WindowStatsPush{L, n_q, n_head, n_kv, scale}, n_q,
               n_head);
 }
 
@@ -218,7 +293,7 @@ void op_window_votes(CommandStream& cs, const Kernels& k, const AttentionKernels
   for (uint32_t i = 0; i < n_pass; ++i) {
     if (i) cs.barrier();  // the next pass reads the sums this one wrote
     const uint32_t q_begin = i * a.votes_pass, q_end = std::min(n_q, q_begin + a.votes_pass);
-    cs.dispatch(variant(a.window_votes, kt, a), {q, kc, stats, votes, heads, sums},
+    cs.dispatch(a.window_votes(kt), {q, kc, stats, votes, heads, sums},
                 WindowVotesPush{L, n_q, P, n_head, scale, uint32_t(agg), q_begin, q_end},
                 (P + a.votes_wg - 1) / a.votes_wg, n_kv);
   }
@@ -295,12 +370,18 @@ void op_adakv_layout(CommandStream& cs, const Kernels& k, const AttentionKernels
 
 void op_kv_gather(CommandStream& cs, const Kernels& k, const AttentionKernels& a, BufferRange src_k, BufferRange src_v,
                   BufferRange dst_k, BufferRange dst_v, BufferRange sel, BufferRange info, BufferRange heads,
-                  uint32_t n_kv, uint32_t row_words, uint32_t max_rows, uint32_t src_stride, uint32_t P,
+                  uint32_t n_kv, KvTypes types, uint32_t max_rows, uint32_t src_stride, uint32_t P,
                   uint32_t window) {
+  const uint32_t kw = kv_row_words(types.k, a.head_dim), vw = kv_row_words(types.v, a.head_dim);
   uint32_t gx, gy;
-  items_grid(k, uint64_t(n_kv) * max_rows * row_words, gx, gy);
+  items_grid(k, uint64_t(n_kv) * max_rows * std::max(kw, vw), gx, gy);
   cs.dispatch(a.kv_gather, {src_k, src_v, dst_k, dst_v, sel, info, heads},
-              KvGatherPush{n_kv, row_words, max_rows, src_stride, P, window}, gx, gy);
+              KvGatherPush{n_kv, kw, vw, max_rows, src_stride, P, window}, gx, gy);
+}
+
+void op_kv_rotate(CommandStream& cs, const AttentionKernels& a, BufferRange x, uint32_t rows, bool inverse) {
+  const uint32_t gx = std::min<uint32_t>(rows, 65535), gy = (rows + gx - 1) / gx;
+  cs.dispatch(a.hadamard(), {x}, HadamardPush{rows, inverse}, gx, gy);
 }
 
 // ---- loops per invocation: one entry per rolled loop of each shader, in its source's order ----
@@ -311,6 +392,8 @@ uint64_t cdiv(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 
 KernelLoops kv_store_loops(KvType kt) {
   KernelLoops l("kv_store");
+  if (kt == KvType::HQ4 || kt == KvType::HQ3)  // store_block's scale candidates, for each of the two blocks
+    return l.add("a block's scale candidates", 6 + 1).add("the second block's", 6 + 1);
   if (kt != KvType::Q8_0) return l;
   // store_block, inlined for each of the two 32-value blocks an invocation stores
   l.add("a block's largest value", 32 + 1).add("its words", 8 + 1).add("a word's bytes", 4 + 1, 8);

@@ -5,27 +5,63 @@
 // Every cache is described by a heads table (shaders/heads.glsl): per KV head, the offset of
 // its rows and how many retained prompt entries precede the appended tokens.
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
 #include "host/kernels/loop_bounds.h"
 #include "host/kernels/ops.h"
 #include "runtime/names.h"
+#include "kv_format.h"
 
 namespace snapvk {
 
-// KV-cache storage types; q8_0 keeps 32-value blocks of int8 with an f16 scale each.
-enum class KvType : uint32_t { F32 = 0, F16 = 1, Q8_0 = 2 };
-constexpr uint32_t kKvTypes = 3;
+// KV-cache storage types, with shaders/kv_format.h's values (row layouts in shaders/kv.glsl):
+// llama.cpp's cache types, and hq4 / hq3, which rotate each head's vectors (hadamard.comp) and
+// quantize them on a Gaussian grid at 4.5 and 3.5 bits per value.
+enum class KvType : uint32_t {
+  F32 = SNAPVK_KV_F32,
+  F16 = SNAPVK_KV_F16,
+  Q8_0 = SNAPVK_KV_Q8_0,
+  BF16 = SNAPVK_KV_BF16,
+  Q4_0 = SNAPVK_KV_Q4_0,
+  Q4_1 = SNAPVK_KV_Q4_1,
+  IQ4_NL = SNAPVK_KV_IQ4_NL,
+  Q5_0 = SNAPVK_KV_Q5_0,
+  Q5_1 = SNAPVK_KV_Q5_1,
+  HQ4 = SNAPVK_KV_HQ4,
+  HQ3 = SNAPVK_KV_HQ3,
+};
+constexpr uint32_t kKvTypes = SNAPVK_KV_TYPES;
 // By name, in the C API's order (snapvk_kv_type).
-inline constexpr Named<KvType> kKvTypeNames[] = {{"f16", KvType::F16}, {"f32", KvType::F32}, {"q8_0", KvType::Q8_0}};
+inline constexpr Named<KvType> kKvTypeNames[] = {
+    {"f16", KvType::F16},   {"f32", KvType::F32},   {"q8_0", KvType::Q8_0}, {"bf16", KvType::BF16},
+    {"q4_0", KvType::Q4_0}, {"q4_1", KvType::Q4_1}, {"iq4_nl", KvType::IQ4_NL}, {"q5_0", KvType::Q5_0},
+    {"q5_1", KvType::Q5_1}, {"hq4", KvType::HQ4},   {"hq3", KvType::HQ3}};
 constexpr std::span<const Named<KvType>> names(KvType) { return kKvTypeNames; }
 const char* kv_type_name(KvType t);
 std::optional<KvType> parse_kv_type(std::string_view name);
 uint32_t kv_row_words(KvType t, uint32_t head_dim);  // 32-bit words per cached K or V row
 inline uint64_t kv_row_bytes(KvType t, uint32_t head_dim) { return 4ull * kv_row_words(t, head_dim); }
+// hq4 and hq3: the forward pass rotates q, k (a rotated K) or v and the output (a rotated V).
+constexpr bool kv_type_rotated(KvType t) { return t == KvType::HQ4 || t == KvType::HQ3; }
+// Why rows of head_dim values cannot be stored as `t` (block types need whole 32-value blocks),
+// naming the types that can; empty when they can.
+std::string kv_type_unsupported(KvType t, uint32_t head_dim);
+
+// The K and V caches' types, chosen separately (llama.cpp's --cache-type-k / --cache-type-v).
+struct KvTypes {
+  KvType k = KvType::F16, v = KvType::F16;
+  bool operator==(const KvTypes&) const = default;
+  uint64_t row_bytes(uint32_t head_dim) const { return kv_row_bytes(k, head_dim) + kv_row_bytes(v, head_dim); }
+};
+// "q4_0" when both are, else "q8_0/q4_0" (K/V)
+std::string kv_types_name(KvTypes t);
+// The check of kv_type_unsupported for both, as an InvalidArgument Error naming `param`.
+void check_kv_types(KvTypes t, uint32_t head_dim);
 
 // What each kernel's GPU time counts as in reports (PipelineDesc::category): the compression
 // passes of SnapKV and family, or anything else.
@@ -56,15 +92,9 @@ struct AttentionKernels {
   uint32_t votes_pass = 0;      // window_votes_pass_queries(group)
   uint32_t pool_pass = 32768;   // positions of a pooling window per pool pass
   uint32_t words_pass = 16384;  // steps either way per complete_words pass (two loops of them)
-  Pipeline kv_store[kKvTypes];
-  Pipeline prefill[kKvTypes];       // tiled in shared memory (GPUs)
-  Pipeline prefill_rows[kKvTypes];  // a few query rows per invocation (SIMD CPUs)
   bool use_prefill_rows = false;
   uint32_t prefill_rows_wg = 8, prefill_rows_qt = 2;
-  Pipeline decode[kKvTypes];
   Pipeline combine;
-  Pipeline window_stats[kKvTypes];
-  Pipeline window_votes[kKvTypes];
   Pipeline pool;
   Pipeline complete_words;
   Pipeline topk;
@@ -72,6 +102,22 @@ struct AttentionKernels {
   Pipeline adakv_floor;
   Pipeline adakv_layout;
   Pipeline kv_gather;
+
+  // The kernels of a KV type or a pair of them, each created by its first call (once, from any
+  // thread; shaders/shaders.cmake builds 121 attention pairs, a session uses one). Throw
+  // InvalidArgument when the type cannot hold this head_dim.
+  const Pipeline& store(KvType t) const;
+  const Pipeline& window_stats(KvType k) const;
+  const Pipeline& window_votes(KvType k) const;
+  const Pipeline& prefill(KvTypes t) const;       // tiled in shared memory (GPUs)
+  const Pipeline& prefill_rows(KvTypes t) const;  // a few query rows per invocation (SIMD CPUs)
+  const Pipeline& decode(KvTypes t) const;
+  const Pipeline& hadamard() const;  // the rotated types' transform
+  uint32_t rotation_block = 0;       // values the transform mixes: head_dim's largest power-of-two divisor
+
+ private:
+  struct Lazy;
+  std::shared_ptr<Lazy> lazy_;
 };
 
 // A sliding-window layer (Gemma 3): a query at position p sees keys p - window + 1 .. p, and its
@@ -124,7 +170,10 @@ struct AdakvLayoutPush {
   uint32_t n_kv, P, total, window, room;
 };
 struct KvGatherPush {
-  uint32_t n_kv, row_words, max_slots, src_stride, P, window;
+  uint32_t n_kv, k_words, v_words, max_slots, src_stride, P, window;
+};
+struct HadamardPush {
+  uint32_t n_rows, inverse;
 };
 
 // ---- ops ----
@@ -136,7 +185,7 @@ void op_kv_store(CommandStream& cs, const Kernels& k, const AttentionKernels& a,
 // A query sees at most max_len keys (a window: at most `window` of them). Rows that see more
 // than one pass walks (attn_prefill_pass_keys()) are walked in passes that carry their softmax in
 // `part` (attn_prefill_state_floats(); unread with one pass) and in o.
-void op_attn_prefill(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvType kt, BufferRange q,
+void op_attn_prefill(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvTypes kt, BufferRange q,
                      BufferRange kc, BufferRange vc, BufferRange heads, BufferRange part, BufferRange o, uint32_t T,
                      uint32_t n_head, uint32_t n_kv, uint32_t row0, uint32_t max_len, float scale, KvWindow w = {});
 // Keys per pass: whole key blocks, as many as keep the kernel in use under kLoopIterationBudget
@@ -148,7 +197,7 @@ uint64_t attn_prefill_state_floats(const AttentionKernels& a, uint32_t T, uint32
 // One query per head, q [n_head, hd]; head h holds base(h) + n_appended rows (a window: the last
 // `window` of them), at most max_len. Records attn_decode, a barrier and attn_combine; part holds
 // attn_partial_floats().
-void op_attn_decode(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvType kt, BufferRange q,
+void op_attn_decode(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvTypes kt, BufferRange q,
                     BufferRange kc, BufferRange vc, BufferRange heads, BufferRange part, BufferRange o, uint32_t n_head,
                     uint32_t n_kv, uint32_t max_len, uint32_t n_appended, float scale, KvWindow w = {});
 uint64_t attn_partial_floats(const AttentionKernels& a, uint32_t n_head, uint32_t max_len);
@@ -195,11 +244,15 @@ void op_adakv_layout(CommandStream& cs, const Kernels& k, const AttentionKernels
 // full cache [n_kv][src_stride rows] into the compacted one described by `heads`.
 void op_kv_gather(CommandStream& cs, const Kernels& k, const AttentionKernels& a, BufferRange src_k, BufferRange src_v,
                   BufferRange dst_k, BufferRange dst_v, BufferRange sel, BufferRange info, BufferRange heads,
-                  uint32_t n_kv, uint32_t row_words, uint32_t max_rows, uint32_t src_stride, uint32_t P,
+                  uint32_t n_kv, KvTypes types, uint32_t max_rows, uint32_t src_stride, uint32_t P,
                   uint32_t window);
+// x [rows, hd] in place: each row by the rotated types' fixed orthogonal transform, or by its
+// transpose (inverse).
+void op_kv_rotate(CommandStream& cs, const AttentionKernels& a, BufferRange x, uint32_t rows, bool inverse = false);
 
 // ---- loops per invocation (host/kernels/loop_bounds.h) of each kernel above, at a shape ----
-// kv_store, kv_gather and adakv_floor have none but q8_0's quantizing (a constant).
+// kv_store, kv_gather, hadamard and adakv_floor have none but q8_0's quantizing and the
+// rotated types' scale search (constants).
 KernelLoops kv_store_loops(KvType kt);
 // keys: the most one pass of one invocation walks (its rows' keys, at most attn_prefill_pass_keys())
 KernelLoops attn_prefill_loops(const AttentionKernels& a, bool rows_kernel, uint32_t keys);

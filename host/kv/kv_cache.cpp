@@ -9,8 +9,8 @@
 
 namespace snapvk {
 
-KvCache::KvCache(const Model& model, KvType type, uint32_t n_ctx, uint32_t n_batch)
-    : model_(model), type_(type), n_ctx_(n_ctx), n_batch_(n_batch) {}
+KvCache::KvCache(const Model& model, KvTypes types, uint32_t n_ctx, uint32_t n_batch)
+    : model_(model), types_(types), n_ctx_(n_ctx), n_batch_(n_batch) {}
 
 uint32_t KvCache::ring_rows(const ModelConfig& c, uint32_t n_ctx, uint32_t n_batch) {
   return uint32_t(std::min<uint64_t>(n_ctx, uint64_t(c.n_swa) + std::max(n_batch, 1u) - 1));
@@ -33,7 +33,7 @@ KvLayer& KvCache::allocate_heads(uint32_t l, const std::vector<uint32_t>& cap, c
   const ModelConfig& c = model_.config();
   Context& ctx = model_.ctx();
   const uint32_t n_kv = c.n_head_kv;
-  const uint64_t row = kv_row_bytes(type_, c.head_dim);
+  const uint64_t krow = kv_row_bytes(types_.k, c.head_dim), vrow = kv_row_bytes(types_.v, c.head_dim);
   KvLayer& out = layers_[l];
   out.offset.resize(n_kv);
   out.base = base;
@@ -41,10 +41,10 @@ KvLayer& KvCache::allocate_heads(uint32_t l, const std::vector<uint32_t>& cap, c
   for (uint32_t h = 0; h < n_kv; ++h) out.offset[h] = uint32_t(rows), rows += cap[h];
   if (rows > UINT32_MAX) throw Error(ErrorKind::InvalidArgument, "KV cache layer of more than 2^32 rows");
   out.n_rows = uint32_t(rows);
-  out.k = Buffer(ctx, out.n_rows * row, BufferKind::Device, "k_cache." + std::to_string(l));
-  out.v = Buffer(ctx, out.n_rows * row, BufferKind::Device, "v_cache." + std::to_string(l));
+  out.k = Buffer(ctx, out.n_rows * krow, BufferKind::Device, "k_cache." + std::to_string(l));
+  out.v = Buffer(ctx, out.n_rows * vrow, BufferKind::Device, "v_cache." + std::to_string(l));
   out.heads = Buffer(ctx, 2ull * n_kv * 4, BufferKind::Device, "kv_heads." + std::to_string(l));
-  bytes_ += 2 * out.n_rows * row;
+  bytes_ += out.n_rows * (krow + vrow);
   out.window = out.ring = 0;
   return out;
 }
@@ -115,11 +115,11 @@ void KvCache::compact_layer(CommandStream& cs, uint32_t l, const PromptLayer& p,
   KvLayer& out = allocate_layer(l, fixed_rows_ ? fixed_rows_ : kept + room_, kept, !ada);
 
   cs.begin();
-  const SelectArgs args{cs, model_, type_, p, pol, out, W, P, count, room_};
+  const SelectArgs args{cs, model_, types_.k, p, pol, out, W, P, count, room_};
   LayerSelection s = compress ? select_for(args) : select_all(args);
   // compacted cache = the selected rows, then the window
   op_kv_gather(cs, model_.kernels(), model_.attention(), p.k, p.v, out.k, out.v, s.sel, s.info, out.heads, n_kv,
-               kv_row_words(type_, c.head_dim), s.max_rows, L, P, W);
+               types_, s.max_rows, L, P, W);
   cs.submit();
 
   std::vector<uint32_t> info(2 * n_kv);
@@ -155,48 +155,48 @@ uint64_t KvCache::held_bytes(uint32_t n_past) const {
       rows += uint64_t(L.base.size()) * std::min(n_past, L.window);  // what a query still sees
     else
       for (uint32_t b : L.base) rows += b + appended;
-  return 2 * rows * kv_row_bytes(type_, model_.config().head_dim);
+  return rows * types_.row_bytes(model_.config().head_dim);
 }
 
-uint64_t KvCache::full_bytes(const ModelConfig& c, KvType t, uint64_t tokens) {
+uint64_t KvCache::full_bytes(const ModelConfig& c, KvTypes t, uint64_t tokens) {
   uint32_t n_swa_layers = 0;
   for (uint32_t l = 0; l < c.n_layer; ++l) n_swa_layers += c.is_swa(l);
-  const uint64_t per_row = 2ull * c.n_head_kv * kv_row_bytes(t, c.head_dim);
+  const uint64_t per_row = c.n_head_kv * t.row_bytes(c.head_dim);  // a position's K and V rows
   const uint64_t global = checked_mul(per_row * (c.n_layer - n_swa_layers), tokens, "KV cache bytes");
   return global + per_row * n_swa_layers * std::min<uint64_t>(tokens, c.n_swa);
 }
 
-KvSize KvCache::size_after_prompt(const ModelConfig& c, KvType t, const KvPolicyOptions& pol, uint32_t L,
+KvSize KvCache::size_after_prompt(const ModelConfig& c, KvTypes t, const KvPolicyOptions& pol, uint32_t L,
                                   uint32_t n_ctx, uint32_t n_batch) {
   KvSize s;
-  const uint64_t row = kv_row_bytes(t, c.head_dim), n_kv = c.n_head_kv;
+  const uint64_t row = t.row_bytes(c.head_dim), n_kv = c.n_head_kv;  // a K row and a V row
   // a sliding-window layer allocates its ring and retains (what attention can still see) its window
-  const uint64_t ring = 2 * n_kv * uint64_t(ring_rows(c, n_ctx, n_batch)) * row;
-  const uint64_t window = 2 * n_kv * uint64_t(std::min(n_ctx, c.n_swa)) * row;
+  const uint64_t ring = n_kv * uint64_t(ring_rows(c, n_ctx, n_batch)) * row;
+  const uint64_t window = n_kv * uint64_t(std::min(n_ctx, c.n_swa)) * row;
   const bool compressed = pol.compresses();
   const uint32_t room = n_ctx > L ? n_ctx - L : 0;
   const std::vector<uint32_t> budgets = compressed ? pol.layer_budgets(L, c.n_layer) : std::vector<uint32_t>{};
   for (uint32_t l = 0; l < c.n_layer; ++l) {
     const uint64_t kv =
-        compressed ? 2 * n_kv * (uint64_t(std::min(budgets[l], L)) + room) * row : 2 * n_kv * uint64_t(n_ctx) * row;
+        compressed ? n_kv * (uint64_t(std::min(budgets[l], L)) + room) * row : n_kv * uint64_t(n_ctx) * row;
     s.retained += c.is_swa(l) ? window : kv;
     s.allocated += (c.is_swa(l) ? ring : kv) + (compressed ? 8 * n_kv : 0);  // and a compacted cache's heads table
   }
   return s;
 }
 
-uint64_t KvCache::bytes_after_restore(const ModelConfig& c, KvType t, const KvImage& img, uint32_t n_ctx,
+uint64_t KvCache::bytes_after_restore(const ModelConfig& c, KvTypes t, const KvImage& img, uint32_t n_ctx,
                                       uint32_t n_batch) {
   const uint64_t full = size_after_prompt(c, t, KvPolicyOptions{}, 0, n_ctx, n_batch).allocated;
   if (img.compacted_len == 0) return full;
-  const uint64_t row = kv_row_bytes(t, c.head_dim), n_kv = c.n_head_kv;
+  const uint64_t row = t.row_bytes(c.head_dim), n_kv = c.n_head_kv;  // a K row and a V row
   const uint64_t room = n_ctx > img.compacted_len ? n_ctx - img.compacted_len : 0;
   uint64_t bytes = full;
   for (uint32_t l = 0; l < c.n_layer && l < img.layers.size(); ++l) {
     bytes += 8 * n_kv;  // the heads table
     if (c.is_swa(l)) continue;
-    bytes -= 2 * n_kv * uint64_t(n_ctx) * row;
-    for (uint32_t b : img.layers[l].base) bytes += 2 * (uint64_t(b) + room) * row;
+    bytes -= n_kv * uint64_t(n_ctx) * row;
+    for (uint32_t b : img.layers[l].base) bytes += (uint64_t(b) + room) * row;
   }
   return bytes;
 }

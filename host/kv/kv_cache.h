@@ -19,7 +19,7 @@ namespace snapvk {
 // prompt entries, the appended tokens follow. A sliding-window layer (window > 0) is a ring of
 // `ring` rows per head instead, position p at row p % ring, never compacted.
 struct KvLayer {
-  Buffer k, v;                    // [n_rows] rows of kv_row_words(type, head_dim) words
+  Buffer k, v;                    // [n_rows] rows of kv_row_words(types.k or .v, head_dim) words
   Buffer heads;                   // [n_kv][2] u32: offset, base (the device copy of the table)
   std::vector<uint32_t> offset;   // [n_kv]
   std::vector<uint32_t> base;     // [n_kv]
@@ -49,7 +49,7 @@ struct KvLayerImage {
   uint32_t window = 0;         // a sliding-window layer's window (0: a global layer)
   std::vector<uint32_t> base;  // [n_kv] retained prompt rows (a full cache or a ring: 0)
   std::vector<uint32_t> rows;  // [n_kv] rows held: base + appended (a ring: the last positions, oldest first)
-  std::vector<uint8_t> k, v;   // [sum(rows)] rows of kv_row_bytes(type, head_dim)
+  std::vector<uint8_t> k, v;   // [sum(rows)] rows of kv_row_bytes(types.k or .v, head_dim)
 };
 struct KvImage {
   uint32_t compacted_len = 0;        // KvCache::compacted_len(): 0 for a full cache
@@ -67,7 +67,7 @@ struct KvSize {
 class KvCache {
  public:
   // n_batch: most tokens one forward step appends (sizes the rings of sliding-window layers).
-  KvCache(const Model& model, KvType type, uint32_t n_ctx, uint32_t n_batch);
+  KvCache(const Model& model, KvTypes types, uint32_t n_ctx, uint32_t n_batch);
 
   // A full cache: every head n_ctx rows, nothing retained yet.
   void allocate_full();
@@ -104,7 +104,7 @@ class KvCache {
   void set_fixed_rows(uint32_t per_head) { fixed_rows_ = per_head; }
   uint32_t fixed_rows() const { return fixed_rows_; }  // 0: sized by each prompt
 
-  KvType type() const { return type_; }
+  KvTypes types() const { return types_; }
   uint32_t n_ctx() const { return n_ctx_; }
   uint32_t room() const { return room_; }  // rows per head for appended tokens
   // Positions the retained rows were compacted from: the compressed prompt's L, all positions
@@ -129,15 +129,15 @@ class KvCache {
   static uint32_t ring_rows(const ModelConfig& c, uint32_t n_ctx, uint32_t n_batch);
   // Bytes a full cache of type t needs for `tokens` positions (all layers, K and V); a
   // sliding-window layer needs at most its window.
-  static uint64_t full_bytes(const ModelConfig& c, KvType t, uint64_t tokens);
+  static uint64_t full_bytes(const ModelConfig& c, KvTypes t, uint64_t tokens);
   // What a cache takes after an L-token prompt with n_ctx positions and n_batch-token steps:
   // full, or compacted by `pol` (global layers only; sliding-window layers hold their rings).
-  static KvSize size_after_prompt(const ModelConfig& c, KvType t, const KvPolicyOptions& pol, uint32_t L,
+  static KvSize size_after_prompt(const ModelConfig& c, KvTypes t, const KvPolicyOptions& pol, uint32_t L,
                                   uint32_t n_ctx, uint32_t n_batch);
   // Device bytes restore(img) allocates in a cache of n_ctx positions: a full image the full
   // cache; a compacted one, per global layer and KV head, its retained rows and room for
   // n_ctx - compacted_len more, plus the heads tables (counted as size_after_prompt counts them).
-  static uint64_t bytes_after_restore(const ModelConfig& c, KvType t, const KvImage& img, uint32_t n_ctx,
+  static uint64_t bytes_after_restore(const ModelConfig& c, KvTypes t, const KvImage& img, uint32_t n_ctx,
                                       uint32_t n_batch);
   // Device bytes of the scratch one layer's compaction needs (scores, pooling, selection).
   static uint64_t compaction_scratch_bytes(const ModelConfig& c, const KvPolicyOptions& pol, uint32_t L,
@@ -152,7 +152,7 @@ class KvCache {
   void allocate_ring(uint32_t l);
 
   const Model& model_;
-  KvType type_;
+  KvTypes types_;
   uint32_t n_ctx_, n_batch_;
   std::vector<KvLayer> layers_;
   uint32_t room_ = 0;

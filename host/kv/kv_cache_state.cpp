@@ -17,7 +17,7 @@ namespace {
 
 KvImage KvCache::save(uint32_t n_past) const {
   const ModelConfig& c = model_.config();
-  const uint64_t row = kv_row_bytes(type_, c.head_dim);
+  const uint64_t krow = kv_row_bytes(types_.k, c.head_dim), vrow = kv_row_bytes(types_.v, c.head_dim);
   const uint32_t appended = n_past > compacted_len_ ? n_past - compacted_len_ : 0;
   KvImage img;
   img.compacted_len = compacted_len_;
@@ -35,21 +35,21 @@ KvImage KvCache::save(uint32_t n_past) const {
       out.rows[h] = L.window ? std::min(n_past, L.window) : L.base[h] + appended;
       total += out.rows[h];
     }
-    out.k.resize(total * row);
-    out.v.resize(total * row);
+    out.k.resize(total * krow);
+    out.v.resize(total * vrow);
     uint64_t at = 0;
     for (uint32_t h = 0; h < c.n_head_kv; ++h) {
       if (!L.window) {  // a global head's rows are contiguous
-        L.k.download(out.k.data() + at * row, uint64_t(out.rows[h]) * row, uint64_t(L.offset[h]) * row);
-        L.v.download(out.v.data() + at * row, uint64_t(out.rows[h]) * row, uint64_t(L.offset[h]) * row);
+        L.k.download(out.k.data() + at * krow, uint64_t(out.rows[h]) * krow, uint64_t(L.offset[h]) * krow);
+        L.v.download(out.v.data() + at * vrow, uint64_t(out.rows[h]) * vrow, uint64_t(L.offset[h]) * vrow);
         at += out.rows[h];
         continue;
       }
       // a ring holds position p at row p % ring; the image lists the last positions in order
       for (uint32_t i = 0; i < out.rows[h]; ++i, ++at) {
         const uint64_t r = uint64_t(n_past - out.rows[h] + i) % L.ring;
-        L.k.download(out.k.data() + at * row, row, (L.offset[h] + r) * row);
-        L.v.download(out.v.data() + at * row, row, (L.offset[h] + r) * row);
+        L.k.download(out.k.data() + at * krow, krow, (L.offset[h] + r) * krow);
+        L.v.download(out.v.data() + at * vrow, vrow, (L.offset[h] + r) * vrow);
       }
     }
   }
@@ -58,7 +58,7 @@ KvImage KvCache::save(uint32_t n_past) const {
 
 void KvCache::check_image(const KvImage& img) const {
   const ModelConfig& c = model_.config();
-  const uint64_t row = kv_row_bytes(type_, c.head_dim);
+  const uint64_t krow = kv_row_bytes(types_.k, c.head_dim), vrow = kv_row_bytes(types_.v, c.head_dim);
   if (img.layers.size() != c.n_layer)
     bad_image(std::to_string(img.layers.size()) + " layers, the model has " + std::to_string(c.n_layer));
   if (img.n_past > n_ctx_ && !fixed_rows_)
@@ -82,14 +82,14 @@ void KvCache::check_image(const KvImage& img) const {
         bad_image(at + "an endless session needs the same retained rows in every head (not an Ada-KV cache)");
       total += L.rows[h];
     }
-    if (L.k.size() != total * row || L.v.size() != total * row) bad_image(at + "K/V byte count differs");
+    if (L.k.size() != total * krow || L.v.size() != total * vrow) bad_image(at + "K/V byte count differs");
   }
 }
 
 void KvCache::restore(const KvImage& img) {
   check_image(img);
   const ModelConfig& c = model_.config();
-  const uint64_t row = kv_row_bytes(type_, c.head_dim);
+  const uint64_t krow = kv_row_bytes(types_.k, c.head_dim), vrow = kv_row_bytes(types_.v, c.head_dim);
   const bool full = img.compacted_len == 0;
   // a full cache keeps the buffers it has (allocated once per session)
   if (!full || empty() || compacted_len_ != 0 || fixed_rows_) {
@@ -117,13 +117,13 @@ void KvCache::restore(const KvImage& img) {
       if (L.window) {
         for (uint32_t i = 0; i < I.rows[h]; ++i, ++at) {
           const uint64_t r = uint64_t(img.n_past - I.rows[h] + i) % L.ring;
-          L.k.upload(I.k.data() + at * row, row, (L.offset[h] + r) * row);
-          L.v.upload(I.v.data() + at * row, row, (L.offset[h] + r) * row);
+          L.k.upload(I.k.data() + at * krow, krow, (L.offset[h] + r) * krow);
+          L.v.upload(I.v.data() + at * vrow, vrow, (L.offset[h] + r) * vrow);
         }
         continue;
       }
-      L.k.upload(I.k.data() + at * row, uint64_t(I.rows[h]) * row, uint64_t(L.offset[h]) * row);
-      L.v.upload(I.v.data() + at * row, uint64_t(I.rows[h]) * row, uint64_t(L.offset[h]) * row);
+      L.k.upload(I.k.data() + at * krow, uint64_t(I.rows[h]) * krow, uint64_t(L.offset[h]) * krow);
+      L.v.upload(I.v.data() + at * vrow, uint64_t(I.rows[h]) * vrow, uint64_t(L.offset[h]) * vrow);
       at += I.rows[h];
     }
   }
@@ -158,23 +158,23 @@ void KvCache::recompress_layer(CommandStream& cs, uint32_t l, uint32_t appended,
     return;
   }
   const uint32_t W = std::min({pol.window, n_q, N}), P = N - W, count = C - W;
-  const uint64_t row = kv_row_bytes(type_, c.head_dim);
+  const uint64_t krow = kv_row_bytes(types_.k, c.head_dim), vrow = kv_row_bytes(types_.v, c.head_dim);
   const std::vector<uint32_t> table = uniform_table(n_kv, N, 0);
   scratch_heads.upload(table.data(), table.size() * 4);
   cs.begin();
   // the rows move to scratch first: the gather cannot read and write the same rows
   for (uint32_t h = 0; h < n_kv; ++h) {
-    cs.copy(out.k, out.offset[h] * row, scratch_k, uint64_t(h) * N * row, N * row);
-    cs.copy(out.v, out.offset[h] * row, scratch_v, uint64_t(h) * N * row, N * row);
+    cs.copy(out.k, out.offset[h] * krow, scratch_k, uint64_t(h) * N * krow, N * krow);
+    cs.copy(out.v, out.offset[h] * vrow, scratch_v, uint64_t(h) * N * vrow, N * vrow);
   }
   cs.barrier();
   const PromptLayer p{scratch_k, scratch_v, scratch_heads, q_win, N, W};
   for (uint32_t& b : out.base) b = C;
   upload_table(out);  // offsets unchanged: the gather writes each head's rows from its start
-  const SelectArgs args{cs, model_, type_, p, pol, out, W, P, count, 0};
+  const SelectArgs args{cs, model_, types_.k, p, pol, out, W, P, count, 0};
   LayerSelection s = select_for(args);
   op_kv_gather(cs, model_.kernels(), model_.attention(), scratch_k, scratch_v, out.k, out.v, s.sel, s.info, out.heads,
-               n_kv, kv_row_words(type_, c.head_dim), s.max_rows, N, P, W);
+               n_kv, types_, s.max_rows, N, P, W);
   cs.submit();
 }
 

@@ -47,9 +47,9 @@ const Buffer& scores(const SelectArgs& a, LayerSelection& s) {
   const bool passes = window_votes_passes(ak, p.n_q) > 1;
   const Buffer& sums =
       passes ? s.scratch.emplace_back(ctx, uint64_t(c.n_head) * a.P * 4, BufferKind::Device, "kv_vote_sums") : votes;
-  op_window_stats(a.cs, k, ak, a.kv_type, p.q_win, p.k, p.heads, stats, p.L, p.n_q, c.n_head, n_kv, scale);
+  op_window_stats(a.cs, k, ak, a.k_type, p.q_win, p.k, p.heads, stats, p.L, p.n_q, c.n_head, n_kv, scale);
   a.cs.barrier();
-  op_window_votes(a.cs, k, ak, a.kv_type, p.q_win, p.k, stats, votes, p.heads, sums, p.L, p.n_q, a.P, c.n_head, n_kv,
+  op_window_votes(a.cs, k, ak, a.k_type, p.q_win, p.k, stats, votes, p.heads, sums, p.L, p.n_q, a.P, c.n_head, n_kv,
                   scale, a.pol.gqa);
   a.cs.barrier();
   if (!a.pol.pools()) return votes;

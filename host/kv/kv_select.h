@@ -31,7 +31,7 @@ struct LayerSelection {
 struct SelectArgs {
   CommandStream& cs;
   const Model& model;
-  KvType kv_type;
+  KvType k_type;  // the scores read K alone
   const PromptLayer& prompt;
   const KvPolicyOptions& pol;
   KvLayer& out;  // the compacted layer (allocated, uniform table; Ada-KV rewrites it)

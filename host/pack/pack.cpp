@@ -102,7 +102,9 @@ PackModelId model_from_json(const json& j) {
 json header_json(const Pack& p) {
   json j;
   j["model"] = model_json(p.model);
-  j["kv_type"] = kv_type_name(p.kv_type);
+  // the K and V types (kv_type, one name or "k/v", is what readers before separate types read)
+  j["kv_type"] = kv_types_name(p.kv_types);
+  j["kv_type_k"] = kv_type_name(p.kv_types.k), j["kv_type_v"] = kv_type_name(p.kv_types.v);
   j["policy"] = policy_json(p.policy);
   j["question_aware"] = !p.query.empty();
   j["n_tokens"] = p.tokens.size(), j["n_query"] = p.query.size(), j["n_logits"] = p.logits.size();
@@ -187,9 +189,16 @@ namespace {
 // payload bytes it implies.
 uint64_t parse_header(const json& j, Pack& p, const std::string& name) {
   p.model = model_from_json(j.at("model"));
-  const auto type = parse_kv_type(j.at("kv_type").get<std::string>());
-  if (!type) bad_pack(name, "unknown KV type");
-  p.kv_type = *type;
+  const bool both = j.contains("kv_type_k");  // else a pack of one type for K and V
+  for (auto [key, type] : {std::pair{"kv_type_k", &p.kv_types.k}, std::pair{"kv_type_v", &p.kv_types.v}}) {
+    const std::string text = j.at(both ? key : "kv_type").get<std::string>();
+    const auto t = parse_kv_type(text);
+    if (!t) bad_pack(name, "unknown KV type '" + text + "' (" + names_of(names(KvType{})) + ")");
+    *type = *t;
+  }
+  if (!kv_type_unsupported(p.kv_types.k, p.model.head_dim).empty() ||
+      !kv_type_unsupported(p.kv_types.v, p.model.head_dim).empty())
+    bad_pack(name, "KV type " + kv_types_name(p.kv_types) + " cannot hold the model's head_dim");
   p.policy = policy_from_json(j.at("policy"), name);
   const uint64_t n_tokens = j.at("n_tokens"), n_query = j.at("n_query"), n_logits = j.at("n_logits");
   p.state.n_past = j.at("n_past"), p.state.compacted_len = j.at("prompt_len");
@@ -199,7 +208,7 @@ uint64_t parse_header(const json& j, Pack& p, const std::string& name) {
   if (n_logits != 0 && n_logits != p.model.n_vocab) bad_pack(name, "logits of another vocabulary size");
   if (p.model.head_dim == 0 || p.model.head_dim > 4096 || p.model.n_head_kv > 4096 || p.model.n_layer > 4096)
     bad_pack(name, "implausible model shape");
-  const uint64_t row = kv_row_bytes(p.kv_type, p.model.head_dim);
+  const uint64_t row = p.kv_types.row_bytes(p.model.head_dim);  // a K row and a V row
   uint64_t bytes = 4 * (n_tokens + n_query + n_logits);
   const json& layers = j.at("layers");
   if (layers.size() != p.model.n_layer) bad_pack(name, "layer count differs from the model's");
@@ -213,7 +222,7 @@ uint64_t parse_header(const json& j, Pack& p, const std::string& name) {
       bad_pack(name, "heads table of layer " + std::to_string(l) + " differs from the model's KV heads");
     for (uint32_t r : L.rows) {
       if (r > p.state.n_past) bad_pack(name, "more rows than positions in layer " + std::to_string(l));
-      bytes += 2 * uint64_t(r) * row;
+      bytes += uint64_t(r) * row;
     }
   }
   return bytes;
@@ -253,15 +262,15 @@ Pack read_pack(std::span<const uint8_t> bytes, const std::string& name) {
     bad_pack(name,
              "payload of " + std::to_string(payload_len) + " bytes, the header describes " + std::to_string(expected));
   const uint8_t* at = b + kPackPrelude + header_len;
-  const uint64_t row = kv_row_bytes(p.kv_type, p.model.head_dim);
+  const uint64_t krow = kv_row_bytes(p.kv_types.k, p.model.head_dim), vrow = kv_row_bytes(p.kv_types.v, p.model.head_dim);
   take(at, p.tokens, j.at("n_tokens").get<size_t>());
   take(at, p.query, j.at("n_query").get<size_t>());
   take(at, p.logits, j.at("n_logits").get<size_t>());
   for (KvLayerImage& L : p.state.layers) {
     uint64_t rows = 0;
     for (uint32_t r : L.rows) rows += r;
-    take(at, L.k, rows * row);
-    take(at, L.v, rows * row);
+    take(at, L.k, rows * krow);
+    take(at, L.v, rows * vrow);
   }
   return p;
 }
@@ -279,7 +288,7 @@ Pack pack_of(const Session& session, std::vector<int32_t> tokens, std::vector<in
                                                 std::to_string(tokens.size()) + " token ids)");
   Pack p;
   p.model = pack_model_id(session.model());
-  p.kv_type = session.cache().type();
+  p.kv_types = session.cache().types();
   p.policy = session.options().kv;
   p.tokens = std::move(tokens);
   p.state = session.save_state();
@@ -311,9 +320,9 @@ Pack make_pack(const Model& model, SessionOptions so, std::span<const int32_t> d
 
 void load_pack(Session& session, const Pack& p, const std::string& name) {
   check_pack_model(p, session.model(), name);
-  if (p.kv_type != session.cache().type())
-    bad_pack(name, std::string("holds a ") + kv_type_name(p.kv_type) + " KV cache, this session's is " +
-                       kv_type_name(session.cache().type()) + " (--kv-type)");
+  if (p.kv_types != session.cache().types())
+    bad_pack(name, "holds a " + kv_types_name(p.kv_types) + " KV cache, this session's is " +
+                       kv_types_name(session.cache().types()) + " (--kv-type, --kv-type-k, --kv-type-v)");
   if (p.state.n_past > session.n_ctx() && !session.cache().fixed_rows())  // fixed rows: endless, positions go on
     bad_pack(name, "holds " + std::to_string(p.state.n_past) + " positions, more than the context of " +
                        std::to_string(session.n_ctx()) + " (raise -c)");
@@ -326,7 +335,7 @@ void load_pack(Session& session, const Pack& p, const std::string& name) {
 }
 
 SessionOptions pack_session_options(const Pack& p, SessionOptions base) {
-  base.kv_type = p.kv_type;
+  base.set_kv_types(p.kv_types);
   base.kv = p.policy;
   return base;
 }

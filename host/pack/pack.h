@@ -35,7 +35,7 @@ inline constexpr const char* kPackExtension = ".svkv";
 
 struct Pack {
   PackModelId model;
-  KvType kv_type = KvType::F16;
+  KvTypes kv_types;  // of K and V (f16 both by default)
   KvPolicyOptions policy;
   std::vector<int32_t> tokens;  // [n] the document's token ids, BOS included (what the cache holds)
   std::vector<int32_t> query;   // [m] question-aware: the expected question that voted (not in the cache)

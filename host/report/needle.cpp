@@ -120,7 +120,7 @@ NeedleReport run_needle(const Model& m, const NeedleOptions& o) {
           so.n_ctx =
               uint32_t(checked_range(uint64_t(L) + n_gen, 1, kMaxContext, task + ": context plus generated tokens"));
           so.n_batch = o.n_batch;
-          so.kv_type = o.kv_type;
+          so.set_kv_types(spec.types);
           so.kv = spec.kv;
           so.on_progress = [&](uint64_t a, uint64_t b) {
             if (o.on_progress && b) o.on_progress((done + 0.9 * double(a) / double(b)) / total, what);

@@ -20,7 +20,6 @@ struct NeedleOptions {
   std::vector<uint32_t> contexts;  // prompt lengths, in tokens
   std::vector<uint32_t> depths;    // needle position, percent of the filler (0: start, 100: end)
   std::vector<ProfileSpec> specs;  // KV configurations, the full cache included if wanted
-  KvType kv_type = KvType::F16;
   uint32_t n_batch = kDefaultBatch;
   uint32_t extra_tokens = 4;  // generated beyond the value's own token count
   uint64_t seed = 1;          // picks the value of each cell

@@ -32,7 +32,7 @@ double run_chunk(const Model& m, const PerplexityOptions& o, const ProfileSpec& 
   SessionOptions so;
   so.n_ctx = uint32_t(chunk.size());
   so.n_batch = o.n_batch;
-  so.kv_type = o.kv_type;
+  so.set_kv_types(spec.types);
   so.kv = spec.kv;
   so.row_logits = true;
   Session s(m, so);
@@ -91,13 +91,12 @@ PerplexityReport run_perplexity(const Model& m, const std::vector<int32_t>& toke
   r.chunks = uint32_t(tokens.size() / o.n_ctx);
   if (o.max_chunks) r.chunks = std::min(r.chunks, o.max_chunks);
   std::vector<ProfileSpec> specs = o.specs;
-  if (std::none_of(specs.begin(), specs.end(), [](const ProfileSpec& s) { return !s.kv.compresses(); }))
-    specs.insert(specs.begin(), ProfileSpec{"full", KvPolicyOptions{}});
-  std::stable_partition(specs.begin(), specs.end(), [](const ProfileSpec& s) { return !s.kv.compresses(); });
-  specs.erase(
-      std::unique(specs.begin(), specs.end(),
-                  [](const ProfileSpec& a, const ProfileSpec& b) { return !a.kv.compresses() && !b.kv.compresses(); }),
-      specs.end());
+  if (std::none_of(specs.begin(), specs.end(), [](const ProfileSpec& s) { return s.is_reference(); }))
+    specs.insert(specs.begin(), ProfileSpec{"full", KvPolicyOptions{}, KvTypes{}});
+  std::stable_partition(specs.begin(), specs.end(), [](const ProfileSpec& s) { return s.is_reference(); });
+  specs.erase(std::unique(specs.begin(), specs.end(),
+                          [](const ProfileSpec& a, const ProfileSpec& b) { return a.is_reference() && b.is_reference(); }),
+              specs.end());
   std::vector<Accum> acc(specs.size());
   r.rows.resize(specs.size());
   const int32_t bos = m.tokenizer().bos();

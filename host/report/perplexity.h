@@ -21,8 +21,7 @@ namespace snapvk {
 struct PerplexityOptions {
   uint32_t n_ctx = 512;            // chunk length in tokens (even, at least 4)
   uint32_t max_chunks = 0;         // 0: every whole chunk of the text
-  std::vector<ProfileSpec> specs;  // the full cache is added first when missing (the reference)
-  KvType kv_type = KvType::F16;
+  std::vector<ProfileSpec> specs;  // the full f16 cache is added first when missing (the reference)
   uint32_t n_batch = kDefaultBatch;
   std::function<void(double fraction, const std::string& what)> on_progress;
 };

@@ -73,8 +73,8 @@ void check_options(const ProfileOptions& o) {
                                                   " positions a session may hold");
   }
   for (const auto& s : o.specs) {
-    if (!s.kv.compresses())
-      throw Error(ErrorKind::InvalidArgument, "profile spec '" + s.label + "' is the full cache, which always runs");
+    if (s.is_reference())
+      throw Error(ErrorKind::InvalidArgument, "profile spec '" + s.label + "' is the full f16 cache, which always runs");
     s.kv.validate();
   }
   if (o.n_batch == 0) throw Error(ErrorKind::InvalidArgument, "n_batch must be at least 1", opt::n_batch);
@@ -89,7 +89,9 @@ std::vector<uint32_t> sorted_contexts(const std::vector<uint32_t>& in) {
 
 // What every report states about the run, measured or estimated.
 void describe_run(ProfileReport& r, const ProfileOptions& o) {
-  r.kv_type = kv_type_name(o.kv_type);
+  r.kv_type = "f16";
+  for (const auto& s : o.specs)
+    if (r.kv_type.find(kv_types_name(s.types)) == std::string::npos) r.kv_type += "," + kv_types_name(s.types);
   r.gen = o.gen;
   r.n_batch = o.n_batch;
   r.packs = o.packs;
@@ -98,13 +100,13 @@ void describe_run(ProfileReport& r, const ProfileOptions& o) {
   for (const auto& s : o.specs) r.policies.push_back(s.label);
 }
 
-MemoryQuery query(uint32_t L, const ProfileOptions& o, const KvPolicyOptions& kv, uint32_t decode_chunk) {
+MemoryQuery query(uint32_t L, const ProfileOptions& o, const ProfileSpec& spec, uint32_t decode_chunk) {
   MemoryQuery q;
   q.prompt_len = L;
   q.n_ctx = L + o.gen;
   q.n_batch = o.n_batch;
-  q.kv_type = o.kv_type;
-  q.kv = kv;
+  q.kv_types = spec.types;
+  q.kv = spec.kv;
   q.decode_chunk = decode_chunk;
   return q;
 }
@@ -199,8 +201,8 @@ void warm_up(const Model& m, const ProfileOptions& o, uint32_t first_context) {
     SessionOptions so;
     so.n_ctx = Lw + 2;
     so.n_batch = o.n_batch;
-    so.kv_type = o.kv_type;
     if (si) {
+      so.set_kv_types(o.specs[0].types);
       so.kv = o.specs[0].kv;
       so.kv.budget = std::max(so.kv.window + 1, Lw / 2), so.kv.ratio = 0;  // compress the warm-up prompt
       if (so.kv.policy == KvPolicy::StreamingLLM) so.kv.budget = std::max(so.kv.budget, so.kv.sinks + so.kv.window);
@@ -233,16 +235,16 @@ void measure_pack(const Model& m, const SessionOptions& so, const Session& s, co
 // One measured run: a session of this KV configuration over the prompt and `gen` decode steps,
 // greedy for the full cache (which fills `ref`), teacher-forced on the full run's tokens for the
 // others (compared with `ref` when it holds a run). `progress` takes tokens done in this run.
-void measure_run(const Model& m, const ProfileOptions& o, const KvPolicyOptions& kv, const std::vector<int32_t>& prompt,
+void measure_run(const Model& m, const ProfileOptions& o, const ProfileSpec& spec, const std::vector<int32_t>& prompt,
                  const std::string& needle, Reference& ref, const std::function<void(double)>& progress,
                  ProfileRow& row) {
   const uint32_t L = uint32_t(prompt.size());
-  const bool is_full = !kv.compresses(), compare = !is_full && !ref.logits.empty() && o.gen > 0;
+  const bool is_full = spec.is_reference(), compare = !is_full && !ref.logits.empty() && o.gen > 0;
   SessionOptions so;
   so.n_ctx = L + o.gen;
   so.n_batch = o.n_batch;
-  so.kv_type = o.kv_type;
-  so.kv = kv;
+  so.set_kv_types(spec.types);
+  so.kv = spec.kv;
   so.on_progress = [&](uint64_t done, uint64_t total) {
     if (total) progress(double(L) * double(done) / double(total));
     return true;
@@ -300,7 +302,7 @@ void measure_run(const Model& m, const ProfileOptions& o, const KvPolicyOptions&
     row.kl_max = kl_max;
   }
   const KvStats st = s.kv_stats();
-  row.full_kv_bytes = st.full_bytes;
+  row.full_kv_bytes = KvCache::full_bytes(m.config(), KvTypes{}, s.n_past());  // the full f16 cache
   row.kv_bytes = st.retained_bytes;
   row.score_ms = st.score_ms, row.pool_ms = st.pool_ms, row.select_ms = st.select_ms, row.gather_ms = st.gather_ms;
   row.peak_bytes = ctx.memory().peak() - before;
@@ -341,26 +343,27 @@ ProfileReport run_profile(const Model& m, const ProfileOptions& o) {
     Reference ref;  // the full run's, when it ran
     for (size_t si = 0; si <= o.specs.size(); ++si) {
       const bool is_full = si == 0;
-      const KvPolicyOptions kv = is_full ? KvPolicyOptions{} : o.specs[si - 1].kv;
+      const ProfileSpec spec = is_full ? ProfileSpec{"full", {}, {}} : o.specs[si - 1];
+      const KvPolicyOptions& kv = spec.kv;
       ProfileRow row;
       row.context = L;
-      row.policy = is_full ? "full" : o.specs[si - 1].label;
+      row.policy = spec.label;
       row.budget = row_budget(kv, L);
-      row.est_peak_bytes = estimate_memory(c, 0, query(L, o, kv, m.attention().decode_chunk)).peak;
-      row.full_kv_bytes = KvCache::full_bytes(c, o.kv_type, uint64_t(L) + o.gen);
+      row.est_peak_bytes = estimate_memory(c, 0, query(L, o, spec, m.attention().decode_chunk)).peak;
+      row.full_kv_bytes = KvCache::full_bytes(c, KvTypes{}, uint64_t(L) + o.gen);  // the full f16 cache
       const std::string what = "L=" + std::to_string(L) + " " + row.policy;
       const double base_units = done_units;
       report(base_units, what);
       try {
         measure_run(
-            m, o, kv, prompt, needle, ref, [&](double units) { report(base_units + units, what); }, row);
+            m, o, spec, prompt, needle, ref, [&](double units) { report(base_units + units, what); }, row);
       } catch (const Cancelled&) {
         throw;
       } catch (const Error& e) {
         row.ran = false;
         row.error = e.what();
         row.fits = e.kind() != ErrorKind::OutOfMemory;
-        row.kv_bytes = KvCache::size_after_prompt(c, o.kv_type, kv, L, L + o.gen, o.n_batch).retained;
+        row.kv_bytes = KvCache::size_after_prompt(c, spec.types, kv, L, L + o.gen, o.n_batch).retained;
         row.decode_tok_s = ProfileRow::kNaN;
         if (is_full) ref = Reference{};
       }
@@ -389,15 +392,16 @@ ProfileReport dry_run_profile(const ModelConfig& c, uint64_t weight_bytes, uint6
   describe_run(r, o);
   for (uint32_t L : r.contexts) {
     for (size_t si = 0; si <= o.specs.size(); ++si) {
-      const KvPolicyOptions kv = si == 0 ? KvPolicyOptions{} : o.specs[si - 1].kv;
-      const MemoryEstimate e = estimate_memory(c, 0, query(L, o, kv, decode_chunk));
+      const ProfileSpec spec = si == 0 ? ProfileSpec{"full", {}, {}} : o.specs[si - 1];
+      const KvPolicyOptions& kv = spec.kv;
+      const MemoryEstimate e = estimate_memory(c, 0, query(L, o, spec, decode_chunk));
       ProfileRow row;
       row.context = L;
-      row.policy = si == 0 ? "full" : o.specs[si - 1].label;
+      row.policy = spec.label;
       row.budget = row_budget(kv, L);
-      row.full_kv_bytes = e.kv_full_equivalent;
+      row.full_kv_bytes = KvCache::full_bytes(c, KvTypes{}, uint64_t(L) + o.gen);  // the full f16 cache
       row.kv_bytes = e.kv_cache;
-      row.ratio = e.kv_cache ? double(e.kv_full_equivalent) / double(e.kv_cache) : 1.0;
+      row.ratio = e.kv_cache ? double(row.full_kv_bytes) / double(e.kv_cache) : 1.0;
       row.est_peak_bytes = e.peak;
       row.fits = memory_budget == 0 || weight_bytes + e.peak <= memory_budget;
       if (!row.fits) row.error = "does not fit the device memory budget";

@@ -21,16 +21,18 @@
 
 namespace snapvk {
 
-// One KV configuration to compare with the full cache.
+// One KV configuration to compare with the full f16 cache.
 struct ProfileSpec {
-  std::string label;  // "snapkv", or "snapkv@256" when several budgets are profiled
+  std::string label;  // "snapkv", "snapkv@256" when several budgets are profiled, "snapkv:q4_0" with a KV type
   KvPolicyOptions kv;
+  KvTypes types;  // the caches' storage
+  // The full f16 cache: what the others are compared with.
+  bool is_reference() const { return !kv.compresses() && types == KvTypes{}; }
 };
 
 struct ProfileOptions {
   std::vector<uint32_t> contexts;  // prompt lengths L, in tokens
-  std::vector<ProfileSpec> specs;  // compressing configurations; "full" always runs first
-  KvType kv_type = KvType::F16;
+  std::vector<ProfileSpec> specs;  // configurations; the full f16 cache ("full") always runs first
   uint32_t gen = 16;  // decode steps per run (timed and compared); n_ctx = L + gen
   uint32_t n_batch = kDefaultBatch;
   bool packs = false;  // also save each run's state as a pack and time loading it (docs/packs.md)
@@ -76,7 +78,7 @@ struct ProfileReport {
   std::string device;
   uint64_t weight_bytes = 0;
   uint64_t memory_budget = 0;  // --max-device-memory (0: none)
-  std::string kv_type;
+  std::string kv_type;  // the KV types of the specs, comma-separated
   uint32_t gen = 0, n_batch = 0;
   bool packs = false;
   std::vector<std::string> policies;  // "full", then the spec labels, in order

@@ -40,7 +40,7 @@ SuiteReport run_suite(const Model& m, const SuiteOptions& o) {
     NeedleOptions no;
     no.task = t;
     no.contexts = o.contexts, no.depths = o.depths, no.specs = o.specs;
-    no.kv_type = o.kv_type, no.n_batch = o.n_batch, no.seed = o.seed;
+    no.n_batch = o.n_batch, no.seed = o.seed;
     no.on_progress = progress(eval_task_name(t));
     r.tasks.push_back(run_needle(m, no));
     if (o.on_task) o.on_task(r.tasks.back());
@@ -49,7 +49,7 @@ SuiteReport run_suite(const Model& m, const SuiteOptions& o) {
   if (!o.text_tokens.empty()) {
     PerplexityOptions po;
     po.n_ctx = o.ppl_ctx, po.max_chunks = o.ppl_chunks, po.specs = o.specs;
-    po.kv_type = o.kv_type, po.n_batch = o.n_batch;
+    po.n_batch = o.n_batch;
     po.on_progress = progress("perplexity");
     r.ppl = run_perplexity(m, o.text_tokens, o.text_name, po);
   }

@@ -17,7 +17,6 @@ struct SuiteOptions {
   std::vector<EvalTask> tasks;
   std::vector<uint32_t> contexts, depths;
   std::vector<ProfileSpec> specs;  // the full cache included if wanted
-  KvType kv_type = KvType::F16;
   uint32_t n_batch = kDefaultBatch;
   uint64_t seed = 1;
   std::string text_name;  // perplexity text (empty tokens: no perplexity)

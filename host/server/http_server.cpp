@@ -97,7 +97,7 @@ HttpServer::HttpServer(const Model& model, const ServerOptions& o)
       impl_(std::make_unique<Impl>()) {
   if (!o_.packs_dir.empty()) {
     const SessionOptions& so = scheduler_->options().session;  // n_ctx resolved
-    packs_ = std::make_unique<PackLibrary>(model, o_.packs_dir, so.kv_type, so.n_ctx, so.n_batch,
+    packs_ = std::make_unique<PackLibrary>(model, o_.packs_dir, so.kv_types(), so.n_ctx, so.n_batch,
                                            o_.packs_cache_bytes);
   }
   httplib::Server& http = impl_->http;

@@ -8,9 +8,9 @@ namespace snapvk::server {
 
 namespace fs = std::filesystem;
 
-PackLibrary::PackLibrary(const Model& model, fs::path dir, KvType kv_type, uint32_t n_ctx, uint32_t n_batch,
+PackLibrary::PackLibrary(const Model& model, fs::path dir, KvTypes kv_types, uint32_t n_ctx, uint32_t n_batch,
                          uint64_t max_bytes)
-    : model_(model), dir_(std::move(dir)), kv_type_(kv_type), n_ctx_(n_ctx), n_batch_(n_batch), max_bytes_(max_bytes) {
+    : model_(model), dir_(std::move(dir)), kv_types_(kv_types), n_ctx_(n_ctx), n_batch_(n_batch), max_bytes_(max_bytes) {
   check_dir(dir_);
 }
 
@@ -57,10 +57,10 @@ std::shared_ptr<const ServedPack> PackLibrary::get(const std::string& name) {
     const std::string label = name + kPackExtension;
     sp->pack = read_pack(read_pack_file(file.string()), label);
     check_pack_model(sp->pack, model_, label);
-    if (sp->pack.kv_type != kv_type_)
+    if (sp->pack.kv_types != kv_types_)
       throw ApiError(400,
-                     "pack '" + label + "': holds a " + kv_type_name(sp->pack.kv_type) + " KV cache, this server's is " +
-                         kv_type_name(kv_type_) + " (--kv-type)",
+                     "pack '" + label + "': holds a " + kv_types_name(sp->pack.kv_types) + " KV cache, this server's is " +
+                         kv_types_name(kv_types_) + " (--kv-type, --kv-type-k, --kv-type-v)",
                      "pack", "pack_mismatch");
     if (sp->pack.state.n_past >= n_ctx_)
       throw ApiError(400,
@@ -68,7 +68,7 @@ std::shared_ptr<const ServedPack> PackLibrary::get(const std::string& name) {
                          " positions, this server's context holds " + std::to_string(n_ctx_) +
                          " (prompt and answer too; raise -c)",
                      "pack", "context_length_exceeded");
-    sp->cache_bytes = KvCache::bytes_after_restore(model_.config(), sp->pack.kv_type, sp->pack.state, n_ctx_, n_batch_);
+    sp->cache_bytes = KvCache::bytes_after_restore(model_.config(), sp->pack.kv_types, sp->pack.state, n_ctx_, n_batch_);
   } catch (const Error& e) {
     // What the pack reader refuses (InvalidArgument: truncated, corrupted, another model or
     // version) is the request's pack; a file that cannot be read is the server's problem.

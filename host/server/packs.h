@@ -31,11 +31,11 @@ struct ServedPack {
 
 class PackLibrary {
  public:
-  // Throws snapvk::Error (InvalidArgument) when `dir` is not a directory. kv_type, n_ctx,
+  // Throws snapvk::Error (InvalidArgument) when `dir` is not a directory. kv_types, n_ctx,
   // n_batch: the slots' sessions (a pack must fit them).
   // max_bytes: host bytes of packs kept in memory at most (their files' sizes; the last one read
   // is kept even when larger).
-  PackLibrary(const Model& model, std::filesystem::path dir, KvType kv_type, uint32_t n_ctx, uint32_t n_batch,
+  PackLibrary(const Model& model, std::filesystem::path dir, KvTypes kv_types, uint32_t n_ctx, uint32_t n_batch,
               uint64_t max_bytes = kDefaultMaxBytes);
   static constexpr uint64_t kDefaultMaxBytes = 1ull << 30;
 
@@ -67,7 +67,7 @@ class PackLibrary {
   void evict_to_fit(const std::string& keep);  // under mu_
   const Model& model_;
   std::filesystem::path dir_;
-  KvType kv_type_;
+  KvTypes kv_types_;
   uint32_t n_ctx_, n_batch_;
   uint64_t max_bytes_;
   std::mutex mu_;

@@ -28,11 +28,11 @@ EndlessChat::EndlessChat(const Model& model, const SessionOptions& opts) : sessi
                     std::to_string(o.n_ctx) + " entries per head",
                 opt::n_ctx);
   const uint64_t W = kv.window, qrow = uint64_t(c.q_dim()) * 4;
-  const uint64_t rows = uint64_t(c.n_head_kv) * o.n_ctx * kv_row_bytes(o.kv_type, c.head_dim);
+  const uint64_t rows = uint64_t(c.n_head_kv) * o.n_ctx;
   q_ring_ = Buffer(ctx, c.n_layer * W * qrow, BufferKind::Device, "endless_q_ring");
   q_win_ = Buffer(ctx, W * qrow, BufferKind::Device, "endless_q_window");
-  scratch_k_ = Buffer(ctx, rows, BufferKind::Device, "endless_k");
-  scratch_v_ = Buffer(ctx, rows, BufferKind::Device, "endless_v");
+  scratch_k_ = Buffer(ctx, rows * kv_row_bytes(o.kv_type_k, c.head_dim), BufferKind::Device, "endless_k");
+  scratch_v_ = Buffer(ctx, rows * kv_row_bytes(o.kv_type_v, c.head_dim), BufferKind::Device, "endless_v");
   scratch_heads_ = Buffer(ctx, 8ull * c.n_head_kv, BufferKind::Device, "endless_heads");
   session_.fix_cache_rows();
   session_.set_query_sink(QuerySink{&q_ring_, kv.window});

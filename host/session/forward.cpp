@@ -17,7 +17,7 @@ struct Session::KvView {
   const Buffer& v;
   const Buffer& heads;
   KvWindow w;  // a sliding-window layer's window and ring (row0 is then the position)
-  KvType type;
+  KvTypes types;
 };
 
 // One sequence's attention inside a layer: its rows of q, k, v and attn, and its cache.
@@ -45,7 +45,6 @@ void Session::record_attention(const Model& m, CommandStream& cs, uint32_t l, ui
   const ModelWeights& w = m.weights();
   const Kernels& k = m.kernels();
   const AttentionKernels& ak = m.attention();
-  const KvType kt = seqs[0].kv.type;
   // sliding-window layers rotate with their own base and no scaling (gemma3)
   const bool swa = c.is_swa(l);
   const Buffer& rope_factors = w.rope_freqs ? w.rope_freqs.buf : w.output_norm.buf;  // unread when absent
@@ -58,8 +57,20 @@ void Session::record_attention(const Model& m, CommandStream& cs, uint32_t l, ui
                           swa ? 1.0f : c.rope_freq_scale};
     op_rope(cs, k, s.q, rope_factors, bool(w.rope_freqs), T, c.n_head, rope);
     op_rope(cs, k, s.k, rope_factors, bool(w.rope_freqs), T, c.n_head_kv, rope);
+    // a rotated V type stores v rotated (hq4, hq3: shaders/hadamard.comp)
+    if (kv_type_rotated(s.kv.types.v)) op_kv_rotate(cs, ak, s.v, T * c.n_head_kv);
   }
   cs.barrier();
+  // a rotated K type: q and k by the same orthogonal transform, so q.k is unchanged (the voting
+  // and sink queries below are kept rotated, as the cache's keys)
+  bool rotated = false;
+  for (const SeqAttention& s : seqs)
+    if (kv_type_rotated(s.kv.types.k)) {
+      op_kv_rotate(cs, ak, s.q, T * c.n_head);
+      op_kv_rotate(cs, ak, s.k, T * c.n_head_kv);
+      rotated = true;
+    }
+  if (rotated) cs.barrier();
   // the rotated queries of the last sink->rows positions, for the sink's owner (EndlessChat: the
   // window that votes when the turn ends)
   bool kept = false;
@@ -74,19 +85,24 @@ void Session::record_attention(const Model& m, CommandStream& cs, uint32_t l, ui
   if (kept) cs.barrier();
   // append k, v to the cache after each head's entries (a sliding-window layer: into its ring)
   for (const SeqAttention& s : seqs) {
-    op_kv_store(cs, k, ak, kt, s.k, s.kv.k, s.kv.heads, T, c.n_head_kv, s.row0, s.kv.w.ring);
-    op_kv_store(cs, k, ak, kt, s.v, s.kv.v, s.kv.heads, T, c.n_head_kv, s.row0, s.kv.w.ring);
+    op_kv_store(cs, k, ak, s.kv.types.k, s.k, s.kv.k, s.kv.heads, T, c.n_head_kv, s.row0, s.kv.w.ring);
+    op_kv_store(cs, k, ak, s.kv.types.v, s.v, s.kv.v, s.kv.heads, T, c.n_head_kv, s.row0, s.kv.w.ring);
   }
   cs.barrier();
   // attn = softmax(q k^T * scale) v over what each query may see (causal, GQA, its window)
   for (const SeqAttention& s : seqs)
     if (T == 1)
-      op_attn_decode(cs, k, ak, kt, s.q, s.kv.k, s.kv.v, s.kv.heads, s.part, s.attn, c.n_head, c.n_head_kv,
+      op_attn_decode(cs, k, ak, s.kv.types, s.q, s.kv.k, s.kv.v, s.kv.heads, s.part, s.attn, c.n_head, c.n_head_kv,
                      s.decode_len, s.row0 + 1, c.attention_scale(), s.kv.w);
     else
-      op_attn_prefill(cs, k, ak, kt, s.q, s.kv.k, s.kv.v, s.kv.heads, s.part, s.attn, T, c.n_head, c.n_head_kv, s.row0,
+      op_attn_prefill(cs, k, ak, s.kv.types, s.q, s.kv.k, s.kv.v, s.kv.heads, s.part, s.attn, T, c.n_head, c.n_head_kv, s.row0,
                       s.decode_len, c.attention_scale(), s.kv.w);
   cs.barrier();
+  // a rotated V type: the weighted sum of rotated values back to the model's basis
+  bool back = false;
+  for (const SeqAttention& s : seqs)
+    if (kv_type_rotated(s.kv.types.v)) op_kv_rotate(cs, ak, s.attn, T * c.n_head, true), back = true;
+  if (back) cs.barrier();
 }
 
 void Session::record_layer(const Model& m, CommandStream& cs, Activations& a, uint32_t l, uint32_t T, BufferRange x,
@@ -208,10 +224,10 @@ void Session::forward(const int32_t* tokens, uint32_t T, bool want_logits, const
   for (uint32_t l = 0; l < c.n_layer; ++l) {
     const KvLayer& L = cache_.layer(l);
     if (L.window)  // a ring: rows by position, the query sees at most the window
-      layer(l, T, act_.x, KvView{L.k, L.v, L.heads, L.kv_window(), cache_.type()}, n_past_, n_past_,
+      layer(l, T, act_.x, KvView{L.k, L.v, L.heads, L.kv_window(), cache_.types()}, n_past_, n_past_,
             std::min(n_past_ + T, L.window));
     else
-      layer(l, T, act_.x, KvView{L.k, L.v, L.heads, {}, cache_.type()}, appended, n_past_,
+      layer(l, T, act_.x, KvView{L.k, L.v, L.heads, {}, cache_.types()}, appended, n_past_,
             cache_.max_len(appended + T));
   }
   const uint64_t row = uint64_t(c.n_embd) * 4;
@@ -236,13 +252,14 @@ void Session::prefill_compressed(std::span<const int32_t> tokens) {
   const KvPolicyOptions& pol = opts_.kv;
   pol.check_prompt(L);
   const uint32_t n_q = pol.voting_queries(L);
-  const uint64_t row = kv_row_bytes(cache_.type(), c.head_dim), xrow = uint64_t(c.n_embd) * 4;
+  const KvTypes types = cache_.types();
+  const uint64_t xrow = uint64_t(c.n_embd) * 4;
 
   // Transient, for this prompt only: hidden states of every prompt token, one layer's full
   // K/V, and the voting queries of the current layer.
   Buffer X(ctx, L * xrow, BufferKind::Device, "prompt_x");
-  Buffer full_k(ctx, uint64_t(n_kv) * L * row, BufferKind::Device, "layer_k_full");
-  Buffer full_v(ctx, uint64_t(n_kv) * L * row, BufferKind::Device, "layer_v_full");
+  Buffer full_k(ctx, uint64_t(n_kv) * L * kv_row_bytes(types.k, c.head_dim), BufferKind::Device, "layer_k_full");
+  Buffer full_v(ctx, uint64_t(n_kv) * L * kv_row_bytes(types.v, c.head_dim), BufferKind::Device, "layer_v_full");
   Buffer full_heads(ctx, 2ull * n_kv * 4, BufferKind::Device, "layer_heads_full");
   Buffer q_win(ctx, uint64_t(n_q) * c.q_dim() * 4, BufferKind::Device, "q_window");
   const std::vector<uint32_t> full_table = KvCache::uniform_table(n_kv, L, 0);
@@ -273,7 +290,7 @@ void Session::prefill_compressed(std::span<const int32_t> tokens) {
       cs_.begin();
       for (uint32_t r0 = 0; r0 < L; r0 += opts_.n_batch)
         layer(l, std::min(opts_.n_batch, L - r0), BufferRange(X, r0 * xrow, std::min(opts_.n_batch, L - r0) * xrow),
-              KvView{R.k, R.v, R.heads, R.kv_window(), cache_.type()}, r0, r0, 0);
+              KvView{R.k, R.v, R.heads, R.kv_window(), cache_.types()}, r0, r0, 0);
       cs_.submit();
       continue;
     }
@@ -281,7 +298,7 @@ void Session::prefill_compressed(std::span<const int32_t> tokens) {
     cs_.begin();
     for (uint32_t r0 = 0; r0 < L; r0 += opts_.n_batch) {
       const uint32_t T = std::min(opts_.n_batch, L - r0);
-      layer(l, T, BufferRange(X, r0 * xrow, T * xrow), KvView{full_k, full_v, full_heads, {}, cache_.type()}, r0, r0,
+      layer(l, T, BufferRange(X, r0 * xrow, T * xrow), KvView{full_k, full_v, full_heads, {}, cache_.types()}, r0, r0,
             0);
       // keep the voting queries (rotated) of rows L - n_q .. L - 1 for the score pass
       const uint32_t first = std::max(r0, L - n_q);
@@ -373,7 +390,7 @@ void Session::decode_batch(DecodeBatch& b, std::span<Session* const> ss, std::sp
       const KvLayer& L = s.cache_.layer(l);
       const uint32_t appended = s.n_past_ - s.cache_.compacted_len();
       // as forward(): a ring is addressed by position, a compacted or full layer after its retained rows
-      const KvView kv{L.k, L.v, L.heads, L.window ? L.kv_window() : KvWindow{}, s.cache_.type()};
+      const KvView kv{L.k, L.v, L.heads, L.window ? L.kv_window() : KvWindow{}, s.cache_.types()};
       seqs.push_back({BufferRange(a.q, i * qrow, qrow), BufferRange(a.k, i * kvrow, kvrow),
                       BufferRange(a.v, i * kvrow, kvrow), BufferRange(a.attn, i * qrow, qrow), s.act_.part, kv,
                       L.window ? s.n_past_ : appended, s.n_past_,

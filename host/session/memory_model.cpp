@@ -32,7 +32,7 @@ MemoryQuery memory_query(const Model& model, const SessionOptions& o, uint32_t L
   q.prompt_len = L;
   q.n_ctx = o.n_ctx ? o.n_ctx : default_n_ctx(model.config());
   q.n_batch = std::min(o.n_batch, q.n_ctx);
-  q.kv_type = o.kv_type;
+  q.kv_types = o.kv_types();
   q.kv = o.kv;
   q.decode_chunk = model.attention().decode_chunk;
   return q;
@@ -46,17 +46,18 @@ MemoryEstimate estimate_memory(const ModelConfig& c, uint64_t weight_bytes, cons
   check_session_shape(c, q.n_ctx, q.n_batch);
   checked_range(q.prompt_len, 0, kMaxContext, "memory model: prompt length");
   q.kv.validate();
-  if (uint32_t(q.kv_type) >= kKvTypes)
-    throw Error(ErrorKind::InvalidArgument, "memory model: unknown KV type " + std::to_string(uint32_t(q.kv_type)),
-                opt::kv_type);
+  for (const auto& [t, param] : {std::pair{q.kv_types.k, opt::kv_type_k}, std::pair{q.kv_types.v, opt::kv_type_v}})
+    if (uint32_t(t) >= kKvTypes)
+      throw Error(ErrorKind::InvalidArgument, "memory model: unknown KV type " + std::to_string(uint32_t(t)), param);
+  check_kv_types(q.kv_types, c.head_dim);
   MemoryEstimate e;
-  const uint64_t row = kv_row_bytes(q.kv_type, c.head_dim);
+  const uint64_t row = q.kv_types.row_bytes(c.head_dim);  // a K row and a V row
   const uint32_t L = q.prompt_len, n_kv = c.n_head_kv;
   e.weights = weight_bytes;
   e.activations = activation_bytes(c, std::min(q.n_batch, q.n_ctx), q.n_ctx, q.decode_chunk);
   // what a full cache allocates (a sliding-window layer: its ring)
-  e.kv_full_equivalent = KvCache::size_after_prompt(c, q.kv_type, KvPolicyOptions{}, L, q.n_ctx, q.n_batch).allocated;
-  e.kv_cache = KvCache::size_after_prompt(c, q.kv_type, q.kv, L, q.n_ctx, q.n_batch).allocated;
+  e.kv_full_equivalent = KvCache::size_after_prompt(c, q.kv_types, KvPolicyOptions{}, L, q.n_ctx, q.n_batch).allocated;
+  e.kv_cache = KvCache::size_after_prompt(c, q.kv_types, q.kv, L, q.n_ctx, q.n_batch).allocated;
   if (!q.kv.compresses()) {
     e.peak = checked_add(e.weights, e.activations + e.kv_cache, "memory model: peak bytes");
     return e;
@@ -67,7 +68,7 @@ MemoryEstimate estimate_memory(const ModelConfig& c, uint64_t weight_bytes, cons
     if (!c.is_swa(l)) scratch = std::max(scratch, KvCache::compaction_scratch_bytes(c, q.kv, L, budgets[l]));
   const uint32_t n_q = q.kv.voting_queries(L);
   e.prefill_transient = uint64_t(L) * c.n_embd * 4             // hidden states of the prompt
-                        + 2ull * n_kv * L * row + 8ull * n_kv  // one layer's full K/V
+                        + uint64_t(n_kv) * L * row + 8ull * n_kv  // one layer's full K/V
                         + uint64_t(n_q) * c.q_dim() * 4        // the voting queries
                         + (q.kv.completes_words() ? uint64_t(L) * 4 : 0)  // the prompt's words
                         + scratch;

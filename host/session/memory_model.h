@@ -26,7 +26,7 @@ struct MemoryQuery {
   uint32_t prompt_len = 0;  // L
   uint32_t n_ctx = 0;       // positions held: prompt + generated
   uint32_t n_batch = kDefaultBatch;
-  KvType kv_type = KvType::F16;
+  KvTypes kv_types;  // f16 both
   KvPolicyOptions kv;
   uint32_t decode_chunk = 256;  // AttentionKernels::decode_chunk of the device
 };

@@ -42,7 +42,7 @@ uint32_t default_n_ctx(const ModelConfig& c) { return std::min<uint32_t>(c.n_ctx
 Session::Session(const Model& model, const SessionOptions& opts)
     : model_(model),
       opts_(with_default_ctx(model, opts)),
-      cache_(model, opts_.kv_type, opts_.n_ctx, std::min(opts_.n_batch, opts_.n_ctx)),
+      cache_(model, opts_.kv_types(), opts_.n_ctx, std::min(opts_.n_batch, opts_.n_ctx)),
       cs_(model.ctx()),
       cs_compress_(model.ctx()) {
   const ModelConfig& c = model.config();
@@ -50,15 +50,12 @@ Session::Session(const Model& model, const SessionOptions& opts)
   if (opts_.n_batch == 0) throw Error(ErrorKind::InvalidArgument, "n_batch must be at least 1", opt::n_batch);
   c.check();
   check_session_shape(c, opts_.n_ctx, opts_.n_batch);
-  if (opts_.kv_type == KvType::Q8_0 && c.head_dim % 32)
-    throw Error(ErrorKind::InvalidArgument,
-                "the q8_0 KV type needs a head dimension that is a multiple of 32 (this model's is " +
-                    std::to_string(c.head_dim) + ")",
-                opt::kv_type);
+  check_kv_types(opts_.kv_types(), c.head_dim);
   opts_.kv.validate();
   // A layer's K (and V) for n_ctx positions is one storage binding (the cache, or a compressing
   // prefill's transient layer): it must fit the device's largest binding.
-  const uint64_t kv_row = uint64_t(c.n_head_kv) * kv_row_bytes(opts_.kv_type, c.head_dim);
+  const uint64_t kv_row =
+      uint64_t(c.n_head_kv) * std::max(kv_row_bytes(opts_.kv_type_k, c.head_dim), kv_row_bytes(opts_.kv_type_v, c.head_dim));
   const uint64_t max_range = ctx.info().max_storage_buffer_range;
   if (max_range && kv_row * opts_.n_ctx > max_range)
     throw Error(ErrorKind::InvalidArgument,
@@ -233,7 +230,7 @@ std::span<const float> Session::decode(int32_t token) { return prefill(std::span
 
 KvStats Session::kv_stats() const {
   KvStats s = last_;
-  s.full_bytes = KvCache::full_bytes(model_.config(), cache_.type(), n_past_);
+  s.full_bytes = KvCache::full_bytes(model_.config(), cache_.types(), n_past_);
   s.retained_bytes = cache_.held_bytes(n_past_);
   s.allocated_bytes = cache_.allocated_bytes();
   return s;

@@ -25,11 +25,14 @@ namespace snapvk {
 struct SessionOptions {
   uint32_t n_ctx = 0;              // positions (prompt + generated); 0: the model's training context, at most 4096
   uint32_t n_batch = kDefaultBatch;  // prompt tokens per prefill step
-  KvType kv_type = KvType::F16;
+  KvType kv_type_k = KvType::F16;   // K cache storage
+  KvType kv_type_v = KvType::F16;   // V cache storage
   KvPolicyOptions kv;                // full cache by default
   bool keep_selection = false;  // remember the retained positions (for --dump-kv-selection and tests)
   bool profile = false;         // per-kernel GPU timestamps of every dispatch
   bool row_logits = false;      // allocate [n_batch][n_vocab] logits so prefill_rows() can score every token
+  KvTypes kv_types() const { return {kv_type_k, kv_type_v}; }
+  void set_kv_types(KvTypes t) { kv_type_k = t.k, kv_type_v = t.v; }
   // Called during prefill with work done and total (in token-layers); return false to cancel.
   std::function<bool(uint64_t done, uint64_t total)> on_progress;
 };

@@ -309,10 +309,20 @@ typedef enum snapvk_kv_policy {
   SNAPVK_KV_POLICY_MAX_ENUM = 0x7FFFFFFF
 } snapvk_kv_policy;
 
+/* KV-cache storage (llama.cpp's cache types, and snapvk's rotated hq4 / hq3). The block types
+ * (q8_0 and the 4-, 5- and 3-bit ones) need head_dim % 32 == 0. */
 typedef enum snapvk_kv_type {
   SNAPVK_KV_TYPE_F16 = 0,
   SNAPVK_KV_TYPE_F32 = 1,
-  SNAPVK_KV_TYPE_Q8_0 = 2, /* needs head_dim % 32 == 0 */
+  SNAPVK_KV_TYPE_Q8_0 = 2,
+  SNAPVK_KV_TYPE_BF16 = 3,
+  SNAPVK_KV_TYPE_Q4_0 = 4,
+  SNAPVK_KV_TYPE_Q4_1 = 5,
+  SNAPVK_KV_TYPE_IQ4_NL = 6,
+  SNAPVK_KV_TYPE_Q5_0 = 7,
+  SNAPVK_KV_TYPE_Q5_1 = 8,
+  SNAPVK_KV_TYPE_HQ4 = 9, /* rotated (Walsh-Hadamard) 4-bit: 4.5 bits per value */
+  SNAPVK_KV_TYPE_HQ3 = 10, /* rotated 3-bit: 3.5 bits per value */
   SNAPVK_KV_TYPE_MAX_ENUM = 0x7FFFFFFF
 } snapvk_kv_type;
 
@@ -337,7 +347,7 @@ typedef struct snapvk_session_options {
   uint32_t n_ctx;              /* positions held, prompt + generated; 0: the model's training
                                   context, at most 4096 */
   uint32_t n_batch;            /* prompt tokens per prefill step; 0: 256 */
-  int32_t kv_type;             /* snapvk_kv_type; 0: f16 */
+  int32_t kv_type;             /* snapvk_kv_type of K and V; 0: f16 (kv_type_v sets V's alone) */
   int32_t kv_policy;           /* snapvk_kv_policy; 0: full */
   uint32_t kv_budget;          /* C: entries kept per KV head, window included; 0: use kv_ratio */
   const char* kv_policy_name;  /* when not NULL: "full", "snapkv", "pyramidkv", "streamingllm",
@@ -364,6 +374,8 @@ typedef struct snapvk_session_options {
                                   -1 none (the paper's selection) */
   int32_t kv_sinks;            /* streamingllm: the first tokens, always kept: 0 the default (4),
                                   -1 none (a sliding window) */
+  int32_t kv_type_v;           /* V's snapvk_kv_type when kv_type_v_set is 1 (K keeps kv_type) */
+  uint32_t kv_type_v_set;
 } snapvk_session_options;
 
 /* A session of `model` (options may be NULL: full f16 cache, default n_ctx). A full cache is
@@ -468,6 +480,7 @@ typedef struct snapvk_kv_stats {
   double pool_ms;
   double select_ms;
   double gather_ms;
+  int32_t kv_type_v;          /* snapvk_kv_type of V (kv_type: of K) */
 } snapvk_kv_stats;
 
 SNAPVK_API snapvk_status snapvk_session_get_kv_stats(snapvk_session* session, snapvk_kv_stats* stats);
