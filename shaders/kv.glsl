@@ -32,7 +32,7 @@
 layout(std430, binding = KV_K_BINDING) readonly buffer KCache { uint kw[]; };
 layout(std430, binding = KV_V_BINDING) readonly buffer VCache { uint vw[]; };
 #if defined(KV_LOAD4)
-// f32 and f16 rows four values in one load (d % 4 == 0): SIMD CPUs pay per load, not per value.
+// f32, f16 and bf16 rows four values in one load (d % 4 == 0): SIMD CPUs pay per load, not per value.
 layout(std430, binding = KV_K_BINDING) readonly buffer KCache4 { uvec4 kw4[]; };
 layout(std430, binding = KV_V_BINDING) readonly buffer VCache4 { uvec4 vw4[]; };
 layout(std430, binding = KV_K_BINDING) readonly buffer KCache2 { uvec2 kw2[]; };

@@ -28,8 +28,14 @@
 #define SNAPVK_HQ4_SIGMA 46.5f         // the grid's unit: a Gaussian's standard deviation
 #define SNAPVK_HQ3_SIGMA 59.0f
 
-// The rotation's sign flip of coordinate i of a head's vector (0 or 1): bits of a
-// multiplicative hash, the same in C++ (uint32_t i) and GLSL (uint i).
-#define SNAPVK_KV_ROT_SIGN(i) (((((i) + 1u) * 0x9E3779B1u) >> 16) & 1u)
+// The rotation's sign flip of coordinate i < 256 of a head's vector (0 or 1): the parity of
+// i0 i1 + i2 i3 + i4 i5 + i6 i7 over i's bits, a bent function, as far from every row of the
+// Walsh-Hadamard matrix as a sign pattern can be (for N = 16, 64, 256; nearly so for 32 and 128).
+// A pattern close to a row would put what all channels share (a common offset) back into one
+// coordinate; a multiplicative hash tried first matched rows of H at N = 8 and 16. The same in
+// C++ (uint32_t i) and GLSL (uint i).
+#define SNAPVK_KV_ROT_PAIRS(i) ((i) & ((i) >> 1) & 0x55u)
+#define SNAPVK_KV_ROT_SIGN(i) \
+  ((0x6996u >> ((SNAPVK_KV_ROT_PAIRS(i) & 5u) | ((SNAPVK_KV_ROT_PAIRS(i) >> 3) & 0xAu))) & 1u)
 
 #endif

@@ -123,7 +123,7 @@ vec2 store_block(uint s, uint r, uint b) {
   [[unroll]] for (uint i = 0; i < 32u; ++i) amax = max(amax, abs(x[i])), ss += x[i] * x[i];
   const float rms = sqrt(ss / 32.0);
   // candidate c: c < 5 scales the standard deviation to the grid's unit, c == 5 fits the largest value
-  float best = 1.0 / 0.0;
+  float best = uintBitsToFloat(0x7F800000u);  // +inf
   for (uint c = 0; c < 6u; ++c) {
     const float dc = c < 5u ? rms * (0.8 + 0.1 * float(c)) / SIGMA : amax / 127.0;
     const float id = dc != 0.0 ? 1.0 / dc : 0.0;

@@ -307,7 +307,10 @@ TEST_F(BadInput, OptionErrorsNameTheFlag) {
   expect_error({"run", "-m", m, "-p", "hi", "--kv-policy", "snapkv", "--kv-budget", "64", "--kv-kernel", "4"},
                "(option --kv-kernel)");
   expect_error({"run", "-m", m, "-p", "hi", "--kv-type", "q8_0"},
-               "multiple of 32 (this model's is 16) (option --kv-type)");
+               "KV type q8_0 stores 32-value blocks and this model's head_dim is 16 (f32, f16 or bf16 hold any) "
+               "(option --kv-type-k)");
+  expect_error({"run", "-m", m, "-p", "hi", "--kv-type-v", "hq3"}, "KV type hq3 stores 32-value blocks");
+  expect_error({"run", "-m", m, "-p", "hi", "-ctk", "q4"}, "unknown --kv-type-k 'q4' (f16, f32, q8_0, bf16, q4_0");
   expect_error({"run", "-m", m, "-p", "hi", "-c", "99999999"},
                "n_ctx 99999999 is out of range (1..16777216) (option --ctx-size)");
   expect_error(

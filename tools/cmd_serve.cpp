@@ -67,6 +67,7 @@ int serve(ServeOptions& o, const Globals& g) {
   const SessionOptions so = session_options(o.session);
   o.server.scheduler.session = so;
   o.server.defaults.kv = so.kv;
+  o.server.defaults.kv_types = so.kv_types();
   o.server.defaults.max_tokens = o.n_predict > 0 ? uint32_t(o.n_predict) : kMaxContext;
   if (!o.seed_set) o.server.defaults.sampler.seed = std::random_device{}();
   o.server.defaults.model_id = o.alias.empty() ? std::filesystem::path(o.model).stem().string() : o.alias;

@@ -15,7 +15,8 @@ void add_session_options(CLI::App& app, SessionCli& o, std::initializer_list<std
       // both caches' type at once; declared before --kv-type-k and --kv-type-v, whose callbacks
       // run after its own (CLI11 runs them in declaration order), so they override it
       app.add_option_function<std::string>(
-          "--kv-type", [&o](const std::string& t) { o.text[opt::kv_type_k.name] = o.text[opt::kv_type_v.name] = t; },
+          "--kv-type",
+          [&o](const std::string& t) { o.text["kv_type"] = o.text[opt::kv_type_k.name] = o.text[opt::kv_type_v.name] = t; },
           "K and V cache storage (--kv-type-k and --kv-type-v set one): " + names_of(names(KvType{}), ", "));
     }
     if constexpr (std::is_enum_v<T>) {
@@ -35,6 +36,9 @@ void add_session_options(CLI::App& app, SessionCli& o, std::initializer_list<std
 
 SessionOptions session_options(const SessionCli& o) {
   SessionOptions so = o.so;
+  if (const auto both = o.text.find("kv_type"); both != o.text.end() && !parse_kv_type(both->second))
+    throw Error(ErrorKind::InvalidArgument,
+                "unknown --kv-type '" + both->second + "' (" + names_of(names(KvType{})) + ")");
   visit_options(so, [&](const OptionInfo& info, auto& field) {
     using T = std::remove_reference_t<decltype(field)>;
     if constexpr (std::is_enum_v<T>) {

@@ -78,7 +78,8 @@ Block quantize_symmetric(const float* x, float levels) {
     if (amax < std::fabs(x[i])) amax = std::fabs(x[i]), mx = x[i];
   b.d = mx / -levels;
   const float id = b.d != 0.0f ? 1.0f / b.d : 0.0f;
-  for (uint32_t i = 0; i < kBlock; ++i) b.q[i] = std::clamp(int32_t(x[i] * id + levels + 0.5f), 0, int32_t(2 * levels) - 1);
+  for (uint32_t i = 0; i < kBlock; ++i)
+    b.q[i] = std::clamp(int32_t(x[i] * id + levels + 0.5f), 0, int32_t(2 * levels) - 1);
   return b;
 }
 

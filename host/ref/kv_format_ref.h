@@ -1,9 +1,10 @@
 #pragma once
 // Scalar references of the KV-cache storage types (shaders/kv_format.h): what kv_store.comp
 // writes for a row, what kv.glsl reads back from it, and hadamard.comp's rotation. The encoder
-// repeats the shader's float32 arithmetic operation for operation, so on a device that rounds
-// as the CPU does it writes the same words; a device whose division or square root is looser
-// (GLSL allows 2.5 ulp) moves a code only where a value sits on a rounding boundary.
+// repeats the shader source's float32 arithmetic operation for operation (llvmpipe stores the
+// same words); a device whose division or square root is looser (GLSL allows 2.5 ulp, and
+// glslc -O turns x / 127.0 into x * (1 / 127.0)) moves a code only where a value sits on a
+// rounding boundary, and with it a refitted scale (iq4_nl, hq4, hq3) by a few percent.
 #include <cstdint>
 #include <vector>
 

@@ -321,10 +321,11 @@ void HttpServer::generation(const void* req_, void* res_, bool chat) {
     if (!packs_) throw ApiError(400, "this server has no packs (start it with --packs DIR)", "pack", "packs_disabled");
     // The pack's cache was made with its policy; a request cannot give it another.
     if (!r.kv_field.empty())
-      throw ApiError(400, r.kv_field + " does not go with pack: a pack keeps the KV policy it was made with",
+      throw ApiError(400, r.kv_field + " does not go with pack: a pack keeps the KV policy and type it was made with",
                      r.kv_field, "invalid_value");
     pack = packs_->get(r.pack);
     r.kv = pack->pack.policy;
+    r.kv_types = pack->pack.kv_types;
   }
   // One job per choice; any that fails or a client that leaves ends them all.
   struct Jobs {

@@ -137,6 +137,18 @@ void parse_kv(const json& j, GenerationRequest& r) {
   }
 }
 
+// The cache's storage: kv_type sets K and V, kv_type_k and kv_type_v one each (after it).
+void parse_kv_types(const json& j, GenerationRequest& r) {
+  for (const char* key : {"kv_type", opt::kv_type_k.name, opt::kv_type_v.name})
+    if (auto s = get_string(j, key)) {
+      const auto t = parse_kv_type(*s);
+      if (!t) bad(key, "unknown " + std::string(key) + " '" + *s + "' (" + names_of(names(KvType{})) + ")");
+      if (key != opt::kv_type_v.name) r.kv_types.k = *t;
+      if (key != opt::kv_type_k.name) r.kv_types.v = *t;
+      if (r.kv_field.empty()) r.kv_field = key;
+    }
+}
+
 // The fields both endpoints share.
 GenerationRequest parse_common(const json& j, const RequestDefaults& d, bool chat) {
   GenerationRequest r;
@@ -174,6 +186,8 @@ GenerationRequest parse_common(const json& j, const RequestDefaults& d, bool cha
   }
   r.kv = d.kv;
   parse_kv(j, r);
+  r.kv_types = d.kv_types;
+  parse_kv_types(j, r);
   return r;
 }
 
@@ -343,6 +357,7 @@ json usage_json(const std::vector<Outcome>& os) {
 
 json snapvk_json(const Outcome& o) {
   return {{"kv_policy", o.kv_policy},
+          {"kv_type", o.kv_type},
           {"kv_bytes", o.kv_bytes},
           {"kv_bytes_full", o.kv_bytes_full},
           {"kv_bytes_allocated", o.kv_bytes_allocated},

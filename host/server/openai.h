@@ -39,6 +39,7 @@ struct RequestDefaults {
   SamplerParams sampler;      // --temp, --top-k, ... of `snapvk serve`
   uint32_t max_tokens = 512;  // --n-predict: a request without max_tokens
   KvPolicyOptions kv;         // --kv-policy, --kv-budget, ... of `snapvk serve`
+  KvTypes kv_types;           // --kv-type, --kv-type-k, --kv-type-v of `snapvk serve`
   std::string model_id;       // what /v1/models lists and requests name
 };
 
@@ -59,6 +60,7 @@ struct GenerationRequest {
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage: a last chunk with usage
   KvPolicyOptions kv;          // the cache policy of the session that serves it
+  KvTypes kv_types;            // and its storage: kv_type (both), kv_type_k, kv_type_v
   std::string kv_field;        // the first kv_* field the request gave ("" when none): a pack keeps its own policy
   std::string pack;            // a knowledge pack by name (--packs DIR): its document comes before the prompt
   // Log-probabilities: -1 none; else of each answer token, with this many alternatives (chat:
@@ -89,6 +91,7 @@ struct Outcome {
   uint32_t prompt_tokens = 0, completion_tokens = 0, cached_tokens = 0;
   uint64_t kv_bytes = 0, kv_bytes_full = 0, kv_bytes_allocated = 0;  // the session's cache after the request
   std::string kv_policy;
+  std::string kv_type;       // its K/V storage ("q4_0", "q8_0/q4_0")
   std::string pack;          // the request's pack ("" when none)
   uint32_t pack_tokens = 0;  // its positions: counted in prompt_tokens and cached_tokens
   int slot = -1;

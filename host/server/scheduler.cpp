@@ -100,6 +100,7 @@ struct Scheduler::Slot {
   int id = 0;
   std::unique_ptr<Session> session;  // kept between requests: a conversation continues from it
   KvPolicyOptions kv;                // the session's policy
+  KvTypes kv_types;                  // and its cache's storage
   bool rows = false;                 // the session has logits for every prefill row (scores prompts)
   ChatHistory history;               // what the session holds of a chat (inactive: a plain prompt)
   std::shared_ptr<const ServedPack> pack;  // the pack the session holds first (null: none)
@@ -143,10 +144,11 @@ Scheduler::Scheduler(const Model& model, const ChatTemplate& tmpl, const Schedul
 
 Scheduler::~Scheduler() { stop(); }
 
-MemoryEstimate Scheduler::fresh_estimate(const KvPolicyOptions& kv, uint32_t L) const {
+MemoryEstimate Scheduler::fresh_estimate(const GenerationRequest& r, uint32_t L) const {
   SessionOptions so = o_.session;
-  so.kv = kv;
-  kv.check_prompt(L);
+  so.kv = r.kv;
+  so.set_kv_types(r.kv_types);
+  r.kv.check_prompt(L);
   return estimate_memory(model_.config(), 0, memory_query(model_, so, L));
 }
 
@@ -161,9 +163,10 @@ uint64_t Scheduler::row_logits_bytes() const {
   return uint64_t(o_.session.n_batch) * model_.config().n_vocab * sizeof(float);
 }
 
-SessionOptions Scheduler::session_options(const KvPolicyOptions& kv, bool rows, Slot& s) const {
+SessionOptions Scheduler::session_options(const GenerationRequest& r, bool rows, Slot& s) const {
   SessionOptions so = o_.session;
-  so.kv = kv;
+  so.kv = r.kv;
+  so.set_kv_types(r.kv_types);
   so.row_logits = rows;
   so.on_progress = [&s](uint64_t, uint64_t) { return !s.cancel.load(); };
   return so;
@@ -194,7 +197,7 @@ void Scheduler::submit(const std::shared_ptr<Job>& job) {
                      "the prompt is " + std::to_string(job->tokens.size()) + " tokens" +
                          (job->pack ? " after the pack's " + std::to_string(held) : std::string()) +
                          "; this server's context holds " + std::to_string(n_ctx) + " (prompt and answer together)");
-    need = job->pack ? pack_steady_bytes(*job->pack) : fresh_estimate(r.kv, uint32_t(job->tokens.size())).peak;
+    need = job->pack ? pack_steady_bytes(*job->pack) : fresh_estimate(r, uint32_t(job->tokens.size())).peak;
     if (r.score_prompt()) need += row_logits_bytes();
   } catch (const Error& e) {
     throw JobError(e);
@@ -255,7 +258,9 @@ void Scheduler::evict(Slot& s) {
 
 std::optional<Scheduler::Plan> Scheduler::continuation(const Slot& s, const Job& job) const {
   // A prompt to score needs the logits after each of its tokens: all of it is prefilled.
-  if (!s.session || s.kv != job.req.kv || s.tokens.empty() || job.req.score_prompt()) return std::nullopt;
+  if (!s.session || s.kv != job.req.kv || s.kv_types != job.req.kv_types || s.tokens.empty() ||
+      job.req.score_prompt())
+    return std::nullopt;
   // Only the same pack object: another pack (or the same name read again after the file
   // changed) or none means another document before the conversation.
   if (s.pack != job.pack) return std::nullopt;
@@ -292,7 +297,9 @@ bool Scheduler::admit(const std::shared_ptr<Job>& job) {
     // A fresh start: an empty slot, so that the conversations the idle sessions hold can still
     // come back to them; else the least recently used idle session makes way (one with the same
     // policy first: its session is reused as it is).
-    auto rank = [&](const Slot& s) { return s.session ? (s.kv == job->req.kv ? 1 : 0) : 2; };
+    auto rank = [&](const Slot& s) {
+      return s.session ? (s.kv == job->req.kv && s.kv_types == job->req.kv_types ? 1 : 0) : 2;
+    };
     for (auto& s : slots_)
       if (!s->job &&
           (!target || rank(*s) > rank(*target) || (rank(*s) == rank(*target) && s->last_used < target->last_used)))
@@ -305,7 +312,7 @@ bool Scheduler::admit(const std::shared_ptr<Job>& job) {
       plan->steady = pack_steady_bytes(*job->pack);
       plan->cached = job->pack->pack.state.n_past;  // loaded, not prefilled
     } else {
-      const MemoryEstimate e = fresh_estimate(job->req.kv, uint32_t(job->tokens.size()));
+      const MemoryEstimate e = fresh_estimate(job->req, uint32_t(job->tokens.size()));
       plan->steady = e.activations + e.kv_cache + (job->req.score_prompt() ? row_logits_bytes() : 0);
       plan->transient = e.prefill_transient;
     }
@@ -320,10 +327,13 @@ bool Scheduler::admit(const std::shared_ptr<Job>& job) {
         evict(*lru);
       }
     }
-    if (target->session && (target->kv != job->req.kv || target->rows != job->req.score_prompt())) evict(*target);
+    if (target->session && (target->kv != job->req.kv || target->kv_types != job->req.kv_types ||
+                            target->rows != job->req.score_prompt()))
+      evict(*target);
   }
   target->job = job;
   target->kv = job->req.kv;
+  target->kv_types = job->req.kv_types;
   target->reserved = plan->steady;
   target->plan = std::make_unique<Plan>(std::move(*plan));
   target->cancel.store(false);
@@ -386,7 +396,7 @@ void Scheduler::run_job(Slot& s, Job& job, const Plan& plan) {
   try {
     if (!s.session) {
       s.rows = job.req.score_prompt();
-      s.session = std::make_unique<Session>(model_, session_options(job.req.kv, s.rows, s));
+      s.session = std::make_unique<Session>(model_, session_options(job.req, s.rows, s));
     } else if (plan.fresh) {
       s.session->reset();
     }
@@ -504,6 +514,7 @@ void Scheduler::generate_answer(Slot& s, Job& job, const Plan& plan, std::span<c
   o.completion_tokens = uint32_t(gen.tokens.size());
   o.cached_tokens = plan.cached;
   o.kv_policy = kv_policy_name(job.req.kv.policy);
+  o.kv_type = kv_types_name(job.req.kv_types);
   if (job.pack) o.pack = job.pack->name;
   o.slot = s.id;
   o.logprobs = std::move(answer_logprobs);

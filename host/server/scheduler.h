@@ -147,10 +147,10 @@ class Scheduler {
   void try_admit();                             // under mu_
   bool admit(const std::shared_ptr<Job>& job);  // under mu_
   std::optional<Plan> continuation(const Slot& s, const Job& job) const;
-  SessionOptions session_options(const KvPolicyOptions& kv, bool rows, Slot& s) const;
+  SessionOptions session_options(const GenerationRequest& r, bool rows, Slot& s) const;
   uint64_t row_logits_bytes() const;  // a session's logits for every row of a prefill batch
   // The memory model of a new session compressing (or not) an L-token prompt; throws Error.
-  MemoryEstimate fresh_estimate(const KvPolicyOptions& kv, uint32_t L) const;
+  MemoryEstimate fresh_estimate(const GenerationRequest& r, uint32_t L) const;
   // Device bytes of a session holding `p`: its cache and the activations.
   uint64_t pack_steady_bytes(const ServedPack& p) const;
   uint64_t reserved_except(const Slot* s) const;  // under mu_

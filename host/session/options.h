@@ -19,8 +19,8 @@ constexpr uint32_t kDefaultBatch = 256;
   X(n_ctx, n_ctx, "-c,--ctx-size", kSessionWide, 0, kMaxContext,                                         \
     "Positions the session holds, prompt and generated (0: the model's training context, at most 4096)") \
   X(n_batch, n_batch, "-b,--batch-size", kSessionWide, 1, kMaxContext, "Prompt tokens per prefill step") \
-  X(kv_type_k, kv_type_k, "--kv-type-k,--cache-type-k", kSessionWide, 0, 0, "K cache storage")          \
-  X(kv_type_v, kv_type_v, "--kv-type-v,--cache-type-v", kSessionWide, 0, 0, "V cache storage")          \
+  X(kv_type_k, kv_type_k, "--cache-type-k,--kv-type-k", kSessionWide, 0, 0, "K cache storage")          \
+  X(kv_type_v, kv_type_v, "--cache-type-v,--kv-type-v", kSessionWide, 0, 0, "V cache storage")          \
   SNAPVK_KV_OPTIONS(X, kv.)
 
 namespace opt {
