@@ -22,6 +22,8 @@ layout(push_constant) uniform PC { uint n_appended; uint n_split; float scale; u
 
 shared float qs[G * HD];
 shared float ps[G * CHUNK];
+// Values per K/V load: four where head_dim allows (a block type's load decodes a word of them)
+const uint DS = HD % 4u == 0u ? 4u : 2u;
 
 void main() {
   const uint WG = gl_WorkGroupSize.x, tid = gl_LocalInvocationID.x;
@@ -39,9 +41,14 @@ void main() {
     [[unroll]] for (uint g = 0; g < G; ++g) sc[g] = -1.0 / 0.0;
     if (j < n) {
       [[unroll]] for (uint g = 0; g < G; ++g) sc[g] = 0.0;
-      for (uint d = 0; d < HD; d += 2u) {
-        const vec2 k = k_load2(key_slot(off, first + j, pc.ring), d);
-        [[unroll]] for (uint g = 0; g < G; ++g) sc[g] += qs[g * HD + d] * k.x + qs[g * HD + d + 1u] * k.y;
+      const uint slot = key_slot(off, first + j, pc.ring);
+      for (uint d = 0; d < HD; d += DS) {
+        const vec4 k = DS == 4u ? k_load4(slot, d) : vec4(k_load2(slot, d), 0.0, 0.0);
+        [[unroll]] for (uint g = 0; g < G; ++g) {
+          const uint b = g * HD + d;
+          sc[g] += qs[b] * k.x + qs[b + 1u] * k.y;
+          if (DS == 4u) sc[g] += qs[b + 2u] * k.z + qs[b + 3u] * k.w;
+        }
       }
     }
     [[unroll]] for (uint g = 0; g < G; ++g) ps[g * CHUNK + j] = sc[g];
@@ -65,12 +72,19 @@ void main() {
     }
   }
   barrier();
-  for (uint e = tid; e < G * HD / 2u; e += WG) {
-    const uint g = (2u * e) / HD, d = (2u * e) % HD;
-    vec2 a = vec2(0.0);
-    for (uint j = 0; j < n; ++j) a += ps[g * CHUNK + j] * v_load2(key_slot(off, first + j, pc.ring), d);
+  for (uint e = tid; e < G * HD / DS; e += WG) {
+    const uint g = (DS * e) / HD, d = (DS * e) % HD;
+    vec4 a = vec4(0.0);
+    for (uint j = 0; j < n; ++j) {
+      const uint slot = key_slot(off, first + j, pc.ring);
+      a += ps[g * CHUNK + j] * (DS == 4u ? v_load4(slot, d) : vec4(v_load2(slot, d), 0.0, 0.0));
+    }
     const uint out_base = ((kvh * G + g) * pc.n_split + s) * (HD + 2u);
     part[out_base + d] = a.x;
     part[out_base + d + 1u] = a.y;
+    if (DS == 4u) {
+      part[out_base + d + 2u] = a.z;
+      part[out_base + d + 3u] = a.w;
+    }
   }
 }

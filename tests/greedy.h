@@ -13,8 +13,8 @@
 namespace snapvk::test {
 
 inline std::string direct_greedy(const Model& m, const std::string& text, uint32_t max_tokens,
-                                 bool chat_special = false) {
-  Session s(m, SessionOptions{});
+                                 bool chat_special = false, const SessionOptions& so = {}) {
+  Session s(m, so);
   const std::vector<int32_t> tokens = m.tokenizer().encode(text, true, chat_special);
   SamplerParams sp;
   sp.temp = 0;

@@ -246,6 +246,35 @@ TEST_F(ApiTest, CancelFromAnotherThreadDuringPrefill) {
   EXPECT_EQ(c.tokens, run_greedy(model(), o, prompt, 24));
 }
 
+// kv_type sets K and V; kv_type_v, when kv_type_v_set, V's alone. The stats name both, and the
+// cache holds a K row and a V row of those types per position and KV head.
+TEST_F(ApiTest, KvTypeSetsBothAndKvTypeVSetsV) {
+  snapvk_session_options o = session_options(64, "full", 0, 0);
+  o.kv_type = SNAPVK_KV_TYPE_F32;
+  o.kv_type_v = SNAPVK_KV_TYPE_BF16, o.kv_type_v_set = 1;
+  snapvk_session* s = nullptr;
+  ASSERT_EQ(snapvk_session_create(model(), &o, &s), SNAPVK_OK) << snapvk_last_error();
+  ASSERT_EQ(snapvk_session_prefill_text(s, "Once upon a time"), SNAPVK_OK) << snapvk_last_error();
+  snapvk_kv_stats st{};
+  st.struct_size = sizeof st;
+  ASSERT_EQ(snapvk_session_get_kv_stats(s, &st), SNAPVK_OK);
+  EXPECT_EQ(st.kv_type, SNAPVK_KV_TYPE_F32);
+  EXPECT_EQ(st.kv_type_v, SNAPVK_KV_TYPE_BF16);
+  snapvk_model_info c{};
+  c.struct_size = sizeof c;
+  ASSERT_EQ(snapvk_model_get_info(model(), &c), SNAPVK_OK);
+  EXPECT_EQ(st.retained_bytes, uint64_t(c.n_layer) * c.n_head_kv * st.n_past * (4ull + 2ull) * c.head_dim);
+  snapvk_session_free(s);
+  o.kv_type_v_set = 0;  // both f32
+  ASSERT_EQ(snapvk_session_create(model(), &o, &s), SNAPVK_OK) << snapvk_last_error();
+  ASSERT_EQ(snapvk_session_get_kv_stats(s, &st), SNAPVK_OK);
+  EXPECT_EQ(st.kv_type_v, SNAPVK_KV_TYPE_F32);
+  snapvk_session_free(s);
+  o.kv_type_v_set = 1, o.kv_type_v = 17;
+  EXPECT_EQ(snapvk_session_create(model(), &o, &s), SNAPVK_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(snapvk_last_error()).find("kv_type_v 17"), std::string::npos) << snapvk_last_error();
+}
+
 TEST_F(ApiTest, CancelFromAnotherThreadDuringGenerateKeepsTokensAndContinues) {
   const auto o = session_options(256, "snapkv", 64, 8);
   const std::string prompt = story(6);

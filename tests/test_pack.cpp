@@ -406,20 +406,37 @@ const char* kManual =
     "the spout lifts out for cleaning. Never put the base in water. The warranty lasts two years from the date "
     "of purchase.<|im_end|>\n";
 
+// ... and so is a SnapKV pack of K and V in other types, one of them rotated (q8_0 / hq3), which a
+// session of other types refuses.
 TEST_F(SmolLM2Pack, FullF32PackIsBitExactAndSnapKVStateIsByteExact) {
   const std::vector<int32_t> doc = chatml(kManual);
   const std::vector<int32_t> q = chatml("<|im_start|>user\nHow do I descale it?<|im_end|>\n<|im_start|>assistant\n");
   ASSERT_GT(doc.size(), 100u);
-  for (KvPolicy pol : {KvPolicy::Full, KvPolicy::SnapKV}) {
-    SCOPED_TRACE(kv_policy_name(pol));
+  for (const auto& [pol, types] : {std::pair{KvPolicy::Full, KvTypes{KvType::F32, KvType::F32}},
+                                   std::pair{KvPolicy::SnapKV, KvTypes{}},
+                                   std::pair{KvPolicy::SnapKV, KvTypes{KvType::Q8_0, KvType::HQ3}}}) {
+    SCOPED_TRACE(std::string(kv_policy_name(pol)) + " " + kv_types_name(types));
     SessionOptions o;
     o.n_ctx = uint32_t(doc.size() + q.size() + 16);
-    o.kv_type_k = o.kv_type_v = pol == KvPolicy::Full ? KvType::F32 : KvType::F16;
+    o.set_kv_types(types);
     o.kv.policy = pol;
     if (pol == KvPolicy::SnapKV) o.kv.budget = 48, o.kv.window = 16;
     Session a(model(), o);
     a.prefill(doc);
     const Pack p = read_pack(write_pack(pack_of(a, doc)), "manual.svkv");
+    EXPECT_EQ(p.kv_types, types);
+    if (types.k != types.v) {
+      SessionOptions other = o;
+      other.set_kv_types({types.k, types.k});
+      Session c(model(), other);
+      try {
+        load_pack(c, p, "manual.svkv");
+        ADD_FAILURE() << "a pack of another V type loaded";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("holds a q8_0/hq3 KV cache, this session's is q8_0"), std::string::npos)
+            << e.what();
+      }
+    }
     Session b(model(), o);
     load_pack(b, p, "manual.svkv");
     const KvImage ia = a.save_state(), ib = b.save_state();

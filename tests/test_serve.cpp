@@ -166,6 +166,31 @@ TEST(Serve, CompletionMatchesTheGenerationLoop) {
   EXPECT_EQ(std::stoull(ts.metric("snapvk_completion_tokens_total")), 48u);
 }
 
+// A request picks its cache's storage (kv_type for K and V, kv_type_k / kv_type_v for one); the
+// answer is a session's of those types, and the session is not reused for another.
+TEST(Serve, RequestsChooseTheirKvTypes) {
+  TestServer ts(kStories);
+  const std::string prompt = "Once upon a time, there was a little";
+  for (const auto& [fields, name, k, v] :
+       {std::tuple{json{{"kv_type", "bf16"}}, "bf16", KvType::BF16, KvType::BF16},
+        std::tuple{json{{"kv_type", "bf16"}, {"kv_type_k", "f32"}}, "f32/bf16", KvType::F32, KvType::BF16},
+        std::tuple{json::object(), "f16", KvType::F16, KvType::F16}}) {
+    json body = {{"prompt", prompt}, {"max_tokens", 24}};
+    body.update(fields);
+    const json r = ts.post("/v1/completions", body);
+    EXPECT_EQ(r["snapvk"]["kv_type"], name);
+    SessionOptions so;
+    so.set_kv_types({k, v});
+    EXPECT_EQ(r["choices"][0]["text"], direct_greedy(ts.model, prompt, 24, false, so)) << name;
+    // the cache's bytes are the types' (a K row and a V row per position and KV head)
+    const ModelConfig& c = ts.model.config();
+    EXPECT_EQ(r["snapvk"]["kv_bytes"].get<uint64_t>(),
+              uint64_t(c.n_layer) * c.n_head_kv * r["usage"]["total_tokens"].get<uint64_t>() *
+                  (KvTypes{k, v}).row_bytes(c.head_dim))
+        << name;
+  }
+}
+
 TEST(Serve, ChatStreamedEqualsNotStreamed) {
   TestServer ts(kStories);
   const json body = {
@@ -284,6 +309,9 @@ TEST(Serve, BadRequestsGet4xxWithTheirReason) {
       {chat, "{" + msgs + R"(, "stream": "yes"})", 400, "stream"},
       {chat, "{" + msgs + R"(, "model": "gpt-4"})", 404, "model"},
       {chat, "{" + msgs + R"(, "kv_policy": "magic"})", 400, "kv_policy"},
+      {chat, "{" + msgs + R"(, "kv_type": "q9"})", 400, "kv_type"},
+      {chat, "{" + msgs + R"(, "kv_type_v": 4})", 400, "kv_type_v"},
+      {chat, "{" + msgs + R"(, "kv_type_v": "q4_0"})", 400, "kv_type_v"},  // head_dim 8: no 32-value blocks
       {chat, "{" + msgs + R"(, "kv_policy": "snapkv"})", 400, "kv_budget"},
       {chat, "{" + msgs + R"(, "kv_policy": "snapkv", "kv_budget": 8, "kv_window": 8})", 400, "kv_window"},
       {chat, "{" + msgs + R"(, "kv_budget": 64})", 400, "kv_budget"},

@@ -419,16 +419,17 @@ KernelLoops attn_prefill_loops(const AttentionKernels& a, bool rows_kernel, uint
 
 KernelLoops attn_decode_loops(const AttentionKernels& a) {
   const uint32_t wg = a.decode_wg, G = a.group, hd = a.head_dim, chunk = a.decode_chunk;
+  const uint32_t ds = hd % 4 == 0 ? 4 : 2;  // the shader's DS: values per K/V load
   return KernelLoops("attn_decode")
       .add("loading the group's queries", strided(uint64_t(G) * hd, wg))
       .add("the chunk's keys", strided(chunk, wg))
-      .add("a key's head_dim", hd / 2 + 1, cdiv(chunk, wg))
+      .add("a key's head_dim", hd / ds + 1, cdiv(chunk, wg))
       .add("max over the chunk", strided(chunk, wg), G)
       .add("workgroup max", subgroups_loop(wg, a.subgroup), G)
       .add("softmax over the chunk", strided(chunk, wg), G)
       .add("workgroup sum", subgroups_loop(wg, a.subgroup), G)
-      .add("output values", strided(uint64_t(G) * hd / 2, wg))
-      .add("the chunk's values", uint64_t(chunk) + 1, cdiv(uint64_t(G) * hd / 2, wg));
+      .add("output values", strided(uint64_t(G) * hd / ds, wg))
+      .add("the chunk's values", uint64_t(chunk) + 1, cdiv(uint64_t(G) * hd / ds, wg));
 }
 
 KernelLoops attn_combine_loops(const AttentionKernels& a, uint32_t n_split) {
