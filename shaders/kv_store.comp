@@ -1,5 +1,6 @@
 #version 450
-// Writes K or V rows src [T, n_kv, HD] (f32) into the cache, row t of head h at slot
+// Writes K or V rows src [T, n_kv, HD] (f32), less the layer's centre for a rotated K cache
+// (k_center.comp), into the cache, row t of head h at slot
 // offset(h) + base(h) + slot0 + t (a sliding-window ring: offset(h) + (slot0 + t) % ring), converting
 // to the cache's type KV (kv_format.h; layouts in kv.glsl). One invocation per pair of values
 // (f32, f16, bf16) or per pair of 32-value blocks (the block types: two blocks share a scale
@@ -17,7 +18,12 @@ layout(std430, binding = 0) readonly buffer Src { float src[]; };
 layout(std430, binding = 1) writeonly buffer Dst { uint dst[]; };
 #define HEADS_BINDING 2
 #include "heads.glsl"
-layout(push_constant) uniform PC { uint T; uint n_kv; uint slot0; uint ring; } pc;
+layout(std430, binding = 3) readonly buffer Center { float center[]; };  // [n_kv, HD] (k_center.comp)
+layout(push_constant) uniform PC { uint T; uint n_kv; uint slot0; uint ring; uint centered; } pc;
+
+// Value i of src, less the layer's centre where it has one (a rotated K cache): i % (n_kv HD) is
+// its head's and dimension's place in the centre.
+float x_at(uint i) { return pc.centered != 0u ? src[i] - center[i % (pc.n_kv * HD)] : src[i]; }
 
 #if KV == SNAPVK_KV_F32 || KV == SNAPVK_KV_F16 || KV == SNAPVK_KV_BF16
 const uint ITEMS = HD / 2u;
@@ -33,17 +39,17 @@ uint bf16(float x) {
 }
 
 #if KV == SNAPVK_KV_Q8_0
-// Quantizes src[s .. s+32) as ggml's Q8_0 does (scale = amax / 127, round to nearest);
+// Quantizes values s .. s+32 as ggml's Q8_0 does (scale = amax / 127, round to nearest);
 // writes the 8 words of int8 at dst[w0..] and returns the f16 scale bits.
 uint store_block(uint s, uint w0) {
   float amax = 0.0;
-  for (uint i = 0; i < 32u; ++i) amax = max(amax, abs(src[s + i]));
+  for (uint i = 0; i < 32u; ++i) amax = max(amax, abs(x_at(s + i)));
   const float d = amax / 127.0;
   const float id = d != 0.0 ? 1.0 / d : 0.0;
   for (uint w = 0; w < 8u; ++w) {
     uint word = 0u;
     for (uint b = 0; b < 4u; ++b) {
-      const float v = src[s + 4u * w + b] * id;
+      const float v = x_at(s + 4u * w + b) * id;
       word |= (uint(int(sign(v) * floor(abs(v) + 0.5))) & 0xFFu) << (8u * b);  // roundf: halves away from 0
     }
     dst[w0 + w] = word;
@@ -81,11 +87,11 @@ uint iq4nl_code(float x) {
 }
 #endif
 
-// Quantizes the 32 values from src[s] into block b of the row at word r: writes its codes (and
+// Quantizes the 32 values from s on into block b of the row at word r: writes its codes (and
 // high bits) and returns its scale d and offset m.
 vec2 store_block(uint s, uint r, uint b) {
   float x[32];
-  [[unroll]] for (uint i = 0; i < 32u; ++i) x[i] = src[s + i];
+  [[unroll]] for (uint i = 0; i < 32u; ++i) x[i] = x_at(s + i);
   uint q[32];
   float d = 0.0, m = 0.0;
 #if KV == SNAPVK_KV_Q4_0 || KV == SNAPVK_KV_Q5_0
@@ -179,12 +185,12 @@ void main() {
   const uint slot = key_slot(head_offset(h), head_base(h) + pc.slot0 + t, pc.ring);
   const uint r = slot * kv_row_words(KV);
 #if KV == SNAPVK_KV_F32
-  dst[r + 2u * p] = floatBitsToUint(src[s + 2u * p]);
-  dst[r + 2u * p + 1u] = floatBitsToUint(src[s + 2u * p + 1u]);
+  dst[r + 2u * p] = floatBitsToUint(x_at(s + 2u * p));
+  dst[r + 2u * p + 1u] = floatBitsToUint(x_at(s + 2u * p + 1u));
 #elif KV == SNAPVK_KV_F16
-  dst[r + p] = packHalf2x16(vec2(src[s + 2u * p], src[s + 2u * p + 1u]));
+  dst[r + p] = packHalf2x16(vec2(x_at(s + 2u * p), x_at(s + 2u * p + 1u)));
 #elif KV == SNAPVK_KV_BF16
-  dst[r + p] = bf16(src[s + 2u * p]) | (bf16(src[s + 2u * p + 1u]) << 16);
+  dst[r + p] = bf16(x_at(s + 2u * p)) | (bf16(x_at(s + 2u * p + 1u)) << 16);
 #elif KV == SNAPVK_KV_Q8_0
   uint scales = store_block(s + 64u * p, r + 16u * p);
   if (2u * p + 1u < HD / 32u) scales |= store_block(s + 64u * p + 32u, r + 16u * p + 8u) << 16;

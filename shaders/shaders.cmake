@@ -31,6 +31,7 @@ foreach(k IN LISTS SNAPVK_KV_TYPES)
   endforeach()
 endforeach()
 snapvk_shader(hadamard hadamard.comp)
+snapvk_shader(k_center k_center.comp)
 # SnapKV selection: independent of the KV type
 snapvk_shader(pool pool.comp)
 snapvk_shader(complete_words complete_words.comp)

@@ -12,6 +12,7 @@
 #include "host/kernels/attention.h"
 #include "host/ref/kv_format_ref.h"
 #include "host/ref/reference.h"
+#include "snapvk_limits.h"
 #include "tests/gpu_fixture.h"
 
 namespace snapvk::test {
@@ -312,6 +313,50 @@ TEST_F(KvStoreKernel, EveryTypeStoresWhatTheReferenceEncodes) {
           ASSERT_EQ(got[size_t(s) * words + w], kSentinel) << kv_type_name(t) << " hd " << hd << " slot " << s;
       }
     }
+  }
+}
+
+// A rotated K cache's centre: k_center takes the mean of a layer's first SNAPVK_K_CENTER_ROWS keys
+// (of 70 here), and kv_store then stores each key less it, word for word as the reference
+// encodes the difference. The keys share a large offset, as real keys do: stored whole, every
+// row would err by the offset.
+TEST_F(KvStoreKernel, ARotatedKCacheStoresKeysLessTheirLayersCentre) {
+  const uint32_t T = 70, n_kv = 3, hd = 64;
+  AttentionKernels ak(ctx(), k().tuning, hd, 1);
+  std::vector<float> x = random_floats(size_t(T) * n_kv * hd, 77, -1.0f, 1.0f);
+  for (size_t i = 0; i < x.size(); ++i) x[i] += 4.0f * float(int(i % (n_kv * hd) % 7) - 3);
+  Buffer X = upload(x), C(ctx(), uint64_t(n_kv) * hd * 4);
+  Buffer heads = upload(std::vector<uint32_t>{0, 0, T, 0, 2 * T, 0});
+  for (KvType t : {KvType::HQ4, KvType::HQ3}) {
+    const uint32_t words = kv_row_words(t, hd);
+    Buffer cache(ctx(), uint64_t(n_kv) * T * words * 4);
+    CommandStream cs(ctx());
+    cs.begin();
+    op_k_center(cs, k(), ak, X, C, T, n_kv);
+    cs.barrier();
+    op_kv_store(cs, k(), ak, t, X, cache, heads, T, n_kv, 0, 0, &C);
+    cs.submit();
+    const std::vector<float> c = download<float>(C, size_t(n_kv) * hd);
+    for (uint32_t i = 0; i < n_kv * hd; ++i) {
+      double mean = 0;
+      for (uint32_t r = 0; r < SNAPVK_K_CENTER_ROWS; ++r) mean += x[size_t(r) * n_kv * hd + i];
+      ASSERT_NEAR(c[i], mean / SNAPVK_K_CENTER_ROWS, 1e-5) << "centre value " << i;
+    }
+    const std::vector<uint32_t> got = download<uint32_t>(cache, size_t(n_kv) * T * words);
+    std::vector<uint32_t> want(words);
+    std::vector<float> less(hd);
+    size_t moved = 0;
+    for (uint32_t h = 0; h < n_kv; ++h)
+      for (uint32_t tok = 0; tok < T; ++tok) {
+        const float* row = x.data() + (size_t(tok) * n_kv + h) * hd;
+        for (uint32_t d = 0; d < hd; ++d) less[d] = row[d] - c[h * hd + d];
+        ref::kv_encode_row(t, less.data(), hd, want.data());
+        const std::string where =
+            std::string(kv_type_name(t)) + " head " + std::to_string(h) + " token " + std::to_string(tok);
+        expect_same_row(t, hd, &got[(size_t(h) * T + tok) * words], want.data(), where, moved);
+        if (HasFatalFailure()) return;
+      }
+    EXPECT_LE(moved, size_t(T) * n_kv * hd / 1000) << kv_type_name(t);
   }
 }
 

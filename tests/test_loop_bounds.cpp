@@ -71,6 +71,7 @@ std::optional<KernelLoops> loops_at_largest(const spv::Embedded& e, const Kernel
   if (src == "matmul.comp") return matmul_loops(k, s.K, false);
   if (src == "matmul_rows.comp") return matmul_loops(k, s.K, true);
   if (src == "kv_store.comp") return kv_store_loops(kv_type_of(name));
+  if (src == "k_center.comp") return k_center_loops();
   if (src == "attn_prefill.comp" || src == "attn_prefill_rows.comp") {
     a.use_prefill_rows = src == "attn_prefill_rows.comp";
     // a pass's keys: the op's passes cover a row of the whole context

@@ -406,15 +406,15 @@ const char* kManual =
     "the spout lifts out for cleaning. Never put the base in water. The warranty lasts two years from the date "
     "of purchase.<|im_end|>\n";
 
-// ... and so is a SnapKV pack of K and V in other types, one of them rotated (q8_0 / hq3), which a
-// session of other types refuses.
+// ... and so is a SnapKV pack of K and V in other types, both rotated (hq4 / hq3: K's centre goes
+// with its rows), which a session of other types refuses.
 TEST_F(SmolLM2Pack, FullF32PackIsBitExactAndSnapKVStateIsByteExact) {
   const std::vector<int32_t> doc = chatml(kManual);
   const std::vector<int32_t> q = chatml("<|im_start|>user\nHow do I descale it?<|im_end|>\n<|im_start|>assistant\n");
   ASSERT_GT(doc.size(), 100u);
   for (const auto& [pol, types] : {std::pair{KvPolicy::Full, KvTypes{KvType::F32, KvType::F32}},
                                    std::pair{KvPolicy::SnapKV, KvTypes{}},
-                                   std::pair{KvPolicy::SnapKV, KvTypes{KvType::Q8_0, KvType::HQ3}}}) {
+                                   std::pair{KvPolicy::SnapKV, KvTypes{KvType::HQ4, KvType::HQ3}}}) {
     SCOPED_TRACE(std::string(kv_policy_name(pol)) + " " + kv_types_name(types));
     SessionOptions o;
     o.n_ctx = uint32_t(doc.size() + q.size() + 16);
@@ -433,7 +433,7 @@ TEST_F(SmolLM2Pack, FullF32PackIsBitExactAndSnapKVStateIsByteExact) {
         load_pack(c, p, "manual.svkv");
         ADD_FAILURE() << "a pack of another V type loaded";
       } catch (const Error& e) {
-        EXPECT_NE(std::string(e.what()).find("holds a q8_0/hq3 KV cache, this session's is q8_0"), std::string::npos)
+        EXPECT_NE(std::string(e.what()).find("holds a hq4/hq3 KV cache, this session's is hq4"), std::string::npos)
             << e.what();
       }
     }

@@ -10,6 +10,7 @@ foreach(test_and_cost
     "EndlessSmolLM2.ChatFollowsAFullCacheConversation;91"
     "SmolLM2.GreedyTokensMatchTheFloat64ReferenceWithAnF32Cache;69"
     "SmolLM2.F16CacheLogitsStayCloseAndTokensAgreeUntilACloseCall;61"
+    "SmolLM2.RotatedFourBitCacheBeatsQ4_0AtEqualBits;45"
     "Gemma3Real.EveryRowsLogitsOfASlicedBatchEqualThoseOfUnslicedBatches;60"
     "Gemma3Real.LongPromptBeyondTheSlidingWindowWithFullAndSnapkvCaches;50"
     "SmolLM2Pack.FullF32PackIsBitExactAndSnapKVStateIsByteExact;27"
@@ -34,13 +35,15 @@ endforeach()
 # (Stories.*), endless chat (EndlessTest.*), sliding-window layers with SnapKV (SynthGemma3.*),
 # the LM head split across bindings (KernelMatmul.SplitsOperandsLargerThanOneBinding), and the
 # SmolLM2 and Gemma 3 loaders, tokenizers and chat templates (SmolLM2Pack.*, Serve.SmolLM2Chat*,
-# serve_openai_client, Gemma3Real.LoadsWithItsShape, Gemma3Real.PlainQuestions*). The Release
+# serve_openai_client, Gemma3Real.LoadsWithItsShape, Gemma3Real.PlainQuestions*), and the KV types'
+# formats and rotation (KvFormat.*, KvStoreKernel.*, HadamardKernel.*, Fidelity.Perplexity*). The Release
 # pass runs them under synchronization validation; the sanitizer pass leaves them out
 # (ctest -LE fidelity, tools/test-sanitizers.sh).
 foreach(test
     SmolLM2.DefaultSnapkvAtBudget128FindsTheNeedleAtEveryDepthOf1K
     SmolLM2.GreedyTokensMatchTheFloat64ReferenceWithAnF32Cache
     SmolLM2.F16CacheLogitsStayCloseAndTokensAgreeUntilACloseCall
+    SmolLM2.RotatedFourBitCacheBeatsQ4_0AtEqualBits
     EndlessSmolLM2.ChatFollowsAFullCacheConversation
     Gemma3Real.LongPromptBeyondTheSlidingWindowWithFullAndSnapkvCaches
     Gemma3Real.EveryRowsLogitsOfASlicedBatchEqualThoseOfUnslicedBatches)

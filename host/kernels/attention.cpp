@@ -65,7 +65,8 @@ struct AttentionKernels::Lazy {
     Pipeline prefill, prefill_rows, decode;
   } pair[kKvTypes][kKvTypes];
   std::once_flag hadamard_made;
-  Pipeline hadamard;
+  Pipeline hadamard, k_center;
+  std::vector<uint32_t> k_center_spec;
 
   Pipeline make(const std::string& name, uint32_t bindings, uint32_t push, const std::vector<uint32_t>& spec,
                 KernelCategory cat = kKernelOther) const {
@@ -83,7 +84,7 @@ struct AttentionKernels::Lazy {
     One& o = one[uint32_t(t)];
     std::call_once(o.made, [&] {
       const std::string n = kv_type_name(t);
-      o.store = make("kv_store_" + n, 3, sizeof(KvStorePush), store_spec);
+      o.store = make("kv_store_" + n, 4, sizeof(KvStorePush), store_spec);
       o.stats = make("window_stats_" + n, 4, sizeof(WindowStatsPush), stats_spec, kKernelScore);
       o.votes = make("window_votes_" + n, 6, sizeof(WindowVotesPush), votes_spec, kKernelScore);
     });
@@ -116,9 +117,15 @@ const Pipeline& AttentionKernels::hadamard() const {
   Lazy& l = *lazy_;
   if (const std::string why = kv_type_unsupported(KvType::HQ4, head_dim); !why.empty())
     throw Error(ErrorKind::InvalidArgument, why);
-  std::call_once(l.hadamard_made,
-                 [&] { l.hadamard = l.make("hadamard", 1, sizeof(HadamardPush), l.hadamard_spec); });
+  std::call_once(l.hadamard_made, [&] {
+    l.hadamard = l.make("hadamard", 1, sizeof(HadamardPush), l.hadamard_spec);
+    l.k_center = l.make("k_center", 2, sizeof(KCenterPush), l.k_center_spec);
+  });
   return l.hadamard;
+}
+const Pipeline& AttentionKernels::k_center() const {
+  hadamard();  // made with it
+  return lazy_->k_center;
 }
 
 AttentionKernels::AttentionKernels(Context& c, const Tuning& t, uint32_t hd, uint32_t g) : head_dim(hd), group(g) {
@@ -161,6 +168,7 @@ AttentionKernels::AttentionKernels(Context& c, const Tuning& t, uint32_t hd, uin
   l.stats_spec = {stats_wg, hd};
   l.votes_spec = {votes_wg, hd, g, votes_qb};
   l.hadamard_spec = {hd / 2, hd, rotation_block};
+  l.k_center_spec = {t.elementwise_wg};
   combine = make("attn_combine", spv::attn_combine(), 2, sizeof(AttnCombinePush), {combine_wg, hd});
   pool = make("pool", spv::pool(), 2, sizeof(PoolPush), {t.elementwise_wg}, kKernelPool);
   complete_words = make("complete_words", spv::complete_words(), 3, sizeof(CompleteWordsPush), {t.elementwise_wg},
@@ -173,12 +181,20 @@ AttentionKernels::AttentionKernels(Context& c, const Tuning& t, uint32_t hd, uin
 }
 
 void op_kv_store(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvType kt, BufferRange src,
-                 BufferRange cache, BufferRange heads, uint32_t T, uint32_t n_kv, uint32_t row0, uint32_t ring) {
+                 BufferRange cache, BufferRange heads, uint32_t T, uint32_t n_kv, uint32_t row0, uint32_t ring,
+                 const Buffer* center) {
   const bool pairs = kt == KvType::F32 || kt == KvType::F16 || kt == KvType::BF16;
   const uint32_t items = pairs ? a.head_dim / 2 : (a.head_dim / 32 + 1) / 2;  // value pairs, block pairs
   uint32_t gx, gy;
   items_grid(k, uint64_t(T) * n_kv * items, gx, gy);
-  cs.dispatch(a.store(kt), {src, cache, heads}, KvStorePush{T, n_kv, row0, ring}, gx, gy);
+  cs.dispatch(a.store(kt), {src, cache, heads, center ? BufferRange(*center) : heads},
+              KvStorePush{T, n_kv, row0, ring, center != nullptr}, gx, gy);
+}
+
+void op_k_center(CommandStream& cs, const Kernels& k, const AttentionKernels& a, BufferRange keys, BufferRange center,
+                 uint32_t T, uint32_t n_kv) {
+  const uint32_t n = n_kv * a.head_dim;
+  cs.dispatch(a.k_center(), {keys, center}, KCenterPush{T, n}, (n + k.tuning.elementwise_wg - 1) / k.tuning.elementwise_wg);
 }
 
 namespace {
@@ -399,6 +415,8 @@ KernelLoops kv_store_loops(KvType kt) {
   l.add("a block's largest value", 32 + 1).add("its words", 8 + 1).add("a word's bytes", 4 + 1, 8);
   return l.add("the second block's largest value", 32 + 1).add("its words", 8 + 1).add("a word's bytes", 4 + 1, 8);
 }
+
+KernelLoops k_center_loops() { return KernelLoops("k_center").add("the first keys", SNAPVK_K_CENTER_ROWS + 1); }
 
 KernelLoops attn_prefill_loops(const AttentionKernels& a, bool rows_kernel, uint32_t keys) {
   if (rows_kernel) return KernelLoops("attn_prefill_rows").add("keys of the pass", uint64_t(keys) + 1);

@@ -113,6 +113,7 @@ struct AttentionKernels {
   const Pipeline& prefill_rows(KvTypes t) const;  // a few query rows per invocation (SIMD CPUs)
   const Pipeline& decode(KvTypes t) const;
   const Pipeline& hadamard() const;  // the rotated types' transform
+  const Pipeline& k_center() const;  // the rotated K types' centre
   uint32_t rotation_block = 0;       // values the transform mixes: head_dim's largest power-of-two divisor
 
  private:
@@ -130,6 +131,10 @@ struct KvWindow {
 // ---- push constants (one struct per kernel; names as in the shaders, where a cache row is a "slot") ----
 struct KvStorePush {
   uint32_t T, n_kv, slot0, ring;
+  uint32_t centered;  // subtract the centre (a rotated K cache)
+};
+struct KCenterPush {
+  uint32_t T, n;
 };
 struct AttnPrefillPush {
   uint32_t T, n_head, n_kv, slot0;
@@ -179,8 +184,13 @@ struct HadamardPush {
 // ---- ops ----
 // src [T, n_kv, hd] f32 -> cache rows offset(h) + base(h) + row0 + t (a ring: offset(h) +
 // (row0 + t) % ring)
+// center: [n_kv, hd] subtracted from every row first (a rotated K cache's, op_k_center), or none.
 void op_kv_store(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvType kt, BufferRange src,
-                 BufferRange cache, BufferRange heads, uint32_t T, uint32_t n_kv, uint32_t row0, uint32_t ring = 0);
+                 BufferRange cache, BufferRange heads, uint32_t T, uint32_t n_kv, uint32_t row0, uint32_t ring = 0,
+                 const Buffer* center = nullptr);
+// center [n_kv, hd] = the mean of the first SNAPVK_K_CENTER_ROWS of k's T rows [T, n_kv, hd].
+void op_k_center(CommandStream& cs, const Kernels& k, const AttentionKernels& a, BufferRange keys, BufferRange center,
+                 uint32_t T, uint32_t n_kv);
 // q [T, n_head, hd] are the appended tokens, rows row0..row0+T-1 after each head's base; o [T, n_head*hd].
 // A query sees at most max_len keys (a window: at most `window` of them). Rows that see more
 // than one pass walks (attn_prefill_pass_keys()) are walked in passes that carry their softmax in
@@ -254,6 +264,7 @@ void op_kv_rotate(CommandStream& cs, const AttentionKernels& a, BufferRange x, u
 // kv_store, kv_gather, hadamard and adakv_floor have none but q8_0's quantizing and the
 // rotated types' scale search (constants).
 KernelLoops kv_store_loops(KvType kt);
+KernelLoops k_center_loops();
 // keys: the most one pass of one invocation walks (its rows' keys, at most attn_prefill_pass_keys())
 KernelLoops attn_prefill_loops(const AttentionKernels& a, bool rows_kernel, uint32_t keys);
 KernelLoops attn_decode_loops(const AttentionKernels& a);

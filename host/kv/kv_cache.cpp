@@ -10,7 +10,16 @@
 namespace snapvk {
 
 KvCache::KvCache(const Model& model, KvTypes types, uint32_t n_ctx, uint32_t n_batch)
-    : model_(model), types_(types), n_ctx_(n_ctx), n_batch_(n_batch) {}
+    : model_(model), types_(types), n_ctx_(n_ctx), n_batch_(n_batch) {
+  const ModelConfig& c = model.config();
+  if (kv_type_rotated(types.k) && kv_type_unsupported(types.k, c.head_dim).empty())
+    for (uint32_t l = 0; l < c.n_layer; ++l) {
+      // zeros until the first keys set it: a centre is exact whatever it is, and finite it stays
+      const std::vector<float> zeros(uint64_t(c.n_head_kv) * c.head_dim, 0.0f);
+      centers_.push_back({Buffer(model.ctx(), zeros.size() * 4, BufferKind::Device, "k_center." + std::to_string(l))});
+      centers_.back().c.upload(zeros.data(), zeros.size() * 4);
+    }
+}
 
 uint32_t KvCache::ring_rows(const ModelConfig& c, uint32_t n_ctx, uint32_t n_batch) {
   return uint32_t(std::min<uint64_t>(n_ctx, uint64_t(c.n_swa) + std::max(n_batch, 1u) - 1));
@@ -76,6 +85,7 @@ void KvCache::allocate_full() {
 
 void KvCache::clear() {
   layers_.clear();
+  for (KCenter& c : centers_) c.set = false;
   room_ = compacted_len_ = 0;
   bytes_ = 0;
   selection_.clear();
@@ -181,6 +191,7 @@ KvSize KvCache::size_after_prompt(const ModelConfig& c, KvTypes t, const KvPolic
         compressed ? n_kv * (uint64_t(std::min(budgets[l], L)) + room) * row : n_kv * uint64_t(n_ctx) * row;
     s.retained += c.is_swa(l) ? window : kv;
     s.allocated += (c.is_swa(l) ? ring : kv) + (compressed ? 8 * n_kv : 0);  // and a compacted cache's heads table
+    if (kv_type_rotated(t.k)) s.allocated += 4 * n_kv * c.head_dim;          // and a rotated K's centre
   }
   return s;
 }

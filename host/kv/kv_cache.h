@@ -50,6 +50,7 @@ struct KvLayerImage {
   std::vector<uint32_t> base;  // [n_kv] retained prompt rows (a full cache or a ring: 0)
   std::vector<uint32_t> rows;  // [n_kv] rows held: base + appended (a ring: the last positions, oldest first)
   std::vector<uint8_t> k, v;   // [sum(rows)] rows of kv_row_bytes(types.k or .v, head_dim)
+  std::vector<float> k_center; // [n_kv * head_dim] a rotated K type's centre (KvCache::KCenter); else empty
 };
 struct KvImage {
   uint32_t compacted_len = 0;        // KvCache::compacted_len(): 0 for a full cache
@@ -113,6 +114,15 @@ class KvCache {
   uint64_t allocated_bytes() const { return bytes_; }  // device bytes of every K/V buffer
   bool empty() const { return layers_.empty(); }
   const KvLayer& layer(uint32_t l) const { return layers_.at(l); }
+  // A rotated K type's centre of layer l (shaders/k_center.comp): set from the first keys the
+  // layer stores, then subtracted from every key before it is stored (softmax does not see it).
+  // Its own buffer, beside the layer's: a compressing prefill fills a transient layer with it
+  // before the layer itself is allocated. Null for the other K types.
+  struct KCenter {
+    Buffer c;          // [n_kv, head_dim] f32
+    bool set = false;  // c holds the layer's centre (cleared with the cache)
+  };
+  KCenter* center(uint32_t l) { return centers_.empty() ? nullptr : &centers_.at(l); }
   const std::vector<KvLayer>& layers() const { return layers_; }
   // Retained prompt positions (when begin_prompt was asked to keep them).
   const KvSelection& selection() const { return selection_; }
@@ -155,6 +165,7 @@ class KvCache {
   KvTypes types_;
   uint32_t n_ctx_, n_batch_;
   std::vector<KvLayer> layers_;
+  std::vector<KCenter> centers_;  // [n_layer] when K is a rotated type
   uint32_t room_ = 0;
   uint32_t compacted_len_ = 0;
   uint64_t bytes_ = 0;

@@ -52,6 +52,10 @@ KvImage KvCache::save(uint32_t n_past) const {
         L.v.download(out.v.data() + at * vrow, vrow, (L.offset[h] + r) * vrow);
       }
     }
+    if (!centers_.empty() && centers_[l].set) {  // the keys were stored less it
+      out.k_center.resize(uint64_t(c.n_head_kv) * c.head_dim);
+      centers_[l].c.download(out.k_center.data(), out.k_center.size() * 4);
+    }
   }
   return img;
 }
@@ -83,6 +87,9 @@ void KvCache::check_image(const KvImage& img) const {
       total += L.rows[h];
     }
     if (L.k.size() != total * krow || L.v.size() != total * vrow) bad_image(at + "K/V byte count differs");
+    // a rotated K's keys were stored less their layer's centre: it comes with them
+    const size_t centre = kv_type_rotated(types_.k) && total ? size_t(c.n_head_kv) * c.head_dim : 0;
+    if (L.k_center.size() != centre) bad_image(at + "the K centre's size differs");
   }
 }
 
@@ -125,6 +132,10 @@ void KvCache::restore(const KvImage& img) {
       L.k.upload(I.k.data() + at * krow, uint64_t(I.rows[h]) * krow, uint64_t(L.offset[h]) * krow);
       L.v.upload(I.v.data() + at * vrow, uint64_t(I.rows[h]) * vrow, uint64_t(L.offset[h]) * vrow);
       at += I.rows[h];
+    }
+    if (!centers_.empty()) {
+      centers_[l].set = !I.k_center.empty();
+      if (centers_[l].set) centers_[l].c.upload(I.k_center.data(), I.k_center.size() * 4);
     }
   }
 }

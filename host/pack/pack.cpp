@@ -174,7 +174,7 @@ std::vector<uint8_t> write_pack(const Pack& p) {
   append(out, p.tokens);
   append(out, p.query);
   append(out, p.logits);
-  for (const KvLayerImage& L : p.state.layers) append(out, L.k), append(out, L.v);
+  for (const KvLayerImage& L : p.state.layers) append(out, L.k), append(out, L.v), append(out, L.k_center);
   std::memcpy(out.data(), kPackMagic, 8);
   put_u32(out, 8, kPackVersion);
   put_u32(out, 12, uint32_t(header.size()));
@@ -184,6 +184,11 @@ std::vector<uint8_t> write_pack(const Pack& p) {
 }
 
 namespace {
+
+// Floats of a layer's K centre after its V rows: a rotated K type's (KvCache::KCenter), else none.
+uint64_t center_floats(const Pack& p) {
+  return kv_type_rotated(p.kv_types.k) ? uint64_t(p.model.n_head_kv) * p.model.head_dim : 0;
+}
 
 // The header's structure into p (sizes and counts only; the payload follows). Returns the
 // payload bytes it implies.
@@ -220,10 +225,12 @@ uint64_t parse_header(const json& j, Pack& p, const std::string& name) {
     L.rows = layers[l].at("rows").get<std::vector<uint32_t>>();
     if (L.base.size() != p.model.n_head_kv || L.rows.size() != p.model.n_head_kv)
       bad_pack(name, "heads table of layer " + std::to_string(l) + " differs from the model's KV heads");
+    uint64_t rows = 0;
     for (uint32_t r : L.rows) {
       if (r > p.state.n_past) bad_pack(name, "more rows than positions in layer " + std::to_string(l));
-      bytes += uint64_t(r) * row;
+      rows += r;
     }
+    bytes += rows * row + (rows ? center_floats(p) * 4 : 0);
   }
   return bytes;
 }
@@ -271,6 +278,7 @@ Pack read_pack(std::span<const uint8_t> bytes, const std::string& name) {
     for (uint32_t r : L.rows) rows += r;
     take(at, L.k, rows * krow);
     take(at, L.v, rows * vrow);
+    take(at, L.k_center, rows ? center_floats(p) : 0);
   }
   return p;
 }

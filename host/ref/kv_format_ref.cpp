@@ -1,8 +1,8 @@
 #include "host/ref/kv_format_ref.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
-#include <cstring>
 
 #include "host/gguf/quant.h"
 
@@ -195,22 +195,11 @@ float value_of(KvType t, int32_t q, float d, float m) {
   }
 }
 
-uint32_t float_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-float bits_float(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
 }  // namespace
 
 void kv_encode_row(KvType t, const float* x, uint32_t hd, uint32_t* words) {
   if (t == KvType::F32) {
-    for (uint32_t i = 0; i < hd; ++i) words[i] = float_bits(x[i]);
+    for (uint32_t i = 0; i < hd; ++i) words[i] = std::bit_cast<uint32_t>(x[i]);
     return;
   }
   if (t == KvType::F16 || t == KvType::BF16) {
@@ -248,7 +237,7 @@ KvRowFields kv_row_fields(KvType t, const uint32_t* words, uint32_t hd) {
 
 void kv_decode_row(KvType t, const uint32_t* words, uint32_t hd, float* out) {
   if (t == KvType::F32) {
-    for (uint32_t i = 0; i < hd; ++i) out[i] = bits_float(words[i]);
+    for (uint32_t i = 0; i < hd; ++i) out[i] = std::bit_cast<float>(words[i]);
     return;
   }
   if (t == KvType::F16 || t == KvType::BF16) {

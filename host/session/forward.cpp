@@ -18,6 +18,7 @@ struct Session::KvView {
   const Buffer& heads;
   KvWindow w;  // a sliding-window layer's window and ring (row0 is then the position)
   KvTypes types;
+  KvCache::KCenter* center;  // a rotated K type's: the layer's keys are stored less it
 };
 
 // One sequence's attention inside a layer: its rows of q, k, v and attn, and its cache.
@@ -71,6 +72,14 @@ void Session::record_attention(const Model& m, CommandStream& cs, uint32_t l, ui
       rotated = true;
     }
   if (rotated) cs.barrier();
+  // a rotated K type's layer takes its first keys' mean as its centre (shaders/k_center.comp)
+  bool centred = false;
+  for (const SeqAttention& s : seqs)
+    if (s.kv.center && !s.kv.center->set) {
+      op_k_center(cs, k, ak, s.k, s.kv.center->c, T, c.n_head_kv);
+      s.kv.center->set = centred = true;
+    }
+  if (centred) cs.barrier();
   // the rotated queries of the last sink->rows positions, for the sink's owner (EndlessChat: the
   // window that votes when the turn ends)
   bool kept = false;
@@ -85,7 +94,8 @@ void Session::record_attention(const Model& m, CommandStream& cs, uint32_t l, ui
   if (kept) cs.barrier();
   // append k, v to the cache after each head's entries (a sliding-window layer: into its ring)
   for (const SeqAttention& s : seqs) {
-    op_kv_store(cs, k, ak, s.kv.types.k, s.k, s.kv.k, s.kv.heads, T, c.n_head_kv, s.row0, s.kv.w.ring);
+    op_kv_store(cs, k, ak, s.kv.types.k, s.k, s.kv.k, s.kv.heads, T, c.n_head_kv, s.row0, s.kv.w.ring,
+                s.kv.center ? &s.kv.center->c : nullptr);
     op_kv_store(cs, k, ak, s.kv.types.v, s.v, s.kv.v, s.kv.heads, T, c.n_head_kv, s.row0, s.kv.w.ring);
   }
   cs.barrier();
@@ -224,10 +234,10 @@ void Session::forward(const int32_t* tokens, uint32_t T, bool want_logits, const
   for (uint32_t l = 0; l < c.n_layer; ++l) {
     const KvLayer& L = cache_.layer(l);
     if (L.window)  // a ring: rows by position, the query sees at most the window
-      layer(l, T, act_.x, KvView{L.k, L.v, L.heads, L.kv_window(), cache_.types()}, n_past_, n_past_,
+      layer(l, T, act_.x, KvView{L.k, L.v, L.heads, L.kv_window(), cache_.types(), cache_.center(l)}, n_past_, n_past_,
             std::min(n_past_ + T, L.window));
     else
-      layer(l, T, act_.x, KvView{L.k, L.v, L.heads, {}, cache_.types()}, appended, n_past_,
+      layer(l, T, act_.x, KvView{L.k, L.v, L.heads, {}, cache_.types(), cache_.center(l)}, appended, n_past_,
             cache_.max_len(appended + T));
   }
   const uint64_t row = uint64_t(c.n_embd) * 4;
@@ -290,7 +300,7 @@ void Session::prefill_compressed(std::span<const int32_t> tokens) {
       cs_.begin();
       for (uint32_t r0 = 0; r0 < L; r0 += opts_.n_batch)
         layer(l, std::min(opts_.n_batch, L - r0), BufferRange(X, r0 * xrow, std::min(opts_.n_batch, L - r0) * xrow),
-              KvView{R.k, R.v, R.heads, R.kv_window(), cache_.types()}, r0, r0, 0);
+              KvView{R.k, R.v, R.heads, R.kv_window(), cache_.types(), cache_.center(l)}, r0, r0, 0);
       cs_.submit();
       continue;
     }
@@ -298,7 +308,7 @@ void Session::prefill_compressed(std::span<const int32_t> tokens) {
     cs_.begin();
     for (uint32_t r0 = 0; r0 < L; r0 += opts_.n_batch) {
       const uint32_t T = std::min(opts_.n_batch, L - r0);
-      layer(l, T, BufferRange(X, r0 * xrow, T * xrow), KvView{full_k, full_v, full_heads, {}, cache_.types()}, r0, r0,
+      layer(l, T, BufferRange(X, r0 * xrow, T * xrow), KvView{full_k, full_v, full_heads, {}, cache_.types(), cache_.center(l)}, r0, r0,
             0);
       // keep the voting queries (rotated) of rows L - n_q .. L - 1 for the score pass
       const uint32_t first = std::max(r0, L - n_q);
@@ -390,7 +400,7 @@ void Session::decode_batch(DecodeBatch& b, std::span<Session* const> ss, std::sp
       const KvLayer& L = s.cache_.layer(l);
       const uint32_t appended = s.n_past_ - s.cache_.compacted_len();
       // as forward(): a ring is addressed by position, a compacted or full layer after its retained rows
-      const KvView kv{L.k, L.v, L.heads, L.window ? L.kv_window() : KvWindow{}, s.cache_.types()};
+      const KvView kv{L.k, L.v, L.heads, L.window ? L.kv_window() : KvWindow{}, s.cache_.types(), s.cache_.center(l)};
       seqs.push_back({BufferRange(a.q, i * qrow, qrow), BufferRange(a.k, i * kvrow, kvrow),
                       BufferRange(a.v, i * kvrow, kvrow), BufferRange(a.attn, i * qrow, qrow), s.act_.part, kv,
                       L.window ? s.n_past_ : appended, s.n_past_,
