@@ -149,7 +149,8 @@ TEST_F(Fidelity, PerplexityMatchesTheReferenceModel) {
   EXPECT_NEAR(r.rows[1].nll, nll / double(n), 1e-4);
   EXPECT_NEAR(r.rows[1].ppl, std::exp(nll / double(n)), 1e-3 * r.rows[1].ppl);
   EXPECT_DOUBLE_EQ(r.rows[1].top1, 1.0);
-  EXPECT_EQ(r.rows[1].kl, 0.0);
+  EXPECT_LT(r.rows[1].kl, 1e-4);  // against the f16 cache's
+  EXPECT_EQ(r.rows[0].kl, 0.0);
 }
 
 TEST_F(Fidelity, PerplexityOfACompressedFirstHalf) {

@@ -197,7 +197,8 @@ TEST(JsonCli, RunPrintsOneObject) {
   EXPECT_EQ(opts["kv_window"], 2);
   EXPECT_EQ(opts["kv_kernel"], KvPolicyOptions{}.kernel);
   EXPECT_EQ(opts["kv_pool"], "max");
-  EXPECT_EQ(opts["kv_type"], "f16");
+  EXPECT_EQ(opts["kv_type_k"], "f16");
+  EXPECT_EQ(opts["kv_type_v"], "f16");
   EXPECT_EQ(opts["n_batch"], std::min(kDefaultBatch, j["kv"]["n_ctx"].get<uint32_t>())) << "the session's: at most n_ctx";
   EXPECT_EQ(j["kv"]["type"], "f16");
   EXPECT_GT(j["kv"]["ratio"].get<double>(), 1.0);

@@ -243,13 +243,15 @@ TEST_F(ProfileEngine, BudgetCoveringThePromptIsExact) {
 TEST_F(ProfileEngine, FullThatDoesNotFitStillRunsThePolicies) {
   const Model& m = stories_model();
   ProfileOptions o;
-  o.contexts = {400};
+  // long enough that the full f16 cache (every layer) outweighs a compressing prefill's transient
+  // buffers (the prompt's hidden states and one layer's full K/V): full and compressed peaks far apart
+  o.contexts = {2000};
   o.specs = {spec(KvPolicy::SnapKV, 64, 8), spec(KvPolicy::StreamingLLM, 64, 8)};
   o.gen = 8;
   o.n_batch = 16;
   auto peak_of = [&](const KvPolicyOptions& kv) {
     MemoryQuery q;
-    q.prompt_len = 400, q.n_ctx = 408, q.n_batch = 16, q.kv = kv;
+    q.prompt_len = 2000, q.n_ctx = 2008, q.n_batch = 16, q.kv = kv;
     q.decode_chunk = m.attention().decode_chunk;
     return estimate_memory(m.config(), 0, q).peak;
   };
