@@ -19,12 +19,14 @@ void check(const Pack& p) {
   if (p.tokens.size() != p.state.n_past || p.tokens.empty()) fail("token count");
   if (!p.logits.empty() && p.logits.size() != p.model.n_vocab) fail("logits size");
   if (p.state.layers.size() != p.model.n_layer) fail("layer count");
-  const uint64_t row = kv_row_bytes(p.kv_type, p.model.head_dim);
+  const uint64_t krow = kv_row_bytes(p.kv_types.k, p.model.head_dim), vrow = kv_row_bytes(p.kv_types.v, p.model.head_dim);
+  const uint64_t centre = kv_type_rotated(p.kv_types.k) ? uint64_t(p.model.n_head_kv) * p.model.head_dim : 0;
   for (const KvLayerImage& L : p.state.layers) {
     if (L.base.size() != p.model.n_head_kv || L.rows.size() != p.model.n_head_kv) fail("heads table size");
     uint64_t rows = 0;
     for (uint32_t r : L.rows) rows += r;
-    if (L.k.size() != rows * row || L.v.size() != rows * row) fail("K/V bytes");
+    if (L.k.size() != rows * krow || L.v.size() != rows * vrow) fail("K/V bytes");
+    if (L.k_center.size() != (rows ? centre : 0)) fail("K centre size");
   }
   const std::vector<uint8_t> again = write_pack(p);
   const Pack q = read_pack(again, "fuzz-again");
