@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "host/gguf/quant.h"
 #include "host/kernels/attention.h"
+#include "host/ref/kv_format_ref.h"
 #include "host/ref/reference.h"
 #include "tests/gpu_fixture.h"
 
@@ -129,13 +131,23 @@ std::vector<float> stored(KvType t, const float* x, uint32_t hd) {
   return out;
 }
 
+// Row `slot` of a downloaded cache of type t, decoded.
+std::vector<float> cached(KvType t, const std::vector<uint32_t>& cache, uint32_t slot, uint32_t hd) {
+  std::vector<float> out(hd);
+  ref::kv_decode_row(t, &cache[size_t(slot) * kv_row_words(t, hd)], hd, out.data());
+  return out;
+}
+
 struct AttnCase {
-  KvType type;
+  KvType type;  // K's, and V's unless v says otherwise
   uint32_t hd, group;
+  std::optional<KvType> v = std::nullopt;
+  KvTypes types() const { return {type, v.value_or(type)}; }
 };
-// "f16_hd128_g2": the test's name and its printed parameter
+// "f16_hd128_g2", "q8_0_q4_0_hd64_g2" (K, V): the test's name and its printed parameter
 std::string attn_case_name(const AttnCase& c) {
-  return std::string(kv_type_name(c.type)) + "_hd" + std::to_string(c.hd) + "_g" + std::to_string(c.group);
+  return std::string(kv_type_name(c.type)) + (c.v ? std::string("_") + kv_type_name(*c.v) : "") + "_hd" +
+         std::to_string(c.hd) + "_g" + std::to_string(c.group);
 }
 void PrintTo(const AttnCase& c, std::ostream* os) { *os << attn_case_name(c); }
 
@@ -143,7 +155,10 @@ class AttentionKernel : public VkTest, public ::testing::WithParamInterface<Attn
 
 // kv_store appends T tokens after each head's retained entries; attn_prefill (causal over
 // retained + appended) and attn_decode (one more token) match softmax attention on the host.
-// pass: keys per prefill pass (0: the op's own choice, one pass here).
+// pass: keys per prefill pass (0: the op's own choice, one pass here). One type for K and V: the
+// host attends over its own rounding of the inputs (stored()), which checks the store too. K and
+// V of different types (c.v): over the rows the GPU stored, decoded on the host, so the only
+// difference is the order of float operations (tests/test_kv_types.cpp checks every store).
 void store_prefill_decode(Context& ctx, Kernels& kern, AttnCase c, bool rows_kernel, uint32_t pass = 0);
 
 // These cases bind each batch's rows of K, V, Q and the output at offsets of whole rows; a device
@@ -176,8 +191,9 @@ void store_prefill_decode(Context& ctx, Kernels& kern, AttnCase c, bool rows_ker
   AttentionKernels ak(ctx, kern.tuning, hd, c.group);
   ak.use_prefill_rows = rows_kernel;
   ak.prefill_pass = pass;
-  const uint32_t words = kv_row_words(c.type, hd);
-  Buffer K(ctx, uint64_t(slots) * words * 4), V(ctx, uint64_t(slots) * words * 4);
+  const KvTypes types = c.types();
+  const uint32_t kwords = kv_row_words(types.k, hd), vwords = kv_row_words(types.v, hd);
+  Buffer K(ctx, uint64_t(slots) * kwords * 4), V(ctx, uint64_t(slots) * vwords * 4);
   std::vector<uint32_t> t0(2 * n_kv), t1(2 * n_kv);
   for (uint32_t h = 0; h < n_kv; ++h) t0[2 * h] = t1[2 * h] = offset[h], t1[2 * h + 1] = base[h];
   Buffer heads_empty = up(ctx, t0), heads = up(ctx, t1);
@@ -195,44 +211,55 @@ void store_prefill_decode(Context& ctx, Kernels& kern, AttnCase c, bool rows_ker
 
   CommandStream cs(ctx);
   cs.begin();
-  op_kv_store(cs, kern, ak, c.type, RK, K, heads_empty, R, n_kv, 0);
-  op_kv_store(cs, kern, ak, c.type, RV, V, heads_empty, R, n_kv, 0);
+  op_kv_store(cs, kern, ak, types.k, RK, K, heads_empty, R, n_kv, 0);
+  op_kv_store(cs, kern, ak, types.v, RV, V, heads_empty, R, n_kv, 0);
   cs.barrier();
-  op_kv_store(cs, kern, ak, c.type, BufferRange(NK, 0, T * krow), K, heads, T, n_kv, 0);
-  op_kv_store(cs, kern, ak, c.type, BufferRange(NV, 0, T * krow), V, heads, T, n_kv, 0);
+  op_kv_store(cs, kern, ak, types.k, BufferRange(NK, 0, T * krow), K, heads, T, n_kv, 0);
+  op_kv_store(cs, kern, ak, types.v, BufferRange(NV, 0, T * krow), V, heads, T, n_kv, 0);
   cs.barrier();
-  op_attn_prefill(cs, kern, ak, {c.type, c.type}, BufferRange(Q, 0, T * qrow), K, V, heads, part, O, T, n_head, n_kv, 0,
+  op_attn_prefill(cs, kern, ak, types, BufferRange(Q, 0, T * qrow), K, V, heads, part, O, T, n_head, n_kv, 0,
                   base[1] + T, scale);  // 211 keys at most
   cs.barrier();
-  op_kv_store(cs, kern, ak, c.type, BufferRange(NK, T * krow, krow), K, heads, 1, n_kv, T);
-  op_kv_store(cs, kern, ak, c.type, BufferRange(NV, T * krow, krow), V, heads, 1, n_kv, T);
+  op_kv_store(cs, kern, ak, types.k, BufferRange(NK, T * krow, krow), K, heads, 1, n_kv, T);
+  op_kv_store(cs, kern, ak, types.v, BufferRange(NV, T * krow, krow), V, heads, 1, n_kv, T);
   cs.barrier();
-  op_attn_decode(cs, kern, ak, {c.type, c.type}, BufferRange(Q, T * qrow, qrow), K, V, heads, part, O1, n_head, n_kv,
+  op_attn_decode(cs, kern, ak, types, BufferRange(Q, T * qrow, qrow), K, V, heads, part, O1, n_head, n_kv,
                  base[1] + T + 1, T + 1, scale);
   cs.submit();
 
   std::vector<float> got(size_t(T) * n_head * hd), got1(size_t(n_head) * hd);
   O.download(got.data(), got.size() * 4);
   O1.download(got1.data(), got1.size() * 4);
+  std::vector<uint32_t> kc(size_t(slots) * kwords), vc(size_t(slots) * vwords);
+  K.download(kc.data(), kc.size() * 4);
+  V.download(vc.data(), vc.size() * 4);
+  // row j of head kvh as the host attends to it: retained rows, then the appended ones
+  auto row = [&](const std::vector<float>& retained, const std::vector<float>& appended, KvType t,
+                 const std::vector<uint32_t>& cache, uint32_t kvh, uint32_t j) {
+    if (c.v) return cached(t, cache, offset[kvh] + j, hd);
+    const float* x = j < base[kvh] ? &retained[(size_t(j) * n_kv + kvh) * hd]
+                                   : &appended[(size_t(j - base[kvh]) * n_kv + kvh) * hd];
+    return stored(t, x, hd);
+  };
   std::vector<float> want(hd);
   for (uint32_t h = 0; h < n_head; ++h) {
     const uint32_t kvh = h / c.group;
     std::vector<std::vector<float>> keys, vals;
     for (uint32_t j = 0; j < base[kvh]; ++j) {
-      keys.push_back(stored(c.type, &rk[(size_t(j) * n_kv + kvh) * hd], hd));
-      vals.push_back(stored(c.type, &rv[(size_t(j) * n_kv + kvh) * hd], hd));
+      keys.push_back(row(rk, nk, types.k, kc, kvh, j));
+      vals.push_back(row(rv, nv, types.v, vc, kvh, j));
     }
     for (uint32_t t = 0; t <= T; ++t) {
-      keys.push_back(stored(c.type, &nk[(size_t(t) * n_kv + kvh) * hd], hd));
-      vals.push_back(stored(c.type, &nv[(size_t(t) * n_kv + kvh) * hd], hd));
+      keys.push_back(row(rk, nk, types.k, kc, kvh, base[kvh] + t));
+      vals.push_back(row(rv, nv, types.v, vc, kvh, base[kvh] + t));
       std::vector<const float*> kp, vp;
       for (size_t j = 0; j < keys.size(); ++j) kp.push_back(keys[j].data()), vp.push_back(vals[j].data());
       ref::attend(&q[(size_t(t) * n_head + h) * hd], kp.data(), vp.data(), keys.size(), hd, scale, want.data());
       const float* g = t < T ? &got[(size_t(t) * n_head + h) * hd] : &got1[size_t(h) * hd];
-      // q8_0: the GPU's 1/scale may round a value that sits on a .5 boundary the other way
-      const float tol = c.type == KvType::Q8_0 ? 5e-4f : 2e-5f;
+      // q8_0 rounded on the host: the GPU's 1/scale may round a value on a .5 boundary the other way
+      const float tol = c.type == KvType::Q8_0 && !c.v ? 5e-4f : 2e-5f;
       for (uint32_t d = 0; d < hd; ++d)
-        ASSERT_NEAR(g[d], want[d], tol) << kv_type_name(c.type) << (rows_kernel ? " rows" : " tiled") << " head " << h
+        ASSERT_NEAR(g[d], want[d], tol) << attn_case_name(c) << (rows_kernel ? " rows" : " tiled") << " head " << h
                                         << " token " << t << " dim " << d;
     }
   }
@@ -434,6 +461,23 @@ void prefill_tail(Context& ctx, Kernels& kern, KvType type, uint32_t hd, uint32_
 TEST_F(ModelKernel, PrefillRowsPastTheLoopLimitMatchReference) {
   prefill_tail(ctx(), k(), KvType::F32, 8, 70000, 8, true);
   prefill_tail(ctx(), k(), KvType::F16, 256, 8000, 16, false);  // on lavapipe in two passes now
+}
+
+// K and V of different types: every type on one side of a pair, each prefill kernel and decode;
+// one pair's K and V both rotated, one's V alone.
+struct AttentionKernelPairs : VkTest {};
+
+TEST_F(AttentionKernelPairs, MixedKvTypesMatchReference) {
+  const AttnCase cases[] = {{KvType::Q8_0, 64, 2, KvType::Q4_0}, {KvType::HQ4, 128, 1, KvType::HQ3},
+                            {KvType::F16, 96, 2, KvType::Q5_1},  {KvType::BF16, 256, 4, KvType::IQ4_NL},
+                            {KvType::Q4_1, 32, 1, KvType::F32},  {KvType::Q5_0, 64, 2, KvType::HQ4}};
+  for (const AttnCase& c : cases) {
+    if (!rows_bind_at_any_offset(ctx(), c)) continue;  // as the single-type cases skip there
+    store_prefill_decode(ctx(), k(), c, false);
+    if (HasFatalFailure()) return;
+    if (c.hd % 4 == 0) store_prefill_decode(ctx(), k(), c, true);
+    if (HasFatalFailure()) return;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(KvTypes, AttentionKernel,

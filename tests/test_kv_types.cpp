@@ -1,6 +1,6 @@
 // The KV-cache storage types (shaders/kv_format.h): the CPU reference's round trip and rotation
-// (host/ref/kv_format_ref.h), then the GPU's store, rotation and attention over every type
-// against it.
+// (host/ref/kv_format_ref.h), then the GPU's store and rotation against it. Attention over pairs
+// of types is test_attention.cpp's (AttentionKernelPairs).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,7 +11,6 @@
 #include "host/gguf/quant.h"
 #include "host/kernels/attention.h"
 #include "host/ref/kv_format_ref.h"
-#include "host/ref/reference.h"
 #include "snapvk_limits.h"
 #include "tests/gpu_fixture.h"
 
@@ -392,126 +391,6 @@ TEST_F(HadamardKernel, RotatesLikeTheReference) {
     op_kv_rotate(cs, ak, X, rows, true);
     cs.submit();
     EXPECT_LE(max_abs_diff(download<float>(X, x.size()), x), 1e-5f * 30.0f) << "hd " << hd << " there and back";
-  }
-}
-
-struct MixedCase {
-  KvTypes types;
-  uint32_t hd, group;
-};
-std::string mixed_name(const MixedCase& c) {
-  return kv_types_name(c.types) + " hd " + std::to_string(c.hd) + " g " + std::to_string(c.group);
-}
-
-// As in test_attention.cpp: rows bound at offsets of whole rows, which a device with a larger
-// offset alignment (SNAPVK_DEVICE_LIMITS=minimum) cannot bind.
-bool rows_bind_at_any_offset(const Context& ctx, const MixedCase& c) {
-  const uint64_t align = std::max<uint64_t>(4, ctx.info().min_storage_buffer_offset_alignment);
-  const uint64_t krow = uint64_t(c.hd) * 4, qrow = krow * c.group;
-  return krow % align == 0 && qrow % align == 0;
-}
-
-template <class T>
-Buffer up(Context& ctx, const std::vector<T>& v) {
-  Buffer b(ctx, (v.size() * sizeof(T) + 3) / 4 * 4);
-  b.upload(v.data(), v.size() * sizeof(T));
-  return b;
-}
-
-// Row `slot` of a downloaded cache of type t, decoded.
-std::vector<float> cached(KvType t, const std::vector<uint32_t>& cache, uint32_t slot, uint32_t hd) {
-  std::vector<float> out(hd);
-  const uint32_t words = kv_row_words(t, hd);
-  ref::kv_decode_row(t, &cache[size_t(slot) * words], hd, out.data());
-  return out;
-}
-
-// store_prefill_decode of test_attention.cpp with K and V of different types: kv_store appends T
-// tokens after each head's retained entries, attn_prefill and attn_decode read them. The
-// reference attends over the rows the GPU stored, decoded on the host, so the only difference
-// is the order of float operations (the store is EveryTypeStoresWhatTheReferenceEncodes').
-// Rotated types need no rotation here: the kernels read whatever basis the rows are in.
-void mixed_store_prefill_decode(Context& ctx, Kernels& kern, MixedCase c, bool rows_kernel) {
-  const uint32_t n_kv = 3, n_head = n_kv * c.group, hd = c.hd, T = 21;
-  const std::vector<uint32_t> offset = {0, 300, 620}, base = {5, 190, 0};
-  const uint32_t slots = 900;
-  AttentionKernels ak(ctx, kern.tuning, hd, c.group);
-  ak.use_prefill_rows = rows_kernel;
-  const uint32_t kwords = kv_row_words(c.types.k, hd), vwords = kv_row_words(c.types.v, hd);
-  Buffer K(ctx, uint64_t(slots) * kwords * 4), V(ctx, uint64_t(slots) * vwords * 4);
-  std::vector<uint32_t> t0(2 * n_kv), t1(2 * n_kv);
-  for (uint32_t h = 0; h < n_kv; ++h) t0[2 * h] = t1[2 * h] = offset[h], t1[2 * h + 1] = base[h];
-  Buffer heads_empty = up(ctx, t0), heads = up(ctx, t1);
-
-  const uint32_t R = 190;  // retained entries: appended to empty heads, then declared retained
-  auto rk = random_floats(size_t(R) * n_kv * hd, 31), rv = random_floats(size_t(R) * n_kv * hd, 32);
-  auto nk = random_floats(size_t(T + 1) * n_kv * hd, 33), nv = random_floats(size_t(T + 1) * n_kv * hd, 34);
-  auto q = random_floats(size_t(T + 1) * n_head * hd, 35, -2, 2);
-  Buffer RK = up(ctx, rk), RV = up(ctx, rv), NK = up(ctx, nk), NV = up(ctx, nv), Q = up(ctx, q);
-  Buffer O(ctx, size_t(T) * n_head * hd * 4), O1(ctx, size_t(n_head) * hd * 4);
-  Buffer part(ctx, std::max(attn_partial_floats(ak, n_head, slots), attn_prefill_state_floats(ak, T, n_head, 211)) * 4);
-  const float scale = 1.0f / std::sqrt(float(hd));
-  const uint64_t qrow = uint64_t(n_head) * hd * 4, krow = uint64_t(n_kv) * hd * 4;
-
-  CommandStream cs(ctx);
-  cs.begin();
-  op_kv_store(cs, kern, ak, c.types.k, RK, K, heads_empty, R, n_kv, 0);
-  op_kv_store(cs, kern, ak, c.types.v, RV, V, heads_empty, R, n_kv, 0);
-  cs.barrier();
-  op_kv_store(cs, kern, ak, c.types.k, BufferRange(NK, 0, T * krow), K, heads, T, n_kv, 0);
-  op_kv_store(cs, kern, ak, c.types.v, BufferRange(NV, 0, T * krow), V, heads, T, n_kv, 0);
-  cs.barrier();
-  op_attn_prefill(cs, kern, ak, c.types, BufferRange(Q, 0, T * qrow), K, V, heads, part, O, T, n_head, n_kv, 0,
-                  base[1] + T, scale);  // 211 keys at most
-  cs.barrier();
-  op_kv_store(cs, kern, ak, c.types.k, BufferRange(NK, T * krow, krow), K, heads, 1, n_kv, T);
-  op_kv_store(cs, kern, ak, c.types.v, BufferRange(NV, T * krow, krow), V, heads, 1, n_kv, T);
-  cs.barrier();
-  op_attn_decode(cs, kern, ak, c.types, BufferRange(Q, T * qrow, qrow), K, V, heads, part, O1, n_head, n_kv,
-                 base[1] + T + 1, T + 1, scale);
-  cs.submit();
-
-  std::vector<float> got(size_t(T) * n_head * hd), got1(size_t(n_head) * hd);
-  O.download(got.data(), got.size() * 4);
-  O1.download(got1.data(), got1.size() * 4);
-  std::vector<uint32_t> kc(size_t(slots) * kwords), vc(size_t(slots) * vwords);
-  K.download(kc.data(), kc.size() * 4);
-  V.download(vc.data(), vc.size() * 4);
-  std::vector<float> want(hd);
-  for (uint32_t h = 0; h < n_head; ++h) {
-    const uint32_t kvh = h / c.group;
-    std::vector<std::vector<float>> keys, vals;
-    for (uint32_t j = 0; j <= base[kvh] + T; ++j) {  // retained rows, then the appended ones
-      keys.push_back(cached(c.types.k, kc, offset[kvh] + j, hd));
-      vals.push_back(cached(c.types.v, vc, offset[kvh] + j, hd));
-    }
-    std::vector<const float*> kp, vp;
-    for (size_t j = 0; j < keys.size(); ++j) kp.push_back(keys[j].data()), vp.push_back(vals[j].data());
-    for (uint32_t t = 0; t <= T; ++t) {
-      ref::attend(&q[(size_t(t) * n_head + h) * hd], kp.data(), vp.data(), base[kvh] + t + 1, hd, scale, want.data());
-      const float* g = t < T ? &got[(size_t(t) * n_head + h) * hd] : &got1[size_t(h) * hd];
-      for (uint32_t d = 0; d < hd; ++d)
-        ASSERT_NEAR(g[d], want[d], 2e-5f)
-            << mixed_name(c) << (rows_kernel ? " rows" : " tiled") << " head " << h << " token " << t << " dim " << d;
-    }
-  }
-}
-
-// Its own fixture: test_attention.cpp's AttentionKernel is parameterized by a single type.
-struct AttentionKernel : VkTest {};
-
-// Every type on one side of a pair, each prefill kernel and decode. One case's K and V both
-// rotated, one's V alone.
-TEST_F(AttentionKernel, MixedKvTypesMatchReference) {
-  const MixedCase cases[] = {{{KvType::Q8_0, KvType::Q4_0}, 64, 2}, {{KvType::HQ4, KvType::HQ3}, 128, 1},
-                             {{KvType::F16, KvType::Q5_1}, 96, 2},  {{KvType::BF16, KvType::IQ4_NL}, 256, 4},
-                             {{KvType::Q4_1, KvType::F32}, 32, 1},  {{KvType::Q5_0, KvType::HQ4}, 64, 2}};
-  for (const MixedCase& c : cases) {
-    if (!rows_bind_at_any_offset(ctx(), c)) continue;  // as test_attention.cpp's cases skip there
-    mixed_store_prefill_decode(ctx(), k(), c, false);
-    if (HasFatalFailure()) return;
-    if (c.hd % 4 == 0) mixed_store_prefill_decode(ctx(), k(), c, true);
-    if (HasFatalFailure()) return;
   }
 }
 

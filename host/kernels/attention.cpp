@@ -35,7 +35,7 @@ uint32_t kv_row_words(KvType t, uint32_t hd) {
 }
 
 std::string kv_type_unsupported(KvType t, uint32_t hd) {
-  if (t == KvType::F32 || t == KvType::F16 || t == KvType::BF16 || hd % 32 == 0) return {};
+  if (!kv_type_blocks(t) || hd % 32 == 0) return {};
   return std::string("KV type ") + kv_type_name(t) + " stores 32-value blocks and this model's head_dim is " +
          std::to_string(hd) + " (f32, f16 or bf16 hold any)";
 }
@@ -64,8 +64,10 @@ struct AttentionKernels::Lazy {
     std::once_flag made;
     Pipeline prefill, prefill_rows, decode;
   } pair[kKvTypes][kKvTypes];
-  std::once_flag hadamard_made;
-  Pipeline hadamard, k_center;
+  struct Rotation {
+    std::once_flag made;
+    Pipeline hadamard, k_center;
+  } rotation;
   std::vector<uint32_t> k_center_spec;
 
   Pipeline make(const std::string& name, uint32_t bindings, uint32_t push, const std::vector<uint32_t>& spec,
@@ -90,6 +92,15 @@ struct AttentionKernels::Lazy {
     });
     return o;
   }
+  // The rotated types' kernels (their head_dim is the 32-value blocks' too).
+  Rotation& rotated() {
+    check(KvType::HQ4);
+    std::call_once(rotation.made, [&] {
+      rotation.hadamard = make("hadamard", 1, sizeof(HadamardPush), hadamard_spec);
+      rotation.k_center = make("k_center", 2, sizeof(KCenterPush), k_center_spec);
+    });
+    return rotation;
+  }
   Pair& of(KvTypes t) {
     check(t.k), check(t.v);
     Pair& p = pair[uint32_t(t.k)][uint32_t(t.v)];
@@ -113,19 +124,14 @@ const Pipeline& AttentionKernels::prefill_rows(KvTypes t) const {
   return p;
 }
 const Pipeline& AttentionKernels::decode(KvTypes t) const { return lazy_->of(t).decode; }
-const Pipeline& AttentionKernels::hadamard() const {
-  Lazy& l = *lazy_;
-  if (const std::string why = kv_type_unsupported(KvType::HQ4, head_dim); !why.empty())
-    throw Error(ErrorKind::InvalidArgument, why);
-  std::call_once(l.hadamard_made, [&] {
-    l.hadamard = l.make("hadamard", 1, sizeof(HadamardPush), l.hadamard_spec);
-    l.k_center = l.make("k_center", 2, sizeof(KCenterPush), l.k_center_spec);
-  });
-  return l.hadamard;
-}
-const Pipeline& AttentionKernels::k_center() const {
-  hadamard();  // made with it
-  return lazy_->k_center;
+const Pipeline& AttentionKernels::hadamard() const { return lazy_->rotated().hadamard; }
+const Pipeline& AttentionKernels::k_center() const { return lazy_->rotated().k_center; }
+
+void AttentionKernels::prepare(KvTypes t) const {
+  lazy_->of(t);
+  lazy_->of(t.k);
+  lazy_->of(t.v);
+  if (kv_type_rotated(t.k) || kv_type_rotated(t.v)) lazy_->rotated();
 }
 
 AttentionKernels::AttentionKernels(Context& c, const Tuning& t, uint32_t hd, uint32_t g) : head_dim(hd), group(g) {
@@ -183,8 +189,7 @@ AttentionKernels::AttentionKernels(Context& c, const Tuning& t, uint32_t hd, uin
 void op_kv_store(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvType kt, BufferRange src,
                  BufferRange cache, BufferRange heads, uint32_t T, uint32_t n_kv, uint32_t row0, uint32_t ring,
                  const Buffer* center) {
-  const bool pairs = kt == KvType::F32 || kt == KvType::F16 || kt == KvType::BF16;
-  const uint32_t items = pairs ? a.head_dim / 2 : (a.head_dim / 32 + 1) / 2;  // value pairs, block pairs
+  const uint32_t items = kv_type_blocks(kt) ? (a.head_dim / 32 + 1) / 2 : a.head_dim / 2;  // block pairs, value pairs
   uint32_t gx, gy;
   items_grid(k, uint64_t(T) * n_kv * items, gx, gy);
   cs.dispatch(a.store(kt), {src, cache, heads, center ? BufferRange(*center) : heads},

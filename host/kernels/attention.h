@@ -48,6 +48,8 @@ uint32_t kv_row_words(KvType t, uint32_t head_dim);  // 32-bit words per cached 
 inline uint64_t kv_row_bytes(KvType t, uint32_t head_dim) { return 4ull * kv_row_words(t, head_dim); }
 // hq4 and hq3: the forward pass rotates q, k (a rotated K) or v and the output (a rotated V).
 constexpr bool kv_type_rotated(KvType t) { return t == KvType::HQ4 || t == KvType::HQ3; }
+// Rows of 32-value blocks (all but f32, f16 and bf16, which store values one by one).
+constexpr bool kv_type_blocks(KvType t) { return t != KvType::F32 && t != KvType::F16 && t != KvType::BF16; }
 // Why rows of head_dim values cannot be stored as `t` (block types need whole 32-value blocks),
 // naming the types that can; empty when they can.
 std::string kv_type_unsupported(KvType t, uint32_t head_dim);
@@ -114,6 +116,8 @@ struct AttentionKernels {
   const Pipeline& decode(KvTypes t) const;
   const Pipeline& hadamard() const;  // the rotated types' transform
   const Pipeline& k_center() const;  // the rotated K types' centre
+  // Creates every kernel a session of these types dispatches, so that none is made during a step.
+  void prepare(KvTypes t) const;
   uint32_t rotation_block = 0;       // values the transform mixes: head_dim's largest power-of-two divisor
 
  private:

@@ -12,13 +12,13 @@ namespace snapvk {
 KvCache::KvCache(const Model& model, KvTypes types, uint32_t n_ctx, uint32_t n_batch)
     : model_(model), types_(types), n_ctx_(n_ctx), n_batch_(n_batch) {
   const ModelConfig& c = model.config();
-  if (kv_type_rotated(types.k) && kv_type_unsupported(types.k, c.head_dim).empty())
-    for (uint32_t l = 0; l < c.n_layer; ++l) {
-      // zeros until the first keys set it: a centre is exact whatever it is, and finite it stays
-      const std::vector<float> zeros(uint64_t(c.n_head_kv) * c.head_dim, 0.0f);
-      centers_.push_back({Buffer(model.ctx(), zeros.size() * 4, BufferKind::Device, "k_center." + std::to_string(l))});
-      centers_.back().c.upload(zeros.data(), zeros.size() * 4);
-    }
+  if (!kv_type_rotated(types.k)) return;
+  // zeros until the first keys set it: a centre is exact whatever it is, and finite it stays
+  const std::vector<float> zeros(uint64_t(c.n_head_kv) * c.head_dim, 0.0f);
+  for (uint32_t l = 0; l < c.n_layer; ++l) {
+    centers_.push_back({Buffer(model.ctx(), zeros.size() * 4, BufferKind::Device, "k_center." + std::to_string(l))});
+    centers_.back().c.upload(zeros.data(), zeros.size() * 4);
+  }
 }
 
 uint32_t KvCache::ring_rows(const ModelConfig& c, uint32_t n_ctx, uint32_t n_batch) {

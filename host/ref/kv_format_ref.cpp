@@ -12,7 +12,6 @@ namespace {
 
 constexpr uint32_t kBlock = 32;
 
-bool plain(KvType t) { return t == KvType::F32 || t == KvType::F16 || t == KvType::BF16; }
 bool with_offset(KvType t) { return t == KvType::Q4_1 || t == KvType::Q5_1; }
 
 // kv_layout.glsl: the first word of the high bits (q5_0, q5_1, hq3) and of the scales.
@@ -219,7 +218,7 @@ void kv_encode_row(KvType t, const float* x, uint32_t hd, uint32_t* words) {
 
 KvRowFields kv_row_fields(KvType t, const uint32_t* words, uint32_t hd) {
   KvRowFields f{std::vector<int32_t>(hd), std::vector<uint16_t>(hd / kBlock), std::vector<uint16_t>(hd / kBlock)};
-  if (plain(t)) return f;
+  if (!kv_type_blocks(t)) return f;
   const uint32_t bits = low_bits(t), per = 32 / bits, mask = (1u << bits) - 1;
   for (uint32_t i = 0; i < hd; ++i) {
     uint32_t q = (words[i / per] >> (bits * (i % per))) & mask;

@@ -89,9 +89,12 @@ std::vector<uint32_t> sorted_contexts(const std::vector<uint32_t>& in) {
 
 // What every report states about the run, measured or estimated.
 void describe_run(ProfileReport& r, const ProfileOptions& o) {
-  r.kv_type = "f16";
+  std::vector<std::string> types = {"f16"};  // the reference's, then the specs' in order, once each
   for (const auto& s : o.specs)
-    if (r.kv_type.find(kv_types_name(s.types)) == std::string::npos) r.kv_type += "," + kv_types_name(s.types);
+    if (std::find(types.begin(), types.end(), kv_types_name(s.types)) == types.end())
+      types.push_back(kv_types_name(s.types));
+  r.kv_type = types[0];
+  for (size_t i = 1; i < types.size(); ++i) r.kv_type += "," + types[i];
   r.gen = o.gen;
   r.n_batch = o.n_batch;
   r.packs = o.packs;

@@ -139,13 +139,18 @@ void parse_kv(const json& j, GenerationRequest& r) {
 
 // The cache's storage: kv_type sets K and V, kv_type_k and kv_type_v one each (after it).
 void parse_kv_types(const json& j, GenerationRequest& r) {
-  for (const char* key : {"kv_type", opt::kv_type_k.name, opt::kv_type_v.name})
-    if (auto s = get_string(j, key)) {
+  struct Field {
+    const char* key;
+    bool k, v;  // the caches it sets
+  };
+  for (const Field f : {Field{"kv_type", true, true}, Field{opt::kv_type_k.name, true, false},
+                        Field{opt::kv_type_v.name, false, true}})
+    if (auto s = get_string(j, f.key)) {
       const auto t = parse_kv_type(*s);
-      if (!t) bad(key, "unknown " + std::string(key) + " '" + *s + "' (" + names_of(names(KvType{})) + ")");
-      if (key != opt::kv_type_v.name) r.kv_types.k = *t;
-      if (key != opt::kv_type_k.name) r.kv_types.v = *t;
-      if (r.kv_field.empty()) r.kv_field = key;
+      if (!t) bad(f.key, "unknown " + std::string(f.key) + " '" + *s + "' (" + names_of(names(KvType{})) + ")");
+      if (f.k) r.kv_types.k = *t;
+      if (f.v) r.kv_types.v = *t;
+      if (r.kv_field.empty()) r.kv_field = f.key;
     }
 }
 

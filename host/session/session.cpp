@@ -51,6 +51,7 @@ Session::Session(const Model& model, const SessionOptions& opts)
   c.check();
   check_session_shape(c, opts_.n_ctx, opts_.n_batch);
   check_kv_types(opts_.kv_types(), c.head_dim);
+  model.attention().prepare(opts_.kv_types());  // its kernels now, not during its first step
   opts_.kv.validate();
   // A layer's K (and V) for n_ctx positions is one storage binding (the cache, or a compressing
   // prefill's transient layer): it must fit the device's largest binding.
