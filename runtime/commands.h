@@ -21,6 +21,7 @@ struct BufferRange {
   const Buffer* buffer = nullptr;
   uint64_t offset = 0;
   uint64_t size = 0;
+  BufferRange() = default;                      // none (a dispatch refuses it)
   BufferRange(const Buffer& b) : buffer(&b) {}  // NOLINT: whole buffers convert implicitly
   BufferRange(const Buffer& b, uint64_t off, uint64_t bytes) : buffer(&b), offset(off), size(bytes) {}
 };

@@ -1,6 +1,6 @@
 #version 450
 // Writes K or V rows src [T, n_kv, HD] (f32), less the layer's centre for a rotated K cache
-// (k_center.comp), into the cache, row t of head h at slot
+// (k_center.comp), into the cache (with a second plane of workgroups, V too when its type is K's), row t of head h at slot
 // offset(h) + base(h) + slot0 + t (a sliding-window ring: offset(h) + (slot0 + t) % ring), converting
 // to the cache's type KV (kv_format.h; layouts in kv.glsl). One invocation per pair of values
 // (f32, f16, bf16) or per pair of 32-value blocks (the block types: two blocks share a scale
@@ -16,6 +16,9 @@ layout(constant_id = 1) const uint HD = 64;
 #include "kv_layout.glsl"
 layout(std430, binding = 0) readonly buffer Src { float src[]; };
 layout(std430, binding = 1) writeonly buffer Dst { uint dst[]; };
+// A second plane of workgroups (gl_WorkGroupID.z = 1) writes V of the same type in the same dispatch.
+layout(std430, binding = 4) readonly buffer SrcV { float src_v[]; };
+layout(std430, binding = 5) writeonly buffer DstV { uint dst_v[]; };
 #define HEADS_BINDING 2
 #include "heads.glsl"
 layout(std430, binding = 3) readonly buffer Center { float center[]; };  // [n_kv, HD] (k_center.comp)
@@ -23,7 +26,17 @@ layout(push_constant) uniform PC { uint T; uint n_kv; uint slot0; uint ring; uin
 
 // Value i of src, less the layer's centre where it has one (a rotated K cache): i % (n_kv HD) is
 // its head's and dimension's place in the centre.
-float x_at(uint i) { return pc.centered != 0u ? src[i] - center[i % (pc.n_kv * HD)] : src[i]; }
+bool plane_v = false;  // this workgroup writes V (binding 4 into 5)
+float x_at(uint i) {
+  if (plane_v) return src_v[i];
+  return pc.centered != 0u ? src[i] - center[i % (pc.n_kv * HD)] : src[i];
+}
+void put(uint i, uint word) {
+  if (plane_v)
+    dst_v[i] = word;
+  else
+    dst[i] = word;
+}
 
 #if KV == SNAPVK_KV_F32 || KV == SNAPVK_KV_F16 || KV == SNAPVK_KV_BF16
 const uint ITEMS = HD / 2u;
@@ -52,7 +65,7 @@ uint store_block(uint s, uint w0) {
       const float v = x_at(s + 4u * w + b) * id;
       word |= (uint(int(sign(v) * floor(abs(v) + 0.5))) & 0xFFu) << (8u * b);  // roundf: halves away from 0
     }
-    dst[w0 + w] = word;
+    put(w0 + w, word);
   }
   return packHalf2x16(vec2(d, 0.0)) & 0xFFFFu;
 }
@@ -154,21 +167,21 @@ vec2 store_block(uint s, uint r, uint b) {
   [[unroll]] for (uint w = 0; w < 2u; ++w) {
     uint word = 0u;
     [[unroll]] for (uint j = 0; j < 16u; ++j) word |= (q[16u * w + j] & 3u) << (2u * j);
-    dst[r + 2u * b + w] = word;
+    put(r + 2u * b + w, word);
   }
   uint high = 0u;
   [[unroll]] for (uint j = 0; j < 32u; ++j) high |= ((q[j] >> 2) & 1u) << j;
-  dst[r + kv_high_words(KV) + b] = high;
+  put(r + kv_high_words(KV) + b, high);
 #else
   [[unroll]] for (uint w = 0; w < 4u; ++w) {
     uint word = 0u;
     [[unroll]] for (uint j = 0; j < 8u; ++j) word |= (q[8u * w + j] & 0xFu) << (4u * j);
-    dst[r + 4u * b + w] = word;
+    put(r + 4u * b + w, word);
   }
 #if KV == SNAPVK_KV_Q5_0 || KV == SNAPVK_KV_Q5_1
   uint high = 0u;
   [[unroll]] for (uint j = 0; j < 32u; ++j) high |= ((q[j] >> 4) & 1u) << j;
-  dst[r + kv_high_words(KV) + b] = high;
+  put(r + kv_high_words(KV) + b, high);
 #endif
 #endif
   return vec2(d, m);
@@ -178,6 +191,7 @@ vec2 store_block(uint s, uint r, uint b) {
 void main() {
   const uint idx = gl_GlobalInvocationID.x + gl_GlobalInvocationID.y * gl_NumWorkGroups.x * gl_WorkGroupSize.x;
   if (idx >= pc.T * pc.n_kv * ITEMS) return;
+  plane_v = gl_WorkGroupID.z == 1u;
   const uint p = idx % ITEMS;
   const uint h = (idx / ITEMS) % pc.n_kv;
   const uint t = idx / (ITEMS * pc.n_kv);
@@ -185,26 +199,26 @@ void main() {
   const uint slot = key_slot(head_offset(h), head_base(h) + pc.slot0 + t, pc.ring);
   const uint r = slot * kv_row_words(KV);
 #if KV == SNAPVK_KV_F32
-  dst[r + 2u * p] = floatBitsToUint(x_at(s + 2u * p));
-  dst[r + 2u * p + 1u] = floatBitsToUint(x_at(s + 2u * p + 1u));
+  put(r + 2u * p, floatBitsToUint(x_at(s + 2u * p)));
+  put(r + 2u * p + 1u, floatBitsToUint(x_at(s + 2u * p + 1u)));
 #elif KV == SNAPVK_KV_F16
-  dst[r + p] = packHalf2x16(vec2(x_at(s + 2u * p), x_at(s + 2u * p + 1u)));
+  put(r + p, packHalf2x16(vec2(x_at(s + 2u * p), x_at(s + 2u * p + 1u))));
 #elif KV == SNAPVK_KV_BF16
-  dst[r + p] = bf16(x_at(s + 2u * p)) | (bf16(x_at(s + 2u * p + 1u)) << 16);
+  put(r + p, bf16(x_at(s + 2u * p)) | (bf16(x_at(s + 2u * p + 1u)) << 16));
 #elif KV == SNAPVK_KV_Q8_0
   uint scales = store_block(s + 64u * p, r + 16u * p);
   if (2u * p + 1u < HD / 32u) scales |= store_block(s + 64u * p + 32u, r + 16u * p + 8u) << 16;
-  dst[r + HD / 4u + p] = scales;
+  put(r + HD / 4u + p, scales);
 #else
   const uint b = 2u * p, sw = r + kv_scale_words(KV);
   const vec2 dm0 = store_block(s + 32u * b, r, b);
   const bool two = b + 1u < HD / 32u;
   const vec2 dm1 = two ? store_block(s + 32u * b + 32u, r, b + 1u) : vec2(0.0);
 #if KV == SNAPVK_KV_Q4_1 || KV == SNAPVK_KV_Q5_1
-  dst[sw + b] = packHalf2x16(dm0);
-  if (two) dst[sw + b + 1u] = packHalf2x16(dm1);
+  put(sw + b, packHalf2x16(dm0));
+  if (two) put(sw + b + 1u, packHalf2x16(dm1));
 #else
-  dst[sw + p] = packHalf2x16(vec2(dm0.x, dm1.x));
+  put(sw + p, packHalf2x16(vec2(dm0.x, dm1.x)));
 #endif
 #endif
 }

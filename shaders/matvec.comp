@@ -26,10 +26,22 @@
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint NUM_ROWS = 2;       // rows per workgroup
 layout(constant_id = 2) const bool ONE_SUBGROUP = false;  // the workgroup is a single subgroup
+// What the projection does around the product (fused ops, one pipeline each; the layer's sums in
+// docs/architecture.md): NORM_X takes x as rmsnorm(x) * g (g: binding 3) -- the norm's scale is
+// the same for every row, so it is applied to the dot product, and each workgroup sums x^2 from
+// the very loads of x the product makes; ADD_Y adds the product to y (the residual stream); GLU
+// pairs row r with row N + r of a [2N, K] stack of gate and up matrices and writes
+// act(gate x) * (up x), act SiLU (1) or GELU (2).
+layout(constant_id = 3) const bool NORM_X = false;
+layout(constant_id = 4) const bool ADD_Y = false;
+layout(constant_id = 5) const uint GLU = 0;
 layout(std430, binding = 1) readonly restrict buffer X { float x[]; };
 layout(std430, binding = 1) readonly restrict buffer X4 { vec4 x4[]; };
-layout(std430, binding = 2) writeonly restrict buffer Y { float y[]; };
-layout(push_constant) uniform PC { uint K; uint N; } pc;
+layout(std430, binding = 2) restrict buffer Y { float y[]; };
+layout(std430, binding = 3) readonly restrict buffer G { float g[]; };
+layout(std430, binding = 3) readonly restrict buffer G4 { vec4 g4[]; };
+layout(push_constant) uniform PC { uint K; uint N; float eps; } pc;  // N: outputs (GLU: rows of each half)
+#include "act.glsl"
 
 // ---- loads: weights.glsl declares binding 0 as 32-bit words (wdata); these are wider views ----
 #if defined(MATVEC_INT64)
@@ -38,6 +50,7 @@ layout(std430, binding = 0) readonly restrict buffer Wt8 { uint64_t wdata8[]; };
 layout(std430, binding = 0) readonly restrict buffer Wt16 { u64vec2 wdata16[]; };
 layout(std430, binding = 0) readonly restrict buffer Wt32 { u64vec4 wdata32[]; };
 layout(std430, binding = 1) readonly restrict buffer X32 { u64vec4 x32[]; };
+layout(std430, binding = 3) readonly restrict buffer G32 { u64vec4 g32[]; };
 uvec4 w_chunk16(uint i) {  // bytes 16i .. 16i+15 of the weights
   const u64vec2 v = wdata16[i];
   return uvec4(unpack32(v.x), unpack32(v.y));
@@ -47,8 +60,13 @@ void w_chunk32(uint i, out uvec4 a, out uvec4 b) {  // bytes 32i .. 32i+31
   a = uvec4(unpack32(v.x), unpack32(v.y));
   b = uvec4(unpack32(v.z), unpack32(v.w));
 }
-void x_load8(uint i, out vec4 a, out vec4 b) {  // x[8i .. 8i+7]
+void x_raw8(uint i, out vec4 a, out vec4 b) {  // x[8i .. 8i+7]
   const u64vec4 v = x32[i];
+  a = uintBitsToFloat(uvec4(unpack32(v.x), unpack32(v.y)));
+  b = uintBitsToFloat(uvec4(unpack32(v.z), unpack32(v.w)));
+}
+void g_raw8(uint i, out vec4 a, out vec4 b) {  // g[8i .. 8i+7]
+  const u64vec4 v = g32[i];
   a = uintBitsToFloat(uvec4(unpack32(v.x), unpack32(v.y)));
   b = uintBitsToFloat(uvec4(unpack32(v.z), unpack32(v.w)));
 }
@@ -56,11 +74,42 @@ void x_load8(uint i, out vec4 a, out vec4 b) {  // x[8i .. 8i+7]
 const uint WIDE = 1;  // f32/f16/bf16 units are 16 bytes
 layout(std430, binding = 0) readonly restrict buffer Wt16 { uvec4 wdata16[]; };
 uvec4 w_chunk16(uint i) { return wdata16[i]; }
-void x_load8(uint i, out vec4 a, out vec4 b) {
+void x_raw8(uint i, out vec4 a, out vec4 b) {
   a = x4[2 * i];
   b = x4[2 * i + 1];
 }
+void g_raw8(uint i, out vec4 a, out vec4 b) {
+  a = g4[2 * i];
+  b = g4[2 * i + 1];
+}
 #endif
+
+// Every element of x is loaded once per workgroup, through these: with NORM_X they also sum x^2
+// and scale x by the norm's weights.
+float ss = 0.0;  // this invocation's sum of x^2 (NORM_X)
+void x_load8(uint i, out vec4 a, out vec4 b) {
+  x_raw8(i, a, b);
+  if (NORM_X) {
+    vec4 ga, gb;
+    g_raw8(i, ga, gb);
+    ss += dot(a, a) + dot(b, b);
+    a *= ga;
+    b *= gb;
+  }
+}
+vec4 x_load4(uint i) {  // x[4i .. 4i+3]
+  vec4 a = x4[i];
+  if (NORM_X) {
+    ss += dot(a, a);
+    a *= g4[i];
+  }
+  return a;
+}
+float x_at(uint i) {
+  const float a = x[i];
+  if (NORM_X) ss += a * a;
+  return NORM_X ? a * g[i] : a;
+}
 
 // x[16i .. 16i+15]
 void x_load16(uint i, out vec4 v[4]) {
@@ -156,7 +205,7 @@ void unit(uint u, uint units) {
 #if defined(MATVEC_INT64)
   x_load8(u, xa, xb);
 #else
-  xa = x4[u];
+  xa = x_load4(u);
 #endif
   [[unroll]] for (uint r = 0; r < NUM_ROWS; ++r) {
 #if defined(MATVEC_INT64)
@@ -462,25 +511,26 @@ void unit(uint u, uint units) {
 // K that the units do not tile (f32/f16/bf16 only): element by element.
 void element_path() {
   for (uint i = gl_LocalInvocationID.x; i < pc.K; i += gl_WorkGroupSize.x) {
-    const float xv = x[i];
+    const float xv = x_at(i);
     [[unroll]] for (uint r = 0; r < NUM_ROWS; ++r) acc[r] += w_load(row_of[r] * pc.K + i) * xv;
   }
 }
 
 const uint MAX_SUBGROUPS = 64;  // the host keeps workgroups within 64 subgroups
-shared float partial[NUM_ROWS * MAX_SUBGROUPS];
+shared float partial[(NUM_ROWS + 1) * MAX_SUBGROUPS];  // per row, then x^2 (NORM_X)
+const uint OUT = GLU != 0u ? NUM_ROWS / 2u : NUM_ROWS;  // outputs per workgroup (GLU: slot r + OUT is r's up row)
 
 void main() {
   // Rows are interleaved across workgroups: slot r of workgroup g is row r*groups + g. A CPU
   // thread runs consecutive workgroups, so each slot then streams through memory in order and
   // the hardware prefetchers keep up even with short rows (2-3x at K = 1024 on lavapipe);
   // on GPUs the order makes no difference.
-  const uint groups = (pc.N + NUM_ROWS - 1) / NUM_ROWS;
+  const uint groups = (pc.N + OUT - 1) / OUT;
   const uint g = flat_workgroup();
   if (g >= groups) return;
   [[unroll]] for (uint r = 0; r < NUM_ROWS; ++r) {
     acc[r] = 0.0;
-    row_of[r] = min(r * groups + g, pc.N - 1);
+    row_of[r] = r < OUT ? min(r * groups + g, pc.N - 1) : min((r - OUT) * groups + g, pc.N - 1) + pc.N;
   }
   if (pc.K % UNIT == 0) {
     const uint units = pc.K / UNIT;
@@ -490,19 +540,31 @@ void main() {
   }
 
   [[unroll]] for (uint r = 0; r < NUM_ROWS; ++r) acc[r] = subgroupAdd(acc[r]);
-  if (ONE_SUBGROUP || gl_NumSubgroups == 1) {  // (ONE_SUBGROUP compiles the barrier away: costly on lavapipe)
-    if (gl_LocalInvocationID.x == 0)
-      [[unroll]] for (uint r = 0; r < NUM_ROWS; ++r)
-        if (r * groups + g < pc.N) y[r * groups + g] = acc[r];
-    return;
+  if (NORM_X) ss = subgroupAdd(ss);
+  // (ONE_SUBGROUP compiles the barrier away: costly on lavapipe)
+  if (!(ONE_SUBGROUP || gl_NumSubgroups == 1)) {
+    if (subgroupElect()) {
+      [[unroll]] for (uint r = 0; r < NUM_ROWS; ++r) partial[r * MAX_SUBGROUPS + gl_SubgroupID] = acc[r];
+      if (NORM_X) partial[NUM_ROWS * MAX_SUBGROUPS + gl_SubgroupID] = ss;
+    }
+    barrier();
+    if (gl_LocalInvocationID.x != 0) return;
+    [[unroll]] for (uint r = 0; r <= NUM_ROWS; ++r) {
+      if (r == NUM_ROWS && !NORM_X) break;
+      float s = 0.0;
+      for (uint i = 0; i < gl_NumSubgroups; ++i) s += partial[r * MAX_SUBGROUPS + i];
+      if (r < NUM_ROWS) acc[r] = s; else ss = s;
+    }
   }
-  if (subgroupElect())
-    [[unroll]] for (uint r = 0; r < NUM_ROWS; ++r) partial[r * MAX_SUBGROUPS + gl_SubgroupID] = acc[r];
-  barrier();
-  const uint r = gl_LocalInvocationID.x;
-  if (r < NUM_ROWS && r * groups + g < pc.N) {
-    float s = 0.0;
-    for (uint i = 0; i < gl_NumSubgroups; ++i) s += partial[r * MAX_SUBGROUPS + i];
-    y[r * groups + g] = s;
+  if (gl_LocalInvocationID.x != 0) return;
+  const float scale = NORM_X ? inversesqrt(ss / float(pc.K) + pc.eps) : 1.0;
+  [[unroll]] for (uint r = 0; r < OUT; ++r) {
+    const uint row = r * groups + g;
+    if (row >= pc.N) continue;
+    float v = acc[r] * scale;
+    if (GLU == 1u) v = silu(v) * (acc[r + OUT] * scale);
+    if (GLU == 2u) v = gelu_tanh(v) * (acc[r + OUT] * scale);
+    if (ADD_Y) v += y[row];
+    y[row] = v;
   }
 }

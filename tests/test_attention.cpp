@@ -50,16 +50,26 @@ TEST_F(ModelKernel, RopeMatchesReference) {
         for (uint32_t pos0 : {0u, 1000u})
           for (bool use_factors : {false, true}) {
             const float scale = use_factors ? 1.0f : 0.125f;  // linear scaling (Gemma 3's global layers: 1/8)
-            auto x = random_floats(size_t(T) * heads * hd, hd + n_rot + mode + pos0);
-            Buffer X = upload(x);
-            CommandStream cs(ctx());
-            cs.begin();
-            op_rope(cs, k(), X, F, use_factors, T, heads, RopeParams{hd, n_rot, pos0, 10000.0f, mode, scale});
-            cs.submit();
-            ref::rope(x.data(), T, heads, hd, n_rot, pos0, 10000.0f, mode == 2, use_factors ? factors.data() : nullptr,
-                      scale);
-            EXPECT_LE(max_abs_diff(download<float>(X, x.size()), x), 1e-5f + 2e-6f * (pos0 + T))
-                << "hd " << hd << " n_rot " << n_rot << " mode " << mode << " pos0 " << pos0 << " scale " << scale;
+            // x alone, then x with a second tensor y of other heads in the same dispatch (q and k)
+            for (uint32_t y_heads : {0u, 5u}) {
+              auto x = random_floats(size_t(T) * heads * hd, hd + n_rot + mode + pos0);
+              auto y = random_floats(size_t(T) * std::max(y_heads, 1u) * hd, hd + n_rot + mode + pos0 + 1);
+              Buffer X = upload(x), Y = upload(y);
+              CommandStream cs(ctx());
+              cs.begin();
+              op_rope(cs, k(), X, F, use_factors, T, heads, RopeParams{hd, n_rot, pos0, 10000.0f, mode, scale}, Y,
+                      y_heads);
+              cs.submit();
+              const float* f = use_factors ? factors.data() : nullptr;
+              ref::rope(x.data(), T, heads, hd, n_rot, pos0, 10000.0f, mode == 2, f, scale);
+              if (y_heads) ref::rope(y.data(), T, y_heads, hd, n_rot, pos0, 10000.0f, mode == 2, f, scale);
+              const float tol = 1e-5f + 2e-6f * (pos0 + T);
+              EXPECT_LE(max_abs_diff(download<float>(X, x.size()), x), tol)
+                  << "hd " << hd << " n_rot " << n_rot << " mode " << mode << " pos0 " << pos0 << " scale " << scale
+                  << " y_heads " << y_heads;
+              EXPECT_LE(max_abs_diff(download<float>(Y, y.size()), y), y_heads ? tol : 0.0f)  // (unrotated: untouched)
+                  << "y: hd " << hd << " n_rot " << n_rot << " mode " << mode << " y_heads " << y_heads;
+            }
           }
 }
 

@@ -91,6 +91,54 @@ class KernelMatvec : public VkTest, public ::testing::WithParamInterface<GgmlTyp
       }
     }
   }
+  // The matvec's fused ops (MatvecFuse) against the composition of their references, on odd shapes:
+  // rmsnorm then the product, the product added to y, and rmsnorm then gate and up of a [2N, K]
+  // stack with SwiGLU or GeGLU.
+  void check_fused(const std::string& variant) {
+      const GgmlType wt = GetParam();
+    const float eps = 1e-5f;
+    for (uint32_t N : {1u, 7u, 33u}) {
+      for (uint32_t K : {7u, 32u, 96u, 256u, 1280u}) {
+        if (K % traits_of(wt).block_size) continue;
+        const std::string where = std::string(type_name(wt)) + " " + variant + " N=" + std::to_string(N) + " K=" + std::to_string(K);
+        auto w = make_weights(wt, 2 * N, K, N * 13 + K);  // gate rows, then up rows (a plain product uses the first N)
+        auto x = random_floats(K, K + 3, -2.0f, 2.0f), g = random_floats(K, K + 4, 0.5f, 1.5f);
+        auto y0 = random_floats(N, N + 5);
+        std::vector<float> xn(K), prod(2 * N), want(N);
+        ref::rms_norm(x.data(), g.data(), xn.data(), 1, K, eps);
+        Buffer Wb = upload(w), X = upload(x), G = upload(g);
+        const BufferRange norm = G;
+        auto run = [&](const MatvecFuse& f, const std::vector<float>& init) {
+          Buffer Y = upload(init);
+          CommandStream cs(ctx());
+          cs.begin();
+          op_matvec(cs, k(), wt, Wb, X, Y, N, K, f);
+          cs.submit();
+          EXPECT_EQ(cs.dispatches(), 1u) << where;
+          return download<float>(Y, N);
+        };
+        const float tol = matmul_tolerance(K) * 4;  // xn is about 1.7x x; the norm's own rounding
+        // y = W rmsnorm(x)
+        ref::matmul(wt, w.data(), xn.data(), prod.data(), 1, N, K);
+        EXPECT_LE(max_abs_diff(run(MatvecFuse{&norm, eps}, y0), std::vector<float>(prod.begin(), prod.begin() + N)), tol)
+            << "norm " << where;
+        // y += W x
+        ref::matmul(wt, w.data(), x.data(), prod.data(), 1, N, K);
+        ref::add(y0.data(), prod.data(), want.data(), N, N);
+        EXPECT_LE(max_abs_diff(run(MatvecFuse{.add = true}, y0), want), tol) << "add " << where;
+        // y = act(W_gate rmsnorm(x)) * (W_up rmsnorm(x))
+        if (k().tuning.matvec_rows % 2) continue;
+        ref::matmul(wt, w.data(), xn.data(), prod.data(), 1, 2 * N, K);
+        for (Glu glu : {Glu::Silu, Glu::Gelu}) {
+          (glu == Glu::Silu ? ref::swiglu : ref::geglu)(prod.data(), prod.data() + N, want.data(), N);
+          float scale = 1;
+          for (float v : prod) scale = std::max(scale, std::abs(v));
+          EXPECT_LE(max_abs_diff(run(MatvecFuse{&norm, eps, false, glu}, y0), want), tol * 2 * scale)
+              << (glu == Glu::Silu ? "swiglu " : "geglu ") << where;
+        }
+      }
+    }
+  }
 };
 
 // The matvec SPIR-V of a weight type: portable, or with 64-bit loads (the CPU-device choice).
@@ -135,7 +183,7 @@ TEST_P(KernelMatvec, MatchesReference) {
       const uint32_t one_subgroup = info.min_subgroup_size > 0 && wg <= info.min_subgroup_size;
       Pipeline p(
           ctx(),
-          PipelineDesc{"matvec_test", matvec_spirv(wt, int64), 3, sizeof(MatvecPush), {wg, rows, one_subgroup}, 0});
+          PipelineDesc{"matvec_test", matvec_spirv(wt, int64), 4, sizeof(MatvecPush), {wg, rows, one_subgroup}, 0});
       struct Swap {  // the kernels are shared by all tests: put the device's pipeline back
         Kernels& k;
         Pipeline& slot;
@@ -150,6 +198,45 @@ TEST_P(KernelMatvec, MatchesReference) {
       k().tuning.matvec_rows = rows;
       check_shapes(std::string(int64 ? "i64" : "portable") + " wg=" + std::to_string(wg) +
                    " rows=" + std::to_string(rows));
+    }
+  }
+}
+
+// Fused ops with the device's pipelines, then with each build of the SPIR-V and a workgroup of one
+// subgroup and of four (the shared-memory reduction, which carries the norm's sum too), swapped
+// in as MatchesReference does.
+TEST_P(KernelMatvec, FusedOpsMatchTheirReferences) {
+  const GgmlType wt = GetParam();
+  check_fused("(device tuning)");
+  const DeviceInfo& info = ctx().info();
+  const uint32_t sg = std::max<uint32_t>(1, info.subgroup_size);
+  for (bool int64 : {false, true}) {
+    if (int64 && !info.int64) continue;
+    for (uint32_t subgroups : {1u, 4u}) {
+      const uint32_t wg = std::max(sg, std::min(sg * subgroups, info.max_workgroup_invocations / sg * sg));
+      const uint32_t rows = subgroups == 1 ? 8 : 4;
+      const uint32_t one = info.min_subgroup_size > 0 && wg <= info.min_subgroup_size;
+      WeightKernels& wk = k().weights(weight_kind(wt));
+      auto make = [&](uint32_t norm, uint32_t add, Glu glu) {
+        return Pipeline(ctx(), PipelineDesc{"matvec_test", matvec_spirv(wt, int64), 4, sizeof(MatvecPush),
+                                            {wg, rows, one, norm, add, uint32_t(glu)}, 0});
+      };
+      Pipeline mine[] = {make(1, 0, Glu::None), make(0, 1, Glu::None), make(1, 0, Glu::Silu), make(1, 0, Glu::Gelu)};
+      Pipeline* slots[] = {&wk.matvec_norm, &wk.matvec_add, &wk.matvec_norm_swiglu, &wk.matvec_norm_geglu};
+      struct Swap {  // the kernels are shared by all tests: put the device's pipelines back
+        Kernels& k;
+        Pipeline* (&slots)[4];
+        Pipeline (&mine)[4];
+        uint32_t rows;
+        ~Swap() {
+          for (int i = 0; i < 4; ++i) std::swap(*slots[i], mine[i]);
+          k.tuning.matvec_rows = rows;
+        }
+      } swap{k(), slots, mine, k().tuning.matvec_rows};
+      for (int i = 0; i < 4; ++i) std::swap(*slots[i], mine[i]);
+      k().tuning.matvec_rows = rows;
+      check_fused(std::string(int64 ? "i64" : "portable") + " wg=" + std::to_string(wg) +
+                  " rows=" + std::to_string(rows));
     }
   }
 }

@@ -267,6 +267,8 @@ void expect_same_row(KvType t, uint32_t hd, const uint32_t* got, const uint32_t*
 // kv_store's rows, T tokens of n_kv heads after uneven offsets and retained entries, against
 // the reference's encoding word by word; the cache's other rows keep what was there. One row all
 // zero, one constant, one with an outlier: the scale searches' edges.
+// K and V of one type are stored by one dispatch (a second plane of workgroups writes V): both
+// caches are checked.
 TEST_F(KvStoreKernel, EveryTypeStoresWhatTheReferenceEncodes) {
   const uint32_t T = 5, n_kv = 3, row0 = 2, slots = 40;
   const std::vector<uint32_t> offset = {2, 11, 23}, base = {1, 0, 3};
@@ -274,42 +276,48 @@ TEST_F(KvStoreKernel, EveryTypeStoresWhatTheReferenceEncodes) {
   const uint32_t kSentinel = 0xDEADBEEFu;
   for (uint32_t hd : {8u, 32u, 96u, 128u, 256u}) {
     AttentionKernels ak(ctx(), k().tuning, hd, 1);
-    std::vector<float> x = random_floats(size_t(T) * n_kv * hd, hd, -2.0f, 2.0f);
-    auto row = [&](uint32_t t, uint32_t h) { return x.data() + (size_t(t) * n_kv + h) * hd; };
-    row(1, 0)[hd / 2 + 1] = 25.0f;
-    std::fill(row(3, 2), row(3, 2) + hd, 0.0f);
-    std::fill(row(4, 1), row(4, 1) + hd, 0.3f);
-    Buffer X = upload(x);
+    std::vector<float> xk = random_floats(size_t(T) * n_kv * hd, hd, -2.0f, 2.0f);
+    std::vector<float> xv = random_floats(size_t(T) * n_kv * hd, hd + 1, -3.0f, 1.0f);
+    auto row = [&](std::vector<float>& x, uint32_t t, uint32_t h) { return x.data() + (size_t(t) * n_kv + h) * hd; };
+    row(xk, 1, 0)[hd / 2 + 1] = 25.0f;
+    std::fill(row(xk, 3, 2), row(xk, 3, 2) + hd, 0.0f);
+    std::fill(row(xv, 4, 1), row(xv, 4, 1) + hd, 0.3f);
+    Buffer XK = upload(xk), XV = upload(xv);
     for (KvType t : kAllTypes) {
       if (!supported(t, hd)) continue;
       const uint32_t words = kv_row_words(t, hd);
-      Buffer cache = upload(std::vector<uint32_t>(size_t(slots) * words, kSentinel));
+      Buffer ck = upload(std::vector<uint32_t>(size_t(slots) * words, kSentinel));
+      Buffer cv = upload(std::vector<uint32_t>(size_t(slots) * words, kSentinel));
       CommandStream cs(ctx());
       cs.begin();
-      op_kv_store(cs, k(), ak, t, X, cache, heads, T, n_kv, row0);
+      op_kv_store(cs, k(), ak, t, XK, ck, heads, T, n_kv, row0, 0, nullptr, XV, cv);
       cs.submit();
-      const std::vector<uint32_t> got = download<uint32_t>(cache, size_t(slots) * words);
-      std::vector<bool> written(slots, false);
-      std::vector<uint32_t> want(words);
-      size_t moved = 0;
-      for (uint32_t h = 0; h < n_kv; ++h)
-        for (uint32_t tok = 0; tok < T; ++tok) {
-          const uint32_t slot = offset[h] + base[h] + row0 + tok;
-          written[slot] = true;
-          ref::kv_encode_row(t, row(tok, h), hd, want.data());
-          const std::string where = std::string(kv_type_name(t)) + " hd " + std::to_string(hd) + " head " +
-                                    std::to_string(h) + " token " + std::to_string(tok);
-          expect_same_row(t, hd, &got[size_t(slot) * words], want.data(), where, moved);
-          if (HasFatalFailure()) return;
-          std::vector<float> y(hd);
-          ref::kv_decode_row(t, &got[size_t(slot) * words], hd, y.data());
-          EXPECT_LE(rms_error(y, row(tok, h)), rms_bound(t, true)) << where;
+      for (bool is_v : {false, true}) {
+        std::vector<float>& x = is_v ? xv : xk;
+        const std::vector<uint32_t> got = download<uint32_t>(is_v ? cv : ck, size_t(slots) * words);
+        std::vector<bool> written(slots, false);
+        std::vector<uint32_t> want(words);
+        size_t moved = 0;
+        for (uint32_t h = 0; h < n_kv; ++h)
+          for (uint32_t tok = 0; tok < T; ++tok) {
+            const uint32_t slot = offset[h] + base[h] + row0 + tok;
+            written[slot] = true;
+            ref::kv_encode_row(t, row(x, tok, h), hd, want.data());
+            const std::string where = std::string(is_v ? "V " : "K ") + kv_type_name(t) + " hd " +
+                                      std::to_string(hd) + " head " + std::to_string(h) + " token " +
+                                      std::to_string(tok);
+            expect_same_row(t, hd, &got[size_t(slot) * words], want.data(), where, moved);
+            if (HasFatalFailure()) return;
+            std::vector<float> y(hd);
+            ref::kv_decode_row(t, &got[size_t(slot) * words], hd, y.data());
+            EXPECT_LE(rms_error(y, row(x, tok, h)), rms_bound(t, true)) << where;
+          }
+        EXPECT_LE(moved, std::max<size_t>(2, size_t(T) * n_kv * hd / 1000)) << kv_type_name(t) << " hd " << hd;
+        for (uint32_t s = 0; s < slots; ++s) {
+          if (written[s]) continue;
+          for (uint32_t w = 0; w < words; ++w)
+            ASSERT_EQ(got[size_t(s) * words + w], kSentinel) << kv_type_name(t) << " hd " << hd << " slot " << s;
         }
-      EXPECT_LE(moved, std::max<size_t>(2, size_t(T) * n_kv * hd / 1000)) << kv_type_name(t) << " hd " << hd;
-      for (uint32_t s = 0; s < slots; ++s) {
-        if (written[s]) continue;
-        for (uint32_t w = 0; w < words; ++w)
-          ASSERT_EQ(got[size_t(s) * words + w], kSentinel) << kv_type_name(t) << " hd " << hd << " slot " << s;
       }
     }
   }

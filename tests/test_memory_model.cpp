@@ -247,12 +247,12 @@ TEST(MemoryModel, RealModelShapesPassEveryBound) {
     MemoryQuery q;
     q.prompt_len = uint32_t(L), q.n_ctx = m.ctx, q.n_batch = uint32_t(B);
     // Per row of the batch: x and its norm, q and attn, k and v, gate and up; then one id per
-    // row, the logits, and the decode partials (per head, per chunk of 256 positions: head_dim
-    // outputs, a max and a sum). All f32.
+    // row, the logits, the decode partials (per head, per chunk of 256 positions: head_dim
+    // outputs, a max and a sum) and one token's stacked q, k, v. All f32.
     const uint64_t q_dim = uint64_t(m.heads) * m.head_dim, kv_dim = uint64_t(m.kv_heads) * m.head_dim;
     const uint64_t chunks = (uint64_t(m.ctx) + 255) / 256;
     const uint64_t activations = 4 * (B * (2 * m.embd + 2 * q_dim + 2 * kv_dim + 2 * m.ff) + B + m.vocab +
-                                      uint64_t(m.heads) * chunks * (m.head_dim + 2));
+                                      uint64_t(m.heads) * chunks * (m.head_dim + 2) + q_dim + 2 * kv_dim);
     const uint64_t row = 2ull * m.head_dim;  // one f16 K or V row of one head
     const uint64_t full_kv = 2ull * m.layers * m.kv_heads * m.ctx * row;
     MemoryEstimate e;

@@ -86,7 +86,7 @@ struct AttentionKernels::Lazy {
     One& o = one[uint32_t(t)];
     std::call_once(o.made, [&] {
       const std::string n = kv_type_name(t);
-      o.store = make("kv_store_" + n, 4, sizeof(KvStorePush), store_spec);
+      o.store = make("kv_store_" + n, 6, sizeof(KvStorePush), store_spec);
       o.stats = make("window_stats_" + n, 4, sizeof(WindowStatsPush), stats_spec, kKernelScore);
       o.votes = make("window_votes_" + n, 6, sizeof(WindowVotesPush), votes_spec, kKernelScore);
     });
@@ -188,12 +188,14 @@ AttentionKernels::AttentionKernels(Context& c, const Tuning& t, uint32_t hd, uin
 
 void op_kv_store(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvType kt, BufferRange src,
                  BufferRange cache, BufferRange heads, uint32_t T, uint32_t n_kv, uint32_t row0, uint32_t ring,
-                 const Buffer* center) {
+                 const Buffer* center, BufferRange v_src, BufferRange v_cache) {
+  SNAPVK_ASSERT(bool(v_src.buffer) == bool(v_cache.buffer), "kv_store: V's rows without its cache, or the reverse");
   const uint32_t items = kv_type_blocks(kt) ? (a.head_dim / 32 + 1) / 2 : a.head_dim / 2;  // block pairs, value pairs
   uint32_t gx, gy;
   items_grid(k, uint64_t(T) * n_kv * items, gx, gy);
-  cs.dispatch(a.store(kt), {src, cache, heads, center ? BufferRange(*center) : heads},
-              KvStorePush{T, n_kv, row0, ring, center != nullptr}, gx, gy);
+  const bool v = v_src.buffer != nullptr;
+  cs.dispatch(a.store(kt), {src, cache, heads, center ? BufferRange(*center) : heads, v ? v_src : src, v ? v_cache : cache},
+              KvStorePush{T, n_kv, row0, ring, center != nullptr}, gx, gy, v ? 2 : 1);
 }
 
 void op_k_center(CommandStream& cs, const Kernels& k, const AttentionKernels& a, BufferRange keys, BufferRange center,

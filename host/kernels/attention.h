@@ -189,9 +189,10 @@ struct HadamardPush {
 // src [T, n_kv, hd] f32 -> cache rows offset(h) + base(h) + row0 + t (a ring: offset(h) +
 // (row0 + t) % ring)
 // center: [n_kv, hd] subtracted from every row first (a rotated K cache's, op_k_center), or none.
+// v_src, v_cache: V's rows and cache of the same type, stored by the same dispatch (none: K's only).
 void op_kv_store(CommandStream& cs, const Kernels& k, const AttentionKernels& a, KvType kt, BufferRange src,
                  BufferRange cache, BufferRange heads, uint32_t T, uint32_t n_kv, uint32_t row0, uint32_t ring = 0,
-                 const Buffer* center = nullptr);
+                 const Buffer* center = nullptr, BufferRange v_src = {}, BufferRange v_cache = {});
 // center [n_kv, hd] = the mean of the first SNAPVK_K_CENTER_ROWS of k's T rows [T, n_kv, hd].
 void op_k_center(CommandStream& cs, const Kernels& k, const AttentionKernels& a, BufferRange keys, BufferRange center,
                  uint32_t T, uint32_t n_kv);

@@ -74,7 +74,7 @@ Kernels::Kernels(Context& c) : ctx(c), tuning(Tuning::for_device(c.info())) {
   add = make(c, "add", spv::add(), 3, sizeof(BinaryPush), {t.elementwise_wg});
   mul = make(c, "mul", spv::mul(), 3, sizeof(BinaryPush), {t.elementwise_wg});
   rms_norm = make(c, "rms_norm", spv::rms_norm(), 3, sizeof(RmsNormPush), {t.row_wg});
-  rope = make(c, "rope", spv::rope(), 2, sizeof(RopePush), {t.elementwise_wg});
+  rope = make(c, "rope", spv::rope(), 3, sizeof(RopePush), {t.elementwise_wg});
   swiglu = make(c, "swiglu", spv::swiglu(), 3, sizeof(UnaryPush), {t.elementwise_wg});
   geglu = make(c, "geglu", spv::geglu(), 3, sizeof(UnaryPush), {t.elementwise_wg});
   softcap = make(c, "softcap", spv::softcap(), 1, sizeof(SoftcapPush), {t.elementwise_wg});
@@ -87,7 +87,10 @@ WeightKernels& Kernels::weights(WeightKind kind) const {
     const uint32_t mm_wg = (t.matmul_bm / 4) * (t.matmul_bn / 4);
     // matvec: the third constant says the workgroup is one subgroup, so the reduction needs no barrier.
     const uint32_t mv_one_subgroup = ctx.info().min_subgroup_size > 0 && t.matvec_wg <= ctx.info().min_subgroup_size;
-    const std::vector<uint32_t> mv_spec = {t.matvec_wg, t.matvec_rows, mv_one_subgroup};
+    // (constants 3-5: matvec.comp's NORM_X, ADD_Y, GLU)
+    auto mv_spec = [&](uint32_t norm, uint32_t add, Glu glu) {
+      return std::vector<uint32_t>{t.matvec_wg, t.matvec_rows, mv_one_subgroup, norm, add, uint32_t(glu)};
+    };
     const bool mv_int64 = t.matvec_int64 && ctx.info().int64;
     const std::vector<uint32_t> mm_spec = {mm_wg, t.matmul_bm, t.matmul_bn, t.matmul_bk};
     // One row per weight kind, in WeightKind order.
@@ -109,7 +112,14 @@ WeightKernels& Kernels::weights(WeightKind kind) const {
     static_assert(std::size(variants) == kWeightKinds);
     const Variant& v = variants[kind];
     WeightKernels& w = weights_[kind];
-    w.matvec = make(ctx, v.mv_name, mv_int64 ? v.mv_i64 : v.mv, 3, sizeof(MatvecPush), mv_spec);
+    const std::span<const uint32_t> mv = mv_int64 ? v.mv_i64 : v.mv;
+    w.matvec = make(ctx, v.mv_name, mv, 4, sizeof(MatvecPush), mv_spec(0, 0, Glu::None));
+    w.matvec_norm = make(ctx, v.mv_name, mv, 4, sizeof(MatvecPush), mv_spec(1, 0, Glu::None));
+    w.matvec_add = make(ctx, v.mv_name, mv, 4, sizeof(MatvecPush), mv_spec(0, 1, Glu::None));
+    if (t.matvec_rows % 2 == 0) {  // a GLU pairs the workgroup's rows
+      w.matvec_norm_swiglu = make(ctx, v.mv_name, mv, 4, sizeof(MatvecPush), mv_spec(1, 0, Glu::Silu));
+      w.matvec_norm_geglu = make(ctx, v.mv_name, mv, 4, sizeof(MatvecPush), mv_spec(1, 0, Glu::Gelu));
+    }
     w.matmul = make(ctx, v.mm_name, v.mm, 3, sizeof(MatmulPush), mm_spec);
     w.matmul_rows = make(ctx, v.mm_name, v.mm_rows, 3, sizeof(MatmulPush), {t.matmul_rows_wg, t.matmul_rows_tm});
     w.get_rows = make(ctx, "get_rows", v.rows, 3, sizeof(GetRowsPush), {t.row_wg});
@@ -174,14 +184,15 @@ void op_get_rows(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange t
 }
 
 void op_rope(CommandStream& cs, const Kernels& k, BufferRange x, BufferRange factors, bool has_factors, uint32_t T,
-             uint32_t n_heads, const RopeParams& p) {
+             uint32_t n_heads, const RopeParams& p, BufferRange y, uint32_t y_heads) {
   SNAPVK_ASSERT(p.n_rot % 2 == 0 && p.n_rot <= p.head_dim, "rope: n_rot must be even and <= head_dim");
+  SNAPVK_ASSERT(!y_heads || y.buffer, "rope: y heads without y");
   uint32_t gx, gy;
-  items_grid(k, uint64_t(T) * n_heads * (p.n_rot / 2), gx, gy);
-  cs.dispatch(
-      k.rope, {x, factors},
-      RopePush{T, n_heads, p.head_dim, p.n_rot, p.pos0, p.freq_base, p.mode, has_factors ? 1u : 0u, p.freq_scale}, gx,
-      gy);
+  items_grid(k, uint64_t(T) * (n_heads + y_heads) * (p.n_rot / 2), gx, gy);
+  cs.dispatch(k.rope, {x, factors, y_heads ? y : x},
+              RopePush{T, n_heads, p.head_dim, p.n_rot, p.pos0, p.freq_base, p.mode, has_factors ? 1u : 0u,
+                       p.freq_scale, y_heads},
+              gx, gy);
 }
 
 void op_swiglu(CommandStream& cs, const Kernels& k, BufferRange g, BufferRange u, BufferRange y, uint32_t n) {
@@ -249,27 +260,43 @@ void op_rms_norm(CommandStream& cs, const Kernels& k, BufferRange x, BufferRange
   cs.dispatch(k.rms_norm, {x, w, y}, RmsNormPush{n, rows, eps}, gx, gy);
 }
 
+bool matvec_fits(const Kernels& k, GgmlType wt, uint64_t rows, uint32_t K) {
+  return rows * row_bytes(wt, K) <= max_binding_range(k);
+}
+
 void op_matvec(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, BufferRange x, BufferRange y,
-               uint32_t N, uint32_t K) {
+               uint32_t N, uint32_t K, const MatvecFuse& fuse) {
   SNAPVK_ASSERT(N > 0 && K > 0, "matvec: empty matrix");
   SNAPVK_ASSERT(K % traits_of(wt).block_size == 0, "matvec: row length is not a multiple of the block size");
   const DeviceInfo& info = k.ctx.info();
   check_loops(info, matvec_loops(k, wt, K), [&] { return "weight rows of " + std::to_string(K); });
-  const Pipeline& p = k.weights(weight_kind(wt)).matvec;
+  const WeightKernels& wk = k.weights(weight_kind(wt));
+  const bool glu = fuse.glu != Glu::None, fused = fuse.norm || fuse.add || glu;
+  SNAPVK_ASSERT(!(fuse.add && (fuse.norm || glu)), "matvec: no pipeline adds to y after a norm or GLU");
+  SNAPVK_ASSERT(!glu || fuse.norm, "matvec: a GLU comes with its norm");
+  SNAPVK_ASSERT(!glu || k.tuning.matvec_rows % 2 == 0, "matvec: a GLU needs an even number of rows per workgroup");
+  const Pipeline& p = fuse.glu == Glu::Silu   ? wk.matvec_norm_swiglu
+                      : fuse.glu == Glu::Gelu ? wk.matvec_norm_geglu
+                      : fuse.norm             ? wk.matvec_norm
+                      : fuse.add              ? wk.matvec_add
+                                              : wk.matvec;
+  const BufferRange g = fuse.norm ? *fuse.norm : x;  // (unread without NORM_X)
+  const uint32_t outs = glu ? k.tuning.matvec_rows / 2 : k.tuning.matvec_rows;  // per workgroup
   auto dispatch = [&](BufferRange wr, BufferRange yr, uint32_t rows) {
     uint32_t gx, gy;
-    grid_2d(info, (uint64_t(rows) + k.tuning.matvec_rows - 1) / k.tuning.matvec_rows, gx, gy);
-    cs.dispatch(p, {wr, x, yr}, MatvecPush{K, rows}, gx, gy);
+    grid_2d(info, (uint64_t(rows) + outs - 1) / outs, gx, gy);
+    cs.dispatch(p, {wr, x, yr, g}, MatvecPush{K, rows, fuse.eps}, gx, gy);
   };
   const uint64_t max_range = max_binding_range(k);
   SNAPVK_ASSERT(w.buffer && w.offset <= w.buffer->size(), "matvec: weight range outside its buffer");
   const uint64_t rb = row_bytes(wt, K), w_size = w.size ? w.size : w.buffer->size() - w.offset;
-  SNAPVK_ASSERT(w_size >= N * rb, "matvec: weight range smaller than N rows");
+  SNAPVK_ASSERT(w_size >= (glu ? 2 : 1) * N * rb, "matvec: weight range smaller than its rows");
   SNAPVK_ASSERT(y.buffer && y.offset + uint64_t(N) * 4 <= y.buffer->size(), "matvec: output range outside its buffer");
   if (w_size <= max_range) {  // y for its N values only: the buffer may hold a batch's rows
     dispatch(w, BufferRange(*y.buffer, y.offset, uint64_t(N) * 4), N);
     return;
   }
+  SNAPVK_ASSERT(!fused, "matvec: a fused op needs the weights in one binding (matvec_fits)");
   // Weights larger than one binding may be (e.g. a 128256 x 4096 Q6_K LM head, 430 MB, against
   // lavapipe's 128 MiB): one dispatch per slice of rows, each binding its own sub-range of W and
   // y. Slices start at multiples of `step` rows so that both offsets stay aligned.

@@ -53,6 +53,10 @@ WeightKind weight_kind(GgmlType type);
 // The kernels of one weight type: <op>_<wtype>_f32.
 struct WeightKernels {
   Pipeline matvec;       // y = W x
+  // y = W x with the ops around it fused (MatvecFuse): a layer's decode in fewer dispatches
+  Pipeline matvec_norm;                         // y = W rmsnorm(x)
+  Pipeline matvec_add;                          // y += W x
+  Pipeline matvec_norm_swiglu, matvec_norm_geglu;  // y = act(Wg rmsnorm(x)) * (Wu rmsnorm(x))
   Pipeline matmul;       // Y = X W^T, shared-memory tiles (GPUs)
   Pipeline matmul_rows;  // Y = X W^T, one column per invocation (SIMD CPUs)
   Pipeline get_rows;     // embedding lookup
@@ -90,7 +94,8 @@ struct RmsNormPush {
   float eps;
 };
 struct MatvecPush {
-  uint32_t K, N;
+  uint32_t K, N;  // N: outputs (a GLU's rows of each half)
+  float eps;      // the fused rmsnorm's
 };
 struct MatmulPush {
   uint32_t M, N, K;
@@ -104,6 +109,7 @@ struct RopePush {
   float freq_base;
   uint32_t mode, has_factors;
   float freq_scale;
+  uint32_t y_heads;
 };
 struct UnaryPush {
   uint32_t n;
@@ -123,9 +129,20 @@ void op_mul(CommandStream& cs, const Kernels& k, BufferRange a, BufferRange b, B
 // x, y: [rows, n]; w: [n]
 void op_rms_norm(CommandStream& cs, const Kernels& k, BufferRange x, BufferRange w, BufferRange y, uint32_t rows,
                  uint32_t n, float eps);
-// w: [N, K] of type wt; x: [K]; y: [N]
+// The ops a matvec does around y = W x, in the same dispatch (shaders/matvec.comp).
+enum class Glu : uint32_t { None = 0, Silu = 1, Gelu = 2 };
+struct MatvecFuse {
+  const BufferRange* norm = nullptr;  // x is rmsnorm(x) * norm[0..K) first (eps below)
+  float eps = 0;
+  bool add = false;     // y += W x: the residual add after a projection
+  Glu glu = Glu::None;  // W is [2N, K], gate rows then up rows: y = act(W_gate x) * (W_up x)
+};
+// w: [N, K] of type wt (a GLU: [2N, K]); x: [K]; y: [N]. A fused op needs W within one binding
+// (matvec_fits).
 void op_matvec(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, BufferRange x, BufferRange y,
-               uint32_t N, uint32_t K);
+               uint32_t N, uint32_t K, const MatvecFuse& fuse = {});
+// Whether W of `rows` rows of K fits one binding, as a fused matvec needs.
+bool matvec_fits(const Kernels& k, GgmlType wt, uint64_t rows, uint32_t K);
 // w: [N, K] of type wt; x: [M, K]; y: [M, N]
 void op_matmul(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, BufferRange x, BufferRange y,
                uint32_t M, uint32_t N, uint32_t K);
@@ -139,9 +156,10 @@ struct RopeParams {
   uint32_t mode;            // 0 NORM (adjacent pairs), 2 NEOX (halves)
   float freq_scale = 1.0f;  // linear scaling: positions times freq_scale
 };
-// x: [T, n_heads, head_dim], in place; factors: [n_rot/2] or any buffer when has_factors is false
+// x: [T, n_heads, head_dim], in place, and y: [T, y_heads, head_dim] in the same dispatch when
+// y_heads > 0 (a layer's q and k); factors: [n_rot/2] or any buffer when has_factors is false
 void op_rope(CommandStream& cs, const Kernels& k, BufferRange x, BufferRange factors, bool has_factors, uint32_t T,
-             uint32_t n_heads, const RopeParams& p);
+             uint32_t n_heads, const RopeParams& p, BufferRange y = {}, uint32_t y_heads = 0);
 // y = silu(g) * u, n elements
 void op_swiglu(CommandStream& cs, const Kernels& k, BufferRange g, BufferRange u, BufferRange y, uint32_t n);
 // y = gelu(g) * u with GELU's tanh approximation (ggml_gelu), n elements

@@ -207,14 +207,48 @@ namespace {
 
 // Uploads take tensors checked by checked_weight() below.
 // A matrix or vector uploaded in its stored type (buffers padded to whole 32-bit words).
-DeviceTensor upload_tensor(Context& ctx, const GgufTensor& t) {
+DeviceTensor device_tensor(std::shared_ptr<const Buffer> store, GgmlType type, uint32_t cols, uint32_t rows) {
   DeviceTensor d;
-  d.type = t.type;
-  d.cols = uint32_t(t.ne[0]);
-  d.rows = uint32_t(t.ne[1] * t.ne[2] * t.ne[3]);
-  d.buf = Buffer(ctx, (t.nbytes + 3) / 4 * 4, BufferKind::Device, t.name);
-  d.buf.upload(t.data, t.nbytes);
+  d.buf = BufferRange(*store, 0, store->size());
+  d.store = std::move(store);
+  d.type = type;
+  d.cols = cols;
+  d.rows = rows;
   return d;
+}
+
+DeviceTensor upload_tensor(Context& ctx, const GgufTensor& t) {
+  auto b = std::make_shared<Buffer>(ctx, (t.nbytes + 3) / 4 * 4, BufferKind::Device, t.name);
+  b->upload(t.data, t.nbytes);
+  return device_tensor(std::move(b), t.type, uint32_t(t.ne[0]), uint32_t(t.ne[1] * t.ne[2] * t.ne[3]));
+}
+
+// Matrices of one input uploaded back to back into one buffer (`name`), each at an offset the
+// device can bind. When they share a type, follow each other with no gap and fit one binding,
+// `whole` is all of them as one matrix (LayerWeights::wqkv, w_gate_up): one matvec for them all.
+void upload_stack(Context& ctx, const Kernels& k, std::span<const GgufTensor* const> ts,
+                  std::span<DeviceTensor* const> slots, DeviceTensor& whole, const std::string& name) {
+  const uint64_t align = std::max<uint64_t>(4, ctx.info().min_storage_buffer_offset_alignment);
+  std::vector<uint64_t> at;
+  uint64_t end = 0, rows = 0;
+  bool stacked = true;
+  for (const GgufTensor* t : ts) {
+    const uint64_t o = (end + align - 1) / align * align;
+    stacked = stacked && o == end && t->type == ts[0]->type;
+    at.push_back(o);
+    end = o + t->nbytes;
+    rows += t->ne[1];
+  }
+  auto b = std::make_shared<Buffer>(ctx, (end + 3) / 4 * 4, BufferKind::Device, name);
+  for (size_t i = 0; i < ts.size(); ++i) {
+    const GgufTensor& t = *ts[i];
+    b->upload(t.data, t.nbytes, at[i]);
+    DeviceTensor& d = *slots[i];
+    d = device_tensor(b, t.type, uint32_t(t.ne[0]), uint32_t(t.ne[1]));
+    d.buf = BufferRange(*b, at[i], (t.nbytes + 3) / 4 * 4);
+  }
+  if (stacked && matvec_fits(k, ts[0]->type, rows, uint32_t(ts[0]->ne[0])))
+    whole = device_tensor(b, ts[0]->type, uint32_t(ts[0]->ne[0]), uint32_t(rows));
 }
 
 // Norm weights, biases and RoPE factors are used as f32 whatever the file stores.
@@ -222,13 +256,9 @@ DeviceTensor upload_f32(Context& ctx, const GgufTensor& t) {
   if (t.type == GgmlType::F32) return upload_tensor(ctx, t);
   std::vector<float> v(t.n_elements());
   dequantize_row(t.type, t.data, v.data(), int64_t(v.size()));
-  DeviceTensor d;
-  d.type = GgmlType::F32;
-  d.cols = uint32_t(t.ne[0]);
-  d.rows = uint32_t(t.n_elements() / t.ne[0]);
-  d.buf = Buffer(ctx, v.size() * 4, BufferKind::Device, t.name);
-  d.buf.upload(v.data(), v.size() * 4);
-  return d;
+  auto b = std::make_shared<Buffer>(ctx, v.size() * 4, BufferKind::Device, t.name);
+  b->upload(v.data(), v.size() * 4);
+  return device_tensor(std::move(b), GgmlType::F32, uint32_t(t.ne[0]), uint32_t(t.n_elements() / t.ne[0]));
 }
 
 // Every weight tensor a model of config `c` reads, and the slot it fills: one list for the
@@ -294,18 +324,33 @@ Model::Model(Kernels& kernels, const std::string& path) : k_(kernels), file_(Ggu
   const ModelConfig& c = cfg_;
   Context& ctx = k_.ctx;
   check_model_tensors(file_, c);  // a bad file fails before anything is uploaded
+  // q, k, v and gate, up: each group in one buffer (a stack), one matrix when it can be
+  w_.layers.resize(c.n_layer);
+  for (uint32_t l = 0; l < c.n_layer; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    LayerWeights& L = w_.layers[l];
+    const GgufTensor* qkv[] = {file_.find_tensor(p + "attn_q.weight"), file_.find_tensor(p + "attn_k.weight"),
+                               file_.find_tensor(p + "attn_v.weight")};  // (checked above)
+    DeviceTensor* qkv_slots[] = {&L.wq, &L.wk, &L.wv};
+    upload_stack(ctx, k_, qkv, qkv_slots, L.wqkv, p + "attn_qkv");
+    const GgufTensor* ffn[] = {file_.find_tensor(p + "ffn_gate.weight"), file_.find_tensor(p + "ffn_up.weight")};
+    DeviceTensor* ffn_slots[] = {&L.w_gate, &L.w_up};
+    upload_stack(ctx, k_, ffn, ffn_slots, L.w_gate_up, p + "ffn_gate_up");
+    for (const DeviceTensor* t : {&L.wq, &L.wk, &L.wv, &L.w_gate, &L.w_up}) k_.weights(weight_kind(t->type));
+  }
   visit_weights(file_, c, w_, [&](const std::string& name, uint64_t cols, uint64_t rows, DeviceTensor& slot) {
+    if (slot) return;  // in a stack
     const GgufTensor& t = checked_weight(file_, name, cols, rows);
     slot = rows ? upload_tensor(ctx, t) : upload_f32(ctx, t);
     if (rows) k_.weights(weight_kind(slot.type));  // its kernels, now rather than in a step
   });
   if (c.embd_scale > 0) {
-    w_.embd_scale.buf = Buffer(ctx, 4, BufferKind::Device, "embd_scale");
-    w_.embd_scale.buf.upload(&c.embd_scale, 4);
-    w_.embd_scale.cols = 1;
+    auto b = std::make_shared<Buffer>(ctx, 4, BufferKind::Device, "embd_scale");
+    b->upload(&c.embd_scale, 4);
+    w_.embd_scale = device_tensor(std::move(b), GgmlType::F32, 1, 1);
   }
   // Summed per tensor: the device-wide counter would also count other threads' allocations.
-  auto add = [&](const DeviceTensor& t) { w_.bytes += t ? t.buf.size() : 0; };
+  auto add = [&](const DeviceTensor& t) { w_.bytes += t ? t.buf.size : 0; };  // (a stack's matrices, not it)
   add(w_.tok_embd), add(w_.output_norm), add(w_.output), add(w_.rope_freqs), add(w_.embd_scale);
   for (const LayerWeights& L : w_.layers)
     for (const DeviceTensor* t : {&L.attn_norm, &L.wq, &L.wk, &L.wv, &L.bq, &L.bk, &L.bv, &L.q_norm, &L.k_norm, &L.wo,

@@ -80,13 +80,15 @@ struct ModelConfig {
   void set_swa_pattern(uint32_t window, uint32_t period);
 };
 
-// A weight matrix [rows, cols] (cols contiguous, ggml's ne0) or vector on the device.
+// A weight matrix [rows, cols] (cols contiguous, ggml's ne0) or vector on the device: its own
+// buffer, or a range of a stack that holds several matrices back to back (LayerWeights).
 struct DeviceTensor {
-  Buffer buf;
+  std::shared_ptr<const Buffer> store;  // the buffer `buf` lies in
+  BufferRange buf;                       // its bytes
   GgmlType type = GgmlType::F32;
   uint32_t cols = 0;  // ne0
   uint32_t rows = 1;  // ne1
-  explicit operator bool() const { return bool(buf); }
+  explicit operator bool() const { return bool(store); }
 };
 
 struct LayerWeights {
@@ -100,6 +102,11 @@ struct LayerWeights {
   DeviceTensor ffn_norm;        // [n_embd] f32
   DeviceTensor w_gate, w_up;    // [n_ff, n_embd]
   DeviceTensor w_down;          // [n_embd, n_ff]
+  // wq, wk, wv and w_gate, w_up as one matrix each, when they share a type and lie back to back
+  // in one buffer (a stack): one matvec projects all three, or gate and up with their SwiGLU.
+  // Empty when they cannot be stacked (types differ, or the stack would exceed one binding).
+  DeviceTensor wqkv;     // [q_dim + 2 kv_dim, n_embd], in the buffer of wq, wk, wv
+  DeviceTensor w_gate_up;  // [2 n_ff, n_embd], in the buffer of w_gate, w_up
 };
 
 struct ModelWeights {

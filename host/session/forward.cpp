@@ -48,7 +48,7 @@ void Session::record_attention(const Model& m, CommandStream& cs, uint32_t l, ui
   const AttentionKernels& ak = m.attention();
   // sliding-window layers rotate with their own base and no scaling (gemma3)
   const bool swa = c.is_swa(l);
-  const Buffer& rope_factors = w.rope_freqs ? w.rope_freqs.buf : w.output_norm.buf;  // unread when absent
+  const BufferRange rope_factors = w.rope_freqs ? w.rope_freqs.buf : w.output_norm.buf;  // unread when absent
   for (const SeqAttention& s : seqs) {
     const RopeParams rope{c.head_dim,
                           c.n_rot,
@@ -56,8 +56,7 @@ void Session::record_attention(const Model& m, CommandStream& cs, uint32_t l, ui
                           swa ? c.rope_base_swa : c.rope_base,
                           uint32_t(c.rope_type),
                           swa ? 1.0f : c.rope_freq_scale};
-    op_rope(cs, k, s.q, rope_factors, bool(w.rope_freqs), T, c.n_head, rope);
-    op_rope(cs, k, s.k, rope_factors, bool(w.rope_freqs), T, c.n_head_kv, rope);
+    op_rope(cs, k, s.q, rope_factors, bool(w.rope_freqs), T, c.n_head, rope, s.k, c.n_head_kv);
     // a rotated V type stores v rotated (hq4, hq3: shaders/hadamard.comp)
     if (kv_type_rotated(s.kv.types.v)) op_kv_rotate(cs, ak, s.v, T * c.n_head_kv);
   }
@@ -94,9 +93,14 @@ void Session::record_attention(const Model& m, CommandStream& cs, uint32_t l, ui
   if (kept) cs.barrier();
   // append k, v to the cache after each head's entries (a sliding-window layer: into its ring)
   for (const SeqAttention& s : seqs) {
-    op_kv_store(cs, k, ak, s.kv.types.k, s.k, s.kv.k, s.kv.heads, T, c.n_head_kv, s.row0, s.kv.w.ring,
-                s.kv.center ? &s.kv.center->c : nullptr);
-    op_kv_store(cs, k, ak, s.kv.types.v, s.v, s.kv.v, s.kv.heads, T, c.n_head_kv, s.row0, s.kv.w.ring);
+    const Buffer* center = s.kv.center ? &s.kv.center->c : nullptr;
+    if (s.kv.types.k == s.kv.types.v) {  // one dispatch for both
+      op_kv_store(cs, k, ak, s.kv.types.k, s.k, s.kv.k, s.kv.heads, T, c.n_head_kv, s.row0, s.kv.w.ring, center, s.v,
+                  s.kv.v);
+    } else {
+      op_kv_store(cs, k, ak, s.kv.types.k, s.k, s.kv.k, s.kv.heads, T, c.n_head_kv, s.row0, s.kv.w.ring, center);
+      op_kv_store(cs, k, ak, s.kv.types.v, s.v, s.kv.v, s.kv.heads, T, c.n_head_kv, s.row0, s.kv.w.ring);
+    }
   }
   cs.barrier();
   // attn = softmax(q k^T * scale) v over what each query may see (causal, GQA, its window)
@@ -127,48 +131,99 @@ void Session::record_layer(const Model& m, CommandStream& cs, Activations& a, ui
     else
       op_matmul(cs, k, W.type, W.buf, in, out, T, W.rows, W.cols);
   };
+  // One token: the norms, the residual adds and SwiGLU go into the projections (matvec.comp), and
+  // q, k, v come from one stacked projection where the weights allow.
+  const bool one = T == 1 && seqs.size() == 1;
+  const uint64_t f = 4, align = std::max<uint64_t>(4, m.ctx().info().min_storage_buffer_offset_alignment);
+  const bool stacked_qkv = one && L.wqkv && (uint64_t(c.q_dim()) * f) % align == 0 && (uint64_t(c.kv_dim()) * f) % align == 0;
+  SeqAttention one_seq = seqs[0];
+  if (stacked_qkv) {
+    one_seq.q = BufferRange(a.qkv1, 0, c.q_dim() * f);
+    one_seq.k = BufferRange(a.qkv1, c.q_dim() * f, c.kv_dim() * f);
+    one_seq.v = BufferRange(a.qkv1, (c.q_dim() + c.kv_dim()) * f, c.kv_dim() * f);
+    seqs = std::span<const SeqAttention>(&one_seq, 1);
+  }
+  const BufferRange q = seqs.size() == 1 ? seqs[0].q : a.q, kk = seqs.size() == 1 ? seqs[0].k : a.k,
+                    v = seqs.size() == 1 ? seqs[0].v : a.v;
 
   // xn = rmsnorm(x); q, k, v = projections of xn
-  op_rms_norm(cs, k, x, L.attn_norm.buf, a.xn, T, c.n_embd, c.rms_eps);
-  cs.barrier();
-  project(L.wq, a.xn, a.q);
-  project(L.wk, a.xn, a.k);
-  project(L.wv, a.xn, a.v);
+  if (one) {
+    const BufferRange norm = L.attn_norm.buf;
+    const MatvecFuse fuse{&norm, c.rms_eps};
+    if (stacked_qkv) {
+      op_matvec(cs, k, L.wqkv.type, L.wqkv.buf, x, a.qkv1, L.wqkv.rows, L.wqkv.cols, fuse);
+    } else {
+      op_matvec(cs, k, L.wq.type, L.wq.buf, x, q, L.wq.rows, L.wq.cols, fuse);
+      op_matvec(cs, k, L.wk.type, L.wk.buf, x, kk, L.wk.rows, L.wk.cols, fuse);
+      op_matvec(cs, k, L.wv.type, L.wv.buf, x, v, L.wv.rows, L.wv.cols, fuse);
+    }
+  } else {
+    op_rms_norm(cs, k, x, L.attn_norm.buf, a.xn, T, c.n_embd, c.rms_eps);
+    cs.barrier();
+    project(L.wq, a.xn, q);
+    project(L.wk, a.xn, kk);
+    project(L.wv, a.xn, v);
+  }
   cs.barrier();
   if (c.qkv_bias) {
-    op_add(cs, k, a.q, L.bq.buf, a.q, T * c.q_dim(), c.q_dim());
-    op_add(cs, k, a.k, L.bk.buf, a.k, T * c.kv_dim(), c.kv_dim());
-    op_add(cs, k, a.v, L.bv.buf, a.v, T * c.kv_dim(), c.kv_dim());
+    op_add(cs, k, q, L.bq.buf, q, T * c.q_dim(), c.q_dim());
+    op_add(cs, k, kk, L.bk.buf, kk, T * c.kv_dim(), c.kv_dim());
+    op_add(cs, k, v, L.bv.buf, v, T * c.kv_dim(), c.kv_dim());
     cs.barrier();
   }
   if (c.qk_norm) {
     // q, k = rmsnorm of each head, in place (rows of head_dim, one weight vector for all heads)
-    op_rms_norm(cs, k, a.q, L.q_norm.buf, a.q, T * c.n_head, c.head_dim, c.rms_eps);
-    op_rms_norm(cs, k, a.k, L.k_norm.buf, a.k, T * c.n_head_kv, c.head_dim, c.rms_eps);
+    op_rms_norm(cs, k, q, L.q_norm.buf, q, T * c.n_head, c.head_dim, c.rms_eps);
+    op_rms_norm(cs, k, kk, L.k_norm.buf, kk, T * c.n_head_kv, c.head_dim, c.rms_eps);
     cs.barrier();
   }
   // one sequence of T rows, or T sequences of one row each
   record_attention(m, cs, l, seqs.size() == 1 ? T : 1, seqs);
   // x = x + wo attn (gemma3: + rmsnorm(wo attn))
-  project(L.wo, a.attn, a.xn);
-  cs.barrier();
-  if (c.post_norms) {
-    op_rms_norm(cs, k, a.xn, L.post_attn_norm.buf, a.xn, T, c.n_embd, c.rms_eps);
+  if (one && !c.post_norms) {
+    op_matvec(cs, k, L.wo.type, L.wo.buf, a.attn, x, L.wo.rows, L.wo.cols, MatvecFuse{.add = true});
+    cs.barrier();
+  } else {
+    project(L.wo, a.attn, a.xn);
+    cs.barrier();
+    if (c.post_norms) {
+      op_rms_norm(cs, k, a.xn, L.post_attn_norm.buf, a.xn, T, c.n_embd, c.rms_eps);
+      cs.barrier();
+    }
+    op_add(cs, k, x, a.xn, x, T * c.n_embd, T * c.n_embd);
     cs.barrier();
   }
-  op_add(cs, k, x, a.xn, x, T * c.n_embd, T * c.n_embd);
-  cs.barrier();
   // x = x + w_down (act(w_gate xn) * w_up xn), xn = rmsnorm(x), act silu (gemma3: gelu, and the sum post-normed)
-  op_rms_norm(cs, k, x, L.ffn_norm.buf, a.xn, T, c.n_embd, c.rms_eps);
-  cs.barrier();
-  project(L.w_gate, a.xn, a.gate);
-  project(L.w_up, a.xn, a.up);
-  cs.barrier();
-  if (c.gelu_ffn)
-    op_geglu(cs, k, a.gate, a.up, a.gate, T * c.n_ff);
-  else
-    op_swiglu(cs, k, a.gate, a.up, a.gate, T * c.n_ff);
-  cs.barrier();
+  const Glu glu = c.gelu_ffn ? Glu::Gelu : Glu::Silu;
+  if (one && L.w_gate_up && k.tuning.matvec_rows % 2 == 0) {
+    const BufferRange norm = L.ffn_norm.buf;
+    op_matvec(cs, k, L.w_gate_up.type, L.w_gate_up.buf, x, a.gate, c.n_ff, L.w_gate_up.cols,
+              MatvecFuse{&norm, c.rms_eps, false, glu});
+    cs.barrier();
+  } else {
+    if (one) {
+      const BufferRange norm = L.ffn_norm.buf;
+      const MatvecFuse fuse{&norm, c.rms_eps};
+      op_matvec(cs, k, L.w_gate.type, L.w_gate.buf, x, a.gate, L.w_gate.rows, L.w_gate.cols, fuse);
+      op_matvec(cs, k, L.w_up.type, L.w_up.buf, x, a.up, L.w_up.rows, L.w_up.cols, fuse);
+    } else {
+      op_rms_norm(cs, k, x, L.ffn_norm.buf, a.xn, T, c.n_embd, c.rms_eps);
+      cs.barrier();
+      project(L.w_gate, a.xn, a.gate);
+      project(L.w_up, a.xn, a.up);
+    }
+    cs.barrier();
+    if (glu == Glu::Gelu)
+      op_geglu(cs, k, a.gate, a.up, a.gate, T * c.n_ff);
+    else
+      op_swiglu(cs, k, a.gate, a.up, a.gate, T * c.n_ff);
+    cs.barrier();
+  }
+  if (one && !c.post_norms) {
+    op_matvec(cs, k, L.w_down.type, L.w_down.buf, a.gate, x, L.w_down.rows, L.w_down.cols, MatvecFuse{.add = true});
+    cs.barrier();
+    return;
+  }
   project(L.w_down, a.gate, a.xn);
   cs.barrier();
   if (c.post_norms) {
@@ -195,12 +250,18 @@ void Session::logits_of_row(BufferRange x_row) {
   const ModelConfig& c = model_.config();
   const ModelWeights& w = model_.weights();
   const uint64_t row = uint64_t(c.n_embd) * 4;
-  // logits = lm_head rmsnorm(x)
-  op_rms_norm(cs_, model_.kernels(), x_row, w.output_norm.buf, BufferRange(act_.xn, 0, row), 1, c.n_embd, c.rms_eps);
-  cs_.barrier();
+  // logits = lm_head rmsnorm(x): one dispatch where the head fits one binding
   const DeviceTensor& head = w.lm_head();
-  op_matvec(cs_, model_.kernels(), head.type, head.buf, BufferRange(act_.xn, 0, row), act_.logits, head.rows,
-            head.cols);
+  if (matvec_fits(model_.kernels(), head.type, head.rows, head.cols)) {
+    const BufferRange norm = w.output_norm.buf;
+    op_matvec(cs_, model_.kernels(), head.type, head.buf, x_row, act_.logits, head.rows, head.cols,
+              MatvecFuse{&norm, c.rms_eps});
+  } else {
+    op_rms_norm(cs_, model_.kernels(), x_row, w.output_norm.buf, BufferRange(act_.xn, 0, row), 1, c.n_embd, c.rms_eps);
+    cs_.barrier();
+    op_matvec(cs_, model_.kernels(), head.type, head.buf, BufferRange(act_.xn, 0, row), act_.logits, head.rows,
+              head.cols);
+  }
   if (c.logit_softcap > 0) {
     // logits = cap * tanh(logits / cap)
     cs_.barrier();
@@ -347,7 +408,7 @@ DecodeBatch::DecodeBatch(const Model& m, uint32_t max_seqs_) : max_seqs(max_seqs
 }
 
 uint64_t DecodeBatch::bytes(const ModelConfig& c, uint32_t max_seqs) {
-  const uint64_t per_row = 2ull * c.n_embd + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * c.n_ff + 1 + c.n_vocab;
+  const uint64_t per_row = 2ull * c.n_embd + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * c.n_ff + 1 + c.n_vocab;  // (and one qkv1)
   return 4 * uint64_t(max_seqs) * per_row;
 }
 

@@ -24,7 +24,8 @@ uint64_t activation_bytes(const ModelConfig& c, uint32_t n_batch, uint32_t n_ctx
   const uint64_t per_row =
       2ull * c.n_embd + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * c.n_ff;  // x, xn, q+attn, k+v, gate+up
   const uint64_t part = attn_scratch_floats(decode_chunk, c.head_dim, c.n_head, n_ctx, n_batch);
-  return 4 * (B * per_row + part + B + c.n_vocab);
+  const uint64_t qkv1 = uint64_t(c.q_dim()) + 2ull * c.kv_dim();  // one token's stacked q, k, v
+  return 4 * (B * per_row + part + B + c.n_vocab + qkv1);
 }
 
 MemoryQuery memory_query(const Model& model, const SessionOptions& o, uint32_t L) {

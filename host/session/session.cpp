@@ -146,6 +146,7 @@ void allocate_rows(Activations& a, Context& ctx, const ModelConfig& c, uint64_t 
   a.gate = Buffer(ctx, B * c.n_ff * f, BufferKind::Device, prefix + "gate");
   a.up = Buffer(ctx, B * c.n_ff * f, BufferKind::Device, prefix + "up");
   a.ids = Buffer(ctx, B * 4, BufferKind::Staging, prefix + "ids");
+  a.qkv1 = Buffer(ctx, (uint64_t(c.q_dim()) + 2ull * c.kv_dim()) * f, BufferKind::Device, prefix + "qkv1");
 }
 
 void Session::reset() {
