@@ -118,22 +118,26 @@ def _quiet(fn, *args):
         pass
 
 
+def aggregate(port, p, extra=None):
+    """Aggregate decode tok/s of p concurrent streamed requests of 48 tokens (short prompts)."""
+    events = [[] for _ in range(p)]
+    threads = [threading.Thread(target=stream, args=(port, {"prompt": f"Story {i}: once upon a time", "max_tokens": 48,
+                                                             **(extra or {})}, events[i])) for i in range(p)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    first = min(e[0] for e in events if e)
+    last = max(e[-1] for e in events if e)
+    return sum(len(e) - 1 for e in events if e) / (last - first)
+
+
 def decode(a, res):
     out = {}
     for batch in (16, 0):
         srv = Server(a.snapvk, a.model, ["--parallel", "16", "--decode-batch", str(batch), "--temp", "0"])
         for p in (1, 4, 8, 16):
-            events = [[] for _ in range(p)]
-            threads = [threading.Thread(target=stream, args=(srv.port, {"prompt": f"Story {i}: once upon a time",
-                                        "max_tokens": 48}, events[i])) for i in range(p)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            first = min(e[0] for e in events if e)
-            last = max(e[-1] for e in events if e)
-            toks = sum(len(e) - 1 for e in events if e)
-            rate = toks / (last - first)
+            rate = aggregate(srv.port, p)
             out[f"batch{batch}_p{p}"] = rate
             print(f"decode batch={batch} parallel={p}: {rate:.1f} tok/s", flush=True)
         srv.stop()
@@ -168,16 +172,18 @@ def ttft(a, res):
     res["ttft"] = out
 
 
-def main():
+def run(suites, out, res=None):
+    """Parses --snapvk, --model, --out and the suites to run; runs them, writes and prints the JSON."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--snapvk", default="build/snapvk")
     ap.add_argument("--model", required=True)
-    ap.add_argument("--out", default="bench/results/serve.json")
-    ap.add_argument("suites", nargs="*", default=["capacity", "decode", "ttft"])
+    ap.add_argument("--out", default=out)
+    ap.add_argument("suites", nargs="*", default=list(suites))
     a = ap.parse_args()
-    res = {"commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()}
+    res = {"commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+           **(res or {})}
     for s in a.suites:
-        {"capacity": capacity, "decode": decode, "ttft": ttft}[s](a, res)
+        suites[s](a, res)
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(res, f, indent=2)
@@ -185,4 +191,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run({"capacity": capacity, "decode": decode, "ttft": ttft}, "bench/results/serve.json")

@@ -2,7 +2,8 @@
 // Decode attention, split over the cache (flash-decoding): workgroup (s, kvh) scores the G
 // query heads that share KV head kvh against that head's slots [s*CHUNK, (s+1)*CHUNK),
 // reading each K/V row once for all G heads, and writes an unnormalised partial
-// (o[HD], max, sum) per query head; attn_combine merges the splits. Head kvh holds
+// (o[HD], max, sum) per query head; attn_combine merges the splits. With one split (a cache of
+// at most CHUNK slots) it writes the normalised output itself and attn_combine is not run. Head kvh holds
 // base(kvh) + n_appended valid slots: retained prompt entries, then the generated tokens. A
 // sliding-window layer (window > 0, base 0) attends to the last `window` of them, kept in a ring.
 #include "common.glsl"
@@ -18,10 +19,12 @@ layout(constant_id = 3) const uint CHUNK = 256;  // cache slots per workgroup
 #include "heads.glsl"
 layout(std430, binding = 0) readonly buffer Q { float q[]; };             // [n_head, HD], RoPE applied
 layout(std430, binding = 3) writeonly buffer P { float part[]; };         // [n_head][n_split][HD + 2]
+layout(std430, binding = 5) writeonly buffer O { float o[]; };            // [n_head, HD]: one split's output
 layout(push_constant) uniform PC { uint n_appended; uint n_split; float scale; uint window; uint ring; } pc;
 
 shared float qs[G * HD];
 shared float ps[G * CHUNK];
+shared float sums[G];  // each head's softmax denominator
 // Values per K/V load: four where head_dim allows (a block type's load decodes a word of them)
 const uint DS = HD % 4u == 0u ? 4u : 2u;
 
@@ -69,6 +72,7 @@ void main() {
     if (tid == 0) {
       part[out_base + HD] = m;
       part[out_base + HD + 1u] = l;
+      sums[g] = l;
     }
   }
   barrier();
@@ -78,6 +82,17 @@ void main() {
     for (uint j = 0; j < n; ++j) {
       const uint slot = key_slot(off, first + j, pc.ring);
       a += ps[g * CHUNK + j] * (DS == 4u ? v_load4(slot, d) : vec4(v_load2(slot, d), 0.0, 0.0));
+    }
+    if (pc.n_split == 1u) {  // the whole cache in one split: the output itself (attn_combine's a / l)
+      const uint ob = (kvh * G + g) * HD + d;
+      a /= sums[g];
+      o[ob] = a.x;
+      o[ob + 1u] = a.y;
+      if (DS == 4u) {
+        o[ob + 2u] = a.z;
+        o[ob + 3u] = a.w;
+      }
+      continue;
     }
     const uint out_base = ((kvh * G + g) * pc.n_split + s) * (HD + 2u);
     part[out_base + d] = a.x;

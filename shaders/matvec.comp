@@ -26,8 +26,8 @@
 layout(local_size_x_id = 0) in;
 layout(constant_id = 1) const uint NUM_ROWS = 2;       // rows per workgroup
 layout(constant_id = 2) const bool ONE_SUBGROUP = false;  // the workgroup is a single subgroup
-// What the projection does around the product (fused ops, one pipeline each; the layer's sums in
-// docs/architecture.md): NORM_X takes x as rmsnorm(x) * g (g: binding 3) -- the norm's scale is
+// What the projection does around the product (fused ops, one pipeline each; docs/architecture.md,
+// "The decode step"): NORM_X takes x as rmsnorm(x) * g (g: binding 3) -- the norm's scale is
 // the same for every row, so it is applied to the dot product, and each workgroup sums x^2 from
 // the very loads of x the product makes; ADD_Y adds the product to y (the residual stream); GLU
 // pairs row r with row N + r of a [2N, K] stack of gate and up matrices and writes

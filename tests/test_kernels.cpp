@@ -167,78 +167,77 @@ std::span<const uint32_t> matvec_spirv(GgmlType wt, bool int64) {
   throw Error(ErrorKind::Internal, std::string("no matvec variant for ") + type_name(wt));
 }
 
-TEST_P(KernelMatvec, MatchesReference) {
-  check_shapes("(device tuning)");
-  // Every variant whatever the device: both SPIR-V builds, a workgroup of one subgroup (no
-  // barrier) and of four (shared-memory reduction) with an odd row count; each pipeline is
-  // swapped into the shared kernels for the run and the original put back.
-  const GgmlType wt = GetParam();
-  const DeviceInfo& info = ctx().info();
+// Each build of a matvec whatever the device: both SPIR-V builds, and a workgroup of one subgroup
+// (no barrier) and of four (the shared-memory reduction). f(int64, wg, one_subgroup, several).
+template <class F>
+void each_matvec_build(const DeviceInfo& info, F&& f) {
   const uint32_t sg = std::max<uint32_t>(1, info.subgroup_size);
   for (bool int64 : {false, true}) {
     if (int64 && !info.int64) continue;
     for (uint32_t subgroups : {1u, 4u}) {
       const uint32_t wg = std::max(sg, std::min(sg * subgroups, info.max_workgroup_invocations / sg * sg));
-      const uint32_t rows = subgroups == 1 ? 8 : 3;
-      const uint32_t one_subgroup = info.min_subgroup_size > 0 && wg <= info.min_subgroup_size;
-      Pipeline p(
-          ctx(),
-          PipelineDesc{"matvec_test", matvec_spirv(wt, int64), 4, sizeof(MatvecPush), {wg, rows, one_subgroup}, 0});
-      struct Swap {  // the kernels are shared by all tests: put the device's pipeline back
-        Kernels& k;
-        Pipeline& slot;
-        Pipeline& other;
-        uint32_t rows;
-        ~Swap() {
-          std::swap(slot, other);
-          k.tuning.matvec_rows = rows;
-        }
-      } swap{k(), k().weights(weight_kind(wt)).matvec, p, k().tuning.matvec_rows};
-      std::swap(swap.slot, p);
-      k().tuning.matvec_rows = rows;
-      check_shapes(std::string(int64 ? "i64" : "portable") + " wg=" + std::to_string(wg) +
-                   " rows=" + std::to_string(rows));
+      const bool one = info.min_subgroup_size > 0 && wg <= info.min_subgroup_size;
+      f(int64, wg, one, subgroups > 1);
     }
   }
 }
 
-// Fused ops with the device's pipelines, then with each build of the SPIR-V and a workgroup of one
-// subgroup and of four (the shared-memory reduction, which carries the norm's sum too), swapped
-// in as MatchesReference does.
+// Pipelines swapped into the shared kernels, with the rows per workgroup they were made for, for a
+// scope: the kernels are shared by all tests, so the device's are put back.
+struct SwappedPipelines {
+  Kernels& k;
+  std::vector<std::pair<Pipeline*, Pipeline>> swaps;  // slot, and the pipeline not in it
+  uint32_t rows;
+  SwappedPipelines(Kernels& kernels, std::vector<std::pair<Pipeline*, Pipeline>> s, uint32_t r)
+      : k(kernels), swaps(std::move(s)), rows(k.tuning.matvec_rows) {
+    for (auto& [slot, other] : swaps) std::swap(*slot, other);
+    k.tuning.matvec_rows = r;
+  }
+  ~SwappedPipelines() {
+    for (auto& [slot, other] : swaps) std::swap(*slot, other);
+    k.tuning.matvec_rows = rows;
+  }
+};
+
+std::string build_name(bool int64, uint32_t wg, uint32_t rows) {
+  return std::string(int64 ? "i64" : "portable") + " wg=" + std::to_string(wg) + " rows=" + std::to_string(rows);
+}
+
+TEST_P(KernelMatvec, MatchesReference) {
+  check_shapes("(device tuning)");
+  // every build, with an odd row count where the workgroup reduces through shared memory
+  const GgmlType wt = GetParam();
+  each_matvec_build(ctx().info(), [&](bool int64, uint32_t wg, bool one, bool several) {
+    const uint32_t rows = several ? 3 : 8;
+    std::vector<std::pair<Pipeline*, Pipeline>> swaps;
+    swaps.emplace_back(&k().weights(weight_kind(wt)).matvec,
+                       Pipeline(ctx(), PipelineDesc{"matvec_test", matvec_spirv(wt, int64), 4, sizeof(MatvecPush),
+                                                    {wg, rows, one}, 0}));
+    const SwappedPipelines swapped(k(), std::move(swaps), rows);
+    check_shapes(build_name(int64, wg, rows));
+  });
+}
+
+// Fused ops with the device's pipelines, then with every build (the shared-memory reduction
+// carries the norm's sum too); a GLU pairs rows, so the row counts are even.
 TEST_P(KernelMatvec, FusedOpsMatchTheirReferences) {
   const GgmlType wt = GetParam();
   check_fused("(device tuning)");
-  const DeviceInfo& info = ctx().info();
-  const uint32_t sg = std::max<uint32_t>(1, info.subgroup_size);
-  for (bool int64 : {false, true}) {
-    if (int64 && !info.int64) continue;
-    for (uint32_t subgroups : {1u, 4u}) {
-      const uint32_t wg = std::max(sg, std::min(sg * subgroups, info.max_workgroup_invocations / sg * sg));
-      const uint32_t rows = subgroups == 1 ? 8 : 4;
-      const uint32_t one = info.min_subgroup_size > 0 && wg <= info.min_subgroup_size;
-      WeightKernels& wk = k().weights(weight_kind(wt));
-      auto make = [&](uint32_t norm, uint32_t add, Glu glu) {
-        return Pipeline(ctx(), PipelineDesc{"matvec_test", matvec_spirv(wt, int64), 4, sizeof(MatvecPush),
-                                            {wg, rows, one, norm, add, uint32_t(glu)}, 0});
-      };
-      Pipeline mine[] = {make(1, 0, Glu::None), make(0, 1, Glu::None), make(1, 0, Glu::Silu), make(1, 0, Glu::Gelu)};
-      Pipeline* slots[] = {&wk.matvec_norm, &wk.matvec_add, &wk.matvec_norm_swiglu, &wk.matvec_norm_geglu};
-      struct Swap {  // the kernels are shared by all tests: put the device's pipelines back
-        Kernels& k;
-        Pipeline* (&slots)[4];
-        Pipeline (&mine)[4];
-        uint32_t rows;
-        ~Swap() {
-          for (int i = 0; i < 4; ++i) std::swap(*slots[i], mine[i]);
-          k.tuning.matvec_rows = rows;
-        }
-      } swap{k(), slots, mine, k().tuning.matvec_rows};
-      for (int i = 0; i < 4; ++i) std::swap(*slots[i], mine[i]);
-      k().tuning.matvec_rows = rows;
-      check_fused(std::string(int64 ? "i64" : "portable") + " wg=" + std::to_string(wg) +
-                  " rows=" + std::to_string(rows));
-    }
-  }
+  each_matvec_build(ctx().info(), [&](bool int64, uint32_t wg, bool one, bool several) {
+    const uint32_t rows = several ? 4 : 8;
+    WeightKernels& wk = k().weights(weight_kind(wt));
+    auto make = [&](uint32_t norm, uint32_t add, Glu glu) {
+      return Pipeline(ctx(), PipelineDesc{"matvec_test", matvec_spirv(wt, int64), 4, sizeof(MatvecPush),
+                                          {wg, rows, one, norm, add, uint32_t(glu)}, 0});
+    };
+    std::vector<std::pair<Pipeline*, Pipeline>> swaps;
+    swaps.emplace_back(&wk.matvec_norm, make(1, 0, Glu::None));
+    swaps.emplace_back(&wk.matvec_add, make(0, 1, Glu::None));
+    swaps.emplace_back(&wk.matvec_norm_swiglu, make(1, 0, Glu::Silu));
+    swaps.emplace_back(&wk.matvec_norm_geglu, make(1, 0, Glu::Gelu));
+    const SwappedPipelines swapped(k(), std::move(swaps), rows);
+    check_fused(build_name(int64, wg, rows));
+  });
 }
 
 // Weights larger than a storage-buffer binding may be are split into row slices, each bound at
@@ -275,7 +274,7 @@ TEST_P(KernelMatmul, MatchesReference) {
   const bool saved = k().tuning.matmul_rows;
   for (bool rows_kernel : {false, true}) {  // both the GPU tiling and the CPU variant, whatever the device
     k().tuning.matmul_rows = rows_kernel;
-    for (uint32_t M : {1u, 7u, 33u, 70u}) {
+    for (uint32_t M : {1u, 3u, 7u, 33u, 70u}) {  // (1 and 3: matmul_rows' variants for a few rows)
       for (uint32_t N : {1u, 33u, 65u, 300u}) {
         for (uint32_t K : {1u, 7u, 32u, 33u, 100u, 256u, 512u, 1000u}) {
           if (K % traits_of(wt).block_size) continue;

@@ -108,7 +108,7 @@ struct AttentionKernels::Lazy {
       const std::string n = std::string(kv_type_name(t.k)) + "_" + kv_type_name(t.v);
       p.prefill = make("attn_prefill_" + n, 6, sizeof(AttnPrefillPush), prefill_spec);
       if (head_dim % 4 == 0) p.prefill_rows = make("attn_prefill_rows_" + n, 6, sizeof(AttnPrefillPush), rows_spec);
-      p.decode = make("attn_decode_" + n, 5, sizeof(AttnDecodePush), decode_spec);
+      p.decode = make("attn_decode_" + n, 6, sizeof(AttnDecodePush), decode_spec);
     });
     return p;
   }
@@ -278,8 +278,9 @@ void op_attn_decode(CommandStream& cs, const Kernels& k, const AttentionKernels&
   const auto what = [&] { return "a cache of " + std::to_string(max_len) + " rows"; };
   check_loops(k.ctx.info(), attn_decode_loops(a), what);
   check_loops(k.ctx.info(), attn_combine_loops(a, n_split), what);
-  cs.dispatch(a.decode(kt), {q, kc, vc, part, heads},
+  cs.dispatch(a.decode(kt), {q, kc, vc, part, heads, o},
               AttnDecodePush{n_appended, n_split, scale, w.window, w.ring}, n_split, n_kv);
+  if (n_split == 1) return;  // attn_decode wrote o itself
   cs.barrier();
   cs.dispatch(a.combine, {part, o}, AttnCombinePush{n_split}, n_head);
 }

@@ -122,6 +122,10 @@ WeightKernels& Kernels::weights(WeightKind kind) const {
     }
     w.matmul = make(ctx, v.mm_name, v.mm, 3, sizeof(MatmulPush), mm_spec);
     w.matmul_rows = make(ctx, v.mm_name, v.mm_rows, 3, sizeof(MatmulPush), {t.matmul_rows_wg, t.matmul_rows_tm});
+    if (t.matmul_rows)
+      for (uint32_t i = 0; i < 2; ++i)
+        if ((2u << i) < t.matmul_rows_tm)
+          w.matmul_rows_few[i] = make(ctx, v.mm_name, v.mm_rows, 3, sizeof(MatmulPush), {t.matmul_rows_wg, 2u << i});
     w.get_rows = make(ctx, "get_rows", v.rows, 3, sizeof(GetRowsPush), {t.row_wg});
   });
   return weights_[kind];
@@ -317,14 +321,18 @@ void op_matmul(CommandStream& cs, const Kernels& k, GgmlType wt, BufferRange w, 
   const bool rows_kernel = k.tuning.matmul_rows && K % 4 == 0;
   check_loops(info, matmul_loops(k, K, rows_kernel), [&] { return "weight rows of " + std::to_string(K); });
   const WeightKernels& wk = k.weights(weight_kind(wt));
-  const Pipeline& p = rows_kernel ? wk.matmul_rows : wk.matmul;
+  // rows of X per invocation of matmul_rows: the tuning's, or 2 or 4 for a batch of as few
+  const uint32_t few = M <= 2 ? 0 : M <= 4 ? 1 : 2;
+  const bool fewer = rows_kernel && few < 2 && wk.matmul_rows_few[few];
+  const uint32_t tm = fewer ? 2u << few : k.tuning.matmul_rows_tm;
+  const Pipeline& p = fewer ? wk.matmul_rows_few[few] : rows_kernel ? wk.matmul_rows : wk.matmul;
   // One dispatch: ms rows of X times ns rows of W into Y's rows of stride N.
   auto dispatch = [&](BufferRange wr, BufferRange xr, BufferRange yr, uint32_t ms, uint32_t ns) {
     uint32_t gx, gy;
     if (rows_kernel) {
       const uint32_t cols = k.tuning.matmul_rows_wg * 4;  // 4 output columns per invocation
       gx = (ns + cols - 1) / cols;
-      gy = (ms + k.tuning.matmul_rows_tm - 1) / k.tuning.matmul_rows_tm;
+      gy = (ms + tm - 1) / tm;
     } else {
       gx = (ns + k.tuning.matmul_bn - 1) / k.tuning.matmul_bn;
       gy = (ms + k.tuning.matmul_bm - 1) / k.tuning.matmul_bm;

@@ -59,6 +59,9 @@ struct WeightKernels {
   Pipeline matvec_norm_swiglu, matvec_norm_geglu;  // y = act(Wg rmsnorm(x)) * (Wu rmsnorm(x))
   Pipeline matmul;       // Y = X W^T, shared-memory tiles (GPUs)
   Pipeline matmul_rows;  // Y = X W^T, one column per invocation (SIMD CPUs)
+  // matmul_rows with 2 and 4 rows of X per invocation: a batch of a few rows (a decode step of a
+  // few sequences) would leave most of the tuning's rows idle and still pay their multiplies
+  Pipeline matmul_rows_few[2];
   Pipeline get_rows;     // embedding lookup
 };
 

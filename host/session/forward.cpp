@@ -179,21 +179,24 @@ void Session::record_layer(const Model& m, CommandStream& cs, Activations& a, ui
   }
   // one sequence of T rows, or T sequences of one row each
   record_attention(m, cs, l, seqs.size() == 1 ? T : 1, seqs);
-  // x = x + wo attn (gemma3: + rmsnorm(wo attn))
-  if (one && !c.post_norms) {
-    op_matvec(cs, k, L.wo.type, L.wo.buf, a.attn, x, L.wo.rows, L.wo.cols, MatvecFuse{.add = true});
-    cs.barrier();
-  } else {
-    project(L.wo, a.attn, a.xn);
-    cs.barrier();
-    if (c.post_norms) {
-      op_rms_norm(cs, k, a.xn, L.post_attn_norm.buf, a.xn, T, c.n_embd, c.rms_eps);
+  // x = x + W in (gemma3: + rmsnorm(W in)); one token adds in the projection
+  auto add_projection = [&](const DeviceTensor& W, BufferRange in, const DeviceTensor& post_norm) {
+    if (one && !c.post_norms) {
+      op_matvec(cs, k, W.type, W.buf, in, x, W.rows, W.cols, MatvecFuse{.add = true});
+    } else {
+      project(W, in, a.xn);
       cs.barrier();
+      if (c.post_norms) {
+        op_rms_norm(cs, k, a.xn, post_norm.buf, a.xn, T, c.n_embd, c.rms_eps);
+        cs.barrier();
+      }
+      op_add(cs, k, x, a.xn, x, T * c.n_embd, T * c.n_embd);
     }
-    op_add(cs, k, x, a.xn, x, T * c.n_embd, T * c.n_embd);
     cs.barrier();
-  }
-  // x = x + w_down (act(w_gate xn) * w_up xn), xn = rmsnorm(x), act silu (gemma3: gelu, and the sum post-normed)
+  };
+  // x = x + wo attn
+  add_projection(L.wo, a.attn, L.post_attn_norm);
+  // x = x + w_down (act(w_gate xn) * w_up xn), xn = rmsnorm(x), act silu (gemma3: gelu)
   const Glu glu = c.gelu_ffn ? Glu::Gelu : Glu::Silu;
   if (one && L.w_gate_up && k.tuning.matvec_rows % 2 == 0) {
     const BufferRange norm = L.ffn_norm.buf;
@@ -219,19 +222,7 @@ void Session::record_layer(const Model& m, CommandStream& cs, Activations& a, ui
       op_swiglu(cs, k, a.gate, a.up, a.gate, T * c.n_ff);
     cs.barrier();
   }
-  if (one && !c.post_norms) {
-    op_matvec(cs, k, L.w_down.type, L.w_down.buf, a.gate, x, L.w_down.rows, L.w_down.cols, MatvecFuse{.add = true});
-    cs.barrier();
-    return;
-  }
-  project(L.w_down, a.gate, a.xn);
-  cs.barrier();
-  if (c.post_norms) {
-    op_rms_norm(cs, k, a.xn, L.post_ffn_norm.buf, a.xn, T, c.n_embd, c.rms_eps);
-    cs.barrier();
-  }
-  op_add(cs, k, x, a.xn, x, T * c.n_embd, T * c.n_embd);
-  cs.barrier();
+  add_projection(L.w_down, a.gate, L.post_ffn_norm);
 }
 
 void Session::embed(BufferRange x, uint32_t T) {
