@@ -188,7 +188,8 @@ def serve(a, res):
 
 
 def ttft_of(port, extra):
-    prompt = words(450, 3)
+    # two prompts of the same length with no common prefix: neither server reuses the first's cache
+    prompt, other = words(450, 3), words(450, 4)
     ev = []
     t0 = time.monotonic()
     stream(port, {"prompt": prompt, "max_tokens": 4, **extra}, ev)
@@ -201,7 +202,7 @@ def ttft_of(port, extra):
     time.sleep(3)
     ev = []
     t0 = time.monotonic()
-    stream(port, {"prompt": prompt + " again", "max_tokens": 4, **extra}, ev)
+    stream(port, {"prompt": other, "max_tokens": 4, **extra}, ev)
     loaded = ev[0] - t0
     stop.set()
     return {"idle_s": idle, "under_8_streams_s": loaded, "ratio": loaded / idle}, bg
@@ -215,7 +216,7 @@ def ttft(a, res):
     for t in bg:
         t.join()
     llama = LlamaServer(vulkan_server(), a.model, ["-ngl", "99", "-c", str(16 * 1024), "-np", "16", "-cb"], VK_ENV)
-    out["llama_vulkan"], bg = ttft_of(llama.port, {"ignore_eos": True})
+    out["llama_vulkan"], bg = ttft_of(llama.port, {"ignore_eos": True, "cache_prompt": False})
     llama.stop()
     for t in bg:
         t.join()
