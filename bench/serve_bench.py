@@ -127,6 +127,8 @@ def aggregate(port, p, extra=None):
         t.start()
     for t in threads:
         t.join()
+    if sum(len(e) for e in events) < 2:
+        sys.exit(f"aggregate: {p} streams produced fewer than two chunks of text")
     first = min(e[0] for e in events if e)
     last = max(e[-1] for e in events if e)
     return sum(len(e) - 1 for e in events if e) / (last - first)

@@ -110,6 +110,38 @@ TEST_F(SessionTest, ResetStartsANewConversation) {
   EXPECT_EQ(std::vector<float>(b.begin(), b.end()), first);
 }
 
+// A decode step fuses the norms, adds and SwiGLU into the projections, which needs each matrix in
+// one storage binding: weights larger than one binding take the separate ops (which split them
+// into row slices) and decode the same tokens, their logits within the rounding of the split.
+TEST_F(SessionTest, DecodeWithWeightsLargerThanOneBindingMatches) {
+  SessionOptions o;
+  o.n_ctx = 128;
+  auto run = [&] {
+    Session s(model(), o);
+    auto l = s.prefill(prompt(1));
+    std::vector<std::vector<float>> steps;
+    for (int i = 0; i < 6; ++i) {
+      l = s.decode(argmax(l));
+      steps.emplace_back(l.begin(), l.end());
+    }
+    return steps;
+  };
+  const auto whole = run();
+  struct Restore {  // the kernels are shared by all tests
+    uint64_t &value, saved;
+    ~Restore() { value = saved; }
+  } restore{k().tuning.max_binding_range, k().tuning.max_binding_range};
+  k().tuning.max_binding_range = 4096 + 4;  // stories260K's matrices are 16-64 KiB
+  const auto split = run();
+  ASSERT_EQ(split.size(), whole.size());
+  for (size_t i = 0; i < whole.size(); ++i) {
+    EXPECT_EQ(argmax(split[i]), argmax(whole[i])) << "step " << i;
+    float scale = 1;
+    for (float v : whole[i]) scale = std::max(scale, std::fabs(v));
+    EXPECT_LE(max_abs_diff(split[i], whole[i]), 2e-4f * scale) << "step " << i;
+  }
+}
+
 // ---- options and lengths checked before anything is allocated (issue 7) ---------------------
 
 TEST_F(SessionTest, RefusesHostileOptionsBeforeAllocating) {

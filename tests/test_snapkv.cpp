@@ -367,47 +367,52 @@ TEST_F(SnapkvStories, SelectionMatchesCpuReferenceForEveryPolicy) {
     o.kv.gqa = cs.agg;
     o.kv.complete_words = cs.words;
     o.kv.pool_ahead = cs.ahead;
-    Session s(model(), o);
-    s.prefill(tokens);
-    ASSERT_EQ(s.selection().size(), cfg.n_layer);
-    for (uint32_t l = 0; l < cfg.n_layer; ++l) {
-      // keys as [n_kv][L][hd] from the reference's [pos][n_kv][hd]
-      const auto& kc = ref.k_cache(l);
-      std::vector<float> keys(kc.size());
-      for (uint32_t p = 0; p < L; ++p)
-        for (uint32_t h = 0; h < cfg.n_head_kv; ++h)
-          for (uint32_t d = 0; d < cfg.head_dim; ++d)
-            keys[(size_t(h) * L + p) * cfg.head_dim + d] = kc[(size_t(p) * cfg.n_head_kv + h) * cfg.head_dim + d];
-      std::vector<double> scores;
-      auto want = ref::select_layer(o.kv, l, cfg.n_layer, ref.q_history(l), keys, L, cfg.n_head, cfg.n_head_kv,
-                                    cfg.head_dim, &scores, &words);
-      const uint32_t C = o.kv.layer_budgets(L, cfg.n_layer)[l];
-      const uint32_t P = L - o.kv.window;
-      const std::string what = std::string(kv_policy_name(cs.policy)) + " layer " + std::to_string(l);
-      if (cs.policy == KvPolicy::AdaKV) {
-        // one layer-wide selection: compare the union in [n_kv][P] space
-        std::vector<uint32_t> g, c;
-        for (uint32_t h = 0; h < cfg.n_head_kv; ++h) {
-          for (uint32_t p : s.selection()[l][h])
-            if (p < P) g.push_back(h * P + p);
-          for (uint32_t p : want[h])
-            if (p < P) c.push_back(h * P + p);
-        }
-        expect_same_selection(g, c, scores.data(), cfg.n_head_kv * P, uint32_t(c.size()), 1e-4, what);
-        continue;
-      }
-      for (uint32_t h = 0; h < cfg.n_head_kv; ++h) {
-        if (scores.empty()) {
-          EXPECT_EQ(s.selection()[l][h], want[h]) << what;
+    // n_batch 32, and L - 1: the prompt's last batch is then one token, run as a decode step
+    for (uint32_t n_batch : {32u, L - 1}) {
+      o.n_batch = n_batch;
+      Session s(model(), o);
+      s.prefill(tokens);
+      ASSERT_EQ(s.selection().size(), cfg.n_layer);
+      for (uint32_t l = 0; l < cfg.n_layer; ++l) {
+        // keys as [n_kv][L][hd] from the reference's [pos][n_kv][hd]
+        const auto& kc = ref.k_cache(l);
+        std::vector<float> keys(kc.size());
+        for (uint32_t p = 0; p < L; ++p)
+          for (uint32_t h = 0; h < cfg.n_head_kv; ++h)
+            for (uint32_t d = 0; d < cfg.head_dim; ++d)
+              keys[(size_t(h) * L + p) * cfg.head_dim + d] = kc[(size_t(p) * cfg.n_head_kv + h) * cfg.head_dim + d];
+        std::vector<double> scores;
+        auto want = ref::select_layer(o.kv, l, cfg.n_layer, ref.q_history(l), keys, L, cfg.n_head, cfg.n_head_kv,
+                                      cfg.head_dim, &scores, &words);
+        const uint32_t C = o.kv.layer_budgets(L, cfg.n_layer)[l];
+        const uint32_t P = L - o.kv.window;
+        const std::string what = std::string(kv_policy_name(cs.policy)) + " n_batch " + std::to_string(n_batch) +
+                               " layer " + std::to_string(l);
+        if (cs.policy == KvPolicy::AdaKV) {
+          // one layer-wide selection: compare the union in [n_kv][P] space
+          std::vector<uint32_t> g, c;
+          for (uint32_t h = 0; h < cfg.n_head_kv; ++h) {
+            for (uint32_t p : s.selection()[l][h])
+              if (p < P) g.push_back(h * P + p);
+            for (uint32_t p : want[h])
+              if (p < P) c.push_back(h * P + p);
+          }
+          expect_same_selection(g, c, scores.data(), cfg.n_head_kv * P, uint32_t(c.size()), 1e-4, what);
           continue;
         }
-        std::vector<uint32_t> g, c;
-        for (uint32_t p : s.selection()[l][h])
-          if (p < P) g.push_back(p);
-        for (uint32_t p : want[h])
-          if (p < P) c.push_back(p);
-        expect_same_selection(g, c, scores.data() + size_t(h) * P, P, C - o.kv.window, 1e-4,
-                              what + " head " + std::to_string(h));
+        for (uint32_t h = 0; h < cfg.n_head_kv; ++h) {
+          if (scores.empty()) {
+            EXPECT_EQ(s.selection()[l][h], want[h]) << what;
+            continue;
+          }
+          std::vector<uint32_t> g, c;
+          for (uint32_t p : s.selection()[l][h])
+            if (p < P) g.push_back(p);
+          for (uint32_t p : want[h])
+            if (p < P) c.push_back(p);
+          expect_same_selection(g, c, scores.data() + size_t(h) * P, P, C - o.kv.window, 1e-4,
+                                what + " head " + std::to_string(h));
+        }
       }
     }
   }

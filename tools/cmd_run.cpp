@@ -110,11 +110,6 @@ void echo_prompt(const Tokenizer& tok, const std::vector<int32_t>& prompt) {
   std::fflush(stdout);
 }
 
-uint64_t dispatches_so_far(Session& session) {
-  uint64_t n = 0;
-  for (const auto& t : session.stream().timings()) n += t.count;
-  return n;
-}
 
 // --profile: GPU time per kernel, and the dispatches of a decode step (prefill_dispatches: those
 // before the first decode step; steps: the decode steps run).
@@ -123,7 +118,7 @@ void print_kernel_times(Session& session, uint64_t prefill_dispatches, uint32_t 
   double total = 0;
   for (const auto& t : timings) total += t.total_ms;
   if (steps > 0) {
-    const double per_step = double(dispatches_so_far(session) - prefill_dispatches) / steps;
+    const double per_step = double(session.stream().dispatches() - prefill_dispatches) / steps;
     const uint32_t layers = session.model().config().n_layer;
     std::fprintf(stderr, "\ndecode: %.1f dispatches per step over %u layers (%.2f per layer, embedding and head included)\n",
                  per_step, layers, per_step / layers);
@@ -259,7 +254,7 @@ int run(const RunOptions& o, const Globals& g) {
   auto t0 = std::chrono::steady_clock::now();
   auto logits = session.prefill(prompt);
   const double prefill_ms = ms_since(t0);
-  const uint64_t prefill_dispatches = o.profile ? dispatches_so_far(session) : 0;
+  const uint64_t prefill_dispatches = session.stream().dispatches();
 
   GenerateOptions go;
   go.max_tokens = n_gen;

@@ -31,11 +31,11 @@ struct Session::SeqAttention {
   const QuerySink* sink = nullptr;  // where its rotated queries go, if anywhere
 };
 
-void Session::layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uint32_t row0, uint32_t pos0,
-                    uint32_t decode_len) {
+BufferRange Session::layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uint32_t row0, uint32_t pos0,
+                           uint32_t decode_len) {
   const SeqAttention seq{act_.q, act_.k, act_.v, act_.attn,  act_.part,
                          kv,     row0,   pos0,   decode_len, sink_.ring ? &sink_ : nullptr};
-  record_layer(model_, cs_, act_, l, T, x, std::span<const SeqAttention>(&seq, 1));
+  return record_layer(model_, cs_, act_, l, T, x, std::span<const SeqAttention>(&seq, 1));
 }
 
 // Rotates each sequence's q and k by its positions, appends its k and v to its cache and runs its
@@ -119,8 +119,8 @@ void Session::record_attention(const Model& m, CommandStream& cs, uint32_t l, ui
   if (back) cs.barrier();
 }
 
-void Session::record_layer(const Model& m, CommandStream& cs, Activations& a, uint32_t l, uint32_t T, BufferRange x,
-                           std::span<const SeqAttention> seqs) {
+BufferRange Session::record_layer(const Model& m, CommandStream& cs, Activations& a, uint32_t l, uint32_t T,
+                                  BufferRange x, std::span<const SeqAttention> seqs) {
   const ModelConfig& c = m.config();
   const LayerWeights& L = m.weights().layers[l];
   const Kernels& k = m.kernels();
@@ -132,10 +132,17 @@ void Session::record_layer(const Model& m, CommandStream& cs, Activations& a, ui
       op_matmul(cs, k, W.type, W.buf, in, out, T, W.rows, W.cols);
   };
   // One token: the norms, the residual adds and SwiGLU go into the projections (matvec.comp), and
-  // q, k, v come from one stacked projection where the weights allow.
+  // q, k, v come from one stacked projection where the weights allow. A fused matvec needs its
+  // weights in one binding: larger ones take the separate ops, which split them.
   const bool one = T == 1 && seqs.size() == 1;
+  auto fits = [&](std::initializer_list<const DeviceTensor*> ws) {
+    for (const DeviceTensor* W : ws)
+      if (!matvec_fits(k, W->type, W->rows, W->cols)) return false;
+    return true;
+  };
   const uint64_t f = 4, align = std::max<uint64_t>(4, m.ctx().info().min_storage_buffer_offset_alignment);
-  const bool stacked_qkv = one && L.wqkv && (uint64_t(c.q_dim()) * f) % align == 0 && (uint64_t(c.kv_dim()) * f) % align == 0;
+  const bool stacked_qkv = one && L.wqkv && fits({&L.wqkv}) && (uint64_t(c.q_dim()) * f) % align == 0 &&
+                           (uint64_t(c.kv_dim()) * f) % align == 0;
   SeqAttention one_seq = seqs[0];
   if (stacked_qkv) {
     one_seq.q = BufferRange(a.qkv1, 0, c.q_dim() * f);
@@ -147,7 +154,7 @@ void Session::record_layer(const Model& m, CommandStream& cs, Activations& a, ui
                     v = seqs.size() == 1 ? seqs[0].v : a.v;
 
   // xn = rmsnorm(x); q, k, v = projections of xn
-  if (one) {
+  if (one && (stacked_qkv || fits({&L.wq, &L.wk, &L.wv}))) {
     const BufferRange norm = L.attn_norm.buf;
     const MatvecFuse fuse{&norm, c.rms_eps};
     if (stacked_qkv) {
@@ -181,7 +188,7 @@ void Session::record_layer(const Model& m, CommandStream& cs, Activations& a, ui
   record_attention(m, cs, l, seqs.size() == 1 ? T : 1, seqs);
   // x = x + W in (gemma3: + rmsnorm(W in)); one token adds in the projection
   auto add_projection = [&](const DeviceTensor& W, BufferRange in, const DeviceTensor& post_norm) {
-    if (one && !c.post_norms) {
+    if (one && !c.post_norms && fits({&W})) {
       op_matvec(cs, k, W.type, W.buf, in, x, W.rows, W.cols, MatvecFuse{.add = true});
     } else {
       project(W, in, a.xn);
@@ -198,13 +205,13 @@ void Session::record_layer(const Model& m, CommandStream& cs, Activations& a, ui
   add_projection(L.wo, a.attn, L.post_attn_norm);
   // x = x + w_down (act(w_gate xn) * w_up xn), xn = rmsnorm(x), act silu (gemma3: gelu)
   const Glu glu = c.gelu_ffn ? Glu::Gelu : Glu::Silu;
-  if (one && L.w_gate_up && k.tuning.matvec_rows % 2 == 0) {
+  if (one && L.w_gate_up && fits({&L.w_gate_up}) && k.tuning.matvec_rows % 2 == 0) {
     const BufferRange norm = L.ffn_norm.buf;
     op_matvec(cs, k, L.w_gate_up.type, L.w_gate_up.buf, x, a.gate, c.n_ff, L.w_gate_up.cols,
               MatvecFuse{&norm, c.rms_eps, false, glu});
     cs.barrier();
   } else {
-    if (one) {
+    if (one && fits({&L.w_gate, &L.w_up})) {
       const BufferRange norm = L.ffn_norm.buf;
       const MatvecFuse fuse{&norm, c.rms_eps};
       op_matvec(cs, k, L.w_gate.type, L.w_gate.buf, x, a.gate, L.w_gate.rows, L.w_gate.cols, fuse);
@@ -223,6 +230,7 @@ void Session::record_layer(const Model& m, CommandStream& cs, Activations& a, ui
     cs.barrier();
   }
   add_projection(L.w_down, a.gate, L.post_ffn_norm);
+  return q;
 }
 
 void Session::embed(BufferRange x, uint32_t T) {
@@ -352,7 +360,8 @@ void Session::prefill_compressed(std::span<const int32_t> tokens) {
       cs_.begin();
       for (uint32_t r0 = 0; r0 < L; r0 += opts_.n_batch)
         layer(l, std::min(opts_.n_batch, L - r0), BufferRange(X, r0 * xrow, std::min(opts_.n_batch, L - r0) * xrow),
-              KvView{R.k, R.v, R.heads, R.kv_window(), cache_.types(), cache_.center(l)}, r0, r0, 0);
+              KvView{R.k, R.v, R.heads, R.kv_window(), cache_.types(), cache_.center(l)}, r0, r0,
+              std::min(r0 + std::min(opts_.n_batch, L - r0), R.window));
       cs_.submit();
       continue;
     }
@@ -360,13 +369,13 @@ void Session::prefill_compressed(std::span<const int32_t> tokens) {
     cs_.begin();
     for (uint32_t r0 = 0; r0 < L; r0 += opts_.n_batch) {
       const uint32_t T = std::min(opts_.n_batch, L - r0);
-      layer(l, T, BufferRange(X, r0 * xrow, T * xrow), KvView{full_k, full_v, full_heads, {}, cache_.types(), cache_.center(l)}, r0, r0,
-            0);
+      const BufferRange q = layer(l, T, BufferRange(X, r0 * xrow, T * xrow),
+                                  KvView{full_k, full_v, full_heads, {}, cache_.types(), cache_.center(l)}, r0, r0, r0 + T);
       // keep the voting queries (rotated) of rows L - n_q .. L - 1 for the score pass
       const uint32_t first = std::max(r0, L - n_q);
       if (first < r0 + T) {
         const uint64_t qrow = uint64_t(c.q_dim()) * 4;
-        cs_.copy(act_.q, (first - r0) * qrow, q_win, (first - (L - n_q)) * qrow, (r0 + T - first) * qrow);
+        cs_.copy(*q.buffer, q.offset + (first - r0) * qrow, q_win, (first - (L - n_q)) * qrow, (r0 + T - first) * qrow);
         cs_.barrier();
       }
     }
@@ -399,8 +408,8 @@ DecodeBatch::DecodeBatch(const Model& m, uint32_t max_seqs_) : max_seqs(max_seqs
 }
 
 uint64_t DecodeBatch::bytes(const ModelConfig& c, uint32_t max_seqs) {
-  const uint64_t per_row = 2ull * c.n_embd + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * c.n_ff + 1 + c.n_vocab;  // (and one qkv1)
-  return 4 * uint64_t(max_seqs) * per_row;
+  const uint64_t per_row = 2ull * c.n_embd + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * c.n_ff + 1 + c.n_vocab;
+  return 4 * (uint64_t(max_seqs) * per_row + c.q_dim() + 2ull * c.kv_dim());  // (allocate_rows' qkv1)
 }
 
 bool DecodeBatch::fits(const Model& m) {

@@ -157,16 +157,17 @@ class Session {
   struct KvView;
   struct SeqAttention;
   // One transformer block over T rows of x into cs with activations a; seqs: one sequence of T
-  // rows, or T sequences of one row each (decode_batch).
-  static void record_layer(const Model& m, CommandStream& cs, Activations& a, uint32_t l, uint32_t T, BufferRange x,
+  // rows, or T sequences of one row each (decode_batch). Returns where the first sequence's
+  // queries went (rotated): its q, or one token's stacked q (Activations::qkv1).
+  static BufferRange record_layer(const Model& m, CommandStream& cs, Activations& a, uint32_t l, uint32_t T, BufferRange x,
                            std::span<const SeqAttention> seqs);
   static void record_attention(const Model& m, CommandStream& cs, uint32_t l, uint32_t T,
                                std::span<const SeqAttention> seqs);
   void forward(const int32_t* tokens, uint32_t T, bool logits, const RowLogitsFn* rows = nullptr);  // forward.cpp
   void check_tokens(std::span<const int32_t> tokens) const;
   void prefill_compressed(std::span<const int32_t> tokens);  // host/session/forward.cpp
-  void layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uint32_t row0, uint32_t pos0,
-             uint32_t decode_len);               // host/session/forward.cpp
+  BufferRange layer(uint32_t l, uint32_t T, BufferRange x, const KvView& kv, uint32_t row0, uint32_t pos0,
+                    uint32_t decode_len);        // host/session/forward.cpp; record_layer's queries
   void logits_of_row(BufferRange x_row);         // host/session/forward.cpp
   void logits_of_rows(uint32_t T);               // host/session/forward.cpp
   void embed(BufferRange x, uint32_t T);         // host/session/forward.cpp
