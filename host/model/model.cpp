@@ -226,15 +226,18 @@ DeviceTensor upload_tensor(Context& ctx, const GgufTensor& t) {
 // Matrices of one input uploaded back to back into one buffer (`name`), each at an offset the
 // device can bind. When they share a type, follow each other with no gap and fit one binding,
 // `whole` is all of them as one matrix (LayerWeights::wqkv, w_gate_up): one matvec for them all.
+// split_output: each matrix's part of the whole's f32 output must be bindable on its own too
+// (q, k and v are read apart).
 void upload_stack(Context& ctx, const Kernels& k, std::span<const GgufTensor* const> ts,
-                  std::span<DeviceTensor* const> slots, DeviceTensor& whole, const std::string& name) {
+                  std::span<DeviceTensor* const> slots, DeviceTensor& whole, const std::string& name,
+                  bool split_output) {
   const uint64_t align = std::max<uint64_t>(4, ctx.info().min_storage_buffer_offset_alignment);
   std::vector<uint64_t> at;
   uint64_t end = 0, rows = 0;
   bool stacked = true;
   for (const GgufTensor* t : ts) {
     const uint64_t o = (end + align - 1) / align * align;
-    stacked = stacked && o == end && t->type == ts[0]->type;
+    stacked = stacked && o == end && t->type == ts[0]->type && (!split_output || rows * 4 % align == 0);
     at.push_back(o);
     end = o + t->nbytes;
     rows += t->ne[1];
@@ -332,10 +335,10 @@ Model::Model(Kernels& kernels, const std::string& path) : k_(kernels), file_(Ggu
     const GgufTensor* qkv[] = {file_.find_tensor(p + "attn_q.weight"), file_.find_tensor(p + "attn_k.weight"),
                                file_.find_tensor(p + "attn_v.weight")};  // (checked above)
     DeviceTensor* qkv_slots[] = {&L.wq, &L.wk, &L.wv};
-    upload_stack(ctx, k_, qkv, qkv_slots, L.wqkv, p + "attn_qkv");
+    upload_stack(ctx, k_, qkv, qkv_slots, L.wqkv, p + "attn_qkv", true);
     const GgufTensor* ffn[] = {file_.find_tensor(p + "ffn_gate.weight"), file_.find_tensor(p + "ffn_up.weight")};
     DeviceTensor* ffn_slots[] = {&L.w_gate, &L.w_up};
-    upload_stack(ctx, k_, ffn, ffn_slots, L.w_gate_up, p + "ffn_gate_up");
+    upload_stack(ctx, k_, ffn, ffn_slots, L.w_gate_up, p + "ffn_gate_up", false);
     for (const DeviceTensor* t : {&L.wq, &L.wk, &L.wv, &L.w_gate, &L.w_up}) k_.weights(weight_kind(t->type));
   }
   visit_weights(file_, c, w_, [&](const std::string& name, uint64_t cols, uint64_t rows, DeviceTensor& slot) {

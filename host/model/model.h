@@ -104,7 +104,8 @@ struct LayerWeights {
   DeviceTensor w_down;          // [n_embd, n_ff]
   // wq, wk, wv and w_gate, w_up as one matrix each, when they share a type and lie back to back
   // in one buffer (a stack): one matvec projects all three, or gate and up with their SwiGLU.
-  // Empty when they cannot be stacked (types differ, or the stack would exceed one binding).
+  // Empty when they cannot be stacked (types differ, the stack would exceed one binding, or
+  // q's or k's part of the stacked output would start at an offset the device cannot bind).
   DeviceTensor wqkv;     // [q_dim + 2 kv_dim, n_embd], in the buffer of wq, wk, wv
   DeviceTensor w_gate_up;  // [2 n_ff, n_embd], in the buffer of w_gate, w_up
 };

@@ -140,9 +140,8 @@ BufferRange Session::record_layer(const Model& m, CommandStream& cs, Activations
       if (!matvec_fits(k, W->type, W->rows, W->cols)) return false;
     return true;
   };
-  const uint64_t f = 4, align = std::max<uint64_t>(4, m.ctx().info().min_storage_buffer_offset_alignment);
-  const bool stacked_qkv = one && L.wqkv && fits({&L.wqkv}) && (uint64_t(c.q_dim()) * f) % align == 0 &&
-                           (uint64_t(c.kv_dim()) * f) % align == 0;
+  const uint64_t f = 4;
+  const bool stacked_qkv = one && L.wqkv && a.qkv1 && fits({&L.wqkv});  // (a session's activations hold qkv1)
   SeqAttention one_seq = seqs[0];
   if (stacked_qkv) {
     one_seq.q = BufferRange(a.qkv1, 0, c.q_dim() * f);
@@ -409,7 +408,7 @@ DecodeBatch::DecodeBatch(const Model& m, uint32_t max_seqs_) : max_seqs(max_seqs
 
 uint64_t DecodeBatch::bytes(const ModelConfig& c, uint32_t max_seqs) {
   const uint64_t per_row = 2ull * c.n_embd + 2ull * c.q_dim() + 2ull * c.kv_dim() + 2ull * c.n_ff + 1 + c.n_vocab;
-  return 4 * (uint64_t(max_seqs) * per_row + c.q_dim() + 2ull * c.kv_dim());  // (allocate_rows' qkv1)
+  return 4 * uint64_t(max_seqs) * per_row;
 }
 
 bool DecodeBatch::fits(const Model& m) {

@@ -73,6 +73,7 @@ Session::Session(const Model& model, const SessionOptions& opts)
 
   const uint64_t B = opts_.n_batch, f = 4;
   allocate_rows(act_, ctx, c, B, "");
+  act_.qkv1 = Buffer(ctx, (uint64_t(c.q_dim()) + 2ull * c.kv_dim()) * 4, BufferKind::Device, "qkv1");
   act_.part = Buffer(
       ctx, attn_scratch_floats(model.attention().decode_chunk, c.head_dim, c.n_head, opts_.n_ctx, opts_.n_batch) * f,
       BufferKind::Device, "attn_part");
@@ -146,7 +147,6 @@ void allocate_rows(Activations& a, Context& ctx, const ModelConfig& c, uint64_t 
   a.gate = Buffer(ctx, B * c.n_ff * f, BufferKind::Device, prefix + "gate");
   a.up = Buffer(ctx, B * c.n_ff * f, BufferKind::Device, prefix + "up");
   a.ids = Buffer(ctx, B * 4, BufferKind::Staging, prefix + "ids");
-  a.qkv1 = Buffer(ctx, (uint64_t(c.q_dim()) + 2ull * c.kv_dim()) * f, BufferKind::Device, prefix + "qkv1");
 }
 
 void Session::reset() {

@@ -59,7 +59,7 @@ struct Activations {
   Buffer attn;    // [B, q_dim] attention output
   Buffer gate;    // [B, n_ff]
   Buffer up;      // [B, n_ff]
-  Buffer qkv1;    // [q_dim + 2 kv_dim]: one token's q, k, v from the stacked projection (LayerWeights::wqkv)
+  Buffer qkv1;    // [q_dim + 2 kv_dim]: one token's q, k, v from the stacked projection (LayerWeights::wqkv); a session's only
   Buffer part;    // decode attention partials
   Buffer ids;     // [B] int32 token ids, host-visible
   Buffer logits;  // [n_vocab], host-visible
